@@ -1,0 +1,6 @@
+"""Synthetic multi-institution pediatric claims in MEDS (DESIGN 5)."""
+
+from simulations.synth.generator import SiteData, generate_site, synthesize
+from simulations.synth.profiles import SiteProfile, default_profiles
+
+__all__ = ["SiteData", "SiteProfile", "default_profiles", "generate_site", "synthesize"]
