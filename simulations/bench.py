@@ -1,0 +1,142 @@
+"""`claimpt bench`: throughput and data-property figures, written as JSON and a Markdown table.
+
+Timings are steady state: one untimed warm-up, then `repeats` timed runs reported as median,
+min and max. Later sections (model, federation) add their figures to the same report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from shared_model.data import read_meds
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A throughput figure over repeats (units per second)."""
+
+    median: float
+    min: float
+    max: float
+    unit: str
+
+
+def measure_rate(work: Callable[[], int], repeats: int, unit: str) -> Rate:
+    """Run `work` once untimed, then `repeats` times; `work` returns how many units it did."""
+    work()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        units = work()
+        rates.append(units / (time.perf_counter() - start))
+    return Rate(statistics.median(rates), min(rates), max(rates), unit)
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu_model": cpu, "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for package in ("claimpt-federated", "tensorflow-cpu", "tensorflow", "keras", "flwr", "numpy", "pandas",
+                    "pyarrow", "scikit-learn"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _data_section(work_dir: Path, patients_per_site: int, sites: int, repeats: int, seed: int) -> dict[str, Any]:
+    from simulations.heterogeneity import js_divergence_matrix, label_prevalence
+    from simulations.signal import logreg_signal
+    from simulations.synth import synthesize
+
+    sizes = [patients_per_site] * sites
+
+    def generate() -> int:
+        synthesize(work_dir / "sites", sizes, seed, overwrite=True)
+        return sum(sizes)
+
+    log.info("bench: synthesising %d sites x %d patients (%d timed repeats)", sites, patients_per_site, repeats)
+    synth_rate = measure_rate(generate, repeats, "patients/s")
+    datasets = {f"site-{i + 1}": read_meds(work_dir / "sites" / f"site-{i + 1}") for i in range(sites)}
+    n_events = sum(len(ds.events) for ds in datasets.values())
+    events_per_patient = n_events / sum(sizes)
+    signal = {name: asdict(logreg_signal(ds, "asthma", seed)) for name, ds in datasets.items()}
+    jsd = js_divergence_matrix(datasets)
+    prevalence = label_prevalence(datasets)
+    return {
+        "synth_patients_per_s": asdict(synth_rate),
+        "synth_events_per_s": asdict(Rate(synth_rate.median * events_per_patient, synth_rate.min * events_per_patient,
+                                          synth_rate.max * events_per_patient, "events/s")),
+        "synth_events": n_events,
+        "asthma_logreg_auroc": {k: v["auroc"] for k, v in signal.items()},
+        "site_js_divergence": jsd.round(4).to_dict(),
+        "label_prevalence": prevalence.round(4).to_dict(orient="index"),
+    }
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = ["# claimpt bench", "", f"Machine: {report['machine']['cpu_model']}, {report['machine']['cores']} cores; "
+             + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), "",
+             "| figure | median | min | max | unit |", "|---|---:|---:|---:|---|"]
+    for key, value in report["figures"].items():
+        if isinstance(value, dict) and {"median", "min", "max"} <= value.keys():
+            lines.append(f"| `{key}` | {value['median']:,.0f} | {value['min']:,.0f} | {value['max']:,.0f} | {value['unit']} |")
+    lines.append(f"| `peak_rss_mb` | {report['figures']['peak_rss_mb']:,.0f} | | | MB |")
+    data = report["figures"]
+    lines += ["", "## Data signal and site heterogeneity", "",
+              f"Sites of {report['params']['patients_per_site']:,} patients each.", "",
+              "| site | asthma logreg AUROC | " + " | ".join(f"{t} prevalence" for t in next(iter(data["label_prevalence"].values()))) + " |",
+              "|---|---:|" + "---:|" * len(next(iter(data["label_prevalence"].values())))]
+    for site, auroc in data["asthma_logreg_auroc"].items():
+        prev = data["label_prevalence"][site]
+        lines.append(f"| {site} | {auroc:.3f} | " + " | ".join(f"{v:.1%}" for v in prev.values()) + " |")
+    names = list(data["site_js_divergence"])
+    lines += ["", "Jensen-Shannon divergence (base 2) between site code distributions:", "",
+              "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for a in names:
+        lines.append(f"| {a} | " + " | ".join(f"{data['site_js_divergence'][b][a]:.3f}" for b in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_bench(out: Path, *, patients_per_site: int, sites: int, repeats: int, seed: int) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="claimpt-bench-") as tmp:
+        figures = _data_section(Path(tmp), patients_per_site, sites, repeats, seed)
+    figures["peak_rss_mb"] = peak_rss_mb()
+    report = {"machine": machine_info(), "versions": versions(),
+              "params": {"patients_per_site": patients_per_site, "sites": sites, "repeats": repeats, "seed": seed},
+              "figures": figures}
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "bench.md").write_text(_markdown(report))
+    return out / "bench.md"

@@ -1,0 +1,49 @@
+"""Shared fixtures: small generated data only, so the suite stays fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared_model.data.meds import assign_splits, write_meds
+
+
+@pytest.fixture(scope="session")
+def small_sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three synthetic sites of different sizes (seed 11)."""
+    from simulations.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("sites"), [1500, 1000, 800], seed=11)
+
+
+def tiny_events() -> pd.DataFrame:
+    """Two subjects with birth, sex and a few visits, as a producer would hand them to write_meds."""
+    t = lambda s: np.datetime64(s, "us")  # noqa: E731
+    rows = [
+        (1, None, "SEX/F"), (1, t("2010-01-01"), "MEDS_BIRTH"), (1, t("2015-03-01"), "VISIT/OP"),
+        (1, t("2015-03-01"), "ICD10CM/J45.909"), (1, t("2016-05-02"), "CPT/99213"),
+        (2, None, "SEX/M"), (2, t("2012-06-01"), "MEDS_BIRTH"), (2, t("2016-01-10"), "VISIT/ER"),
+        (2, t("2016-01-10"), "ICD10CM/J21.9"), (2, t("2017-02-02"), "RXNORM/745679"),
+    ]
+    frame = pd.DataFrame(rows, columns=["subject_id", "time", "code"])
+    frame["time"] = pd.to_datetime(frame["time"]).astype("datetime64[us]")
+    frame["numeric_value"] = np.float32(np.nan)
+    return frame
+
+
+def tiny_labels() -> pd.DataFrame:
+    return pd.DataFrame({
+        "subject_id": [1, 2],
+        "prediction_time": pd.to_datetime(["2016-01-01", "2016-06-01"]).astype("datetime64[us]"),
+        "boolean_value": [True, False],
+    })
+
+
+@pytest.fixture
+def tiny_meds(tmp_path: Path) -> Path:
+    events = tiny_events()
+    return write_meds(tmp_path / "tiny", events, assign_splits(np.array([1, 2])),
+                      labels={"asthma": tiny_labels()}, metadata={"dataset_name": "tiny"})
