@@ -1,0 +1,214 @@
+"""Events -> the Claim-PT tensor layout (DESIGN 2.2). The one place data is tensorised.
+
+Per sample (a subject and a prediction time): the last `max_visits` visits strictly before the
+prediction day, left-padded; each visit holds up to `max_codes` code ids, most frequent first.
+Pretraining samples hold out each subject's last visit that has a target group and use the
+visits before it (next-visit prediction). Fully vectorised: no Python loop per event or subject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from shared_model.vocabulary import BIRTH_CODE, FIRST_CODE_ID, Vocabulary, is_clinical_code
+
+#: visit-type ids; a day's type is the highest-precedence VISIT code (IP > ER > OP > RX), else OTHER
+VISIT_TYPE_IDS = {"VISIT/RX": 2, "VISIT/OP": 3, "VISIT/ER": 4, "VISIT/IP": 5}
+OTHER_VISIT = 1
+N_VISIT_TYPES = 6
+SEX_IDS = {"SEX/F": 1, "SEX/M": 2}
+N_SEX = 3
+AGE_BUCKET_EDGES_YEARS = (1, 2, 5, 12, 18)  # bucket 0 = unknown age
+N_AGE_BUCKETS = len(AGE_BUCKET_EDGES_YEARS) + 2
+
+
+@dataclass(frozen=True)
+class Layout:
+    max_visits: int = 30
+    max_codes: int = 10
+    max_visit_groups: int = 10  # CP targets kept per visit
+    max_target_groups: int = 20  # NVP / next-visit targets kept per sample
+
+
+#: field -> (dtype on disk, shape after the sample axis as a function of the layout)
+FIELDS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "codes": (np.int32, ("max_visits", "max_codes")),
+    "visit_type": (np.int8, ("max_visits",)),
+    "date_index": (np.int16, ("max_visits",)),
+    "days_before": (np.int32, ("max_visits",)),
+    "age_days": (np.int32, ("max_visits",)),
+    "demo": (np.int8, (2,)),
+    "visit_groups": (np.int16, ("max_visits", "max_visit_groups")),
+    "target_groups": (np.int16, ("max_target_groups",)),
+    "label": (np.float32, ()),
+    "subject_id": (np.int64, ()),
+    "prediction_day": (np.int32, ()),
+}
+MODEL_INPUTS = ("codes", "visit_type", "date_index", "days_before", "age_days", "demo")
+
+
+def field_shape(name: str, layout: Layout) -> tuple[int, ...]:
+    return tuple(getattr(layout, s) if isinstance(s, str) else s for s in FIELDS[name][1])
+
+
+def empty_arrays(layout: Layout) -> dict[str, np.ndarray]:
+    return {name: np.zeros((0, *field_shape(name, layout)), dtype=dtype) for name, (dtype, _) in FIELDS.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class _Visits:
+    subject: np.ndarray  # per visit, sorted by (subject, day)
+    day: np.ndarray
+    visit_type: np.ndarray
+    codes: np.ndarray  # (visits, max_codes)
+    groups: np.ndarray  # (visits, max_target_groups), -1 padded
+    first_of_subject: np.ndarray  # per visit: index of the subject's first visit
+
+
+def _ranked_pairs(visit: np.ndarray, item: np.ndarray, width: int, n_visits: int, fill: int) -> np.ndarray:
+    """Distinct (visit, item) pairs, smallest items first, into a (n_visits, width) matrix."""
+    span = int(item.max(initial=0)) + 1
+    key = np.unique(visit.astype(np.int64) * span + item)
+    v, it = key // span, key % span
+    start = np.searchsorted(v, v, side="left")
+    rank = np.arange(v.size) - start
+    keep = rank < width
+    out = np.full((n_visits, width), fill, dtype=np.int64)
+    out[v[keep], rank[keep]] = it[keep]
+    return out
+
+
+def _visits(events: pd.DataFrame, vocab: Vocabulary, layout: Layout) -> tuple[_Visits, pd.Series, pd.Series]:
+    timed = events[events["time"].notna()]
+    code = timed["code"].astype("category")
+    categories = pd.Index(code.cat.categories.astype(str))
+    category_code_id = np.where(is_clinical_code(categories), vocab.encode(categories), 0)
+    category_visit_type = np.array([VISIT_TYPE_IDS.get(c, 0) for c in categories], dtype=np.int64)
+    cat_idx = code.cat.codes.to_numpy()
+
+    subject = timed["subject_id"].to_numpy(np.int64)
+    day = timed["time"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    is_birth = (categories == BIRTH_CODE)[cat_idx]
+    births = pd.Series(day[is_birth], index=subject[is_birth]).groupby(level=0).min()
+    static = events[events["time"].isna()]
+    sex = pd.Series([SEX_IDS.get(c, 0) for c in static["code"].astype(str)], index=static["subject_id"].to_numpy())
+    sex = sex[sex > 0].groupby(level=0).max()
+
+    keep = ~is_birth
+    subject, day, cat_idx = subject[keep], day[keep], cat_idx[keep]
+    order = np.lexsort((day, subject))
+    subject, day, cat_idx = subject[order], day[order], cat_idx[order]
+    new_visit = np.r_[True, (subject[1:] != subject[:-1]) | (day[1:] != day[:-1])]
+    visit_of_event = np.cumsum(new_visit) - 1
+    starts = np.flatnonzero(new_visit)
+    n_visits = starts.size
+    visit_subject, visit_day = subject[starts], day[starts]
+    visit_type = np.maximum.reduceat(category_visit_type[cat_idx], starts) if n_visits else np.zeros(0, np.int64)
+    visit_type = np.where(visit_type == 0, OTHER_VISIT, visit_type)
+
+    code_id = category_code_id[cat_idx]
+    clinical = code_id > 0
+    codes = _ranked_pairs(visit_of_event[clinical], code_id[clinical], layout.max_codes, n_visits, 0)
+    group = vocab.group_of_ids()[code_id]
+    has_group = group >= 0
+    groups = _ranked_pairs(visit_of_event[has_group], group[has_group],
+                           max(layout.max_target_groups, layout.max_visit_groups), n_visits, -1)
+    first_of_subject = np.searchsorted(visit_subject, visit_subject, side="left")
+    return _Visits(visit_subject, visit_day, visit_type, codes, groups, first_of_subject), births, sex
+
+
+def next_visit_samples(events: pd.DataFrame, vocab: Vocabulary, layout: Layout = Layout()) -> dict[str, np.ndarray]:
+    """One pretraining sample per subject: predict the groups of their last visit that has any."""
+    visits, births, sex = _visits(events, vocab, layout)
+    has_target = visits.groups[:, 0] >= 0
+    candidates = np.flatnonzero(has_target & (np.arange(visits.day.size) > visits.first_of_subject))
+    if candidates.size == 0:
+        return empty_arrays(layout)
+    last_per_subject = pd.Series(candidates).groupby(visits.subject[candidates]).max().to_numpy()
+    return _gather(visits, births, sex, layout, last_per_subject, visits.day[last_per_subject],
+                   target=last_per_subject, label=np.full(last_per_subject.size, np.nan, np.float32))
+
+
+def labelled_samples(events: pd.DataFrame, labels: pd.DataFrame, vocab: Vocabulary, layout: Layout = Layout()
+                     ) -> dict[str, np.ndarray]:
+    """One sample per label row: history strictly before the prediction day; target groups are
+    those of the first visit on or after it (for next-visit evaluation at labelled times)."""
+    visits, births, sex = _visits(events, vocab, layout)
+    if len(labels) == 0:
+        return empty_arrays(layout)
+    subject = labels["subject_id"].to_numpy(np.int64)
+    pt_day = labels["prediction_time"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    span = int(max(visits.day.max(initial=0), pt_day.max()) - min(visits.day.min(initial=0), pt_day.min()) + 2)
+    origin = int(min(visits.day.min(initial=0), pt_day.min()))
+    visit_key = visits.subject * span + (visits.day - origin)
+    cut = np.searchsorted(visit_key, subject * span + (pt_day - origin), side="left")
+    in_range = cut < visits.day.size
+    same_subject = np.zeros(cut.size, bool)
+    same_subject[in_range] = visits.subject[cut[in_range]] == subject[in_range]
+    target = np.where(same_subject, cut, -1)
+    return _gather(visits, births, sex, layout, cut, pt_day, target=target,
+                   label=labels["boolean_value"].to_numpy().astype(np.float32), subject=subject)
+
+
+def _gather(visits: _Visits, births: pd.Series, sex: pd.Series, layout: Layout, cut: np.ndarray,
+            pt_day: np.ndarray, *, target: np.ndarray, label: np.ndarray, subject: np.ndarray | None = None
+            ) -> dict[str, np.ndarray]:
+    """Assemble samples whose history is the subject's visits before index `cut` (the last
+    max_visits of them, right-aligned)."""
+    n_visits = visits.day.size
+    subject = visits.subject[np.minimum(cut, n_visits - 1)] if subject is None else subject
+    first = np.searchsorted(visits.subject, subject, side="left")
+    idx = cut[:, None] - layout.max_visits + np.arange(layout.max_visits)[None, :]
+    valid = (idx >= first[:, None]) & (idx < cut[:, None])
+    idx = np.where(valid, idx, 0)
+
+    def take(values: np.ndarray, fill: int = 0) -> np.ndarray:
+        picked = values[idx] if n_visits else np.full(idx.shape + values.shape[1:], fill)
+        mask = valid.reshape(valid.shape + (1,) * (picked.ndim - 2))
+        return np.where(mask, picked, fill)
+
+    visit_day = take(visits.day)
+    birth = pd.Series(subject).map(births).to_numpy(dtype=np.float64)
+    known_birth = ~np.isnan(birth)
+    birth_day = np.where(known_birth, birth, 0).astype(np.int64)
+    doy = (visit_day - (visit_day.astype("datetime64[D]").astype("datetime64[Y]").astype("datetime64[D]").astype(np.int64))) + 1
+    age_at_pt = (pt_day - birth_day) / 365.25
+    age_bucket = np.where(known_birth, np.digitize(age_at_pt, AGE_BUCKET_EDGES_YEARS) + 1, 0)
+    sex_id = pd.Series(subject).map(sex).fillna(0).to_numpy(np.int64)
+    target_groups = np.full((cut.size, layout.max_target_groups), -1, dtype=np.int64)
+    has_target = target >= 0
+    if n_visits:
+        target_groups[has_target] = visits.groups[target[has_target], : layout.max_target_groups]
+    return {
+        "codes": take(visits.codes).astype(np.int32),
+        "visit_type": take(visits.visit_type).astype(np.int8),
+        "date_index": np.where(valid, doy, 0).astype(np.int16),
+        "days_before": np.where(valid, pt_day[:, None] - visit_day, 0).astype(np.int32),
+        "age_days": np.where(valid & known_birth[:, None], visit_day - birth_day[:, None], 0).astype(np.int32),
+        "demo": np.stack([age_bucket, sex_id], axis=1).astype(np.int8),
+        "visit_groups": take(visits.groups[:, : layout.max_visit_groups], fill=-1).astype(np.int16),
+        "target_groups": target_groups.astype(np.int16),
+        "label": label.astype(np.float32),
+        "subject_id": subject.astype(np.int64),
+        "prediction_day": pt_day.astype(np.int32),
+    }
+
+
+def select(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The same rows of every field (boolean mask or indices)."""
+    return {name: values[rows] for name, values in arrays.items()}
+
+
+def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def n_samples(arrays: dict[str, np.ndarray]) -> int:
+    return len(arrays["subject_id"])
+
+
+__all__ = ["FIELDS", "FIRST_CODE_ID", "Layout", "MODEL_INPUTS", "concat", "labelled_samples",
+           "next_visit_samples", "select"]
