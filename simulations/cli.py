@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
-from shared_model.data import DataValidationError, read_meds, summarize
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the CLI
+
+from shared_model.data import DataValidationError, read_meds, summarize  # noqa: E402
 
 app = typer.Typer(
     name="claimpt",
@@ -104,6 +108,114 @@ def convert(
 
     path = convert_claims(claims, patients, out, overwrite=force)
     typer.echo(summarize(read_meds(path)).to_text())
+
+
+# --------------------------------------------------------------------------- model options
+
+
+
+def model_options(layers: int, heads: int, d_model: int, ffn: int, dropout: float, pre_ln: bool,
+                  time_encoding: str) -> dict[str, Any]:
+    return {"n_layers": layers, "n_heads": heads, "d_model": d_model, "patient_dim": d_model, "ffn_dim": ffn,
+            "dropout": dropout, "pre_layer_norm": pre_ln, "time_encoding": time_encoding}
+
+
+LayersOpt = Annotated[int, typer.Option("--layers", min=1, help="Transformer layers (Claim-PT: 1).")]
+HeadsOpt = Annotated[int, typer.Option("--heads", min=1, help="Attention heads (Claim-PT: 2).")]
+DModelOpt = Annotated[int, typer.Option("--d-model", min=2, help="Width of embeddings and patient vector (Claim-PT: 100).")]
+FfnOpt = Annotated[int, typer.Option("--ffn", min=1, help="Feed-forward width (Claim-PT: 100).")]
+DropoutOpt = Annotated[float, typer.Option("--dropout", min=0.0, max=0.9, help="Dropout rate (Claim-PT: 0).")]
+PreLnOpt = Annotated[bool, typer.Option("--pre-ln/--post-ln", help="Pre-LayerNorm blocks (Claim-PT: post-LN).")]
+TimeOpt = Annotated[str, typer.Option("--time-encoding", help="day_of_year (Claim-PT) or days_before+age.")]
+
+pretrain_app = typer.Typer(help="Pretrain the shared model centrally (pooled) or federated.", no_args_is_help=True)
+app.add_typer(pretrain_app, name="pretrain")
+
+
+@pretrain_app.command("central")
+@_bad_input_exits_2
+def pretrain_central(
+    data: Annotated[list[Path], typer.Option("--data", help="A site's MEDS directory; repeat for every site to pool.")],
+    out: Annotated[Path, typer.Option(help="Run directory: receives checkpoint/, history.csv, metrics.json.")],
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum passes over the pooled training data.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, help="Patients per step (Claim-PT: 100).")] = 100,
+    learning_rate: Annotated[float, typer.Option(help="RMSprop learning rate (Claim-PT: 1e-3).")] = 1e-3,
+    patience: Annotated[int, typer.Option(min=1, help="Early stopping: epochs without tuning-loss improvement.")] = 2,
+    min_count: Annotated[int, typer.Option(min=1, help="Keep codes seen in at least this many training patients.")] = 1,
+    max_vocab: Annotated[int | None, typer.Option(help="Keep at most this many codes (most frequent first).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (initialisation and batch order).")] = 0,
+    layers: LayersOpt = 1, heads: HeadsOpt = 2, d_model: DModelOpt = 100, ffn: FfnOpt = 100,
+    dropout: DropoutOpt = 0.0, pre_ln: PreLnOpt = False, time_encoding: TimeOpt = "day_of_year",
+) -> None:
+    """Pretrain NVP + CP on the pooled sites; write RUN/checkpoint and NVP Recall@k."""
+    from shared_model.training import PretrainSettings
+    from simulations.central import run_central_pretraining
+
+    metrics = run_central_pretraining(
+        data, out, settings=PretrainSettings(epochs, batch_size, learning_rate, patience, seed),
+        model_options=model_options(layers, heads, d_model, ffn, dropout, pre_ln, time_encoding),
+        min_count=min_count, max_vocab=max_vocab)
+    typer.echo(json.dumps({k: metrics[k] for k in ("nvp_held_out", "most_frequent_groups_baseline")}, indent=2))
+
+
+@app.command()
+@_bad_input_exits_2
+def finetune(
+    data: Annotated[Path, typer.Option(help="The site's MEDS directory.")],
+    task: Annotated[str, typer.Option(help="asthma, self_harm (labels/<task>.parquet) or next_visit.")],
+    out: Annotated[Path, typer.Option(help="Run directory: receives metrics.json (and the fine-tuned checkpoint).")],
+    checkpoint: Annotated[Path | None, typer.Option(help="Pretrained checkpoint directory; omit to train from scratch.")] = None,
+    model: Annotated[str, typer.Option(help="transformer, or logreg (bag-of-codes logistic regression).")] = "transformer",
+    train_size: Annotated[int | None, typer.Option(help="Labelled training patients drawn from the train split (default: all).")] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum fine-tuning epochs (early stopping on the tuning cohort).")] = 40,
+    batch_size: Annotated[int, typer.Option(min=1, help="Patients per step.")] = 32,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate of the task head (Claim-PT: 1e-4).")] = 1e-4,
+    layer_decay: Annotated[float, typer.Option(min=0.0, max=1.0, help="Learning-rate factor per layer below the head (1 = uniform).")] = 0.8,
+    gradual_unfreeze: Annotated[bool, typer.Option(help="Unfreeze one more layer group per epoch, head first.")] = False,
+    patience: Annotated[int, typer.Option(min=1, help="Early stopping patience in epochs.")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed (cohort draw, initialisation, batch order).")] = 0,
+    layers: LayersOpt = 1, heads: HeadsOpt = 2, d_model: DModelOpt = 100, ffn: FfnOpt = 100,
+    dropout: DropoutOpt = 0.0, pre_ln: PreLnOpt = False, time_encoding: TimeOpt = "day_of_year",
+) -> None:
+    """Fine-tune a task on a small cohort at one site; write metrics on its held-out split.
+
+    Model options apply only without --checkpoint (a checkpoint carries its own config)."""
+    from shared_model.checkpoint import load_checkpoint
+    from shared_model.config import ClaimTransformerConfig
+    from shared_model.finetuning import run_finetune
+    from shared_model.training import FinetuneSettings
+
+    dataset = read_meds(data)
+    ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
+    options = model_options(layers, heads, d_model, ffn, dropout, pre_ln, time_encoding)
+    out.mkdir(parents=True, exist_ok=True)
+    record = run_finetune(
+        dataset, task, train_size=train_size, seed=seed, checkpoint=ckpt, model=model,
+        settings=FinetuneSettings(epochs, batch_size, learning_rate, layer_decay, gradual_unfreeze, patience, seed),
+        model_config=ClaimTransformerConfig(vocab_size=3, n_groups=1, **options), out=out)
+    record["data"], record["checkpoint"] = str(data), str(checkpoint) if checkpoint else None
+    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    typer.echo(json.dumps(record, indent=2))
+
+
+@app.command("model-info")
+def model_info(
+    vocab_size: Annotated[int, typer.Option(min=3, help="Embedding rows: codes + padding + UNK (Claim-PT: 49,836).")],
+    groups: Annotated[int, typer.Option(min=1, help="Target groups of the NVP/CP heads (Claim-PT: 3,357).")],
+    layers: LayersOpt = 1, heads: HeadsOpt = 2, d_model: DModelOpt = 100, ffn: FfnOpt = 100,
+    dropout: DropoutOpt = 0.0, pre_ln: PreLnOpt = False, time_encoding: TimeOpt = "day_of_year",
+) -> None:
+    """Print the layer table and parameter count of the model a config builds."""
+    from shared_model.config import ClaimTransformerConfig
+    from shared_model.model import parameter_table
+
+    config = ClaimTransformerConfig(vocab_size=vocab_size, n_groups=groups,
+                                    **model_options(layers, heads, d_model, ffn, dropout, pre_ln, time_encoding))
+    rows = parameter_table(config)
+    typer.echo(f"{'layer':<20}{'type':<20}{'parameters':>14}")
+    for name, kind, count in rows:
+        typer.echo(f"{name:<20}{kind:<20}{count:>14,}")
+    typer.echo(f"{'total':<40}{sum(r[2] for r in rows):>14,}")
 
 
 @app.command()

@@ -1,0 +1,58 @@
+"""`ClaimTransformerConfig`: every architectural choice, serialised into every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+TIME_ENCODINGS = ("day_of_year", "days_before+age")
+
+
+@dataclass(frozen=True)
+class ClaimTransformerConfig:
+    """Defaults are the faithful Claim-PT architecture (DESIGN 3); improvements are flags."""
+
+    vocab_size: int
+    n_groups: int
+    max_visits: int = 30
+    max_codes: int = 10
+    d_model: int = 100
+    n_layers: int = 1
+    n_heads: int = 2
+    ffn_dim: int = 100
+    patient_dim: int = 100
+    dropout: float = 0.0
+    pre_layer_norm: bool = False
+    time_encoding: str = "day_of_year"
+    nvp_weight: float = 1.0
+    cp_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 3 or self.n_groups < 1:
+            raise ValueError(f"vocab_size must be >= 3 and n_groups >= 1, got {self.vocab_size}, {self.n_groups}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.time_encoding not in TIME_ENCODINGS:
+            raise ValueError(f"time_encoding must be one of {TIME_ENCODINGS}, got {self.time_encoding!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClaimTransformerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ClaimTransformerConfig:
+        return cls.from_dict(json.loads(text))

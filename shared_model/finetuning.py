@@ -1,0 +1,131 @@
+"""Fine-tune one task at one site on a small labelled cohort; evaluate on the site's held-out split.
+
+Models: "transformer" (from a pretrained checkpoint, or from scratch without one) and "logreg"
+(bag-of-codes logistic regression, C chosen on the tuning cohort). All draw the same cohort.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared_model.baselines import bag_of_codes, fit_logreg
+from shared_model.checkpoint import KIND_PRETRAINING, KIND_TASK, Checkpoint, assign_weights, save_checkpoint
+from shared_model.config import ClaimTransformerConfig
+from shared_model.data import MedsDataset
+from shared_model.metrics import binary_metrics
+from shared_model.model import PretrainingModel, build_encoder
+from shared_model.tasks import NEXT_VISIT, task_arrays, task_kind, task_target, training_vocabulary
+from shared_model.tensorize import select
+from shared_model.training import FinetuneSettings, evaluate_task, finetune, seed_everything
+
+log = logging.getLogger(__name__)
+Arrays = dict[str, np.ndarray]
+MODELS = ("transformer", "logreg")
+MIN_TUNING = 100
+
+
+@dataclass(frozen=True)
+class Cohort:
+    train: Arrays
+    tuning: Arrays
+    held_out: Arrays
+
+
+def draw_cohort(splits: dict[str, Arrays], train_size: int | None, seed: int) -> Cohort:
+    """`train_size` samples from the train split (None: all), and a tuning set of a quarter of that
+    size (at least 100) from the tuning split, for early stopping and model choice."""
+    rng = np.random.default_rng([seed, 0xC0])
+    n_train = len(splits["train"]["subject_id"])
+    n_tuning = len(splits["tuning"]["subject_id"])
+    size = n_train if train_size is None else min(train_size, n_train)
+    tuning_size = min(n_tuning, max(MIN_TUNING, size // 4))
+    train_rows = np.sort(rng.choice(n_train, size, replace=False))
+    tuning_rows = np.sort(rng.choice(n_tuning, tuning_size, replace=False))
+    return Cohort(select(splits["train"], train_rows), select(splits["tuning"], tuning_rows), splits["held_out"])
+
+
+def _labels_frame(arrays: Arrays) -> pd.DataFrame:
+    return pd.DataFrame({
+        "subject_id": arrays["subject_id"],
+        "prediction_time": arrays["prediction_day"].astype("datetime64[D]").astype("datetime64[us]"),
+        "boolean_value": arrays["label"] > 0.5,
+    })
+
+
+def logreg_scores(dataset: MedsDataset, cohort: Cohort, seed: int) -> tuple[np.ndarray, float]:
+    """Bag-of-codes logistic regression; returns held-out scores and the chosen C."""
+    train, tuning, held_out = (_labels_frame(a) for a in (cohort.train, cohort.tuning, cohort.held_out))
+    x_train, vocabulary = bag_of_codes(dataset.events, train)
+    x_tuning, _ = bag_of_codes(dataset.events, tuning, vocabulary)
+    x_held_out, _ = bag_of_codes(dataset.events, held_out, vocabulary)
+    if train["boolean_value"].nunique() < 2:
+        return np.full(len(held_out), float(train["boolean_value"].mean())), float("nan")
+    best = None
+    for c in (0.01, 0.1, 1.0):
+        model = fit_logreg(x_train, train["boolean_value"].to_numpy(), seed=seed, C=c)
+        auroc = binary_metrics(tuning["boolean_value"], model.predict_proba(x_tuning)[:, 1])["auroc"]
+        if best is None or (np.isfinite(auroc) and auroc > best[0]):
+            best = (auroc, c, model)
+    return best[2].predict_proba(x_held_out)[:, 1], best[1]
+
+
+def run_finetune(dataset: MedsDataset, task: str, *, train_size: int | None, seed: int,
+                 checkpoint: Checkpoint | None = None, model: str = "transformer",
+                 settings: FinetuneSettings | None = None, model_config: ClaimTransformerConfig | None = None,
+                 out: Path | None = None) -> dict[str, Any]:
+    """Fine-tune and evaluate; returns the metrics record (also written to out/metrics.json by callers)."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    if model == "logreg" and task == NEXT_VISIT:
+        raise ValueError("the logistic-regression baseline supports binary tasks only")
+    settings = settings or FinetuneSettings(seed=seed)
+    started = time.perf_counter()
+    if checkpoint is not None:
+        if checkpoint.kind != KIND_PRETRAINING:
+            raise ValueError(f"fine-tuning starts from a pretraining checkpoint, got kind {checkpoint.kind!r}")
+        vocabulary, config = checkpoint.vocabulary, checkpoint.config
+    else:
+        vocabulary = training_vocabulary([dataset])
+        config = model_config or ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups)
+        config = ClaimTransformerConfig.from_dict({**config.to_dict(), "vocab_size": vocabulary.size,
+                                                   "n_groups": vocabulary.n_groups})
+    splits = task_arrays(dataset, task, vocabulary)
+    cohort = draw_cohort(splits, train_size, seed)
+    record: dict[str, Any] = {
+        "task": task, "model": model, "pretrained": checkpoint is not None, "seed": seed,
+        "train_size": len(cohort.train["subject_id"]), "tuning_size": len(cohort.tuning["subject_id"]),
+        "held_out_size": len(cohort.held_out["subject_id"]),
+    }
+    if task != NEXT_VISIT:
+        record["held_out_positives"] = int(cohort.held_out["label"].sum())
+        record["train_positives"] = int(cohort.train["label"].sum())
+    if model == "logreg":
+        scores, c = logreg_scores(dataset, cohort, seed)
+        record.update(binary_metrics(cohort.held_out["label"], scores), logreg_c=c)
+    else:
+        seed_everything(seed)
+        if checkpoint is not None:
+            pretrained = PretrainingModel(config)
+            assign_weights(pretrained, checkpoint)
+            encoder = pretrained.encoder
+        else:
+            encoder = build_encoder(config)
+        n_outputs = vocabulary.n_groups if task == NEXT_VISIT else 1
+        task_model = finetune(encoder, task_kind(task), n_outputs, cohort.train, cohort.tuning, task_target(task),
+                              settings, config.n_layers)
+        record.update(evaluate_task(task_model, cohort.held_out, task_target(task)))
+        record["settings"] = asdict(settings)
+        if out is not None:
+            save_checkpoint(out / "checkpoint", task_model, config, vocabulary, kind=KIND_TASK,
+                            extra={"task": task, "task_kind": task_kind(task), "n_outputs": n_outputs})
+    record["seconds"] = round(time.perf_counter() - started, 2)
+    log.info("%s %s n=%s: %s", task, model, record["train_size"],
+             {k: round(v, 4) for k, v in record.items() if k.startswith(("auroc", "auprc", "recall"))})
+    return record

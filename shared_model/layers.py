@@ -1,0 +1,94 @@
+"""Keras layers of the Claim-PT transformer: one class per concept, each round-trips get_config."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from shared_model.tensorize import N_AGE_BUCKETS, N_SEX, N_VISIT_TYPES
+
+DAYS_BEFORE_BUCKETS = 18  # 0 padding, then log2 buckets of days before the prediction time
+AGE_MONTH_BUCKETS = 242  # 0 padding, then months of age 0..239, 240 = older
+
+
+class VisitEmbedding(keras.layers.Layer):
+    """A visit vector = masked sum of its code embeddings + time embedding + visit-type embedding."""
+
+    def __init__(self, vocab_size: int, d_model: int, time_encoding: str = "day_of_year", **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.d_model, self.time_encoding = vocab_size, d_model, time_encoding
+        self.code_embedding = keras.layers.Embedding(vocab_size, d_model, name="code_embedding")
+        self.type_embedding = keras.layers.Embedding(N_VISIT_TYPES, d_model, name="visit_type_embedding")
+        if time_encoding == "day_of_year":
+            self.date_embedding = keras.layers.Embedding(367, d_model, name="date_embedding")
+        else:
+            self.days_before_embedding = keras.layers.Embedding(DAYS_BEFORE_BUCKETS, d_model, name="days_before_embedding")
+            self.age_embedding = keras.layers.Embedding(AGE_MONTH_BUCKETS, d_model, name="age_embedding")
+
+    def call(self, codes, visit_type, date_index, days_before, age_days):
+        present = ops.expand_dims(ops.cast(codes > 0, self.compute_dtype), -1)
+        visits = ops.sum(self.code_embedding(codes) * present, axis=2)
+        visits = visits + self.type_embedding(visit_type)
+        if self.time_encoding == "day_of_year":
+            return visits + self.date_embedding(date_index)
+        valid = visit_type > 0
+        log_days = ops.floor(ops.log(ops.maximum(ops.cast(days_before, "float32"), 1.0)) / ops.log(2.0))
+        day_bucket = ops.where(valid, ops.minimum(ops.cast(log_days, "int32") + 1, DAYS_BEFORE_BUCKETS - 1), 0)
+        months = ops.cast(ops.cast(age_days, "float32") / 30.4375, "int32")
+        age_bucket = ops.where(valid, ops.minimum(months, AGE_MONTH_BUCKETS - 2) + 1, 0)
+        return visits + self.days_before_embedding(day_bucket) + self.age_embedding(age_bucket)
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "d_model": self.d_model,
+                "time_encoding": self.time_encoding}
+
+
+class DemographicToken(keras.layers.Layer):
+    """Token 0 of the sequence: age-bucket embedding + sex embedding."""
+
+    def __init__(self, d_model: int, **kwargs):
+        super().__init__(**kwargs)
+        self.d_model = d_model
+        self.age_embedding = keras.layers.Embedding(N_AGE_BUCKETS, d_model, name="age_bucket_embedding")
+        self.sex_embedding = keras.layers.Embedding(N_SEX, d_model, name="sex_embedding")
+
+    def call(self, demo):
+        token = self.age_embedding(demo[:, 0]) + self.sex_embedding(demo[:, 1])
+        return ops.expand_dims(token, 1)
+
+    def get_config(self):
+        return {**super().get_config(), "d_model": self.d_model}
+
+
+class TransformerBlock(keras.layers.Layer):
+    """Self-attention + feed-forward, post-LN (Claim-PT) or pre-LN; returns the attention weights."""
+
+    def __init__(self, d_model: int, n_heads: int, ffn_dim: int, dropout: float = 0.0, pre_layer_norm: bool = False,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.d_model, self.n_heads, self.ffn_dim = d_model, n_heads, ffn_dim
+        self.dropout_rate, self.pre_layer_norm = dropout, pre_layer_norm
+        self.attention = keras.layers.MultiHeadAttention(n_heads, d_model // n_heads, dropout=dropout, name="attention")
+        self.ffn_in = keras.layers.Dense(ffn_dim, activation="relu", name="ffn_in")
+        self.ffn_out = keras.layers.Dense(d_model, name="ffn_out")
+        self.norm_attention = keras.layers.LayerNormalization(epsilon=1e-6, name="norm_attention")
+        self.norm_ffn = keras.layers.LayerNormalization(epsilon=1e-6, name="norm_ffn")
+        self.dropout = keras.layers.Dropout(dropout)
+
+    def call(self, x, attention_mask, training=None):
+        """`attention_mask`: (batch, tokens, tokens) booleans; padded keys get zero weight."""
+        h = self.norm_attention(x) if self.pre_layer_norm else x
+        attended, scores = self.attention(h, h, attention_mask=attention_mask, return_attention_scores=True,
+                                          training=training)
+        x = x + self.dropout(attended, training=training)
+        if not self.pre_layer_norm:
+            x = self.norm_attention(x)
+        h = self.norm_ffn(x) if self.pre_layer_norm else x
+        x = x + self.dropout(self.ffn_out(self.ffn_in(h)), training=training)
+        if not self.pre_layer_norm:
+            x = self.norm_ffn(x)
+        return x, scores
+
+    def get_config(self):
+        return {**super().get_config(), "d_model": self.d_model, "n_heads": self.n_heads, "ffn_dim": self.ffn_dim,
+                "dropout": self.dropout_rate, "pre_layer_norm": self.pre_layer_norm}

@@ -1,0 +1,136 @@
+"""The Claim-PT transformer: the one place models are built (DESIGN 3).
+
+`build_encoder` maps the tensor layout to a patient vector (token 0 through Dense(patient_dim))
+and contextual visit vectors. `PretrainingModel` adds the NVP and CP heads; `TaskModel` adds a
+task head to a (pretrained or fresh) encoder.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from shared_model.config import ClaimTransformerConfig
+from shared_model.layers import DemographicToken, TransformerBlock, VisitEmbedding
+from shared_model.objectives import binary_bce_from_logits, multilabel_bce_from_indices
+from shared_model.tensorize import MODEL_INPUTS
+
+TASK_BINARY = "binary"
+TASK_MULTILABEL = "multilabel"
+
+
+def model_inputs(config: ClaimTransformerConfig) -> dict[str, keras.KerasTensor]:
+    v, c = config.max_visits, config.max_codes
+    shapes = {"codes": (v, c), "visit_type": (v,), "date_index": (v,), "days_before": (v,), "age_days": (v,),
+              "demo": (2,)}
+    return {name: keras.Input(shape=shapes[name], dtype="int32", name=name) for name in MODEL_INPUTS}
+
+
+def build_encoder(config: ClaimTransformerConfig) -> keras.Model:
+    """Functional encoder: outputs `patient` (B, patient_dim), `visits` (B, V, d) and
+    `attention_<i>` (B, heads, 1+V, 1+V) for each layer."""
+    inputs = model_inputs(config)
+    visits = VisitEmbedding(config.vocab_size, config.d_model, config.time_encoding, name="visit_embedding")(
+        inputs["codes"], inputs["visit_type"], inputs["date_index"], inputs["days_before"], inputs["age_days"])
+    demo = DemographicToken(config.d_model, name="demographic_token")(inputs["demo"])
+    x = ops.concatenate([demo, visits], axis=1)
+    token_valid = ops.concatenate([ops.ones_like(inputs["visit_type"][:, :1]), inputs["visit_type"]], axis=1) > 0
+    attention_mask = ops.logical_and(ops.ones_like(token_valid[:, :, None]), token_valid[:, None, :])
+    if config.dropout:
+        x = keras.layers.Dropout(config.dropout, name="embedding_dropout")(x)
+    outputs = {}
+    for i in range(config.n_layers):
+        block = TransformerBlock(config.d_model, config.n_heads, config.ffn_dim, config.dropout,
+                                 config.pre_layer_norm, name=f"block_{i}")
+        x, scores = block(x, attention_mask)
+        outputs[f"attention_{i}"] = scores
+    if config.pre_layer_norm:
+        x = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")(x)
+    outputs["patient"] = keras.layers.Dense(config.patient_dim, activation="tanh", name="patient_vector")(x[:, 0])
+    outputs["visits"] = x[:, 1:]
+    return keras.Model(inputs, outputs, name="claim_encoder")
+
+
+class PretrainingModel(keras.Model):
+    """Encoder + next-visit prediction (NVP) + per-visit category prediction (CP) heads.
+
+    The CP head runs only on real (unpadded) visits and both losses use sparse targets, which
+    is the same loss as the dense all-slots masked computation at a fraction of the cost.
+    """
+
+    def __init__(self, config: ClaimTransformerConfig, **kwargs):
+        super().__init__(name=kwargs.pop("name", "pretraining_model"), **kwargs)
+        self.model_config = config
+        self.encoder = build_encoder(config)
+        self.nvp_head = keras.layers.Dense(config.n_groups, name="nvp_head")
+        self.cp_head = keras.layers.Dense(config.n_groups, name="cp_head")
+        self.nvp_head.build((None, config.patient_dim))
+        self.cp_head.build((None, config.d_model))
+        self.nvp_loss = keras.metrics.Mean(name="nvp_loss")
+        self.cp_loss = keras.metrics.Mean(name="cp_loss")
+
+    def call(self, inputs, training=False):
+        encoded = self.encoder(inputs, training=training)
+        return {"nvp": self.nvp_head(encoded["patient"]), "visits": encoded["visits"]}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        nvp = ops.mean(multilabel_bce_from_indices(y_pred["nvp"], y["target_groups"]))
+        valid = x["visit_type"] > 0
+        visit_vectors = y_pred["visits"][valid]
+        cp_per_visit = multilabel_bce_from_indices(self.cp_head(visit_vectors), y["visit_groups"][valid])
+        cp = ops.sum(cp_per_visit) / ops.maximum(ops.cast(ops.shape(cp_per_visit)[0], cp_per_visit.dtype), 1.0)
+        self.nvp_loss.update_state(nvp)
+        self.cp_loss.update_state(cp)
+        return self.model_config.nvp_weight * nvp + self.model_config.cp_weight * cp
+
+
+class TaskModel(keras.Model):
+    """An encoder with a task head: one logit (binary outcome) or one per group (next visit)."""
+
+    def __init__(self, encoder: keras.Model, kind: str, n_outputs: int = 1, **kwargs):
+        super().__init__(name=kwargs.pop("name", "task_model"), **kwargs)
+        if kind not in (TASK_BINARY, TASK_MULTILABEL):
+            raise ValueError(f"unknown task kind {kind!r}")
+        self.kind = kind
+        self.encoder = encoder
+        self.head = keras.layers.Dense(n_outputs, name="task_head")
+        self.head.build((None, encoder.output["patient"].shape[-1]))
+
+    def call(self, inputs, training=False):
+        return self.head(self.encoder(inputs, training=training)["patient"])
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if self.kind == TASK_BINARY:
+            return ops.mean(binary_bce_from_logits(y_pred, y))
+        return ops.mean(multilabel_bce_from_indices(y_pred, y))
+
+
+def layer_depths(model: keras.Model, n_layers: int) -> dict[str, int]:
+    """Depth of each trainable variable from the output: task head 0, patient vector 1,
+    transformer blocks top to bottom, embeddings last (for discriminative fine-tuning)."""
+    depths = {}
+    for variable in model.trainable_variables:
+        path = variable.path
+        if "task_head" in path or "nvp_head" in path or "cp_head" in path:
+            depth = 0
+        elif "patient_vector" in path or "final_norm" in path:
+            depth = 1
+        elif "block_" in path:
+            index = int(path.split("block_")[1].split("/")[0])
+            depth = 2 + (n_layers - 1 - index)
+        else:
+            depth = 2 + n_layers
+        depths[path] = depth
+    return depths
+
+
+def parameter_table(config: ClaimTransformerConfig) -> list[tuple[str, str, int]]:
+    """(layer, output shape, parameters) rows of the pretraining model built from `config`."""
+    model = PretrainingModel(config)
+    rows = []
+    for layer in model.encoder.layers:
+        if layer.count_params():
+            rows.append((layer.name, type(layer).__name__, layer.count_params()))
+    rows.append(("nvp_head", "Dense", model.nvp_head.count_params()))
+    rows.append(("cp_head", "Dense", model.cp_head.count_params()))
+    return rows

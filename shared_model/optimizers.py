@@ -1,0 +1,45 @@
+"""Adam with layer-wise learning-rate decay and gradual unfreezing (discriminative fine-tuning)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+class LayerwiseAdam(keras.optimizers.Adam):
+    """Variable at depth d (0 = task head) learns at lr * decay**d, and only once d <= unfrozen_depth.
+
+    Frozen variables get zero gradients, so their Adam moments stay zero until unfrozen.
+    """
+
+    def __init__(self, depths: dict[str, int], decay: float = 1.0, unfrozen_depth: int = 10**6, **kwargs):
+        super().__init__(**kwargs)
+        self.depths = dict(depths)
+        self.decay = float(decay)
+        self.unfrozen_depth = keras.Variable(int(unfrozen_depth), dtype="int32", trainable=False,
+                                             name="unfrozen_depth")
+
+    def build(self, var_list):
+        super().build(var_list)
+        self._depth_by_index = [self.depths.get(v.path, 0) for v in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        depth = self._depth_by_index[self._get_variable_index(variable)]
+        active = ops.cast(depth <= self.unfrozen_depth, gradient.dtype)
+        scale = ops.cast(self.decay**depth, learning_rate.dtype if hasattr(learning_rate, "dtype") else "float32")
+        super().update_step(gradient * active, variable, learning_rate * scale)
+
+    def get_config(self):
+        return {**super().get_config(), "depths": self.depths, "decay": self.decay,
+                "unfrozen_depth": int(self.unfrozen_depth.numpy())}
+
+
+class GradualUnfreezing(keras.callbacks.Callback):
+    """Unfreeze one more depth level at the end of every epoch (ULMFiT-style)."""
+
+    def __init__(self, optimizer: LayerwiseAdam):
+        super().__init__()
+        self.optimizer_ = optimizer
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.optimizer_.unfrozen_depth.assign(epoch + 1)

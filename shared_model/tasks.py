@@ -1,0 +1,50 @@
+"""Turn a MEDS dataset into split sample arrays for pretraining or a downstream task."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared_model.data import MedsDataset
+from shared_model.tensorize import Layout, labelled_samples, next_visit_samples, select
+from shared_model.vocabulary import Vocabulary, count_patients_per_code, parents_from_metadata
+
+NEXT_VISIT = "next_visit"
+Arrays = dict[str, np.ndarray]
+
+
+def task_kind(task: str) -> str:
+    return "multilabel" if task == NEXT_VISIT else "binary"
+
+
+def task_target(task: str) -> str:
+    return "target_groups" if task == NEXT_VISIT else "label"
+
+
+def split_of(dataset: MedsDataset, subject_ids: np.ndarray) -> np.ndarray:
+    splits = dataset.splits.set_index("subject_id")["split"]
+    return splits.reindex(subject_ids).to_numpy(dtype=object)
+
+
+def task_arrays(dataset: MedsDataset, task: str, vocabulary: Vocabulary, layout: Layout = Layout()
+                ) -> dict[str, Arrays]:
+    """{"train": ..., "tuning": ..., "held_out": ...} samples of `task` ("next_visit" or a label task)."""
+    if task == NEXT_VISIT:
+        arrays = next_visit_samples(dataset.events, vocabulary, layout)
+    else:
+        if task not in dataset.labels:
+            raise KeyError(f"{dataset.root}: no labels for task {task!r} (have {sorted(dataset.labels)})")
+        arrays = labelled_samples(dataset.events, dataset.labels[task], vocabulary, layout)
+    split = split_of(dataset, arrays["subject_id"])
+    return {name: select(arrays, split == name) for name in ("train", "tuning", "held_out")}
+
+
+def training_vocabulary(datasets: list[MedsDataset], *, min_count: int = 1, max_size: int | None = None
+                        ) -> Vocabulary:
+    """Vocabulary from the train-split subjects of the given (pooled) datasets."""
+    counts = None
+    for ds in datasets:
+        train_subjects = ds.splits.loc[ds.splits["split"] == "train", "subject_id"]
+        site_counts = count_patients_per_code(ds.events[ds.events["subject_id"].isin(train_subjects)])
+        counts = site_counts if counts is None else counts.add(site_counts, fill_value=0)
+    return Vocabulary.from_counts(counts.astype(np.int64), parents=parents_from_metadata(d.codes for d in datasets),
+                                  min_count=min_count, max_size=max_size)

@@ -1,0 +1,122 @@
+"""Pretraining (NVP + CP, RMSprop) and fine-tuning (task head, layer-wise Adam) with Keras fit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from shared_model.config import ClaimTransformerConfig
+from shared_model.metrics import binary_metrics, recall_at_k
+from shared_model.model import TASK_BINARY, PretrainingModel, TaskModel, layer_depths
+from shared_model.optimizers import GradualUnfreezing, LayerwiseAdam
+from shared_model.pipeline import make_dataset, total_samples
+
+log = logging.getLogger(__name__)
+Arrays = dict[str, np.ndarray]
+PRETRAIN_TARGETS = ("target_groups", "visit_groups")
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    epochs: int = 10
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    patience: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    layer_decay: float = 0.8
+    gradual_unfreeze: bool = False
+    patience: int = 4
+    seed: int = 0
+
+
+def seed_everything(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+
+
+def new_pretraining_model(config: ClaimTransformerConfig, seed: int, learning_rate: float = 1e-3) -> PretrainingModel:
+    seed_everything(seed)
+    model = PretrainingModel(config)
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate))
+    return model
+
+
+class _Progress(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())))
+
+
+def fit_pretraining(model: PretrainingModel, train: Sequence[Arrays], tuning: Sequence[Arrays] | None,
+                    settings: PretrainSettings, *, early_stopping: bool = True, verbose: int = 0) -> keras.callbacks.History:
+    """Train NVP + CP; with `tuning` and early stopping, keep the best epoch's weights."""
+    train_data = make_dataset(train, target=PRETRAIN_TARGETS, batch_size=settings.batch_size, shuffle=True,
+                              seed=settings.seed)
+    val_data = None
+    callbacks: list[keras.callbacks.Callback] = [_Progress()]
+    if tuning and total_samples(tuning):
+        val_data = make_dataset(tuning, target=PRETRAIN_TARGETS, batch_size=256, shuffle=False)
+        if early_stopping:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
+                                                           restore_best_weights=True))
+    return model.fit(train_data, validation_data=val_data, epochs=settings.epochs, callbacks=callbacks,
+                     verbose=verbose, shuffle=False)
+
+
+def pretrain(config: ClaimTransformerConfig, train: Sequence[Arrays], tuning: Sequence[Arrays] | None,
+             settings: PretrainSettings = PretrainSettings(), verbose: int = 0) -> tuple[PretrainingModel, dict]:
+    model = new_pretraining_model(config, settings.seed, settings.learning_rate)
+    history = fit_pretraining(model, train, tuning, settings, verbose=verbose)
+    return model, history.history
+
+
+def predict_nvp(model: PretrainingModel, parts: Sequence[Arrays], batch_size: int = 512) -> np.ndarray:
+    data = make_dataset(parts, target="target_groups", batch_size=batch_size, shuffle=False)
+    return np.concatenate([model(x, training=False)["nvp"].numpy() for x, _ in data])
+
+
+def evaluate_nvp(model: PretrainingModel, parts: Sequence[Arrays], ks: Sequence[int] = (5, 10, 30)) -> dict[str, float]:
+    targets = np.concatenate([p["target_groups"] for p in parts])
+    return recall_at_k(targets, predict_nvp(model, parts), ks)
+
+
+def finetune(encoder: keras.Model, kind: str, n_outputs: int, train: Arrays, tuning: Arrays,
+             target: str, settings: FinetuneSettings, n_layers: int, verbose: int = 0) -> TaskModel:
+    """Fit a task head (and the encoder, discriminatively) with early stopping on `tuning`."""
+    model = TaskModel(encoder, kind, n_outputs)
+    optimizer = LayerwiseAdam(layer_depths(model, n_layers), decay=settings.layer_decay,
+                              unfrozen_depth=0 if settings.gradual_unfreeze else 10**6,
+                              learning_rate=settings.learning_rate)
+    model.compile(optimizer=optimizer)
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True)]
+    if settings.gradual_unfreeze:
+        callbacks.append(GradualUnfreezing(optimizer))
+    train_data = make_dataset([train], target=target, batch_size=settings.batch_size, shuffle=True, seed=settings.seed)
+    val_data = make_dataset([tuning], target=target, batch_size=256, shuffle=False)
+    model.fit(train_data, validation_data=val_data, epochs=settings.epochs, callbacks=callbacks, verbose=verbose,
+              shuffle=False)
+    return model
+
+
+def predict_task(model: TaskModel, arrays: Arrays, target: str, batch_size: int = 512) -> np.ndarray:
+    data = make_dataset([arrays], target=target, batch_size=batch_size, shuffle=False)
+    logits = np.concatenate([model(x, training=False).numpy() for x, _ in data])
+    return logits[:, 0] if model.kind == TASK_BINARY else logits
+
+
+def evaluate_task(model: TaskModel, arrays: Arrays, target: str) -> dict[str, float]:
+    scores = predict_task(model, arrays, target)
+    if model.kind == TASK_BINARY:
+        return binary_metrics(arrays["label"], scores)
+    return recall_at_k(arrays["target_groups"], scores)
