@@ -71,7 +71,8 @@ class _Visits:
 def _ranked_pairs(visit: np.ndarray, item: np.ndarray, width: int, n_visits: int, fill: int) -> np.ndarray:
     """Distinct (visit, item) pairs, smallest items first, into a (n_visits, width) matrix."""
     span = int(item.max(initial=0)) + 1
-    key = np.unique(visit.astype(np.int64) * span + item)
+    key = np.sort(visit.astype(np.int64) * span + item)
+    key = key[np.r_[True, key[1:] != key[:-1]]] if key.size else key
     v, it = key // span, key % span
     start = np.searchsorted(v, v, side="left")
     rank = np.arange(v.size) - start

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from shared_model.config import ClaimTransformerConfig
 from shared_model.metrics import binary_metrics, recall_at_k
@@ -41,7 +42,9 @@ class FinetuneSettings:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow and make TF kernels deterministic: same seed, same weights."""
     keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 def new_pretraining_model(config: ClaimTransformerConfig, seed: int, learning_rate: float = 1e-3) -> PretrainingModel:

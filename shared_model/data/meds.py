@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,13 +75,47 @@ def read_meds(root: str | Path) -> MedsDataset:
     return MedsDataset(root, events, splits, labels, codes, metadata)
 
 
-def read_parquet_table(root: Path, path: Path) -> pa.Table:
+def iter_event_files(root: str | Path) -> Iterator[tuple[Path, pd.DataFrame]]:
+    """Validated events one data file at a time, for bounded-memory streaming.
+
+    MEDS keeps each subject in one shard, so the birth check runs per file here.
+    """
+    root = Path(root)
+    files = sorted((root / "data").glob("**/*.parquet"))
+    if not files:
+        raise DataValidationError(root / "data", "at least one parquet file under data/")
+    for path in files:
+        table = read_parquet_table(root, path)
+        if table.num_rows == 0:
+            continue
+        events = _validated_events(table, path)
+        _check_not_before_birth(events, [path], np.zeros(len(events), np.int32), np.arange(len(events)))
+        yield path, events
+
+
+def subject_ids(root: str | Path) -> np.ndarray:
+    """All subject ids of a MEDS directory, reading only that column of each data file."""
+    root = Path(root)
+    ids = []
+    for path in sorted((root / "data").glob("**/*.parquet")):
+        table = read_parquet_table(root, path, columns=["subject_id"])
+        ids.append(_integer_ids(table, path, "subject_id"))
+    return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+
+
+def read_parquet_table(root: Path, path: Path, columns: list[str] | None = None) -> pa.Table:
     """Read one parquet file that must lie inside `root`, as a DataValidationError on failure."""
     resolved = contained_file(root, path)
     if resolved.stat().st_size == 0:
         raise DataValidationError(path, "a non-empty parquet file", found="0 bytes")
     try:
-        return pq.read_table(resolved)
+        if columns is not None:
+            names = pq.read_schema(resolved).names
+            missing = [c for c in columns if c not in names]
+            if missing:
+                raise DataValidationError(path, f"a column named '{missing[0]}'", column=missing[0],
+                                          found=f"columns {names}")
+        return pq.read_table(resolved, columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise DataValidationError(path, "a readable parquet file", found=str(exc)) from exc
 
@@ -140,6 +174,15 @@ def _check_not_before_birth(
             found=str(events["time"].iloc[i]),
             more=int(bad.sum()) - 1,
         )
+
+
+def read_splits(root: str | Path, subjects: np.ndarray) -> pd.DataFrame:
+    """The subject splits of a MEDS directory (hash-assigned where missing)."""
+    return _read_splits(Path(root), np.asarray(subjects))
+
+
+def read_labels(root: str | Path, subjects: np.ndarray) -> dict[str, pd.DataFrame]:
+    return _read_labels(Path(root), np.asarray(subjects))
 
 
 def _read_splits(root: Path, subjects: np.ndarray) -> pd.DataFrame:

@@ -1,0 +1,206 @@
+"""The Claim-PT model: faithful size, masking, attention, losses, optimizer and checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from shared_model.checkpoint import CheckpointError, assign_weights, load_checkpoint, save_checkpoint
+from shared_model.config import ClaimTransformerConfig
+from shared_model.model import PretrainingModel, TaskModel, build_encoder, layer_depths, parameter_table
+from shared_model.objectives import multilabel_bce_from_indices
+from shared_model.optimizers import LayerwiseAdam
+from shared_model.vocabulary import Vocabulary
+
+V, C = 30, 10
+
+
+def random_batch(rng: np.random.Generator, n: int, vocab_size: int, n_groups: int, real_visits: np.ndarray) -> dict:
+    """A batch with real_visits[i] right-aligned real visits per patient."""
+    used = np.arange(V)[None, :] >= (V - real_visits)[:, None]
+    codes = rng.integers(2, vocab_size, (n, V, C)) * (rng.random((n, V, C)) < 0.5)
+    codes[:, :, 0] = rng.integers(2, vocab_size, (n, V))
+    batch = {
+        "codes": np.where(used[..., None], codes, 0),
+        "visit_type": np.where(used, rng.integers(1, 6, (n, V)), 0),
+        "date_index": np.where(used, rng.integers(1, 367, (n, V)), 0),
+        "days_before": np.where(used, rng.integers(1, 3000, (n, V)), 0),
+        "age_days": np.where(used, rng.integers(0, 6000, (n, V)), 0),
+        "demo": np.stack([rng.integers(0, 7, n), rng.integers(0, 3, n)], axis=1),
+    }
+    batch = {k: v.astype(np.int32) for k, v in batch.items()}
+    groups = np.where(rng.random((n, V, 4)) < 0.5, rng.integers(0, n_groups, (n, V, 4)), -1)
+    groups = np.sort(groups, axis=-1)[..., ::-1]
+    targets = {"target_groups": _distinct(rng.integers(0, n_groups, (n, 3))).astype(np.int32),
+               "visit_groups": np.where(used[..., None], _distinct(groups), -1).astype(np.int32)}
+    return batch, targets
+
+
+def _distinct(groups: np.ndarray) -> np.ndarray:
+    out = np.full_like(groups, -1)
+    for idx in np.ndindex(groups.shape[:-1]):
+        values = sorted(set(groups[idx][groups[idx] >= 0].tolist()))
+        out[idx][: len(values)] = values
+    return out
+
+
+@pytest.fixture(scope="module")
+def config() -> ClaimTransformerConfig:
+    return ClaimTransformerConfig(vocab_size=60, n_groups=12, d_model=16, ffn_dim=16, patient_dim=16, n_heads=2)
+
+
+def test_faithful_default_has_claim_pt_parameter_count() -> None:
+    total = sum(n for _, _, n in parameter_table(ClaimTransformerConfig(vocab_size=49_836, n_groups=3_357)))
+    assert abs(total - 5_770_000) / 5_770_000 < 0.02, total
+
+
+def test_config_round_trip_and_validation(config: ClaimTransformerConfig) -> None:
+    assert ClaimTransformerConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError, match="divisible"):
+        ClaimTransformerConfig(vocab_size=10, n_groups=2, d_model=10, n_heads=3)
+    with pytest.raises(ValueError, match="time_encoding"):
+        ClaimTransformerConfig(vocab_size=10, n_groups=2, time_encoding="hourly")
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ClaimTransformerConfig.from_dict({**config.to_dict(), "layers": 3})
+
+
+@pytest.mark.parametrize("options", [{}, {"time_encoding": "days_before+age", "pre_layer_norm": True, "n_layers": 2}])
+def test_padding_never_changes_outputs(config: ClaimTransformerConfig, options: dict) -> None:
+    cfg = ClaimTransformerConfig.from_dict({**config.to_dict(), **options})
+    keras.utils.set_random_seed(1)
+    encoder = build_encoder(cfg)
+    rng = np.random.default_rng(0)
+    batch, _ = random_batch(rng, 4, cfg.vocab_size, cfg.n_groups, np.array([3, 1, 7, 30]))
+    reference = encoder(batch)
+    noisy = {k: v.copy() for k, v in batch.items()}
+    padded = batch["visit_type"] == 0
+    noisy["date_index"][padded] = rng.integers(1, 367, padded.sum())
+    noisy["days_before"][padded] = rng.integers(1, 999, padded.sum())
+    noisy["age_days"][padded] = rng.integers(1, 999, padded.sum())
+    # padding rows of the embedding tables must not matter either
+    embedding = encoder.get_layer("visit_embedding").code_embedding
+    table = embedding.embeddings.numpy()
+    table[0] = 5.0
+    embedding.embeddings.assign(table)
+    changed = encoder(noisy)
+    np.testing.assert_allclose(changed["patient"], reference["patient"], atol=1e-5)
+    real = batch["visit_type"] > 0
+    np.testing.assert_allclose(changed["visits"].numpy()[real], reference["visits"].numpy()[real], atol=1e-5)
+    # the same patient in a batch with more or fewer padded slots gives the same vector
+    single = {k: v[2:3] for k, v in batch.items()}
+    np.testing.assert_allclose(encoder(single)["patient"][0], reference["patient"][2], atol=1e-5)
+
+
+def test_attention_rows_sum_to_one_and_ignore_padding(config: ClaimTransformerConfig) -> None:
+    encoder = build_encoder(config)
+    batch, _ = random_batch(np.random.default_rng(1), 3, config.vocab_size, config.n_groups, np.array([2, 5, 30]))
+    scores = encoder(batch)["attention_0"].numpy()
+    assert scores.shape == (3, config.n_heads, V + 1, V + 1)
+    np.testing.assert_allclose(scores.sum(-1), 1.0, atol=1e-5)
+    key_valid = np.concatenate([np.ones((3, 1), bool), batch["visit_type"] > 0], axis=1)
+    assert np.abs(scores * ~key_valid[:, None, None, :]).max() == 0.0
+
+
+def test_sparse_loss_equals_dense_masked_reference(config: ClaimTransformerConfig) -> None:
+    """The fast loss (CP head only on real visits, targets as indices) equals the plain one:
+    dense multi-hot targets over all 30 slots with padding masked; same loss and gradients."""
+    model = PretrainingModel(config)
+    model.compile(optimizer="rmsprop")
+    x, y = random_batch(np.random.default_rng(2), 5, config.vocab_size, config.n_groups, np.array([1, 4, 9, 30, 12]))
+
+    def dense_reference():
+        out = model(x, training=True)
+        nvp_dense = tf.reduce_max(tf.one_hot(y["target_groups"], config.n_groups), axis=-2)
+        nvp = tf.reduce_mean(keras.losses.binary_crossentropy(nvp_dense, out["nvp"], from_logits=True))
+        cp_logits = model.cp_head(out["visits"])  # all slots, padding included
+        cp_dense = tf.reduce_max(tf.one_hot(y["visit_groups"], config.n_groups), axis=-2)
+        per_slot = keras.losses.binary_crossentropy(cp_dense, cp_logits, from_logits=True)
+        mask = tf.cast(x["visit_type"] > 0, per_slot.dtype)
+        return nvp + tf.reduce_sum(per_slot * mask) / tf.reduce_sum(mask)
+
+    with tf.GradientTape(persistent=True) as tape:
+        fast = model.compute_loss(x=x, y=y, y_pred=model(x, training=True))
+        reference = dense_reference()
+    assert float(fast) == pytest.approx(float(reference), rel=1e-5)
+    for g_fast, g_ref in zip(tape.gradient(fast, model.trainable_variables),
+                             tape.gradient(reference, model.trainable_variables), strict=True):
+        np.testing.assert_allclose(tf.convert_to_tensor(g_fast), tf.convert_to_tensor(g_ref), atol=1e-6)
+
+
+def test_multilabel_bce_matches_keras_for_arbitrary_targets() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(6, 9)).astype(np.float32)
+    targets = np.array([[0, 3, -1], [8, -1, -1], [-1, -1, -1], [1, 2, 4], [5, -1, -1], [7, 6, 0]], dtype=np.int32)
+    dense = np.zeros((6, 9), np.float32)
+    for i, row in enumerate(targets):
+        dense[i, row[row >= 0]] = 1
+    np.testing.assert_allclose(multilabel_bce_from_indices(logits, targets),
+                               keras.losses.binary_crossentropy(dense, logits, from_logits=True), rtol=1e-5)
+
+
+def test_layerwise_adam_freezes_and_decays(config: ClaimTransformerConfig) -> None:
+    encoder = build_encoder(config)
+    model = TaskModel(encoder, "binary")
+    depths = layer_depths(model, config.n_layers)
+    assert all(d == 0 for p, d in depths.items() if "task_head" in p)
+    assert max(depths.values()) == 2 + config.n_layers
+    optimizer = LayerwiseAdam(depths, decay=0.5, unfrozen_depth=0, learning_rate=0.01)
+    model.compile(optimizer=optimizer)
+    x, _ = random_batch(np.random.default_rng(4), 8, config.vocab_size, config.n_groups, np.full(8, 5))
+    labels = np.array([0, 1] * 4, np.float32)
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    model.fit(x, labels, epochs=1, batch_size=8, verbose=0)
+
+    def moved() -> set[str]:
+        now = {v.path: v.numpy() for v in model.trainable_variables}
+        return {p for p, w in before.items() if not np.allclose(w, now[p])}
+
+    assert moved() and all(depths[p] == 0 for p in moved()), moved()
+    optimizer.unfrozen_depth.assign(100)
+    model.fit(x, labels, epochs=1, batch_size=8, verbose=0)
+    assert any(depths[p] == max(depths.values()) for p in moved())
+
+
+def _vocab(n_codes: int, n_groups: int) -> Vocabulary:
+    codes = tuple(f"ICD10CM/A{i:02d}" for i in range(n_codes))
+    return Vocabulary(codes, tuple([1] * n_codes), tuple(f"ICD10CM/G{g}" for g in range(n_groups)),
+                      tuple(i % n_groups for i in range(n_codes)))
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tmp_path: Path, config: ClaimTransformerConfig) -> None:
+    keras.utils.set_random_seed(5)
+    model = PretrainingModel(config)
+    vocab = _vocab(config.vocab_size - 2, config.n_groups)
+    save_checkpoint(tmp_path / "ckpt", model, config, vocab, extra={"round": 3})
+    checkpoint = load_checkpoint(tmp_path / "ckpt")
+    assert checkpoint.config == config and checkpoint.vocabulary == vocab and checkpoint.manifest["round"] == 3
+    keras.utils.set_random_seed(99)
+    restored = PretrainingModel(checkpoint.config)
+    assign_weights(restored, checkpoint)
+    x, _ = random_batch(np.random.default_rng(6), 4, config.vocab_size, config.n_groups, np.array([1, 2, 3, 30]))
+    np.testing.assert_array_equal(model(x)["nvp"], restored(x)["nvp"])
+    manifest = json.loads((tmp_path / "ckpt" / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"weights.npz", "vocabulary.json", "config.json"}
+
+
+@pytest.mark.parametrize("victim", ["weights.npz", "vocabulary.json", "config.json"])
+def test_checkpoint_with_a_flipped_byte_is_refused(tmp_path: Path, config: ClaimTransformerConfig, victim: str) -> None:
+    save_checkpoint(tmp_path / "ckpt", PretrainingModel(config), config, _vocab(config.vocab_size - 2, config.n_groups))
+    path = tmp_path / "ckpt" / victim
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"{victim}: sha256"):
+        load_checkpoint(tmp_path / "ckpt")
+
+
+def test_checkpoint_for_another_architecture_is_refused(tmp_path: Path, config: ClaimTransformerConfig) -> None:
+    save_checkpoint(tmp_path / "ckpt", PretrainingModel(config), config, _vocab(config.vocab_size - 2, config.n_groups))
+    other = ClaimTransformerConfig.from_dict({**config.to_dict(), "n_layers": 2})
+    with pytest.raises(CheckpointError, match="do not match"):
+        assign_weights(PretrainingModel(other), load_checkpoint(tmp_path / "ckpt"))

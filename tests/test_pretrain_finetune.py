@@ -1,0 +1,86 @@
+"""A tiny end-to-end run: central pretraining, then fine-tuning (pretrained, scratch, logreg)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from shared_model.checkpoint import load_checkpoint
+from simulations.cli import app
+
+TINY = ["--d-model", "16", "--ffn", "16"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(small_sites: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("central")
+    args = ["pretrain", "central", *[a for p in small_sites for a in ("--data", str(p))], "--out", str(run),
+            "--epochs", "2", "--batch-size", "64", "--seed", "3", *TINY]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_central_pretraining_writes_checkpoint_and_beats_nothing_trivially(pretrained: Path) -> None:
+    checkpoint = load_checkpoint(pretrained / "checkpoint")
+    assert checkpoint.kind == "pretraining" and checkpoint.manifest["mode"] == "central"
+    assert checkpoint.config.d_model == 16
+    metrics = json.loads((pretrained / "metrics.json").read_text())
+    for k in ("recall@5", "recall@10", "recall@30"):
+        assert 0.0 < metrics["nvp_held_out"][k] <= 1.0
+    assert metrics["nvp_held_out"]["recall@30"] >= metrics["nvp_held_out"]["recall@10"] >= metrics["nvp_held_out"]["recall@5"]
+    assert set(metrics["nvp_held_out_by_site"]) == {"site-1", "site-2", "site-3"}
+    assert (pretrained / "history.csv").read_text().startswith("epoch,")
+
+
+@pytest.mark.parametrize(("extra", "pretrained_flag"), [
+    (["--model", "transformer"], True),
+    (["--model", "transformer", "--gradual-unfreeze"], True),
+    (["--model", "transformer", *TINY], False),
+    (["--model", "logreg"], False),
+])
+def test_finetune_variants_write_metrics(pretrained: Path, small_sites: list[Path], tmp_path: Path,
+                                         extra: list[str], pretrained_flag: bool) -> None:
+    args = ["finetune", "--data", str(small_sites[0]), "--task", "asthma", "--train-size", "200", "--epochs", "2",
+            "--out", str(tmp_path / "ft"), "--seed", "1", *extra]
+    if pretrained_flag:
+        args += ["--checkpoint", str(pretrained / "checkpoint")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert metrics["train_size"] == 200 and metrics["pretrained"] is pretrained_flag
+    assert 0.0 <= metrics["auroc"] <= 1.0 and 0.0 <= metrics["auprc"] <= 1.0
+    assert metrics["held_out_positives"] > 0
+
+
+def test_next_visit_finetuning_reports_recall(pretrained: Path, small_sites: list[Path], tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["finetune", "--data", str(small_sites[1]), "--task", "next_visit",
+                                      "--train-size", "150", "--epochs", "1", "--out", str(tmp_path / "nv"),
+                                      "--checkpoint", str(pretrained / "checkpoint")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "nv" / "metrics.json").read_text())
+    assert {"recall@5", "recall@10", "recall@30"} <= set(metrics)
+    task_checkpoint = load_checkpoint(tmp_path / "nv" / "checkpoint")
+    assert task_checkpoint.kind == "task" and task_checkpoint.manifest["task"] == "next_visit"
+
+
+def test_same_seed_same_pretrained_weights(small_sites: list[Path], tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        args = ["pretrain", "central", "--data", str(small_sites[2]), "--out", str(tmp_path / name),
+                "--epochs", "1", "--seed", "7", *TINY]
+        assert CliRunner().invoke(app, args).exit_code == 0
+        runs.append(load_checkpoint(tmp_path / name / "checkpoint").weights)
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_finetune_rejects_unknown_task(small_sites: list[Path], tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["finetune", "--data", str(small_sites[0]), "--task", "diabetes",
+                                      "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0
+    assert "diabetes" in str(result.exception) or "diabetes" in result.output
