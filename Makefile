@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 DEMO_DIR ?= demo
 BENCH_DIR ?= bench
+EXPERIMENT_DIR ?= runs
 SEED ?= 0
 
 .PHONY: install demo test test-fast bench experiment clean
@@ -25,11 +26,10 @@ test: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 bench: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/claimpt bench --out $(BENCH_DIR) --seed $(SEED)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/claimpt bench --out $(BENCH_DIR) --seed $(SEED) --scale 1000000
 
 experiment: install
-	@echo "The transfer experiment grid arrives with the model and federation issues; running the data benchmark instead."
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/claimpt bench --out $(BENCH_DIR) --seed $(SEED)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/claimpt experiment claim-pt --out $(EXPERIMENT_DIR)/claim-pt --seed $(SEED)
 
 clean:
 	rm -rf $(DEMO_DIR) $(BENCH_DIR) .pytest_cache

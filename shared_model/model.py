@@ -73,6 +73,11 @@ class PretrainingModel(keras.Model):
         encoded = self.encoder(inputs, training=training)
         return {"nvp": self.nvp_head(encoded["patient"]), "visits": encoded["visits"]}
 
+    def predict_step(self, data):
+        """Inference returns the NVP logits only (what a deployed model serves)."""
+        x = data[0] if isinstance(data, tuple) else data
+        return self(x, training=False)["nvp"]
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         nvp = ops.mean(multilabel_bce_from_indices(y_pred["nvp"], y["target_groups"]))
         valid = x["visit_type"] > 0

@@ -85,7 +85,7 @@ def pretrain(config: ClaimTransformerConfig, train: Sequence[Arrays], tuning: Se
 
 def predict_nvp(model: PretrainingModel, parts: Sequence[Arrays], batch_size: int = 512) -> np.ndarray:
     data = make_dataset(parts, target="target_groups", batch_size=batch_size, shuffle=False)
-    return np.concatenate([model(x, training=False)["nvp"].numpy() for x, _ in data])
+    return model.predict(data, verbose=0)
 
 
 def evaluate_nvp(model: PretrainingModel, parts: Sequence[Arrays], ks: Sequence[int] = (5, 10, 30)) -> dict[str, float]:
@@ -114,7 +114,7 @@ def finetune(encoder: keras.Model, kind: str, n_outputs: int, train: Arrays, tun
 
 def predict_task(model: TaskModel, arrays: Arrays, target: str, batch_size: int = 512) -> np.ndarray:
     data = make_dataset([arrays], target=target, batch_size=batch_size, shuffle=False)
-    logits = np.concatenate([model(x, training=False).numpy() for x, _ in data])
+    logits = model.predict(data, verbose=0)
     return logits[:, 0] if model.kind == TASK_BINARY else logits
 
 

@@ -113,6 +113,15 @@ def _markdown(report: dict[str, Any]) -> str:
             lines.append(f"| `{key}` | {value['median']:,.0f} | {value['min']:,.0f} | {value['max']:,.0f} | {value['unit']} |")
     lines.append(f"| `peak_rss_mb` | {report['figures']['peak_rss_mb']:,.0f} | | | MB |")
     data = report["figures"]
+    if "scale_patients" in data:
+        lines += ["", "## Scale", "",
+                  f"Tensorising {data['scale_patients']:,} patients ({data['scale_tensorize_events']:,} events) "
+                  f"streaming from MEDS shards: {data['scale_tensorize_seconds']:,} s, peak RSS "
+                  f"{data['scale_tensorize_peak_rss_mb']:,.0f} MB (child process, generator excluded)."]
+    if "model_parameters" in data:
+        lines += ["", f"Model figures: faithful Claim-PT config at the paper's sizes (49,836 codes, 3,357 groups, "
+                      f"{data['model_parameters']:,} parameters), batch {data['batch_size']}, random paper-shaped "
+                      "inputs with 1-30 real visits."]
     lines += ["", "## Data signal and site heterogeneity", "",
               f"Sites of {report['params']['patients_per_site']:,} patients each.", "",
               "| site | asthma logreg AUROC | " + " | ".join(f"{t} prevalence" for t in next(iter(data["label_prevalence"].values()))) + " |",
@@ -128,14 +137,24 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_bench(out: Path, *, patients_per_site: int, sites: int, repeats: int, seed: int) -> Path:
+def run_bench(out: Path, *, patients_per_site: int, sites: int, repeats: int, seed: int,
+              scale_patients: int = 0, model: bool = True) -> Path:
+    from simulations.bench_model import model_section, scale_section, tensorize_section
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="claimpt-bench-") as tmp:
         figures = _data_section(Path(tmp), patients_per_site, sites, repeats, seed)
+        site_dirs = [Path(tmp) / "sites" / f"site-{i + 1}" for i in range(sites)]
+        figures.update(tensorize_section(site_dirs, repeats))
+    if model:
+        figures.update(model_section(repeats, seed))
     figures["peak_rss_mb"] = peak_rss_mb()
+    if scale_patients:
+        figures.update(scale_section(scale_patients, seed))
     report = {"machine": machine_info(), "versions": versions(),
-              "params": {"patients_per_site": patients_per_site, "sites": sites, "repeats": repeats, "seed": seed},
+              "params": {"patients_per_site": patients_per_site, "sites": sites, "repeats": repeats, "seed": seed,
+                         "scale_patients": scale_patients},
               "figures": figures}
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench.md").write_text(_markdown(report))

@@ -218,6 +218,44 @@ def model_info(
     typer.echo(f"{'total':<40}{sum(r[2] for r in rows):>14,}")
 
 
+experiment_app = typer.Typer(help="Run experiments (resumable) and write results.csv, results.md.",
+                             no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+def _sites_or_synth(data: list[Path] | None, out: Path, sites: int, patients: str, seed: int) -> list[Path]:
+    if data:
+        return list(data)
+    from simulations.synth import synthesize
+
+    target = out / "sites"
+    if all((target / f"site-{i + 1}" / "metadata" / "dataset.json").exists() for i in range(sites)):
+        return [target / f"site-{i + 1}" for i in range(sites)]
+    return synthesize(target, parse_sizes(patients, sites), seed, overwrite=True)
+
+
+@experiment_app.command("claim-pt")
+@_bad_input_exits_2
+def experiment_claim_pt(
+    out: Annotated[Path, typer.Option(help="Run directory (resumable): sites/, central/, results.csv, results.md.")],
+    data: Annotated[list[Path] | None, typer.Option("--data", help="Site MEDS directories; default: synthesise them.")] = None,
+    sites: Annotated[int, typer.Option(min=2, help="Synthetic sites when --data is not given.")] = 3,
+    patients: Annotated[str, typer.Option(help="Patients per synthetic site (one value or one per site).")] = "20000",
+    task: Annotated[str, typer.Option(help="Binary task to fine-tune.")] = "asthma",
+    train_size: Annotated[int, typer.Option(min=10, help="Labelled patients per fine-tuning cohort.")] = 300,
+    seeds: Annotated[str, typer.Option(help="Fine-tuning seeds, separated by commas.")] = "0,1,2",
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum central pretraining epochs.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data and of pretraining.")] = 0,
+) -> None:
+    """Claim-PT's core claim: pretrained vs scratch vs logistic regression at every site."""
+    from simulations.experiments.claim_pt import run_claim_pt_experiment
+
+    site_dirs = _sites_or_synth(data, out, sites, patients, seed)
+    report = run_claim_pt_experiment(out, site_dirs, task=task, train_size=train_size,
+                                     seeds=tuple(int(s) for s in seeds.split(",")), epochs=epochs, pretrain_seed=seed)
+    typer.echo(report.read_text())
+
+
 @app.command()
 @_bad_input_exits_2
 def bench(
@@ -226,11 +264,14 @@ def bench(
     sites: Annotated[int, typer.Option(min=2, help="Number of synthetic sites.")] = 3,
     repeats: Annotated[int, typer.Option(min=1, help="Repeats per timing (median, min, max reported).")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    scale: Annotated[int, typer.Option(min=0, help="Also synthesise and tensorise this many patients, reporting peak RSS (0: skip).")] = 0,
+    model: Annotated[bool, typer.Option(help="Include the paper-sized model throughput figures.")] = True,
 ) -> None:
     """Measure throughput and data properties; write bench.json and bench.md."""
     from simulations.bench import run_bench
 
-    report = run_bench(out, patients_per_site=patients, sites=sites, repeats=repeats, seed=seed)
+    report = run_bench(out, patients_per_site=patients, sites=sites, repeats=repeats, seed=seed,
+                       scale_patients=scale, model=model)
     typer.echo(report.read_text())
 
 

@@ -1,0 +1,126 @@
+"""Model and tensorisation figures for `claimpt bench` (DESIGN 7), at the paper's sizes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared_model.tensorize import FIELDS, Layout, field_shape
+
+log = logging.getLogger(__name__)
+PAPER_VOCAB, PAPER_GROUPS, PAPER_BATCH = 49_836, 3_357, 100
+
+
+def paper_shaped_arrays(n: int, seed: int, layout: Layout = Layout()) -> dict[str, np.ndarray]:
+    """Random samples of the paper's shape: 1-30 real visits (uniform), 1-10 codes per visit drawn
+    Zipf-like from 49,836 codes, 1-4 target groups per visit from 3,357."""
+    rng = np.random.default_rng(seed)
+    v, c = layout.max_visits, layout.max_codes
+    real = rng.integers(1, v + 1, n)
+    used = np.arange(v)[None, :] >= (v - real)[:, None]
+    n_codes = rng.integers(1, c + 1, (n, v))
+    codes = np.minimum((rng.pareto(1.2, (n, v, c)) * 50).astype(np.int64) + 2, PAPER_VOCAB - 1)
+    codes = np.where((np.arange(c)[None, None, :] < n_codes[..., None]) & used[..., None], np.sort(codes, -1), 0)
+    groups = np.full((n, v, layout.max_visit_groups), -1)
+    groups[..., :4] = np.sort(rng.choice(PAPER_GROUPS, (n, v, 4)), -1)
+    groups[..., 1:4] = np.where(rng.random((n, v, 3)) < 0.5, groups[..., 1:4], -1)
+    groups = np.where(used[..., None], groups, -1)
+    arrays = {
+        "codes": codes, "visit_type": np.where(used, rng.integers(1, 6, (n, v)), 0),
+        "date_index": np.where(used, rng.integers(1, 367, (n, v)), 0),
+        "days_before": np.where(used, rng.integers(1, 3000, (n, v)), 0),
+        "age_days": np.where(used, rng.integers(0, 6500, (n, v)), 0),
+        "demo": np.stack([rng.integers(0, 7, n), rng.integers(0, 3, n)], 1),
+        "visit_groups": groups, "target_groups": np.full((n, layout.max_target_groups), -1),
+        "label": np.zeros(n), "subject_id": np.arange(n), "prediction_day": np.zeros(n),
+    }
+    arrays["target_groups"][:, :3] = np.sort(rng.choice(PAPER_GROUPS, (n, 3)), -1)
+    return {k: v.astype(FIELDS[k][0]).reshape((n, *field_shape(k, layout))) for k, v in arrays.items()}
+
+
+def model_section(repeats: int, seed: int, patients: int = 3000) -> dict[str, Any]:
+    from shared_model.config import ClaimTransformerConfig
+    from shared_model.pipeline import make_dataset
+    from shared_model.training import PRETRAIN_TARGETS, new_pretraining_model
+    from simulations.bench import Rate, measure_rate
+
+    config = ClaimTransformerConfig(vocab_size=PAPER_VOCAB, n_groups=PAPER_GROUPS)
+    arrays = paper_shaped_arrays(patients, seed)
+    model = new_pretraining_model(config, seed)
+    train = make_dataset([arrays], target=PRETRAIN_TARGETS, batch_size=PAPER_BATCH, shuffle=True, seed=seed)
+    predict = make_dataset([arrays], target="target_groups", batch_size=PAPER_BATCH, shuffle=False)
+
+    def fit_epoch() -> int:
+        model.fit(train, epochs=1, verbose=0, shuffle=False)
+        return patients
+
+    def predict_all() -> int:
+        model.predict(predict, verbose=0)
+        return patients
+
+    log.info("bench: paper-sized model, %d patients per timed repeat", patients)
+    fit_rate: Rate = measure_rate(fit_epoch, repeats, "patients/s")
+    predict_rate: Rate = measure_rate(predict_all, repeats, "patients/s")
+    return {"pretrain_patients_per_s": fit_rate.__dict__, "predict_patients_per_s": predict_rate.__dict__,
+            "model_parameters": int(model.count_params()), "batch_size": PAPER_BATCH}
+
+
+def tensorize_section(site_dirs: list[Path], repeats: int) -> dict[str, Any]:
+    """Streaming tensorisation (parquet read + validation + samples + shard write), events/s."""
+    from shared_model.store import streaming_code_counts, tensorize_to_shards
+    from shared_model.vocabulary import Vocabulary
+    from simulations.bench import measure_rate
+
+    counts = None
+    for path in site_dirs:
+        c = streaming_code_counts(path)
+        counts = c if counts is None else counts.add(c, fill_value=0)
+    vocabulary = Vocabulary.from_counts(counts.astype(np.int64))
+    with tempfile.TemporaryDirectory(prefix="claimpt-tensors-") as tmp:
+        def run() -> int:
+            return sum(tensorize_to_shards(p, vocabulary, Path(tmp) / p.name, overwrite=True)["events"]
+                       for p in site_dirs)
+        rate = measure_rate(run, repeats, "events/s")
+    return {"tensorize_events_per_s": rate.__dict__}
+
+
+SCALE_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from shared_model.store import streaming_code_counts, tensorize_to_shards
+from shared_model.vocabulary import Vocabulary
+sites = [Path(p) for p in sys.argv[2:]]
+start = time.perf_counter()
+counts = None
+for p in sites:
+    c = streaming_code_counts(p)
+    counts = c if counts is None else counts.add(c, fill_value=0)
+vocab = Vocabulary.from_counts(counts.astype("int64"))
+events = sum(tensorize_to_shards(p, vocab, Path(sys.argv[1]) / p.name)["events"] for p in sites)
+print(json.dumps({"events": events, "seconds": time.perf_counter() - start,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def scale_section(patients: int, seed: int) -> dict[str, Any]:
+    """Synthesise `patients` over 4 sites, then tensorise them in a child process whose peak RSS
+    is the figure (so the generator's memory does not count)."""
+    from simulations.synth import synthesize
+
+    sizes = [patients // 4 + (1 if i < patients % 4 else 0) for i in range(4)]
+    with tempfile.TemporaryDirectory(prefix="claimpt-scale-") as tmp:
+        log.info("bench: synthesising %d patients for the scale test", patients)
+        sites = synthesize(Path(tmp) / "sites", sizes, seed)
+        result = subprocess.run([sys.executable, "-c", SCALE_CHILD, str(Path(tmp) / "tensors"), *map(str, sites)],
+                                check=True, capture_output=True, text=True)
+        figures = json.loads(result.stdout.strip().splitlines()[-1])
+    return {"scale_patients": patients, "scale_tensorize_events": figures["events"],
+            "scale_tensorize_seconds": round(figures["seconds"], 1),
+            "scale_tensorize_peak_rss_mb": round(figures["peak_rss_mb"], 1)}
