@@ -72,18 +72,24 @@ def weights_bytes(weights: list[np.ndarray]) -> bytes:
 
 def save_checkpoint(directory: str | Path, model, config: ClaimTransformerConfig, vocabulary: Vocabulary, *,
                     kind: str = KIND_PRETRAINING, extra: dict[str, Any] | None = None, overwrite: bool = True,
-                    signer=None) -> Path:
-    """Write the checkpoint of `model` atomically. `signer(bytes) -> bytes` signs manifest.json."""
+                    signer=None, extra_files: dict[str, bytes] | None = None) -> Path:
+    """Write the checkpoint of `model` atomically. `signer(bytes) -> bytes` signs manifest.json;
+    `extra_files` (e.g. server strategy state) are stored and hashed like the others."""
     directory = Path(directory)
     weights = [np.asarray(v) for v in model.get_weights()]
     with atomic_directory(directory, overwrite=overwrite) as tmp:
         (tmp / WEIGHTS_FILE).write_bytes(weights_bytes(weights))
         (tmp / VOCAB_FILE).write_text(vocabulary.to_json())
         (tmp / CONFIG_FILE).write_text(config.to_json())
+        for name, data in (extra_files or {}).items():
+            if "/" in name or name.startswith(".") or name in (MANIFEST_FILE, SIGNATURE_FILE):
+                raise ValueError(f"invalid extra checkpoint file name {name!r}")
+            (tmp / name).write_bytes(data)
+        names = (WEIGHTS_FILE, VOCAB_FILE, CONFIG_FILE, *(extra_files or {}))
         manifest = {
             "format": FORMAT,
             "kind": kind,
-            "files": {name: sha256_file(tmp / name) for name in (WEIGHTS_FILE, VOCAB_FILE, CONFIG_FILE)},
+            "files": {name: sha256_file(tmp / name) for name in names},
             "variables": [{"path": v.path, "shape": list(v.shape)} for v in model.weights],
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "versions": _versions(),

@@ -119,7 +119,7 @@ def run_finetune(dataset: MedsDataset, task: str, *, train_size: int | None, see
             encoder = build_encoder(config)
         n_outputs = vocabulary.n_groups if task == NEXT_VISIT else 1
         task_model = finetune(encoder, task_kind(task), n_outputs, cohort.train, cohort.tuning, task_target(task),
-                              settings, config.n_layers)
+                              settings, config.n_layers, pretrained=checkpoint is not None)
         record.update(evaluate_task(task_model, cohort.held_out, task_target(task)))
         record["settings"] = asdict(settings)
         if out is not None:

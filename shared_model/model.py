@@ -8,6 +8,7 @@ task head to a (pretrained or fresh) encoder.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from shared_model.config import ClaimTransformerConfig
@@ -68,6 +69,22 @@ class PretrainingModel(keras.Model):
         self.cp_head.build((None, config.d_model))
         self.nvp_loss = keras.metrics.Mean(name="nvp_loss")
         self.cp_loss = keras.metrics.Mean(name="cp_loss")
+        # FedProx state is kept out of Keras' tracking: it must never become part of model.weights
+        self.__dict__["_proximal"] = None
+
+    def set_proximal_anchor(self, weights: list, mu: float) -> None:
+        """FedProx: add mu/2 * ||w - anchor||^2 over trainable weights to the loss.
+
+        Anchors live in non-trainable variables, so a compiled model takes new anchors every
+        round without retracing."""
+        by_path = {v.path: w for v, w in zip(self.weights, weights, strict=True)}
+        if self._proximal is None:
+            self.__dict__["_proximal"] = (tf.Variable(0.0, trainable=False),
+                                          [tf.Variable(tf.zeros(v.shape), trainable=False) for v in self.trainable_variables])
+        mu_variable, anchors = self._proximal
+        mu_variable.assign(float(mu))
+        for anchor, variable in zip(anchors, self.trainable_variables, strict=True):
+            anchor.assign(by_path[variable.path])
 
     def call(self, inputs, training=False):
         encoded = self.encoder(inputs, training=training)
@@ -86,7 +103,12 @@ class PretrainingModel(keras.Model):
         cp = ops.sum(cp_per_visit) / ops.maximum(ops.cast(ops.shape(cp_per_visit)[0], cp_per_visit.dtype), 1.0)
         self.nvp_loss.update_state(nvp)
         self.cp_loss.update_state(cp)
-        return self.model_config.nvp_weight * nvp + self.model_config.cp_weight * cp
+        loss = self.model_config.nvp_weight * nvp + self.model_config.cp_weight * cp
+        if self._proximal is not None and training:
+            mu_variable, anchors = self._proximal
+            distance = sum(ops.sum(ops.square(v - a)) for v, a in zip(self.trainable_variables, anchors))
+            loss = loss + mu_variable / 2 * distance
+        return loss
 
 
 class TaskModel(keras.Model):

@@ -32,6 +32,10 @@ class PretrainSettings:
 
 @dataclass(frozen=True)
 class FinetuneSettings:
+    """Claim-PT fine-tunes every layer with Adam 1e-4 (`probe_epochs=0`, `layer_decay=1`). Our
+    default first fits the task head on the frozen pretrained encoder (a linear probe), then
+    fine-tunes all layers with layer-wise decay, keeping whichever is better on the tuning set."""
+
     epochs: int = 40
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -39,6 +43,8 @@ class FinetuneSettings:
     gradual_unfreeze: bool = False
     patience: int = 4
     seed: int = 0
+    probe_epochs: int = 40  # head-only epochs on a pretrained encoder before fine-tuning all layers
+    probe_learning_rate: float = 1e-3
 
 
 def seed_everything(seed: int) -> None:
@@ -94,21 +100,38 @@ def evaluate_nvp(model: PretrainingModel, parts: Sequence[Arrays], ks: Sequence[
 
 
 def finetune(encoder: keras.Model, kind: str, n_outputs: int, train: Arrays, tuning: Arrays,
-             target: str, settings: FinetuneSettings, n_layers: int, verbose: int = 0) -> TaskModel:
+             target: str, settings: FinetuneSettings, n_layers: int, *, pretrained: bool = True,
+             verbose: int = 0) -> TaskModel:
     """Fit a task head (and the encoder, discriminatively) with early stopping on `tuning`."""
     model = TaskModel(encoder, kind, n_outputs)
-    optimizer = LayerwiseAdam(layer_depths(model, n_layers), decay=settings.layer_decay,
-                              unfrozen_depth=0 if settings.gradual_unfreeze else 10**6,
-                              learning_rate=settings.learning_rate)
-    model.compile(optimizer=optimizer)
-    callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True)]
-    if settings.gradual_unfreeze:
-        callbacks.append(GradualUnfreezing(optimizer))
+    depths = layer_depths(model, n_layers)
     train_data = make_dataset([train], target=target, batch_size=settings.batch_size, shuffle=True, seed=settings.seed)
     val_data = make_dataset([tuning], target=target, batch_size=256, shuffle=False)
-    model.fit(train_data, validation_data=val_data, epochs=settings.epochs, callbacks=callbacks, verbose=verbose,
-              shuffle=False)
+
+    def fit(optimizer: LayerwiseAdam, epochs: int, gradual: bool) -> float:
+        model.compile(optimizer=optimizer)
+        callbacks: list[keras.callbacks.Callback] = [keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=settings.patience, restore_best_weights=True)]
+        if gradual:
+            callbacks.append(GradualUnfreezing(optimizer))
+        model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose,
+                  shuffle=False)
+        return float(model.evaluate(val_data, verbose=0))
+
+    best_loss, best_weights = float("inf"), None
+    if pretrained and settings.probe_epochs:
+        best_loss = fit(LayerwiseAdam(depths, unfrozen_depth=0, learning_rate=settings.probe_learning_rate),
+                        settings.probe_epochs, gradual=False)
+        best_weights = model.get_weights()
+    if settings.epochs:
+        loss = fit(LayerwiseAdam(depths, decay=settings.layer_decay,
+                                 unfrozen_depth=0 if settings.gradual_unfreeze else 10**6,
+                                 learning_rate=settings.learning_rate),
+                   settings.epochs, gradual=settings.gradual_unfreeze)
+        if loss > best_loss and best_weights is not None:
+            log.info("full fine-tuning did not beat the probe on the tuning set (%.4f > %.4f): keeping the probe",
+                     loss, best_loss)
+            model.set_weights(best_weights)
     return model
 
 

@@ -158,6 +158,43 @@ def pretrain_central(
     typer.echo(json.dumps({k: metrics[k] for k in ("nvp_held_out", "most_frequent_groups_baseline")}, indent=2))
 
 
+@pretrain_app.command("federated")
+@_bad_input_exits_2
+def pretrain_federated(
+    data: Annotated[list[Path], typer.Option("--data", help="A site's MEDS directory; repeat per site (one simulated SuperNode each).")],
+    out: Annotated[Path, typer.Option(help="Run directory: checkpoints/round-NNN/, checkpoint/, rounds.csv.")],
+    rounds: Annotated[int, typer.Option(min=1, help="Federated training rounds.")] = 5,
+    strategy: Annotated[str, typer.Option(help="fedavg, fedprox, fedadam, fedavgm, fedmedian, fedtrimmedavg, krum or multikrum.")] = "fedavg",
+    local_epochs: Annotated[int, typer.Option(min=1, help="Passes over each site's training data per round.")] = 1,
+    resume: Annotated[bool, typer.Option(help="Continue from the last complete round checkpoint in --out.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed (initial model and every site's local training).")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Patients per local step.")] = 100,
+    learning_rate: Annotated[float, typer.Option(help="Local RMSprop learning rate.")] = 1e-3,
+    k_anonymity: Annotated[int, typer.Option(min=1, help="Sites report only codes seen in at least k patients.")] = 11,
+    max_vocab: Annotated[int, typer.Option(min=0, help="Keep at most this many codes (0: all reported).")] = 0,
+    min_clients: Annotated[int, typer.Option(min=1, help="Minimum sites per round (min-available-clients).")] = 2,
+    proximal_mu: Annotated[float, typer.Option(help="FedProx proximal term weight.")] = 0.01,
+    max_norm_ratio: Annotated[float, typer.Option(help="Drop updates above this multiple of the round's median update norm (0: off).")] = 5.0,
+    max_update_norm: Annotated[float, typer.Option(help="Drop updates whose L2 norm exceeds this bound (0: off).")] = 0.0,
+    adversary: Annotated[str, typer.Option(help="Simulate faulty sites: SITE:KIND[=VALUE][@ROUND],... KIND: raise, nan, scale, signflip, noise, labelflip.")] = "",
+    layers: LayersOpt = 1, heads: HeadsOpt = 2, d_model: DModelOpt = 100, ffn: FfnOpt = 100,
+    dropout: DropoutOpt = 0.0, pre_ln: PreLnOpt = False, time_encoding: TimeOpt = "day_of_year",
+) -> None:
+    """Federated pretraining in Flower's simulation engine, one SuperNode per site."""
+    from shared_model.run_config import FederatedRunConfig
+    from simulations.federated import run_federated_simulation
+
+    settings = FederatedRunConfig(
+        num_server_rounds=rounds, strategy=strategy, local_epochs=local_epochs, batch_size=batch_size,
+        learning_rate=learning_rate, seed=seed, k_anonymity=k_anonymity, max_vocab=max_vocab,
+        min_available_clients=min_clients, proximal_mu=proximal_mu, max_norm_ratio=max_norm_ratio,
+        max_update_norm=max_update_norm, run_dir=str(out), resume=resume, adversary=adversary,
+        d_model=d_model, n_layers=layers, n_heads=heads, ffn_dim=ffn, dropout=dropout, pre_layer_norm=pre_ln,
+        time_encoding=time_encoding)
+    table = run_federated_simulation(data, settings)
+    typer.echo(table.to_string(index=False))
+
+
 @app.command()
 @_bad_input_exits_2
 def finetune(
@@ -167,12 +204,14 @@ def finetune(
     checkpoint: Annotated[Path | None, typer.Option(help="Pretrained checkpoint directory; omit to train from scratch.")] = None,
     model: Annotated[str, typer.Option(help="transformer, or logreg (bag-of-codes logistic regression).")] = "transformer",
     train_size: Annotated[int | None, typer.Option(help="Labelled training patients drawn from the train split (default: all).")] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Maximum fine-tuning epochs (early stopping on the tuning cohort).")] = 40,
+    epochs: Annotated[int, typer.Option(min=0, help="Maximum epochs of fine-tuning all layers (early stopping on the tuning cohort; 0: probe only).")] = 40,
     batch_size: Annotated[int, typer.Option(min=1, help="Patients per step.")] = 32,
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate of the task head (Claim-PT: 1e-4).")] = 1e-4,
     layer_decay: Annotated[float, typer.Option(min=0.0, max=1.0, help="Learning-rate factor per layer below the head (1 = uniform).")] = 0.8,
     gradual_unfreeze: Annotated[bool, typer.Option(help="Unfreeze one more layer group per epoch, head first.")] = False,
     patience: Annotated[int, typer.Option(min=1, help="Early stopping patience in epochs.")] = 4,
+    probe_epochs: Annotated[int, typer.Option(min=0, help="With --checkpoint: head-only epochs on the frozen encoder before fine-tuning all layers (0: Claim-PT's plain fine-tuning).")] = 40,
+    probe_learning_rate: Annotated[float, typer.Option(help="Adam learning rate of the head-only phase.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Random seed (cohort draw, initialisation, batch order).")] = 0,
     layers: LayersOpt = 1, heads: HeadsOpt = 2, d_model: DModelOpt = 100, ffn: FfnOpt = 100,
     dropout: DropoutOpt = 0.0, pre_ln: PreLnOpt = False, time_encoding: TimeOpt = "day_of_year",
@@ -191,7 +230,8 @@ def finetune(
     out.mkdir(parents=True, exist_ok=True)
     record = run_finetune(
         dataset, task, train_size=train_size, seed=seed, checkpoint=ckpt, model=model,
-        settings=FinetuneSettings(epochs, batch_size, learning_rate, layer_decay, gradual_unfreeze, patience, seed),
+        settings=FinetuneSettings(epochs, batch_size, learning_rate, layer_decay, gradual_unfreeze, patience, seed,
+                                  probe_epochs, probe_learning_rate),
         model_config=ClaimTransformerConfig(vocab_size=3, n_groups=1, **options), out=out)
     record["data"], record["checkpoint"] = str(data), str(checkpoint) if checkpoint else None
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -19,6 +19,14 @@ def small_sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return synthesize(tmp_path_factory.mktemp("sites"), [1500, 1000, 800], seed=11)
 
 
+@pytest.fixture(scope="session")
+def fed_sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three small synthetic sites for federated tests (seed 13)."""
+    from simulations.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("fed_sites"), [400, 300, 300], seed=13)
+
+
 def tiny_events() -> pd.DataFrame:
     """Two subjects with birth, sex and a few visits, as a producer would hand them to write_meds."""
     t = lambda s: np.datetime64(s, "us")  # noqa: E731

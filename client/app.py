@@ -1,0 +1,99 @@
+"""The Flower ClientApp (Message API): one per site, inside the site's network (DESIGN 4).
+
+Handles `query.vocabulary` (k-anonymised code counts), `train` (local epochs from the global
+weights) and `evaluate` (held-out loss and NVP Recall@k). Only model arrays, scalar metrics and
+counts of codes seen in at least k patients leave this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from client.adversary import corrupt_update, flip_labels, parse_adversaries
+from client.local import evaluate_locally, k_anonymous_code_counts, load_site, site_key, site_samples, train_locally
+from shared_model.config import ClaimTransformerConfig
+from shared_model.run_config import FederatedRunConfig
+
+log = logging.getLogger(__name__)
+
+
+def site_of(context: Context, settings: FederatedRunConfig) -> tuple[str, str]:
+    """(data path, site id): node config `data-path`/`site-id` in deployment; in simulation the
+    `data-paths` run-config entry selected by `partition-id`."""
+    node = context.node_config
+    if "data-path" in node:
+        path = str(node["data-path"])
+        return path, str(node.get("site-id", Path(path).name))
+    paths = settings.site_paths()
+    partition = int(node["partition-id"])
+    if partition >= len(paths):
+        raise ValueError(f"partition-id {partition} has no site in data-paths ({len(paths)} given)")
+    return paths[partition], Path(paths[partition]).name
+
+
+def make_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
+    """A ClientApp whose run config is Flower's, updated by `overrides` (used by simulations)."""
+    app = ClientApp()
+
+    def settings_of(context: Context) -> FederatedRunConfig:
+        return FederatedRunConfig.from_run_config({**dict(context.run_config), **(overrides or {})})
+
+    @app.query("vocabulary")
+    def vocabulary(msg: Message, context: Context) -> Message:
+        settings = settings_of(context)
+        path, site = site_of(context, settings)
+        k = int(msg.content["config"].get("k-anonymity", settings.k_anonymity))
+        counts = k_anonymous_code_counts(load_site(path), k)
+        log.info("%s: reporting %d codes seen in >= %d patients", site, len(counts.codes), k)
+        record = ConfigRecord({"codes": counts.codes, "counts": counts.counts, "parents": counts.parents,
+                               "site-key": site_key(site)})
+        return Message(RecordDict({"vocabulary": record}), reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        settings = settings_of(context)
+        path, site = site_of(context, settings)
+        config = msg.content["config"]
+        server_round = int(config["server-round"])
+        model_config = ClaimTransformerConfig.from_json(str(config["model-config"]))
+        samples = site_samples(path, str(config["vocabulary"]))
+        adversary = next((a for a in parse_adversaries(settings.adversary) if a.active(site, server_round)), None)
+        rng = np.random.default_rng([settings.seed, server_round, site_key(site)])
+        if adversary is not None and adversary.kind == "raise":
+            raise RuntimeError(f"simulated failure of {site} in round {server_round}")
+        if adversary is not None and adversary.kind == "labelflip":
+            samples = {**samples, "train": flip_labels(samples["train"], rng)}
+        global_weights = msg.content["arrays"].to_numpy_ndarrays()
+        result = train_locally(
+            global_weights, model_config, samples, epochs=int(config.get("local-epochs", settings.local_epochs)),
+            batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=settings.seed,
+            server_round=server_round, key=site_key(site), proximal_mu=float(config.get("proximal-mu", 0.0)))
+        weights = result.weights
+        if adversary is not None:
+            log.warning("%s misbehaves in round %d: %s", site, server_round, adversary.kind)
+            weights = corrupt_update(adversary.kind, adversary.value, global_weights, weights, rng)
+        metrics = MetricRecord({"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics})
+        return Message(RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics}), reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        settings = settings_of(context)
+        path, site = site_of(context, settings)
+        config = msg.content["config"]
+        model_config = ClaimTransformerConfig.from_json(str(config["model-config"]))
+        samples = site_samples(path, str(config["vocabulary"]))
+        result = evaluate_locally(msg.content["arrays"].to_numpy_ndarrays(), model_config, samples,
+                                  learning_rate=settings.learning_rate)
+        metrics = MetricRecord({"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics})
+        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+    return app
+
+
+app = make_client_app()

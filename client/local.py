@@ -1,0 +1,117 @@
+"""What a site computes, independent of Flower: k-anonymised code counts, local training and
+evaluation of the shared model on the site's own tensorised data (never sent anywhere)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from shared_model.config import ClaimTransformerConfig
+from shared_model.data import MedsDataset, read_meds
+from shared_model.model import PretrainingModel
+from shared_model.run_config import local_seed
+from shared_model.tasks import NEXT_VISIT, task_arrays
+from shared_model.pipeline import make_dataset
+from shared_model.training import PRETRAIN_TARGETS, PretrainSettings, evaluate_nvp, fit_pretraining, seed_everything
+from shared_model.vocabulary import Vocabulary, count_patients_per_code
+
+log = logging.getLogger(__name__)
+Arrays = dict[str, np.ndarray]
+
+
+def site_key(site_id: str) -> int:
+    """A stable number for a site id (orders replies and seeds local training)."""
+    return int(hashlib.sha256(site_id.encode()).hexdigest()[:8], 16) % (2**31 - 1)
+
+
+@functools.lru_cache(maxsize=4)
+def load_site(path: str) -> MedsDataset:
+    """The site's validated dataset, read once per process (Flower calls the app per message)."""
+    return read_meds(path)
+
+
+@functools.lru_cache(maxsize=4)
+def site_samples(path: str, vocabulary_json: str) -> dict[str, Arrays]:
+    return task_arrays(load_site(path), NEXT_VISIT, Vocabulary.from_json(vocabulary_json))
+
+
+@dataclass(frozen=True)
+class CodeCounts:
+    """Patient counts of codes seen in at least k train-split patients, and their parent codes."""
+
+    codes: list[str]
+    counts: list[int]
+    parents: list[str]
+
+
+def k_anonymous_code_counts(dataset: MedsDataset, k: int) -> CodeCounts:
+    train = dataset.splits.loc[dataset.splits["split"] == "train", "subject_id"]
+    counts = count_patients_per_code(dataset.events[dataset.events["subject_id"].isin(train)])
+    counts = counts[counts >= k].sort_index()
+    parent_of = {c: p[0] for c, p in zip(dataset.codes["code"], dataset.codes["parent_codes"], strict=True)
+                 if p is not None and len(p)}
+    codes = [str(c) for c in counts.index]
+    return CodeCounts(codes, [int(n) for n in counts.to_numpy()], [str(parent_of.get(c, "")) for c in codes])
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    weights: list[np.ndarray]
+    num_examples: int
+    metrics: dict[str, float]
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_model(config_json: str, learning_rate: float) -> PretrainingModel:
+    """One compiled model per process, reused every round: no retracing and nothing accumulates
+    in TF's graph state however many rounds run in one process."""
+    keras.backend.clear_session()
+    model = PretrainingModel(ClaimTransformerConfig.from_json(config_json))
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate))
+    return model
+
+
+def _fresh_round(model: PretrainingModel, weights: list[np.ndarray]) -> None:
+    """Global weights in, local optimizer state reset (each round starts from scratch locally)."""
+    model.set_weights(weights)
+    for variable in model.optimizer.variables:
+        if variable.name != "learning_rate":
+            variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+
+
+def train_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, samples: dict[str, Arrays], *,
+                  epochs: int, batch_size: int, learning_rate: float, seed: int, server_round: int, key: int,
+                  proximal_mu: float = 0.0) -> LocalResult:
+    """`epochs` passes over the site's train split, starting from the global weights."""
+    round_seed = local_seed(seed, server_round, key)
+    seed_everything(round_seed)
+    model = _compiled_model(config.to_json(), learning_rate)
+    _fresh_round(model, weights)
+    if proximal_mu > 0 or model._proximal is not None:
+        model.set_proximal_anchor(weights, proximal_mu)
+    started = time.perf_counter()
+    history = fit_pretraining(model, [samples["train"]], None,
+                              PretrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                                               seed=round_seed), early_stopping=False)
+    seconds = time.perf_counter() - started
+    metrics = {"train-loss": float(history.history["loss"][-1]), "train-nvp-loss": float(history.history["nvp_loss"][-1]),
+               "train-cp-loss": float(history.history["cp_loss"][-1]), "train-seconds": seconds}
+    return LocalResult([np.asarray(w) for w in model.get_weights()], len(samples["train"]["subject_id"]), metrics)
+
+
+def evaluate_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, samples: dict[str, Arrays],
+                     learning_rate: float = 1e-3) -> LocalResult:
+    """Loss and NVP Recall@k of the global model on the site's held-out split."""
+    model = _compiled_model(config.to_json(), learning_rate)
+    model.set_weights(weights)
+    held_out = samples["held_out"]
+    scores = model.evaluate(make_dataset([held_out], target=PRETRAIN_TARGETS, batch_size=256, shuffle=False),
+                            verbose=0, return_dict=True)
+    metrics = {"eval-loss": float(scores["loss"]), **{f"eval-{k}": v for k, v in evaluate_nvp(model, [held_out]).items()}}
+    return LocalResult([], len(held_out["subject_id"]), metrics)

@@ -1,0 +1,121 @@
+"""The federated pretraining run (DESIGN 4): vocabulary round, training rounds with validated
+aggregation, federated evaluation, an atomic checkpoint after every round, and resume."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from server.strategies import build_strategy, export_state, restore_state
+from server.vocabulary_round import vocabulary_round
+from shared_model.checkpoint import CheckpointError, assign_weights, load_checkpoint, save_checkpoint
+from shared_model.config import ClaimTransformerConfig
+from shared_model.model import PretrainingModel
+from shared_model.run_config import FederatedRunConfig
+from shared_model.training import seed_everything
+
+log = logging.getLogger(__name__)
+STATE_FILE = "strategy_state.npz"
+ROUND_COLUMNS = ["round", "clients", "failed", "dropped", "train_loss", "eval_loss", "eval_recall@5",
+                 "eval_recall@10", "eval_recall@30", "slowest_train_seconds", "round_seconds"]
+
+
+def round_dir(run_dir: Path, server_round: int) -> Path:
+    return run_dir / "checkpoints" / f"round-{server_round:03d}"
+
+
+def latest_round(run_dir: Path) -> int:
+    """The last round whose checkpoint is complete (0 if none)."""
+    rounds = []
+    for path in (run_dir / "checkpoints").glob("round-*"):
+        if (path / "manifest.json").exists() and path.name[6:].isdigit():
+            rounds.append(int(path.name[6:]))
+    return max(rounds, default=0)
+
+
+def _metric(record: MetricRecord | None, key: str) -> float:
+    return float(record[key]) if record is not None and key in record else float("nan")
+
+
+def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> dict[str, Any]:
+    run_dir = Path(settings.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    strategy = build_strategy(settings)
+    start = latest_round(run_dir) + 1 if settings.resume else 1
+    if start > 1:
+        checkpoint = load_checkpoint(round_dir(run_dir, start - 1))
+        vocabulary, config = checkpoint.vocabulary, checkpoint.config
+        model = PretrainingModel(config)
+        assign_weights(model, checkpoint)
+        state = round_dir(run_dir, start - 1) / STATE_FILE
+        if state.exists():
+            restore_state(strategy, state.read_bytes())
+        _keep_rounds_before(run_dir, start)
+        log.info("resuming after round %d of %d", start - 1, settings.num_server_rounds)
+    else:
+        if (run_dir / "checkpoints").exists() and latest_round(run_dir):
+            raise CheckpointError(f"{run_dir} already holds round checkpoints: use --resume or a new run directory")
+        vocabulary = vocabulary_round(grid, k=settings.k_anonymity, minimum_sites=settings.min_available_clients,
+                                      max_vocab=settings.max_vocab or None)
+        config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups,
+                                        **settings.model_options())
+        seed_everything(settings.seed)
+        model = PretrainingModel(config)
+        _write_rounds(run_dir, [], truncate=True)
+    arrays = ArrayRecord([np.asarray(w) for w in model.get_weights()])
+    shared = {"vocabulary": vocabulary.to_json(), "model-config": config.to_json(),
+              "local-epochs": settings.local_epochs}
+    for server_round in range(start, settings.num_server_rounds + 1):
+        started = time.perf_counter()
+        log.info("round %d/%d: training", server_round, settings.num_server_rounds)
+        replies = grid.send_and_receive(strategy.configure_train(server_round, arrays, ConfigRecord(dict(shared)), grid))
+        aggregated, train_metrics = strategy.aggregate_train(server_round, replies)
+        if aggregated is not None:
+            arrays = aggregated
+        eval_replies = grid.send_and_receive(strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(shared)), grid))
+        eval_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
+        model.set_weights(arrays.to_numpy_ndarrays())
+        save_checkpoint(round_dir(run_dir, server_round), model, config, vocabulary, signer=signer,
+                        extra=_manifest_extra(settings, server_round), extra_files={STATE_FILE: export_state(strategy)})
+        report = strategy.reports.get(server_round)
+        row = {"round": server_round, "clients": report.received - report.failed - len(report.dropped) if report else 0,
+               "failed": report.failed if report else 0, "dropped": len(report.dropped) if report else 0,
+               "train_loss": _metric(train_metrics, "train-loss"), "eval_loss": _metric(eval_metrics, "eval-loss"),
+               **{f"eval_recall@{k}": _metric(eval_metrics, f"eval-recall@{k}") for k in (5, 10, 30)},
+               "slowest_train_seconds": report.slowest_train_seconds if report else 0.0,
+               "round_seconds": time.perf_counter() - started}
+        _write_rounds(run_dir, [row])
+        log.info("round %d: %s", server_round, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+    save_checkpoint(run_dir / "checkpoint", model, config, vocabulary, signer=signer,
+                    extra=_manifest_extra(settings, settings.num_server_rounds))
+    keras.backend.clear_session()
+    return {"rounds": settings.num_server_rounds, "run_dir": str(run_dir)}
+
+
+def _manifest_extra(settings: FederatedRunConfig, server_round: int) -> dict[str, Any]:
+    return {"mode": "federated", "round": server_round, "strategy": settings.strategy, "seed": settings.seed,
+            "local_epochs": settings.local_epochs, "k_anonymity": settings.k_anonymity}
+
+
+def _keep_rounds_before(run_dir: Path, start: int) -> None:
+    path = run_dir / "rounds.csv"
+    rows = list(csv.DictReader(open(path))) if path.exists() else []
+    _write_rounds(run_dir, [r for r in rows if int(r["round"]) < start], truncate=True)
+
+
+def _write_rounds(run_dir: Path, rows: list[dict[str, Any]], truncate: bool = False) -> None:
+    path = run_dir / "rounds.csv"
+    if truncate or not path.exists():
+        with open(path, "w", newline="") as handle:
+            csv.DictWriter(handle, ROUND_COLUMNS).writeheader()
+    if rows:
+        with open(path, "a", newline="") as handle:
+            csv.DictWriter(handle, ROUND_COLUMNS).writerows(rows)

@@ -1,0 +1,63 @@
+"""Strategy choice from the run config: Flower's own strategies, wrapped in update validation."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum, Strategy
+
+from server.validation import UpdateValidation
+from shared_model.run_config import FederatedRunConfig
+
+STATE_ATTRIBUTES = ("m_t", "v_t", "momentum_vector")
+
+
+def build_strategy(settings: FederatedRunConfig) -> UpdateValidation:
+    n = settings.min_available_clients
+    common = {"min_available_nodes": n, "min_train_nodes": n, "min_evaluate_nodes": n}
+    name = settings.strategy
+    if name == "fedavg":
+        inner: Strategy = FedAvg(**common)
+    elif name == "fedprox":
+        inner = FedProx(**common, proximal_mu=settings.proximal_mu)
+    elif name == "fedadam":
+        inner = FedAdam(**common, eta=settings.server_learning_rate, eta_l=settings.learning_rate)
+    elif name == "fedavgm":
+        inner = FedAvgM(**common, server_learning_rate=1.0, server_momentum=settings.server_momentum)
+    elif name == "fedmedian":
+        inner = FedMedian(**common)
+    elif name == "fedtrimmedavg":
+        inner = FedTrimmedAvg(**common, beta=settings.trimmed_beta)
+    elif name == "krum":
+        inner = Krum(**common, num_malicious_nodes=1)
+    else:
+        inner = MultiKrum(**common, num_malicious_nodes=1, num_nodes_to_select=max(1, n - 1))
+    return UpdateValidation(inner, max_update_norm=settings.max_update_norm, max_norm_ratio=settings.max_norm_ratio,
+                            min_valid=1)
+
+
+def export_state(strategy: UpdateValidation) -> bytes:
+    """Server-optimizer state (FedAdam moments, FedAvgM momentum) so that --resume continues exactly."""
+    arrays: dict[str, np.ndarray] = {}
+    for attribute in STATE_ATTRIBUTES:
+        value = getattr(strategy.strategy, attribute, None)
+        if isinstance(value, dict):
+            arrays.update({f"{attribute}|{key}": np.asarray(v) for key, v in value.items()})
+        elif isinstance(value, list):
+            arrays.update({f"{attribute}|{i:05d}": np.asarray(v) for i, v in enumerate(value)})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def restore_state(strategy: UpdateValidation, data: bytes) -> None:
+    with np.load(io.BytesIO(data)) as archive:
+        for attribute in STATE_ATTRIBUTES:
+            keys = sorted(k for k in archive.files if k.startswith(f"{attribute}|"))
+            if not keys:
+                continue
+            if attribute == "momentum_vector":
+                setattr(strategy.strategy, attribute, [archive[k] for k in keys])
+            else:
+                setattr(strategy.strategy, attribute, {k.split("|", 1)[1]: archive[k] for k in keys})

@@ -1,0 +1,118 @@
+"""Update validation as a strategy wrapper, in the style of Flower's DP wrappers: it composes with
+any strategy (robust or DP) instead of being re-implemented per strategy (DESIGN 4)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundReport:
+    """What the wrapper saw in one training round (for rounds.csv and the bench)."""
+
+    received: int = 0
+    failed: int = 0
+    dropped: list[tuple[int, str]] = field(default_factory=list)
+    slowest_train_seconds: float = 0.0
+
+
+def _site_key(message: Message) -> float:
+    metrics = next(iter(message.content.metric_records.values()), MetricRecord())
+    return float(metrics.get("site-key", message.metadata.src_node_id))
+
+
+class UpdateValidation(Strategy):
+    """Drop replies whose arrays are not finite, do not match the global model's shapes, or whose
+    update norm exceeds `max_update_norm` (absolute) or `max_norm_ratio` x the round's median norm.
+
+    Replies are passed on sorted by site, so aggregation is deterministic; rounds with fewer than
+    `min_valid` usable replies keep the previous global model.
+    """
+
+    def __init__(self, strategy: Strategy, *, max_update_norm: float = 0.0, max_norm_ratio: float = 0.0,
+                 min_valid: int = 1) -> None:
+        super().__init__()
+        self.strategy = strategy
+        self.max_update_norm = max_update_norm
+        self.max_norm_ratio = max_norm_ratio
+        self.min_valid = min_valid
+        self.current_arrays: list[np.ndarray] | None = None
+        self.reports: dict[int, RoundReport] = {}
+
+    def summary(self) -> None:
+        log.info("UpdateValidation(max_update_norm=%s, max_norm_ratio=%s) wrapping:", self.max_update_norm,
+                 self.max_norm_ratio)
+        self.strategy.summary()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+                        ) -> Iterable[Message]:
+        self.current_arrays = arrays.to_numpy_ndarrays()
+        return self.strategy.configure_train(server_round, arrays, config, grid)
+
+    def _problem(self, message: Message) -> tuple[str | None, float]:
+        records = list(message.content.array_records.values())
+        if len(records) != 1:
+            return f"expected one ArrayRecord, got {len(records)}", 0.0
+        arrays = records[0].to_numpy_ndarrays()
+        expected = self.current_arrays or []
+        if len(arrays) != len(expected):
+            return f"{len(arrays)} arrays instead of {len(expected)}", 0.0
+        for i, (got, want) in enumerate(zip(arrays, expected, strict=True)):
+            if got.shape != want.shape:
+                return f"array {i} has shape {got.shape}, expected {want.shape}", 0.0
+            if not np.isfinite(got).all():
+                return f"array {i} has non-finite values", 0.0
+        norm = float(np.sqrt(sum(np.sum((a.astype(np.float64) - b) ** 2) for a, b in zip(arrays, expected, strict=True))))
+        if self.max_update_norm and norm > self.max_update_norm:
+            return f"update norm {norm:.3g} exceeds the bound {self.max_update_norm:.3g}", norm
+        return None, norm
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = sorted(replies, key=lambda m: (m.has_error(), _site_key(m) if not m.has_error() else 0))
+        report = RoundReport(received=len(replies))
+        usable: list[tuple[Message, float]] = []
+        for message in replies:
+            if message.has_error():
+                report.failed += 1
+                log.warning("round %d: node %d failed: %s", server_round, message.metadata.src_node_id,
+                            message.error.reason)
+                continue
+            problem, norm = self._problem(message)
+            if problem:
+                report.dropped.append((message.metadata.src_node_id, problem))
+                log.warning("round %d: dropped update of node %d: %s", server_round, message.metadata.src_node_id, problem)
+                continue
+            usable.append((message, norm))
+        if self.max_norm_ratio and len(usable) >= 3:
+            median = float(np.median([n for _, n in usable]))
+            for message, norm in list(usable):
+                if median > 0 and norm > self.max_norm_ratio * median:
+                    reason = f"update norm {norm:.3g} is {norm / median:.1f}x the round median {median:.3g}"
+                    report.dropped.append((message.metadata.src_node_id, reason))
+                    log.warning("round %d: dropped update of node %d: %s", server_round, message.metadata.src_node_id, reason)
+                    usable.remove((message, norm))
+        valid = [m for m, _ in usable]
+        report.slowest_train_seconds = max((float(next(iter(m.content.metric_records.values())).get("train-seconds", 0.0))
+                                            for m in valid), default=0.0)
+        self.reports[server_round] = report
+        if len(valid) < self.min_valid:
+            log.warning("round %d: %d usable update(s), fewer than %d: the global model is kept", server_round,
+                        len(valid), self.min_valid)
+            return None, None
+        return self.strategy.aggregate_train(server_round, valid)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+                           ) -> Iterable[Message]:
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.strategy.aggregate_evaluate(server_round, [r for r in replies if not r.has_error()])

@@ -1,0 +1,85 @@
+"""The federated run configuration: the contract between ServerApp and ClientApp (DESIGN 4).
+
+Flower hands both apps `context.run_config` (from `[tool.flwr.app.config]` or overrides); both
+parse it here, so the keys and their defaults live in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedavgm", "fedmedian", "fedtrimmedavg", "krum", "multikrum")
+
+
+@dataclass(frozen=True)
+class FederatedRunConfig:
+    num_server_rounds: int = 3
+    strategy: str = "fedavg"
+    local_epochs: int = 1
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    seed: int = 0
+    k_anonymity: int = 11
+    max_vocab: int = 0  # 0: no limit
+    min_available_clients: int = 2
+    proximal_mu: float = 0.01
+    server_learning_rate: float = 0.01
+    server_momentum: float = 0.9
+    trimmed_beta: float = 0.2
+    max_update_norm: float = 0.0  # absolute L2 bound on an update; 0: off
+    max_norm_ratio: float = 5.0  # drop updates above this multiple of the round's median norm; 0: off
+    run_dir: str = ""
+    resume: bool = False
+    data_paths: str = ""  # simulation: comma-separated site directories, indexed by partition-id
+    adversary: str = ""  # simulation only: SITE:KIND[=VALUE][@ROUND],... (see client.adversary)
+    d_model: int = 100
+    n_layers: int = 1
+    n_heads: int = 2
+    ffn_dim: int = 100
+    dropout: float = 0.0
+    pre_layer_norm: bool = False
+    time_encoding: str = "day_of_year"
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.num_server_rounds < 1 or self.local_epochs < 1 or self.k_anonymity < 1:
+            raise ValueError("num-server-rounds, local-epochs and k-anonymity must be >= 1")
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> FederatedRunConfig:
+        """Parse Flower's run config (kebab-case keys); unknown keys are an error."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in run_config.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                raise ValueError(f"unknown run-config key {key!r}")
+            default = fields[name].default
+            values[name] = type(default)(value) if not isinstance(default, bool) else _as_bool(value)
+        return cls(**values)
+
+    def to_run_config(self) -> dict[str, Any]:
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def model_options(self) -> dict[str, Any]:
+        return {"d_model": self.d_model, "patient_dim": self.d_model, "n_layers": self.n_layers,
+                "n_heads": self.n_heads, "ffn_dim": self.ffn_dim, "dropout": self.dropout,
+                "pre_layer_norm": self.pre_layer_norm, "time_encoding": self.time_encoding}
+
+    def site_paths(self) -> list[str]:
+        return [p for p in self.data_paths.split(",") if p]
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def local_seed(seed: int, server_round: int, site_key: int) -> int:
+    """A client's training seed for one round: fixed by the run seed, the round and the site."""
+    return (seed * 1_000_003 + server_round * 7_919 + site_key) % (2**31 - 1)

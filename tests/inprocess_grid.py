@@ -1,0 +1,65 @@
+"""A Flower Grid that delivers messages to real ClientApps in this process (test transport).
+
+The ServerApp logic, strategies and ClientApp are the production ones; only the transport is
+replaced, so strategy and fault tests take seconds instead of starting Ray for each. The real
+simulation engine and real SuperLink/SuperNodes are exercised by their own tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from uuid import uuid4
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+
+class InProcessGrid(Grid):
+    def __init__(self, client_app: ClientApp, node_configs: list[dict], run_config: dict | None = None) -> None:
+        self.client_app = client_app
+        self.node_configs = {1000 + i: config for i, config in enumerate(node_configs)}
+        self.run_config = run_config or {}
+        self.sent: list[Message] = []  # every reply a client produced, for privacy checks
+        self.states = {node: RecordDict() for node in self.node_configs}
+        # Flower stamps every Message with the identity of the task running in this process
+        TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.node_configs)
+
+    def set_run(self, run) -> None:  # pragma: no cover - not used by the server code
+        raise NotImplementedError
+
+    @property
+    def run(self):  # pragma: no cover
+        raise NotImplementedError
+
+    def get_nodes(self):  # pragma: no cover
+        raise NotImplementedError
+
+    def create_message(self, *args, **kwargs):  # pragma: no cover
+        raise NotImplementedError
+
+    def push_messages(self, messages):  # pragma: no cover
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):  # pragma: no cover
+        raise NotImplementedError
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        replies = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = str(uuid4())
+            message.metadata.__dict__["_src_node_id"] = 0
+            node = message.metadata.dst_node_id
+            context = Context(run_id=1, node_id=node, node_config=self.node_configs[node],
+                              state=self.states[node], run_config=self.run_config)
+            try:
+                reply = self.client_app(message, context)
+            except Exception as exc:  # noqa: BLE001 - a failing client becomes an error reply, as in Flower
+                reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
+            self.sent.append(reply)
+            replies.append(reply)
+        return replies

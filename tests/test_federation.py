@@ -1,0 +1,133 @@
+"""Federated pretraining: strategies, faults, resume and privacy, with the production ServerApp
+logic and ClientApp over an in-process transport (the Ray engine has its own test)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+
+from client.app import make_client_app
+from server.federation import run_federation
+from shared_model.checkpoint import load_checkpoint
+from shared_model.data import read_meds
+from shared_model.run_config import STRATEGIES, FederatedRunConfig
+from tests.inprocess_grid import InProcessGrid
+
+TINY = {"d_model": 16, "ffn_dim": 16, "k_anonymity": 5}
+
+
+def federate(sites: list[Path], run_dir: Path, **options) -> tuple[InProcessGrid, pd.DataFrame]:
+    settings = FederatedRunConfig(**{**TINY, "num_server_rounds": 2, **options}, run_dir=str(run_dir),
+                                  data_paths=",".join(map(str, sites)))
+    grid = InProcessGrid(make_client_app(settings.to_run_config()), [{"partition-id": i} for i in range(len(sites))])
+    run_federation(grid, settings)
+    return grid, pd.read_csv(run_dir / "rounds.csv")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_runs_two_rounds(fed_sites: list[Path], tmp_path: Path, strategy: str) -> None:
+    _, rounds = federate(fed_sites, tmp_path / strategy, strategy=strategy)
+    assert rounds["round"].tolist() == [1, 2]
+    assert rounds["eval_loss"].notna().all() and (rounds["clients"] >= 2).all()
+    checkpoint = load_checkpoint(tmp_path / strategy / "checkpoint")
+    assert checkpoint.manifest["strategy"] == strategy and checkpoint.manifest["round"] == 2
+    assert all(np.isfinite(w).all() for w in checkpoint.weights)
+    assert (tmp_path / strategy / "checkpoints" / "round-001" / "manifest.json").exists()
+
+
+def test_federated_checkpoint_has_the_central_format(fed_sites: list[Path], tmp_path: Path) -> None:
+    federate(fed_sites, tmp_path / "run", num_server_rounds=1)
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoint").iterdir())
+    assert names == ["config.json", "manifest.json", "vocabulary.json", "weights.npz"]
+    assert load_checkpoint(tmp_path / "run" / "checkpoint").kind == "pretraining"
+
+
+def test_a_client_that_raises_does_not_stop_the_run(fed_sites: list[Path], tmp_path: Path) -> None:
+    _, rounds = federate(fed_sites, tmp_path / "run", adversary="site-2:raise@2")
+    assert rounds.set_index("round").loc[2, "failed"] == 1
+    assert rounds.set_index("round").loc[2, "clients"] == 2
+    assert rounds.set_index("round").loc[1, "failed"] == 0
+
+
+def test_nan_weights_are_rejected_and_the_model_stays_finite(fed_sites: list[Path], tmp_path: Path) -> None:
+    _, rounds = federate(fed_sites, tmp_path / "run", adversary="site-3:nan")
+    assert (rounds["dropped"] == 1).all()
+    assert all(np.isfinite(w).all() for w in load_checkpoint(tmp_path / "run" / "checkpoint").weights)
+
+
+def test_scaled_update_is_dropped_by_the_norm_ratio(fed_sites: list[Path], tmp_path: Path) -> None:
+    _, rounds = federate(fed_sites, tmp_path / "run", adversary="site-1:scale=50", num_server_rounds=1)
+    assert rounds["dropped"].tolist() == [1]
+
+
+def test_resume_after_a_kill_reaches_the_uninterrupted_weights(fed_sites: list[Path], tmp_path: Path) -> None:
+    federate(fed_sites, tmp_path / "full", num_server_rounds=6, strategy="fedadam")
+    federate(fed_sites, tmp_path / "killed", num_server_rounds=6, strategy="fedadam")
+    # a kill after round 3: later round checkpoints and the final one never got written
+    for path in [*sorted((tmp_path / "killed" / "checkpoints").glob("round-00[4-6]")), tmp_path / "killed" / "checkpoint"]:
+        shutil.rmtree(path)
+    _, rounds = federate(fed_sites, tmp_path / "killed", num_server_rounds=6, strategy="fedadam", resume=True)
+    assert rounds["round"].tolist() == [1, 2, 3, 4, 5, 6]
+    full = load_checkpoint(tmp_path / "full" / "checkpoint").weights
+    resumed = load_checkpoint(tmp_path / "killed" / "checkpoint").weights
+    for a, b in zip(full, resumed, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_starting_over_an_existing_run_needs_resume(fed_sites: list[Path], tmp_path: Path) -> None:
+    federate(fed_sites, tmp_path / "run", num_server_rounds=1)
+    with pytest.raises(ValueError, match="--resume"):
+        federate(fed_sites, tmp_path / "run", num_server_rounds=1)
+
+
+def test_clients_send_only_weights_metrics_and_k_anonymous_counts(fed_sites: list[Path], tmp_path: Path) -> None:
+    k = 25
+    grid, _ = federate(fed_sites, tmp_path / "run", k_anonymity=k, num_server_rounds=1)
+    datasets = [read_meds(p) for p in fed_sites]
+    subject_ids = set(np.concatenate([d.events["subject_id"].unique() for d in datasets]).tolist())
+    shapes = [w.shape for w in load_checkpoint(tmp_path / "run" / "checkpoint").weights]
+    allowed_metrics = {"num-examples", "site-key", "train-loss", "train-nvp-loss", "train-cp-loss", "train-seconds",
+                       "eval-loss", "eval-recall@5", "eval-recall@10", "eval-recall@30"}
+    kinds = set()
+    assert grid.sent
+    for reply in grid.sent:
+        assert not reply.has_error()
+        for name, record in reply.content.items():
+            if isinstance(record, ArrayRecord):
+                kinds.add("arrays")
+                arrays = record.to_numpy_ndarrays()
+                assert [a.shape for a in arrays] == shapes and all(a.dtype == np.float32 for a in arrays)
+            elif isinstance(record, MetricRecord):
+                kinds.add("metrics")
+                assert set(record) <= allowed_metrics, set(record) - allowed_metrics
+                assert all(isinstance(v, int | float) for v in record.values())
+                assert not (set(record.values()) & subject_ids - {record.get("num-examples")})
+            else:
+                assert isinstance(record, ConfigRecord) and name == "vocabulary"
+                kinds.add("counts")
+                assert set(record) == {"codes", "counts", "parents", "site-key"}
+                assert min(record["counts"]) >= k
+                _assert_counts_are_true_patient_counts(record, datasets, k)
+    assert kinds == {"arrays", "metrics", "counts"}
+
+
+def _assert_counts_are_true_patient_counts(record: ConfigRecord, datasets, k: int) -> None:
+    """The reply is exactly one site's codes seen in >= k train patients, with their true counts;
+    no string in it looks like a subject id or a timestamp."""
+    texts = [*record["codes"], *record["parents"]]
+    assert not any(t.isdigit() or ("T" in t and ":" in t) for t in texts)
+    for ds in datasets:
+        train = ds.splits.loc[ds.splits["split"] == "train", "subject_id"]
+        events = ds.events[ds.events["subject_id"].isin(train) & ds.events["time"].notna()]
+        per_code = events.drop_duplicates(["subject_id", "code"])["code"].astype(str).value_counts()
+        clinical = {c: n for c, n in per_code.items() if n >= k and not c.startswith(("VISIT/", "SEX/"))
+                    and c != "MEDS_BIRTH"}
+        if list(record["codes"]) == sorted(clinical):
+            assert list(record["counts"]) == [clinical[c] for c in record["codes"]]
+            return
+    pytest.fail("reported codes match no site's k-anonymous code counts")
