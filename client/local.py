@@ -108,10 +108,12 @@ def train_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, sam
 def evaluate_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, samples: dict[str, Arrays],
                      learning_rate: float = 1e-3) -> LocalResult:
     """Loss and NVP Recall@k of the global model on the site's held-out split."""
+    started = time.perf_counter()
     model = _compiled_model(config.to_json(), learning_rate)
     model.set_weights(weights)
     held_out = samples["held_out"]
     scores = model.evaluate(make_dataset([held_out], target=PRETRAIN_TARGETS, batch_size=256, shuffle=False),
                             verbose=0, return_dict=True)
-    metrics = {"eval-loss": float(scores["loss"]), **{f"eval-{k}": v for k, v in evaluate_nvp(model, [held_out]).items()}}
+    metrics = {"eval-loss": float(scores["loss"]), **{f"eval-{k}": v for k, v in evaluate_nvp(model, [held_out]).items()},
+               "eval-seconds": time.perf_counter() - started}
     return LocalResult([], len(held_out["subject_id"]), metrics)

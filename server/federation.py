@@ -25,7 +25,7 @@ from shared_model.training import seed_everything
 log = logging.getLogger(__name__)
 STATE_FILE = "strategy_state.npz"
 ROUND_COLUMNS = ["round", "clients", "failed", "dropped", "train_loss", "eval_loss", "eval_recall@5",
-                 "eval_recall@10", "eval_recall@30", "slowest_train_seconds", "round_seconds"]
+                 "eval_recall@10", "eval_recall@30", "slowest_train_seconds", "client_compute_seconds", "round_seconds"]
 
 
 def round_dir(run_dir: Path, server_round: int) -> Path:
@@ -91,6 +91,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
                "train_loss": _metric(train_metrics, "train-loss"), "eval_loss": _metric(eval_metrics, "eval-loss"),
                **{f"eval_recall@{k}": _metric(eval_metrics, f"eval-recall@{k}") for k in (5, 10, 30)},
                "slowest_train_seconds": report.slowest_train_seconds if report else 0.0,
+               "client_compute_seconds": report.total_train_seconds + report.total_eval_seconds if report else 0.0,
                "round_seconds": time.perf_counter() - started}
         _write_rounds(run_dir, [row])
         log.info("round %d: %s", server_round, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})

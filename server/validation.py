@@ -23,6 +23,8 @@ class RoundReport:
     failed: int = 0
     dropped: list[tuple[int, str]] = field(default_factory=list)
     slowest_train_seconds: float = 0.0
+    total_train_seconds: float = 0.0
+    total_eval_seconds: float = 0.0
 
 
 def _site_key(message: Message) -> float:
@@ -101,8 +103,9 @@ class UpdateValidation(Strategy):
                     log.warning("round %d: dropped update of node %d: %s", server_round, message.metadata.src_node_id, reason)
                     usable.remove((message, norm))
         valid = [m for m, _ in usable]
-        report.slowest_train_seconds = max((float(next(iter(m.content.metric_records.values())).get("train-seconds", 0.0))
-                                            for m in valid), default=0.0)
+        seconds = [float(next(iter(m.content.metric_records.values())).get("train-seconds", 0.0)) for m in valid]
+        report.slowest_train_seconds = max(seconds, default=0.0)
+        report.total_train_seconds = sum(seconds)
         self.reports[server_round] = report
         if len(valid) < self.min_valid:
             log.warning("round %d: %d usable update(s), fewer than %d: the global model is kept", server_round,
@@ -115,4 +118,8 @@ class UpdateValidation(Strategy):
         return self.strategy.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.strategy.aggregate_evaluate(server_round, [r for r in replies if not r.has_error()])
+        valid = [r for r in replies if not r.has_error()]
+        if server_round in self.reports:
+            self.reports[server_round].total_eval_seconds = sum(
+                float(next(iter(r.content.metric_records.values())).get("eval-seconds", 0.0)) for r in valid)
+        return self.strategy.aggregate_evaluate(server_round, valid)

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared_model.data.meds import iter_event_files, label_files, read_labels, read_splits, subject_ids
+from shared_model.data.meds import iter_event_files, label_files, read_codes, read_labels, read_splits, subject_ids
 from shared_model.data.paths import atomic_directory
 from shared_model.tasks import NEXT_VISIT
 from shared_model.tensorize import FIELDS, Layout, labelled_samples, next_visit_samples, select
-from shared_model.vocabulary import Vocabulary, count_patients_per_code
+from shared_model.vocabulary import Vocabulary, count_patients_per_code, parents_from_metadata
 
 log = logging.getLogger(__name__)
 Arrays = dict[str, np.ndarray]
@@ -35,6 +35,17 @@ def streaming_code_counts(root: str | Path) -> pd.Series:
         counts = count_patients_per_code(events[train.to_numpy()])
         total = counts if total is None else total.add(counts, fill_value=0)
     return (total if total is not None else pd.Series(dtype=np.int64)).astype(np.int64)
+
+
+def streaming_vocabulary(roots: list[str | Path], *, min_count: int = 1, max_size: int | None = None) -> Vocabulary:
+    """The pooled vocabulary of several MEDS directories, read one data file at a time."""
+    total: pd.Series | None = None
+    for root in roots:
+        counts = streaming_code_counts(root)
+        total = counts if total is None else total.add(counts, fill_value=0)
+    return Vocabulary.from_counts((total if total is not None else pd.Series(dtype=np.int64)).astype(np.int64),
+                                  parents=parents_from_metadata(read_codes(r) for r in roots),
+                                  min_count=min_count, max_size=max_size)
 
 
 def tensorize_to_shards(meds_root: str | Path, vocabulary: Vocabulary, out: str | Path, *,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 import tensorflow as tf
+from sklearn.linear_model import LogisticRegression
 
 from shared_model.config import ClaimTransformerConfig
 from shared_model.metrics import binary_metrics, recall_at_k
@@ -19,6 +20,7 @@ from shared_model.pipeline import make_dataset, total_samples
 log = logging.getLogger(__name__)
 Arrays = dict[str, np.ndarray]
 PRETRAIN_TARGETS = ("target_groups", "visit_groups")
+ADAPTATIONS = ("probe", "probe-then-finetune", "finetune")
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,18 @@ class PretrainSettings:
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """Claim-PT fine-tunes every layer with Adam 1e-4 (`probe_epochs=0`, `layer_decay=1`). Our
-    default first fits the task head on the frozen pretrained encoder (a linear probe), then
-    fine-tunes all layers with layer-wise decay, keeping whichever is better on the tuning set."""
+    """How a pretrained encoder is adapted to a task (`adaptation`):
 
+    - "probe": fit only the task head on the frozen encoder (L2 logistic regression for binary
+      tasks, `probe_epochs` of Adam otherwise). Our default: on small cohorts it beat both
+      fine-tuning variants and the baselines (see the claim-pt experiment).
+    - "probe-then-finetune": the probe, then all layers with layer-wise learning-rate decay,
+      keeping whichever scores better on the tuning cohort.
+    - "finetune": Claim-PT's recipe, all layers with Adam 1e-4 from a fresh head.
+
+    Models trained from scratch always train all layers ("finetune")."""
+
+    adaptation: str = "probe"
     epochs: int = 40
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -43,7 +53,7 @@ class FinetuneSettings:
     gradual_unfreeze: bool = False
     patience: int = 4
     seed: int = 0
-    probe_epochs: int = 40  # head-only epochs on a pretrained encoder before fine-tuning all layers
+    probe_epochs: int = 40  # Adam epochs of the head-only phase (non-binary tasks)
     probe_learning_rate: float = 1e-3
 
 
@@ -108,7 +118,7 @@ def finetune(encoder: keras.Model, kind: str, n_outputs: int, train: Arrays, tun
     train_data = make_dataset([train], target=target, batch_size=settings.batch_size, shuffle=True, seed=settings.seed)
     val_data = make_dataset([tuning], target=target, batch_size=256, shuffle=False)
 
-    def fit(optimizer: LayerwiseAdam, epochs: int, gradual: bool) -> float:
+    def fit(optimizer: LayerwiseAdam, epochs: int, gradual: bool) -> None:
         model.compile(optimizer=optimizer)
         callbacks: list[keras.callbacks.Callback] = [keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=settings.patience, restore_best_weights=True)]
@@ -116,23 +126,56 @@ def finetune(encoder: keras.Model, kind: str, n_outputs: int, train: Arrays, tun
             callbacks.append(GradualUnfreezing(optimizer))
         model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose,
                   shuffle=False)
-        return float(model.evaluate(val_data, verbose=0))
 
-    best_loss, best_weights = float("inf"), None
-    if pretrained and settings.probe_epochs:
-        best_loss = fit(LayerwiseAdam(depths, unfrozen_depth=0, learning_rate=settings.probe_learning_rate),
-                        settings.probe_epochs, gradual=False)
-        best_weights = model.get_weights()
-    if settings.epochs:
-        loss = fit(LayerwiseAdam(depths, decay=settings.layer_decay,
-                                 unfrozen_depth=0 if settings.gradual_unfreeze else 10**6,
-                                 learning_rate=settings.learning_rate),
-                   settings.epochs, gradual=settings.gradual_unfreeze)
-        if loss > best_loss and best_weights is not None:
-            log.info("full fine-tuning did not beat the probe on the tuning set (%.4f > %.4f): keeping the probe",
-                     loss, best_loss)
+    def tuning_score() -> float:
+        """Higher is better: AUROC for binary tasks (the reported metric), else minus the loss."""
+        if kind == TASK_BINARY:
+            return binary_metrics(tuning["label"], predict_task(model, tuning, target))["auroc"]
+        return -float(model.evaluate(val_data, verbose=0))
+
+    if settings.adaptation not in ADAPTATIONS:
+        raise ValueError(f"adaptation must be one of {ADAPTATIONS}, got {settings.adaptation!r}")
+    adaptation = settings.adaptation if pretrained else "finetune"
+    best_score, best_weights = -float("inf"), None
+    if adaptation in ("probe", "probe-then-finetune"):
+        if kind == TASK_BINARY:
+            logistic_probe(model, train, tuning, settings.seed)
+        else:
+            fit(LayerwiseAdam(depths, unfrozen_depth=0, learning_rate=settings.probe_learning_rate),
+                settings.probe_epochs, gradual=False)
+        best_score, best_weights = tuning_score(), model.get_weights()
+    if adaptation in ("finetune", "probe-then-finetune"):
+        fit(LayerwiseAdam(depths, decay=settings.layer_decay, unfrozen_depth=0 if settings.gradual_unfreeze else 10**6,
+                          learning_rate=settings.learning_rate), settings.epochs, gradual=settings.gradual_unfreeze)
+        score = tuning_score()
+        if best_weights is not None and not score > best_score:
+            log.info("fine-tuning all layers did not beat the probe on the tuning set (%.4f vs %.4f): keeping the probe",
+                     score, best_score)
             model.set_weights(best_weights)
     return model
+
+
+def patient_vectors(encoder: keras.Model, arrays: Arrays, batch_size: int = 512) -> np.ndarray:
+    data = make_dataset([arrays], target="label", batch_size=batch_size, shuffle=False)
+    return np.concatenate([encoder(x, training=False)["patient"].numpy() for x, _ in data])
+
+
+def logistic_probe(model: TaskModel, train: Arrays, tuning: Arrays, seed: int) -> float:
+    """Fit the binary head as L2 logistic regression on frozen patient vectors (scikit-learn), C
+    chosen by tuning AUROC; returns that AUROC. A strong, cheap start for small cohorts."""
+    x_train, x_tuning = patient_vectors(model.encoder, train), patient_vectors(model.encoder, tuning)
+    y_train = train["label"] > 0.5
+    if y_train.min() == y_train.max():
+        return float("nan")
+    best = None
+    for c in (0.001, 0.01, 0.1, 1.0, 10.0):
+        probe = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(x_train, y_train)
+        auroc = binary_metrics(tuning["label"], probe.decision_function(x_tuning))["auroc"]
+        if best is None or (np.isfinite(auroc) and auroc > best[0]):
+            best = (auroc, probe)
+    kernel, bias = model.head.get_weights()
+    model.head.set_weights([best[1].coef_.T.astype(kernel.dtype), best[1].intercept_.astype(bias.dtype)])
+    return float(best[0])
 
 
 def predict_task(model: TaskModel, arrays: Arrays, target: str, batch_size: int = 512) -> np.ndarray:

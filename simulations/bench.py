@@ -118,6 +118,13 @@ def _markdown(report: dict[str, Any]) -> str:
                   f"Tensorising {data['scale_patients']:,} patients ({data['scale_tensorize_events']:,} events) "
                   f"streaming from MEDS shards: {data['scale_tensorize_seconds']:,} s, peak RSS "
                   f"{data['scale_tensorize_peak_rss_mb']:,.0f} MB (child process, generator excluded)."]
+    if "federated_round_seconds" in data:
+        lines += ["", "## Federated round (FedAvg, 3 sites, one ClientApp at a time)", "",
+                  f"{data['federated_patients_per_site']:,} patients per site: round {data['federated_round_seconds']:.1f} s "
+                  f"(median of rounds 2+), slowest local training {data['federated_slowest_train_seconds']:.1f} s, "
+                  f"all local training + evaluation {data['federated_client_compute_seconds']:.1f} s; "
+                  f"`federated_round_overhead_fraction` = {data['federated_round_overhead_fraction']:.1%} "
+                  "(round time spent in neither local training nor local evaluation)."]
     if "model_parameters" in data:
         lines += ["", f"Model figures: faithful Claim-PT config at the paper's sizes (49,836 codes, 3,357 groups, "
                       f"{data['model_parameters']:,} parameters), batch {data['batch_size']}, random paper-shaped "
@@ -138,8 +145,8 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def run_bench(out: Path, *, patients_per_site: int, sites: int, repeats: int, seed: int,
-              scale_patients: int = 0, model: bool = True) -> Path:
-    from simulations.bench_model import model_section, scale_section, tensorize_section
+              scale_patients: int = 0, model: bool = True, federated_patients: int = 0) -> Path:
+    from simulations.bench_model import federated_section, model_section, scale_section, tensorize_section
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,9 +159,11 @@ def run_bench(out: Path, *, patients_per_site: int, sites: int, repeats: int, se
     figures["peak_rss_mb"] = peak_rss_mb()
     if scale_patients:
         figures.update(scale_section(scale_patients, seed))
+    if federated_patients:
+        figures.update(federated_section(federated_patients, seed))
     report = {"machine": machine_info(), "versions": versions(),
               "params": {"patients_per_site": patients_per_site, "sites": sites, "repeats": repeats, "seed": seed,
-                         "scale_patients": scale_patients},
+                         "scale_patients": scale_patients, "federated_patients": federated_patients},
               "figures": figures}
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench.md").write_text(_markdown(report))

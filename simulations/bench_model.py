@@ -74,15 +74,10 @@ def model_section(repeats: int, seed: int, patients: int = 3000) -> dict[str, An
 
 def tensorize_section(site_dirs: list[Path], repeats: int) -> dict[str, Any]:
     """Streaming tensorisation (parquet read + validation + samples + shard write), events/s."""
-    from shared_model.store import streaming_code_counts, tensorize_to_shards
-    from shared_model.vocabulary import Vocabulary
+    from shared_model.store import streaming_vocabulary, tensorize_to_shards
     from simulations.bench import measure_rate
 
-    counts = None
-    for path in site_dirs:
-        c = streaming_code_counts(path)
-        counts = c if counts is None else counts.add(c, fill_value=0)
-    vocabulary = Vocabulary.from_counts(counts.astype(np.int64))
+    vocabulary = streaming_vocabulary(site_dirs)
     with tempfile.TemporaryDirectory(prefix="claimpt-tensors-") as tmp:
         def run() -> int:
             return sum(tensorize_to_shards(p, vocabulary, Path(tmp) / p.name, overwrite=True)["events"]
@@ -94,15 +89,10 @@ def tensorize_section(site_dirs: list[Path], repeats: int) -> dict[str, Any]:
 SCALE_CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from shared_model.store import streaming_code_counts, tensorize_to_shards
-from shared_model.vocabulary import Vocabulary
+from shared_model.store import streaming_vocabulary, tensorize_to_shards
 sites = [Path(p) for p in sys.argv[2:]]
 start = time.perf_counter()
-counts = None
-for p in sites:
-    c = streaming_code_counts(p)
-    counts = c if counts is None else counts.add(c, fill_value=0)
-vocab = Vocabulary.from_counts(counts.astype("int64"))
+vocab = streaming_vocabulary(sites)
 events = sum(tensorize_to_shards(p, vocab, Path(sys.argv[1]) / p.name)["events"] for p in sites)
 print(json.dumps({"events": events, "seconds": time.perf_counter() - start,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -124,3 +114,24 @@ def scale_section(patients: int, seed: int) -> dict[str, Any]:
     return {"scale_patients": patients, "scale_tensorize_events": figures["events"],
             "scale_tensorize_seconds": round(figures["seconds"], 1),
             "scale_tensorize_peak_rss_mb": round(figures["peak_rss_mb"], 1)}
+
+
+def federated_section(patients_per_site: int, seed: int, rounds: int = 3) -> dict[str, Any]:
+    """Round time of FedAvg over 3 synthetic sites, split into local compute and the rest."""
+    from shared_model.run_config import FederatedRunConfig
+    from simulations.federated import run_federated_simulation
+    from simulations.synth import synthesize
+
+    with tempfile.TemporaryDirectory(prefix="claimpt-fed-bench-") as tmp:
+        sites = synthesize(Path(tmp) / "sites", [patients_per_site] * 3, seed)
+        log.info("bench: federated rounds over 3 x %d patients", patients_per_site)
+        table = run_federated_simulation(sites, FederatedRunConfig(num_server_rounds=rounds, seed=seed,
+                                                                   run_dir=str(Path(tmp) / "run"),
+                                                                   min_available_clients=3), parallel_clients=1)
+    steady = table[table["round"] > 1]
+    overhead = 1 - steady["client_compute_seconds"] / steady["round_seconds"]
+    return {"federated_patients_per_site": patients_per_site,
+            "federated_round_seconds": float(steady["round_seconds"].median()),
+            "federated_slowest_train_seconds": float(steady["slowest_train_seconds"].median()),
+            "federated_client_compute_seconds": float(steady["client_compute_seconds"].median()),
+            "federated_round_overhead_fraction": float(overhead.median())}

@@ -204,13 +204,14 @@ def finetune(
     checkpoint: Annotated[Path | None, typer.Option(help="Pretrained checkpoint directory; omit to train from scratch.")] = None,
     model: Annotated[str, typer.Option(help="transformer, or logreg (bag-of-codes logistic regression).")] = "transformer",
     train_size: Annotated[int | None, typer.Option(help="Labelled training patients drawn from the train split (default: all).")] = None,
-    epochs: Annotated[int, typer.Option(min=0, help="Maximum epochs of fine-tuning all layers (early stopping on the tuning cohort; 0: probe only).")] = 40,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs of training all layers (early stopping on the tuning cohort).")] = 40,
     batch_size: Annotated[int, typer.Option(min=1, help="Patients per step.")] = 32,
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate of the task head (Claim-PT: 1e-4).")] = 1e-4,
     layer_decay: Annotated[float, typer.Option(min=0.0, max=1.0, help="Learning-rate factor per layer below the head (1 = uniform).")] = 0.8,
     gradual_unfreeze: Annotated[bool, typer.Option(help="Unfreeze one more layer group per epoch, head first.")] = False,
     patience: Annotated[int, typer.Option(min=1, help="Early stopping patience in epochs.")] = 4,
-    probe_epochs: Annotated[int, typer.Option(min=0, help="With --checkpoint: head-only epochs on the frozen encoder before fine-tuning all layers (0: Claim-PT's plain fine-tuning).")] = 40,
+    adaptation: Annotated[str, typer.Option(help="With --checkpoint: probe (head only on the frozen encoder), probe-then-finetune, or finetune (Claim-PT: all layers).")] = "probe",
+    probe_epochs: Annotated[int, typer.Option(min=1, help="Adam epochs of the head-only phase for next_visit (binary tasks use logistic regression).")] = 40,
     probe_learning_rate: Annotated[float, typer.Option(help="Adam learning rate of the head-only phase.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Random seed (cohort draw, initialisation, batch order).")] = 0,
     layers: LayersOpt = 1, heads: HeadsOpt = 2, d_model: DModelOpt = 100, ffn: FfnOpt = 100,
@@ -230,12 +231,29 @@ def finetune(
     out.mkdir(parents=True, exist_ok=True)
     record = run_finetune(
         dataset, task, train_size=train_size, seed=seed, checkpoint=ckpt, model=model,
-        settings=FinetuneSettings(epochs, batch_size, learning_rate, layer_decay, gradual_unfreeze, patience, seed,
-                                  probe_epochs, probe_learning_rate),
+        settings=FinetuneSettings(adaptation, epochs, batch_size, learning_rate, layer_decay, gradual_unfreeze,
+                                  patience, seed, probe_epochs, probe_learning_rate),
         model_config=ClaimTransformerConfig(vocab_size=3, n_groups=1, **options), out=out)
     record["data"], record["checkpoint"] = str(data), str(checkpoint) if checkpoint else None
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     typer.echo(json.dumps(record, indent=2))
+
+
+@app.command()
+def summarize(
+    metrics: Annotated[list[Path], typer.Argument(help="metrics.json files written by `claimpt finetune`.")],
+) -> None:
+    """Print fine-tuning results side by side (one row per metrics.json)."""
+    import pandas as pd
+
+    rows = []
+    for path in metrics:
+        record = json.loads(path.read_text())
+        model = record["model"] if record["model"] == "logreg" else ("pretrained" if record["pretrained"] else "scratch")
+        scores = {k: round(v, 3) for k, v in record.items() if k.startswith(("auroc", "auprc", "recall@"))}
+        rows.append({"site": Path(record.get("data", "")).name, "task": record["task"], "model": model,
+                     "n": record["train_size"], **scores})
+    typer.echo(pd.DataFrame(rows).sort_values(["task", "site", "model"]).to_string(index=False))
 
 
 @app.command("model-info")
@@ -263,6 +281,11 @@ experiment_app = typer.Typer(help="Run experiments (resumable) and write results
 app.add_typer(experiment_app, name="experiment")
 
 
+ExperimentDataOpt = Annotated[list[Path] | None, typer.Option("--data", help="Site MEDS directories; default: synthesise them.")]
+ExperimentSitesOpt = Annotated[int, typer.Option(min=2, help="Synthetic sites when --data is not given.")]
+ExperimentPatientsOpt = Annotated[str, typer.Option(help="Patients per synthetic site (one value or one per site).")]
+
+
 def _sites_or_synth(data: list[Path] | None, out: Path, sites: int, patients: str, seed: int) -> list[Path]:
     if data:
         return list(data)
@@ -278,9 +301,7 @@ def _sites_or_synth(data: list[Path] | None, out: Path, sites: int, patients: st
 @_bad_input_exits_2
 def experiment_claim_pt(
     out: Annotated[Path, typer.Option(help="Run directory (resumable): sites/, central/, results.csv, results.md.")],
-    data: Annotated[list[Path] | None, typer.Option("--data", help="Site MEDS directories; default: synthesise them.")] = None,
-    sites: Annotated[int, typer.Option(min=2, help="Synthetic sites when --data is not given.")] = 3,
-    patients: Annotated[str, typer.Option(help="Patients per synthetic site (one value or one per site).")] = "20000",
+    data: ExperimentDataOpt = None, sites: ExperimentSitesOpt = 3, patients: ExperimentPatientsOpt = "20000",
     task: Annotated[str, typer.Option(help="Binary task to fine-tune.")] = "asthma",
     train_size: Annotated[int, typer.Option(min=10, help="Labelled patients per fine-tuning cohort.")] = 300,
     seeds: Annotated[str, typer.Option(help="Fine-tuning seeds, separated by commas.")] = "0,1,2",
@@ -296,6 +317,26 @@ def experiment_claim_pt(
     typer.echo(report.read_text())
 
 
+@experiment_app.command("fed-vs-central")
+@_bad_input_exits_2
+def experiment_fed_vs_central(
+    out: Annotated[Path, typer.Option(help="Run directory (resumable): sites/, central/, federated-*/, fed_vs_central.md.")],
+    data: ExperimentDataOpt = None, sites: ExperimentSitesOpt = 3, patients: ExperimentPatientsOpt = "20000",
+    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds; central trains rounds x local-epochs epochs.")] = 10,
+    local_epochs: Annotated[int, typer.Option(min=1, help="Local epochs per round.")] = 1,
+    strategy: Annotated[str, typer.Option(help="Federated strategy.")] = "fedavg",
+    parallel_clients: Annotated[int, typer.Option(min=1, help="ClientApps running at once in the simulation.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data and of both trainings.")] = 0,
+) -> None:
+    """Federated vs pooled pretraining with the same passes over the data (NVP Recall@k)."""
+    from simulations.experiments.fed_vs_central import run_federated_vs_central
+
+    site_dirs = _sites_or_synth(data, out, sites, patients, seed)
+    run_federated_vs_central(out, site_dirs, rounds=rounds, local_epochs=local_epochs, seed=seed, strategy=strategy,
+                             parallel_clients=parallel_clients)
+    typer.echo((out / "fed_vs_central.md").read_text())
+
+
 @app.command()
 @_bad_input_exits_2
 def bench(
@@ -306,12 +347,13 @@ def bench(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     scale: Annotated[int, typer.Option(min=0, help="Also synthesise and tensorise this many patients, reporting peak RSS (0: skip).")] = 0,
     model: Annotated[bool, typer.Option(help="Include the paper-sized model throughput figures.")] = True,
+    federated: Annotated[int, typer.Option(min=0, help="Also time FedAvg rounds over 3 sites of this many patients (0: skip).")] = 0,
 ) -> None:
     """Measure throughput and data properties; write bench.json and bench.md."""
     from simulations.bench import run_bench
 
     report = run_bench(out, patients_per_site=patients, sites=sites, repeats=repeats, seed=seed,
-                       scale_patients=scale, model=model)
+                       scale_patients=scale, model=model, federated_patients=federated)
     typer.echo(report.read_text())
 
 

@@ -17,8 +17,11 @@ from shared_model.run_config import FederatedRunConfig
 log = logging.getLogger(__name__)
 
 
-def run_federated_simulation(site_dirs: list[Path], settings: FederatedRunConfig) -> pd.DataFrame:
-    """Run the ServerApp and one ClientApp per site; returns the per-round table (rounds.csv)."""
+def run_federated_simulation(site_dirs: list[Path], settings: FederatedRunConfig, *, parallel_clients: int = 2
+                             ) -> pd.DataFrame:
+    """Run the ServerApp and one ClientApp per site; returns the per-round table (rounds.csv).
+
+    `parallel_clients` ClientApps run at once, each with cores / parallel_clients CPUs."""
     from flwr.simulation import run_simulation
 
     if len(site_dirs) < settings.min_available_clients:
@@ -28,8 +31,9 @@ def run_federated_simulation(site_dirs: list[Path], settings: FederatedRunConfig
                                  "run-dir": str(Path(settings.run_dir).resolve())}
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    backend_config = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                      "init_args": {"num_cpus": os.cpu_count() or 2, "include_dashboard": False}}
+    cores = os.cpu_count() or 2
+    backend_config = {"client_resources": {"num_cpus": max(1, cores // max(1, parallel_clients)), "num_gpus": 0.0},
+                      "init_args": {"num_cpus": cores, "include_dashboard": False}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         run_simulation(make_server_app(overrides), make_client_app(overrides), num_supernodes=len(site_dirs),

@@ -92,7 +92,7 @@ def test_clients_send_only_weights_metrics_and_k_anonymous_counts(fed_sites: lis
     subject_ids = set(np.concatenate([d.events["subject_id"].unique() for d in datasets]).tolist())
     shapes = [w.shape for w in load_checkpoint(tmp_path / "run" / "checkpoint").weights]
     allowed_metrics = {"num-examples", "site-key", "train-loss", "train-nvp-loss", "train-cp-loss", "train-seconds",
-                       "eval-loss", "eval-recall@5", "eval-recall@10", "eval-recall@30"}
+                       "eval-loss", "eval-seconds", "eval-recall@5", "eval-recall@10", "eval-recall@30"}
     kinds = set()
     assert grid.sent
     for reply in grid.sent:

@@ -39,7 +39,8 @@ def test_central_pretraining_writes_checkpoint_and_beats_nothing_trivially(pretr
 
 @pytest.mark.parametrize(("extra", "pretrained_flag"), [
     (["--model", "transformer"], True),
-    (["--model", "transformer", "--gradual-unfreeze"], True),
+    (["--model", "transformer", "--adaptation", "probe-then-finetune", "--gradual-unfreeze"], True),
+    (["--model", "transformer", "--adaptation", "finetune"], True),
     (["--model", "transformer", *TINY], False),
     (["--model", "logreg"], False),
 ])
@@ -59,7 +60,7 @@ def test_finetune_variants_write_metrics(pretrained: Path, small_sites: list[Pat
 
 def test_next_visit_finetuning_reports_recall(pretrained: Path, small_sites: list[Path], tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["finetune", "--data", str(small_sites[1]), "--task", "next_visit",
-                                      "--train-size", "150", "--epochs", "1", "--out", str(tmp_path / "nv"),
+                                      "--train-size", "150", "--probe-epochs", "2", "--out", str(tmp_path / "nv"),
                                       "--checkpoint", str(pretrained / "checkpoint")])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "nv" / "metrics.json").read_text())
@@ -84,3 +85,14 @@ def test_finetune_rejects_unknown_task(small_sites: list[Path], tmp_path: Path) 
                                       "--out", str(tmp_path / "x")])
     assert result.exit_code != 0
     assert "diabetes" in str(result.exception) or "diabetes" in result.output
+
+
+def test_summarize_puts_results_side_by_side(tmp_path: Path) -> None:
+    for name, record in {"a": {"model": "transformer", "pretrained": True, "auroc": 0.81234},
+                         "b": {"model": "logreg", "pretrained": False, "auroc": 0.79}}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(
+            {**record, "task": "asthma", "train_size": 300, "data": f"/x/site-{name}", "auprc": 0.5}))
+    result = CliRunner().invoke(app, ["summarize", str(tmp_path / "a" / "metrics.json"), str(tmp_path / "b" / "metrics.json")])
+    assert result.exit_code == 0, result.output
+    assert "pretrained" in result.output and "logreg" in result.output and "0.812" in result.output

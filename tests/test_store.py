@@ -8,17 +8,16 @@ import numpy as np
 import pytest
 
 from shared_model.data import read_meds
-from shared_model.store import open_shards, streaming_code_counts, tensorize_to_shards
+from shared_model.store import open_shards, streaming_vocabulary, tensorize_to_shards
 from shared_model.tasks import task_arrays, training_vocabulary
 from shared_model.tensorize import concat
-from shared_model.vocabulary import Vocabulary
 
 
 @pytest.mark.parametrize("task", ["next_visit", "asthma"])
 def test_shards_equal_in_memory_samples(small_sites: list[Path], tmp_path: Path, task: str) -> None:
     dataset = read_meds(small_sites[1])
     vocabulary = training_vocabulary([dataset])
-    assert Vocabulary.from_counts(streaming_code_counts(small_sites[1])) == vocabulary
+    assert streaming_vocabulary([small_sites[1]]) == vocabulary
     stats = tensorize_to_shards(small_sites[1], vocabulary, tmp_path / "store", task=task)
     expected = task_arrays(dataset, task, vocabulary)
     assert stats["events"] == int(dataset.events["time"].notna().sum() + dataset.events["time"].isna().sum())

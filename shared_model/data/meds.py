@@ -294,6 +294,11 @@ def _read_task_labels(root: Path, paths: list[Path], subjects: np.ndarray) -> pd
     return labels.sort_values(["subject_id", "prediction_time"], ignore_index=True)
 
 
+def read_codes(root: str | Path) -> pd.DataFrame:
+    """`metadata/codes.parquet` (code, description, parent_codes), empty when absent."""
+    return _read_codes(Path(root))
+
+
 def _read_codes(root: Path) -> pd.DataFrame:
     path = root / "metadata" / "codes.parquet"
     if not path.exists():

@@ -21,10 +21,11 @@ from shared_model.training import FinetuneSettings, PretrainSettings
 from simulations.central import run_central_pretraining
 
 log = logging.getLogger(__name__)
-MODES = ("pretrained", "pretrained-plain", "scratch", "logreg")
+MODES = ("pretrained", "pretrained-ft", "pretrained-plain", "scratch", "logreg")
 MODE_HELP = {
-    "pretrained": "central checkpoint; linear probe on the frozen encoder, then all layers with layer-wise decay",
-    "pretrained-plain": "central checkpoint; Claim-PT's fine-tuning (all layers, Adam 1e-4, no probe, no decay)",
+    "pretrained": "central checkpoint; linear probe (L2 logistic regression on the frozen patient vectors)",
+    "pretrained-ft": "central checkpoint; the probe, then all layers with layer-wise learning-rate decay 0.8",
+    "pretrained-plain": "central checkpoint; Claim-PT's fine-tuning (all layers, Adam 1e-4, fresh head, no decay)",
     "scratch": "the same architecture from random initialisation (Adam 1e-4, all layers)",
     "logreg": "logistic regression on bag-of-codes counts, C chosen on the tuning cohort",
 }
@@ -32,7 +33,9 @@ MODE_HELP = {
 
 def mode_settings(mode: str, seed: int) -> FinetuneSettings:
     if mode == "pretrained-plain":
-        return FinetuneSettings(seed=seed, probe_epochs=0, layer_decay=1.0)
+        return FinetuneSettings(seed=seed, adaptation="finetune", layer_decay=1.0)
+    if mode == "pretrained-ft":
+        return FinetuneSettings(seed=seed, adaptation="probe-then-finetune")
     return FinetuneSettings(seed=seed)
 KEY = ["site", "task", "mode", "train_size", "seed"]
 
