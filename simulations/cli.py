@@ -239,8 +239,8 @@ def finetune(
     typer.echo(json.dumps(record, indent=2))
 
 
-@app.command()
-def summarize(
+@app.command("summarize")
+def summarize_results(
     metrics: Annotated[list[Path], typer.Argument(help="metrics.json files written by `claimpt finetune`.")],
 ) -> None:
     """Print fine-tuning results side by side (one row per metrics.json)."""
