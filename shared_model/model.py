@@ -106,7 +106,7 @@ class PretrainingModel(keras.Model):
         loss = self.model_config.nvp_weight * nvp + self.model_config.cp_weight * cp
         if self._proximal is not None and training:
             mu_variable, anchors = self._proximal
-            distance = sum(ops.sum(ops.square(v - a)) for v, a in zip(self.trainable_variables, anchors))
+            distance = sum(ops.sum(ops.square(v - a)) for v, a in zip(self.trainable_variables, anchors, strict=True))
             loss = loss + mu_variable / 2 * distance
         return loss
 

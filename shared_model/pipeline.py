@@ -35,7 +35,7 @@ def make_dataset(parts: Sequence[Arrays], *, target: str | tuple[str, ...], batc
 
     def part_samples(index: tf.Tensor) -> tf.data.Dataset:
         tensors = tf.numpy_function(load, [index], [_dtype(name) for name in fields], stateful=False)
-        columns = {name: tf.ensure_shape(t, (None, *field_shape(name, layout))) for name, t in zip(fields, tensors)}
+        columns = {name: tf.ensure_shape(t, (None, *field_shape(name, layout))) for name, t in zip(fields, tensors, strict=True)}
         return tf.data.Dataset.from_tensor_slices(columns)
 
     order = tf.data.Dataset.range(len(parts))
