@@ -6,9 +6,10 @@ STAMP := $(VENV)/.install-stamp
 DEMO_DIR ?= demo
 BENCH_DIR ?= bench
 EXPERIMENT_DIR ?= runs
+EXPERIMENT_PATIENTS ?= 20000
 SEED ?= 0
 
-.PHONY: install demo test test-fast bench experiment clean
+.PHONY: install demo test test-fast bench experiment experiment-claim-pt experiment-fed-vs-central clean
 
 install: $(STAMP)
 
@@ -25,14 +26,8 @@ demo: install
 	rm -rf $(DEMO_DIR)
 	$(CLAIMPT) synth --out $(DEMO_DIR)/sites --sites 3 --patients 4000,2500,1500 --seed $(SEED)
 	$(CLAIMPT) validate $(DEMO_SITES)
-	$(CLAIMPT) pretrain federated $(foreach s,$(DEMO_SITES),--data $(s)) --rounds 3 --out $(DEMO_DIR)/federated --seed $(SEED)
-	for site in 1 2 3; do \
-		$(CLAIMPT) -q finetune --checkpoint $(DEMO_DIR)/federated/checkpoint --data $(DEMO_DIR)/sites/site-$$site \
-			--task asthma --train-size 300 --seed $(SEED) --out $(DEMO_DIR)/finetune/site-$$site > /dev/null || exit 1; \
-		$(CLAIMPT) -q finetune --model logreg --data $(DEMO_DIR)/sites/site-$$site \
-			--task asthma --train-size 300 --seed $(SEED) --out $(DEMO_DIR)/logreg/site-$$site > /dev/null || exit 1; \
-	done
-	$(CLAIMPT) summarize $(DEMO_DIR)/finetune/site-*/metrics.json $(DEMO_DIR)/logreg/site-*/metrics.json
+	$(CLAIMPT) experiment transfer --data $(DEMO_DIR)/sites --out $(DEMO_DIR)/transfer --quick
+	@echo "open $(DEMO_DIR)/transfer/report.html"
 
 test: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
@@ -41,9 +36,16 @@ bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/claimpt bench --out $(BENCH_DIR) --seed $(SEED) --scale 1000000 --federated 20000
 
 experiment: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/claimpt experiment claim-pt --out $(EXPERIMENT_DIR)/claim-pt --seed $(SEED)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/claimpt experiment fed-vs-central --out $(EXPERIMENT_DIR)/fed-vs-central --seed $(SEED) \
-		--data $(EXPERIMENT_DIR)/claim-pt/sites/site-1 --data $(EXPERIMENT_DIR)/claim-pt/sites/site-2 --data $(EXPERIMENT_DIR)/claim-pt/sites/site-3
+	test -f $(EXPERIMENT_DIR)/sites/site-3/metadata/dataset.json || \
+		$(CLAIMPT) synth --out $(EXPERIMENT_DIR)/sites --sites 3 --patients $(EXPERIMENT_PATIENTS) --seed $(SEED)
+	$(CLAIMPT) experiment transfer --data $(EXPERIMENT_DIR)/sites --out $(EXPERIMENT_DIR)/transfer
+	@echo "open $(EXPERIMENT_DIR)/transfer/report.html"
+
+experiment-claim-pt: install
+	$(CLAIMPT) experiment claim-pt --out $(EXPERIMENT_DIR)/claim-pt --seed $(SEED)
+
+experiment-fed-vs-central: install
+	$(CLAIMPT) experiment fed-vs-central --out $(EXPERIMENT_DIR)/fed-vs-central --seed $(SEED)
 
 clean:
 	rm -rf $(DEMO_DIR) $(BENCH_DIR) .pytest_cache

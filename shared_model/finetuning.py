@@ -19,11 +19,11 @@ from shared_model.baselines import bag_of_codes, fit_logreg
 from shared_model.checkpoint import KIND_PRETRAINING, KIND_TASK, Checkpoint, assign_weights, save_checkpoint
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import MedsDataset
-from shared_model.metrics import binary_metrics
+from shared_model.metrics import binary_metrics, recall_at_k
 from shared_model.model import PretrainingModel, build_encoder
 from shared_model.tasks import NEXT_VISIT, task_arrays, task_kind, task_target, training_vocabulary
 from shared_model.tensorize import select
-from shared_model.training import FinetuneSettings, evaluate_task, finetune, seed_everything
+from shared_model.training import FinetuneSettings, finetune, predict_task, seed_everything
 
 log = logging.getLogger(__name__)
 Arrays = dict[str, np.ndarray]
@@ -76,11 +76,26 @@ def logreg_scores(dataset: MedsDataset, cohort: Cohort, seed: int) -> tuple[np.n
     return best[2].predict_proba(x_held_out)[:, 1], best[1]
 
 
-def run_finetune(dataset: MedsDataset, task: str, *, train_size: int | None, seed: int,
-                 checkpoint: Checkpoint | None = None, model: str = "transformer",
-                 settings: FinetuneSettings | None = None, model_config: ClaimTransformerConfig | None = None,
-                 out: Path | None = None) -> dict[str, Any]:
-    """Fine-tune and evaluate; returns the metrics record (also written to out/metrics.json by callers)."""
+@dataclass(frozen=True)
+class FinetuneOutcome:
+    """The metrics record plus what it was computed from, for bootstrap intervals and paired
+    comparisons: held-out labels (binary) or target groups (next visit), and the model's scores."""
+
+    record: dict[str, Any]
+    held_out_targets: np.ndarray
+    held_out_scores: np.ndarray
+
+
+def run_finetune(dataset: MedsDataset, task: str, **options: Any) -> dict[str, Any]:
+    """Fine-tune and evaluate; returns the metrics record (callers write it to out/metrics.json)."""
+    return finetune_and_score(dataset, task, **options).record
+
+
+def finetune_and_score(dataset: MedsDataset, task: str, *, train_size: int | None, seed: int,
+                       checkpoint: Checkpoint | None = None, model: str = "transformer",
+                       settings: FinetuneSettings | None = None, model_config: ClaimTransformerConfig | None = None,
+                       out: Path | None = None) -> FinetuneOutcome:
+    """Draw the cohort, fit the model, score the site's held-out split."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if model == "logreg" and task == NEXT_VISIT:
@@ -108,7 +123,7 @@ def run_finetune(dataset: MedsDataset, task: str, *, train_size: int | None, see
         record["train_positives"] = int(cohort.train["label"].sum())
     if model == "logreg":
         scores, c = logreg_scores(dataset, cohort, seed)
-        record.update(binary_metrics(cohort.held_out["label"], scores), logreg_c=c)
+        record["logreg_c"] = c
     else:
         seed_everything(seed)
         if checkpoint is not None:
@@ -120,12 +135,14 @@ def run_finetune(dataset: MedsDataset, task: str, *, train_size: int | None, see
         n_outputs = vocabulary.n_groups if task == NEXT_VISIT else 1
         task_model = finetune(encoder, task_kind(task), n_outputs, cohort.train, cohort.tuning, task_target(task),
                               settings, config.n_layers, pretrained=checkpoint is not None)
-        record.update(evaluate_task(task_model, cohort.held_out, task_target(task)))
+        scores = predict_task(task_model, cohort.held_out, task_target(task))
         record["settings"] = asdict(settings)
         if out is not None:
             save_checkpoint(out / "checkpoint", task_model, config, vocabulary, kind=KIND_TASK,
                             extra={"task": task, "task_kind": task_kind(task), "n_outputs": n_outputs})
+    targets = cohort.held_out["target_groups" if task == NEXT_VISIT else "label"]
+    record.update(recall_at_k(targets, scores) if task == NEXT_VISIT else binary_metrics(targets, scores))
     record["seconds"] = round(time.perf_counter() - started, 2)
     log.info("%s %s n=%s: %s", task, model, record["train_size"],
              {k: round(v, 4) for k, v in record.items() if k.startswith(("auroc", "auprc", "recall"))})
-    return record
+    return FinetuneOutcome(record, targets, scores)

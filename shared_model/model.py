@@ -127,9 +127,29 @@ class TaskModel(keras.Model):
         return self.head(self.encoder(inputs, training=training)["patient"])
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if self.kind == TASK_BINARY:
-            return ops.mean(binary_bce_from_logits(y_pred, y))
-        return ops.mean(multilabel_bce_from_indices(y_pred, y))
+        return task_loss(self.kind, y_pred, y)
+
+
+def task_loss(kind: str, logits, targets):
+    """Mean task loss: binary cross-entropy on one logit, or multi-label over group indices."""
+    if kind == TASK_BINARY:
+        return ops.mean(binary_bce_from_logits(logits, targets))
+    return ops.mean(multilabel_bce_from_indices(logits, targets))
+
+
+class HeadOnly(keras.Model):
+    """A task head trained on precomputed patient vectors: the probe of a frozen encoder without
+    running the encoder every epoch. It shares the head layer with its TaskModel."""
+
+    def __init__(self, head: keras.layers.Dense, kind: str, **kwargs):
+        super().__init__(name=kwargs.pop("name", "head_only"), **kwargs)
+        self.head, self.kind = head, kind
+
+    def call(self, inputs, training=False):
+        return self.head(inputs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return task_loss(self.kind, y_pred, y)
 
 
 def layer_depths(model: keras.Model, n_layers: int) -> dict[str, int]:

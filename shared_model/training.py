@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 from shared_model.config import ClaimTransformerConfig
 from shared_model.metrics import binary_metrics, recall_at_k
-from shared_model.model import TASK_BINARY, PretrainingModel, TaskModel, layer_depths
+from shared_model.model import TASK_BINARY, HeadOnly, PretrainingModel, TaskModel, layer_depths, task_loss
 from shared_model.optimizers import GradualUnfreezing, LayerwiseAdam
 from shared_model.pipeline import make_dataset, total_samples
 
@@ -76,13 +76,29 @@ class _Progress(keras.callbacks.Callback):
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())))
 
 
+class HeldOutRecall(keras.callbacks.Callback):
+    """Adds the held-out NVP Recall@k after every epoch to the logs (`held_out_recall@k`), so a
+    central run's learning curve can be drawn next to a federated run's per-round evaluation.
+    Only reported: early stopping still watches the tuning loss."""
+
+    def __init__(self, held_out: Sequence[Arrays], ks: Sequence[int] = (5, 10, 30)) -> None:
+        super().__init__()
+        self.held_out, self.ks = list(held_out), tuple(ks)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            for name, value in evaluate_nvp(self.model, self.held_out, self.ks).items():
+                logs[f"held_out_{name}"] = value
+
+
 def fit_pretraining(model: PretrainingModel, train: Sequence[Arrays], tuning: Sequence[Arrays] | None,
-                    settings: PretrainSettings, *, early_stopping: bool = True, verbose: int = 0) -> keras.callbacks.History:
+                    settings: PretrainSettings, *, early_stopping: bool = True, verbose: int = 0,
+                    callbacks: Sequence[keras.callbacks.Callback] = ()) -> keras.callbacks.History:
     """Train NVP + CP; with `tuning` and early stopping, keep the best epoch's weights."""
     train_data = make_dataset(train, target=PRETRAIN_TARGETS, batch_size=settings.batch_size, shuffle=True,
                               seed=settings.seed)
     val_data = None
-    callbacks: list[keras.callbacks.Callback] = [_Progress()]
+    callbacks = [*callbacks, _Progress()]
     if tuning and total_samples(tuning):
         val_data = make_dataset(tuning, target=PRETRAIN_TARGETS, batch_size=256, shuffle=False)
         if early_stopping:
@@ -93,9 +109,10 @@ def fit_pretraining(model: PretrainingModel, train: Sequence[Arrays], tuning: Se
 
 
 def pretrain(config: ClaimTransformerConfig, train: Sequence[Arrays], tuning: Sequence[Arrays] | None,
-             settings: PretrainSettings = PretrainSettings(), verbose: int = 0) -> tuple[PretrainingModel, dict]:
+             settings: PretrainSettings = PretrainSettings(), verbose: int = 0,
+             callbacks: Sequence[keras.callbacks.Callback] = ()) -> tuple[PretrainingModel, dict]:
     model = new_pretraining_model(config, settings.seed, settings.learning_rate)
-    history = fit_pretraining(model, train, tuning, settings, verbose=verbose)
+    history = fit_pretraining(model, train, tuning, settings, verbose=verbose, callbacks=callbacks)
     return model, history.history
 
 
@@ -131,7 +148,7 @@ def finetune(encoder: keras.Model, kind: str, n_outputs: int, train: Arrays, tun
         """Higher is better: AUROC for binary tasks (the reported metric), else minus the loss."""
         if kind == TASK_BINARY:
             return binary_metrics(tuning["label"], predict_task(model, tuning, target))["auroc"]
-        return -float(model.evaluate(val_data, verbose=0))
+        return -float(task_loss(kind, predict_task(model, tuning, target), tuning[target]))
 
     if settings.adaptation not in ADAPTATIONS:
         raise ValueError(f"adaptation must be one of {ADAPTATIONS}, got {settings.adaptation!r}")
@@ -141,8 +158,7 @@ def finetune(encoder: keras.Model, kind: str, n_outputs: int, train: Arrays, tun
         if kind == TASK_BINARY:
             logistic_probe(model, train, tuning, settings.seed)
         else:
-            fit(LayerwiseAdam(depths, unfrozen_depth=0, learning_rate=settings.probe_learning_rate),
-                settings.probe_epochs, gradual=False)
+            head_probe(model, train, tuning, target, settings)
         best_score, best_weights = tuning_score(), model.get_weights()
     if adaptation in ("finetune", "probe-then-finetune"):
         fit(LayerwiseAdam(depths, decay=settings.layer_decay, unfrozen_depth=0 if settings.gradual_unfreeze else 10**6,
@@ -178,14 +194,19 @@ def logistic_probe(model: TaskModel, train: Arrays, tuning: Arrays, seed: int) -
     return float(best[0])
 
 
+def head_probe(model: TaskModel, train: Arrays, tuning: Arrays, target: str, settings: FinetuneSettings) -> None:
+    """Train only the head with Adam on frozen patient vectors, computed once (early stopping on
+    the tuning loss). Same objective as fitting the TaskModel with the encoder frozen."""
+    head = HeadOnly(model.head, model.kind)
+    head.compile(optimizer=keras.optimizers.Adam(settings.probe_learning_rate))
+    head.fit(patient_vectors(model.encoder, train), train[target], batch_size=settings.batch_size,
+             epochs=settings.probe_epochs, shuffle=True, verbose=0,
+             validation_data=(patient_vectors(model.encoder, tuning), tuning[target]),
+             callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
+                                                      restore_best_weights=True)])
+
+
 def predict_task(model: TaskModel, arrays: Arrays, target: str, batch_size: int = 512) -> np.ndarray:
     data = make_dataset([arrays], target=target, batch_size=batch_size, shuffle=False)
     logits = model.predict(data, verbose=0)
     return logits[:, 0] if model.kind == TASK_BINARY else logits
-
-
-def evaluate_task(model: TaskModel, arrays: Arrays, target: str) -> dict[str, float]:
-    scores = predict_task(model, arrays, target)
-    if model.kind == TASK_BINARY:
-        return binary_metrics(arrays["label"], scores)
-    return recall_at_k(arrays["target_groups"], scores)

@@ -87,15 +87,17 @@ def tensorize_section(site_dirs: list[Path], repeats: int) -> dict[str, Any]:
 
 
 SCALE_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from shared_model.store import streaming_vocabulary, tensorize_to_shards
 sites = [Path(p) for p in sys.argv[2:]]
 start = time.perf_counter()
 vocab = streaming_vocabulary(sites)
 events = sum(tensorize_to_shards(p, vocab, Path(sys.argv[1]) / p.name)["events"] for p in sites)
+# VmHWM, not getrusage: Linux carries the parent's peak into ru_maxrss across exec
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"events": events, "seconds": time.perf_counter() - start,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": int(hwm.split()[1]) / 1024}))
 """
 
 

@@ -15,7 +15,7 @@ from shared_model.config import ClaimTransformerConfig
 from shared_model.data import read_meds
 from shared_model.metrics import group_frequency_scores, recall_at_k
 from shared_model.tasks import NEXT_VISIT, task_arrays, training_vocabulary
-from shared_model.training import PretrainSettings, evaluate_nvp, pretrain
+from shared_model.training import HeldOutRecall, PretrainSettings, evaluate_nvp, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ def run_central_pretraining(data_dirs: list[Path], out: Path, *, settings: Pretr
     log.info("vocabulary: %d codes, %d target groups", len(vocabulary.codes), vocabulary.n_groups)
     config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, **(model_options or {}))
     splits = [task_arrays(site, NEXT_VISIT, vocabulary) for site in sites]
-    model, history = pretrain(config, [s["train"] for s in splits], [s["tuning"] for s in splits], settings)
+    model, history = pretrain(config, [s["train"] for s in splits], [s["tuning"] for s in splits], settings,
+                              callbacks=[HeldOutRecall([s["held_out"] for s in splits])])
     save_checkpoint(out / "checkpoint", model, config, vocabulary,
                     extra={"mode": "central", "sites": [str(p) for p in data_dirs], "seed": settings.seed,
                            "epochs_run": len(history.get("loss", []))})

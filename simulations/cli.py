@@ -337,6 +337,26 @@ def experiment_fed_vs_central(
     typer.echo((out / "fed_vs_central.md").read_text())
 
 
+@experiment_app.command("transfer")
+@_bad_input_exits_2
+def experiment_transfer(
+    data: Annotated[Path, typer.Option(help="Directory holding one MEDS directory per site (e.g. the --out of `claimpt synth`).")],
+    out: Annotated[Path, typer.Option(help="Run directory (resumable): pretrained/, predictions/, results.csv, results.md, *.png, report.html.")],
+    config: Annotated[Path | None, typer.Option(help="TOML file overriding grid keys (modes, tasks, cohort_sizes, seeds, pretrain_epochs, strategy, k_anonymity, heatmap, heatmap_task, heatmap_size, bootstrap, parallel_clients).")] = None,
+    quick: Annotated[bool, typer.Option(help="Start from the reduced demo grid (asthma; cohorts 100, 300; seeds 0, 1; 3 pretraining passes).")] = False,
+) -> None:
+    """Does pretraining at other institutions help a site, and does federated match pooled?
+
+    Runs pretraining mode (scratch, logreg, local, central, federated, federated leave-one-site-out)
+    x fine-tuning site x task x cohort size x seed, and writes tables, plots and report.html."""
+    from simulations.experiments.transfer import load_config, run_transfer_experiment
+
+    grid = load_config(config, quick=quick)
+    report = run_transfer_experiment(data, out, grid)
+    typer.echo((out / "results.md").read_text())
+    typer.echo(f"report: {report}")
+
+
 @app.command()
 @_bad_input_exits_2
 def bench(

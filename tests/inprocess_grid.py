@@ -63,3 +63,18 @@ class InProcessGrid(Grid):
             self.sent.append(reply)
             replies.append(reply)
         return replies
+
+
+def run_inprocess_federation(site_dirs, settings, parallel_clients: int = 1):
+    """Drop-in for simulations.federated.run_federated_simulation over this in-process transport."""
+    import dataclasses
+
+    import pandas as pd
+
+    from client.app import make_client_app
+    from server.federation import run_federation
+
+    settings = dataclasses.replace(settings, data_paths=",".join(str(p) for p in site_dirs))
+    grid = InProcessGrid(make_client_app(settings.to_run_config()), [{"partition-id": i} for i in range(len(site_dirs))])
+    run_federation(grid, settings)
+    return pd.read_csv(f"{settings.run_dir}/rounds.csv")

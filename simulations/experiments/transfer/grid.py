@@ -1,0 +1,158 @@
+"""The experiment grid: pretraining mode x fine-tuning site x task x cohort size x seed."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from shared_model.data import DataValidationError
+from shared_model.run_config import STRATEGIES
+from shared_model.tasks import NEXT_VISIT
+
+MODES = ("scratch", "logreg", "local", "central", "federated", "federated-loso")
+MODE_HELP = {
+    "scratch": "the same transformer from random initialisation, trained on the site's cohort only",
+    "logreg": "L2 logistic regression on bag-of-codes counts (C chosen on the tuning cohort)",
+    "local": "pretrained on the fine-tuning site's own unlabelled training patients",
+    "central": "pretrained on all sites' training patients pooled in one place",
+    "federated": "pretrained with Flower over all sites (the fine-tuning site included)",
+    "federated-loso": "pretrained with Flower over the other sites only (leave the fine-tuning site out)",
+    "other-site": "pretrained on one other site alone (the transfer heatmap's off-diagonal)",
+}
+PRETRAINED_MODES = ("local", "central", "federated", "federated-loso", "other-site")
+TASKS = ("asthma", "self_harm", NEXT_VISIT)
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """What the grid covers. Cohort size 0 means every labelled training patient of the site.
+
+    Pretraining uses the same number of passes over the data in every mode: `pretrain_epochs`
+    epochs centrally and locally, `pretrain_epochs` rounds of one local epoch when federated."""
+
+    modes: tuple[str, ...] = MODES
+    tasks: tuple[str, ...] = TASKS
+    cohort_sizes: tuple[int, ...] = (100, 300, 1000)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    pretrain_epochs: int = 8
+    finetune_epochs: int = 40
+    pretrain_seed: int = 0
+    strategy: str = "fedavg"
+    k_anonymity: int = 11
+    heatmap: bool = True
+    heatmap_task: str = "asthma"
+    heatmap_size: int = 300
+    bootstrap: int = 1000
+    parallel_clients: int = 1
+
+    def __post_init__(self) -> None:
+        problems = [f"unknown mode {m!r} (choose from {', '.join(MODES)})" for m in self.modes if m not in MODES]
+        problems += [f"unknown task {t!r} (choose from {', '.join(TASKS)})" for t in self.tasks if t not in TASKS]
+        if self.strategy not in STRATEGIES:
+            problems.append(f"unknown strategy {self.strategy!r}")
+        if any(size < 0 for size in self.cohort_sizes) or not self.cohort_sizes:
+            problems.append("cohort_sizes must be non-empty and >= 0 (0 = all)")
+        if not self.seeds or not self.modes or not self.tasks:
+            problems.append("modes, tasks and seeds must be non-empty")
+        if self.pretrain_epochs < 1 or self.finetune_epochs < 1 or self.bootstrap < 100 or self.parallel_clients < 1:
+            problems.append("pretrain_epochs >= 1, finetune_epochs >= 1, bootstrap >= 100 and parallel_clients >= 1 are required")
+        if self.heatmap_task not in TASKS or self.heatmap_task == NEXT_VISIT:
+            problems.append("heatmap_task must be a binary task")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def quick(cls) -> TransferConfig:
+        """The reduced grid of `make demo`: one task, two small cohort sizes, two seeds."""
+        return cls(tasks=("asthma",), cohort_sizes=(100, 300), seeds=(0, 1), pretrain_epochs=3, bootstrap=500)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_config(path: Path | None, *, quick: bool = False) -> TransferConfig:
+    """The default (or quick) grid, overridden by the keys of a TOML file, e.g.
+
+        tasks = ["asthma"]
+        cohort_sizes = [100, 300, 0]
+        seeds = [0, 1, 2, 3, 4]
+    """
+    base = TransferConfig.quick() if quick else TransferConfig()
+    if path is None:
+        return base
+    try:
+        values = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DataValidationError(path, "a TOML file", found=str(exc)) from exc
+    known = {f.name: f for f in fields(TransferConfig)}
+    overrides: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise DataValidationError(path, f"one of the keys {', '.join(sorted(known))}", column=key)
+        current = getattr(base, name)
+        if isinstance(current, tuple):
+            if not isinstance(value, list):
+                raise DataValidationError(path, "a list", column=key, found=value)
+            value = tuple(value)
+        elif type(value) is not type(current):
+            raise DataValidationError(path, f"a {type(current).__name__}", column=key, found=value)
+        overrides[name] = value
+    try:
+        return replace(base, **overrides)
+    except (ValueError, TypeError) as exc:
+        raise DataValidationError(path, "a valid experiment grid", found=str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class Run:
+    """One fine-tuning run of the grid; `pretraining` names the sites the encoder was pretrained on."""
+
+    task: str
+    cohort_size: int
+    site: str
+    mode: str
+    pretraining: tuple[str, ...]
+    seed: int
+
+    @property
+    def run_id(self) -> str:
+        sites = "+".join(self.pretraining) or "none"
+        return f"{self.task}_n{self.cohort_size or 'all'}_{self.site}_{self.mode}_{sites}_s{self.seed}"
+
+
+def pretraining_sites(mode: str, site: str, sites: list[str]) -> tuple[str, ...]:
+    if mode == "local":
+        return (site,)
+    if mode in ("central", "federated"):
+        return tuple(sites)
+    if mode == "federated-loso":
+        return tuple(s for s in sites if s != site)
+    return ()
+
+
+def enumerate_runs(config: TransferConfig, sites: list[str]) -> list[Run]:
+    """Every run, grouped so that all fine-tunes of one task and size sit together (progress reads
+    naturally and a partial result already covers whole cells)."""
+    runs = []
+    for task in config.tasks:
+        for size in config.cohort_sizes:
+            for site in sites:
+                for seed in config.seeds:
+                    for mode in config.modes:
+                        if mode == "logreg" and task == NEXT_VISIT:
+                            continue
+                        if mode == "federated-loso" and len(sites) < 3:
+                            continue  # a federation needs at least two other sites
+                        runs.append(Run(task, size, site, mode, pretraining_sites(mode, site, sites), seed))
+    if config.heatmap and "local" in config.modes:
+        for site in sites:
+            for seed in config.seeds:
+                for other in sites:
+                    if other != site:
+                        runs.append(Run(config.heatmap_task, config.heatmap_size, site, "other-site", (other,), seed))
+    return runs

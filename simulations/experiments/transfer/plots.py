@@ -1,0 +1,109 @@
+"""The experiment's figures (matplotlib, headless): learning curves, transfer heatmap, and
+federated vs central pretraining per round."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from simulations.experiments.transfer.grid import MODES  # noqa: E402
+from simulations.experiments.transfer.summary import primary_metric  # noqa: E402
+
+COLOURS = {"scratch": "#7f7f7f", "logreg": "#bcbd22", "local": "#2ca02c", "central": "#1f77b4",
+           "federated": "#d62728", "federated-loso": "#ff7f0e"}
+LABELS = {"recall@10": "NVP Recall@10", "auroc": "AUROC"}
+
+
+def size_label(size: int) -> str:
+    return "all" if size == 0 else f"{size:,}"
+
+
+def learning_curves(table: pd.DataFrame, task: str, path: Path) -> Path:
+    """Metric vs cohort size, one panel per fine-tuning site, one line per pretraining mode."""
+    metric = primary_metric(task)
+    rows = table[(table["task"] == task) & (table["metric"] == metric) & (table["mode"] != "other-site")]
+    sites = sorted(rows["finetune_site"].unique())
+    sizes = sorted(rows["cohort_size"].unique(), key=lambda s: (s == 0, s))
+    fig, axes = plt.subplots(1, len(sites), figsize=(4.2 * len(sites), 3.8), sharey=True, squeeze=False)
+    for ax, site in zip(axes[0], sites, strict=True):
+        for mode in [m for m in MODES if m in set(rows["mode"])]:
+            line = rows[(rows["finetune_site"] == site) & (rows["mode"] == mode)].set_index("cohort_size")
+            line = line.reindex([s for s in sizes if s in line.index])
+            x = [sizes.index(s) for s in line.index]
+            ax.errorbar(x, line["mean"], yerr=[line["mean"] - line["lo"], line["hi"] - line["mean"]],
+                        label=mode, color=COLOURS.get(mode), marker="o", capsize=3, linewidth=1.5,
+                        linestyle="--" if mode in ("scratch", "logreg") else "-")
+        ax.set_xticks(range(len(sizes)), [size_label(s) for s in sizes])
+        ax.set_title(site)
+        ax.set_xlabel("labelled patients in the fine-tuning cohort")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"held-out {LABELS.get(metric, metric)} (95% CI)")
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"{task}: fine-tuning at each site, by pretraining mode")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def transfer_heatmap(table: pd.DataFrame, task: str, size: int, path: Path) -> Path:
+    """Rows: where the encoder was pretrained (each site alone, then references); columns: the
+    site it is fine-tuned and evaluated at. Cells: mean AUROC, annotated with the gain over scratch."""
+    rows = table[(table["task"] == task) & (table["cohort_size"] == size) & (table["metric"] == "auroc")]
+    sites = sorted(rows["finetune_site"].unique())
+    sources = [*sites, "federated (all sites)", "central (pooled)", "scratch"]
+    values = np.full((len(sources), len(sites)), np.nan)
+    for j, target in enumerate(sites):
+        at_site = rows[rows["finetune_site"] == target]
+        for i, source in enumerate(sites):
+            mode = "local" if source == target else "other-site"
+            found = at_site[(at_site["mode"] == mode) & (at_site["pretraining_sites"] == source)]
+            values[i, j] = found["mean"].iloc[0] if len(found) else np.nan
+        for i, mode in ((len(sites), "federated"), (len(sites) + 1, "central"), (len(sites) + 2, "scratch")):
+            found = at_site[at_site["mode"] == mode]
+            values[i, j] = found["mean"].iloc[0] if len(found) else np.nan
+    scratch = values[-1]
+    fig, ax = plt.subplots(figsize=(1.6 * len(sites) + 3.2, 0.55 * len(sources) + 1.6))
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    for i in range(len(sources)):
+        for j in range(len(sites)):
+            if np.isfinite(values[i, j]):
+                gain = "" if i == len(sources) - 1 else f"\n{values[i, j] - scratch[j]:+.3f}"
+                ax.text(j, i, f"{values[i, j]:.3f}{gain}", ha="center", va="center", fontsize=8,
+                        color="white" if values[i, j] < np.nanmean(values) else "black")
+    ax.set_xticks(range(len(sites)), sites)
+    ax.set_yticks(range(len(sources)), [f"pretrained at {s}" if s in sites else s for s in sources])
+    ax.axhline(len(sites) - 0.5, color="white", linewidth=2)
+    ax.set_xlabel("fine-tuned and evaluated at")
+    fig.colorbar(image, ax=ax, label="held-out AUROC")
+    ax.set_title(f"{task}, {size_label(size)} labelled patients: AUROC (gain over scratch)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def federated_vs_central(curves: pd.DataFrame, path: Path) -> Path:
+    """Held-out NVP Recall@10 after every epoch (central, local) or round (federated)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, curve in curves.groupby("pretraining", sort=True):
+        mode = curve["mode"].iloc[0]
+        ax.plot(curve["step"], curve["recall@10"], marker="o", label=name, color=COLOURS.get(mode),
+                linestyle={"central": "-", "federated": "-", "federated-loso": ":", "local": "--"}.get(mode, "-"),
+                linewidth=2.2 if mode in ("central", "federated") else 1.0,
+                alpha=1.0 if mode in ("central", "federated") else 0.7)
+    ax.set_xlabel("epoch (central, local) = round of one local epoch (federated)")
+    ax.set_ylabel("held-out NVP Recall@10")
+    ax.set_title("Pretraining: federated rounds vs central epochs, same passes over the data")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

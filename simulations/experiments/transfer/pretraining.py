@@ -1,0 +1,98 @@
+"""Pretrained checkpoints for the grid, cached by content: the key hashes the data files of the
+pretraining sites and every setting that changes the weights, so a rerun (or another experiment
+in the same directory) reuses a checkpoint exactly when it would be rebuilt identically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from shared_model.checkpoint import Checkpoint, load_checkpoint
+from shared_model.run_config import FederatedRunConfig
+from shared_model.training import PretrainSettings
+from simulations.central import run_central_pretraining
+
+log = logging.getLogger(__name__)
+FederatedRunner = Callable[[list[Path], FederatedRunConfig, int], pd.DataFrame]
+
+
+def site_fingerprint(site_dir: Path) -> str:
+    """sha256 over every file of a MEDS directory (relative path and content)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(site_dir).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(site_dir)).encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def default_federated_runner(site_dirs: list[Path], settings: FederatedRunConfig, parallel_clients: int) -> pd.DataFrame:
+    from simulations.federated import run_federated_simulation
+
+    return run_federated_simulation(site_dirs, settings, parallel_clients=parallel_clients)
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """One pretraining job: `kind` is central (also used for a single site) or federated."""
+
+    kind: str
+    sites: tuple[str, ...]
+    epochs: int
+    seed: int
+    strategy: str
+    k_anonymity: int
+
+    def key(self, fingerprints: dict[str, str]) -> str:
+        content = {"kind": self.kind, "data": [fingerprints[s] for s in sorted(self.sites)], "epochs": self.epochs,
+                   "seed": self.seed, "k": self.k_anonymity,
+                   "strategy": self.strategy if self.kind == "federated" else None}
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+        return f"{self.kind}-{'+'.join(self.sites)}-{digest}"
+
+
+class CheckpointCache:
+    """Builds each pretraining once under `root/<key>/` and hands out the loaded checkpoint."""
+
+    def __init__(self, root: Path, site_dirs: dict[str, Path], *, parallel_clients: int = 1,
+                 federated_runner: FederatedRunner = default_federated_runner) -> None:
+        self.root = Path(root)
+        self.site_dirs = site_dirs
+        self.parallel_clients = parallel_clients
+        self.federated_runner = federated_runner
+        self.fingerprints = {name: site_fingerprint(path) for name, path in site_dirs.items()}
+        self._loaded: dict[str, Checkpoint] = {}
+
+    def directory(self, job: Pretraining) -> Path:
+        return self.root / job.key(self.fingerprints)
+
+    def get(self, job: Pretraining) -> Checkpoint:
+        run_dir = self.directory(job)
+        if run_dir.name not in self._loaded:
+            if not (run_dir / "checkpoint" / "manifest.json").exists():
+                self._build(job, run_dir)
+            self._loaded[run_dir.name] = load_checkpoint(run_dir / "checkpoint")
+        return self._loaded[run_dir.name]
+
+    def _build(self, job: Pretraining, run_dir: Path) -> None:
+        dirs = [self.site_dirs[s] for s in job.sites]
+        log.info("pretraining %s on %s (%d %s)", job.kind, ", ".join(job.sites), job.epochs,
+                 "rounds" if job.kind == "federated" else "epochs")
+        if job.kind == "federated":
+            settings = FederatedRunConfig(
+                num_server_rounds=job.epochs, local_epochs=1, seed=job.seed, k_anonymity=job.k_anonymity,
+                strategy=job.strategy, run_dir=str(run_dir), resume=(run_dir / "checkpoints").exists(),
+                min_available_clients=len(dirs))
+            self.federated_runner(dirs, settings, self.parallel_clients)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted central run restarts cleanly
+            run_central_pretraining(dirs, run_dir, min_count=job.k_anonymity, settings=PretrainSettings(
+                epochs=job.epochs, patience=job.epochs, seed=job.seed))

@@ -1,0 +1,102 @@
+"""The transfer experiment: grid, resumability, determinism, summaries and the report.
+
+Federated pretraining runs over the in-process transport (the Ray engine has its own test)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from shared_model.data import DataValidationError
+from shared_model.metrics import bootstrap_weights, weighted_auroc, weighted_average_precision
+from simulations.experiments.transfer import TransferConfig, load_config, run_transfer_experiment
+from simulations.experiments.transfer.grid import enumerate_runs
+from tests.inprocess_grid import run_inprocess_federation
+
+GRID = TransferConfig(tasks=("asthma",), cohort_sizes=(60,), seeds=(0,), pretrain_epochs=1, finetune_epochs=3,
+                      heatmap_size=60,
+                      bootstrap=200)
+
+
+@pytest.fixture(scope="module")
+def experiment(fed_sites: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("transfer") / "run"
+    run_transfer_experiment(fed_sites[0].parent, out, GRID, federated_runner=run_inprocess_federation)
+    return out
+
+
+def test_results_cover_the_whole_grid(experiment: Path, fed_sites: list[Path]) -> None:
+    results = pd.read_csv(experiment / "results.csv", keep_default_na=False)
+    expected = {r.run_id for r in enumerate_runs(GRID, [p.name for p in fed_sites])}
+    assert set(results["run_id"]) == expected and len(results) == len(expected)
+    assert set(results["mode"]) == {"scratch", "logreg", "local", "central", "federated", "federated-loso",
+                                    "other-site"}
+    loso = results[results["mode"] == "federated-loso"]
+    assert all(site not in sites.split("+") for site, sites in zip(loso["finetune_site"], loso["pretraining_sites"]))
+    assert results["auroc"].between(0, 1).all()
+    # each pretraining was built once and reused: 1 central + 1 federated + 3 local + 3 leave-one-out
+    assert len(list((experiment / "pretrained").iterdir())) == 8
+
+
+def test_report_contains_every_plot_and_the_table(experiment: Path) -> None:
+    plots = sorted(p.name for p in experiment.glob("*.png"))
+    assert plots == ["federated_vs_central.png", "learning_curve_asthma.png", "transfer_heatmap.png"]
+    report = (experiment / "report.html").read_text()
+    embedded = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', report)
+    assert sorted(embedded) == sorted(p.removesuffix(".png") for p in plots)
+    assert "<table" in report and "federated-loso" in report
+    results = pd.read_csv(experiment / "results.csv")
+    for value in results.loc[results["mode"] == "federated", "auroc"]:
+        # every cell of the results table appears (rounded) in both the report and results.md
+        assert f"{value:.3f}" in report and f"{value:.3f}" in (experiment / "results.md").read_text()
+    assert "src=\"http" not in report  # self-contained
+
+
+def test_a_killed_experiment_resumes_and_the_same_seed_gives_identical_results(
+        experiment: Path, fed_sites: list[Path], tmp_path: Path) -> None:
+    copy = tmp_path / "resumed"
+    shutil.copytree(experiment, copy)
+    results = (copy / "results.csv").read_text().splitlines()
+    (copy / "results.csv").write_text("\n".join(results[:-5]) + "\n")  # the last five runs never finished
+    for report in ("report.html", "results.md"):
+        (copy / report).unlink()
+    shutil.rmtree(next((copy / "pretrained").glob("federated-site-1+site-2+site-3-*")))
+    run_transfer_experiment(fed_sites[0].parent, copy, GRID, federated_runner=run_inprocess_federation)
+    assert (copy / "results.csv").read_bytes() == (experiment / "results.csv").read_bytes()
+    assert len((copy / "timings.csv").read_text().splitlines()) == len(results) + 5
+
+
+def test_a_different_grid_in_the_same_directory_is_refused(experiment: Path, fed_sites: list[Path]) -> None:
+    with pytest.raises(DataValidationError, match="seeds"):
+        run_transfer_experiment(fed_sites[0].parent, experiment, TransferConfig(**{**GRID.to_dict(), "seeds": (0, 1)}))
+
+
+def test_config_file_overrides_and_rejects_unknown_keys(tmp_path: Path) -> None:
+    good = tmp_path / "grid.toml"
+    good.write_text('tasks = ["asthma", "next_visit"]\ncohort-sizes = [100, 0]\nseeds = [3]\n')
+    config = load_config(good, quick=True)
+    assert config.tasks == ("asthma", "next_visit") and config.cohort_sizes == (100, 0) and config.seeds == (3,)
+    assert config.pretrain_epochs == TransferConfig.quick().pretrain_epochs
+    for text, column in (("sedes = [1]\n", "sedes"), ("seeds = 3\n", "seeds"), ('modes = ["magic"]\n', None)):
+        (tmp_path / "bad.toml").write_text(text)
+        with pytest.raises(DataValidationError) as error:
+            load_config(tmp_path / "bad.toml")
+        assert "bad.toml" in str(error.value) and (column is None or error.value.column == column)
+
+
+def test_weighted_metrics_match_scikit_learn() -> None:
+    rng = np.random.default_rng(5)
+    labels = rng.random(300) < 0.2
+    scores = np.round(rng.random(300) + 0.4 * labels, 1)  # many ties
+    weights = bootstrap_weights(300, 4, 9)
+    assert np.allclose(weights.sum(axis=1), 300)
+    for row, auroc, ap in zip(weights, weighted_auroc(labels, scores, weights),
+                              weighted_average_precision(labels, scores, weights), strict=True):
+        assert auroc == pytest.approx(roc_auc_score(labels, scores, sample_weight=row))
+        assert ap == pytest.approx(average_precision_score(labels, scores, sample_weight=row))
