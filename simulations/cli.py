@@ -342,7 +342,7 @@ def experiment_fed_vs_central(
 def experiment_transfer(
     data: Annotated[Path, typer.Option(help="Directory holding one MEDS directory per site (e.g. the --out of `claimpt synth`).")],
     out: Annotated[Path, typer.Option(help="Run directory (resumable): pretrained/, predictions/, results.csv, results.md, *.png, report.html.")],
-    config: Annotated[Path | None, typer.Option(help="TOML file overriding grid keys (modes, tasks, cohort_sizes, seeds, pretrain_epochs, strategy, k_anonymity, heatmap, heatmap_task, heatmap_size, bootstrap, parallel_clients).")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file overriding grid keys: modes, tasks, cohort_sizes (0 = all), seeds, pretrain_epochs, finetune_epochs, pretrain_seed, strategy, k_anonymity, heatmap, heatmap_task, heatmap_size, bootstrap, parallel_clients.")] = None,
     quick: Annotated[bool, typer.Option(help="Start from the reduced demo grid (asthma; cohorts 100, 300; seeds 0, 1; 3 pretraining passes).")] = False,
 ) -> None:
     """Does pretraining at other institutions help a site, and does federated match pooled?

@@ -36,7 +36,7 @@ class TransferConfig:
     tasks: tuple[str, ...] = TASKS
     cohort_sizes: tuple[int, ...] = (100, 300, 1000)
     seeds: tuple[int, ...] = (0, 1, 2)
-    pretrain_epochs: int = 8
+    pretrain_epochs: int = 6
     finetune_epochs: int = 40
     pretrain_seed: int = 0
     strategy: str = "fedavg"

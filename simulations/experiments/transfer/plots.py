@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -91,18 +92,19 @@ def transfer_heatmap(table: pd.DataFrame, task: str, size: int, path: Path) -> P
 
 def federated_vs_central(curves: pd.DataFrame, path: Path) -> Path:
     """Held-out NVP Recall@10 after every epoch (central, local) or round (federated)."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
     for name, curve in curves.groupby("pretraining", sort=True):
         mode = curve["mode"].iloc[0]
         ax.plot(curve["step"], curve["recall@10"], marker="o", label=name, color=COLOURS.get(mode),
                 linestyle={"central": "-", "federated": "-", "federated-loso": ":", "local": "--"}.get(mode, "-"),
                 linewidth=2.2 if mode in ("central", "federated") else 1.0,
                 alpha=1.0 if mode in ("central", "federated") else 0.7)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch (central, local) = round of one local epoch (federated)")
-    ax.set_ylabel("held-out NVP Recall@10")
+    ax.set_ylabel("NVP Recall@10\n(held-out patients of the pretraining sites)")
     ax.set_title("Pretraining: federated rounds vs central epochs, same passes over the data")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -55,18 +55,25 @@ def checks(cells: dict[tuple, Cell], config: TransferConfig, sites: list[str]) -
         return [(where, d[0]) for where, d in found if d is not None]
 
     results = []
-    for mode, baseline, test, claim in (
-            ("federated", "scratch", lambda d: d >= 0.05, "federated-pretrained beats scratch by >= 0.05 AUROC"),
-            ("federated", "central", lambda d: abs(d) <= 0.01, "federated is within 0.01 AUROC of central"),
-            ("federated-loso", "scratch", lambda d: d > 0, "leave-one-site-out federated beats scratch"),
-            ("central", "logreg", lambda d: d >= 0, "central-pretrained is at least logistic regression")):
+    for mode, baseline, claim, holds in (
+            ("federated", "scratch", "federated-pretrained beats scratch by >= 0.05 AUROC in every cell",
+             lambda d: d >= 0.05),
+            ("federated-loso", "scratch", "leave-one-site-out federated beats scratch in every cell", lambda d: d > 0),
+            ("central", "logreg", "central-pretrained is at least logistic regression in every cell",
+             lambda d: d >= 0)):
         values = diffs(mode, baseline)
+        claim += f" ({CHECK_TASK}, every site, n <= {SMALL_COHORT})"
         if not values:
-            results.append((f"{claim} ({CHECK_TASK}, every site, n <= {SMALL_COHORT})", None, "not in this grid"))
+            results.append((claim, None, "not in this grid"))
             continue
-        worst = min(values, key=lambda v: v[1] if mode != "federated" or baseline != "central" else -abs(v[1]))
-        results.append((f"{claim} ({CHECK_TASK}, every site, n <= {SMALL_COHORT})",
-                        all(test(d) for _, d in values), f"worst: {worst[1]:+.3f} at {worst[0]}"))
+        worst = min(values, key=lambda v: v[1])
+        results.append((claim, all(holds(d) for _, d in values), f"worst: {worst[1]:+.3f} at {worst[0]}"))
+    values = diffs("federated", "central")
+    if values:
+        mean = float(np.mean([d for _, d in values]))
+        results.insert(1, (f"federated is within 0.01 AUROC of central on average over sites and cohorts "
+                           f"({CHECK_TASK}, n <= {SMALL_COHORT}; single cells are noisier)", abs(mean) <= 0.01,
+                           f"mean {mean:+.3f}; cells " + ", ".join(f"{w} {d:+.3f}" for w, d in values)))
     return results
 
 

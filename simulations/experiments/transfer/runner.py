@@ -89,10 +89,12 @@ def run_transfer_experiment(data: Path, out: Path, config: TransferConfig, *,
     todo = [r for r in runs if r.run_id not in done]
     log.info("transfer grid: %d runs, %d already done, %d to run", len(runs), len(runs) - len(todo), len(todo))
     datasets = {}
-    started, finished = time.perf_counter(), 0
+    finetune_seconds = 0.0
+    jobs_left = {pretraining_job(r, config) for r in todo} - {None}
     for index, run in enumerate(todo, start=1):
         job = pretraining_job(run, config)
         checkpoint = cache.get(job) if job else None
+        jobs_left.discard(job)
         if run.site not in datasets:
             datasets[run.site] = read_meds(site_dirs[run.site])
         run_started = time.perf_counter()
@@ -109,13 +111,13 @@ def run_transfer_experiment(data: Path, out: Path, config: TransferConfig, *,
             "train_size": record["train_size"], "train_positives": record.get("train_positives"),
             "held_out_size": record["held_out_size"], **{k: record.get(k) for k in RESULT_COLUMNS[10:15]},
             "pretrained_checkpoint": cache.directory(job).name if job else ""}, RESULT_COLUMNS)
-        _append(out / "timings.csv", {"run_id": run.run_id, "seconds": round(time.perf_counter() - run_started, 2)},
-                ["run_id", "seconds"])
-        finished += 1
-        elapsed = time.perf_counter() - started
+        seconds = time.perf_counter() - run_started
+        _append(out / "timings.csv", {"run_id": run.run_id, "seconds": round(seconds, 2)}, ["run_id", "seconds"])
+        finetune_seconds += seconds
         remaining = len(todo) - index
-        log.info("[%d/%d] %s: %s; %d to go, about %.0f min left", len(runs) - remaining, len(runs), run.run_id,
-                 _headline(record, run.task), remaining, elapsed / finished * remaining / 60)
+        log.info("[%d/%d] %s: %s; %d runs to go (about %.0f min of fine-tuning) and %d pretrainings to build",
+                 len(runs) - remaining, len(runs), run.run_id, _headline(record, run.task), remaining,
+                 finetune_seconds / index * remaining / 60, len(jobs_left))
     return write_outputs(out, config, list(site_dirs), cache)
 
 
