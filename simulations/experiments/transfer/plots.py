@@ -33,10 +33,12 @@ def learning_curves(table: pd.DataFrame, task: str, path: Path) -> Path:
     sizes = sorted(rows["cohort_size"].unique(), key=lambda s: (s == 0, s))
     fig, axes = plt.subplots(1, len(sites), figsize=(4.2 * len(sites), 3.8), sharey=True, squeeze=False)
     for ax, site in zip(axes[0], sites, strict=True):
-        for mode in [m for m in MODES if m in set(rows["mode"])]:
+        modes = [m for m in MODES if m in set(rows["mode"])]
+        for rank, mode in enumerate(modes):
             line = rows[(rows["finetune_site"] == site) & (rows["mode"] == mode)].set_index("cohort_size")
             line = line.reindex([s for s in sizes if s in line.index])
-            x = [sizes.index(s) for s in line.index]
+            dodge = (rank - (len(modes) - 1) / 2) * 0.05  # side by side, so intervals stay readable
+            x = [sizes.index(s) + dodge for s in line.index]
             ax.errorbar(x, line["mean"], yerr=[line["mean"] - line["lo"], line["hi"] - line["mean"]],
                         label=mode, color=COLOURS.get(mode), marker="o", capsize=3, linewidth=1.5,
                         linestyle="--" if mode in ("scratch", "logreg") else "-")

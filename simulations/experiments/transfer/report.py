@@ -196,7 +196,7 @@ def write_html(path: Path, config: TransferConfig, sites: list[str], table: pd.D
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Transfer experiment</title>",
              "<style>body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "text-align:right}th{background:#f3f3f3}img{max-width:100%}.pass{color:#1a7f37}.fail{color:#cf222e}"
+             "text-align:right;white-space:nowrap}th{background:#f3f3f3}img{max-width:100%}.pass{color:#1a7f37}.fail{color:#cf222e}"
              "figure{margin:1.5em 0}figcaption{color:#666;font-size:12px}</style></head><body>",
              "<h1>Cross-institution transfer experiment</h1>", f"<p>{html.escape(_intro(config, sites))}</p>",
              "<h2>Checks</h2><ul>"]
