@@ -359,6 +359,30 @@ def experiment_transfer(
 
 @app.command()
 @_bad_input_exits_2
+def certs(
+    out: Annotated[Path, typer.Option(help="New directory for ca.crt/.key, superlink.crt/.key, supernodes/<site>[.pub], signing.key/.pub (all 0600).")],
+    hosts: Annotated[str, typer.Option(help="SuperLink host names and IP addresses for the certificate, separated by commas (e.g. superlink.example.org,127.0.0.1).")],
+    sites: Annotated[str, typer.Option(help="Site names, separated by commas: one SuperNode authentication key pair each.")] = "site-1,site-2",
+    days: Annotated[int, typer.Option(min=1, max=825, help="Validity of the SuperLink certificate in days (the CA: 10 years).")] = 825,
+    force: Annotated[bool, typer.Option(help="Replace an existing directory (its keys are lost).")] = False,
+) -> None:
+    """Create the CA, the SuperLink TLS certificate, SuperNode keys and the checkpoint signing key."""
+    from server.certs import CertificateSettings, write_certificates
+
+    def names(text: str) -> tuple[str, ...]:
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+
+    try:
+        settings = CertificateSettings(hosts=names(hosts), sites=names(sites), days=days)
+        directory = write_certificates(out, settings, force=force)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+@_bad_input_exits_2
 def bench(
     out: Annotated[Path, typer.Option(help="Directory for bench.json and bench.md.")],
     patients: Annotated[int, typer.Option(help="Patients per site for the data benchmarks.")] = 100_000,

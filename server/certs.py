@@ -1,0 +1,135 @@
+"""Certificates and keys for a real deployment (DESIGN 8), made with the `cryptography` library.
+
+One call writes, into a new directory (all files mode 0600):
+- `ca.crt`, `ca.key`: the consortium's certificate authority;
+- `superlink.crt`, `superlink.key`: the SuperLink's TLS certificate with the given hosts as
+  subject alternative names (DNS names and IP addresses);
+- `supernodes/<site>` and `supernodes/<site>.pub`: each site's EC key pair for Flower's SuperNode
+  authentication (OpenSSH format, as `flower-supernode --auth-supernode-*-key` reads them);
+- `signing.key`, `signing.pub`: the server's Ed25519 key that signs checkpoint manifests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+PRIVATE = 0o600
+RSA_BITS = 3072
+
+
+@dataclass(frozen=True)
+class CertificateSettings:
+    hosts: tuple[str, ...]
+    sites: tuple[str, ...]
+    days: int = 825  # the longest validity browsers and most TLS stacks accept for a leaf
+    organisation: str = "claimpt federation"
+
+
+def _name(common_name: str, organisation: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _subject_alternative_names(hosts: tuple[str, ...]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def _pem_key(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+
+
+def _validate(settings: CertificateSettings) -> None:
+    if not settings.hosts:
+        raise ValueError("give at least one host name or IP address for the SuperLink certificate")
+    bad = [s for s in settings.sites if not s or "/" in s or s.startswith(".")]
+    if bad or len(set(settings.sites)) != len(settings.sites):
+        raise ValueError(f"site names must be unique plain names, got {list(settings.sites)}")
+
+
+def write_certificates(out: str | Path, settings: CertificateSettings, *, force: bool = False) -> Path:
+    """Create every file in a temporary sibling directory, then move it into place."""
+    _validate(settings)
+    out = Path(out)
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} exists: refusing to overwrite keys (pass --force to replace them)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        _generate(tmp, settings)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    out.chmod(0o700)
+    return out
+
+
+def _generate(directory: Path, settings: CertificateSettings) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    ca_name = _name(f"{settings.organisation} CA", settings.organisation)
+    ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+               .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=3650))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                            key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                            key_cert_sign=True, crl_sign=True, encipher_only=False,
+                                            decipher_only=False), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+               .sign(ca_key, hashes.SHA256()))
+    server_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    server_cert = (x509.CertificateBuilder().subject_name(_name(settings.hosts[0], settings.organisation))
+                   .issuer_name(ca_name).public_key(server_key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5))
+                   .not_valid_after(now + dt.timedelta(days=settings.days))
+                   .add_extension(_subject_alternative_names(settings.hosts), critical=False)
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                                  critical=False)
+                   .sign(ca_key, hashes.SHA256()))
+    _write(directory / "ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write(directory / "ca.key", _pem_key(ca_key))
+    _write(directory / "superlink.crt", server_cert.public_bytes(serialization.Encoding.PEM))
+    _write(directory / "superlink.key", _pem_key(server_key))
+    for site in settings.sites:
+        node_key = ec.generate_private_key(ec.SECP384R1())
+        _write(directory / "supernodes" / site, node_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
+        _write(directory / "supernodes" / f"{site}.pub", node_key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n")
+    signing_key = ed25519.Ed25519PrivateKey.generate()
+    _write(directory / "signing.key", _pem_key(signing_key))
+    _write(directory / "signing.pub", signing_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (directory / "supernodes").mkdir(exist_ok=True)
+    (directory / "supernodes").chmod(0o700)
