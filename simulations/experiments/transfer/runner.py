@@ -27,9 +27,9 @@ from simulations.experiments.transfer.pretraining import CheckpointCache, Federa
 
 log = logging.getLogger(__name__)
 RESULT_NEUTRAL = ("bootstrap", "parallel_clients")  # settings that may change between restarts
+METRIC_COLUMNS = ["auroc", "auprc", "recall@5", "recall@10", "recall@30"]
 RESULT_COLUMNS = ["run_id", "task", "cohort_size", "finetune_site", "mode", "pretraining_sites", "seed",
-                  "train_size", "train_positives", "held_out_size", "auroc", "auprc", "recall@5", "recall@10",
-                  "recall@30", "pretrained_checkpoint"]
+                  "train_size", "train_positives", "held_out_size", *METRIC_COLUMNS, "pretrained_checkpoint"]
 
 
 def find_sites(data: Path) -> dict[str, Path]:
@@ -109,7 +109,7 @@ def run_transfer_experiment(data: Path, out: Path, config: TransferConfig, *,
             "run_id": run.run_id, "task": run.task, "cohort_size": run.cohort_size, "finetune_site": run.site,
             "mode": run.mode, "pretraining_sites": "+".join(run.pretraining), "seed": run.seed,
             "train_size": record["train_size"], "train_positives": record.get("train_positives"),
-            "held_out_size": record["held_out_size"], **{k: record.get(k) for k in RESULT_COLUMNS[10:15]},
+            "held_out_size": record["held_out_size"], **{k: record.get(k) for k in METRIC_COLUMNS},
             "pretrained_checkpoint": cache.directory(job).name if job else ""}, RESULT_COLUMNS)
         seconds = time.perf_counter() - run_started
         _append(out / "timings.csv", {"run_id": run.run_id, "seconds": round(seconds, 2)}, ["run_id", "seconds"])
