@@ -14,8 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from shared_model.data.paths import atomic_directory
 
 PRIVATE = 0o600
 RSA_BITS = 3072
@@ -72,21 +72,12 @@ def _validate(settings: CertificateSettings) -> None:
 
 
 def write_certificates(out: str | Path, settings: CertificateSettings, *, force: bool = False) -> Path:
-    """Create every file in a temporary sibling directory, then move it into place."""
+    """Create every file in a temporary sibling directory, then move it into place (old keys are
+    replaced only with `force`)."""
     _validate(settings)
     out = Path(out)
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} exists: refusing to overwrite keys (pass --force to replace them)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_directory(out, overwrite=force) as tmp:
         _generate(tmp, settings)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     out.chmod(0o700)
     return out
 
