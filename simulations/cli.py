@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +13,13 @@ import typer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the CLI
 
-from shared_model.data import DataValidationError, read_meds, summarize  # noqa: E402
+from shared_model.cli_options import (  # noqa: E402
+    DModelOpt, DropoutOpt, FfnOpt, HeadsOpt, LayersOpt, PreLnOpt, TimeOpt, model_options)
+from shared_model.cli_options import bad_input_exits_2 as _bad_input_exits_2  # noqa: E402
+from client.cli import finetune as site_finetune  # noqa: E402
+from client.cli import site_app  # noqa: E402
+from server.cli import server_app  # noqa: E402
+from shared_model.data import read_meds, summarize  # noqa: E402
 
 app = typer.Typer(
     name="claimpt",
@@ -24,23 +28,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-BAD_INPUT_EXIT = 2
-
-
-def _bad_input_exits_2(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Print data and file errors plainly (no traceback) and exit 2, as DESIGN 2.1 asks."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (DataValidationError, FileExistsError, FileNotFoundError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(BAD_INPUT_EXIT) from exc
-
-    return wrapper
-
 
 @app.callback()
 def main(
@@ -114,20 +101,6 @@ def convert(
 
 
 
-def model_options(layers: int, heads: int, d_model: int, ffn: int, dropout: float, pre_ln: bool,
-                  time_encoding: str) -> dict[str, Any]:
-    return {"n_layers": layers, "n_heads": heads, "d_model": d_model, "patient_dim": d_model, "ffn_dim": ffn,
-            "dropout": dropout, "pre_layer_norm": pre_ln, "time_encoding": time_encoding}
-
-
-LayersOpt = Annotated[int, typer.Option("--layers", min=1, help="Transformer layers (Claim-PT: 1).")]
-HeadsOpt = Annotated[int, typer.Option("--heads", min=1, help="Attention heads (Claim-PT: 2).")]
-DModelOpt = Annotated[int, typer.Option("--d-model", min=2, help="Width of embeddings and patient vector (Claim-PT: 100).")]
-FfnOpt = Annotated[int, typer.Option("--ffn", min=1, help="Feed-forward width (Claim-PT: 100).")]
-DropoutOpt = Annotated[float, typer.Option("--dropout", min=0.0, max=0.9, help="Dropout rate (Claim-PT: 0).")]
-PreLnOpt = Annotated[bool, typer.Option("--pre-ln/--post-ln", help="Pre-LayerNorm blocks (Claim-PT: post-LN).")]
-TimeOpt = Annotated[str, typer.Option("--time-encoding", help="day_of_year (Claim-PT) or days_before+age.")]
-
 pretrain_app = typer.Typer(help="Pretrain the shared model centrally (pooled) or federated.", no_args_is_help=True)
 app.add_typer(pretrain_app, name="pretrain")
 
@@ -195,48 +168,9 @@ def pretrain_federated(
     typer.echo(table.to_string(index=False))
 
 
-@app.command()
-@_bad_input_exits_2
-def finetune(
-    data: Annotated[Path, typer.Option(help="The site's MEDS directory.")],
-    task: Annotated[str, typer.Option(help="asthma, self_harm (labels/<task>.parquet) or next_visit.")],
-    out: Annotated[Path, typer.Option(help="Run directory: receives metrics.json (and the fine-tuned checkpoint).")],
-    checkpoint: Annotated[Path | None, typer.Option(help="Pretrained checkpoint directory; omit to train from scratch.")] = None,
-    model: Annotated[str, typer.Option(help="transformer, or logreg (bag-of-codes logistic regression).")] = "transformer",
-    train_size: Annotated[int | None, typer.Option(help="Labelled training patients drawn from the train split (default: all).")] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs of training all layers (early stopping on the tuning cohort).")] = 40,
-    batch_size: Annotated[int, typer.Option(min=1, help="Patients per step.")] = 32,
-    learning_rate: Annotated[float, typer.Option(help="Adam learning rate of the task head (Claim-PT: 1e-4).")] = 1e-4,
-    layer_decay: Annotated[float, typer.Option(min=0.0, max=1.0, help="Learning-rate factor per layer below the head (1 = uniform).")] = 0.8,
-    gradual_unfreeze: Annotated[bool, typer.Option(help="Unfreeze one more layer group per epoch, head first.")] = False,
-    patience: Annotated[int, typer.Option(min=1, help="Early stopping patience in epochs.")] = 4,
-    adaptation: Annotated[str, typer.Option(help="With --checkpoint: probe (head only on the frozen encoder), probe-then-finetune, or finetune (Claim-PT: all layers).")] = "probe",
-    probe_epochs: Annotated[int, typer.Option(min=1, help="Adam epochs of the head-only phase for next_visit (binary tasks use logistic regression).")] = 40,
-    probe_learning_rate: Annotated[float, typer.Option(help="Adam learning rate of the head-only phase.")] = 1e-3,
-    seed: Annotated[int, typer.Option(help="Random seed (cohort draw, initialisation, batch order).")] = 0,
-    layers: LayersOpt = 1, heads: HeadsOpt = 2, d_model: DModelOpt = 100, ffn: FfnOpt = 100,
-    dropout: DropoutOpt = 0.0, pre_ln: PreLnOpt = False, time_encoding: TimeOpt = "day_of_year",
-) -> None:
-    """Fine-tune a task on a small cohort at one site; write metrics on its held-out split.
-
-    Model options apply only without --checkpoint (a checkpoint carries its own config)."""
-    from shared_model.checkpoint import load_checkpoint
-    from shared_model.config import ClaimTransformerConfig
-    from shared_model.finetuning import run_finetune
-    from shared_model.training import FinetuneSettings
-
-    dataset = read_meds(data)
-    ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
-    options = model_options(layers, heads, d_model, ffn, dropout, pre_ln, time_encoding)
-    out.mkdir(parents=True, exist_ok=True)
-    record = run_finetune(
-        dataset, task, train_size=train_size, seed=seed, checkpoint=ckpt, model=model,
-        settings=FinetuneSettings(adaptation, epochs, batch_size, learning_rate, layer_decay, gradual_unfreeze,
-                                  patience, seed, probe_epochs, probe_learning_rate),
-        model_config=ClaimTransformerConfig(vocab_size=3, n_groups=1, **options), out=out)
-    record["data"], record["checkpoint"] = str(data), str(checkpoint) if checkpoint else None
-    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    typer.echo(json.dumps(record, indent=2))
+app.command("finetune")(site_finetune)
+app.add_typer(site_app, name="site")
+app.add_typer(server_app, name="server")
 
 
 @app.command("summarize")

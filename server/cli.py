@@ -1,0 +1,64 @@
+"""`claimpt server ...`: what the consortium's coordinator runs (DESIGN 4 and 8)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared_model.cli_options import bad_input_exits_2
+
+log = logging.getLogger(__name__)
+server_app = typer.Typer(help="Run the consortium's SuperLink (TLS, SuperNode authentication, signed checkpoints).",
+                         no_args_is_help=True)
+
+
+@server_app.command("start")
+@bad_input_exits_2
+def start(
+    certs: Annotated[Path | None, typer.Option(help="Directory written by `claimpt certs` (ca.crt, superlink.crt/.key, signing.key, supernodes/*.pub).")] = None,
+    state: Annotated[Path, typer.Option(help="Server state directory: superlink.db, superlink.log and flwr-home/ (the `flwr` connection named 'claimpt').")] = Path("superlink-state"),
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The one HTTPS port SuperNodes and `flwr` connect to; open it to the sites.")] = 9092,
+    site_key: Annotated[list[Path] | None, typer.Option(help="A site's SuperNode public key to register (repeatable; default: every certs/supernodes/*.pub).")] = None,
+    insecure: Annotated[bool, typer.Option(help="No TLS, no SuperNode authentication, unsigned checkpoints. Local tests only.")] = False,
+) -> None:
+    """Start flower-superlink with TLS and SuperNode authentication and register the sites' keys.
+
+    Every checkpoint the ServerApp writes is signed with certs/signing.key. Runs until Ctrl-C or SIGTERM."""
+    from server.superlink import SuperLinkSettings, register_supernode, start_superlink
+    from shared_model.flower_processes import stop_group
+
+    try:
+        settings = SuperLinkSettings(state=state, certs=certs, host=host, port=port, insecure=insecure)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    keys = list(site_key or (sorted((certs / "supernodes").glob("*.pub")) if certs and not insecure else []))
+    for key in keys:
+        if not key.is_file():
+            raise FileNotFoundError(f"{key}: no such public key file")
+    process = start_superlink(settings)
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("received %s: stopping the SuperLink", signal.Signals(signum).name)
+        stop_group(process)
+        raise typer.Exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for key in keys:
+            node_id = register_supernode(settings, key)
+            log.info("site key %s: %s", key.name, f"registered as node {node_id}" if node_id else "already registered")
+        typer.echo(f"SuperLink ready on {settings.host}:{settings.port}. Submit a run from the app directory with:\n"
+                   f"  FLWR_HOME={settings.flwr_home.resolve()} flwr run . claimpt "
+                   "--run-config \"num-server-rounds=10 run-dir='/path/on/this/server'\" --stream")
+        process.wait()
+    except KeyboardInterrupt:
+        log.info("stopping the SuperLink")
+    finally:
+        stop_group(process)
+    if process.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL, None):
+        raise typer.Exit(process.returncode)

@@ -1,0 +1,121 @@
+"""`claimpt server start`: the consortium's SuperLink with TLS and SuperNode authentication
+(DESIGN 4 and 8), the sites' public keys registered, and a signing key for every checkpoint.
+
+Flower 1.42 serves its Fleet (SuperNodes), Control (`flwr` CLI) and Runtime (ServerApp) APIs over
+one HTTPS port. Sites need to reach that port only; nothing connects from the server to a site.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared_model.flower_processes import executable, flower_environment, start_group, wait_for_port
+
+log = logging.getLogger(__name__)
+CONNECTION = "claimpt"
+SIGNING_KEY_ENV = "CLAIMPT_SIGNING_KEY"
+CERT_FILES = ("ca.crt", "superlink.crt", "superlink.key", "signing.key")
+
+
+@dataclass(frozen=True)
+class SuperLinkSettings:
+    """Where the SuperLink listens, its credentials (`claimpt certs` output) and its state."""
+
+    state: Path  # receives superlink.db, the SuperLink log and the `flwr` connection config (flwr-home/)
+    certs: Path | None = None
+    host: str = "0.0.0.0"
+    port: int = 9092
+    insecure: bool = False
+
+    def __post_init__(self) -> None:
+        if self.certs is None and not self.insecure:
+            raise ValueError("--certs is required (or --insecure, for a local test only)")
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.state / "flwr-home"
+
+    @property
+    def address(self) -> str:
+        """Where local `flwr` commands reach the Control API."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"{host}:{self.port}"
+
+
+def check_certificates(certs: Path) -> None:
+    missing = [name for name in CERT_FILES if not (certs / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{certs}: missing {', '.join(missing)} (create them with `claimpt certs`)")
+
+
+def superlink_command(settings: SuperLinkSettings) -> list[str]:
+    command = [executable("flower-superlink"), "--host", settings.host, "--port", str(settings.port),
+               "--database", str(settings.state / "superlink.db"),
+               # The app's dependencies are claimpt's own, installed here: never `uv sync` at run time.
+               "--disable-runtime-dependency-installation"]
+    if settings.insecure:
+        return [*command, "--insecure"]
+    assert settings.certs is not None
+    return [*command, "--ssl-ca-certfile", str(settings.certs / "ca.crt"),
+            "--ssl-certfile", str(settings.certs / "superlink.crt"),
+            "--ssl-keyfile", str(settings.certs / "superlink.key"), "--enable-supernode-auth"]
+
+
+def write_connection(settings: SuperLinkSettings) -> Path:
+    """The Flower configuration `flwr run . claimpt` reads (with FLWR_HOME=<state>/flwr-home)."""
+    settings.flwr_home.mkdir(parents=True, exist_ok=True)
+    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
+             f"address = {json.dumps(settings.address)}"]
+    if settings.insecure:
+        lines.append("insecure = true")
+    else:
+        assert settings.certs is not None
+        lines.append(f"root-certificates = {json.dumps(str((settings.certs / 'ca.crt').resolve()))}")
+    path = settings.flwr_home / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def server_environment(settings: SuperLinkSettings) -> dict[str, str]:
+    extra = {"FLWR_HOME": str(settings.flwr_home.resolve())}
+    if settings.certs is not None and not settings.insecure:
+        extra[SIGNING_KEY_ENV] = str((settings.certs / "signing.key").resolve())
+    return flower_environment(extra)
+
+
+def start_superlink(settings: SuperLinkSettings, *, timeout: float = 60.0) -> subprocess.Popen:
+    """Start the SuperLink in its own process group and wait until it listens."""
+    settings.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if settings.insecure:
+        log.warning("starting the SuperLink WITHOUT TLS or SuperNode authentication (--insecure): "
+                    "anyone who can reach port %d can join and read the model; use only for local tests",
+                    settings.port)
+    else:
+        assert settings.certs is not None
+        check_certificates(settings.certs)
+    write_connection(settings)
+    process = start_group(superlink_command(settings), env=server_environment(settings),
+                          log_file=settings.state / "superlink.log")
+    wait_for_port(settings.address.rpartition(":")[0], settings.port, process=process, timeout=timeout)
+    log.info("SuperLink listening on %s:%d (log: %s)", settings.host, settings.port, settings.state / "superlink.log")
+    return process
+
+
+def register_supernode(settings: SuperLinkSettings, public_key: Path) -> str:
+    """Register a site's public key; returns its node id ("" if the key was registered before)."""
+    result = subprocess.run([executable("flwr"), "supernode", "register", str(public_key), CONNECTION,
+                             "--format", "json"], env=server_environment(settings), capture_output=True, text=True,
+                            timeout=120, check=False)
+    try:
+        reply = json.loads(result.stdout)
+    except json.JSONDecodeError as exc:
+        raise RuntimeError(f"flwr supernode register {public_key}: {result.stdout}{result.stderr}") from exc
+    if reply.get("success"):
+        return str(reply["node-id"])
+    if "already in use" in str(reply.get("error-message", "")):
+        return ""
+    raise RuntimeError(f"registering {public_key} failed: {reply.get('error-message')}")

@@ -1,0 +1,84 @@
+"""Starting and stopping Flower's own executables (SuperLink, SuperNode, `flwr`).
+
+Shared by the server and site command lines (which may not import each other): both must run
+Flower from claimpt's environment and must be able to stop everything a Flower process spawned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def executable(name: str) -> str:
+    """A Flower executable from this interpreter's environment (where claimpt is installed)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def flower_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Flower spawns `flower-superexec` and `flwr-clientapp` by name: put this environment's
+    `bin/` first on PATH so they run with the same packages as claimpt."""
+    env = {**os.environ, **(extra or {})}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def start_group(command: list[str], *, env: dict[str, str], log_file: Path | None = None) -> subprocess.Popen:
+    """Start `command` as the leader of a new process group, so that `stop_group` also reaches the
+    `flower-superexec` and app processes it spawns (they outlive a plain SIGTERM to the parent)."""
+    output = open(log_file, "ab") if log_file is not None else None
+    try:
+        return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT if output else None,
+                                start_new_session=True)
+    finally:
+        if output is not None:
+            output.close()
+
+
+def stop_group(process: subprocess.Popen, *, grace_seconds: float = 15.0) -> None:
+    """SIGTERM the whole group, then SIGKILL whatever is left after `grace_seconds`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline and _group_alive(process.pid):
+            process.poll()
+            time.sleep(0.2)
+        if not _group_alive(process.pid):
+            break
+    process.poll()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wait_for_port(host: str, port: int, *, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Return once `host:port` accepts connections; raise if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{Path(process.args[0]).name} exited with code {process.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")

@@ -1,0 +1,166 @@
+"""The site operator's commands: pseudonymisation (`site prepare`) and fine-tuning only on a
+checkpoint whose hashes and server signature verify (`site finetune`)."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from typer.testing import CliRunner
+
+from client.prepare import prepare_site
+from client.pseudonymise import load_or_create_key, pseudonyms
+from shared_model.checkpoint import save_checkpoint
+from shared_model.config import ClaimTransformerConfig
+from shared_model.data import read_meds
+from shared_model.model import PretrainingModel
+from shared_model.tasks import training_vocabulary
+from simulations.cli import app
+
+runner = CliRunner()
+
+
+def raw_id_pattern(ids: np.ndarray) -> re.Pattern[bytes]:
+    return re.compile(rb"(?<![0-9])(" + b"|".join(str(int(i)).encode() for i in ids) + rb")(?![0-9])")
+
+
+def files_mentioning(root: Path, ids: np.ndarray) -> list[str]:
+    """Every file under `root` holding a raw id: integer columns of parquet files, text elsewhere."""
+    pattern, wanted, hits = raw_id_pattern(ids), set(int(i) for i in ids), []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            for name in table.column_names:
+                column = table.column(name)
+                if str(column.type) in ("int64", "int32") and wanted & set(column.to_numpy().tolist()):
+                    hits.append(f"{path}:{name}")
+        elif pattern.search(path.read_bytes()):
+            hits.append(str(path))
+    return hits
+
+
+def test_pseudonyms_are_stable_under_one_key_and_differ_under_another(tmp_path: Path) -> None:
+    ids = np.array([5, 17, 17, 100040131, 2**40], dtype=np.int64)
+    key = load_or_create_key(tmp_path / "keys" / "site.key")
+    assert stat.S_IMODE((tmp_path / "keys" / "site.key").stat().st_mode) == 0o600
+    first, again = pseudonyms(ids, key), pseudonyms(ids, load_or_create_key(tmp_path / "keys" / "site.key"))
+    np.testing.assert_array_equal(first, again)
+    assert first[1] == first[2] and len(set(first.tolist())) == 4 and (first >= 0).all()
+    assert not set(first.tolist()) & set(ids.tolist())
+    other = pseudonyms(ids, load_or_create_key(tmp_path / "other.key"))
+    assert not set(other.tolist()) & set(first.tolist())
+
+
+def test_prepare_pseudonymises_everything_and_keeps_the_data(fed_sites: list[Path], tmp_path: Path) -> None:
+    raw = read_meds(fed_sites[1])
+    out, key = tmp_path / "prepared", tmp_path / "secrets" / "site-2.key"
+    result = runner.invoke(app, ["-v", "site", "prepare", "--raw", str(fed_sites[1]), "--out", str(out),
+                                 "--key-file", str(key)])
+    assert result.exit_code == 0, result.output
+    assert "INFO prepared" in result.output  # the debug log is part of what is checked below
+    prepared = read_meds(out)
+    assert len(prepared.events) == len(raw.events) and len(prepared.splits) == len(raw.splits)
+    assert prepared.splits["split"].value_counts().to_dict() == raw.splits["split"].value_counts().to_dict()
+    for task, labels in raw.labels.items():
+        assert prepared.labels[task]["boolean_value"].sum() == labels["boolean_value"].sum()
+    # the same patient keeps the same events, split and labels under the new id
+    mapping = dict(zip(raw.splits["subject_id"], pseudonyms(raw.splits["subject_id"].to_numpy(),
+                                                            load_or_create_key(key)), strict=True))
+    sample = int(raw.splits["subject_id"].iloc[7])
+    def history(events, subject):
+        rows = events[events["subject_id"] == subject]
+        return list(zip(rows["time"].astype("string").fillna("static"), rows["code"].astype(str), strict=True))
+
+    assert history(prepared.events, mapping[sample]) == history(raw.events, sample) != []
+    raw_ids = raw.splits["subject_id"].to_numpy()
+    assert files_mentioning(out, raw_ids) == []
+    assert not raw_id_pattern(raw_ids).search(result.output.encode())
+    # the check itself finds raw ids where they are
+    assert files_mentioning(fed_sites[1], raw_ids)
+
+
+def test_prepare_refuses_a_key_other_users_can_read(fed_sites: list[Path], tmp_path: Path) -> None:
+    key = tmp_path / "site.key"
+    load_or_create_key(key)
+    key.chmod(0o644)
+    result = runner.invoke(app, ["site", "prepare", "--raw", str(fed_sites[2]), "--out", str(tmp_path / "out"),
+                                 "--key-file", str(key)])
+    assert result.exit_code == 2 and "chmod 600" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def signed_checkpoint(fed_sites: list[Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(checkpoint signed by the server key, the server's public key, another key's private key)."""
+    root = tmp_path_factory.mktemp("signed")
+    keys = {}
+    for name in ("server", "other"):
+        private = ed25519.Ed25519PrivateKey.generate()
+        keys[name] = private
+        (root / f"{name}.pub").write_bytes(private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    vocabulary = training_vocabulary([read_meds(p) for p in fed_sites])
+    config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16,
+                                    patient_dim=16, ffn_dim=16)
+    save_checkpoint(root / "checkpoint", PretrainingModel(config), config, vocabulary, signer=keys["server"].sign)
+    return root / "checkpoint", root / "server.pub", root
+
+
+def _copy(checkpoint: Path, target: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(checkpoint, target))
+
+
+def _site_finetune(checkpoint: Path, public_key: Path, data: Path, out: Path):
+    return runner.invoke(app, ["site", "finetune", "--checkpoint", str(checkpoint), "--server-public-key",
+                               str(public_key), "--data", str(data), "--task", "asthma", "--train-size", "100",
+                               "--out", str(out)])
+
+
+def test_site_finetune_runs_on_a_verified_checkpoint(signed_checkpoint, fed_sites: list[Path], tmp_path: Path) -> None:
+    checkpoint, public_key, _ = signed_checkpoint
+    result = _site_finetune(checkpoint, public_key, fed_sites[0], tmp_path / "ft")
+    assert result.exit_code == 0, result.output
+    assert '"signature_verified": true' in (tmp_path / "ft" / "metrics.json").read_text()
+
+
+@pytest.mark.parametrize("victim", ["weights.npz", "vocabulary.json", "config.json", "manifest.json"])
+def test_site_finetune_refuses_a_flipped_byte(signed_checkpoint, fed_sites: list[Path], tmp_path: Path,
+                                              victim: str) -> None:
+    checkpoint, public_key, _ = signed_checkpoint
+    tampered = _copy(checkpoint, tmp_path / "tampered")
+    data = bytearray((tampered / victim).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tampered / victim).write_bytes(bytes(data))
+    result = _site_finetune(tampered, public_key, fed_sites[0], tmp_path / "ft")
+    assert result.exit_code == 2
+    expected = "manifest.sig" if victim == "manifest.json" else victim
+    assert expected in result.output and ("sha256" in result.output or "signature" in result.output)
+    assert not (tmp_path / "ft").exists()
+
+
+def test_site_finetune_refuses_a_checkpoint_signed_by_another_key(signed_checkpoint, fed_sites: list[Path],
+                                                                    tmp_path: Path) -> None:
+    checkpoint, public_key, root = signed_checkpoint
+    resigned = _copy(checkpoint, tmp_path / "resigned")
+    other = ed25519.Ed25519PrivateKey.generate()
+    (resigned / "manifest.sig").write_bytes(other.sign((resigned / "manifest.json").read_bytes()))
+    result = _site_finetune(resigned, public_key, fed_sites[0], tmp_path / "ft")
+    assert result.exit_code == 2 and "signature" in result.output and str(public_key) in result.output
+    (resigned / "manifest.sig").unlink()
+    result = _site_finetune(resigned, public_key, fed_sites[0], tmp_path / "ft")
+    assert result.exit_code == 2 and "manifest.sig: missing" in result.output
+
+
+def test_site_finetune_requires_the_server_key(signed_checkpoint, fed_sites: list[Path], tmp_path: Path) -> None:
+    checkpoint, _, _ = signed_checkpoint
+    result = runner.invoke(app, ["site", "finetune", "--checkpoint", str(checkpoint), "--data", str(fed_sites[0]),
+                                 "--task", "asthma", "--out", str(tmp_path / "ft")])
+    assert result.exit_code == 2 and "--server-public-key" in result.output
