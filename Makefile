@@ -9,7 +9,7 @@ EXPERIMENT_DIR ?= runs
 EXPERIMENT_PATIENTS ?= 20000
 SEED ?= 0
 
-.PHONY: install demo test test-fast bench experiment experiment-claim-pt experiment-fed-vs-central clean
+.PHONY: install demo test test-deployment bench experiment experiment-claim-pt experiment-fed-vs-central clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ demo: install
 
 test: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+# Only the real SuperLink/SuperNode tests (also part of `make test`: about 3 minutes on 2 cores).
+test-deployment: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m deployment
 
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/claimpt bench --out $(BENCH_DIR) --seed $(SEED) --scale 1000000 --federated 20000

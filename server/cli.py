@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -42,12 +43,9 @@ def start(
             raise FileNotFoundError(f"{key}: no such public key file")
     process = start_superlink(settings)
 
-    def stop(signum: int, _frame: object) -> None:
-        log.info("received %s: stopping the SuperLink", signal.Signals(signum).name)
-        stop_group(process)
-        raise typer.Exit(0)
-
-    signal.signal(signal.SIGTERM, stop)
+    # SIGTERM (systemd, docker stop) stops the SuperLink like Ctrl-C; the handler only interrupts
+    # process.wait(), so the SuperLink is reaped and stopped below, outside the handler.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         for key in keys:
             node_id = register_supernode(settings, key)
@@ -55,9 +53,10 @@ def start(
         typer.echo(f"SuperLink ready on {settings.host}:{settings.port}. Submit a run from the app directory with:\n"
                    f"  FLWR_HOME={settings.flwr_home.resolve()} flwr run . claimpt "
                    "--run-config \"num-server-rounds=10 run-dir='/path/on/this/server'\" --stream")
+        sys.stdout.flush()
         process.wait()
     except KeyboardInterrupt:
-        log.info("stopping the SuperLink")
+        log.info("stopping the SuperLink (%s)", settings.state / "superlink.log")
     finally:
         stop_group(process)
     if process.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL, None):

@@ -25,7 +25,7 @@ CERT_FILES = ("ca.crt", "superlink.crt", "superlink.key", "signing.key")
 class SuperLinkSettings:
     """Where the SuperLink listens, its credentials (`claimpt certs` output) and its state."""
 
-    state: Path  # receives superlink.db, the SuperLink log and the `flwr` connection config (flwr-home/)
+    state: Path  # receives superlink.db, superlink.log, superlink.pid and the `flwr` connection (flwr-home/)
     certs: Path | None = None
     host: str = "0.0.0.0"
     port: int = 9092
@@ -100,6 +100,7 @@ def start_superlink(settings: SuperLinkSettings, *, timeout: float = 60.0) -> su
     write_connection(settings)
     process = start_group(superlink_command(settings), env=server_environment(settings),
                           log_file=settings.state / "superlink.log")
+    (settings.state / "superlink.pid").write_text(f"{process.pid}\n")  # its process group, for operators
     wait_for_port(settings.address.rpartition(":")[0], settings.port, process=process, timeout=timeout)
     log.info("SuperLink listening on %s:%d (log: %s)", settings.host, settings.port, settings.state / "superlink.log")
     return process

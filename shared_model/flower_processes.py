@@ -44,20 +44,24 @@ def start_group(command: list[str], *, env: dict[str, str], log_file: Path | Non
             output.close()
 
 
-def stop_group(process: subprocess.Popen, *, grace_seconds: float = 15.0) -> None:
-    """SIGTERM the whole group, then SIGKILL whatever is left after `grace_seconds`."""
+def stop_group(process: subprocess.Popen | int, *, grace_seconds: float = 15.0) -> None:
+    """SIGTERM the whole group (a Popen started by `start_group`, or a process group id), then
+    SIGKILL whatever is left after `grace_seconds`; return once the group is gone."""
+    pgid = process.pid if isinstance(process, subprocess.Popen) else process
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(process.pid, sig)
+            os.killpg(pgid, sig)
         except ProcessLookupError:
             break
         deadline = time.monotonic() + grace_seconds
-        while time.monotonic() < deadline and _group_alive(process.pid):
-            process.poll()
+        while time.monotonic() < deadline and _group_alive(pgid):
+            if isinstance(process, subprocess.Popen):
+                process.poll()  # reap our own child, or it stays a zombie member of the group
             time.sleep(0.2)
-        if not _group_alive(process.pid):
+        if not _group_alive(pgid):
             break
-    process.poll()
+    if isinstance(process, subprocess.Popen):
+        process.poll()
 
 
 def _group_alive(pgid: int) -> bool:

@@ -1,0 +1,221 @@
+"""A real deployment on 127.0.0.1: `claimpt server start` (flower-superlink with TLS and SuperNode
+authentication), two `claimpt site join` SuperNodes with their own pseudonymised data and keys,
+a 2-round federated pretraining submitted with `flwr run`, and a signed checkpoint a site
+verifies before fine-tuning. Every process is started in its own process group and the whole
+group is stopped in teardown, also when a test fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client.prepare import prepare_site
+from server.certs import CertificateSettings, write_certificates
+from shared_model.checkpoint import load_checkpoint
+from shared_model.data import read_meds
+from shared_model.flower_processes import executable, flower_environment, start_group, stop_group
+from shared_model.signing import load_verifier
+from simulations.synth import synthesize
+from tests.test_site import files_mentioning
+
+pytestmark = pytest.mark.deployment
+REPO = Path(__file__).resolve().parents[1]
+CLAIMPT = str(Path(sys.executable).parent / "claimpt")
+SITES = ("site-1", "site-2")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass
+class Launcher:
+    """Starts processes in their own groups and remembers every group to stop."""
+
+    logs: Path
+    groups: list[subprocess.Popen] = field(default_factory=list)
+    extra_pgids: list[int] = field(default_factory=list)
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        process = start_group(command, env=env, log_file=self.logs / f"{name}.log")
+        self.groups.append(process)
+        return process
+
+    def log(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop_all(self) -> None:
+        for process in [*reversed(self.groups), *self.extra_pgids]:
+            stop_group(process, grace_seconds=30)
+
+
+@contextmanager
+def launched(logs: Path) -> Iterator[Launcher]:
+    launcher = Launcher(logs)
+    try:
+        yield launcher
+    finally:
+        launcher.stop_all()
+
+
+def wait_for(predicate, what: str, timeout: float, process: subprocess.Popen | None = None, log: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: process exited with {process.returncode}\n{log}")
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not after {timeout:.0f} s")
+
+
+@dataclass
+class Deployment:
+    root: Path
+    certs: Path
+    state: Path
+    port: int
+    prepared: dict[str, Path]
+    raw_ids: np.ndarray
+    launcher: Launcher
+
+    @property
+    def flwr_env(self) -> dict[str, str]:
+        return flower_environment({"FLWR_HOME": str(self.state / "flwr-home")})
+
+    def nodes(self) -> list[dict]:
+        result = subprocess.run([executable("flwr"), "supernode", "list", "claimpt", "--format", "json"],
+                                env=self.flwr_env, capture_output=True, text=True, timeout=60, check=False)
+        try:
+            return json.loads(result.stdout).get("nodes", [])
+        except json.JSONDecodeError:
+            return []
+
+    def join(self, name: str, key: Path, data: Path, *, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+        home = self.root / "homes" / name
+        home.mkdir(parents=True, exist_ok=True)
+        command = [CLAIMPT, "site", "join", "--superlink", f"127.0.0.1:{self.port}", "--ca", str(self.certs / "ca.crt"),
+                   "--key", str(key), "--data", str(data), "--runtime-port", str(free_port()), *extra]
+        return self.launcher.start(name, command, flower_environment({"FLWR_HOME": str(home)}))
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp("deployment")
+    certs = write_certificates(root / "certs", CertificateSettings(hosts=("localhost", "127.0.0.1"),
+                                                                   sites=(*SITES, "unregistered")))
+    raw_sites = synthesize(root / "raw", [300, 300], seed=21)
+    prepared = {site: prepare_site(raw, root / "prepared" / site, root / "keys" / f"{site}.key").out
+                for site, raw in zip(SITES, raw_sites, strict=True)}
+    raw_ids = np.concatenate([read_meds(raw).splits["subject_id"].to_numpy() for raw in raw_sites])
+    (root / "logs").mkdir()
+    with launched(root / "logs") as launcher:
+        port, state = free_port(), root / "state"
+        server = launcher.start("server", [CLAIMPT, "server", "start", "--certs", str(certs), "--state", str(state),
+                                           "--host", "127.0.0.1", "--port", str(port),
+                                           *[a for s in SITES for a in ("--site-key", str(certs / "supernodes" / f"{s}.pub"))]],
+                                flower_environment())
+        wait_for(lambda: "SuperLink ready" in launcher.log("server"), "server start", 90, server,
+                 launcher.log("server"))
+        launcher.extra_pgids.append(int((state / "superlink.pid").read_text()))
+        deployment = Deployment(root, certs, state, port, prepared, raw_ids, launcher)
+        for site in SITES:
+            deployment.join(site, certs / "supernodes" / site, prepared[site])
+        wait_for(lambda: sum(n["status"] == "online" for n in deployment.nodes()) == 2, "two SuperNodes online", 90)
+        yield deployment
+
+
+def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: Deployment) -> None:
+    run_dir = deployment.root / "run"
+    result = subprocess.run(
+        [executable("flwr"), "run", str(REPO), "claimpt", "--stream", "--run-config",
+         f"num-server-rounds=2 min-available-clients=2 batch-size=32 d-model=32 ffn-dim=32 run-dir='{run_dir}'"],
+        cwd=REPO, env=deployment.flwr_env, capture_output=True, text=True, timeout=600, check=False)
+    (deployment.root / "logs" / "flwr-run.log").write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout + result.stderr
+    verify = load_verifier(deployment.certs / "signing.pub")
+    checkpoint = load_checkpoint(run_dir / "checkpoint", verify_signature=verify)
+    assert checkpoint.manifest["round"] == 2 and checkpoint.manifest["mode"] == "federated"
+    for server_round in (1, 2):
+        load_checkpoint(run_dir / "checkpoints" / f"round-{server_round:03d}", verify_signature=verify)
+    rounds = (run_dir / "rounds.csv").read_text().splitlines()
+    assert [line.split(",")[:3] for line in rounds[1:]] == [["1", "2", "0"], ["2", "2", "0"]]
+
+    finetune = subprocess.run(
+        [CLAIMPT, "site", "finetune", "--checkpoint", str(run_dir / "checkpoint"), "--server-public-key",
+         str(deployment.certs / "signing.pub"), "--data", str(deployment.prepared["site-1"]), "--task", "asthma",
+         "--train-size", "100", "--out", str(deployment.root / "finetune-site-1")],
+        env=flower_environment(), capture_output=True, text=True, timeout=300, check=False)
+    (deployment.root / "logs" / "finetune.log").write_text(finetune.stdout + finetune.stderr)
+    assert finetune.returncode == 0, finetune.stderr
+    assert json.loads((deployment.root / "finetune-site-1" / "metrics.json").read_text())["signature_verified"]
+
+
+def test_raw_ids_appear_in_no_output_or_log(deployment: Deployment) -> None:
+    searched = [deployment.root / name for name in ("prepared", "state", "logs", "homes", "run", "finetune-site-1")]
+    assert all(path.exists() for path in searched[:4])
+    for path in searched:
+        if path.exists():
+            assert files_mentioning(path, deployment.raw_ids) == [], path
+    assert files_mentioning(deployment.root / "raw", deployment.raw_ids)  # the check finds raw ids where they are
+
+
+def test_an_unregistered_node_key_is_refused(deployment: Deployment) -> None:
+    before = {n["node-id"] for n in deployment.nodes()}
+    rogue = deployment.join("unregistered", deployment.certs / "supernodes" / "unregistered",
+                            deployment.prepared["site-1"], extra=("--max-retries", "1"))
+    wait_for(lambda: rogue.poll() is not None, "unregistered SuperNode gives up", 120)
+    assert rogue.returncode != 0
+    assert "Failed to activate SuperNode" in deployment.launcher.log("unregistered")
+    assert {n["node-id"] for n in deployment.nodes()} == before
+
+
+def test_a_supernode_without_the_ca_certificate_cannot_connect(deployment: Deployment) -> None:
+    command = [executable("flower-supernode"), "--superlink", f"127.0.0.1:{deployment.port}",
+               "--auth-supernode-private-key", str(deployment.certs / "supernodes" / "site-1"),
+               "--port", str(free_port()), "--max-retries", "1",
+               "--node-config", f"data-path='{deployment.prepared['site-1']}'"]
+    process = deployment.launcher.start("no-ca", command, flower_environment(
+        {"FLWR_HOME": str(deployment.root / "homes" / "no-ca")}))
+    wait_for(lambda: process.poll() is not None, "SuperNode without the CA gives up", 120)
+    assert process.returncode != 0
+    assert "CERTIFICATE_VERIFY_FAILED" in deployment.launcher.log("no-ca")
+
+
+def test_teardown_stops_every_process_also_after_a_failure(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with pytest.raises(RuntimeError, match="a failing test"):
+        with launched(tmp_path) as launcher:
+            server = launcher.start("server", [CLAIMPT, "server", "start", "--insecure", "--state", str(state),
+                                               "--host", "127.0.0.1", "--port", str(free_port())],
+                                    flower_environment())
+            wait_for(lambda: "SuperLink ready" in launcher.log("server"), "server start", 90, server,
+                     launcher.log("server"))
+            superlink = int((state / "superlink.pid").read_text())
+            launcher.extra_pgids.append(superlink)
+            assert group_alive(server.pid) and group_alive(superlink)
+            raise RuntimeError("a failing test")
+    assert not group_alive(server.pid) and not group_alive(superlink)
+    assert "WITHOUT TLS" in (tmp_path / "server.log").read_text()
