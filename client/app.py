@@ -21,6 +21,7 @@ from shared_model.config import ClaimTransformerConfig
 from shared_model.run_config import FederatedRunConfig
 
 log = logging.getLogger(__name__)
+OPTIMIZER_STATE = "local-optimizer-state"
 
 
 def site_of(context: Context, settings: FederatedRunConfig) -> tuple[str, str]:
@@ -70,10 +71,15 @@ def make_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
         if adversary is not None and adversary.kind == "labelflip":
             samples = {**samples, "train": flip_labels(samples["train"], rng)}
         global_weights = msg.content["arrays"].to_numpy_ndarrays()
+        keep = settings.client_optimizer == "keep"
+        stored = context.state.array_records.get(OPTIMIZER_STATE) if keep else None
         result = train_locally(
             global_weights, model_config, samples, epochs=int(config.get("local-epochs", settings.local_epochs)),
             batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=settings.seed,
-            server_round=server_round, key=site_key(site), proximal_mu=float(config.get("proximal-mu", 0.0)))
+            server_round=server_round, key=site_key(site), proximal_mu=float(config.get("proximal-mu", 0.0)),
+            optimizer_state=stored.to_numpy_ndarrays() if stored is not None else None)
+        if keep and result.optimizer_state is not None:
+            context.state[OPTIMIZER_STATE] = ArrayRecord(result.optimizer_state)  # node-local, never sent
         weights = result.weights
         if adversary is not None:
             log.warning("%s misbehaves in round %d: %s", site, server_round, adversary.kind)

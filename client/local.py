@@ -65,6 +65,7 @@ class LocalResult:
     weights: list[np.ndarray]
     num_examples: int
     metrics: dict[str, float]
+    optimizer_state: list[np.ndarray] | None = None  # stays on the site (Flower's context.state)
 
 
 @functools.lru_cache(maxsize=1)
@@ -77,22 +78,35 @@ def _compiled_model(config_json: str, learning_rate: float) -> PretrainingModel:
     return model
 
 
-def _fresh_round(model: PretrainingModel, weights: list[np.ndarray]) -> None:
-    """Global weights in, local optimizer state reset (each round starts from scratch locally)."""
+def _optimizer_slots(model: PretrainingModel) -> list:
+    """The optimizer's state variables (step count, RMSprop accumulators), built if need be."""
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    return [v for v in model.optimizer.variables if v.name != "learning_rate"]
+
+
+def _start_round(model: PretrainingModel, weights: list[np.ndarray], optimizer_state: list[np.ndarray] | None) -> None:
+    """Global weights in; the site's optimizer state from its last round, or zeros (a fresh
+    RMSprop, whose first steps are about 3x the learning rate while its averages warm up)."""
     model.set_weights(weights)
-    for variable in model.optimizer.variables:
-        if variable.name != "learning_rate":
-            variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+    slots = _optimizer_slots(model)
+    if optimizer_state is not None and [s.shape for s in optimizer_state] != [tuple(v.shape) for v in slots]:
+        log.warning("stored optimizer state does not fit the model; starting this round with a fresh optimizer")
+        optimizer_state = None
+    for index, variable in enumerate(slots):
+        value = optimizer_state[index] if optimizer_state is not None else np.zeros(variable.shape)
+        variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
 def train_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, samples: dict[str, Arrays], *,
                   epochs: int, batch_size: int, learning_rate: float, seed: int, server_round: int, key: int,
-                  proximal_mu: float = 0.0) -> LocalResult:
-    """`epochs` passes over the site's train split, starting from the global weights."""
+                  proximal_mu: float = 0.0, optimizer_state: list[np.ndarray] | None = None) -> LocalResult:
+    """`epochs` passes over the site's train split, starting from the global weights (and from
+    `optimizer_state`, this site's optimizer state after its previous round, when given)."""
     round_seed = local_seed(seed, server_round, key)
     seed_everything(round_seed)
     model = _compiled_model(config.to_json(), learning_rate)
-    _fresh_round(model, weights)
+    _start_round(model, weights, optimizer_state)
     if proximal_mu > 0 or model._proximal is not None:
         model.set_proximal_anchor(weights, proximal_mu)
     started = time.perf_counter()
@@ -102,7 +116,8 @@ def train_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, sam
     seconds = time.perf_counter() - started
     metrics = {"train-loss": float(history.history["loss"][-1]), "train-nvp-loss": float(history.history["nvp_loss"][-1]),
                "train-cp-loss": float(history.history["cp_loss"][-1]), "train-seconds": seconds}
-    return LocalResult([np.asarray(w) for w in model.get_weights()], len(samples["train"]["subject_id"]), metrics)
+    return LocalResult([np.asarray(w) for w in model.get_weights()], len(samples["train"]["subject_id"]), metrics,
+                       [np.asarray(v) for v in _optimizer_slots(model)])
 
 
 def evaluate_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, samples: dict[str, Arrays],

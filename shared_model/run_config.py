@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+CLIENT_OPTIMIZER_STATES = ("reset", "keep")
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedavgm", "fedmedian", "fedtrimmedavg", "krum", "multikrum")
 
 
@@ -19,6 +20,7 @@ class FederatedRunConfig:
     num_server_rounds: int = 3
     strategy: str = "fedavg"
     local_epochs: int = 1
+    client_optimizer: str = "reset"  # reset: fresh RMSprop state every round; keep: each site keeps its own
     batch_size: int = 100
     learning_rate: float = 1e-3
     seed: int = 0
@@ -47,6 +49,8 @@ class FederatedRunConfig:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.client_optimizer not in CLIENT_OPTIMIZER_STATES:
+            raise ValueError(f"client-optimizer must be one of {CLIENT_OPTIMIZER_STATES}, got {self.client_optimizer!r}")
         if self.num_server_rounds < 1 or self.local_epochs < 1 or self.k_anonymity < 1:
             raise ValueError("num-server-rounds, local-epochs and k-anonymity must be >= 1")
 

@@ -139,6 +139,8 @@ def pretrain_federated(
     rounds: Annotated[int, typer.Option(min=1, help="Federated training rounds.")] = 5,
     strategy: Annotated[str, typer.Option(help="fedavg, fedprox, fedadam, fedavgm, fedmedian, fedtrimmedavg, krum or multikrum.")] = "fedavg",
     local_epochs: Annotated[int, typer.Option(min=1, help="Passes over each site's training data per round.")] = 1,
+    client_optimizer: Annotated[str, typer.Option(help="reset: every site starts each round with a fresh RMSprop; keep: each site keeps its optimizer state across rounds (on the site).")] = "reset",
+    signing_key: Annotated[Path | None, typer.Option(help="Ed25519 private key (signing.key from `claimpt certs`): sign every checkpoint manifest.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the last complete round checkpoint in --out.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed (initial model and every site's local training).")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Patients per local step.")] = 100,
@@ -157,13 +159,17 @@ def pretrain_federated(
     from shared_model.run_config import FederatedRunConfig
     from simulations.federated import run_federated_simulation
 
-    settings = FederatedRunConfig(
-        num_server_rounds=rounds, strategy=strategy, local_epochs=local_epochs, batch_size=batch_size,
-        learning_rate=learning_rate, seed=seed, k_anonymity=k_anonymity, max_vocab=max_vocab,
-        min_available_clients=min_clients, proximal_mu=proximal_mu, max_norm_ratio=max_norm_ratio,
-        max_update_norm=max_update_norm, run_dir=str(out), resume=resume, adversary=adversary,
-        d_model=d_model, n_layers=layers, n_heads=heads, ffn_dim=ffn, dropout=dropout, pre_layer_norm=pre_ln,
-        time_encoding=time_encoding)
+    try:
+        settings = FederatedRunConfig(
+            num_server_rounds=rounds, strategy=strategy, local_epochs=local_epochs, client_optimizer=client_optimizer,
+            signing_key=str(signing_key or ""), batch_size=batch_size,
+            learning_rate=learning_rate, seed=seed, k_anonymity=k_anonymity, max_vocab=max_vocab,
+            min_available_clients=min_clients, proximal_mu=proximal_mu, max_norm_ratio=max_norm_ratio,
+            max_update_norm=max_update_norm, run_dir=str(out), resume=resume, adversary=adversary,
+            d_model=d_model, n_layers=layers, n_heads=heads, ffn_dim=ffn, dropout=dropout, pre_layer_norm=pre_ln,
+            time_encoding=time_encoding)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     table = run_federated_simulation(data, settings)
     typer.echo(table.to_string(index=False))
 

@@ -131,3 +131,25 @@ def _assert_counts_are_true_patient_counts(record: ConfigRecord, datasets, k: in
             assert list(record["counts"]) == [clinical[c] for c in record["codes"]]
             return
     pytest.fail("reported codes match no site's k-anonymous code counts")
+
+
+def test_kept_client_optimizer_state_stays_on_the_node_and_accumulates(fed_sites: list[Path], tmp_path: Path) -> None:
+    from client.app import OPTIMIZER_STATE
+
+    grid, _ = federate(fed_sites, tmp_path / "keep", client_optimizer="keep")
+    steps = []
+    for state in grid.states.values():
+        slots = state.array_records[OPTIMIZER_STATE].to_numpy_ndarrays()
+        steps.append(int(slots[0]))  # the optimizer's step count: two rounds of local epochs
+        assert any(np.abs(s).sum() > 0 for s in slots[1:])
+    assert len(steps) == len(fed_sites)
+    one_round, _ = federate(fed_sites, tmp_path / "one", client_optimizer="keep", num_server_rounds=1)
+    assert sorted(steps) == sorted(2 * int(s.array_records[OPTIMIZER_STATE].to_numpy_ndarrays()[0])
+                                   for s in one_round.states.values())
+    reset, _ = federate(fed_sites, tmp_path / "reset")
+    assert all(OPTIMIZER_STATE not in s.array_records for s in reset.states.values())
+    n_weights = len(load_checkpoint(tmp_path / "keep" / "checkpoint").weights)
+    for reply in grid.sent:  # replies carry the weights only, never the optimizer's slots
+        assert set(reply.content.keys()) <= {"arrays", "metrics", "vocabulary"}
+        if "arrays" in reply.content:
+            assert len(reply.content["arrays"]) == n_weights

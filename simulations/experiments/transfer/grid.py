@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shared_model.data import DataValidationError
-from shared_model.run_config import STRATEGIES
+from shared_model.run_config import CLIENT_OPTIMIZER_STATES, STRATEGIES
 from shared_model.tasks import NEXT_VISIT
 
 MODES = ("scratch", "logreg", "local", "central", "federated", "federated-loso")
@@ -40,6 +40,7 @@ class TransferConfig:
     finetune_epochs: int = 40
     pretrain_seed: int = 0
     strategy: str = "fedavg"
+    client_optimizer: str = "reset"  # federated: each site's RMSprop state reset every round, or kept
     k_anonymity: int = 11
     heatmap: bool = True
     heatmap_task: str = "asthma"
@@ -52,6 +53,8 @@ class TransferConfig:
         problems += [f"unknown task {t!r} (choose from {', '.join(TASKS)})" for t in self.tasks if t not in TASKS]
         if self.strategy not in STRATEGIES:
             problems.append(f"unknown strategy {self.strategy!r}")
+        if self.client_optimizer not in CLIENT_OPTIMIZER_STATES:
+            problems.append(f"client_optimizer must be one of {', '.join(CLIENT_OPTIMIZER_STATES)}")
         if any(size < 0 for size in self.cohort_sizes) or not self.cohort_sizes:
             problems.append("cohort_sizes must be non-empty and >= 0 (0 = all)")
         if not self.seeds or not self.modes or not self.tasks:

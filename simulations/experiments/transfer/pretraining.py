@@ -50,11 +50,14 @@ class Pretraining:
     seed: int
     strategy: str
     k_anonymity: int
+    client_optimizer: str = "reset"
 
     def key(self, fingerprints: dict[str, str]) -> str:
         content = {"kind": self.kind, "data": [fingerprints[s] for s in sorted(self.sites)], "epochs": self.epochs,
                    "seed": self.seed, "k": self.k_anonymity,
                    "strategy": self.strategy if self.kind == "federated" else None}
+        if self.kind == "federated" and self.client_optimizer != "reset":  # keeps the keys of earlier caches
+            content["client_optimizer"] = self.client_optimizer
         digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
         return f"{self.kind}-{'+'.join(self.sites)}-{digest}"
 
@@ -89,7 +92,8 @@ class CheckpointCache:
         if job.kind == "federated":
             settings = FederatedRunConfig(
                 num_server_rounds=job.epochs, local_epochs=1, seed=job.seed, k_anonymity=job.k_anonymity,
-                strategy=job.strategy, run_dir=str(run_dir), resume=(run_dir / "checkpoints").exists(),
+                strategy=job.strategy, client_optimizer=job.client_optimizer, run_dir=str(run_dir),
+                resume=(run_dir / "checkpoints").exists(),
                 min_available_clients=len(dirs))
             self.federated_runner(dirs, settings, self.parallel_clients)
         else:
