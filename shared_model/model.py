@@ -30,26 +30,55 @@ def model_inputs(config: ClaimTransformerConfig) -> dict[str, keras.KerasTensor]
 def build_encoder(config: ClaimTransformerConfig) -> keras.Model:
     """Functional encoder: outputs `patient` (B, patient_dim), `visits` (B, V, d) and
     `attention_<i>` (B, heads, 1+V, 1+V) for each layer."""
+    created: dict[str, keras.layers.Layer] = {}
+
+    def layer(name: str) -> keras.layers.Layer:
+        if name not in created:
+            created[name] = _new_layer(config, name)
+        return created[name]
+
     inputs = model_inputs(config)
-    visits = VisitEmbedding(config.vocab_size, config.d_model, config.time_encoding, name="visit_embedding")(
-        inputs["codes"], inputs["visit_type"], inputs["date_index"], inputs["days_before"], inputs["age_days"])
-    demo = DemographicToken(config.d_model, name="demographic_token")(inputs["demo"])
+    return keras.Model(inputs, encoder_forward(layer, config, inputs), name="claim_encoder")
+
+
+def _new_layer(config: ClaimTransformerConfig, name: str) -> keras.layers.Layer:
+    if name == "visit_embedding":
+        return VisitEmbedding(config.vocab_size, config.d_model, config.time_encoding, name=name)
+    if name == "demographic_token":
+        return DemographicToken(config.d_model, name=name)
+    if name == "embedding_dropout":
+        return keras.layers.Dropout(config.dropout, name=name)
+    if name.startswith("block_"):
+        return TransformerBlock(config.d_model, config.n_heads, config.ffn_dim, config.dropout,
+                                config.pre_layer_norm, name=name)
+    if name == "final_norm":
+        return keras.layers.LayerNormalization(epsilon=1e-6, name=name)
+    if name == "patient_vector":
+        return keras.layers.Dense(config.patient_dim, activation="tanh", name=name)
+    raise KeyError(name)
+
+
+def encoder_forward(layer, config: ClaimTransformerConfig, inputs: dict, *, code_gate=None, training=None) -> dict:
+    """The encoder's computation, written once: `build_encoder` runs it on symbolic inputs (with
+    `layer` creating each named layer), the attention playground runs it eagerly on a built
+    encoder's layers (`layer = encoder.get_layer`) with a `code_gate` to differentiate."""
+    visits = layer("visit_embedding")(inputs["codes"], inputs["visit_type"], inputs["date_index"],
+                                      inputs["days_before"], inputs["age_days"], code_gate=code_gate)
+    demo = layer("demographic_token")(inputs["demo"])
     x = ops.concatenate([demo, visits], axis=1)
     token_valid = ops.concatenate([ops.ones_like(inputs["visit_type"][:, :1]), inputs["visit_type"]], axis=1) > 0
     attention_mask = ops.logical_and(ops.ones_like(token_valid[:, :, None]), token_valid[:, None, :])
     if config.dropout:
-        x = keras.layers.Dropout(config.dropout, name="embedding_dropout")(x)
+        x = layer("embedding_dropout")(x, training=training)
     outputs = {}
     for i in range(config.n_layers):
-        block = TransformerBlock(config.d_model, config.n_heads, config.ffn_dim, config.dropout,
-                                 config.pre_layer_norm, name=f"block_{i}")
-        x, scores = block(x, attention_mask)
+        x, scores = layer(f"block_{i}")(x, attention_mask, training=training)
         outputs[f"attention_{i}"] = scores
     if config.pre_layer_norm:
-        x = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")(x)
-    outputs["patient"] = keras.layers.Dense(config.patient_dim, activation="tanh", name="patient_vector")(x[:, 0])
+        x = layer("final_norm")(x)
+    outputs["patient"] = layer("patient_vector")(x[:, 0])
     outputs["visits"] = x[:, 1:]
-    return keras.Model(inputs, outputs, name="claim_encoder")
+    return outputs
 
 
 class PretrainingModel(keras.Model):

@@ -1,0 +1,103 @@
+"""The attention playground's numbers: extracted weights are the transformer's attention, and
+code attributions are gradient x input on the code embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared_model.checkpoint import KIND_TASK, load_checkpoint, save_checkpoint
+from shared_model.config import ClaimTransformerConfig
+from shared_model.explain import ExplainedModel, explain, restore_model
+from shared_model.model import PretrainingModel, TaskModel, build_encoder, encoder_forward
+from shared_model.vocabulary import Vocabulary
+from tests.test_model import V, random_batch
+
+
+@pytest.fixture(scope="module")
+def two_layer() -> tuple[ClaimTransformerConfig, PretrainingModel, dict]:
+    config = ClaimTransformerConfig(vocab_size=50, n_groups=9, d_model=16, ffn_dim=16, patient_dim=16, n_heads=2,
+                                    n_layers=2)
+    model = PretrainingModel(config)
+    batch, _ = random_batch(np.random.default_rng(5), 4, config.vocab_size, config.n_groups, np.array([1, 4, 12, 30]))
+    return config, model, batch
+
+
+def manual_attention(block, x: np.ndarray, key_valid: np.ndarray) -> np.ndarray:
+    """softmax(Q K^T / sqrt(d_k)) from the layer's own query/key projections, padded keys masked."""
+    mha = block.attention
+    wq, bq = (np.asarray(w) for w in mha._query_dense.weights)
+    wk, bk = (np.asarray(w) for w in mha._key_dense.weights)
+    q = np.einsum("btd,dhk->bthk", x, wq) + bq
+    k = np.einsum("btd,dhk->bthk", x, wk) + bk
+    logits = np.einsum("bqhk,bthk->bhqt", q, k) / np.sqrt(q.shape[-1])
+    logits = np.where(key_valid[:, None, None, :], logits, -np.inf)
+    logits -= logits.max(-1, keepdims=True)
+    weights = np.exp(logits)
+    return weights / weights.sum(-1, keepdims=True)
+
+
+def test_extracted_weights_are_the_attention(two_layer) -> None:
+    config, model, batch = two_layer
+    explained = ExplainedModel(config, model.encoder, model.nvp_head, "next_visit")
+    result = explain(explained, batch)
+    encoder = model.encoder
+    x = np.concatenate([np.asarray(encoder.get_layer("demographic_token")(batch["demo"])),
+                        np.asarray(encoder.get_layer("visit_embedding")(batch["codes"], batch["visit_type"],
+                                                                        batch["date_index"], batch["days_before"],
+                                                                        batch["age_days"]))], axis=1)
+    key_valid = np.concatenate([np.ones((4, 1), bool), batch["visit_type"] > 0], axis=1)
+    mask = key_valid[:, None, :] & np.ones((4, V + 1, 1), bool)
+    for layer in range(config.n_layers):
+        block = encoder.get_layer(f"block_{layer}")
+        expected = manual_attention(block, x, key_valid)
+        np.testing.assert_allclose(result.attention[layer], expected, atol=1e-5)
+        assert np.abs(result.attention[layer] * ~key_valid[:, None, None, :]).max() == 0.0
+        np.testing.assert_allclose(result.attention[layer].sum(-1), 1.0, atol=1e-5)
+        x = np.asarray(block(x, mask)[0])
+    # a patient with one real visit: the demographic token and that visit share all the weight
+    assert np.count_nonzero(result.attention[0][0, 0, 0]) == 2
+
+
+def test_code_attribution_is_gradient_times_input(two_layer) -> None:
+    config, model, batch = two_layer
+    explained = ExplainedModel(config, model.encoder, model.nvp_head, "next_visit")
+    result = explain(explained, batch, output_index=3)
+    assert np.all(result.code_attribution[batch["codes"] == 0] == 0.0)
+    assert np.abs(result.code_attribution).max() > 0
+
+    def logit(gate: np.ndarray) -> np.ndarray:
+        inputs = {k: batch[k] for k in batch}
+        out = encoder_forward(model.encoder.get_layer, config, inputs, code_gate=gate.astype(np.float32))
+        return np.asarray(model.nvp_head(out["patient"]))[:, 3]
+
+    ones = np.ones(batch["codes"].shape)
+    np.testing.assert_allclose(logit(ones), result.logit, atol=1e-5)
+    slots = np.argwhere(batch["codes"] > 0)
+    for patient, visit, slot in slots[np.random.default_rng(0).choice(len(slots), 5, replace=False)]:
+        eps = 1e-2
+        up, down = ones.copy(), ones.copy()
+        up[patient, visit, slot] += eps
+        down[patient, visit, slot] -= eps
+        numeric = (logit(up)[patient] - logit(down)[patient]) / (2 * eps)
+        assert result.code_attribution[patient, visit, slot] == pytest.approx(numeric, rel=2e-2, abs=1e-4)
+
+
+def test_pretraining_and_task_checkpoints_are_explained(tmp_path: Path) -> None:
+    config = ClaimTransformerConfig(vocab_size=40, n_groups=6, d_model=16, ffn_dim=16, patient_dim=16)
+    vocabulary = Vocabulary(tuple(f"ICD10CM/A{i:02d}" for i in range(38)), tuple([20] * 38),
+                            tuple(f"ICD10CM/G{i}" for i in range(6)), tuple(i % 6 for i in range(38)))
+    batch, _ = random_batch(np.random.default_rng(2), 3, config.vocab_size, config.n_groups, np.array([3, 8, 30]))
+    save_checkpoint(tmp_path / "pre", PretrainingModel(config), config, vocabulary)
+    task_model = TaskModel(build_encoder(config), "binary", 1)
+    save_checkpoint(tmp_path / "task", task_model, config, vocabulary, kind=KIND_TASK,
+                    extra={"task": "asthma", "task_kind": "binary", "n_outputs": 1})
+    pretrained = restore_model(load_checkpoint(tmp_path / "pre"))
+    assert pretrained.task == "next_visit"
+    assert explain(pretrained, batch).output_index.max() < config.n_groups
+    task = restore_model(load_checkpoint(tmp_path / "task"))
+    result = explain(task, batch)
+    assert task.task == "asthma" and (result.output_index == 0).all()
+    np.testing.assert_allclose(result.logit, np.asarray(task_model(batch))[:, 0], atol=1e-5)
