@@ -207,9 +207,17 @@ def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
+def latest_per_subject(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One sample per subject, the one with the latest prediction day, ordered by subject id."""
+    order = np.lexsort((-arrays["prediction_day"].astype(np.int64), arrays["subject_id"]))
+    ordered = select(arrays, order)
+    first = np.r_[True, ordered["subject_id"][1:] != ordered["subject_id"][:-1]] if len(order) else np.zeros(0, bool)
+    return select(ordered, first)
+
+
 def n_samples(arrays: dict[str, np.ndarray]) -> int:
     return len(arrays["subject_id"])
 
 
 __all__ = ["FIELDS", "FIRST_CODE_ID", "Layout", "MODEL_INPUTS", "concat", "labelled_samples",
-           "next_visit_samples", "select"]
+           "latest_per_subject", "next_visit_samples", "select"]

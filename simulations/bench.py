@@ -125,6 +125,11 @@ def _markdown(report: dict[str, Any]) -> str:
                   f"all local training + evaluation {data['federated_client_compute_seconds']:.1f} s; "
                   f"`federated_round_overhead_fraction` = {data['federated_round_overhead_fraction']:.1%} "
                   "(round time spent in neither local training nor local evaluation)."]
+    if "attention_seconds" in data:
+        lines += ["", "## Attention playground", "",
+                  f"`claimpt attention` on {data['attention_patients']:,} patients of site-1 (read and tensorise the "
+                  f"site, attention and code attributions for all, PNGs for {data['attention_rendered']}), "
+                  f"faithful-default model: {data['attention_seconds']:.1f} s."]
     if "model_parameters" in data:
         lines += ["", f"Model figures: faithful Claim-PT config at the paper's sizes (49,836 codes, 3,357 groups, "
                       f"{data['model_parameters']:,} parameters), batch {data['batch_size']}, random paper-shaped "
@@ -146,7 +151,8 @@ def _markdown(report: dict[str, Any]) -> str:
 
 def run_bench(out: Path, *, patients_per_site: int, sites: int, repeats: int, seed: int,
               scale_patients: int = 0, model: bool = True, federated_patients: int = 0) -> Path:
-    from simulations.bench_model import federated_section, model_section, scale_section, tensorize_section
+    from simulations.bench_model import (attention_section, federated_section, model_section, scale_section,
+                                         tensorize_section)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,6 +160,8 @@ def run_bench(out: Path, *, patients_per_site: int, sites: int, repeats: int, se
         figures = _data_section(Path(tmp), patients_per_site, sites, repeats, seed)
         site_dirs = [Path(tmp) / "sites" / f"site-{i + 1}" for i in range(sites)]
         figures.update(tensorize_section(site_dirs, repeats))
+        if model:
+            figures.update(attention_section(site_dirs[0]))
     if model:
         figures.update(model_section(repeats, seed))
     figures["peak_rss_mb"] = peak_rss_mb()

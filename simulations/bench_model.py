@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,28 @@ def model_section(repeats: int, seed: int, patients: int = 3000) -> dict[str, An
     predict_rate: Rate = measure_rate(predict_all, repeats, "patients/s")
     return {"pretrain_patients_per_s": fit_rate.__dict__, "predict_patients_per_s": predict_rate.__dict__,
             "model_parameters": int(model.count_params()), "batch_size": PAPER_BATCH}
+
+
+def attention_section(site_dir: Path, patients: int = 1000, render: int = 20) -> dict[str, Any]:
+    """`claimpt attention` end to end on `patients` patients of one site (read, tensorise, attention
+    and attributions for all, PNGs for `render`), with a faithful-default model of random weights:
+    the cost does not depend on the weights."""
+    from shared_model.checkpoint import save_checkpoint
+    from shared_model.config import ClaimTransformerConfig
+    from shared_model.model import PretrainingModel
+    from shared_model.store import streaming_vocabulary
+    from simulations.playground import PlaygroundSettings, run_playground
+
+    vocabulary = streaming_vocabulary([site_dir])
+    config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups)
+    with tempfile.TemporaryDirectory(prefix="claimpt-attention-") as tmp:
+        save_checkpoint(Path(tmp) / "checkpoint", PretrainingModel(config), config, vocabulary)
+        started = time.perf_counter()
+        run_playground(Path(tmp) / "checkpoint", site_dir, Path(tmp) / "out",
+                       PlaygroundSettings(sample=patients, split="train", render=render))
+        seconds = time.perf_counter() - started
+    log.info("bench: attention playground on %d patients (%d rendered): %.1f s", patients, render, seconds)
+    return {"attention_patients": patients, "attention_rendered": render, "attention_seconds": round(seconds, 1)}
 
 
 def tensorize_section(site_dirs: list[Path], repeats: int) -> dict[str, Any]:

@@ -299,6 +299,52 @@ def experiment_transfer(
 
 @app.command()
 @_bad_input_exits_2
+def attention(
+    checkpoint: Annotated[Path, typer.Option(help="A pretrained or fine-tuned (task) checkpoint directory.")],
+    data: Annotated[Path, typer.Option(help="The site's MEDS directory (codes.parquet supplies code descriptions).")],
+    out: Annotated[Path, typer.Option(help="New directory: attention.html, attention-<id>.png, codes-<id>.png, patients.csv.")],
+    patient: Annotated[list[int] | None, typer.Option(help="A (pseudonymous) subject id to explain; repeatable. Default: a random sample.")] = None,
+    sample: Annotated[int, typer.Option(min=1, help="Without --patient: how many patients to explain, drawn from --split.")] = 20,
+    split: Annotated[str, typer.Option(help="Without --patient: train, tuning or held_out.")] = "held_out",
+    render: Annotated[int, typer.Option(min=0, help="Patients that get PNGs and a section in attention.html (all go to patients.csv).")] = 20,
+    group: Annotated[str, typer.Option(help="Pretrained checkpoints: explain this next-visit group's logit, e.g. ICD10CM/J45 (default: each patient's top group).")] = "",
+    server_public_key: Annotated[Path | None, typer.Option(help="Refuse the checkpoint unless its manifest signature verifies under this key.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the patient sample.")] = 0,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
+) -> None:
+    """Attention playground: per-layer, per-head attention over visits and code attributions."""
+    from shared_model.signing import load_verifier
+    from simulations.playground import PlaygroundSettings, run_playground
+
+    if split not in ("train", "tuning", "held_out"):
+        raise typer.BadParameter(f"--split must be train, tuning or held_out, got {split!r}")
+    settings = PlaygroundSettings(tuple(patient or ()), sample, split, render, seed, group)
+    verify = load_verifier(server_public_key) if server_public_key else None
+    typer.echo(f"wrote {run_playground(checkpoint, data, out, settings, verify, overwrite=force)}")
+
+
+@app.command()
+@_bad_input_exits_2
+def embed(
+    checkpoint: Annotated[Path, typer.Option(help="A pretrained or fine-tuned (task) checkpoint directory.")],
+    data: Annotated[list[Path], typer.Option("--data", help="A site's MEDS directory; repeat to compare sites.")],
+    out: Annotated[Path, typer.Option(help="New directory: embeddings.parquet (subject_id, site, split, label, e000...) and projection.png.")],
+    label: Annotated[str | None, typer.Option(help="Colour the second panel by this task's label (e.g. asthma).")] = None,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many patients per site (0: all).")] = 0,
+    server_public_key: Annotated[Path | None, typer.Option(help="Refuse the checkpoint unless its manifest signature verifies under this key.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the --limit sample and the projection.")] = 0,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
+) -> None:
+    """Export patient vectors and plot a 2-D projection (PCA, or UMAP if installed) by site and label."""
+    from shared_model.signing import load_verifier
+    from simulations.embeddings import EmbedSettings, run_embed
+
+    verify = load_verifier(server_public_key) if server_public_key else None
+    typer.echo(f"wrote {run_embed(checkpoint, data, out, EmbedSettings(label, limit, seed), verify_signature=verify, overwrite=force)}")
+
+
+@app.command()
+@_bad_input_exits_2
 def certs(
     out: Annotated[Path, typer.Option(help="New directory for ca.crt/.key, superlink.crt/.key, supernodes/<site>[.pub], signing.key/.pub (all 0600).")],
     hosts: Annotated[str, typer.Option(help="SuperLink host names and IP addresses for the certificate, separated by commas (e.g. superlink.example.org,127.0.0.1).")],

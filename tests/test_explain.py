@@ -101,3 +101,45 @@ def test_pretraining_and_task_checkpoints_are_explained(tmp_path: Path) -> None:
     result = explain(task, batch)
     assert task.task == "asthma" and (result.output_index == 0).all()
     np.testing.assert_allclose(result.logit, np.asarray(task_model(batch))[:, 0], atol=1e-5)
+
+
+def test_attention_and_embed_commands_write_their_outputs(fed_sites: list[Path], tmp_path: Path) -> None:
+    import base64
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from shared_model.data import read_meds
+    from shared_model.tasks import training_vocabulary
+    from simulations.cli import app
+
+    vocabulary = training_vocabulary([read_meds(p) for p in fed_sites])
+    config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16,
+                                    patient_dim=16, ffn_dim=16)
+    save_checkpoint(tmp_path / "ckpt", PretrainingModel(config), config, vocabulary)
+    runner = CliRunner()
+    result = runner.invoke(app, ["attention", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(fed_sites[0]),
+                                 "--out", str(tmp_path / "att"), "--sample", "6", "--render", "2"])
+    assert result.exit_code == 0, result.output
+    pngs = sorted((tmp_path / "att").glob("*.png"))
+    assert len(pngs) == 4 and len(pd.read_csv(tmp_path / "att" / "patients.csv")) == 6
+    page = (tmp_path / "att" / "attention.html").read_text()
+    for png in pngs:  # every picture is embedded, so the page stands alone
+        assert base64.b64encode(png.read_bytes()).decode() in page
+    patient = int(pd.read_csv(tmp_path / "att" / "patients.csv")["patient"].iloc[0])
+    result = runner.invoke(app, ["attention", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(fed_sites[0]),
+                                 "--out", str(tmp_path / "one"), "--patient", str(patient), "--group",
+                                 vocabulary.groups[0]])
+    assert result.exit_code == 0 and (tmp_path / "one" / f"codes-{patient}.png").exists()
+    result = runner.invoke(app, ["attention", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(fed_sites[0]),
+                                 "--out", str(tmp_path / "bad"), "--patient", "123"])
+    assert result.exit_code == 2 and "subject_id" in result.output and not (tmp_path / "bad").exists()
+
+    result = runner.invoke(app, ["embed", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(fed_sites[0]),
+                                 "--data", str(fed_sites[1]), "--label", "asthma", "--out", str(tmp_path / "emb")])
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(tmp_path / "emb" / "embeddings.parquet")
+    assert set(table["site"]) == {fed_sites[0].name, fed_sites[1].name}
+    assert table["subject_id"].is_unique and table.filter(like="e0").shape[1] == 16
+    assert set(table["subject_id"]) <= set(np.concatenate([read_meds(p).subject_ids for p in fed_sites[:2]]))
+    assert table["asthma"].sum() > 0 and (tmp_path / "emb" / "projection.png").stat().st_size > 10_000

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from simulations.html_report import embedded_png, html_page
 from simulations.experiments.transfer.grid import MODE_HELP, MODES, TransferConfig, enumerate_runs
 from simulations.experiments.transfer.plots import federated_vs_central, learning_curves, size_label, \
     transfer_heatmap
@@ -186,36 +186,24 @@ def write_markdown(path: Path, config: TransferConfig, sites: list[str], table: 
     path.write_text("\n".join(lines) + "\n")
 
 
-def _image(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(path.name)}</figcaption></figure>'
-
-
 def write_html(path: Path, config: TransferConfig, sites: list[str], table: pd.DataFrame, cells: dict[tuple, Cell],
                claims: list, text: list[str], plots: list[Path]) -> Path:
-    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Transfer experiment</title>",
-             "<style>body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "text-align:right;white-space:nowrap}th{background:#f3f3f3}img{max-width:100%}.pass{color:#1a7f37}.fail{color:#cf222e}"
-             "figure{margin:1.5em 0}figcaption{color:#666;font-size:12px}</style></head><body>",
-             "<h1>Cross-institution transfer experiment</h1>", f"<p>{html.escape(_intro(config, sites))}</p>",
-             "<h2>Checks</h2><ul>"]
+    parts = [f"<p>{html.escape(_intro(config, sites))}</p>", "<h2>Checks</h2><ul>"]
     for claim, ok, detail in claims:
         css, word = ("pass", "PASS") if ok else ("fail", "FAIL") if ok is not None else ("", "n/a")
         parts.append(f"<li><b class='{css}'>{word}</b> {html.escape(claim)} ({html.escape(detail)})</li>")
     parts += ["</ul><h2>Reading</h2><ul>", *[f"<li>{html.escape(t)}</li>" for t in text], "</ul>"]
     for task in config.tasks:
-        parts += [f"<h2>{html.escape(task)}</h2>", _image(path.parent / f"learning_curve_{task}.png"),
+        parts += [f"<h2>{html.escape(task)}</h2>", embedded_png(path.parent / f"learning_curve_{task}.png"),
                   f"<h3>Held-out {html.escape(primary_metric(task))} by pretraining mode (mean [95% CI])</h3>",
                   mode_tables(table, task).to_html(index=False, classes="results", border=0),
                   "<h3>Paired differences (95% CI)</h3>",
                   difference_table(cells, config, sites, task).to_html(index=False, classes="differences", border=0)]
     for plot in plots:
         if not plot.name.startswith("learning_curve_"):
-            parts.append(_image(plot))
+            parts.append(embedded_png(plot))
     parts += ["<h2>Modes</h2><ul>",
               *[f"<li><code>{m}</code>: {html.escape(MODE_HELP[m])}</li>" for m in (*config.modes, "other-site")],
-              "</ul><h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(config.to_dict(), indent=2))}</pre>",
-              "</body></html>"]
-    path.write_text("\n".join(parts))
+              "</ul><h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(config.to_dict(), indent=2))}</pre>"]
+    path.write_text(html_page("Cross-institution transfer experiment", parts))
     return path
