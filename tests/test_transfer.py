@@ -100,3 +100,19 @@ def test_weighted_metrics_match_scikit_learn() -> None:
                               weighted_average_precision(labels, scores, weights), strict=True):
         assert auroc == pytest.approx(roc_auc_score(labels, scores, sample_weight=row))
         assert ap == pytest.approx(average_precision_score(labels, scores, sample_weight=row))
+
+
+def test_pretraining_cache_key_follows_every_federated_setting() -> None:
+    from simulations.experiments.transfer.pretraining import Pretraining
+
+    prints = {"site-1": "a", "site-2": "b"}
+    base = Pretraining("federated", ("site-1", "site-2"), 6, 0, "fedavg", 11)
+    keys = {base.key(prints),
+            Pretraining("federated", ("site-1", "site-2"), 6, 0, "fedavg", 11, client_optimizer="keep").key(prints),
+            Pretraining("federated", ("site-1", "site-2"), 6, 0, "fedavg", 11, federated_batch_size=34).key(prints),
+            Pretraining("federated", ("site-1", "site-2"), 6, 1, "fedavg", 11).key(prints)}
+    assert len(keys) == 4
+    # central pretraining ignores the federated settings: one cached checkpoint serves every grid
+    central = {Pretraining("central", ("site-1", "site-2"), 6, 0, strategy, 11, federated_batch_size=size).key(prints)
+               for strategy in ("fedavg", "fedprox") for size in (100, 34)}
+    assert len(central) == 1

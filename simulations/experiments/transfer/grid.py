@@ -41,6 +41,7 @@ class TransferConfig:
     pretrain_seed: int = 0
     strategy: str = "fedavg"
     client_optimizer: str = "reset"  # federated: each site's RMSprop state reset every round, or kept
+    federated_batch_size: int = 100  # patients per local step at each site (central pretraining uses 100)
     k_anonymity: int = 11
     heatmap: bool = True
     heatmap_task: str = "asthma"
@@ -59,6 +60,8 @@ class TransferConfig:
             problems.append("cohort_sizes must be non-empty and >= 0 (0 = all)")
         if not self.seeds or not self.modes or not self.tasks:
             problems.append("modes, tasks and seeds must be non-empty")
+        if self.federated_batch_size < 1:
+            problems.append("federated_batch_size must be >= 1")
         if self.pretrain_epochs < 1 or self.finetune_epochs < 1 or self.bootstrap < 100 or self.parallel_clients < 1:
             problems.append("pretrain_epochs >= 1, finetune_epochs >= 1, bootstrap >= 100 and parallel_clients >= 1 are required")
         if self.heatmap_task not in TASKS or self.heatmap_task == NEXT_VISIT:

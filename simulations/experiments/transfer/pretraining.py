@@ -51,6 +51,7 @@ class Pretraining:
     strategy: str
     k_anonymity: int
     client_optimizer: str = "reset"
+    federated_batch_size: int = 100
 
     def key(self, fingerprints: dict[str, str]) -> str:
         content = {"kind": self.kind, "data": [fingerprints[s] for s in sorted(self.sites)], "epochs": self.epochs,
@@ -58,6 +59,8 @@ class Pretraining:
                    "strategy": self.strategy if self.kind == "federated" else None}
         if self.kind == "federated" and self.client_optimizer != "reset":  # keeps the keys of earlier caches
             content["client_optimizer"] = self.client_optimizer
+        if self.kind == "federated" and self.federated_batch_size != 100:
+            content["federated_batch_size"] = self.federated_batch_size
         digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
         return f"{self.kind}-{'+'.join(self.sites)}-{digest}"
 
@@ -92,7 +95,8 @@ class CheckpointCache:
         if job.kind == "federated":
             settings = FederatedRunConfig(
                 num_server_rounds=job.epochs, local_epochs=1, seed=job.seed, k_anonymity=job.k_anonymity,
-                strategy=job.strategy, client_optimizer=job.client_optimizer, run_dir=str(run_dir),
+                strategy=job.strategy, client_optimizer=job.client_optimizer, batch_size=job.federated_batch_size,
+                run_dir=str(run_dir),
                 resume=(run_dir / "checkpoints").exists(),
                 min_available_clients=len(dirs))
             self.federated_runner(dirs, settings, self.parallel_clients)

@@ -49,7 +49,7 @@ def pretraining_job(run: Run, config: TransferConfig) -> Pretraining | None:
         return None
     kind = "federated" if run.mode.startswith("federated") else "central"
     return Pretraining(kind, run.pretraining, config.pretrain_epochs, config.pretrain_seed, config.strategy,
-                       config.k_anonymity, config.client_optimizer)
+                       config.k_anonymity, config.client_optimizer, config.federated_batch_size)
 
 
 def _read_done(results_csv: Path) -> pd.DataFrame:
