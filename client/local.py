@@ -18,7 +18,8 @@ from shared_model.model import PretrainingModel
 from shared_model.run_config import local_seed
 from shared_model.tasks import NEXT_VISIT, task_arrays
 from shared_model.pipeline import make_dataset
-from shared_model.training import PRETRAIN_TARGETS, PretrainSettings, evaluate_nvp, fit_pretraining, seed_everything
+from shared_model.training import (PRETRAIN_TARGETS, PretrainSettings, compile_pretraining, evaluate_nvp,
+                                   fit_pretraining, seed_everything)
 from shared_model.vocabulary import Vocabulary, count_patients_per_code
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _compiled_model(config_json: str, learning_rate: float) -> PretrainingModel:
     in TF's graph state however many rounds run in one process."""
     keras.backend.clear_session()
     model = PretrainingModel(ClaimTransformerConfig.from_json(config_json))
-    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate))
+    compile_pretraining(model, learning_rate)
     return model
 
 

@@ -20,6 +20,9 @@ from shared_model.pipeline import make_dataset, total_samples
 log = logging.getLogger(__name__)
 Arrays = dict[str, np.ndarray]
 PRETRAIN_TARGETS = ("target_groups", "visit_groups")
+# Batches per compiled call: Keras' per-step Python overhead (about 10 ms on 2 cores) is paid once
+# per 10 batches. Same batches, same order, bit-identical weights; fit +30%, predict about 2x.
+STEPS_PER_EXECUTION = 10
 ADAPTATIONS = ("probe", "probe-then-finetune", "finetune")
 
 
@@ -66,8 +69,13 @@ def seed_everything(seed: int) -> None:
 def new_pretraining_model(config: ClaimTransformerConfig, seed: int, learning_rate: float = 1e-3) -> PretrainingModel:
     seed_everything(seed)
     model = PretrainingModel(config)
-    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate))
+    compile_pretraining(model, learning_rate)
     return model
+
+
+def compile_pretraining(model: PretrainingModel, learning_rate: float) -> None:
+    """The one pretraining compile (central, each federated site, the benchmark): RMSprop."""
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate), steps_per_execution=STEPS_PER_EXECUTION)
 
 
 class _Progress(keras.callbacks.Callback):
