@@ -107,9 +107,11 @@ def test_pretraining_cache_key_follows_every_federated_setting() -> None:
 
     prints = {"site-1": "a", "site-2": "b"}
     base = Pretraining("federated", ("site-1", "site-2"), 6, 0, "fedavg", 11)
+    assert base.local_batch_size == 50  # as many sequential steps per pass as central's batch of 100
+    assert Pretraining("federated", ("a", "b", "c"), 6, 0, "fedavg", 11).local_batch_size == 34
     keys = {base.key(prints),
             Pretraining("federated", ("site-1", "site-2"), 6, 0, "fedavg", 11, client_optimizer="keep").key(prints),
-            Pretraining("federated", ("site-1", "site-2"), 6, 0, "fedavg", 11, federated_batch_size=34).key(prints),
+            Pretraining("federated", ("site-1", "site-2"), 6, 0, "fedavg", 11, federated_batch_size=100).key(prints),
             Pretraining("federated", ("site-1", "site-2"), 6, 1, "fedavg", 11).key(prints)}
     assert len(keys) == 4
     # central pretraining ignores the federated settings: one cached checkpoint serves every grid

@@ -20,6 +20,7 @@ from shared_model.training import PretrainSettings
 from simulations.central import run_central_pretraining
 
 log = logging.getLogger(__name__)
+CENTRAL_BATCH_SIZE = PretrainSettings().batch_size  # Claim-PT: 100
 FederatedRunner = Callable[[list[Path], FederatedRunConfig, int], pd.DataFrame]
 
 
@@ -51,7 +52,11 @@ class Pretraining:
     strategy: str
     k_anonymity: int
     client_optimizer: str = "reset"
-    federated_batch_size: int = 100
+    federated_batch_size: int = 0  # 0: ceil(central batch / sites), as many sequential steps as central
+
+    @property
+    def local_batch_size(self) -> int:
+        return self.federated_batch_size or -(-CENTRAL_BATCH_SIZE // len(self.sites))
 
     def key(self, fingerprints: dict[str, str]) -> str:
         content = {"kind": self.kind, "data": [fingerprints[s] for s in sorted(self.sites)], "epochs": self.epochs,
@@ -59,8 +64,8 @@ class Pretraining:
                    "strategy": self.strategy if self.kind == "federated" else None}
         if self.kind == "federated" and self.client_optimizer != "reset":  # keeps the keys of earlier caches
             content["client_optimizer"] = self.client_optimizer
-        if self.kind == "federated" and self.federated_batch_size != 100:
-            content["federated_batch_size"] = self.federated_batch_size
+        if self.kind == "federated" and self.local_batch_size != CENTRAL_BATCH_SIZE:
+            content["federated_batch_size"] = self.local_batch_size
         digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
         return f"{self.kind}-{'+'.join(self.sites)}-{digest}"
 
@@ -95,7 +100,7 @@ class CheckpointCache:
         if job.kind == "federated":
             settings = FederatedRunConfig(
                 num_server_rounds=job.epochs, local_epochs=1, seed=job.seed, k_anonymity=job.k_anonymity,
-                strategy=job.strategy, client_optimizer=job.client_optimizer, batch_size=job.federated_batch_size,
+                strategy=job.strategy, client_optimizer=job.client_optimizer, batch_size=job.local_batch_size,
                 run_dir=str(run_dir),
                 resume=(run_dir / "checkpoints").exists(),
                 min_available_clients=len(dirs))
