@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from typer.testing import CliRunner
 
-from client.prepare import prepare_site
 from client.pseudonymise import load_or_create_key, pseudonyms
 from shared_model.checkpoint import save_checkpoint
 from shared_model.config import ClaimTransformerConfig
