@@ -161,9 +161,10 @@ def run_bench(out: Path, *, patients_per_site: int, sites: int, repeats: int, se
         site_dirs = [Path(tmp) / "sites" / f"site-{i + 1}" for i in range(sites)]
         figures.update(tensorize_section(site_dirs, repeats))
         if model:
+            figures.update(model_section(repeats, seed))
+            # after the model figures: the playground's eager gradient calls slowed the timed
+            # predict loop that followed them in the same process (4,718 vs 8,157 patients/s)
             figures.update(attention_section(site_dirs[0]))
-    if model:
-        figures.update(model_section(repeats, seed))
     figures["peak_rss_mb"] = peak_rss_mb()
     if scale_patients:
         figures.update(scale_section(scale_patients, seed))
