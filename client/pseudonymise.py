@@ -9,12 +9,12 @@ import hmac
 import logging
 import os
 import secrets
-import stat
 from pathlib import Path
 
 import numpy as np
 
 from shared_model.data import DataValidationError
+from shared_model.data.paths import require_owner_only
 
 log = logging.getLogger(__name__)
 KEY_BYTES = 32
@@ -31,9 +31,7 @@ def load_or_create_key(path: str | Path) -> bytes:
             handle.write(key.hex() + "\n")
         log.info("created a new pseudonymisation key %s (keep it: other keys give other pseudonyms)", path)
         return key
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise DataValidationError(path, "a key file only its owner can read (chmod 600)", found=f"mode {mode:o}")
+    require_owner_only(path, "a key file")
     try:
         key = bytes.fromhex(path.read_text().strip())
     except ValueError:

@@ -8,11 +8,10 @@ k-anonymised code counts only.
 from __future__ import annotations
 
 import json
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared_model.data import DataValidationError
+from shared_model.data.paths import require_owner_only
 from shared_model.flower_processes import executable
 
 
@@ -41,10 +40,7 @@ def check_files(settings: SuperNodeSettings) -> None:
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
     if settings.key is not None:
-        mode = stat.S_IMODE(settings.key.stat().st_mode)
-        if mode & 0o077:
-            raise DataValidationError(settings.key, "a private key readable by its owner only (chmod 600)",
-                                      found=f"mode {mode:o}")
+        require_owner_only(settings.key, "a private key")
 
 
 def supernode_command(settings: SuperNodeSettings) -> list[str]:

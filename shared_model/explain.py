@@ -61,6 +61,8 @@ def explain(model: ExplainedModel, arrays: Arrays, *, output_index: int | None =
     """Attention and code attributions for every sample in `arrays`. The explained output is
     `output_index` when given, else each patient's highest logit (one logit for a binary task)."""
     n = len(arrays["codes"])
+    if n == 0:
+        raise ValueError("no samples to explain")
     attention: list[list[np.ndarray]] = [[] for _ in range(model.config.n_layers)]
     parts: dict[str, list[np.ndarray]] = {"attribution": [], "index": [], "logit": [], "patient": []}
     for start in range(0, n, batch_size):
@@ -81,8 +83,6 @@ def explain(model: ExplainedModel, arrays: Arrays, *, output_index: int | None =
         parts["patient"].append(outputs["patient"].numpy())
         for layer in range(model.config.n_layers):
             attention[layer].append(outputs[f"attention_{layer}"].numpy())
-    if n == 0:
-        raise ValueError("no samples to explain")
     return Explanation([np.concatenate(a) for a in attention], np.concatenate(parts["attribution"]),
                        np.concatenate(parts["index"]), np.concatenate(parts["logit"]),
                        np.concatenate(parts["patient"]))

@@ -54,17 +54,18 @@ def stop_group(process: subprocess.Popen | int, *, grace_seconds: float = 15.0) 
         except ProcessLookupError:
             break
         deadline = time.monotonic() + grace_seconds
-        while time.monotonic() < deadline and _group_alive(pgid):
+        while time.monotonic() < deadline and group_alive(pgid):
             if isinstance(process, subprocess.Popen):
                 process.poll()  # reap our own child, or it stays a zombie member of the group
             time.sleep(0.2)
-        if not _group_alive(pgid):
+        if not group_alive(pgid):
             break
     if isinstance(process, subprocess.Popen):
         process.poll()
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether any process of group `pgid` still exists (zombies count until reaped)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:

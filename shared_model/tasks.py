@@ -25,15 +25,19 @@ def split_of(dataset: MedsDataset, subject_ids: np.ndarray) -> np.ndarray:
     return splits.reindex(subject_ids).to_numpy(dtype=object)
 
 
+def task_samples(dataset: MedsDataset, task: str, vocabulary: Vocabulary, layout: Layout = Layout()) -> Arrays:
+    """Every sample of `task` ("next_visit" or a label task), whatever its subject's split."""
+    if task == NEXT_VISIT:
+        return next_visit_samples(dataset.events, vocabulary, layout)
+    if task not in dataset.labels:
+        raise KeyError(f"{dataset.root}: no labels for task {task!r} (have {sorted(dataset.labels)})")
+    return labelled_samples(dataset.events, dataset.labels[task], vocabulary, layout)
+
+
 def task_arrays(dataset: MedsDataset, task: str, vocabulary: Vocabulary, layout: Layout = Layout()
                 ) -> dict[str, Arrays]:
     """{"train": ..., "tuning": ..., "held_out": ...} samples of `task` ("next_visit" or a label task)."""
-    if task == NEXT_VISIT:
-        arrays = next_visit_samples(dataset.events, vocabulary, layout)
-    else:
-        if task not in dataset.labels:
-            raise KeyError(f"{dataset.root}: no labels for task {task!r} (have {sorted(dataset.labels)})")
-        arrays = labelled_samples(dataset.events, dataset.labels[task], vocabulary, layout)
+    arrays = task_samples(dataset, task, vocabulary, layout)
     split = split_of(dataset, arrays["subject_id"])
     return {name: select(arrays, split == name) for name in ("train", "tuning", "held_out")}
 

@@ -20,8 +20,8 @@ from shared_model.checkpoint import load_checkpoint  # noqa: E402
 from shared_model.data import DataValidationError, read_meds  # noqa: E402
 from shared_model.data.paths import atomic_directory  # noqa: E402
 from shared_model.explain import patient_vectors, restore_model  # noqa: E402
-from shared_model.tasks import NEXT_VISIT, split_of, task_arrays  # noqa: E402
-from shared_model.tensorize import concat, latest_per_subject, select  # noqa: E402
+from shared_model.tasks import NEXT_VISIT, split_of, task_samples  # noqa: E402
+from shared_model.tensorize import latest_per_subject, select  # noqa: E402
 
 log = logging.getLogger(__name__)
 PLOT_POINTS_PER_SITE = 3000
@@ -45,8 +45,7 @@ def site_embeddings(checkpoint_dir: Path, data: list[Path], settings: EmbedSetti
         if settings.label and settings.label not in dataset.labels:
             raise DataValidationError(path / "labels", f"labels for --label {settings.label}",
                                       found=sorted(dataset.labels))
-        parts = task_arrays(dataset, NEXT_VISIT, checkpoint.vocabulary)
-        arrays = latest_per_subject(concat([parts[s] for s in ("train", "tuning", "held_out")]))
+        arrays = latest_per_subject(task_samples(dataset, NEXT_VISIT, checkpoint.vocabulary))
         if settings.limit and len(arrays["subject_id"]) > settings.limit:
             rng = np.random.default_rng(settings.seed)
             arrays = select(arrays, np.sort(rng.choice(len(arrays["subject_id"]), settings.limit, replace=False)))

@@ -20,8 +20,8 @@ from shared_model.checkpoint import load_checkpoint  # noqa: E402
 from shared_model.data import DataValidationError, MedsDataset, read_meds  # noqa: E402
 from shared_model.data.paths import atomic_directory  # noqa: E402
 from shared_model.explain import ExplainedModel, Explanation, explain, restore_model  # noqa: E402
-from shared_model.tasks import split_of, task_arrays  # noqa: E402
-from shared_model.tensorize import VISIT_TYPE_IDS, concat, latest_per_subject, select  # noqa: E402
+from shared_model.tasks import split_of, task_samples  # noqa: E402
+from shared_model.tensorize import VISIT_TYPE_IDS, latest_per_subject, select  # noqa: E402
 from shared_model.vocabulary import FIRST_CODE_ID, UNK_ID  # noqa: E402
 from simulations.html_report import embedded_png, html_page  # noqa: E402
 
@@ -43,8 +43,7 @@ class PlaygroundSettings:
 def choose_samples(dataset: MedsDataset, model: ExplainedModel, vocabulary, settings: PlaygroundSettings
                    ) -> dict[str, np.ndarray]:
     """One sample per patient (the latest prediction time) for the chosen patients."""
-    parts = task_arrays(dataset, model.task, vocabulary)
-    arrays = latest_per_subject(concat([parts[s] for s in ("train", "tuning", "held_out")]))
+    arrays = latest_per_subject(task_samples(dataset, model.task, vocabulary))
     if settings.patients:
         wanted = np.asarray(settings.patients, dtype=np.int64)
         missing = np.setdiff1d(wanted, arrays["subject_id"])
@@ -61,28 +60,33 @@ def choose_samples(dataset: MedsDataset, model: ExplainedModel, vocabulary, sett
     return select(arrays, rows)
 
 
-def visit_rows(arrays: dict[str, np.ndarray], i: int, explanation: Explanation, vocabulary,
+def code_names(vocabulary) -> dict[int, str]:
+    """Code id -> code string (UNK for codes outside the vocabulary)."""
+    return {UNK_ID: "UNK", **{i + FIRST_CODE_ID: c for i, c in enumerate(vocabulary.codes)}}
+
+
+def visit_date_and_type(arrays: dict[str, np.ndarray], i: int, v: int) -> tuple[str, str]:
+    day = int(arrays["prediction_day"][i]) - int(arrays["days_before"][i, v])
+    return str(np.datetime64(day, "D")), VISIT_TYPE_NAMES.get(int(arrays["visit_type"][i, v]), "?")
+
+
+def visit_rows(arrays: dict[str, np.ndarray], i: int, explanation: Explanation, names: dict[int, str],
                descriptions: dict[str, str]) -> pd.DataFrame:
     """One row per code of patient i's real visits: date, visit type, code, description, attribution."""
-    codes = {UNK_ID: "UNK", **{i + FIRST_CODE_ID: c for i, c in enumerate(vocabulary.codes)}}
     rows = []
     for v in np.flatnonzero(arrays["visit_type"][i] > 0):
-        day = int(arrays["prediction_day"][i]) - int(arrays["days_before"][i, v])
-        date = str(np.datetime64(day, "D"))
+        date, kind = visit_date_and_type(arrays, i, v)
         for c in np.flatnonzero(arrays["codes"][i, v] > 0):
-            code = codes[int(arrays["codes"][i, v, c])]
-            rows.append({"visit": int(v), "date": date, "type": VISIT_TYPE_NAMES.get(int(arrays["visit_type"][i, v]), "?"),
-                         "code": code, "description": descriptions.get(code, ""),
+            code = names[int(arrays["codes"][i, v, c])]
+            rows.append({"visit": int(v), "date": date, "type": kind, "code": code,
+                         "description": descriptions.get(code, ""),
                          "attribution": float(explanation.code_attribution[i, v, c])})
     return pd.DataFrame(rows, columns=["visit", "date", "type", "code", "description", "attribution"])
 
 
 def token_labels(arrays: dict[str, np.ndarray], i: int) -> tuple[np.ndarray, list[str]]:
     visits = np.flatnonzero(arrays["visit_type"][i] > 0)
-    labels = ["demographics"]
-    for v in visits:
-        day = int(arrays["prediction_day"][i]) - int(arrays["days_before"][i, v])
-        labels.append(f"{np.datetime64(day, 'D')} {VISIT_TYPE_NAMES.get(int(arrays['visit_type'][i, v]), '?')}")
+    labels = ["demographics", *(" ".join(visit_date_and_type(arrays, i, v)) for v in visits)]
     return np.r_[0, visits + 1], labels
 
 
@@ -158,12 +162,13 @@ def run_playground(checkpoint_dir: Path, data: Path, out: Path, settings: Playgr
     descriptions = dict(zip(dataset.codes["code"].astype(str), dataset.codes["description"].fillna("").astype(str),
                             strict=True))
     log.info("explained %d patients with %s (%s)", len(arrays["subject_id"]), checkpoint_dir, model.task)
+    names = code_names(checkpoint.vocabulary)
+    rows = [visit_rows(arrays, i, explanation, names, descriptions) for i in range(len(arrays["subject_id"]))]
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        summary = summary_table(arrays, explanation, checkpoint.vocabulary, descriptions, model)
+        summary = summary_table(arrays, explanation, rows, checkpoint.vocabulary, model)
         summary.to_csv(tmp / "patients.csv", index=False)
-        sections = []
-        for i in range(min(settings.render, len(arrays["subject_id"]))):
-            sections.append(_patient_section(tmp, arrays, i, explanation, checkpoint.vocabulary, descriptions, model))
+        sections = [_patient_section(tmp, arrays, i, explanation, rows[i], checkpoint.vocabulary, model)
+                    for i in range(min(settings.render, len(rows)))]
         intro = [f"<p>Checkpoint <code>{html.escape(str(checkpoint_dir))}</code> ({html.escape(checkpoint.kind)}, "
                  f"{model.config.n_layers} layer(s) x {model.config.n_heads} heads); data "
                  f"<code>{html.escape(str(data))}</code>. Attention: the softmax weights of each head (rows: the "
@@ -175,10 +180,11 @@ def run_playground(checkpoint_dir: Path, data: Path, out: Path, settings: Playgr
     return out / "attention.html"
 
 
-def summary_table(arrays, explanation: Explanation, vocabulary, descriptions, model: ExplainedModel) -> pd.DataFrame:
+def summary_table(arrays, explanation: Explanation, visits_per_patient: list[pd.DataFrame], vocabulary,
+                  model: ExplainedModel) -> pd.DataFrame:
     rows = []
     for i, subject in enumerate(arrays["subject_id"]):
-        visits = visit_rows(arrays, i, explanation, vocabulary, descriptions)
+        visits = visits_per_patient[i]
         top = visits.reindex(visits["attribution"].abs().sort_values(ascending=False).index).head(3)
         rows.append({"patient": int(subject), "visits": int((arrays["visit_type"][i] > 0).sum()),
                      "explained output": output_name(model, vocabulary, int(explanation.output_index[i])),
@@ -186,14 +192,13 @@ def summary_table(arrays, explanation: Explanation, vocabulary, descriptions, mo
     return pd.DataFrame(rows)
 
 
-def _patient_section(directory: Path, arrays, i: int, explanation: Explanation, vocabulary, descriptions,
+def _patient_section(directory: Path, arrays, i: int, explanation: Explanation, rows: pd.DataFrame, vocabulary,
                      model: ExplainedModel) -> str:
     subject = int(arrays["subject_id"][i])
     target = output_name(model, vocabulary, int(explanation.output_index[i]))
     title = f"patient {subject}: {target} (logit {explanation.logit[i]:.2f})"
     tokens, labels = token_labels(arrays, i)
     attention = attention_png(directory / f"attention-{subject}.png", explanation, i, tokens, labels, title)
-    rows = visit_rows(arrays, i, explanation, vocabulary, descriptions)
     codes = codes_png(directory / f"codes-{subject}.png", rows, title)
     table = rows.to_html(index=False, border=0, float_format=lambda x: f"{x:+.3f}")
     return (f"<h2 id='p{subject}'>Patient {subject}</h2><p>{html.escape(target)}</p>"

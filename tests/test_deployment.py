@@ -7,7 +7,6 @@ group is stopped in teardown, also when a test fails."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from client.prepare import prepare_site
 from server.certs import CertificateSettings, write_certificates
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
-from shared_model.flower_processes import executable, flower_environment, start_group, stop_group
+from shared_model.flower_processes import executable, flower_environment, group_alive, start_group, stop_group
 from shared_model.signing import load_verifier
 from simulations.synth import synthesize
 from tests.test_site import files_mentioning
@@ -39,14 +38,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,13 @@ from shared_model.data.errors import DataValidationError
 
 #: Largest single input file we read (guards against oversized or hostile inputs, DESIGN 8).
 MAX_INPUT_FILE_BYTES = 8 * 1024**3
+
+
+def require_owner_only(path: Path, what: str) -> None:
+    """Refuse a secret (key file) that other users could read: it must be chmod 600."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise DataValidationError(path, f"{what} only its owner can read (chmod 600)", found=f"mode {mode:o}")
 
 
 def contained_file(root: Path, path: Path) -> Path:
