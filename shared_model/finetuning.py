@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared_model.baselines import bag_of_codes, fit_logreg
+from shared_model.baselines import bag_of_codes, fit_logreg, logreg_pipeline
 from shared_model.checkpoint import KIND_PRETRAINING, KIND_TASK, Checkpoint, assign_weights, save_checkpoint
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import MedsDataset
 from shared_model.metrics import binary_metrics, recall_at_k
 from shared_model.model import PretrainingModel, build_encoder
+from shared_model.model_selection import choose_c
 from shared_model.tasks import NEXT_VISIT, task_arrays, task_kind, task_target, training_vocabulary
 from shared_model.tensorize import select
 from shared_model.training import FinetuneSettings, finetune, predict_task, seed_everything
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 Arrays = dict[str, np.ndarray]
 MODELS = ("transformer", "logreg")
 MIN_TUNING = 100
+LOGREG_C = (0.01, 0.1, 1.0)
 
 
 @dataclass(frozen=True)
@@ -60,20 +62,18 @@ def _labels_frame(arrays: Arrays) -> pd.DataFrame:
 
 
 def logreg_scores(dataset: MedsDataset, cohort: Cohort, seed: int) -> tuple[np.ndarray, float]:
-    """Bag-of-codes logistic regression; returns held-out scores and the chosen C."""
+    """Bag-of-codes logistic regression, C chosen the same way as the transformer's probe
+    (model_selection.choose_c); returns held-out scores and the chosen C."""
     train, tuning, held_out = (_labels_frame(a) for a in (cohort.train, cohort.tuning, cohort.held_out))
     x_train, vocabulary = bag_of_codes(dataset.events, train)
     x_tuning, _ = bag_of_codes(dataset.events, tuning, vocabulary)
     x_held_out, _ = bag_of_codes(dataset.events, held_out, vocabulary)
-    if train["boolean_value"].nunique() < 2:
-        return np.full(len(held_out), float(train["boolean_value"].mean())), float("nan")
-    best = None
-    for c in (0.01, 0.1, 1.0):
-        model = fit_logreg(x_train, train["boolean_value"].to_numpy(), seed=seed, C=c)
-        auroc = binary_metrics(tuning["boolean_value"], model.predict_proba(x_tuning)[:, 1])["auroc"]
-        if best is None or (np.isfinite(auroc) and auroc > best[0]):
-            best = (auroc, c, model)
-    return best[2].predict_proba(x_held_out)[:, 1], best[1]
+    y_train = train["boolean_value"].to_numpy()
+    if len(np.unique(y_train)) < 2:
+        return np.full(len(held_out), float(y_train.mean())), float("nan")
+    c = choose_c(lambda c: logreg_pipeline(seed=seed, C=c), LOGREG_C, x_train, y_train, x_tuning,
+                 tuning["boolean_value"].to_numpy(), seed)
+    return fit_logreg(x_train, y_train, seed=seed, C=c).predict_proba(x_held_out)[:, 1], c
 
 
 @dataclass(frozen=True)

@@ -126,10 +126,7 @@ class PretrainingModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         nvp = ops.mean(multilabel_bce_from_indices(y_pred["nvp"], y["target_groups"]))
-        valid = x["visit_type"] > 0
-        visit_vectors = y_pred["visits"][valid]
-        cp_per_visit = multilabel_bce_from_indices(self.cp_head(visit_vectors), y["visit_groups"][valid])
-        cp = ops.sum(cp_per_visit) / ops.maximum(ops.cast(ops.shape(cp_per_visit)[0], cp_per_visit.dtype), 1.0)
+        cp = self.category_loss(y_pred["visits"], x["visit_type"] > 0, y["visit_groups"], static=self.jit_compile)
         self.nvp_loss.update_state(nvp)
         self.cp_loss.update_state(cp)
         loss = self.model_config.nvp_weight * nvp + self.model_config.cp_weight * cp
@@ -138,6 +135,18 @@ class PretrainingModel(keras.Model):
             distance = sum(ops.sum(ops.square(v - a)) for v, a in zip(self.trainable_variables, anchors, strict=True))
             loss = loss + mu_variable / 2 * distance
         return loss
+
+
+    def category_loss(self, visits, valid, visit_groups, *, static: bool = False):
+        """Mean CP loss over real visits. Gathering the real visits first skips the padded slots'
+        cost but gives shapes that vary by batch; `static` computes every slot and masks the
+        padded ones instead (the same value), which is what XLA needs."""
+        if static:
+            weight = ops.cast(valid, visits.dtype)
+            per_slot = multilabel_bce_from_indices(self.cp_head(visits), visit_groups)
+            return ops.sum(per_slot * weight) / ops.maximum(ops.sum(weight), 1.0)
+        per_visit = multilabel_bce_from_indices(self.cp_head(visits[valid]), visit_groups[valid])
+        return ops.sum(per_visit) / ops.maximum(ops.cast(ops.shape(per_visit)[0], per_visit.dtype), 1.0)
 
 
 class TaskModel(keras.Model):

@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from shared_model.config import ClaimTransformerConfig
 from shared_model.metrics import binary_metrics, recall_at_k
 from shared_model.model import TASK_BINARY, HeadOnly, PretrainingModel, TaskModel, layer_depths, task_loss
+from shared_model.model_selection import choose_c
 from shared_model.optimizers import GradualUnfreezing, LayerwiseAdam
 from shared_model.pipeline import make_dataset, total_samples
 
@@ -24,6 +25,7 @@ PRETRAIN_TARGETS = ("target_groups", "visit_groups")
 # per 10 batches. Same batches, same order, bit-identical weights; fit +30%, predict about 2x.
 STEPS_PER_EXECUTION = 10
 ADAPTATIONS = ("probe", "probe-then-finetune", "finetune")
+PROBE_C = (0.001, 0.01, 0.1, 1.0, 10.0)  # candidate inverse L2 strengths of the logistic probe
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class PretrainSettings:
     learning_rate: float = 1e-3
     patience: int = 2
     seed: int = 0
+    xla: bool = False  # compile the training step with XLA (compile_pretraining)
 
 
 @dataclass(frozen=True)
@@ -66,16 +69,27 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def new_pretraining_model(config: ClaimTransformerConfig, seed: int, learning_rate: float = 1e-3) -> PretrainingModel:
+def new_pretraining_model(config: ClaimTransformerConfig, seed: int, learning_rate: float = 1e-3, *,
+                          xla: bool = False) -> PretrainingModel:
     seed_everything(seed)
     model = PretrainingModel(config)
-    compile_pretraining(model, learning_rate)
+    compile_pretraining(model, learning_rate, xla=xla)
     return model
 
 
-def compile_pretraining(model: PretrainingModel, learning_rate: float) -> None:
-    """The one pretraining compile (central, each federated site, the benchmark): RMSprop."""
+def compile_pretraining(model: PretrainingModel, learning_rate: float, *, xla: bool = False) -> None:
+    """The one pretraining compile (central, each federated site, the benchmark): RMSprop.
+
+    `xla` compiles the training step with XLA, and the CP head then runs on every visit slot
+    with padding masked out (static shapes; the same loss, see PretrainingModel.compute_loss):
+    1.28x the patients/s at the paper's sizes (`claimpt bench`), but every new batch shape costs
+    ~10 s of compilation, so it pays on large data only. Keras refuses XLA while TF op
+    determinism is on, because some ops have no deterministic XLA kernel; none of this model's
+    do on CPU, and the same seed gives bit-identical weights (tests/test_model.py), so the
+    refusal is bypassed here and determinism stays on."""
     model.compile(optimizer=keras.optimizers.RMSprop(learning_rate), steps_per_execution=STEPS_PER_EXECUTION)
+    if xla:
+        model._jit_compile = True  # the Trainer.jit_compile setter would silently turn it off
 
 
 class _Progress(keras.callbacks.Callback):
@@ -119,7 +133,7 @@ def fit_pretraining(model: PretrainingModel, train: Sequence[Arrays], tuning: Se
 def pretrain(config: ClaimTransformerConfig, train: Sequence[Arrays], tuning: Sequence[Arrays] | None,
              settings: PretrainSettings = PretrainSettings(), verbose: int = 0,
              callbacks: Sequence[keras.callbacks.Callback] = ()) -> tuple[PretrainingModel, dict]:
-    model = new_pretraining_model(config, settings.seed, settings.learning_rate)
+    model = new_pretraining_model(config, settings.seed, settings.learning_rate, xla=settings.xla)
     history = fit_pretraining(model, train, tuning, settings, verbose=verbose, callbacks=callbacks)
     return model, history.history
 
@@ -186,20 +200,21 @@ def patient_vectors(encoder: keras.Model, arrays: Arrays, batch_size: int = 512)
 
 def logistic_probe(model: TaskModel, train: Arrays, tuning: Arrays, seed: int) -> float:
     """Fit the binary head as L2 logistic regression on frozen patient vectors (scikit-learn), C
-    chosen by tuning AUROC; returns that AUROC. A strong, cheap start for small cohorts."""
+    chosen by cross-validation (model_selection.choose_c); returns the tuning AUROC. A strong,
+    cheap start for small cohorts."""
     x_train, x_tuning = patient_vectors(model.encoder, train), patient_vectors(model.encoder, tuning)
-    y_train = train["label"] > 0.5
+    y_train, y_tuning = train["label"] > 0.5, tuning["label"] > 0.5
     if y_train.min() == y_train.max():
         return float("nan")
-    best = None
-    for c in (0.001, 0.01, 0.1, 1.0, 10.0):
-        probe = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(x_train, y_train)
-        auroc = binary_metrics(tuning["label"], probe.decision_function(x_tuning))["auroc"]
-        if best is None or (np.isfinite(auroc) and auroc > best[0]):
-            best = (auroc, probe)
+
+    def make_probe(c: float) -> LogisticRegression:
+        return LogisticRegression(C=c, max_iter=5000, random_state=seed)
+
+    c = choose_c(make_probe, PROBE_C, x_train, y_train, x_tuning, y_tuning, seed)
+    probe = make_probe(c).fit(x_train, y_train)
     kernel, bias = model.head.get_weights()
-    model.head.set_weights([best[1].coef_.T.astype(kernel.dtype), best[1].intercept_.astype(bias.dtype)])
-    return float(best[0])
+    model.head.set_weights([probe.coef_.T.astype(kernel.dtype), probe.intercept_.astype(bias.dtype)])
+    return float(binary_metrics(y_tuning, probe.decision_function(x_tuning))["auroc"])
 
 
 def head_probe(model: TaskModel, train: Arrays, tuning: Arrays, target: str, settings: FinetuneSettings) -> None:

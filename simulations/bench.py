@@ -117,7 +117,13 @@ def _markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Scale", "",
                   f"Tensorising {data['scale_patients']:,} patients ({data['scale_tensorize_events']:,} events) "
                   f"streaming from MEDS shards: {data['scale_tensorize_seconds']:,} s, peak RSS "
-                  f"{data['scale_tensorize_peak_rss_mb']:,.0f} MB (child process, generator excluded)."]
+                  f"{data['scale_tensorize_peak_rss_mb']:,.0f} MB (child process, generator excluded). Then one "
+                  f"pretraining epoch (faithful model at the paper's sizes, {data['scale_model_vocab_size']:,} code and "
+                  f"{data['scale_model_groups']:,} group slots for the data's {data['scale_vocab_size']:,} codes, "
+                  f"batch 100, XLA) over "
+                  f"{data['scale_epoch_samples']:,} samples streamed from the memory-mapped shards of every split: "
+                  f"{data['scale_epoch_seconds']:,} s ({data['scale_epoch_samples'] / data['scale_epoch_seconds']:,.0f} "
+                  f"patients/s), peak RSS {data['scale_epoch_peak_rss_mb']:,.0f} MB."]
     if "federated_round_seconds" in data:
         lines += ["", "## Federated round (FedAvg, 3 sites, one ClientApp at a time)", "",
                   f"{data['federated_patients_per_site']:,} patients per site: round {data['federated_round_seconds']:.1f} s "
@@ -130,6 +136,8 @@ def _markdown(report: dict[str, Any]) -> str:
                   f"`claimpt attention` on {data['attention_patients']:,} patients of site-1 (read and tensorise the "
                   f"site, attention and code attributions for all, PNGs for {data['attention_rendered']}), "
                   f"faithful-default model: {data['attention_seconds']:.1f} s."]
+    if "xla_speedup" in data:
+        lines += ["", f"Training with XLA vs without, side by side in one process: {data['xla_speedup']:.2f}x."]
     if "model_parameters" in data:
         lines += ["", f"Model figures: faithful Claim-PT config at the paper's sizes (49,836 codes, 3,357 groups, "
                       f"{data['model_parameters']:,} parameters), batch {data['batch_size']}, random paper-shaped "

@@ -47,6 +47,9 @@ def paper_shaped_arrays(n: int, seed: int, layout: Layout = Layout()) -> dict[st
 
 
 def model_section(repeats: int, seed: int, patients: int = 3000) -> dict[str, Any]:
+    """Training and inference at the paper's sizes. Training is timed with and without XLA side
+    by side (`pretrain_patients_per_s` is the faster, XLA); the warm-up repeat absorbs tracing
+    and XLA compilation."""
     from shared_model.config import ClaimTransformerConfig
     from shared_model.pipeline import make_dataset
     from shared_model.training import PRETRAIN_TARGETS, new_pretraining_model
@@ -54,22 +57,27 @@ def model_section(repeats: int, seed: int, patients: int = 3000) -> dict[str, An
 
     config = ClaimTransformerConfig(vocab_size=PAPER_VOCAB, n_groups=PAPER_GROUPS)
     arrays = paper_shaped_arrays(patients, seed)
-    model = new_pretraining_model(config, seed)
     train = make_dataset([arrays], target=PRETRAIN_TARGETS, batch_size=PAPER_BATCH, shuffle=True, seed=seed)
     predict = make_dataset([arrays], target="target_groups", batch_size=PAPER_BATCH, shuffle=False)
+    log.info("bench: paper-sized model, %d patients per timed repeat", patients)
+    rates: dict[str, Rate] = {}
+    for xla in (False, True):
+        model = new_pretraining_model(config, seed, xla=xla)
 
-    def fit_epoch() -> int:
-        model.fit(train, epochs=1, verbose=0, shuffle=False)
-        return patients
+        def fit_epoch() -> int:
+            model.fit(train, epochs=1, verbose=0, shuffle=False)
+            return patients
+
+        rates["xla" if xla else "plain"] = measure_rate(fit_epoch, repeats, "patients/s")
 
     def predict_all() -> int:
         model.predict(predict, verbose=0)
         return patients
 
-    log.info("bench: paper-sized model, %d patients per timed repeat", patients)
-    fit_rate: Rate = measure_rate(fit_epoch, repeats, "patients/s")
     predict_rate: Rate = measure_rate(predict_all, repeats, "patients/s")
-    return {"pretrain_patients_per_s": fit_rate.__dict__, "predict_patients_per_s": predict_rate.__dict__,
+    return {"pretrain_patients_per_s": rates["xla"].__dict__, "pretrain_no_xla_patients_per_s": rates["plain"].__dict__,
+            "xla_speedup": round(rates["xla"].median / rates["plain"].median, 3),
+            "predict_patients_per_s": predict_rate.__dict__,
             "model_parameters": int(model.count_params()), "batch_size": PAPER_BATCH}
 
 
@@ -110,35 +118,57 @@ def tensorize_section(site_dirs: list[Path], repeats: int) -> dict[str, Any]:
 
 
 SCALE_CHILD = """
-import json, sys, time
+import json, logging, sys, time
 from pathlib import Path
-from shared_model.store import streaming_vocabulary, tensorize_to_shards
-sites = [Path(p) for p in sys.argv[2:]]
+from shared_model.config import ClaimTransformerConfig
+from shared_model.store import open_shards, streaming_vocabulary, tensorize_to_shards
+from shared_model.training import PretrainSettings, fit_pretraining, new_pretraining_model
+from simulations.bench_model import PAPER_GROUPS, PAPER_VOCAB
+
+def peak_rss_mb():  # VmHWM, not getrusage: Linux carries the parent's peak into ru_maxrss across exec
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+store, sites = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
 start = time.perf_counter()
 vocab = streaming_vocabulary(sites)
-events = sum(tensorize_to_shards(p, vocab, Path(sys.argv[1]) / p.name)["events"] for p in sites)
-# VmHWM, not getrusage: Linux carries the parent's peak into ru_maxrss across exec
-hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"events": events, "seconds": time.perf_counter() - start,
-                  "peak_rss_mb": int(hwm.split()[1]) / 1024}))
+events = sum(tensorize_to_shards(p, vocab, store / p.name)["events"] for p in sites)
+figures = {"events": events, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
+parts = [shard for p in sites for split in ("train", "tuning", "held_out") for shard in open_shards(store / p.name, split)]
+settings = PretrainSettings(epochs=1, seed=0, xla=True)
+# the paper's table sizes (larger than the synthetic vocabulary's), so the epoch costs what it would on real claims
+config = ClaimTransformerConfig(vocab_size=max(vocab.size, PAPER_VOCAB), n_groups=max(vocab.n_groups, PAPER_GROUPS))
+model = new_pretraining_model(config, 0, xla=True)
+start = time.perf_counter()
+fit_pretraining(model, parts, None, settings, early_stopping=False)
+figures.update(epoch_samples=sum(len(p["subject_id"]) for p in parts), epoch_seconds=time.perf_counter() - start,
+               epoch_peak_rss_mb=peak_rss_mb(), vocab_size=vocab.size, model_vocab_size=config.vocab_size,
+               model_groups=config.n_groups)
+print(json.dumps(figures))
 """
 
 
 def scale_section(patients: int, seed: int) -> dict[str, Any]:
-    """Synthesise `patients` over 4 sites, then tensorise them in a child process whose peak RSS
-    is the figure (so the generator's memory does not count)."""
+    """Synthesise `patients` over 4 sites, then in a child process (whose peak RSS is the figure,
+    so the generator's memory does not count) tensorise them into shards and run one pretraining
+    epoch (XLA) streaming from the memory-mapped shards of every split: a throughput and memory
+    test at full scale, not a quality run."""
     from simulations.synth import synthesize
 
     sizes = [patients // 4 + (1 if i < patients % 4 else 0) for i in range(4)]
     with tempfile.TemporaryDirectory(prefix="claimpt-scale-") as tmp:
         log.info("bench: synthesising %d patients for the scale test", patients)
         sites = synthesize(Path(tmp) / "sites", sizes, seed)
+        log.info("bench: tensorising them and pretraining one epoch (child process; progress below)")
         result = subprocess.run([sys.executable, "-c", SCALE_CHILD, str(Path(tmp) / "tensors"), *map(str, sites)],
-                                check=True, capture_output=True, text=True)
+                                check=True, stdout=subprocess.PIPE, text=True)
         figures = json.loads(result.stdout.strip().splitlines()[-1])
     return {"scale_patients": patients, "scale_tensorize_events": figures["events"],
             "scale_tensorize_seconds": round(figures["seconds"], 1),
-            "scale_tensorize_peak_rss_mb": round(figures["peak_rss_mb"], 1)}
+            "scale_tensorize_peak_rss_mb": round(figures["peak_rss_mb"], 1),
+            "scale_epoch_samples": figures["epoch_samples"], "scale_epoch_seconds": round(figures["epoch_seconds"], 1),
+            "scale_epoch_peak_rss_mb": round(figures["epoch_peak_rss_mb"], 1), "scale_vocab_size": figures["vocab_size"],
+            "scale_model_vocab_size": figures["model_vocab_size"], "scale_model_groups": figures["model_groups"]}
 
 
 def federated_section(patients_per_site: int, seed: int, rounds: int = 3) -> dict[str, Any]:

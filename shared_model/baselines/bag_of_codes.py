@@ -37,11 +37,14 @@ def bag_of_codes(events: pd.DataFrame, labels: pd.DataFrame, vocabulary: pd.Inde
     return matrix, vocabulary
 
 
-def fit_logreg(features: sp.csr_matrix, outcome: np.ndarray, *, seed: int = 0, C: float = 0.1) -> Pipeline:
-    """log1p counts, max-abs scaling, L2 logistic regression with balanced classes."""
-    model = make_pipeline(
+def logreg_pipeline(*, seed: int = 0, C: float = 0.1) -> Pipeline:
+    """log1p counts, max-abs scaling, L2 logistic regression with balanced classes (unfitted)."""
+    return make_pipeline(
         FunctionTransformer(np.log1p, accept_sparse=True),
         MaxAbsScaler(),
         LogisticRegression(C=C, class_weight="balanced", max_iter=2000, random_state=seed),
     )
-    return model.fit(features, outcome)
+
+
+def fit_logreg(features: sp.csr_matrix, outcome: np.ndarray, *, seed: int = 0, C: float = 0.1) -> Pipeline:
+    return logreg_pipeline(seed=seed, C=C).fit(features, outcome)
