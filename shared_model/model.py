@@ -13,11 +13,12 @@ from keras import ops
 
 from shared_model.config import ClaimTransformerConfig
 from shared_model.layers import DemographicToken, TransformerBlock, VisitEmbedding
-from shared_model.objectives import binary_bce_from_logits, multilabel_bce_from_indices
+from shared_model.objectives import binary_bce_from_logits, dense_multilabel_bce_sum, multilabel_bce_from_indices
 from shared_model.tensorize import MODEL_INPUTS
 
 TASK_BINARY = "binary"
 TASK_MULTILABEL = "multilabel"
+CP_ROW_BUCKET = 256  # real visits per batch are padded to a multiple of this for the fused CP loss
 
 
 def model_inputs(config: ClaimTransformerConfig) -> dict[str, keras.KerasTensor]:
@@ -84,8 +85,9 @@ def encoder_forward(layer, config: ClaimTransformerConfig, inputs: dict, *, code
 class PretrainingModel(keras.Model):
     """Encoder + next-visit prediction (NVP) + per-visit category prediction (CP) heads.
 
-    The CP head runs only on real (unpadded) visits and both losses use sparse targets, which
-    is the same loss as the dense all-slots masked computation at a fraction of the cost.
+    The CP head runs only on real (unpadded) visits, fused with its loss by XLA, and both losses
+    use sparse targets: the same loss as the dense all-slots masked computation at a fraction of
+    the cost (tests/test_model.py checks loss and gradients).
     """
 
     def __init__(self, config: ClaimTransformerConfig, **kwargs):
@@ -100,6 +102,8 @@ class PretrainingModel(keras.Model):
         self.cp_loss = keras.metrics.Mean(name="cp_loss")
         # FedProx state is kept out of Keras' tracking: it must never become part of model.weights
         self.__dict__["_proximal"] = None
+        # one XLA-compiled CP head + loss per model (its trace cache follows this model's shapes)
+        self.__dict__["_fused_cp_loss"] = tf.function(dense_multilabel_bce_sum, jit_compile=True)
 
     def set_proximal_anchor(self, weights: list, mu: float) -> None:
         """FedProx: add mu/2 * ||w - anchor||^2 over trainable weights to the loss.
@@ -126,7 +130,7 @@ class PretrainingModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         nvp = ops.mean(multilabel_bce_from_indices(y_pred["nvp"], y["target_groups"]))
-        cp = self.category_loss(y_pred["visits"], x["visit_type"] > 0, y["visit_groups"], static=self.jit_compile)
+        cp = self.category_loss(y_pred["visits"], x["visit_type"] > 0, y["visit_groups"])
         self.nvp_loss.update_state(nvp)
         self.cp_loss.update_state(cp)
         loss = self.model_config.nvp_weight * nvp + self.model_config.cp_weight * cp
@@ -137,16 +141,19 @@ class PretrainingModel(keras.Model):
         return loss
 
 
-    def category_loss(self, visits, valid, visit_groups, *, static: bool = False):
-        """Mean CP loss over real visits. Gathering the real visits first skips the padded slots'
-        cost but gives shapes that vary by batch; `static` computes every slot and masks the
-        padded ones instead (the same value), which is what XLA needs."""
-        if static:
-            weight = ops.cast(valid, visits.dtype)
-            per_slot = multilabel_bce_from_indices(self.cp_head(visits), visit_groups)
-            return ops.sum(per_slot * weight) / ops.maximum(ops.sum(weight), 1.0)
-        per_visit = multilabel_bce_from_indices(self.cp_head(visits[valid]), visit_groups[valid])
-        return ops.sum(per_visit) / ops.maximum(ops.cast(ops.shape(per_visit)[0], per_visit.dtype), 1.0)
+    def category_loss(self, visits, valid, visit_groups):
+        """Mean CP loss over real visits only (padded slots skip the head's cost entirely). The
+        real visits are gathered and padded with zero-weight rows to a multiple of CP_ROW_BUCKET,
+        so the XLA-fused head + loss sees a handful of shapes, not one per batch."""
+        real_visits = tf.boolean_mask(visits, valid)
+        groups = tf.boolean_mask(visit_groups, valid)
+        count = tf.shape(real_visits)[0]
+        padding = -count % CP_ROW_BUCKET
+        weight = tf.cast(tf.range(count + padding) < count, real_visits.dtype)
+        total = self._fused_cp_loss(self.cp_head.kernel.value, self.cp_head.bias.value,
+                                         tf.pad(real_visits, [[0, padding], [0, 0]]),
+                                         tf.pad(groups, [[0, padding], [0, 0]], constant_values=-1), weight)
+        return total / tf.maximum(tf.cast(count, total.dtype), 1.0)
 
 
 class TaskModel(keras.Model):

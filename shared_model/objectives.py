@@ -7,6 +7,7 @@ are gathered: identical mathematics to Keras' dense `binary_crossentropy(from_lo
 
 from __future__ import annotations
 
+import tensorflow as tf
 from keras import ops
 
 
@@ -25,3 +26,12 @@ def binary_bce_from_logits(logits, labels):
     logits = ops.reshape(logits, (-1,))
     labels = ops.cast(ops.reshape(labels, (-1,)), logits.dtype)
     return ops.softplus(logits) - labels * logits
+
+
+def dense_multilabel_bce_sum(kernel, bias, inputs, target_indices, weight):
+    """sum_i weight_i * multilabel_bce_from_indices(inputs_i @ kernel + bias, targets_i): a dense
+    head and its loss, written to be wrapped in tf.function(jit_compile=True) so XLA fuses them and
+    the (rows x groups) logits never make a round trip to memory between matmul, softplus and sum
+    (PretrainingModel.category_loss; compiled once per input shape)."""
+    logits = tf.matmul(inputs, kernel) + bias
+    return tf.reduce_sum(multilabel_bce_from_indices(logits, target_indices) * weight)

@@ -15,7 +15,7 @@ from shared_model.config import ClaimTransformerConfig
 from shared_model.metrics import binary_metrics, recall_at_k
 from shared_model.model import TASK_BINARY, HeadOnly, PretrainingModel, TaskModel, layer_depths, task_loss
 from shared_model.model_selection import choose_c
-from shared_model.optimizers import GradualUnfreezing, LayerwiseAdam
+from shared_model.optimizers import GradualUnfreezing, LayerwiseAdam, SparseRMSprop
 from shared_model.pipeline import make_dataset, total_samples
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ class PretrainSettings:
     learning_rate: float = 1e-3
     patience: int = 2
     seed: int = 0
-    xla: bool = False  # compile the training step with XLA (compile_pretraining)
 
 
 @dataclass(frozen=True)
@@ -69,27 +68,17 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def new_pretraining_model(config: ClaimTransformerConfig, seed: int, learning_rate: float = 1e-3, *,
-                          xla: bool = False) -> PretrainingModel:
+def new_pretraining_model(config: ClaimTransformerConfig, seed: int, learning_rate: float = 1e-3) -> PretrainingModel:
     seed_everything(seed)
     model = PretrainingModel(config)
-    compile_pretraining(model, learning_rate, xla=xla)
+    compile_pretraining(model, learning_rate)
     return model
 
 
-def compile_pretraining(model: PretrainingModel, learning_rate: float, *, xla: bool = False) -> None:
-    """The one pretraining compile (central, each federated site, the benchmark): RMSprop.
-
-    `xla` compiles the training step with XLA, and the CP head then runs on every visit slot
-    with padding masked out (static shapes; the same loss, see PretrainingModel.compute_loss):
-    1.28x the patients/s at the paper's sizes (`claimpt bench`), but every new batch shape costs
-    ~10 s of compilation, so it pays on large data only. Keras refuses XLA while TF op
-    determinism is on, because some ops have no deterministic XLA kernel; none of this model's
-    do on CPU, and the same seed gives bit-identical weights (tests/test_model.py), so the
-    refusal is bypassed here and determinism stays on."""
-    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate), steps_per_execution=STEPS_PER_EXECUTION)
-    if xla:
-        model._jit_compile = True  # the Trainer.jit_compile setter would silently turn it off
+def compile_pretraining(model: PretrainingModel, learning_rate: float) -> None:
+    """The one pretraining compile (central, each federated site, the benchmark): RMSprop,
+    applying the embedding's sparse gradient to the touched rows only (SparseRMSprop)."""
+    model.compile(optimizer=SparseRMSprop(learning_rate), steps_per_execution=STEPS_PER_EXECUTION)
 
 
 class _Progress(keras.callbacks.Callback):
@@ -133,7 +122,7 @@ def fit_pretraining(model: PretrainingModel, train: Sequence[Arrays], tuning: Se
 def pretrain(config: ClaimTransformerConfig, train: Sequence[Arrays], tuning: Sequence[Arrays] | None,
              settings: PretrainSettings = PretrainSettings(), verbose: int = 0,
              callbacks: Sequence[keras.callbacks.Callback] = ()) -> tuple[PretrainingModel, dict]:
-    model = new_pretraining_model(config, settings.seed, settings.learning_rate, xla=settings.xla)
+    model = new_pretraining_model(config, settings.seed, settings.learning_rate)
     history = fit_pretraining(model, train, tuning, settings, verbose=verbose, callbacks=callbacks)
     return model, history.history
 

@@ -117,8 +117,6 @@ def pretrain_central(
     min_count: Annotated[int, typer.Option(min=1, help="Keep codes seen in at least this many training patients.")] = 1,
     max_vocab: Annotated[int | None, typer.Option(help="Keep at most this many codes (most frequent first).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (initialisation and batch order).")] = 0,
-    xla: Annotated[bool, typer.Option(help="Compile the training step with XLA: ~1.3x faster per epoch at the "
-                                           "paper's sizes, ~10 s of compilation per batch shape; for large data.")] = False,
     layers: LayersOpt = 1, heads: HeadsOpt = 2, d_model: DModelOpt = 100, ffn: FfnOpt = 100,
     dropout: DropoutOpt = 0.0, pre_ln: PreLnOpt = False, time_encoding: TimeOpt = "day_of_year",
 ) -> None:
@@ -127,7 +125,7 @@ def pretrain_central(
     from simulations.central import run_central_pretraining
 
     metrics = run_central_pretraining(
-        data, out, settings=PretrainSettings(epochs, batch_size, learning_rate, patience, seed, xla),
+        data, out, settings=PretrainSettings(epochs, batch_size, learning_rate, patience, seed),
         model_options=model_options(layers, heads, d_model, ffn, dropout, pre_ln, time_encoding),
         min_count=min_count, max_vocab=max_vocab)
     typer.echo(json.dumps({k: metrics[k] for k in ("nvp_held_out", "most_frequent_groups_baseline")}, indent=2))
@@ -377,7 +375,7 @@ def bench(
     sites: Annotated[int, typer.Option(min=2, help="Number of synthetic sites.")] = 3,
     repeats: Annotated[int, typer.Option(min=1, help="Repeats per timing (median, min, max reported).")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    scale: Annotated[int, typer.Option(min=0, help="Also synthesise this many patients, tensorise them into shards and pretrain one epoch streaming from them (XLA), reporting wall times and peak RSS (0: skip).")] = 0,
+    scale: Annotated[int, typer.Option(min=0, help="Also synthesise this many patients, tensorise them into shards and pretrain one epoch streaming from them, reporting wall times and peak RSS (0: skip).")] = 0,
     model: Annotated[bool, typer.Option(help="Include the paper-sized model throughput figures.")] = True,
     federated: Annotated[int, typer.Option(min=0, help="Also time FedAvg rounds over 3 sites of this many patients (0: skip).")] = 0,
 ) -> None:
