@@ -140,7 +140,6 @@ class PretrainingModel(keras.Model):
             loss = loss + mu_variable / 2 * distance
         return loss
 
-
     def category_loss(self, visits, valid, visit_groups):
         """Mean CP loss over real visits only (padded slots skip the head's cost entirely). The
         real visits are gathered and padded with zero-weight rows to a multiple of CP_ROW_BUCKET,
@@ -151,8 +150,8 @@ class PretrainingModel(keras.Model):
         padding = -count % CP_ROW_BUCKET
         weight = tf.cast(tf.range(count + padding) < count, real_visits.dtype)
         total = self._fused_cp_loss(self.cp_head.kernel.value, self.cp_head.bias.value,
-                                         tf.pad(real_visits, [[0, padding], [0, 0]]),
-                                         tf.pad(groups, [[0, padding], [0, 0]], constant_values=-1), weight)
+                                    tf.pad(real_visits, [[0, padding], [0, 0]]),
+                                    tf.pad(groups, [[0, padding], [0, 0]], constant_values=-1), weight)
         return total / tf.maximum(tf.cast(count, total.dtype), 1.0)
 
 

@@ -6,8 +6,8 @@ training step is never starved by Python on a 2-core machine.
 
 tf.data's autotuning is off: its background model thread sleeps in growing intervals and an
 iterator's destructor waits for it, which cost up to 1.9 s at the end of every epoch (Keras
-makes one iterator per epoch): 37% of a 3,000-patient pretraining epoch, most of a small
-fine-tuning epoch. A fixed prefetch of two batches keeps the step fed just as well.
+makes one iterator per epoch): 37% of a 3,000-patient pretraining epoch, and it hit every
+small fine-tuning epoch too. A fixed prefetch of two batches keeps the step fed just as well.
 """
 
 from __future__ import annotations
