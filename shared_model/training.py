@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -81,7 +82,28 @@ def compile_pretraining(model: PretrainingModel, learning_rate: float) -> None:
     model.compile(optimizer=SparseRMSprop(learning_rate), steps_per_execution=STEPS_PER_EXECUTION)
 
 
-class _Progress(keras.callbacks.Callback):
+class Progress(keras.callbacks.Callback):
+    """Logs every epoch's metrics, and within an epoch where it stands at most every
+    `interval_seconds` (an epoch over a million patients takes ~12 minutes)."""
+
+    def __init__(self, steps_per_epoch: int | None = None, interval_seconds: float = 60.0) -> None:
+        super().__init__()
+        self.steps_per_epoch, self.interval_seconds = steps_per_epoch, interval_seconds
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.started = epoch, time.perf_counter()
+        self.last_report = self.started
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if now - self.last_report >= self.interval_seconds:
+            self.last_report = now
+            step, total = batch + 1, ""
+            if self.steps_per_epoch:  # Keras reports the last step of a 10-step execution, even past the end
+                step, total = min(step, self.steps_per_epoch), f"/{self.steps_per_epoch}"
+            log.info("epoch %d: step %d%s, %.0f s, loss %.4f", self.epoch + 1, step, total,
+                     now - self.started, (logs or {}).get("loss", float("nan")))
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())))
@@ -109,7 +131,7 @@ def fit_pretraining(model: PretrainingModel, train: Sequence[Arrays], tuning: Se
     train_data = make_dataset(train, target=PRETRAIN_TARGETS, batch_size=settings.batch_size, shuffle=True,
                               seed=settings.seed)
     val_data = None
-    callbacks = [*callbacks, _Progress()]
+    callbacks = [*callbacks, Progress(steps_per_epoch=-(-total_samples(train) // settings.batch_size))]
     if tuning and total_samples(tuning):
         val_data = make_dataset(tuning, target=PRETRAIN_TARGETS, batch_size=256, shuffle=False)
         if early_stopping:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import keras
@@ -15,7 +16,7 @@ from shared_model.config import ClaimTransformerConfig
 from shared_model.model import CP_ROW_BUCKET, PretrainingModel, TaskModel, build_encoder, layer_depths, parameter_table
 from shared_model.objectives import multilabel_bce_from_indices
 from shared_model.optimizers import LayerwiseAdam, SparseRMSprop
-from shared_model.training import compile_pretraining, new_pretraining_model
+from shared_model.training import Progress, compile_pretraining, new_pretraining_model
 from shared_model.vocabulary import Vocabulary
 
 V, C = 30, 10
@@ -155,6 +156,17 @@ def test_sparse_rmsprop_equals_keras_rmsprop_on_an_embedding(config: ClaimTransf
     for a, b in zip(sparse, stock, strict=True):
         np.testing.assert_allclose(a, b, atol=2e-5)
     assert isinstance(new_pretraining_model(config, seed=0).optimizer, SparseRMSprop)
+
+
+def test_progress_reports_within_an_epoch(config: ClaimTransformerConfig, caplog: pytest.LogCaptureFixture) -> None:
+    x, y = random_batch(np.random.default_rng(4), 30, config.vocab_size, config.n_groups, np.arange(30) % 30 + 1)
+    model = new_pretraining_model(config, seed=0)
+    with caplog.at_level(logging.INFO, logger="shared_model.training"):
+        model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(10), epochs=1, verbose=0,
+                  callbacks=[Progress(steps_per_epoch=3, interval_seconds=0.0)])
+    steps = [r.getMessage() for r in caplog.records if "step" in r.getMessage()]
+    assert steps and steps[-1].startswith("epoch 1: step 3/3")
+    assert any(r.getMessage().startswith("epoch 1: cp_loss=") for r in caplog.records)
 
 
 def test_multilabel_bce_matches_keras_for_arbitrary_targets() -> None:
