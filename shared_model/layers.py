@@ -25,13 +25,17 @@ class VisitEmbedding(keras.layers.Layer):
             self.days_before_embedding = keras.layers.Embedding(DAYS_BEFORE_BUCKETS, d_model, name="days_before_embedding")
             self.age_embedding = keras.layers.Embedding(AGE_MONTH_BUCKETS, d_model, name="age_embedding")
 
-    def call(self, codes, visit_type, date_index, days_before, age_days, code_gate=None):
+    def call(self, codes, visit_type, date_index, days_before, age_days, code_gate=None, code_vectors=None):
         """`code_gate` (B, V, C), 1 by default, scales each code's embedding: the derivative of an
-        output with respect to it is gradient x input on that code (the attention playground)."""
+        output with respect to it is gradient x input on that code (the attention playground).
+        `code_vectors` (B, V, C, d), the looked-up code embeddings when given: their gradient is
+        the embedding table's per-example gradient, row by row (DP-SGD, shared_model.privacy)."""
         present = ops.cast(codes > 0, self.compute_dtype)
         if code_gate is not None:
             present = present * ops.cast(code_gate, self.compute_dtype)
-        visits = ops.sum(self.code_embedding(codes) * ops.expand_dims(present, -1), axis=2)
+        if code_vectors is None:
+            code_vectors = self.code_embedding(codes)
+        visits = ops.sum(code_vectors * ops.expand_dims(present, -1), axis=2)
         visits = visits + self.type_embedding(visit_type)
         if self.time_encoding == "day_of_year":
             return visits + self.date_embedding(date_index)

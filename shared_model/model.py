@@ -14,6 +14,7 @@ from keras import ops
 from shared_model.config import ClaimTransformerConfig
 from shared_model.layers import DemographicToken, TransformerBlock, VisitEmbedding
 from shared_model.objectives import binary_bce_from_logits, dense_multilabel_bce_sum, multilabel_bce_from_indices
+from shared_model.privacy import DPSGD, DPSettings
 from shared_model.tensorize import MODEL_INPUTS
 
 TASK_BINARY = "binary"
@@ -59,12 +60,15 @@ def _new_layer(config: ClaimTransformerConfig, name: str) -> keras.layers.Layer:
     raise KeyError(name)
 
 
-def encoder_forward(layer, config: ClaimTransformerConfig, inputs: dict, *, code_gate=None, training=None) -> dict:
+def encoder_forward(layer, config: ClaimTransformerConfig, inputs: dict, *, code_gate=None, code_vectors=None,
+                    training=None) -> dict:
     """The encoder's computation, written once: `build_encoder` runs it on symbolic inputs (with
     `layer` creating each named layer), the attention playground runs it eagerly on a built
-    encoder's layers (`layer = encoder.get_layer`) with a `code_gate` to differentiate."""
+    encoder's layers (`layer = encoder.get_layer`) with a `code_gate` to differentiate, DP-SGD
+    with the looked-up `code_vectors` to differentiate."""
     visits = layer("visit_embedding")(inputs["codes"], inputs["visit_type"], inputs["date_index"],
-                                      inputs["days_before"], inputs["age_days"], code_gate=code_gate)
+                                      inputs["days_before"], inputs["age_days"], code_gate=code_gate,
+                                      code_vectors=code_vectors)
     demo = layer("demographic_token")(inputs["demo"])
     x = ops.concatenate([demo, visits], axis=1)
     token_valid = ops.concatenate([ops.ones_like(inputs["visit_type"][:, :1]), inputs["visit_type"]], axis=1) > 0
@@ -102,6 +106,7 @@ class PretrainingModel(keras.Model):
         self.cp_loss = keras.metrics.Mean(name="cp_loss")
         # FedProx state is kept out of Keras' tracking: it must never become part of model.weights
         self.__dict__["_proximal"] = None
+        self.__dict__["_privacy"] = None  # a DPSGD under differentially private training
         # one XLA-compiled CP head + loss per model (its trace cache follows this model's shapes)
         self.__dict__["_fused_cp_loss"] = tf.function(dense_multilabel_bce_sum, jit_compile=True)
 
@@ -118,6 +123,20 @@ class PretrainingModel(keras.Model):
         mu_variable.assign(float(mu))
         for anchor, variable in zip(anchors, self.trainable_variables, strict=True):
             anchor.assign(by_path[variable.path])
+
+    def enable_dp_sgd(self, settings: DPSettings, seed: int) -> None:
+        """Train with DP-SGD from the next compiled step on (call before fit; recompiles)."""
+        self.__dict__["_privacy"] = DPSGD(self, settings, seed)
+        self.train_function = None
+
+    def train_step(self, data):
+        if self._privacy is None:
+            return super().train_step(data)
+        x, y = data[0], data[1]
+        gradients, losses, _ = self._privacy.gradients(x, y)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        self._loss_tracker.update_state(ops.mean(losses), sample_weight=ops.shape(losses)[0])
+        return self.get_metrics_result()
 
     def call(self, inputs, training=False):
         encoded = self.encoder(inputs, training=training)
@@ -139,6 +158,17 @@ class PretrainingModel(keras.Model):
             distance = sum(ops.sum(ops.square(v - a)) for v, a in zip(self.trainable_variables, anchors, strict=True))
             loss = loss + mu_variable / 2 * distance
         return loss
+
+    def patient_loss(self, inputs: dict, targets: dict, code_vectors=None):
+        """One patient's loss (a batch axis of 1), self-contained for DP-SGD's per-patient
+        gradients: NVP + the mean CP loss over this patient's real visits."""
+        encoded = encoder_forward(self.encoder.get_layer, self.model_config, inputs, code_vectors=code_vectors,
+                                  training=True)
+        nvp = multilabel_bce_from_indices(self.nvp_head(encoded["patient"]), targets["target_groups"])[0]
+        per_visit = multilabel_bce_from_indices(self.cp_head(encoded["visits"]), targets["visit_groups"])[0]
+        valid = ops.cast(inputs["visit_type"][0] > 0, per_visit.dtype)
+        cp = ops.sum(per_visit * valid) / ops.maximum(ops.sum(valid), 1.0)
+        return self.model_config.nvp_weight * nvp + self.model_config.cp_weight * cp
 
     def category_loss(self, visits, valid, visit_groups):
         """Mean CP loss over real visits only (padded slots skip the head's cost entirely). The

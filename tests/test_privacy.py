@@ -1,0 +1,135 @@
+"""DP-SGD (per-patient clipping, Gaussian noise) and its accounting, checked against independent
+computations: a per-patient gradient loop, the Gaussian mechanism's exact privacy curve."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy.optimize import brentq
+from scipy.stats import kurtosis, norm
+
+from shared_model.config import ClaimTransformerConfig
+from shared_model.model import PretrainingModel
+from shared_model.privacy import (DPSGD, DPSettings, PrivacyBudgetExceeded, code_embedding_table, epsilon_spent,
+                                  noise_for_budget, plan_site_privacy)
+from tests.test_model import random_batch
+
+N_PATIENTS = 6
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = ClaimTransformerConfig(vocab_size=40, n_groups=12, d_model=16, ffn_dim=16, patient_dim=16, n_heads=2)
+    tf.keras.utils.set_random_seed(3)
+    model = PretrainingModel(config)
+    rng = np.random.default_rng(0)
+    inputs, targets = random_batch(rng, N_PATIENTS, config.vocab_size, config.n_groups, np.array([30, 12, 5, 1, 20, 8]))
+    inputs = {k: tf.constant(v) for k, v in inputs.items()}
+    targets = {k: tf.constant(v) for k, v in targets.items()}
+    return model, inputs, targets
+
+
+def per_patient_reference(model, inputs, targets) -> list[list[np.ndarray]]:
+    """Each patient's full gradient (embedding table included, dense), one patient at a time."""
+    out = []
+    for i in range(N_PATIENTS):
+        one_in = {k: v[i:i + 1] for k, v in inputs.items()}
+        one_target = {k: v[i:i + 1] for k, v in targets.items()}
+        with tf.GradientTape() as tape:
+            loss = model.patient_loss(one_in, one_target)
+        grads = tape.gradient(loss, model.trainable_variables)
+        out.append([tf.convert_to_tensor(g).numpy() if g is not None else np.zeros(v.shape)
+                    for g, v in zip(grads, model.trainable_variables, strict=True)])
+    return out
+
+
+def _norm(grads: list[np.ndarray]) -> float:
+    return float(np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads)))
+
+
+def test_codes_repeat_across_visits_in_the_test_batch(setup) -> None:
+    _, inputs, _ = setup  # otherwise the duplicate-aware embedding norm would go untested
+    codes = inputs["codes"].numpy().reshape(N_PATIENTS, -1)
+    assert any(len(set(row[row > 0])) < np.count_nonzero(row) for row in codes)
+
+
+def test_per_patient_norms_and_clipping_match_a_per_patient_loop(setup) -> None:
+    model, inputs, targets = setup
+    reference = per_patient_reference(model, inputs, targets)
+    norms = np.array([_norm(g) for g in reference])
+    clip = float(np.median(norms))  # half the patients are clipped, half are not
+    settings = DPSettings(clip_norm=clip, noise_multiplier=0.0, expected_batch_size=4.0)
+    gradients, _, got_norms = DPSGD(model, settings, seed=0).gradients(inputs, targets)
+    np.testing.assert_allclose(got_norms.numpy(), norms, rtol=1e-4)
+    expected = [sum(min(1.0, clip / n) * g[j] for g, n in zip(reference, norms, strict=True)) / 4.0
+                for j in range(len(model.trainable_variables))]
+    for got, want in zip(gradients, expected, strict=True):
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+
+
+def test_every_patients_contribution_is_clipped_to_the_bound(setup) -> None:
+    model, inputs, targets = setup
+    clip = 1e-3  # far below every patient's gradient norm
+    step = DPSGD(model, DPSettings(clip, 0.0, 1.0), seed=0)
+    for i in range(N_PATIENTS):
+        one_in = {k: v[i:i + 1] for k, v in inputs.items()}
+        one_target = {k: v[i:i + 1] for k, v in targets.items()}
+        gradients, _, norms = step.gradients(one_in, one_target)
+        assert float(norms[0]) > clip
+        assert _norm([g.numpy() for g in gradients]) == pytest.approx(clip, rel=1e-4)
+
+
+def test_noise_has_the_configured_scale_on_every_coordinate(setup) -> None:
+    model, inputs, targets = setup
+    clip, multiplier, batch = 0.5, 1.3, 4.0
+    clean, _, _ = DPSGD(model, DPSettings(clip, 0.0, batch), seed=1).gradients(inputs, targets)
+    noisy, _, _ = DPSGD(model, DPSettings(clip, multiplier, batch), seed=1).gradients(inputs, targets)
+    residual = np.concatenate([(n - c).numpy().ravel() for n, c in zip(noisy, clean, strict=True)]).astype(np.float64)
+    expected = multiplier * clip / batch
+    assert residual.size > 5_000
+    tolerance = 4 * expected / math.sqrt(2 * residual.size)  # 4 standard errors of a sample std
+    assert abs(residual.std() - expected) < tolerance
+    assert abs(residual.mean()) < 4 * expected / math.sqrt(residual.size)
+    assert abs(kurtosis(residual)) < 0.2  # Gaussian, not uniform (-1.2) or Laplace (3)
+    table = code_embedding_table(model)
+    untouched = np.setdiff1d(np.arange(table.shape[0]), inputs["codes"].numpy())
+    index = [v is table for v in model.trainable_variables].index(True)
+    assert np.all((noisy[index] - clean[index]).numpy()[untouched] != 0)  # untouched rows are noised too
+
+
+def gaussian_mechanism_epsilon(mu: float, delta: float) -> float:
+    """Exact epsilon of a Gaussian mechanism with sensitivity / sigma = mu (Balle & Wang 2018,
+    Theorem 8): delta(eps) = Phi(-eps/mu + mu/2) - e^eps Phi(-eps/mu - mu/2)."""
+    def excess(eps: float) -> float:
+        return norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * norm.cdf(-eps / mu - mu / 2) - delta
+    return brentq(excess, 0.0, 100.0)
+
+
+@pytest.mark.parametrize(("sigma", "steps"), [(4.0, 10), (1.0, 1), (10.0, 300)])
+def test_accountant_matches_the_exact_gaussian_mechanism(sigma: float, steps: int) -> None:
+    # without sampling, `steps` Gaussian releases compose to one with mu = sqrt(steps) / sigma
+    delta = 1e-5
+    exact = gaussian_mechanism_epsilon(math.sqrt(steps) / sigma, delta)
+    assert epsilon_spent(1.0, sigma, steps, delta, "pld") == pytest.approx(exact, rel=0.01)
+    assert epsilon_spent(1.0, sigma, steps, delta, "rdp") >= exact  # RDP is an upper bound
+
+
+def test_sampling_amplifies_and_noise_is_calibrated_to_the_target() -> None:
+    delta = 1e-6
+    assert epsilon_spent(0.01, 1.0, 500, delta) < epsilon_spent(0.1, 1.0, 500, delta) < epsilon_spent(1.0, 1.0, 500, delta)
+    for target in (1.0, 8.0):
+        sigma = noise_for_budget(target, 0.01, 2_000, delta)
+        assert epsilon_spent(0.01, sigma, 2_000, delta) == pytest.approx(target, rel=0.01)
+    assert epsilon_spent(0.01, 0.0, 10, delta) == math.inf and noise_for_budget(math.inf, 0.01, 10, delta) == 0.0
+
+
+def test_a_site_refuses_to_train_past_its_budget() -> None:
+    plan = plan_site_privacy(5_000, 100, local_epochs=1, planned_rounds=3, target_epsilon=2.0)
+    assert plan.delta == pytest.approx(5_000 ** -1.1) and plan.steps_per_round == 50
+    spent = [plan.check_round(done) for done in range(3)]
+    assert spent[0] < spent[1] < spent[2] == pytest.approx(2.0, rel=0.01)
+    with pytest.raises(PrivacyBudgetExceeded, match="budget of 2"):
+        plan.check_round(3)
