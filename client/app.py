@@ -16,12 +16,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from client.adversary import corrupt_update, flip_labels, parse_adversaries
-from client.local import evaluate_locally, k_anonymous_code_counts, load_site, site_key, site_samples, train_locally
+from client.local import LocalPrivacy, evaluate_locally, k_anonymous_code_counts, load_site, site_key, site_samples, train_locally
 from shared_model.config import ClaimTransformerConfig
+from shared_model.privacy import PrivacyBudgetExceeded, plan_site_privacy
 from shared_model.run_config import FederatedRunConfig
 
 log = logging.getLogger(__name__)
 OPTIMIZER_STATE = "local-optimizer-state"
+DP_LEDGER = "dp-ledger"
 
 
 def site_of(context: Context, settings: FederatedRunConfig) -> tuple[str, str]:
@@ -36,6 +38,29 @@ def site_of(context: Context, settings: FederatedRunConfig) -> tuple[str, str]:
     if partition >= len(paths):
         raise ValueError(f"partition-id {partition} has no site in data-paths ({len(paths)} given)")
     return paths[partition], Path(paths[partition]).name
+
+
+def site_privacy(context: Context, settings: FederatedRunConfig, train: dict[str, np.ndarray], server_round: int,
+                 local_epochs: int) -> tuple[LocalPrivacy | None, int]:
+    """This round's record-level DP, and how many private rounds the site has already trained.
+
+    The budget is the site's own when its node config sets `max-epsilon` (a site that sets one
+    refuses to train without DP); otherwise the run's `dp-epsilon`. Rounds already spent are the
+    larger of the server's round number and the site's own ledger, so a server that replays round
+    numbers cannot make a site overspend."""
+    site_budget = float(context.node_config.get("max-epsilon", 0.0))
+    if settings.dp_epsilon <= 0:
+        if site_budget > 0:
+            raise PrivacyBudgetExceeded(f"this site trains only with DP-SGD (max-epsilon {site_budget:g}); "
+                                        "the run did not set dp-epsilon")
+        return None, 0
+    ledger = context.state.config_records.get(DP_LEDGER)
+    rounds_done = max(server_round - 1, int(ledger["rounds"]) if ledger is not None else 0)
+    plan = plan_site_privacy(len(train["subject_id"]), settings.batch_size, local_epochs,
+                             settings.num_server_rounds, settings.dp_epsilon, delta=settings.dp_delta,
+                             budget=site_budget or settings.dp_epsilon, accountant=settings.dp_accountant)
+    plan.check_round(rounds_done)
+    return LocalPrivacy(plan, settings.dp_clip_norm), rounds_done
 
 
 def make_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
@@ -70,21 +95,29 @@ def make_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
             raise RuntimeError(f"simulated failure of {site} in round {server_round}")
         if adversary is not None and adversary.kind == "labelflip":
             samples = {**samples, "train": flip_labels(samples["train"], rng)}
+        local_epochs = int(config.get("local-epochs", settings.local_epochs))
+        privacy, rounds_done = site_privacy(context, settings, samples["train"], server_round, local_epochs)
         global_weights = msg.content["arrays"].to_numpy_ndarrays()
         keep = settings.client_optimizer == "keep"
         stored = context.state.array_records.get(OPTIMIZER_STATE) if keep else None
         result = train_locally(
-            global_weights, model_config, samples, epochs=int(config.get("local-epochs", settings.local_epochs)),
+            global_weights, model_config, samples, epochs=local_epochs,
             batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=settings.seed,
             server_round=server_round, key=site_key(site), proximal_mu=float(config.get("proximal-mu", 0.0)),
-            optimizer_state=stored.to_numpy_ndarrays() if stored is not None else None)
+            optimizer_state=stored.to_numpy_ndarrays() if stored is not None else None, privacy=privacy)
+        privacy_metrics = {}
+        if privacy is not None:
+            context.state[DP_LEDGER] = ConfigRecord({"rounds": rounds_done + 1})  # node-local
+            privacy_metrics = {"dp-epsilon": privacy.plan.epsilon_after(rounds_done + 1), "dp-delta": privacy.plan.delta,
+                               "dp-noise-multiplier": privacy.plan.noise_multiplier}
         if keep and result.optimizer_state is not None:
             context.state[OPTIMIZER_STATE] = ArrayRecord(result.optimizer_state)  # node-local, never sent
         weights = result.weights
         if adversary is not None:
             log.warning("%s misbehaves in round %d: %s", site, server_round, adversary.kind)
             weights = corrupt_update(adversary.kind, adversary.value, global_weights, weights, rng)
-        metrics = MetricRecord({"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics})
+        metrics = MetricRecord({"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics,
+                                **privacy_metrics})
         return Message(RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics}), reply_to=msg)
 
     @app.evaluate()

@@ -15,6 +15,7 @@ import numpy as np
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import MedsDataset, read_meds
 from shared_model.model import PretrainingModel
+from shared_model.privacy import DPSettings, SitePrivacyPlan
 from shared_model.run_config import local_seed
 from shared_model.tasks import NEXT_VISIT, task_arrays
 from shared_model.pipeline import make_dataset
@@ -99,25 +100,44 @@ def _start_round(model: PretrainingModel, weights: list[np.ndarray], optimizer_s
         variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
+@dataclass(frozen=True)
+class LocalPrivacy:
+    """Record-level DP for one round of local training: the site's plan and DP-SGD's clip norm."""
+
+    plan: SitePrivacyPlan
+    clip_norm: float
+
+
 def train_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, samples: dict[str, Arrays], *,
                   epochs: int, batch_size: int, learning_rate: float, seed: int, server_round: int, key: int,
-                  proximal_mu: float = 0.0, optimizer_state: list[np.ndarray] | None = None) -> LocalResult:
+                  proximal_mu: float = 0.0, optimizer_state: list[np.ndarray] | None = None,
+                  privacy: LocalPrivacy | None = None) -> LocalResult:
     """`epochs` passes over the site's train split, starting from the global weights (and from
-    `optimizer_state`, this site's optimizer state after its previous round, when given)."""
+    `optimizer_state`, this site's optimizer state after its previous round, when given); with
+    `privacy`, DP-SGD on Poisson-sampled batches (an epoch is then 1 / q steps)."""
     round_seed = local_seed(seed, server_round, key)
     seed_everything(round_seed)
     model = _compiled_model(config.to_json(), learning_rate)
     _start_round(model, weights, optimizer_state)
     if proximal_mu > 0 or model._proximal is not None:
         model.set_proximal_anchor(weights, proximal_mu)
+    n_train = len(samples["train"]["subject_id"])
+    if privacy is not None:
+        model.enable_dp_sgd(DPSettings(privacy.clip_norm, privacy.plan.noise_multiplier,
+                                       privacy.plan.sampling_rate * n_train), seed=round_seed)
+    else:
+        model.enable_dp_sgd(None)
     started = time.perf_counter()
     history = fit_pretraining(model, [samples["train"]], None,
                               PretrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                                               seed=round_seed), early_stopping=False)
+                                               seed=round_seed), early_stopping=False,
+                              poisson_rate=privacy.plan.sampling_rate if privacy is not None else 0.0)
     seconds = time.perf_counter() - started
-    metrics = {"train-loss": float(history.history["loss"][-1]), "train-nvp-loss": float(history.history["nvp_loss"][-1]),
-               "train-cp-loss": float(history.history["cp_loss"][-1]), "train-seconds": seconds}
-    return LocalResult([np.asarray(w) for w in model.get_weights()], len(samples["train"]["subject_id"]), metrics,
+    metrics = {"train-loss": float(history.history["loss"][-1]), "train-seconds": seconds}
+    if privacy is None:  # DP-SGD's per-patient loss is not split into its two parts
+        metrics.update({"train-nvp-loss": float(history.history["nvp_loss"][-1]),
+                        "train-cp-loss": float(history.history["cp_loss"][-1])})
+    return LocalResult([np.asarray(w) for w in model.get_weights()], n_train, metrics,
                        [np.asarray(v) for v in _optimizer_slots(model)])
 
 

@@ -19,13 +19,14 @@ from server.vocabulary_round import vocabulary_round
 from shared_model.checkpoint import CheckpointError, assign_weights, load_checkpoint, save_checkpoint
 from shared_model.config import ClaimTransformerConfig
 from shared_model.model import PretrainingModel
+from shared_model.privacy import epsilon_spent
 from shared_model.run_config import FederatedRunConfig
 from shared_model.training import seed_everything
 
 log = logging.getLogger(__name__)
 STATE_FILE = "strategy_state.npz"
 ROUND_COLUMNS = ["round", "clients", "failed", "dropped", "train_loss", "eval_loss", "eval_recall@5",
-                 "eval_recall@10", "eval_recall@30", "slowest_train_seconds", "client_compute_seconds", "round_seconds"]
+                 "eval_recall@10", "eval_recall@30", "site_epsilon", "client_epsilon", "slowest_train_seconds", "client_compute_seconds", "round_seconds"]
 
 
 def round_dir(run_dir: Path, server_round: int) -> Path:
@@ -90,6 +91,8 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
                "failed": report.failed if report else 0, "dropped": len(report.dropped) if report else 0,
                "train_loss": _metric(train_metrics, "train-loss"), "eval_loss": _metric(eval_metrics, "eval-loss"),
                **{f"eval_recall@{k}": _metric(eval_metrics, f"eval-recall@{k}") for k in (5, 10, 30)},
+               "site_epsilon": report.site_epsilon if report else 0.0,
+               "client_epsilon": client_level_epsilon(settings, server_round),
                "slowest_train_seconds": report.slowest_train_seconds if report else 0.0,
                "client_compute_seconds": report.total_train_seconds + report.total_eval_seconds if report else 0.0,
                "round_seconds": time.perf_counter() - started}
@@ -101,9 +104,18 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
     return {"rounds": settings.num_server_rounds, "run_dir": str(run_dir)}
 
 
+def client_level_epsilon(settings: FederatedRunConfig, rounds: int) -> float:
+    """Client-level epsilon after `rounds` rounds of the central DP wrapper (every site takes part
+    in every round: no sampling amplification); 0 when client-level DP is off."""
+    if settings.client_dp_noise <= 0:
+        return 0.0
+    return epsilon_spent(1.0, settings.client_dp_noise, rounds, settings.client_dp_delta, settings.dp_accountant)
+
+
 def _manifest_extra(settings: FederatedRunConfig, server_round: int) -> dict[str, Any]:
     return {"mode": "federated", "round": server_round, "strategy": settings.strategy, "seed": settings.seed,
-            "local_epochs": settings.local_epochs, "k_anonymity": settings.k_anonymity}
+            "local_epochs": settings.local_epochs, "k_anonymity": settings.k_anonymity,
+            "dp_epsilon": settings.dp_epsilon, "client_dp_noise": settings.client_dp_noise}
 
 
 def _keep_rounds_before(run_dir: Path, start: int) -> None:

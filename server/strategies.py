@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum, Strategy
+from flwr.serverapp.strategy import (DifferentialPrivacyServerSideAdaptiveClipping,
+                                     DifferentialPrivacyServerSideFixedClipping, FedAdam, FedAvg, FedAvgM, FedMedian,
+                                     FedProx, FedTrimmedAvg, Krum, MultiKrum, Strategy)
 
 from server.validation import UpdateValidation
 from shared_model.run_config import FederatedRunConfig
@@ -33,15 +35,41 @@ def build_strategy(settings: FederatedRunConfig) -> UpdateValidation:
         inner = Krum(**common, num_malicious_nodes=1)
     else:
         inner = MultiKrum(**common, num_malicious_nodes=1, num_nodes_to_select=max(1, n - 1))
+    if settings.client_dp_noise > 0:
+        inner = with_client_level_dp(inner, settings)
     return UpdateValidation(inner, max_update_norm=settings.max_update_norm, max_norm_ratio=settings.max_norm_ratio,
                             min_valid=1)
+
+
+def with_client_level_dp(strategy: Strategy, settings: FederatedRunConfig) -> Strategy:
+    """Flower's central DP wrappers: every site's update is clipped to a norm bound on the server,
+    and Gaussian noise (client-dp-noise x bound / sites) is added to the aggregate. Meaningful for
+    federations of many sites (one site's participation is what is protected); the epsilon is in
+    rounds.csv (server.federation.client_level_epsilon)."""
+    n = settings.min_available_clients
+    if settings.client_dp_clipping == "fixed":
+        return DifferentialPrivacyServerSideFixedClipping(strategy, settings.client_dp_noise, settings.client_dp_clip_norm,
+                                                          num_sampled_clients=n)
+    # the clipped-count noise must exceed half the noise multiplier (Andrew et al. 2021, Thm 1);
+    # Flower's default (sites / 20) does not with a few sites
+    return DifferentialPrivacyServerSideAdaptiveClipping(
+        strategy, settings.client_dp_noise, num_sampled_clients=n, initial_clipping_norm=settings.client_dp_clip_norm,
+        clipped_count_stddev=max(n / 20, settings.client_dp_noise))
+
+
+def _optimizer_strategy(strategy: UpdateValidation) -> Strategy:
+    """The innermost strategy (under validation and DP wrappers): the one with optimizer state."""
+    inner = strategy.strategy
+    while hasattr(inner, "strategy"):
+        inner = inner.strategy
+    return inner
 
 
 def export_state(strategy: UpdateValidation) -> bytes:
     """Server-optimizer state (FedAdam moments, FedAvgM momentum) so that --resume continues exactly."""
     arrays: dict[str, np.ndarray] = {}
     for attribute in STATE_ATTRIBUTES:
-        value = getattr(strategy.strategy, attribute, None)
+        value = getattr(_optimizer_strategy(strategy), attribute, None)
         if isinstance(value, dict):
             arrays.update({f"{attribute}|{key}": np.asarray(v) for key, v in value.items()})
         elif isinstance(value, list):
@@ -57,7 +85,8 @@ def restore_state(strategy: UpdateValidation, data: bytes) -> None:
             keys = sorted(k for k in archive.files if k.startswith(f"{attribute}|"))
             if not keys:
                 continue
+            target = _optimizer_strategy(strategy)
             if attribute == "momentum_vector":
-                setattr(strategy.strategy, attribute, [archive[k] for k in keys])
+                setattr(target, attribute, [archive[k] for k in keys])
             else:
-                setattr(strategy.strategy, attribute, {k.split("|", 1)[1]: archive[k] for k in keys})
+                setattr(target, attribute, {k.split("|", 1)[1]: archive[k] for k in keys})

@@ -25,6 +25,7 @@ class RoundReport:
     slowest_train_seconds: float = 0.0
     total_train_seconds: float = 0.0
     total_eval_seconds: float = 0.0
+    site_epsilon: float = 0.0  # the largest record-level epsilon a site reported spending so far
 
 
 def _site_key(message: Message) -> float:
@@ -106,6 +107,8 @@ class UpdateValidation(Strategy):
         seconds = [float(next(iter(m.content.metric_records.values())).get("train-seconds", 0.0)) for m in valid]
         report.slowest_train_seconds = max(seconds, default=0.0)
         report.total_train_seconds = sum(seconds)
+        report.site_epsilon = max((float(next(iter(m.content.metric_records.values())).get("dp-epsilon", 0.0))
+                                   for m in valid), default=0.0)
         self.reports[server_round] = report
         if len(valid) < self.min_valid:
             log.warning("round %d: %d usable update(s), fewer than %d: the global model is kept", server_round,

@@ -124,9 +124,14 @@ class PretrainingModel(keras.Model):
         for anchor, variable in zip(anchors, self.trainable_variables, strict=True):
             anchor.assign(by_path[variable.path])
 
-    def enable_dp_sgd(self, settings: DPSettings, seed: int) -> None:
-        """Train with DP-SGD from the next compiled step on (call before fit; recompiles)."""
-        self.__dict__["_privacy"] = DPSGD(self, settings, seed)
+    def enable_dp_sgd(self, settings: DPSettings | None, seed: int = 0) -> None:
+        """Train with DP-SGD (or, with None, normally again) from the next fit on. The same
+        settings again only reseed the noise: the compiled step is kept across rounds."""
+        current = self._privacy
+        if settings is not None and current is not None and current.settings == settings:
+            current.noise.reset_from_seed(seed)
+            return
+        self.__dict__["_privacy"] = DPSGD(self, settings, seed) if settings is not None else None
         self.train_function = None
 
     def train_step(self, data):

@@ -12,6 +12,7 @@ small fine-tuning epoch too. A fixed prefetch of two batches keeps the step fed 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,8 +32,7 @@ def _dtype(name: str) -> tf.DType:
 def make_dataset(parts: Sequence[Arrays], *, target: str | tuple[str, ...], batch_size: int, shuffle: bool,
                  seed: int = 0, layout: Layout = Layout()) -> tf.data.Dataset:
     """(inputs, targets) batches; a shuffled dataset draws a new, seeded order every epoch."""
-    targets = (target,) if isinstance(target, str) else tuple(target)
-    fields = (*MODEL_INPUTS, *targets)
+    fields = (*MODEL_INPUTS, *((target,) if isinstance(target, str) else target))
     total = total_samples(parts)
 
     def load(index: np.int64) -> list[np.ndarray]:
@@ -51,12 +51,42 @@ def make_dataset(parts: Sequence[Arrays], *, target: str | tuple[str, ...], batc
     if shuffle:
         data = data.shuffle(min(max(total, 1), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size).apply(tf.data.experimental.assert_cardinality(-(-total // batch_size)))
+    return _finish(data, target)
+
+
+def poisson_dataset(parts: Sequence[Arrays], *, target: str | tuple[str, ...], rate: float, seed: int = 0,
+                    layout: Layout = Layout()) -> tf.data.Dataset:
+    """DP-SGD's batches: every step takes each sample independently with probability `rate`
+    (Poisson sampling, what the privacy accountant assumes), so batch sizes vary around
+    rate x n; an epoch is ceil(1 / rate) steps. Every epoch draws anew, from `seed`."""
+    if not 0 < rate <= 1:
+        raise ValueError(f"sampling rate must be in (0, 1], got {rate}")
+    fields = (*MODEL_INPUTS, *((target,) if isinstance(target, str) else target))
+    arrays = {name: np.concatenate([np.asarray(p[name]) for p in parts]).astype(_dtype(name).as_numpy_dtype)
+              for name in fields}
+    total = total_samples(parts)
+    steps = math.ceil(1 / rate)
+
+    def draw(step_seed: np.int64) -> list[np.ndarray]:
+        rows = np.flatnonzero(np.random.default_rng(int(step_seed) & (2**63 - 1)).random(total) < rate)
+        return [arrays[name][rows] for name in fields]
+
+    def step(step_seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        tensors = tf.numpy_function(draw, [step_seed], [_dtype(name) for name in fields], stateful=False)
+        return {name: tf.ensure_shape(t, (None, *field_shape(name, layout))) for name, t in zip(fields, tensors, strict=True)}
+
+    data = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(steps).map(step)
+    return _finish(data.apply(tf.data.experimental.assert_cardinality(steps)), target)
+
+
+def _finish(data: tf.data.Dataset, target: str | tuple[str, ...]) -> tf.data.Dataset:
+    """(inputs, targets) pairs, prefetched, autotuning off (see the module docstring)."""
 
     def split(batch: dict[str, tf.Tensor]):
         inputs = {name: batch[name] for name in MODEL_INPUTS}
         if isinstance(target, str):
             return inputs, batch[target]
-        return inputs, {name: batch[name] for name in targets}
+        return inputs, {name: batch[name] for name in target}
 
     options = tf.data.Options()
     options.autotune.enabled = False

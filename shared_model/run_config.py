@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 CLIENT_OPTIMIZER_STATES = ("reset", "keep")
+CLIENT_DP_CLIPPING = ("fixed", "adaptive")
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedavgm", "fedmedian", "fedtrimmedavg", "krum", "multikrum")
 
 
@@ -33,6 +34,14 @@ class FederatedRunConfig:
     trimmed_beta: float = 0.2
     max_update_norm: float = 0.0  # absolute L2 bound on an update; 0: off
     max_norm_ratio: float = 5.0  # drop updates above this multiple of the round's median norm; 0: off
+    dp_epsilon: float = 0.0  # record-level DP-SGD at every site: epsilon spent over all rounds; 0: off
+    dp_clip_norm: float = 1.0  # DP-SGD's per-patient gradient bound
+    dp_delta: float = 0.0  # 0: each site uses 1 / n_site^1.1
+    dp_accountant: str = "rdp"  # rdp (fast, an upper bound) or pld (tighter, slow to calibrate)
+    client_dp_noise: float = 0.0  # client-level DP: server-side clipping + Gaussian noise multiplier; 0: off
+    client_dp_clipping: str = "fixed"  # fixed (client-dp-clip-norm) or adaptive (Andrew et al. 2021)
+    client_dp_clip_norm: float = 1.0  # bound on a site's update norm (initial bound if adaptive)
+    client_dp_delta: float = 1e-5
     run_dir: str = ""
     resume: bool = False
     data_paths: str = ""  # simulation: comma-separated site directories, indexed by partition-id
@@ -51,6 +60,12 @@ class FederatedRunConfig:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.client_optimizer not in CLIENT_OPTIMIZER_STATES:
             raise ValueError(f"client-optimizer must be one of {CLIENT_OPTIMIZER_STATES}, got {self.client_optimizer!r}")
+        if self.client_dp_clipping not in CLIENT_DP_CLIPPING:
+            raise ValueError(f"client-dp-clipping must be one of {CLIENT_DP_CLIPPING}, got {self.client_dp_clipping!r}")
+        if self.dp_accountant not in ("rdp", "pld"):
+            raise ValueError(f"dp-accountant must be rdp or pld, got {self.dp_accountant!r}")
+        if self.dp_epsilon < 0 or self.dp_clip_norm <= 0 or self.client_dp_noise < 0 or self.client_dp_clip_norm <= 0:
+            raise ValueError("dp-epsilon and client-dp-noise must be >= 0, the clip norms > 0")
         if self.num_server_rounds < 1 or self.local_epochs < 1 or self.k_anonymity < 1:
             raise ValueError("num-server-rounds, local-epochs and k-anonymity must be >= 1")
 

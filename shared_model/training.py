@@ -17,7 +17,7 @@ from shared_model.metrics import binary_metrics, recall_at_k
 from shared_model.model import TASK_BINARY, HeadOnly, PretrainingModel, TaskModel, layer_depths, task_loss
 from shared_model.model_selection import choose_c
 from shared_model.optimizers import GradualUnfreezing, LayerwiseAdam, SparseRMSprop
-from shared_model.pipeline import make_dataset, total_samples
+from shared_model.pipeline import make_dataset, poisson_dataset, total_samples
 
 log = logging.getLogger(__name__)
 Arrays = dict[str, np.ndarray]
@@ -126,10 +126,15 @@ class HeldOutRecall(keras.callbacks.Callback):
 
 def fit_pretraining(model: PretrainingModel, train: Sequence[Arrays], tuning: Sequence[Arrays] | None,
                     settings: PretrainSettings, *, early_stopping: bool = True, verbose: int = 0,
-                    callbacks: Sequence[keras.callbacks.Callback] = ()) -> keras.callbacks.History:
-    """Train NVP + CP; with `tuning` and early stopping, keep the best epoch's weights."""
-    train_data = make_dataset(train, target=PRETRAIN_TARGETS, batch_size=settings.batch_size, shuffle=True,
-                              seed=settings.seed)
+                    callbacks: Sequence[keras.callbacks.Callback] = (), poisson_rate: float = 0.0
+                    ) -> keras.callbacks.History:
+    """Train NVP + CP; with `tuning` and early stopping, keep the best epoch's weights.
+    `poisson_rate` > 0: Poisson-sampled batches at that rate (DP-SGD) instead of shuffled ones."""
+    if poisson_rate:
+        train_data = poisson_dataset(train, target=PRETRAIN_TARGETS, rate=poisson_rate, seed=settings.seed)
+    else:
+        train_data = make_dataset(train, target=PRETRAIN_TARGETS, batch_size=settings.batch_size, shuffle=True,
+                                  seed=settings.seed)
     val_data = None
     callbacks = [*callbacks, Progress(steps_per_epoch=int(train_data.cardinality()))]  # asserted by make_dataset
     if tuning and total_samples(tuning):

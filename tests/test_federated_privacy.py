@@ -1,0 +1,57 @@
+"""Differential privacy in federated runs: record-level DP-SGD at every site (with each site's
+own budget) and client-level DP through Flower's central DP wrappers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from client.app import make_client_app
+from server.federation import run_federation
+from shared_model.checkpoint import load_checkpoint
+from shared_model.privacy import epsilon_spent
+from shared_model.run_config import FederatedRunConfig
+from tests.inprocess_grid import InProcessGrid
+from tests.test_federation import TINY, federate
+
+
+def test_record_level_dp_spends_exactly_the_target_epsilon(fed_sites: list[Path], tmp_path: Path) -> None:
+    grid, rounds = federate(fed_sites, tmp_path / "run", dp_epsilon=4.0, dp_clip_norm=0.5, batch_size=25)
+    assert (rounds["clients"] == 3).all() and (rounds["failed"] == 0).all()
+    spent = rounds["site_epsilon"].tolist()
+    assert 0 < spent[0] < spent[1] == pytest.approx(4.0, rel=0.01)
+    metrics = [m.content.metric_records.get("metrics") for m in grid.sent if not m.has_error()]
+    replies = [r for r in metrics if r is not None and "dp-epsilon" in r]
+    assert len(replies) == 6 and all(0 < r["dp-delta"] < 1e-2 and r["dp-noise-multiplier"] > 0.3 for r in replies)
+    assert all(np.isfinite(w).all() for w in load_checkpoint(tmp_path / "run" / "checkpoint").weights)
+
+
+def test_a_site_with_its_own_budget_refuses_to_overspend_or_to_train_without_dp(fed_sites: list[Path],
+                                                                                tmp_path: Path) -> None:
+    for name, options in (("overspend", {"dp_epsilon": 4.0, "batch_size": 25}), ("no-dp", {})):
+        settings = FederatedRunConfig(**{**TINY, "num_server_rounds": 2, **options}, run_dir=str(tmp_path / name),
+                                      data_paths=",".join(map(str, fed_sites)))
+        nodes = [{"partition-id": 0}, {"partition-id": 1, "max-epsilon": 1.0}, {"partition-id": 2}]
+        grid = InProcessGrid(make_client_app(settings.to_run_config()), nodes)
+        run_federation(grid, settings)
+        rounds = pd.read_csv(tmp_path / name / "rounds.csv")
+        assert (rounds["failed"] == 1).all() and (rounds["clients"] == 2).all(), name
+        reasons = [m.error.reason for m in grid.sent if m.has_error()]
+        assert len(reasons) == 2 and all("PrivacyBudgetExceeded" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("clipping", ["fixed", "adaptive"])
+def test_client_level_dp_clips_noises_and_reports_epsilon(fed_sites: list[Path], tmp_path: Path, clipping: str) -> None:
+    _, clean = federate(fed_sites, tmp_path / "clean", num_server_rounds=1)
+    _, rounds = federate(fed_sites, tmp_path / "dp", num_server_rounds=1, client_dp_noise=1.0,
+                         client_dp_clipping=clipping, client_dp_clip_norm=0.05)
+    assert rounds["client_epsilon"].iloc[0] == pytest.approx(epsilon_spent(1.0, 1.0, 1, 1e-5))
+    assert clean["client_epsilon"].iloc[0] == 0.0
+    start = load_checkpoint(tmp_path / "clean" / "checkpoints" / "round-001").weights
+    dp = load_checkpoint(tmp_path / "dp" / "checkpoint").weights
+    clean_final = load_checkpoint(tmp_path / "clean" / "checkpoint").weights
+    assert any(not np.allclose(a, b) for a, b in zip(dp, clean_final, strict=True))  # clipped and noised
+    assert len(dp) == len(start)
