@@ -25,6 +25,7 @@ class SuperNodeSettings:
     runtime_port: int = 9094  # local port the SuperNode offers its ClientApps (bind 127.0.0.1)
     insecure: bool = False
     max_retries: int | None = None
+    max_epsilon: float = 0.0  # this site's own record-level DP budget; > 0: it trains only with DP-SGD
 
     def __post_init__(self) -> None:
         host, _, port = self.superlink.rpartition(":")
@@ -46,6 +47,8 @@ def check_files(settings: SuperNodeSettings) -> None:
 def supernode_command(settings: SuperNodeSettings) -> list[str]:
     site_id = settings.site_id or settings.data.name
     node_config = f"data-path={json.dumps(str(settings.data.resolve()))} site-id={json.dumps(site_id)}"
+    if settings.max_epsilon > 0:
+        node_config += f" max-epsilon={settings.max_epsilon!r}"
     command = [executable("flower-supernode"), "--superlink", settings.superlink, "--node-config", node_config,
                "--host", "127.0.0.1", "--port", str(settings.runtime_port)]
     if settings.insecure:

@@ -152,6 +152,12 @@ def pretrain_federated(
     max_norm_ratio: Annotated[float, typer.Option(help="Drop updates above this multiple of the round's median update norm (0: off).")] = 5.0,
     max_update_norm: Annotated[float, typer.Option(help="Drop updates whose L2 norm exceeds this bound (0: off).")] = 0.0,
     adversary: Annotated[str, typer.Option(help="Simulate faulty sites: SITE:KIND[=VALUE][@ROUND],... KIND: raise, nan, scale, signflip, noise, labelflip.")] = "",
+    dp_epsilon: Annotated[float, typer.Option(min=0, help="Record-level DP: every site trains with DP-SGD, noise calibrated to spend this epsilon over all rounds (0: off).")] = 0.0,
+    dp_clip_norm: Annotated[float, typer.Option(min=0, help="DP-SGD: bound on each patient's gradient norm.")] = 1.0,
+    dp_delta: Annotated[float, typer.Option(min=0, help="DP-SGD: delta (0: 1/n^1.1 with n the site's training patients).")] = 0.0,
+    client_dp_noise: Annotated[float, typer.Option(min=0, help="Client-level DP: noise multiplier of Flower's server-side clipping wrapper (0: off).")] = 0.0,
+    client_dp_clipping: Annotated[str, typer.Option(help="Client-level DP clipping: fixed or adaptive.")] = "fixed",
+    client_dp_clip_norm: Annotated[float, typer.Option(min=0, help="Client-level DP: bound on a site's update norm (initial bound if adaptive).")] = 1.0,
     layers: LayersOpt = 1, heads: HeadsOpt = 2, d_model: DModelOpt = 100, ffn: FfnOpt = 100,
     dropout: DropoutOpt = 0.0, pre_ln: PreLnOpt = False, time_encoding: TimeOpt = "day_of_year",
 ) -> None:
@@ -166,7 +172,8 @@ def pretrain_federated(
             learning_rate=learning_rate, seed=seed, k_anonymity=k_anonymity, max_vocab=max_vocab,
             min_available_clients=min_clients, proximal_mu=proximal_mu, max_norm_ratio=max_norm_ratio,
             max_update_norm=max_update_norm, run_dir=str(out), resume=resume, adversary=adversary,
-            d_model=d_model, n_layers=layers, n_heads=heads, ffn_dim=ffn, dropout=dropout, pre_layer_norm=pre_ln,
+            dp_epsilon=dp_epsilon, dp_clip_norm=dp_clip_norm, dp_delta=dp_delta, client_dp_noise=client_dp_noise,
+            client_dp_clipping=client_dp_clipping, client_dp_clip_norm=client_dp_clip_norm, d_model=d_model, n_layers=layers, n_heads=heads, ffn_dim=ffn, dropout=dropout, pre_layer_norm=pre_ln,
             time_encoding=time_encoding)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -293,6 +300,35 @@ def experiment_transfer(
 
     grid = load_config(config, quick=quick)
     report = run_transfer_experiment(data, out, grid)
+    typer.echo((out / "results.md").read_text())
+    typer.echo(f"report: {report}")
+
+
+@experiment_app.command("privacy")
+@_bad_input_exits_2
+def experiment_privacy(
+    data: Annotated[Path, typer.Option(help="Directory of site MEDS directories for the privacy-utility curve (e.g. 3 sites from `claimpt synth`).")],
+    out: Annotated[Path, typer.Option(help="Run directory (resumable): pretrained/, results.csv, results.md, privacy_utility.png, robustness.png, report.html.")],
+    robustness_data: Annotated[Path | None, typer.Option(help="Directory of site MEDS directories for the robustness table (e.g. 5 sites); default: --data.")] = None,
+    epsilons: Annotated[str, typer.Option(help="Record-level epsilons of the curve, separated by commas; inf = no DP.")] = "1,2,4,8,inf",
+    strategies: Annotated[str, typer.Option(help="Robustness rows: fedavg, fedavg+validation (norm-ratio filter on), fedmedian, fedtrimmedavg, krum, multikrum.")] = "fedavg,fedavg+validation,fedmedian,fedtrimmedavg,multikrum",
+    adversaries: Annotated[str, typer.Option(help="Robustness columns: none, scale=F, signflip, noise=S, labelflip (the second site misbehaves every round).")] = "none,scale=10,signflip",
+    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds of every run.")] = 4,
+    clip_norm: Annotated[float, typer.Option(min=0, help="DP-SGD per-patient gradient bound.")] = 1.0,
+    task: Annotated[str, typer.Option(help="Downstream binary task.")] = "asthma",
+    cohort_size: Annotated[int, typer.Option(min=10, help="Labelled patients per site for the downstream probe.")] = 300,
+    seeds: Annotated[str, typer.Option(help="Downstream fine-tuning seeds, separated by commas.")] = "0,1,2",
+    seed: Annotated[int, typer.Option(help="Seed of every federated run.")] = 0,
+) -> None:
+    """Privacy-utility curve (record-level DP-SGD at every site) and robustness table (aggregation
+    strategy x misbehaving site), with plots and report.html."""
+    from simulations.experiments.privacy import PrivacyExperimentConfig, run_privacy_experiment
+
+    config = PrivacyExperimentConfig(
+        epsilons=tuple(float(e) for e in epsilons.split(",")), strategies=tuple(strategies.split(",")),
+        adversaries=tuple(adversaries.split(",")), rounds=rounds, clip_norm=clip_norm, task=task,
+        cohort_size=cohort_size, seeds=tuple(int(s) for s in seeds.split(",")), seed=seed)
+    report = run_privacy_experiment(data, out, config, robustness_data=robustness_data)
     typer.echo((out / "results.md").read_text())
     typer.echo(f"report: {report}")
 

@@ -55,3 +55,13 @@ def test_client_level_dp_clips_noises_and_reports_epsilon(fed_sites: list[Path],
     clean_final = load_checkpoint(tmp_path / "clean" / "checkpoint").weights
     assert any(not np.allclose(a, b) for a, b in zip(dp, clean_final, strict=True))  # clipped and noised
     assert len(dp) == len(start)
+
+
+def test_a_site_sets_its_budget_when_it_joins(tmp_path: Path) -> None:
+    from client.supernode import SuperNodeSettings, supernode_command
+
+    command = supernode_command(SuperNodeSettings("127.0.0.1:9092", tmp_path, None, None, insecure=True, max_epsilon=2.5))
+    node_config = command[command.index("--node-config") + 1]
+    assert "max-epsilon=2.5" in node_config.split()
+    plain = supernode_command(SuperNodeSettings("127.0.0.1:9092", tmp_path, None, None, insecure=True))
+    assert "max-epsilon" not in plain[plain.index("--node-config") + 1]
