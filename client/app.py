@@ -11,9 +11,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import flwr.compat.common.recorddict_compat as compat
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
+from flwr.client.mod.secure_aggregation.secaggplus_mod import RECORD_KEY_CONFIGS as SECAGG_CONFIGS
 from flwr.clientapp import ClientApp
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
 from client.adversary import corrupt_update, flip_labels, parse_adversaries
 from client.local import LocalPrivacy, evaluate_locally, k_anonymous_code_counts, load_site, site_key, site_samples, train_locally
@@ -24,6 +28,8 @@ from shared_model.run_config import FederatedRunConfig
 log = logging.getLogger(__name__)
 OPTIMIZER_STATE = "local-optimizer-state"
 DP_LEDGER = "dp-ledger"
+LEGACY_FIT_PARAMETERS = "fitins.parameters"  # how Flower's legacy SecAgg+ workflow sends the model
+
 
 
 def site_of(context: Context, settings: FederatedRunConfig) -> tuple[str, str]:
@@ -63,9 +69,17 @@ def site_privacy(context: Context, settings: FederatedRunConfig, train: dict[str
     return LocalPrivacy(plan, settings.dp_clip_norm), rounds_done
 
 
+def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:
+    """Flower's SecAgg+ client mod, for the messages of a SecAgg+ round only (it would reject the
+    plain train messages of every other round)."""
+    if SECAGG_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
 def make_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
     """A ClientApp whose run config is Flower's, updated by `overrides` (used by simulations)."""
-    app = ClientApp()
+    app = ClientApp(mods=[secure_aggregation_mod])
 
     def settings_of(context: Context) -> FederatedRunConfig:
         return FederatedRunConfig.from_run_config({**dict(context.run_config), **(overrides or {})})
@@ -83,9 +97,17 @@ def make_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
+        if LEGACY_FIT_PARAMETERS in msg.content.array_records:  # a SecAgg+ round (server.secure_aggregation)
+            fit = compat.recorddict_to_fitins(msg.content, keep_input=True)
+            weights, metrics = train_round(context, parameters_to_ndarrays(fit.parameters), dict(fit.config))
+            reply = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(weights), 1, dict(metrics))  # equal weights
+            return Message(compat.fitres_to_recorddict(reply, keep_input=True), reply_to=msg)
+        weights, metrics = train_round(context, msg.content["arrays"].to_numpy_ndarrays(), msg.content["config"])
+        return Message(RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics}), reply_to=msg)
+
+    def train_round(context: Context, global_weights: list[np.ndarray], config) -> tuple[list[np.ndarray], MetricRecord]:
         settings = settings_of(context)
         path, site = site_of(context, settings)
-        config = msg.content["config"]
         server_round = int(config["server-round"])
         model_config = ClaimTransformerConfig.from_json(str(config["model-config"]))
         samples = site_samples(path, str(config["vocabulary"]))
@@ -97,7 +119,6 @@ def make_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
             samples = {**samples, "train": flip_labels(samples["train"], rng)}
         local_epochs = int(config.get("local-epochs", settings.local_epochs))
         privacy, rounds_done = site_privacy(context, settings, samples["train"], server_round, local_epochs)
-        global_weights = msg.content["arrays"].to_numpy_ndarrays()
         keep = settings.client_optimizer == "keep"
         stored = context.state.array_records.get(OPTIMIZER_STATE) if keep else None
         result = train_locally(
@@ -116,9 +137,8 @@ def make_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
         if adversary is not None:
             log.warning("%s misbehaves in round %d: %s", site, server_round, adversary.kind)
             weights = corrupt_update(adversary.kind, adversary.value, global_weights, weights, rng)
-        metrics = MetricRecord({"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics,
-                                **privacy_metrics})
-        return Message(RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics}), reply_to=msg)
+        return weights, MetricRecord({"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics,
+                                      **privacy_metrics})
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:

@@ -14,7 +14,9 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 
+from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, export_state, restore_state
+from server.validation import RoundReport
 from server.vocabulary_round import vocabulary_round
 from shared_model.checkpoint import CheckpointError, assign_weights, load_checkpoint, save_checkpoint
 from shared_model.config import ClaimTransformerConfig
@@ -77,8 +79,14 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
     for server_round in range(start, settings.num_server_rounds + 1):
         started = time.perf_counter()
         log.info("round %d/%d: training", server_round, settings.num_server_rounds)
-        replies = grid.send_and_receive(strategy.configure_train(server_round, arrays, ConfigRecord(dict(shared)), grid))
-        aggregated, train_metrics = strategy.aggregate_train(server_round, replies)
+        if settings.secure_aggregation:
+            aggregated, train_metrics = secure_train_round(grid, server_round, arrays, shared, settings.num_server_rounds,
+                                                           settings.min_available_clients), None
+            sites = len(list(grid.get_node_ids()))  # all or none: SecAgg+ yields the sum or halts
+            strategy.reports[server_round] = RoundReport(received=sites, failed=0 if aggregated is not None else sites)
+        else:
+            replies = grid.send_and_receive(strategy.configure_train(server_round, arrays, ConfigRecord(dict(shared)), grid))
+            aggregated, train_metrics = strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
             arrays = aggregated
         eval_replies = grid.send_and_receive(strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(shared)), grid))
@@ -115,7 +123,8 @@ def client_level_epsilon(settings: FederatedRunConfig, rounds: int) -> float:
 def _manifest_extra(settings: FederatedRunConfig, server_round: int) -> dict[str, Any]:
     return {"mode": "federated", "round": server_round, "strategy": settings.strategy, "seed": settings.seed,
             "local_epochs": settings.local_epochs, "k_anonymity": settings.k_anonymity,
-            "dp_epsilon": settings.dp_epsilon, "client_dp_noise": settings.client_dp_noise}
+            "dp_epsilon": settings.dp_epsilon, "client_dp_noise": settings.client_dp_noise,
+            "secure_aggregation": settings.secure_aggregation}
 
 
 def _keep_rounds_before(run_dir: Path, start: int) -> None:

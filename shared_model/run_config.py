@@ -42,6 +42,7 @@ class FederatedRunConfig:
     client_dp_clipping: str = "fixed"  # fixed (client-dp-clip-norm) or adaptive (Andrew et al. 2021)
     client_dp_clip_norm: float = 1.0  # bound on a site's update norm (initial bound if adaptive)
     client_dp_delta: float = 1e-5
+    secure_aggregation: bool = False  # SecAgg+: the server sees only the sum of the sites' models (fedavg only)
     run_dir: str = ""
     resume: bool = False
     data_paths: str = ""  # simulation: comma-separated site directories, indexed by partition-id
@@ -66,6 +67,9 @@ class FederatedRunConfig:
             raise ValueError(f"dp-accountant must be rdp or pld, got {self.dp_accountant!r}")
         if self.dp_epsilon < 0 or self.dp_clip_norm <= 0 or self.client_dp_noise < 0 or self.client_dp_clip_norm <= 0:
             raise ValueError("dp-epsilon and client-dp-noise must be >= 0, the clip norms > 0")
+        if self.secure_aggregation and (self.strategy != "fedavg" or self.client_dp_noise > 0):
+            raise ValueError("secure-aggregation works with strategy fedavg and without client-dp-noise only: the "
+                             "others need each site's update, which SecAgg+ hides from the server")
         if self.num_server_rounds < 1 or self.local_epochs < 1 or self.k_anonymity < 1:
             raise ValueError("num-server-rounds, local-epochs and k-anonymity must be >= 1")
 

@@ -158,6 +158,7 @@ def pretrain_federated(
     client_dp_noise: Annotated[float, typer.Option(min=0, help="Client-level DP: noise multiplier of Flower's server-side clipping wrapper (0: off).")] = 0.0,
     client_dp_clipping: Annotated[str, typer.Option(help="Client-level DP clipping: fixed or adaptive.")] = "fixed",
     client_dp_clip_norm: Annotated[float, typer.Option(min=0, help="Client-level DP: bound on a site's update norm (initial bound if adaptive).")] = 1.0,
+    secure_aggregation: Annotated[bool, typer.Option(help="SecAgg+: the server learns only the sum of the sites' models (fedavg, sites weighted equally; no update validation).")] = False,
     layers: LayersOpt = 1, heads: HeadsOpt = 2, d_model: DModelOpt = 100, ffn: FfnOpt = 100,
     dropout: DropoutOpt = 0.0, pre_ln: PreLnOpt = False, time_encoding: TimeOpt = "day_of_year",
 ) -> None:
@@ -170,10 +171,12 @@ def pretrain_federated(
             num_server_rounds=rounds, strategy=strategy, local_epochs=local_epochs, client_optimizer=client_optimizer,
             signing_key=str(signing_key or ""), batch_size=batch_size,
             learning_rate=learning_rate, seed=seed, k_anonymity=k_anonymity, max_vocab=max_vocab,
-            min_available_clients=min_clients, proximal_mu=proximal_mu, max_norm_ratio=max_norm_ratio,
+            min_available_clients=min_clients, proximal_mu=proximal_mu,
             max_update_norm=max_update_norm, run_dir=str(out), resume=resume, adversary=adversary,
             dp_epsilon=dp_epsilon, dp_clip_norm=dp_clip_norm, dp_delta=dp_delta, client_dp_noise=client_dp_noise,
-            client_dp_clipping=client_dp_clipping, client_dp_clip_norm=client_dp_clip_norm, d_model=d_model, n_layers=layers, n_heads=heads, ffn_dim=ffn, dropout=dropout, pre_layer_norm=pre_ln,
+            client_dp_clipping=client_dp_clipping, client_dp_clip_norm=client_dp_clip_norm,
+            secure_aggregation=secure_aggregation, max_norm_ratio=0.0 if secure_aggregation else max_norm_ratio,
+            d_model=d_model, n_layers=layers, n_heads=heads, ffn_dim=ffn, dropout=dropout, pre_layer_norm=pre_ln,
             time_encoding=time_encoding)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

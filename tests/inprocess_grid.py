@@ -7,6 +7,7 @@ simulation engine and real SuperLink/SuperNodes are exercised by their own tests
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from uuid import uuid4
 
@@ -56,8 +57,8 @@ class InProcessGrid(Grid):
             node = message.metadata.dst_node_id
             context = Context(run_id=1, node_id=node, node_config=self.node_configs[node],
                               state=self.states[node], run_config=self.run_config)
-            try:
-                reply = self.client_app(message, context)
+            try:  # a copy, as if it had crossed the wire: Flower's client mods modify what they receive
+                reply = self.client_app(copy.deepcopy(message), context)
             except Exception as exc:  # noqa: BLE001 - a failing client becomes an error reply, as in Flower
                 reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
             self.sent.append(reply)
