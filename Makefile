@@ -9,7 +9,7 @@ EXPERIMENT_DIR ?= runs
 EXPERIMENT_PATIENTS ?= 20000
 SEED ?= 0
 
-.PHONY: install demo test test-deployment bench experiment experiment-claim-pt experiment-fed-vs-central clean
+.PHONY: install demo test test-deployment bench experiment experiment-claim-pt experiment-fed-vs-central experiment-privacy clean
 
 install: $(STAMP)
 
@@ -44,6 +44,15 @@ experiment: install
 		$(CLAIMPT) synth --out $(EXPERIMENT_DIR)/sites --sites 3 --patients $(EXPERIMENT_PATIENTS) --seed $(SEED)
 	$(CLAIMPT) experiment transfer --data $(EXPERIMENT_DIR)/sites --out $(EXPERIMENT_DIR)/transfer
 	@echo "open $(EXPERIMENT_DIR)/transfer/report.html"
+
+experiment-privacy: install
+	test -f $(EXPERIMENT_DIR)/privacy-data/site-3/metadata/dataset.json || \
+		$(CLAIMPT) synth --out $(EXPERIMENT_DIR)/privacy-data --sites 3 --patients 6000 --seed $(SEED)
+	test -f $(EXPERIMENT_DIR)/robustness-data/site-5/metadata/dataset.json || \
+		$(CLAIMPT) synth --out $(EXPERIMENT_DIR)/robustness-data --sites 5 --patients 3000 --seed $(SEED)
+	$(CLAIMPT) experiment privacy --data $(EXPERIMENT_DIR)/privacy-data \
+		--robustness-data $(EXPERIMENT_DIR)/robustness-data --out $(EXPERIMENT_DIR)/privacy --seed $(SEED)
+	@echo "open $(EXPERIMENT_DIR)/privacy/report.html"
 
 experiment-claim-pt: install
 	$(CLAIMPT) experiment claim-pt --out $(EXPERIMENT_DIR)/claim-pt --seed $(SEED)

@@ -26,7 +26,13 @@ def test_record_level_dp_spends_exactly_the_target_epsilon(fed_sites: list[Path]
     metrics = [m.content.metric_records.get("metrics") for m in grid.sent if not m.has_error()]
     replies = [r for r in metrics if r is not None and "dp-epsilon" in r]
     assert len(replies) == 6 and all(0 < r["dp-delta"] < 1e-2 and r["dp-noise-multiplier"] > 0.3 for r in replies)
-    assert all(np.isfinite(w).all() for w in load_checkpoint(tmp_path / "run" / "checkpoint").weights)
+    allowed = {"num-examples", "site-key", "train-loss", "train-seconds", "dp-epsilon", "dp-delta", "dp-noise-multiplier"}
+    assert all(set(r) <= allowed for r in replies)  # scalars about the training, nothing about a patient
+    weights = load_checkpoint(tmp_path / "run" / "checkpoint").weights
+    assert all(np.isfinite(w).all() for w in weights)
+    federate(fed_sites, tmp_path / "again", dp_epsilon=4.0, dp_clip_norm=0.5, batch_size=25)  # same seed
+    again = load_checkpoint(tmp_path / "again" / "checkpoint").weights
+    assert all(np.array_equal(a, b) for a, b in zip(weights, again, strict=True))
 
 
 def test_a_site_with_its_own_budget_refuses_to_overspend_or_to_train_without_dp(fed_sites: list[Path],
