@@ -74,7 +74,7 @@ class DPSGD:
         before clipping). The code embedding's gradient comes back dense: noise goes on every row,
         touched or not, or the set of codes in the batch would leak."""
         count = tf.shape(inputs["codes"])[0]
-        padding = -count % self.BATCH_BUCKET
+        padding = tf.where(count == 0, self.BATCH_BUCKET, -count % self.BATCH_BUCKET)  # an empty Poisson draw: noise only
 
         def pad(value: tf.Tensor, fill: int) -> tf.Tensor:
             return tf.pad(value, [[0, padding]] + [[0, 0]] * (len(value.shape) - 1), constant_values=fill)

@@ -70,6 +70,8 @@ class FederatedRunConfig:
         if self.secure_aggregation and (self.strategy != "fedavg" or self.client_dp_noise > 0):
             raise ValueError("secure-aggregation works with strategy fedavg and without client-dp-noise only: the "
                              "others need each site's update, which SecAgg+ hides from the server")
+        if self.dp_epsilon > 0 and self.strategy == "fedprox":
+            raise ValueError("dp-epsilon does not combine with fedprox (DP-SGD's per-patient loss has no proximal term)")
         if self.num_server_rounds < 1 or self.local_epochs < 1 or self.k_anonymity < 1:
             raise ValueError("num-server-rounds, local-epochs and k-anonymity must be >= 1")
 

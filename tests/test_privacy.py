@@ -133,3 +133,13 @@ def test_a_site_refuses_to_train_past_its_budget() -> None:
     assert spent[0] < spent[1] < spent[2] == pytest.approx(2.0, rel=0.01)
     with pytest.raises(PrivacyBudgetExceeded, match="budget of 2"):
         plan.check_round(3)
+
+
+def test_an_empty_poisson_batch_is_pure_noise(setup) -> None:
+    model, inputs, targets = setup
+    empty_in = {k: v[:0] for k, v in inputs.items()}
+    empty_target = {k: v[:0] for k, v in targets.items()}
+    gradients, losses, _ = DPSGD(model, DPSettings(1.0, 2.0, 10.0), seed=0).gradients(empty_in, empty_target)
+    assert losses.shape[0] == 0
+    values = np.concatenate([g.numpy().ravel() for g in gradients])
+    assert values.std() == pytest.approx(2.0 * 1.0 / 10.0, rel=0.05)
