@@ -318,6 +318,8 @@ def experiment_privacy(
     adversaries: Annotated[str, typer.Option(help="Robustness columns: none, scale=F, signflip, noise=S, labelflip (the second site misbehaves every round).")] = "none,scale=10,signflip",
     rounds: Annotated[int, typer.Option(min=1, help="Federated rounds of every run.")] = 4,
     clip_norm: Annotated[float, typer.Option(min=0, help="DP-SGD per-patient gradient bound.")] = 1.0,
+    dp_batch_size: Annotated[int, typer.Option(min=0, help="Expected batch of the private runs (0: 100, as the non-private run); the signal-to-noise ratio grows with it.")] = 0,
+    dp_learning_rate: Annotated[float, typer.Option(min=0, help="Learning rate of the private runs (0: 1e-3, as the non-private run).")] = 0.0,
     task: Annotated[str, typer.Option(help="Downstream binary task.")] = "asthma",
     cohort_size: Annotated[int, typer.Option(min=10, help="Labelled patients per site for the downstream probe.")] = 300,
     seeds: Annotated[str, typer.Option(help="Downstream fine-tuning seeds, separated by commas.")] = "0,1,2",
@@ -329,7 +331,8 @@ def experiment_privacy(
 
     config = PrivacyExperimentConfig(
         epsilons=tuple(float(e) for e in epsilons.split(",")), strategies=tuple(strategies.split(",")),
-        adversaries=tuple(adversaries.split(",")), rounds=rounds, clip_norm=clip_norm, task=task,
+        adversaries=tuple(adversaries.split(",")), rounds=rounds, clip_norm=clip_norm, dp_batch_size=dp_batch_size,
+        dp_learning_rate=dp_learning_rate, task=task,
         cohort_size=cohort_size, seeds=tuple(int(s) for s in seeds.split(",")), seed=seed)
     report = run_privacy_experiment(data, out, config, robustness_data=robustness_data)
     typer.echo((out / "results.md").read_text())

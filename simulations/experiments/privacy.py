@@ -52,6 +52,8 @@ class PrivacyExperimentConfig:
     adversaries: tuple[str, ...] = ADVERSARIES
     rounds: int = 4
     clip_norm: float = 1.0
+    dp_batch_size: int = 0  # expected batch of the private runs (0: the non-private 100); DP favours larger
+    dp_learning_rate: float = 0.0  # learning rate of the private runs (0: the non-private 1e-3)
     task: str = "asthma"
     cohort_size: int = 300
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -78,7 +80,13 @@ def plan_runs(config: PrivacyExperimentConfig, privacy_sites: list[str], robustn
         name = f"privacy-eps-{'inf' if math.isinf(epsilon) else f'{epsilon:g}'}"
         settings = replace(base, min_available_clients=len(privacy_sites), run_dir=str(run_root / name),
                            dp_epsilon=0.0 if math.isinf(epsilon) else epsilon)
-        runs.append(FederatedRun("privacy", name, settings, epsilon=epsilon))
+        if not math.isinf(epsilon):
+            settings = replace(settings, batch_size=config.dp_batch_size or base.batch_size,
+                               learning_rate=config.dp_learning_rate or base.learning_rate)
+            name += "".join([f"-b{config.dp_batch_size}" if config.dp_batch_size else "",
+                             f"-lr{config.dp_learning_rate:g}" if config.dp_learning_rate else ""])
+            settings = replace(settings, run_dir=str(run_root / name))
+        runs.append(FederatedRun("privacy", name, settings, epsilon=epsilon))  # name: the cache key
     adversary_site = robustness_sites[1] if len(robustness_sites) > 1 else robustness_sites[0]
     for strategy in config.strategies:
         for adversary in config.adversaries:
@@ -222,7 +230,8 @@ def write_report(out: Path, results: pd.DataFrame, config: PrivacyExperimentConf
     plots = [privacy_utility_plot(results, out / "privacy_utility.png"), robustness_plot(results, out / "robustness.png")]
     intro = (f"Privacy curve on {', '.join(privacy_sites)}; robustness on {', '.join(robustness_sites)} (the "
              f"misbehaving site is the second). {config.rounds} federated rounds of one local epoch; DP-SGD clip "
-             f"norm {config.clip_norm}, delta 1/n^1.1 per site; downstream: {config.task}, {config.cohort_size} "
+             f"norm {config.clip_norm}, expected batch {config.dp_batch_size or 100}, learning rate "
+             f"{config.dp_learning_rate or 1e-3:g}, delta 1/n^1.1 per site; downstream: {config.task}, {config.cohort_size} "
              f"labelled patients per site, probe, seeds {', '.join(map(str, config.seeds))}.")
     lines = ["# Privacy and robustness experiment", "", intro, "", "## Checks", ""]
     lines += [f"- {'PASS' if ok else 'FAIL' if ok is not None else 'n/a'}: {c} ({d})" for c, ok, d in claims]
