@@ -84,7 +84,6 @@ def _optimizer_slots(model: PretrainingModel) -> list:
     """The optimizer's state variables (step count, RMSprop accumulators), built if need be."""
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    model.optimizer.bring_up_to_date()  # SparseRMSprop decays embedding rows lazily
     return [v for v in model.optimizer.variables if v.name != "learning_rate"]
 
 

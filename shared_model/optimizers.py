@@ -9,60 +9,26 @@ from keras import ops
 
 
 class SparseRMSprop(keras.optimizers.RMSprop):
-    """Keras' RMSprop, with an embedding's gradient (tf.IndexedSlices: the ~1,500 rows a batch
-    touches out of 50,000) applied to those rows only, decay included.
+    """Keras' RMSprop, with the code embedding's gradient (tf.IndexedSlices: the ~1,500 rows a
+    batch touches out of 50,000) applied to those rows only instead of densified.
 
-    Same update as keras.optimizers.RMSprop (momentum 0, not centered) to float rounding, tested.
-    Keras decays every accumulator row by rho every step; here an embedding row's accumulator is
-    brought up to date only when the row is next touched (rho ** steps missed, counted per row in
-    `decays`), which spares a pass over the whole 5M-entry table per step. Its touched rows add
-    (1 - rho) * the sum of their occurrences' squared gradients (Keras squares an IndexedSlices per
-    occurrence) and move by lr * g / sqrt(v + eps); untouched rows do not move. Call
-    `bring_up_to_date()` before reading the accumulators (the client's kept optimizer state)."""
-
-    def build(self, var_list):
-        super().build(var_list)
-        # per embedding row: how many steps' decays its accumulator holds
-        self._decays = {self._get_variable_index(v): self.add_variable((v.shape[0],), dtype="int64", name="decays")
-                        for v in var_list if _is_embedding(v)}
+    Same update as keras.optimizers.RMSprop (momentum 0, not centered) to float rounding, tested:
+    every accumulator decays by rho; the touched rows add (1 - rho) * the sum of their
+    occurrences' squared gradients (Keras squares an IndexedSlices per occurrence) and move by
+    lr * g / sqrt(v + eps); untouched rows get a zero gradient, hence no move."""
 
     def update_step(self, gradient, variable, learning_rate):
-        index = self._get_variable_index(variable)
-        if self.momentum > 0 or self.centered or index not in self._decays:
+        if not isinstance(gradient, tf.IndexedSlices) or self.momentum > 0 or self.centered:
             return super().update_step(gradient, variable, learning_rate)
-        velocity, decays = self._velocities[index], self._decays[index]
-        done = tf.cast(self.iterations, "int64") + 1  # steps whose decay the accumulators hold after this one
-        if not isinstance(gradient, tf.IndexedSlices):
-            self._catch_up(velocity, decays, done - 1)
-            super().update_step(gradient, variable, learning_rate)
-            self.assign(decays, tf.fill(tf.shape(decays), done))
-            return
         rows, position = tf.unique(gradient.indices)
         n_rows = tf.shape(rows)[0]
         summed = tf.math.unsorted_segment_sum(gradient.values, position, n_rows)
         squares = tf.math.unsorted_segment_sum(tf.square(gradient.values), position, n_rows)
-        missed = tf.cast(done - tf.gather(decays.value, rows), variable.dtype)
-        updated = tf.gather(velocity.value, rows) * tf.pow(tf.cast(self.rho, variable.dtype), missed)[:, None] \
-            + (1 - self.rho) * squares
-        self.assign(velocity, tf.IndexedSlices(updated, rows))
-        self.assign(decays, tf.IndexedSlices(tf.fill([n_rows], done), rows))
-        step = tf.cast(learning_rate, variable.dtype) * summed / tf.sqrt(updated + self.epsilon)
+        velocity = self._velocities[self._get_variable_index(variable)]
+        self.assign(velocity, velocity * self.rho)
+        self.assign_add(velocity, tf.IndexedSlices((1 - self.rho) * squares, rows))
+        step = tf.cast(learning_rate, variable.dtype) * summed / tf.sqrt(tf.gather(velocity.value, rows) + self.epsilon)
         self.assign_sub(variable, tf.IndexedSlices(step, rows))
-
-    def _catch_up(self, velocity, decays, steps) -> None:
-        missed = tf.cast(steps - decays.value, velocity.dtype)
-        velocity.assign(velocity.value * tf.pow(tf.cast(self.rho, velocity.dtype), missed)[:, None])
-        decays.assign(tf.fill(tf.shape(decays), tf.cast(steps, "int64")))
-
-    def bring_up_to_date(self) -> None:
-        """Apply every embedding row's pending decays: the accumulators then equal Keras'."""
-        if self.built:
-            for index, decays in self._decays.items():
-                self._catch_up(self._velocities[index], decays, tf.cast(self.iterations, "int64"))
-
-
-def _is_embedding(variable) -> bool:
-    return len(variable.shape) == 2 and variable.name == "embeddings"
 
 
 class LayerwiseAdam(keras.optimizers.Adam):
