@@ -241,3 +241,21 @@ def test_checkpoint_for_another_architecture_is_refused(tmp_path: Path, config: 
     other = ClaimTransformerConfig.from_dict({**config.to_dict(), "n_layers": 2})
     with pytest.raises(CheckpointError, match="do not match"):
         assign_weights(PretrainingModel(other), load_checkpoint(tmp_path / "ckpt"))
+
+
+def test_sparse_rmsprop_mixes_sparse_and_dense_embedding_gradients() -> None:
+    """DP-SGD hands the embedding a dense gradient, plain steps a sparse one: both give Keras' update."""
+    rng = np.random.default_rng(0)
+    shape = tf.constant([8, 4])
+    steps = [tf.IndexedSlices(tf.constant(rng.normal(size=(3, 4)), tf.float32), tf.constant([1, 5, 1]), shape),
+             tf.IndexedSlices(tf.constant(rng.normal(size=(2, 4)), tf.float32), tf.constant([2, 7]), shape),
+             tf.constant(rng.normal(size=(8, 4)), tf.float32),
+             tf.IndexedSlices(tf.constant(rng.normal(size=(2, 4)), tf.float32), tf.constant([5, 6]), shape)]
+    results = []
+    for optimizer in (SparseRMSprop(0.1), keras.optimizers.RMSprop(0.1)):
+        table = keras.Variable(np.ones((8, 4), np.float32), name="embeddings")
+        for gradient in steps:
+            optimizer.apply_gradients([(gradient, table)])
+        results.append((table.numpy(), [v.numpy() for v in optimizer.variables if "velocity" in v.path][0]))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
