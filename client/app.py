@@ -23,7 +23,7 @@ from client.adversary import corrupt_update, flip_labels, parse_adversaries
 from client.local import LocalPrivacy, evaluate_locally, k_anonymous_code_counts, load_site, site_key, site_samples, train_locally
 from shared_model.config import ClaimTransformerConfig
 from shared_model.privacy import PrivacyBudgetExceeded, plan_site_privacy
-from shared_model.run_config import FederatedRunConfig
+from shared_model.run_config import SECAGG_CLIPPING_RANGE, FederatedRunConfig
 
 log = logging.getLogger(__name__)
 OPTIMIZER_STATE = "local-optimizer-state"
@@ -100,6 +100,9 @@ def make_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
         if LEGACY_FIT_PARAMETERS in msg.content.array_records:  # a SecAgg+ round (server.secure_aggregation)
             fit = compat.recorddict_to_fitins(msg.content, keep_input=True)
             weights, metrics = train_round(context, parameters_to_ndarrays(fit.parameters), dict(fit.config))
+            largest = max(float(np.abs(w).max()) for w in weights)
+            if largest > SECAGG_CLIPPING_RANGE:  # SecAgg+ would clip it silently: fail instead
+                raise ValueError(f"a weight of magnitude {largest:.3g} is outside SecAgg+'s range +-{SECAGG_CLIPPING_RANGE}")
             reply = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(weights), 1, dict(metrics))  # equal weights
             return Message(compat.fitres_to_recorddict(reply, keep_input=True), reply_to=msg)
         weights, metrics = train_round(context, msg.content["arrays"].to_numpy_ndarrays(), msg.content["config"])

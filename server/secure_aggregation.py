@@ -28,8 +28,9 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.serverapp import Grid
 
+from shared_model.run_config import SECAGG_CLIPPING_RANGE
+
 log = logging.getLogger(__name__)
-SECAGG_CLIPPING_RANGE = 8.0  # parameters are clipped to +-8 before quantisation (model weights stay far inside)
 
 
 def secure_train_round(grid: Grid, server_round: int, arrays: ArrayRecord, config: dict[str, Any],

@@ -13,6 +13,7 @@ from typing import Any
 
 CLIENT_OPTIMIZER_STATES = ("reset", "keep")
 CLIENT_DP_CLIPPING = ("fixed", "adaptive")
+SECAGG_CLIPPING_RANGE = 8.0  # SecAgg+ quantises parameters in [-8, 8]; sites refuse to send anything outside
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedavgm", "fedmedian", "fedtrimmedavg", "krum", "multikrum")
 
 
