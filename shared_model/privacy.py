@@ -33,6 +33,7 @@ from dp_accounting import pld, rdp
 
 log = logging.getLogger(__name__)
 ACCOUNTANTS = ("pld", "rdp")
+NOISE_FLOOR = 0.1  # the least noise multiplier calibrated (the accountants' search starts here)
 RDP_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [128, 256, 512])
 
 
@@ -166,9 +167,13 @@ def epsilon_spent(sampling_rate: float, noise_multiplier: float, steps: int, del
 
 def noise_for_budget(target_epsilon: float, sampling_rate: float, steps: int, delta: float,
                      accountant: str = "rdp") -> float:
-    """The smallest noise multiplier whose `steps` spend at most `target_epsilon` at `delta`."""
+    """The smallest noise multiplier (at least NOISE_FLOOR) whose `steps` spend at most
+    `target_epsilon` at `delta`. Targets the floor already meets (epsilon in the hundreds and up:
+    no meaningful guarantee) get the floor and spend less than asked."""
     if not math.isfinite(target_epsilon):
         return 0.0
+    if epsilon_spent(sampling_rate, NOISE_FLOOR, steps, delta, accountant) <= target_epsilon:
+        return NOISE_FLOOR
     noise = dp_accounting.calibrate_dp_mechanism(
         lambda: _accountant(accountant), lambda z: dp_accounting.SelfComposedDpEvent(_event(sampling_rate, z), int(steps)),
         target_epsilon, delta, dp_accounting.LowerEndpointAndGuess(0.1, 1.0), tol=1e-3)

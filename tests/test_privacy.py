@@ -13,7 +13,7 @@ from scipy.stats import kurtosis, norm
 
 from shared_model.config import ClaimTransformerConfig
 from shared_model.model import PretrainingModel
-from shared_model.privacy import (DPSGD, DPSettings, PrivacyBudgetExceeded, code_embedding_table, epsilon_spent,
+from shared_model.privacy import (NOISE_FLOOR, DPSGD, DPSettings, PrivacyBudgetExceeded, code_embedding_table, epsilon_spent,
                                   noise_for_budget, plan_site_privacy)
 from tests.test_model import random_batch
 
@@ -143,3 +143,8 @@ def test_an_empty_poisson_batch_is_pure_noise(setup) -> None:
     assert losses.shape[0] == 0
     values = np.concatenate([g.numpy().ravel() for g in gradients])
     assert values.std() == pytest.approx(2.0 * 1.0 / 10.0, rel=0.05)
+
+
+def test_a_target_beyond_the_noise_floor_gets_the_floor() -> None:
+    assert noise_for_budget(1e4, 0.02, 200, 1e-5) == NOISE_FLOOR
+    assert epsilon_spent(0.02, NOISE_FLOOR, 200, 1e-5) < 1e4
