@@ -128,6 +128,19 @@ def run_privacy_experiment(data: Path, out: Path, config: PrivacyExperimentConfi
 
 
 def _score(run: FederatedRun, sites: dict[str, Path], config: PrivacyExperimentConfig) -> dict:
+    """The run's metrics, kept in its directory (score.json) for the same downstream settings, so
+    a resumed experiment does not fine-tune again."""
+    cache = Path(run.settings.run_dir) / "score.json"
+    key = {"task": config.task, "cohort_size": config.cohort_size, "seeds": list(config.seeds),
+           "sites": sorted(sites)}
+    if cache.exists() and json.loads(cache.read_text()).get("key") == key:
+        return {**json.loads(cache.read_text())["row"], "part": run.part, "run": run.name}
+    row = _measure(run, sites, config)
+    cache.write_text(json.dumps({"key": key, "row": row}, indent=2) + "\n")
+    return row
+
+
+def _measure(run: FederatedRun, sites: dict[str, Path], config: PrivacyExperimentConfig) -> dict:
     run_dir = Path(run.settings.run_dir)
     rounds = pd.read_csv(run_dir / "rounds.csv")
     last = rounds.iloc[-1]
