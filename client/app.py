@@ -31,7 +31,6 @@ DP_LEDGER = "dp-ledger"
 LEGACY_FIT_PARAMETERS = "fitins.parameters"  # how Flower's legacy SecAgg+ workflow sends the model
 
 
-
 def site_of(context: Context, settings: FederatedRunConfig) -> tuple[str, str]:
     """(data path, site id): node config `data-path`/`site-id` in deployment; in simulation the
     `data-paths` run-config entry selected by `partition-id`."""
@@ -47,8 +46,8 @@ def site_of(context: Context, settings: FederatedRunConfig) -> tuple[str, str]:
 
 
 def site_privacy(context: Context, settings: FederatedRunConfig, train: dict[str, np.ndarray], server_round: int,
-                 local_epochs: int) -> tuple[LocalPrivacy | None, int]:
-    """This round's record-level DP, and how many private rounds the site has already trained.
+                 local_epochs: int) -> LocalPrivacy | None:
+    """This round's record-level DP (None without), refused if it would overspend the budget.
 
     The budget is the site's own when its node config sets `max-epsilon` (a site that sets one
     refuses to train without DP); otherwise the run's `dp-epsilon`. Rounds already spent are the
@@ -59,14 +58,13 @@ def site_privacy(context: Context, settings: FederatedRunConfig, train: dict[str
         if site_budget > 0:
             raise PrivacyBudgetExceeded(f"this site trains only with DP-SGD (max-epsilon {site_budget:g}); "
                                         "the run did not set dp-epsilon")
-        return None, 0
+        return None
     ledger = context.state.config_records.get(DP_LEDGER)
     rounds_done = max(server_round - 1, int(ledger["rounds"]) if ledger is not None else 0)
     plan = plan_site_privacy(len(train["subject_id"]), settings.batch_size, local_epochs,
                              settings.num_server_rounds, settings.dp_epsilon, delta=settings.dp_delta,
                              budget=site_budget or settings.dp_epsilon, accountant=settings.dp_accountant)
-    plan.check_round(rounds_done)
-    return LocalPrivacy(plan, settings.dp_clip_norm), rounds_done
+    return LocalPrivacy(plan, settings.dp_clip_norm, rounds_done, plan.check_round(rounds_done))
 
 
 def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:
@@ -121,7 +119,7 @@ def make_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
         if adversary is not None and adversary.kind == "labelflip":
             samples = {**samples, "train": flip_labels(samples["train"], rng)}
         local_epochs = int(config.get("local-epochs", settings.local_epochs))
-        privacy, rounds_done = site_privacy(context, settings, samples["train"], server_round, local_epochs)
+        privacy = site_privacy(context, settings, samples["train"], server_round, local_epochs)
         keep = settings.client_optimizer == "keep"
         stored = context.state.array_records.get(OPTIMIZER_STATE) if keep else None
         result = train_locally(
@@ -131,8 +129,8 @@ def make_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
             optimizer_state=stored.to_numpy_ndarrays() if stored is not None else None, privacy=privacy)
         privacy_metrics = {}
         if privacy is not None:
-            context.state[DP_LEDGER] = ConfigRecord({"rounds": rounds_done + 1})  # node-local
-            privacy_metrics = {"dp-epsilon": privacy.plan.epsilon_after(rounds_done + 1), "dp-delta": privacy.plan.delta,
+            context.state[DP_LEDGER] = ConfigRecord({"rounds": privacy.rounds_done + 1})  # node-local
+            privacy_metrics = {"dp-epsilon": privacy.epsilon, "dp-delta": privacy.plan.delta,
                                "dp-noise-multiplier": privacy.plan.noise_multiplier}
         if keep and result.optimizer_state is not None:
             context.state[OPTIMIZER_STATE] = ArrayRecord(result.optimizer_state)  # node-local, never sent

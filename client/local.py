@@ -102,10 +102,13 @@ def _start_round(model: PretrainingModel, weights: list[np.ndarray], optimizer_s
 
 @dataclass(frozen=True)
 class LocalPrivacy:
-    """Record-level DP for one round of local training: the site's plan and DP-SGD's clip norm."""
+    """Record-level DP for one round of local training: the site's plan, DP-SGD's clip norm, the
+    private rounds the site had trained before this one and the epsilon spent once it is done."""
 
     plan: SitePrivacyPlan
     clip_norm: float
+    rounds_done: int
+    epsilon: float
 
 
 def train_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, samples: dict[str, Arrays], *,

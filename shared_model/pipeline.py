@@ -32,7 +32,7 @@ def _dtype(name: str) -> tf.DType:
 def make_dataset(parts: Sequence[Arrays], *, target: str | tuple[str, ...], batch_size: int, shuffle: bool,
                  seed: int = 0, layout: Layout = Layout()) -> tf.data.Dataset:
     """(inputs, targets) batches; a shuffled dataset draws a new, seeded order every epoch."""
-    fields = (*MODEL_INPUTS, *((target,) if isinstance(target, str) else target))
+    fields = _fields(target)
     total = total_samples(parts)
 
     def load(index: np.int64) -> list[np.ndarray]:
@@ -41,8 +41,7 @@ def make_dataset(parts: Sequence[Arrays], *, target: str | tuple[str, ...], batc
 
     def part_samples(index: tf.Tensor) -> tf.data.Dataset:
         tensors = tf.numpy_function(load, [index], [_dtype(name) for name in fields], stateful=False)
-        columns = {name: tf.ensure_shape(t, (None, *field_shape(name, layout))) for name, t in zip(fields, tensors, strict=True)}
-        return tf.data.Dataset.from_tensor_slices(columns)
+        return tf.data.Dataset.from_tensor_slices(_columns(tensors, fields, layout))
 
     order = tf.data.Dataset.range(len(parts))
     if shuffle:
@@ -61,7 +60,7 @@ def poisson_dataset(parts: Sequence[Arrays], *, target: str | tuple[str, ...], r
     rate x n; an epoch is ceil(1 / rate) steps. Every epoch draws anew, from `seed`."""
     if not 0 < rate <= 1:
         raise ValueError(f"sampling rate must be in (0, 1], got {rate}")
-    fields = (*MODEL_INPUTS, *((target,) if isinstance(target, str) else target))
+    fields = _fields(target)
     arrays = {name: np.concatenate([np.asarray(p[name]) for p in parts]).astype(_dtype(name).as_numpy_dtype)
               for name in fields}
     total = total_samples(parts)
@@ -73,10 +72,19 @@ def poisson_dataset(parts: Sequence[Arrays], *, target: str | tuple[str, ...], r
 
     def step(step_seed: tf.Tensor) -> dict[str, tf.Tensor]:
         tensors = tf.numpy_function(draw, [step_seed], [_dtype(name) for name in fields], stateful=False)
-        return {name: tf.ensure_shape(t, (None, *field_shape(name, layout))) for name, t in zip(fields, tensors, strict=True)}
+        return _columns(tensors, fields, layout)
 
     data = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(steps).map(step)
     return _finish(data.apply(tf.data.experimental.assert_cardinality(steps)), target)
+
+
+def _fields(target: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (*MODEL_INPUTS, *((target,) if isinstance(target, str) else target))
+
+
+def _columns(tensors: list[tf.Tensor], fields: tuple[str, ...], layout: Layout) -> dict[str, tf.Tensor]:
+    """numpy_function outputs as named columns with their static shapes back."""
+    return {name: tf.ensure_shape(t, (None, *field_shape(name, layout))) for name, t in zip(fields, tensors, strict=True)}
 
 
 def _finish(data: tf.data.Dataset, target: str | tuple[str, ...]) -> tf.data.Dataset:

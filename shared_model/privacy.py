@@ -22,6 +22,7 @@ batch's visits, which couples patients).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -207,6 +208,7 @@ class SitePrivacyPlan:
         return after
 
 
+@functools.lru_cache(maxsize=8)  # the same inputs every round: calibrate once per process
 def plan_site_privacy(n_patients: int, batch_size: int, local_epochs: int, planned_rounds: int,
                       target_epsilon: float, *, delta: float = 0.0, budget: float = 0.0,
                       accountant: str = "rdp") -> SitePrivacyPlan:

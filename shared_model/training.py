@@ -136,7 +136,7 @@ def fit_pretraining(model: PretrainingModel, train: Sequence[Arrays], tuning: Se
         train_data = make_dataset(train, target=PRETRAIN_TARGETS, batch_size=settings.batch_size, shuffle=True,
                                   seed=settings.seed)
     val_data = None
-    callbacks = [*callbacks, Progress(steps_per_epoch=int(train_data.cardinality()))]  # asserted by make_dataset
+    callbacks = [*callbacks, Progress(steps_per_epoch=int(train_data.cardinality()))]  # asserted by both datasets
     if tuning and total_samples(tuning):
         val_data = make_dataset(tuning, target=PRETRAIN_TARGETS, batch_size=256, shuffle=False)
         if early_stopping:

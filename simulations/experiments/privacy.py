@@ -133,8 +133,9 @@ def _score(run: FederatedRun, sites: dict[str, Path], config: PrivacyExperimentC
     cache = Path(run.settings.run_dir) / "score.json"
     key = {"task": config.task, "cohort_size": config.cohort_size, "seeds": list(config.seeds),
            "sites": sorted(sites)}
-    if cache.exists() and json.loads(cache.read_text()).get("key") == key:
-        return {**json.loads(cache.read_text())["row"], "part": run.part, "run": run.name}
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    if cached.get("key") == key:
+        return {**cached["row"], "part": run.part, "run": run.name}
     row = _measure(run, sites, config)
     cache.write_text(json.dumps({"key": key, "row": row}, indent=2) + "\n")
     return row
