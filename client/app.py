@@ -64,7 +64,8 @@ def site_privacy(context: Context, settings: FederatedRunConfig, train: dict[str
     plan = plan_site_privacy(len(train["subject_id"]), settings.batch_size, local_epochs,
                              settings.num_server_rounds, settings.dp_epsilon, delta=settings.dp_delta,
                              budget=site_budget or settings.dp_epsilon, accountant=settings.dp_accountant)
-    return LocalPrivacy(plan, settings.dp_clip_norm, rounds_done, plan.check_round(rounds_done))
+    return LocalPrivacy(plan, settings.dp_clip_norm, settings.dp_embedding_share, rounds_done,
+                        plan.check_round(rounds_done))
 
 
 def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:

@@ -107,6 +107,7 @@ class LocalPrivacy:
 
     plan: SitePrivacyPlan
     clip_norm: float
+    embedding_share: float
     rounds_done: int
     epsilon: float
 
@@ -127,7 +128,7 @@ def train_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, sam
     n_train = len(samples["train"]["subject_id"])
     if privacy is not None:
         model.enable_dp_sgd(DPSettings(privacy.clip_norm, privacy.plan.noise_multiplier,
-                                       privacy.plan.sampling_rate * n_train), seed=round_seed)
+                                       privacy.plan.sampling_rate * n_train, privacy.embedding_share), seed=round_seed)
     else:
         model.enable_dp_sgd(None)
     started = time.perf_counter()

@@ -44,15 +44,24 @@ class PrivacyBudgetExceeded(RuntimeError):
 
 @dataclass(frozen=True)
 class DPSettings:
-    """One site's DP-SGD parameters (`expected_batch_size` = q x n divides the noisy sum)."""
+    """One site's DP-SGD parameters (`expected_batch_size` = q x n divides the noisy sum).
+
+    `embedding_share` > 0 clips in two groups (per-layer clipping, McMahan et al. 2018): the code
+    embedding's part of a patient's gradient to clip_norm * sqrt(share), the rest to
+    clip_norm * sqrt(1 - share). A patient's whole contribution stays within clip_norm, so the
+    noise and the accounting are unchanged; what changes is how the bound is spent. With one flat
+    bound the dense layers take most of it and the embedding's rows stay below the noise."""
 
     clip_norm: float
     noise_multiplier: float
     expected_batch_size: float
+    embedding_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.clip_norm <= 0 or self.noise_multiplier < 0 or self.expected_batch_size <= 0:
             raise ValueError("DP-SGD needs clip_norm > 0, noise_multiplier >= 0 and expected_batch_size > 0")
+        if not 0.0 <= self.embedding_share < 1.0:
+            raise ValueError(f"embedding_share must be in [0, 1), got {self.embedding_share}")
 
 
 # --- the step -------------------------------------------------------------------------------------
@@ -98,13 +107,26 @@ class DPSGD:
         dense_grads, row_grads = grads[:-1], grads[-1]
         codes = tf.reshape(inputs["codes"], (tf.shape(row_grads)[0], -1))
         row_grads = tf.reshape(row_grads, (tf.shape(codes)[0], tf.shape(codes)[1], -1))
-        norms = tf.sqrt(sum(tf.reduce_sum(tf.reshape(tf.square(g), (tf.shape(g)[0], -1)), axis=1) for g in dense_grads)
-                        + embedding_squared_norms(row_grads, codes))
-        scale = tf.minimum(1.0, self.settings.clip_norm / tf.maximum(norms, 1e-12)) * weight
-        sums = {id(v): tf.tensordot(scale, g, axes=[[0], [0]]) for v, g in zip(dense_variables, dense_grads, strict=True)}
-        sums[id(table)] = tf.math.unsorted_segment_sum(tf.reshape(row_grads * scale[:, None, None], (-1, table.shape[1])),
-                                                       tf.reshape(codes, (-1,)), table.shape[0])
+        dense_squared = sum(tf.reduce_sum(tf.reshape(tf.square(g), (tf.shape(g)[0], -1)), axis=1) for g in dense_grads)
+        embedding_squared = embedding_squared_norms(row_grads, codes)
+        norms = tf.sqrt(dense_squared + embedding_squared)
+        dense_scale, embedding_scale = self._clip_scales(dense_squared, embedding_squared, norms)
+        sums = {id(v): tf.tensordot(dense_scale * weight, g, axes=[[0], [0]])
+                for v, g in zip(dense_variables, dense_grads, strict=True)}
+        sums[id(table)] = tf.math.unsorted_segment_sum(
+            tf.reshape(row_grads * (embedding_scale * weight)[:, None, None], (-1, table.shape[1])),
+            tf.reshape(codes, (-1,)), table.shape[0])
         return [sums[id(v)] for v in model.trainable_variables], losses, norms
+
+    def _clip_scales(self, dense_squared: tf.Tensor, embedding_squared: tf.Tensor, norms: tf.Tensor):
+        """Per patient, the factors for its dense and its embedding gradient: one flat bound, or
+        one bound per group (see DPSettings.embedding_share)."""
+        clip, share = self.settings.clip_norm, self.settings.embedding_share
+        if share == 0.0:
+            flat = tf.minimum(1.0, clip / tf.maximum(norms, 1e-12))
+            return flat, flat
+        return (tf.minimum(1.0, clip * math.sqrt(1.0 - share) / tf.maximum(tf.sqrt(dense_squared), 1e-12)),
+                tf.minimum(1.0, clip * math.sqrt(share) / tf.maximum(tf.sqrt(embedding_squared), 1e-12)))
 
 
 def _one_patient(model, table, dense_variables, inputs: dict, targets: dict):

@@ -153,7 +153,8 @@ def pretrain_federated(
     max_update_norm: Annotated[float, typer.Option(help="Drop updates whose L2 norm exceeds this bound (0: off).")] = 0.0,
     adversary: Annotated[str, typer.Option(help="Simulate faulty sites: SITE:KIND[=VALUE][@ROUND],... KIND: raise, nan, scale, signflip, noise, labelflip.")] = "",
     dp_epsilon: Annotated[float, typer.Option(min=0, help="Record-level DP: every site trains with DP-SGD, noise calibrated to spend this epsilon over all rounds (0: off).")] = 0.0,
-    dp_clip_norm: Annotated[float, typer.Option(min=0, help="DP-SGD: bound on each patient's gradient norm.")] = 1.0,
+    dp_clip_norm: Annotated[float, typer.Option(min=0, help="DP-SGD: bound on each patient's gradient norm.")] = 0.1,
+    dp_embedding_share: Annotated[float, typer.Option(min=0, max=0.99, help="DP-SGD: share of the squared clip norm reserved for the code embedding's gradient, the rest for the other layers (0: one bound over all parameters).")] = 0.5,
     dp_delta: Annotated[float, typer.Option(min=0, help="DP-SGD: delta (0: 1/n^1.1 with n the site's training patients).")] = 0.0,
     client_dp_noise: Annotated[float, typer.Option(min=0, help="Client-level DP: noise multiplier of Flower's server-side clipping wrapper (0: off).")] = 0.0,
     client_dp_clipping: Annotated[str, typer.Option(help="Client-level DP clipping: fixed or adaptive.")] = "fixed",
@@ -173,7 +174,8 @@ def pretrain_federated(
             learning_rate=learning_rate, seed=seed, k_anonymity=k_anonymity, max_vocab=max_vocab,
             min_available_clients=min_clients, proximal_mu=proximal_mu,
             max_update_norm=max_update_norm, run_dir=str(out), resume=resume, adversary=adversary,
-            dp_epsilon=dp_epsilon, dp_clip_norm=dp_clip_norm, dp_delta=dp_delta, client_dp_noise=client_dp_noise,
+            dp_epsilon=dp_epsilon, dp_clip_norm=dp_clip_norm, dp_embedding_share=dp_embedding_share,
+            dp_delta=dp_delta, client_dp_noise=client_dp_noise,
             client_dp_clipping=client_dp_clipping, client_dp_clip_norm=client_dp_clip_norm,
             secure_aggregation=secure_aggregation, max_norm_ratio=0.0 if secure_aggregation else max_norm_ratio,
             d_model=d_model, n_layers=layers, n_heads=heads, ffn_dim=ffn, dropout=dropout, pre_layer_norm=pre_ln,
@@ -316,8 +318,10 @@ def experiment_privacy(
     epsilons: Annotated[str, typer.Option(help="Record-level epsilons of the curve, separated by commas; inf = no DP.")] = "1,2,4,8,inf",
     strategies: Annotated[str, typer.Option(help="Robustness rows: fedavg, fedavg+validation (norm-ratio filter on), fedmedian, fedtrimmedavg, krum, multikrum.")] = "fedavg,fedavg+validation,fedmedian,fedtrimmedavg,multikrum",
     adversaries: Annotated[str, typer.Option(help="Robustness columns: none, scale=F, signflip, noise=S, labelflip (the second site misbehaves every round).")] = "none,scale=10,signflip",
-    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds of every run.")] = 4,
-    clip_norm: Annotated[float, typer.Option(min=0, help="DP-SGD per-patient gradient bound.")] = 1.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds of the privacy curve's runs.")] = 4,
+    robustness_rounds: Annotated[int, typer.Option(min=1, help="Federated rounds of the robustness table's runs.")] = 8,
+    clip_norm: Annotated[float, typer.Option(min=0, help="DP-SGD per-patient gradient bound.")] = 0.1,
+    embedding_share: Annotated[float, typer.Option(min=0, max=0.99, help="DP-SGD: share of the squared clip norm reserved for the code embedding (0: one flat bound).")] = 0.5,
     dp_batch_size: Annotated[int, typer.Option(min=0, help="Expected batch of the private runs (0: 100, as the non-private run); the signal-to-noise ratio grows with it.")] = 0,
     dp_learning_rate: Annotated[float, typer.Option(min=0, help="Learning rate of the private runs (0: 1e-3, as the non-private run).")] = 0.0,
     task: Annotated[str, typer.Option(help="Downstream binary task.")] = "asthma",
@@ -331,7 +335,8 @@ def experiment_privacy(
 
     config = PrivacyExperimentConfig(
         epsilons=tuple(float(e) for e in epsilons.split(",")), strategies=tuple(strategies.split(",")),
-        adversaries=tuple(adversaries.split(",")), rounds=rounds, clip_norm=clip_norm, dp_batch_size=dp_batch_size,
+        adversaries=tuple(adversaries.split(",")), rounds=rounds, robustness_rounds=robustness_rounds, clip_norm=clip_norm,
+        embedding_share=embedding_share, dp_batch_size=dp_batch_size,
         dp_learning_rate=dp_learning_rate, task=task,
         cohort_size=cohort_size, seeds=tuple(int(s) for s in seeds.split(",")), seed=seed)
     report = run_privacy_experiment(data, out, config, robustness_data=robustness_data)

@@ -70,6 +70,26 @@ def test_per_patient_norms_and_clipping_match_a_per_patient_loop(setup) -> None:
         np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
 
 
+def test_group_clipping_bounds_the_embedding_and_the_rest_separately(setup) -> None:
+    model, inputs, targets = setup
+    reference = per_patient_reference(model, inputs, targets)
+    table_index = [v is code_embedding_table(model) for v in model.trainable_variables].index(True)
+    embedding = np.array([np.linalg.norm(g[table_index]) for g in reference])
+    dense = np.array([_norm([x for j, x in enumerate(g) if j != table_index]) for g in reference])
+    clip, share = float(np.median(np.hypot(embedding, dense))), 0.3
+    bounds = clip * math.sqrt(share), clip * math.sqrt(1 - share)
+    assert (embedding > bounds[0]).any() and (embedding < bounds[0]).any()  # the bounds bite for some patients only
+    gradients, _, _ = DPSGD(model, DPSettings(clip, 0.0, 4.0, embedding_share=share), seed=0).gradients(inputs, targets)
+    factors = [(min(1.0, bounds[0] / e), min(1.0, bounds[1] / d)) for e, d in zip(embedding, dense, strict=True)]
+    for j, got in enumerate(gradients):
+        want = sum(f[0 if j == table_index else 1] * g[j] for g, f in zip(reference, factors, strict=True)) / 4.0
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+    for i in range(N_PATIENTS):  # a patient's whole contribution stays within the one bound
+        alone, _, _ = DPSGD(model, DPSettings(clip, 0.0, 1.0, embedding_share=share), seed=0).gradients(
+            {k: v[i:i + 1] for k, v in inputs.items()}, {k: v[i:i + 1] for k, v in targets.items()})
+        assert _norm([g.numpy() for g in alone]) <= clip * (1 + 1e-5)
+
+
 def test_every_patients_contribution_is_clipped_to_the_bound(setup) -> None:
     model, inputs, targets = setup
     clip = 1e-3  # far below every patient's gradient norm

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from simulations.experiments.privacy import PrivacyExperimentConfig, checks, run_privacy_experiment
+from shared_model.data import DataValidationError
+from simulations.experiments.privacy import PrivacyExperimentConfig, held_out_recall, checks, run_privacy_experiment
+from simulations.experiments.transfer.runner import find_sites
 from tests.inprocess_grid import run_inprocess_federation
 
 CONFIG = PrivacyExperimentConfig(epsilons=(4.0, math.inf), strategies=("fedmedian",),
-                                 adversaries=("none", "scale=10"), rounds=1, cohort_size=60, seeds=(0,),
+                                 adversaries=("none", "scale=10"), rounds=1, robustness_rounds=1, cohort_size=60, seeds=(0,),
                                  k_anonymity=5)
 
 
@@ -25,6 +28,11 @@ def test_privacy_experiment_writes_the_curve_the_table_and_the_report(fed_sites:
     robust = results[results["part"] == "robustness"]
     assert sorted(zip(robust["strategy"], robust["adversary"])) == [("fedmedian", "none"), ("fedmedian", "scale=10")]
     assert results["auroc"].between(0, 1).all() and results["nvp_recall@10"].between(0, 1).all()
+    assert robust["honest_recall@10"].between(0, 1).all() and results.loc[results["part"] == "privacy", "honest_recall@10"].isna().all()
+    # the held-out recall computed here over every site is the federated evaluation's number
+    sites = find_sites(fed_sites[0].parent)
+    clean = robust[robust["adversary"] == "none"].iloc[0]
+    assert held_out_recall(out / "pretrained" / clean["run"] / "checkpoint", sites) == pytest.approx(clean["nvp_recall@10"], abs=1e-6)
     assert (robust["dropped_updates"] == 0).all()  # the bare rules run without the validation filter
     html = report.read_text()
     assert html.count("data:image/png;base64") == 2 and "Privacy-utility curve" in html
@@ -36,6 +44,10 @@ def test_privacy_experiment_writes_the_curve_the_table_and_the_report(fed_sites:
     run_privacy_experiment(fed_sites[0].parent, out, CONFIG, federated_runner=run_inprocess_federation)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert pd.read_csv(out / "results.csv").equals(results)
+    # other settings in the same directory are refused, not mixed with these runs
+    with pytest.raises(DataValidationError, match="dp-clip-norm"):
+        run_privacy_experiment(fed_sites[0].parent, out, replace(CONFIG, clip_norm=0.5),
+                               federated_runner=run_inprocess_federation)
 
 
 def test_checks_judge_the_claims_from_the_numbers() -> None:
@@ -50,3 +62,8 @@ def test_checks_judge_the_claims_from_the_numbers() -> None:
     verdicts = {claim.split(":")[0]: ok for claim, ok, _ in checks(frame)}
     assert verdicts == {"epsilon = 8": False, "fedavg with one site sending signflip updates": True,
                         "fedmedian with one site sending signflip updates": True}
+    # with the honest sites' recall present, the robustness claims are judged on it
+    frame["honest_recall@10"] = frame["nvp_recall@10"].where(frame["part"] == "robustness")
+    frame.loc[(frame["strategy"] == "fedmedian") & (frame["adversary"] == "signflip"), "honest_recall@10"] = 0.50
+    verdicts = {claim.split(":")[0]: ok for claim, ok, _ in checks(frame)}
+    assert not verdicts["fedmedian with one site sending signflip updates"]
