@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from shared_model.data import DataValidationError
-from simulations.experiments.privacy import PrivacyExperimentConfig, held_out_recall, checks, run_privacy_experiment
+from simulations.experiments.privacy import (PrivacyExperimentConfig, checks, held_out_recall, privacy_utility_plot,
+                                         run_privacy_experiment)
 from simulations.experiments.transfer.runner import find_sites
 from tests.inprocess_grid import run_inprocess_federation
 
@@ -48,6 +49,11 @@ def test_privacy_experiment_writes_the_curve_the_table_and_the_report(fed_sites:
     with pytest.raises(DataValidationError, match="dp-clip-norm"):
         run_privacy_experiment(fed_sites[0].parent, out, replace(CONFIG, clip_norm=0.5),
                                federated_runner=run_inprocess_federation)
+
+
+def test_a_curve_without_private_runs_still_plots(tmp_path: Path) -> None:
+    frame = pd.DataFrame([{"part": "privacy", "epsilon": math.inf, "auroc": 0.8, "auroc_sd": 0.01, "nvp_recall@10": 0.6}])
+    assert privacy_utility_plot(frame, tmp_path / "curve.png").stat().st_size > 1_000
 
 
 def test_checks_judge_the_claims_from_the_numbers() -> None:

@@ -239,8 +239,9 @@ def privacy_utility_plot(results: pd.DataFrame, path: Path) -> Path:
                         alpha=0.4, capsize=3)
         if len(reference):
             ax.axhline(float(reference[metric].iloc[0]), color="#1f77b4", linestyle="--", label="no DP")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(private["epsilon"].tolist(), [f"{e:g}" for e in private["epsilon"]])
+        if len(private):  # a curve of the non-private run alone has no epsilon axis
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(private["epsilon"].tolist(), [f"{e:g}" for e in private["epsilon"]])
         ax.set_xlabel("epsilon per site (record level, all rounds)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
