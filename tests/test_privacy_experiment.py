@@ -45,6 +45,10 @@ def test_privacy_experiment_writes_the_curve_the_table_and_the_report(fed_sites:
     run_privacy_experiment(fed_sites[0].parent, out, CONFIG, federated_runner=run_inprocess_federation)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert pd.read_csv(out / "results.csv").equals(results)
+    # a DP setting does not concern the runs without DP: those are reused as they are
+    run_privacy_experiment(fed_sites[0].parent, out, replace(CONFIG, epsilons=(math.inf,), clip_norm=0.5),
+                           federated_runner=run_inprocess_federation)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     # other settings in the same directory are refused, not mixed with these runs
     with pytest.raises(DataValidationError, match="dp-clip-norm"):
         run_privacy_experiment(fed_sites[0].parent, out, replace(CONFIG, clip_norm=0.5),

@@ -142,9 +142,9 @@ def run_privacy_experiment(data: Path, out: Path, config: PrivacyExperimentConfi
 def _check_same_settings(run_dir: Path, settings: FederatedRunConfig) -> None:
     """A run directory holds one federated run: refuse to resume or reuse it under other settings."""
     path = run_dir / "settings.json"
-    current = {k: v for k, v in json.loads(json.dumps(settings.to_run_config())).items() if k not in ("run-dir", "resume")}
+    current = _effective(json.loads(json.dumps(settings.to_run_config())))
     if path.exists():
-        previous = json.loads(path.read_text())
+        previous = _effective(json.loads(path.read_text()))
         changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
         if changed:
             raise DataValidationError(path, "the settings this run was started with (use a new --out, or delete it)",
@@ -154,6 +154,16 @@ def _check_same_settings(run_dir: Path, settings: FederatedRunConfig) -> None:
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(current, indent=2) + "\n")
+
+
+def _effective(run_config: dict) -> dict:
+    """The settings that shape a run: a switched-off mechanism's parameters do not."""
+    ignored = {"run-dir", "resume"}
+    if not run_config.get("dp-epsilon"):
+        ignored |= {k for k in run_config if k.startswith("dp-")} - {"dp-epsilon"}
+    if not run_config.get("client-dp-noise"):
+        ignored |= {k for k in run_config if k.startswith("client-dp-")} - {"client-dp-noise"}
+    return {k: v for k, v in run_config.items() if k not in ignored}
 
 
 def _score(run: FederatedRun, sites: dict[str, Path], honest: dict[str, Path], config: PrivacyExperimentConfig) -> dict:
