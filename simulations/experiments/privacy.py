@@ -121,6 +121,8 @@ def run_privacy_experiment(data: Path, out: Path, config: PrivacyExperimentConfi
                                                  "data": str(data), "robustness_data": str(robustness_data or data)},
                                                 indent=2) + "\n")
     runs = plan_runs(config, list(privacy_sites), list(robustness_sites), out / "pretrained")
+    attacker = adversary_site(list(robustness_sites))
+    honest = {name: path for name, path in robustness_sites.items() if name != attacker}
     rows = []
     for index, run in enumerate(runs, start=1):
         sites = privacy_sites if run.part == "privacy" else robustness_sites
@@ -130,7 +132,6 @@ def run_privacy_experiment(data: Path, out: Path, config: PrivacyExperimentConfi
             log.info("[%d/%d] federated pretraining %s", index, len(runs), run.name)
             resume = (run_dir / "checkpoints").exists()
             federated_runner(list(sites.values()), replace(run.settings, resume=resume), 2)
-        honest = {name: path for name, path in sites.items() if name != adversary_site(list(sites))}
         rows.append(_score(run, sites, honest, config))
         log.info("[%d/%d] %s: %s", index, len(runs), run.name,
                  {k: round(v, 4) for k, v in rows[-1].items() if isinstance(v, float)})
@@ -168,7 +169,8 @@ def _effective(run_config: dict) -> dict:
 
 def _score(run: FederatedRun, sites: dict[str, Path], honest: dict[str, Path], config: PrivacyExperimentConfig) -> dict:
     """The run's metrics, kept in its directory (score.json) for the same downstream settings, so
-    a resumed experiment does not fine-tune again (a metric added later is computed alone)."""
+    a resumed experiment does not fine-tune again (a metric added later is computed alone).
+    `honest`: the robustness sites but the misbehaving one (robustness runs only)."""
     cache = Path(run.settings.run_dir) / "score.json"
     key = {"task": config.task, "cohort_size": config.cohort_size, "seeds": list(config.seeds),
            "sites": sorted(sites)}
@@ -219,7 +221,7 @@ def checks(results: pd.DataFrame) -> list[tuple[str, bool | None, str]]:
         out.append(("epsilon = 8: downstream AUROC within 0.03 of the non-private federated model", gap >= -0.03,
                     f"{curve.loc[8.0, 'auroc']:.3f} vs {curve.loc[math.inf, 'auroc']:.3f}, difference {gap:+.3f}"))
     robust = results[results["part"] == "robustness"]
-    metric = HONEST_RECALL if HONEST_RECALL in robust else "nvp_recall@10"
+    metric = _robustness_metric(robust)
     table = robust.set_index(["strategy", "adversary"])[metric]
     for strategy in sorted({s for s, _ in table.index}):
         if (strategy, "none") not in table.index:
@@ -234,6 +236,12 @@ def checks(results: pd.DataFrame) -> list[tuple[str, bool | None, str]]:
                 where = " on the honest sites" if metric == HONEST_RECALL else ""
                 out.append((claim, ok, f"{table[(strategy, adversary)]:.3f} vs {clean:.3f}{where} ({change:+.1%})"))
     return out
+
+
+def _robustness_metric(robust: pd.DataFrame) -> str:
+    """What robustness is judged on: the honest sites' recall when the results have it (results
+    written before it existed have only the federated evaluation)."""
+    return HONEST_RECALL if HONEST_RECALL in robust else "nvp_recall@10"
 
 
 def privacy_utility_plot(results: pd.DataFrame, path: Path) -> Path:
@@ -267,7 +275,7 @@ def robustness_plot(results: pd.DataFrame, path: Path) -> Path:
     """Change of NVP Recall@10 under attack relative to the same strategy's clean run, with the
     2% band the robust options should stay in."""
     robust = results[results["part"] == "robustness"]
-    metric = HONEST_RECALL if HONEST_RECALL in robust else "nvp_recall@10"
+    metric = _robustness_metric(robust)
     table = robust.pivot(index="strategy", columns="adversary", values=metric)
     table = table.reindex([s for s in STRATEGIES if s in table.index] + [s for s in table.index if s not in STRATEGIES])
     attacks = [a for a in table.columns if a != "none"]
@@ -294,8 +302,8 @@ def robustness_plot(results: pd.DataFrame, path: Path) -> Path:
 def _tables(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     curve = results[results["part"] == "privacy"][["epsilon", "site_epsilon", "nvp_recall@10", "auroc", "auroc_sd"]]
     robust = results[results["part"] == "robustness"]
-    robust = robust[["strategy", "adversary", "nvp_recall@10", *([HONEST_RECALL] if HONEST_RECALL in robust else []),
-                     "auroc", "dropped_updates"]]
+    robust = robust[list(dict.fromkeys(["strategy", "adversary", "nvp_recall@10", _robustness_metric(robust),
+                                        "auroc", "dropped_updates"]))]
     return curve.round(4), robust.round(4)
 
 
