@@ -107,8 +107,8 @@ class PretrainingModel(keras.Model):
         # FedProx state is kept out of Keras' tracking: it must never become part of model.weights
         self.__dict__["_proximal"] = None
         self.__dict__["_privacy"] = None  # a DPSGD under differentially private training
-        # one XLA-compiled CP head + loss per model (its trace cache follows this model's shapes)
-        self.__dict__["_fused_cp_loss"] = tf.function(dense_multilabel_bce_sum, jit_compile=True)
+        # one XLA-compiled head + loss per model (NVP and CP; its trace cache follows this model's shapes)
+        self.__dict__["_fused_head_loss"] = tf.function(dense_multilabel_bce_sum, jit_compile=True)
 
     def set_proximal_anchor(self, weights: list, mu: float) -> None:
         """FedProx: add mu/2 * ||w - anchor||^2 over trainable weights to the loss.
@@ -145,7 +145,7 @@ class PretrainingModel(keras.Model):
 
     def call(self, inputs, training=False):
         encoded = self.encoder(inputs, training=training)
-        return {"nvp": self.nvp_head(encoded["patient"]), "visits": encoded["visits"]}
+        return {"nvp": self.nvp_head(encoded["patient"]), "patient": encoded["patient"], "visits": encoded["visits"]}
 
     def predict_step(self, data):
         """Inference returns the NVP logits only (what a deployed model serves)."""
@@ -153,7 +153,7 @@ class PretrainingModel(keras.Model):
         return self(x, training=False)["nvp"]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        nvp = ops.mean(multilabel_bce_from_indices(y_pred["nvp"], y["target_groups"]))
+        nvp = self.next_visit_loss(y_pred["patient"], y["target_groups"])
         cp = self.category_loss(y_pred["visits"], x["visit_type"] > 0, y["visit_groups"])
         self.nvp_loss.update_state(nvp)
         self.cp_loss.update_state(cp)
@@ -175,6 +175,14 @@ class PretrainingModel(keras.Model):
         cp = ops.sum(per_visit * valid) / ops.maximum(ops.sum(valid), 1.0)
         return self.model_config.nvp_weight * nvp + self.model_config.cp_weight * cp
 
+    def next_visit_loss(self, patients, target_groups):
+        """Mean NVP loss, its head fused with the loss like the CP head's (the training loss does
+        not use the `nvp` logits `call` returns for inference)."""
+        weight = tf.ones_like(patients[:, 0])
+        total = self._fused_head_loss(self.nvp_head.kernel.value, self.nvp_head.bias.value, patients, target_groups,
+                                      weight)
+        return total / tf.maximum(tf.reduce_sum(weight), 1.0)
+
     def category_loss(self, visits, valid, visit_groups):
         """Mean CP loss over real visits only (padded slots skip the head's cost entirely). The
         real visits are gathered and padded with zero-weight rows to a multiple of CP_ROW_BUCKET,
@@ -184,7 +192,7 @@ class PretrainingModel(keras.Model):
         count = tf.shape(real_visits)[0]
         padding = -count % CP_ROW_BUCKET
         weight = tf.cast(tf.range(count + padding) < count, real_visits.dtype)
-        total = self._fused_cp_loss(self.cp_head.kernel.value, self.cp_head.bias.value,
+        total = self._fused_head_loss(self.cp_head.kernel.value, self.cp_head.bias.value,
                                     tf.pad(real_visits, [[0, padding], [0, 0]]),
                                     tf.pad(groups, [[0, padding], [0, 0]], constant_values=-1), weight)
         return total / tf.maximum(tf.cast(count, total.dtype), 1.0)

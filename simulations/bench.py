@@ -138,7 +138,7 @@ def _markdown(report: dict[str, Any]) -> str:
                   f"faithful-default model: {data['attention_seconds']:.1f} s."]
     if "pretrain_speedup" in data:
         lines += ["", f"Training step vs the plain step it replaced (stock Keras RMSprop densifying the embedding "
-                      f"gradient, unfused CP head and loss), side by side in one process: {data['pretrain_speedup']:.2f}x."]
+                      f"gradient, NVP and CP heads and losses unfused, autodiff gradients), side by side in one process: {data['pretrain_speedup']:.2f}x."]
     if "model_parameters" in data:
         lines += ["", f"Model figures: faithful Claim-PT config at the paper's sizes (49,836 codes, 3,357 groups, "
                       f"{data['model_parameters']:,} parameters), batch {data['batch_size']}, random paper-shaped "
