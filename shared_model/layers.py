@@ -31,12 +31,10 @@ class VisitEmbedding(keras.layers.Layer):
         output with respect to it is gradient x input on that code (the attention playground).
         `code_vectors` (B, V, C, d), the looked-up code embeddings when given: their gradient is
         the embedding table's per-example gradient, row by row (DP-SGD, shared_model.privacy)."""
-        present = ops.cast(codes > 0, self.compute_dtype)
-        if code_gate is not None:
-            present = present * ops.cast(code_gate, self.compute_dtype)
         if code_vectors is None:
-            code_vectors = self.real_code_vectors(codes)
-        visits = ops.sum(code_vectors * ops.expand_dims(present, -1), axis=2)
+            visits = self.summed_code_vectors(codes, code_gate)
+        else:  # DP-SGD differentiates one patient's vectors slot by slot
+            visits = ops.sum(code_vectors * ops.expand_dims(ops.cast(codes > 0, code_vectors.dtype), -1), axis=2)
         visits = visits + self.type_embedding(visit_type)
         if self.time_encoding == "day_of_year":
             return visits + self.date_embedding(date_index)
@@ -47,17 +45,23 @@ class VisitEmbedding(keras.layers.Layer):
         age_bucket = ops.where(valid, ops.minimum(months, AGE_MONTH_BUCKETS - 2) + 1, 0)
         return visits + self.days_before_embedding(day_bucket) + self.age_embedding(age_bucket)
 
-    def real_code_vectors(self, codes):
-        """The code embeddings at `codes` (B, V, C, d), zeros in padded slots. Only real codes are
-        looked up, so the table's gradient (tf.IndexedSlices) holds one row per real code, not one
-        per slot: on paper-shaped batches ~3.5x fewer rows for the optimizer to sum, with the same
-        sums (a padded slot's gradient is zero). The gather reads the variable in place, not a
-        copy of the whole 50,000 x 100 table."""
+    def summed_code_vectors(self, codes, code_gate=None):
+        """Each visit's sum of its real codes' embeddings (B, V, d), each scaled by `code_gate`.
+
+        Only real codes are looked up (the table read in place, not copied) and summed per visit,
+        so the table's gradient (tf.IndexedSlices) has one row per real code rather than one per
+        slot, padding included: on paper-shaped batches ~3.5x fewer rows for the optimizer to
+        sum, with the same sums (a padded slot's gradient is zero), and no (B, V, C, d) tensor."""
         if not self.code_embedding.built:
             self.code_embedding.build()
         real = tf.where(codes > 0)
         vectors = tf.gather(self.code_embedding.embeddings.value, tf.gather_nd(codes, real))
-        return tf.scatter_nd(real, vectors, tf.concat([tf.shape(codes, out_type=tf.int64), [self.d_model]], 0))
+        if code_gate is not None:
+            vectors = vectors * tf.cast(tf.gather_nd(code_gate, real), vectors.dtype)[:, None]
+        n_visits = codes.shape[1]
+        visit = real[:, 0] * n_visits + real[:, 1]
+        summed = tf.math.unsorted_segment_sum(vectors, visit, tf.cast(tf.shape(codes)[0], tf.int64) * n_visits)
+        return tf.reshape(summed, [-1, n_visits, self.d_model])
 
     def get_config(self):
         return {**super().get_config(), "vocab_size": self.vocab_size, "d_model": self.d_model,

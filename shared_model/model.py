@@ -81,8 +81,9 @@ def encoder_forward(layer, config: ClaimTransformerConfig, inputs: dict, *, code
         outputs[f"attention_{i}"] = scores
     if config.pre_layer_norm:
         x = layer("final_norm")(x)
-    outputs["patient"] = layer("patient_vector")(x[:, 0])
-    outputs["visits"] = x[:, 1:]
+    token_0, visits = ops.split(x, [1], axis=1)  # a split's gradient is a concat, a slice's a padded copy
+    outputs["patient"] = layer("patient_vector")(ops.squeeze(token_0, axis=1))
+    outputs["visits"] = visits
     return outputs
 
 

@@ -138,24 +138,26 @@ def test_sparse_loss_equals_dense_masked_reference(config: ClaimTransformerConfi
         np.testing.assert_allclose(tf.convert_to_tensor(g_fast), tf.convert_to_tensor(g_ref), atol=1e-6)
 
 
-def test_code_lookup_emits_gradient_rows_for_real_codes_only(config: ClaimTransformerConfig) -> None:
-    """The visit embedding's lookup equals Keras' Embedding lookup in real slots (zeros in padded
-    ones), and the table's gradient is row-sparse with one row per real code, summing to the
-    gradient of the plain lookup masked by the padding."""
-    x, _ = random_batch(np.random.default_rng(6), 5, config.vocab_size, config.n_groups, np.array([1, 4, 9, 30, 12]))
+def test_visit_code_sums_emit_gradient_rows_for_real_codes_only(config: ClaimTransformerConfig) -> None:
+    """Each visit's code sum equals the masked sum of Keras' Embedding lookups over its slots, gated
+    or not, and the table's gradient is row-sparse with one row per real code, summing to the
+    gradient of the plain masked computation."""
+    rng = np.random.default_rng(6)
+    x, _ = random_batch(rng, 5, config.vocab_size, config.n_groups, np.array([1, 4, 9, 30, 12]))
     layer = build_encoder(config).get_layer("visit_embedding")
     table = layer.code_embedding.embeddings
-    weights = tf.constant(np.random.default_rng(7).normal(size=(*x["codes"].shape, config.d_model)), tf.float32)
-    present = tf.cast(x["codes"] > 0, tf.float32)[..., None]
-    with tf.GradientTape(persistent=True) as tape:
-        fast = layer.real_code_vectors(x["codes"])
-        plain = layer.code_embedding(x["codes"]) * present
-        fast_loss, plain_loss = tf.reduce_sum(fast * weights), tf.reduce_sum(plain * weights)
-    np.testing.assert_array_equal(fast.numpy(), plain.numpy())
-    fast_grad, plain_grad = tape.gradient(fast_loss, table.value), tape.gradient(plain_loss, table.value)
-    assert isinstance(fast_grad, tf.IndexedSlices)
-    assert sorted(fast_grad.indices.numpy().tolist()) == sorted(x["codes"][x["codes"] > 0].tolist())
-    np.testing.assert_allclose(tf.convert_to_tensor(fast_grad), tf.convert_to_tensor(plain_grad), atol=1e-5)
+    weights = tf.constant(rng.normal(size=(*x["codes"].shape[:2], config.d_model)), tf.float32)
+    for gate in (None, tf.constant(rng.uniform(0.5, 2.0, x["codes"].shape), tf.float32)):
+        present = tf.cast(x["codes"] > 0, tf.float32) * (1.0 if gate is None else gate)
+        with tf.GradientTape(persistent=True) as tape:
+            fast = layer.summed_code_vectors(x["codes"], gate)
+            plain = tf.reduce_sum(layer.code_embedding(x["codes"]) * present[..., None], axis=2)
+            fast_loss, plain_loss = tf.reduce_sum(fast * weights), tf.reduce_sum(plain * weights)
+        np.testing.assert_allclose(fast.numpy(), plain.numpy(), atol=1e-6)
+        fast_grad, plain_grad = tape.gradient(fast_loss, table.value), tape.gradient(plain_loss, table.value)
+        assert isinstance(fast_grad, tf.IndexedSlices)
+        assert sorted(fast_grad.indices.numpy().tolist()) == sorted(x["codes"][x["codes"] > 0].tolist())
+        np.testing.assert_allclose(tf.convert_to_tensor(fast_grad), tf.convert_to_tensor(plain_grad), atol=1e-5)
 
 
 def test_sparse_rmsprop_equals_keras_rmsprop_on_an_embedding(config: ClaimTransformerConfig) -> None:
