@@ -194,8 +194,8 @@ class PretrainingModel(keras.Model):
         padding = -count % CP_ROW_BUCKET
         weight = tf.cast(tf.range(count + padding) < count, real_visits.dtype)
         total = self._fused_head_loss(self.cp_head.kernel.value, self.cp_head.bias.value,
-                                    tf.pad(real_visits, [[0, padding], [0, 0]]),
-                                    tf.pad(groups, [[0, padding], [0, 0]], constant_values=-1), weight)
+                                      tf.pad(real_visits, [[0, padding], [0, 0]]),
+                                      tf.pad(groups, [[0, padding], [0, 0]], constant_values=-1), weight)
         return total / tf.maximum(tf.cast(count, total.dtype), 1.0)
 
 
