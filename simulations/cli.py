@@ -324,6 +324,7 @@ def experiment_privacy(
     embedding_share: Annotated[float, typer.Option(min=0, max=0.99, help="DP-SGD: share of the squared clip norm reserved for the code embedding (0: one flat bound).")] = 0.5,
     dp_batch_size: Annotated[int, typer.Option(min=0, help="Expected batch of the private runs (0: 100, as the non-private run); the signal-to-noise ratio grows with it.")] = 0,
     dp_learning_rate: Annotated[float, typer.Option(min=0, help="Learning rate of the private runs (0: 1e-3, as the non-private run).")] = 0.0,
+    dp_rounds: Annotated[int, typer.Option(min=0, help="Federated rounds of the private runs (0: --rounds, as the non-private run); the same epsilon is spread over them.")] = 0,
     task: Annotated[str, typer.Option(help="Downstream binary task.")] = "asthma",
     cohort_size: Annotated[int, typer.Option(min=10, help="Labelled patients per site for the downstream probe.")] = 300,
     seeds: Annotated[str, typer.Option(help="Downstream fine-tuning seeds, separated by commas.")] = "0,1,2",
@@ -337,7 +338,7 @@ def experiment_privacy(
         epsilons=tuple(float(e) for e in epsilons.split(",")), strategies=tuple(strategies.split(",")),
         adversaries=tuple(adversaries.split(",")), rounds=rounds, robustness_rounds=robustness_rounds, clip_norm=clip_norm,
         embedding_share=embedding_share, dp_batch_size=dp_batch_size,
-        dp_learning_rate=dp_learning_rate, task=task,
+        dp_learning_rate=dp_learning_rate, dp_rounds=dp_rounds, task=task,
         cohort_size=cohort_size, seeds=tuple(int(s) for s in seeds.split(",")), seed=seed)
     report = run_privacy_experiment(data, out, config, robustness_data=robustness_data)
     typer.echo((out / "results.md").read_text())

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from shared_model.data import DataValidationError
-from simulations.experiments.privacy import (PrivacyExperimentConfig, checks, held_out_recall, privacy_utility_plot,
-                                         run_privacy_experiment)
+from simulations.experiments.privacy import (PrivacyExperimentConfig, checks, held_out_recall, plan_runs,
+                                         privacy_utility_plot, run_privacy_experiment)
 from simulations.experiments.transfer.runner import find_sites
 from tests.inprocess_grid import run_inprocess_federation
 
@@ -55,6 +55,15 @@ def test_privacy_experiment_writes_the_curve_the_table_and_the_report(fed_sites:
                                federated_runner=run_inprocess_federation)
 
 
+def test_private_runs_take_their_own_rounds_batch_and_learning_rate(tmp_path: Path) -> None:
+    config = replace(CONFIG, rounds=4, dp_rounds=16, dp_batch_size=400, dp_learning_rate=3e-3)
+    runs = {run.epsilon: run.settings for run in plan_runs(config, ["a", "b"], ["a", "b"], tmp_path) if run.part == "privacy"}
+    private, plain = runs[4.0], runs[math.inf]
+    assert (private.num_server_rounds, private.batch_size, private.learning_rate) == (16, 400, 3e-3)
+    assert (plain.num_server_rounds, plain.batch_size, plain.learning_rate, plain.dp_epsilon) == (4, 100, 1e-3, 0.0)
+    assert plan_runs(replace(config, dp_rounds=0), ["a"], ["a"], tmp_path)[0].settings.num_server_rounds == 4
+
+
 def test_a_curve_without_private_runs_still_plots(tmp_path: Path) -> None:
     frame = pd.DataFrame([{"part": "privacy", "epsilon": math.inf, "auroc": 0.8, "auroc_sd": 0.01, "nvp_recall@10": 0.6}])
     assert privacy_utility_plot(frame, tmp_path / "curve.png").stat().st_size > 1_000
@@ -77,3 +86,9 @@ def test_checks_judge_the_claims_from_the_numbers() -> None:
     frame.loc[(frame["strategy"] == "fedmedian") & (frame["adversary"] == "signflip"), "honest_recall@10"] = 0.50
     verdicts = {claim.split(":")[0]: ok for claim, ok, _ in checks(frame)}
     assert not verdicts["fedmedian with one site sending signflip updates"]
+    # a private run trained longer than the non-private one says so next to the verdict
+    details = {claim.split(":")[0]: detail for claim, _, detail in checks(frame)}
+    assert "rounds" not in details["epsilon = 8"]
+    frame["rounds"] = [16, 4, 8, 8, 8, 8]
+    details = {claim.split(":")[0]: detail for claim, _, detail in checks(frame)}
+    assert details["epsilon = 8"].endswith("16 private rounds against 4")
