@@ -61,7 +61,9 @@ class PrivacyExperimentConfig:
     clip_norm: float = FederatedRunConfig.dp_clip_norm  # DP-SGD's bounds: the run config's defaults
     embedding_share: float = FederatedRunConfig.dp_embedding_share
     dp_batch_size: int = 0  # expected batch of the private runs (0: the non-private 100); DP favours larger
-    dp_learning_rate: float = 0.0  # learning rate of the private runs (0: the non-private 1e-3)
+    # learning rate of the private runs (0: the non-private 1e-3): clipped, noisy training converges
+    # slower, and 4e-3 measured better under DP (epsilon 8, 4 rounds: AUROC 0.710 against 0.680 at 1e-3)
+    dp_learning_rate: float = 4e-3
     dp_rounds: int = 0  # federated rounds of the private runs (0: `rounds`, as the non-private run); DP converges slower
     task: str = "asthma"
     cohort_size: int = 300
