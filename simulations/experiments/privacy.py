@@ -180,8 +180,8 @@ def _score(run: FederatedRun, sites: dict[str, Path], honest: dict[str, Path], c
            "sites": sorted(sites)}
     cached = json.loads(cache.read_text()) if cache.exists() else {}
     row = {**cached["row"], "part": run.part, "run": run.name} if cached.get("key") == key else _measure(run, sites, config)
-    if "rounds" not in row:  # scores written before the private runs could take their own rounds
-        row["rounds"] = len(pd.read_csv(Path(run.settings.run_dir) / "rounds.csv"))
+    # what the private runs may do differently from the non-private one, shown next to the verdict
+    row.update(rounds=run.settings.num_server_rounds, learning_rate=run.settings.learning_rate)
     if run.part == "robustness" and HONEST_RECALL not in row:
         row[HONEST_RECALL] = held_out_recall(Path(run.settings.run_dir) / "checkpoint", honest)
     if row != cached.get("row"):
@@ -211,7 +211,7 @@ def _measure(run: FederatedRun, sites: dict[str, Path], config: PrivacyExperimen
                                          checkpoint=checkpoint, settings=FinetuneSettings(seed=seed))
             aurocs.append(outcome.record["auroc"])
     return {"part": run.part, "run": run.name, "epsilon": run.epsilon, "strategy": run.strategy,
-            "adversary": run.adversary, "rounds": len(rounds), "site_epsilon": float(last["site_epsilon"]),
+            "adversary": run.adversary, "site_epsilon": float(last["site_epsilon"]),
             "nvp_recall@10": float(last["eval_recall@10"]), "auroc": float(np.mean(aurocs)),
             "auroc_sd": float(np.std(aurocs, ddof=1)) if len(aurocs) > 1 else 0.0,
             "dropped_updates": int(rounds["dropped"].sum())}
@@ -225,9 +225,9 @@ def checks(results: pd.DataFrame) -> list[tuple[str, bool | None, str]]:
     if math.inf in curve.index and 8.0 in curve.index:
         gap = curve.loc[8.0, "auroc"] - curve.loc[math.inf, "auroc"]
         detail = f"{curve.loc[8.0, 'auroc']:.3f} vs {curve.loc[math.inf, 'auroc']:.3f}, difference {gap:+.3f}"
-        rounds = curve["rounds"] if "rounds" in curve else None
-        if rounds is not None and rounds[8.0] != rounds[math.inf]:  # more training for DP is part of the claim
-            detail += f"; {rounds[8.0]:.0f} private rounds against {rounds[math.inf]:.0f}"
+        for column, what in (("rounds", "rounds"), ("learning_rate", "learning rate")):
+            if column in curve and curve.loc[8.0, column] != curve.loc[math.inf, column]:  # part of the claim
+                detail += f"; private runs at {curve.loc[8.0, column]:g} {what} against {curve.loc[math.inf, column]:g}"
         out.append(("epsilon = 8: downstream AUROC within 0.03 of the non-private federated model", gap >= -0.03,
                     detail))
     robust = results[results["part"] == "robustness"]
@@ -311,7 +311,8 @@ def robustness_plot(results: pd.DataFrame, path: Path) -> Path:
 
 def _tables(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     curve = results[results["part"] == "privacy"]
-    curve = curve[[c for c in ("epsilon", "rounds", "site_epsilon", "nvp_recall@10", "auroc", "auroc_sd") if c in curve]]
+    curve = curve[[c for c in ("epsilon", "rounds", "learning_rate", "site_epsilon", "nvp_recall@10", "auroc", "auroc_sd")
+                   if c in curve]]
     robust = results[results["part"] == "robustness"]
     robust = robust[list(dict.fromkeys(["strategy", "adversary", "nvp_recall@10", _robustness_metric(robust),
                                         "auroc", "dropped_updates"]))]
