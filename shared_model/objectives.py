@@ -14,11 +14,14 @@ from keras import ops
 def multilabel_bce_from_indices(logits, target_indices):
     """Mean over groups of binary cross-entropy; `target_indices` (..., K) are distinct group ids,
     -1 for padding. Returns one loss per leading position (...)."""
-    n_groups = ops.shape(logits)[-1]
-    valid = target_indices >= 0
+    n_groups = ops.cast(ops.shape(logits)[-1], logits.dtype)
+    return (ops.sum(ops.softplus(logits), axis=-1) - target_logit_sum(logits, target_indices)) / n_groups
+
+
+def target_logit_sum(logits, target_indices):
+    """sum_{g in targets} logit_g per leading position; -1 targets (padding) add nothing."""
     picked = ops.take_along_axis(logits, ops.maximum(target_indices, 0), axis=-1)
-    positive = ops.sum(ops.where(valid, picked, ops.zeros_like(picked)), axis=-1)
-    return (ops.sum(ops.softplus(logits), axis=-1) - positive) / ops.cast(n_groups, logits.dtype)
+    return ops.sum(ops.where(target_indices >= 0, picked, ops.zeros_like(picked)), axis=-1)
 
 
 def binary_bce_from_logits(logits, labels):
@@ -47,18 +50,16 @@ def dense_multilabel_bce_sum(kernel, bias, inputs, target_indices, weight):
         n_groups = tf.cast(tf.shape(logits)[-1], logits.dtype)
         exp_neg_abs = tf.exp(-tf.abs(logits))
         softplus = tf.nn.relu(logits) + tf.math.log1p(exp_neg_abs)  # log(1 + e^z) without overflow
-        valid = target_indices >= 0
-        safe_targets = tf.maximum(target_indices, 0)
-        picked = tf.gather(logits, safe_targets, batch_dims=1)
-        positive = tf.reduce_sum(tf.where(valid, picked, tf.zeros_like(picked)), axis=-1)
+        positive = target_logit_sum(logits, target_indices)
         loss = tf.reduce_sum((tf.reduce_sum(softplus, axis=-1) - positive) / n_groups * weight)
         sigmoid = tf.where(logits >= 0, tf.ones_like(exp_neg_abs), exp_neg_abs) / (1.0 + exp_neg_abs)
 
         def gradient(upstream):
             row_scale = upstream * weight / n_groups
             rows = tf.broadcast_to(tf.range(tf.shape(logits)[0])[:, None], tf.shape(target_indices))
-            at_targets = tf.stack([rows, safe_targets], axis=-1)
-            on_targets = tf.where(valid, tf.broadcast_to(row_scale[:, None], tf.shape(target_indices)), 0.0)
+            at_targets = tf.stack([rows, tf.maximum(target_indices, 0)], axis=-1)
+            on_targets = tf.where(target_indices >= 0, tf.broadcast_to(row_scale[:, None], tf.shape(target_indices)),
+                                  0.0)
             d_logits = tf.tensor_scatter_nd_sub(sigmoid * row_scale[:, None], at_targets, on_targets)
             return (tf.matmul(inputs, d_logits, transpose_a=True), tf.reduce_sum(d_logits, axis=0),
                     tf.matmul(d_logits, kernel, transpose_b=True))
