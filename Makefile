@@ -29,8 +29,12 @@ demo: install
 	$(CLAIMPT) experiment transfer --data $(DEMO_DIR)/sites --out $(DEMO_DIR)/transfer --quick
 	@echo "open $(DEMO_DIR)/transfer/report.html"
 
+# Two workers, each test file on one of them (module fixtures are built once; the Ray engine's
+# tests never run beside each other).
+TEST_WORKERS ?= 2
+
 test: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Only the real SuperLink/SuperNode tests (also part of `make test`: about 3 minutes on 2 cores).
 test-deployment: install

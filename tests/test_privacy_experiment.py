@@ -10,13 +10,14 @@ import pandas as pd
 import pytest
 
 from shared_model.data import DataValidationError
-from simulations.experiments.privacy import (PrivacyExperimentConfig, checks, held_out_recall, plan_runs,
-                                         privacy_utility_plot, run_privacy_experiment)
+from shared_model.run_config import FederatedRunConfig
+from simulations.experiments.privacy import (PrivacyExperimentConfig, checks, curve_summary, held_out_recall,
+                                         plan_runs, privacy_utility_plot, run_privacy_experiment)
 from simulations.experiments.transfer.runner import find_sites
 from tests.inprocess_grid import run_inprocess_federation
 
 CONFIG = PrivacyExperimentConfig(epsilons=(4.0, math.inf), strategies=("fedmedian",),
-                                 adversaries=("none", "scale=10"), rounds=1, robustness_rounds=1, cohort_size=60, seeds=(0,),
+                                 adversaries=("none", "scale=10"), rounds=1, repeats=1, robustness_rounds=1, cohort_size=60, seeds=(0,),
                                  k_anonymity=5)
 
 
@@ -56,12 +57,26 @@ def test_privacy_experiment_writes_the_curve_the_table_and_the_report(fed_sites:
 
 
 def test_private_runs_take_their_own_rounds_batch_and_learning_rate(tmp_path: Path) -> None:
-    config = replace(CONFIG, rounds=4, dp_rounds=16, dp_batch_size=400, dp_learning_rate=3e-3)
-    runs = {run.epsilon: run.settings for run in plan_runs(config, ["a", "b"], ["a", "b"], tmp_path) if run.part == "privacy"}
+    config = replace(CONFIG, rounds=4, dp_rounds=16, dp_batch_size=400, learning_rate=5e-4, dp_learning_rate=3e-3)
+    planned = plan_runs(config, ["a", "b"], ["a", "b"], tmp_path)
+    runs = {run.epsilon: run.settings for run in planned if run.part == "privacy"}
     private, plain = runs[4.0], runs[math.inf]
     assert (private.num_server_rounds, private.batch_size, private.learning_rate) == (16, 400, 3e-3)
-    assert (plain.num_server_rounds, plain.batch_size, plain.learning_rate, plain.dp_epsilon) == (4, 100, 1e-3, 0.0)
-    assert plan_runs(replace(config, dp_rounds=0), ["a"], ["a"], tmp_path)[0].settings.num_server_rounds == 4
+    assert (plain.num_server_rounds, plain.batch_size, plain.learning_rate, plain.dp_epsilon) == (4, 100, 5e-4, 0.0)
+    framework = FederatedRunConfig().learning_rate  # the robustness table trains as the framework does
+    assert {run.settings.learning_rate for run in planned if run.part == "robustness"} == {framework}
+    defaults = plan_runs(replace(config, dp_rounds=0, learning_rate=0, dp_learning_rate=0), ["a"], ["a"], tmp_path)
+    assert defaults[0].settings.num_server_rounds == 4
+    assert {run.settings.learning_rate for run in defaults} == {framework}
+
+
+def test_every_point_of_the_curve_is_repeated_at_its_own_seeds(tmp_path: Path) -> None:
+    config = replace(CONFIG, repeats=3, seed=5)
+    curve = [run for run in plan_runs(config, ["a"], ["a"], tmp_path) if run.part == "privacy"]
+    assert sorted((run.epsilon, run.settings.seed) for run in curve) == [(e, s) for e in (4.0, math.inf) for s in (5, 6, 7)]
+    assert len({run.settings.run_dir for run in curve}) == 6
+    robust = [run for run in plan_runs(config, ["a"], ["a"], tmp_path) if run.part == "robustness"]
+    assert {run.settings.seed for run in robust} == {5}
 
 
 def test_a_curve_without_private_runs_still_plots(tmp_path: Path) -> None:
@@ -94,3 +109,19 @@ def test_checks_judge_the_claims_from_the_numbers() -> None:
     details = {claim.split(":")[0]: detail for claim, _, detail in checks(frame)}
     assert details["epsilon = 8"].endswith("private runs at 16 rounds against 8; private runs at 0.004 learning rate "
                                            "against 0.001")
+
+
+def test_the_curve_averages_repeated_runs_and_the_check_pairs_them_by_seed() -> None:
+    rows = [{"part": "privacy", "strategy": "fedavg", "adversary": "none", "epsilon": epsilon, "seed": seed,
+             "auroc": auroc, "auroc_sd": 0.04,
+             "nvp_recall@10": 0.5 + seed / 100, "site_epsilon": epsilon if epsilon < 99 else 0.0}
+            for epsilon, aurocs in ((8.0, (0.70, 0.76, 0.73)), (math.inf, (0.72, 0.77, 0.78)))
+            for seed, auroc in enumerate(aurocs)]
+    summary = curve_summary(pd.DataFrame(rows)).set_index("epsilon")
+    assert summary.loc[8.0, "runs"] == 3 and summary.loc[8.0, "auroc"] == pytest.approx(0.73)
+    assert summary.loc[8.0, "auroc_runs_sd"] == pytest.approx(0.03) and summary.loc[math.inf, "nvp_recall@10"] == pytest.approx(0.51)
+    (claim, ok, detail), = checks(pd.DataFrame(rows))
+    # paired differences -0.02, -0.01, -0.05: mean -0.0267, standard error 0.0120
+    assert ok and detail == "0.730 vs 0.757, difference -0.027 +- 0.012 (standard error over 3 pretraining seeds)"
+    rows[0]["auroc"] = 0.69  # one seed worse: the mean gap passes 0.03
+    assert not checks(pd.DataFrame(rows))[0][1]
