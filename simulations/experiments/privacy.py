@@ -280,7 +280,11 @@ def privacy_utility_plot(results: pd.DataFrame, path: Path) -> Path:
             ax.errorbar(private["epsilon"], private[metric], yerr=private[spread], fmt="none", color="#d62728",
                         alpha=0.4, capsize=3)
         if len(reference):
-            ax.axhline(float(reference[metric].iloc[0]), color="#1f77b4", linestyle="--", label="no DP")
+            level = float(reference[metric].iloc[0])
+            ax.axhline(level, color="#1f77b4", linestyle="--", label="no DP")
+            if spread in reference and np.isfinite(reference[spread].iloc[0]):  # its runs vary too
+                ax.axhspan(level - reference[spread].iloc[0], level + reference[spread].iloc[0], color="#1f77b4",
+                           alpha=0.1)
         if len(private):  # a curve of the non-private run alone has no epsilon axis
             ax.set_xscale("log", base=2)
             ax.set_xticks(private["epsilon"].tolist(), [f"{e:g}" for e in private["epsilon"]])
@@ -333,7 +337,8 @@ def curve_summary(results: pd.DataFrame) -> pd.DataFrame:
     settings = [c for c in ("rounds", "learning_rate") if c in curve]
     summary = summary.join(grouped[settings].first()) if settings else summary
     for metric in ("nvp_recall@10", "auroc"):
-        summary[f"{metric}_runs_sd"] = grouped[metric].std(ddof=1)
+        if grouped.size().max() > 1:  # a single run has no spread to show
+            summary[f"{metric}_runs_sd"] = grouped[metric].std(ddof=1)
     columns = ["runs", *settings, "site_epsilon", "nvp_recall@10", "nvp_recall@10_runs_sd", "auroc", "auroc_runs_sd",
                "auroc_sd"]
     return summary[[c for c in columns if c in summary]].reset_index()
