@@ -123,5 +123,5 @@ def test_the_curve_averages_repeated_runs_and_the_check_pairs_them_by_seed() -> 
     (claim, ok, detail), = checks(pd.DataFrame(rows))
     # paired differences -0.02, -0.01, -0.05: mean -0.0267, standard error 0.0120
     assert ok and detail == "0.730 vs 0.757, difference -0.027 +- 0.012 (standard error over 3 pretraining seeds)"
-    rows[0]["auroc"] = 0.69  # one seed worse: the mean gap passes 0.03
+    rows[0]["auroc"] = 0.66  # one seed worse: the mean gap (-0.040) is past 0.03
     assert not checks(pd.DataFrame(rows))[0][1]
