@@ -64,7 +64,7 @@ class PrivacyExperimentConfig:
     clip_norm: float = FederatedRunConfig.dp_clip_norm  # DP-SGD's bounds: the run config's defaults
     embedding_share: float = FederatedRunConfig.dp_embedding_share
     dp_batch_size: int = 0  # expected batch of the private runs (0: the non-private 100); DP favours larger
-    # learning rates of the curve's runs, each side's chosen on its held-out NVP loss (never on the
+    # learning rates of the curve's runs, each side's chosen on its held-out pretraining loss (never on the
     # downstream AUROC) over 1e-3 (the framework's default), 2e-3, 4e-3, 8e-3 (and 1.6e-2 under DP),
     # 3 seeds each, epsilon 8, 4 rounds: clipped, noisy training converges slower and wants a faster rate
     learning_rate: float = 2e-3
