@@ -87,20 +87,28 @@ class FederatedRun:
     adversary: str = "none"
 
 
+def curve_training(config: PrivacyExperimentConfig) -> tuple[float, dict]:
+    """The curve's non-private learning rate and the private runs' training (FederatedRunConfig
+    fields), every 0 in `config` resolved to what it stands for."""
+    learning_rate = config.learning_rate or FederatedRunConfig.learning_rate
+    return learning_rate, {"num_server_rounds": config.dp_rounds or config.rounds,
+                           "batch_size": config.dp_batch_size or FederatedRunConfig.batch_size,
+                           "learning_rate": config.dp_learning_rate or learning_rate}
+
+
 def plan_runs(config: PrivacyExperimentConfig, privacy_sites: list[str], robustness_sites: list[str],
               run_root: Path) -> list[FederatedRun]:
     base = FederatedRunConfig(num_server_rounds=config.rounds, seed=config.seed, k_anonymity=config.k_anonymity)
+    learning_rate, private = curve_training(config)
     runs = []
     for epsilon in config.epsilons:
         for seed in range(config.seed, config.seed + config.repeats):
             name = f"privacy-eps-{'inf' if math.isinf(epsilon) else f'{epsilon:g}'}-seed-{seed}"
-            settings = replace(base, seed=seed, learning_rate=config.learning_rate or base.learning_rate,
-                               min_available_clients=len(privacy_sites), run_dir=str(run_root / name))
+            settings = replace(base, seed=seed, learning_rate=learning_rate, min_available_clients=len(privacy_sites),
+                               run_dir=str(run_root / name))
             if not math.isinf(epsilon):  # DP settings on the private runs only: the others stay reusable
-                settings = replace(settings, dp_epsilon=epsilon, num_server_rounds=config.dp_rounds or config.rounds,
-                                   batch_size=config.dp_batch_size or base.batch_size,
-                                   learning_rate=config.dp_learning_rate or settings.learning_rate,
-                                   dp_clip_norm=config.clip_norm, dp_embedding_share=config.embedding_share)
+                settings = replace(settings, dp_epsilon=epsilon, dp_clip_norm=config.clip_norm,
+                                   dp_embedding_share=config.embedding_share, **private)
             runs.append(FederatedRun("privacy", name, settings, epsilon=epsilon))
     attacker = adversary_site(robustness_sites)
     for strategy in config.strategies:
@@ -336,8 +344,8 @@ def curve_summary(results: pd.DataFrame) -> pd.DataFrame:
     summary = grouped[means].mean().join(grouped.size().rename("runs"))
     settings = [c for c in ("rounds", "learning_rate") if c in curve]
     summary = summary.join(grouped[settings].first()) if settings else summary
-    for metric in ("nvp_recall@10", "auroc"):
-        if grouped.size().max() > 1:  # a single run has no spread to show
+    if grouped.size().max() > 1:  # a single run has no spread to show
+        for metric in ("nvp_recall@10", "auroc"):
             summary[f"{metric}_runs_sd"] = grouped[metric].std(ddof=1)
     columns = ["runs", *settings, "site_epsilon", "nvp_recall@10", "nvp_recall@10_runs_sd", "auroc", "auroc_runs_sd",
                "auroc_sd"]
@@ -362,12 +370,13 @@ def write_report(out: Path, results: pd.DataFrame, config: PrivacyExperimentConf
     curve, robust = _tables(results)
     claims = checks(results)
     plots = [privacy_utility_plot(results, out / "privacy_utility.png"), robustness_plot(results, out / "robustness.png")]
+    learning_rate, private = curve_training(config)
     intro = (f"Privacy curve on {', '.join(privacy_sites)}; robustness on {', '.join(robustness_sites)} (the "
              f"misbehaving site is the second). {config.rounds} federated rounds of one local epoch for the curve "
-             f"({config.dp_rounds or config.rounds} for its private runs), each point {config.repeats} run(s) at seeds "
+             f"({private['num_server_rounds']} for its private runs), each point {config.repeats} run(s) at seeds "
              f"{config.seed} to {config.seed + config.repeats - 1}; {config.robustness_rounds} rounds for the table; DP-SGD clip "
-             f"norm {config.clip_norm} (embedding share {config.embedding_share:g}), expected batch {config.dp_batch_size or 100}, learning rate "
-             f"{config.dp_learning_rate or config.learning_rate or 1e-3:g} (without DP {config.learning_rate or 1e-3:g}), delta 1/n^1.1 per site; downstream: {config.task}, {config.cohort_size} "
+             f"norm {config.clip_norm} (embedding share {config.embedding_share:g}), expected batch {private['batch_size']}, learning rate "
+             f"{private['learning_rate']:g} (without DP {learning_rate:g}), delta 1/n^1.1 per site; downstream: {config.task}, {config.cohort_size} "
              f"labelled patients per site, probe, fine-tuning seeds {', '.join(map(str, config.seeds))}.")
     lines = ["# Privacy and robustness experiment", "", intro, "", "## Checks", ""]
     lines += [f"- {'PASS' if ok else 'FAIL' if ok is not None else 'n/a'}: {c} ({d})" for c, ok, d in claims]
