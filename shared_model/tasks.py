@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from shared_model.data import MedsDataset
-from shared_model.tensorize import Layout, labelled_samples, next_visit_samples, select
+from shared_model.tensorize import Layout, content_order, labelled_samples, next_visit_samples, select
 from shared_model.vocabulary import Vocabulary, count_patients_per_code, parents_from_metadata
 
 NEXT_VISIT = "next_visit"
@@ -36,8 +36,11 @@ def task_samples(dataset: MedsDataset, task: str, vocabulary: Vocabulary, layout
 
 def task_arrays(dataset: MedsDataset, task: str, vocabulary: Vocabulary, layout: Layout = Layout()
                 ) -> dict[str, Arrays]:
-    """{"train": ..., "tuning": ..., "held_out": ...} samples of `task` ("next_visit" or a label task)."""
+    """{"train": ..., "tuning": ..., "held_out": ...} samples of `task` ("next_visit" or a label task),
+    each in content order: a cohort drawn from them, and every batch, is the same on raw and on
+    pseudonymised ids."""
     arrays = task_samples(dataset, task, vocabulary, layout)
+    arrays = select(arrays, content_order(arrays))
     split = split_of(dataset, arrays["subject_id"])
     return {name: select(arrays, split == name) for name in ("train", "tuning", "held_out")}
 

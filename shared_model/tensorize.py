@@ -142,16 +142,26 @@ def labelled_samples(events: pd.DataFrame, labels: pd.DataFrame, vocab: Vocabula
         return empty_arrays(layout)
     subject = labels["subject_id"].to_numpy(np.int64)
     pt_day = labels["prediction_time"].to_numpy().astype("datetime64[D]").astype(np.int64)
-    span = int(max(visits.day.max(initial=0), pt_day.max()) - min(visits.day.min(initial=0), pt_day.min()) + 2)
-    origin = int(min(visits.day.min(initial=0), pt_day.min()))
-    visit_key = visits.subject * span + (visits.day - origin)
-    cut = np.searchsorted(visit_key, subject * span + (pt_day - origin), side="left")
+    cut = _first_visit_on_or_after(visits, subject, pt_day)
     in_range = cut < visits.day.size
     same_subject = np.zeros(cut.size, bool)
     same_subject[in_range] = visits.subject[cut[in_range]] == subject[in_range]
     target = np.where(same_subject, cut, -1)
     return _gather(visits, births, sex, layout, cut, pt_day, target=target,
                    label=labels["boolean_value"].to_numpy().astype(np.float32), subject=subject)
+
+
+def _first_visit_on_or_after(visits: _Visits, subject: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Per query (subject, day): the index of the first visit at or after it in (subject, day)
+    order. One merged sort, no key arithmetic: any int64 ids (63-bit pseudonyms, negative ids)
+    and any days give the same answer."""
+    is_visit = np.r_[np.ones(visits.day.size, np.int8), np.zeros(subject.size, np.int8)]
+    order = np.lexsort((is_visit, np.r_[visits.day, day], np.r_[visits.subject, subject]))  # queries first on ties
+    visits_before = np.cumsum(is_visit[order]) - is_visit[order]
+    cut = np.empty(subject.size, np.int64)
+    is_query = is_visit[order] == 0
+    cut[order[is_query] - visits.day.size] = visits_before[is_query]
+    return cut
 
 
 def _gather(visits: _Visits, births: pd.Series, sex: pd.Series, layout: Layout, cut: np.ndarray,
@@ -203,21 +213,35 @@ def select(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndar
     return {name: values[rows] for name, values in arrays.items()}
 
 
+def content_order(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """A row order that depends on what each sample holds, never on its subject id: the rows'
+    bytes (every field but `subject_id`) sorted as opaque keys. Samples in this order are drawn,
+    batched and split the same way whatever the ids are (raw or pseudonymised); rows with the
+    same content are interchangeable."""
+    n = len(arrays["subject_id"])
+    columns = [np.ascontiguousarray(arrays[name]).reshape(n, -1).view(np.uint8).reshape(n, -1)
+               for name in FIELDS if name != "subject_id"]
+    rows = np.ascontiguousarray(np.concatenate(columns, axis=1))
+    return np.argsort(rows.view(np.dtype((np.void, rows.shape[1]))).ravel(), kind="stable")
+
+
 def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def latest_per_subject(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One sample per subject, the one with the latest prediction day, ordered by subject id."""
+    """One sample per subject, the one with the latest prediction day, in content order (a sample
+    drawn from them is the same patients whatever their ids)."""
     order = np.lexsort((-arrays["prediction_day"].astype(np.int64), arrays["subject_id"]))
     ordered = select(arrays, order)
     first = np.r_[True, ordered["subject_id"][1:] != ordered["subject_id"][:-1]] if len(order) else np.zeros(0, bool)
-    return select(ordered, first)
+    latest = select(ordered, first)
+    return select(latest, content_order(latest))
 
 
 def n_samples(arrays: dict[str, np.ndarray]) -> int:
     return len(arrays["subject_id"])
 
 
-__all__ = ["FIELDS", "FIRST_CODE_ID", "Layout", "MODEL_INPUTS", "concat", "labelled_samples",
+__all__ = ["FIELDS", "FIRST_CODE_ID", "Layout", "MODEL_INPUTS", "concat", "content_order", "labelled_samples",
            "latest_per_subject", "next_visit_samples", "select"]

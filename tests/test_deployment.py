@@ -161,7 +161,20 @@ def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: De
         env=flower_environment(), capture_output=True, text=True, timeout=300, check=False)
     (deployment.root / "logs" / "finetune.log").write_text(finetune.stdout + finetune.stderr)
     assert finetune.returncode == 0, finetune.stderr
-    assert json.loads((deployment.root / "finetune-site-1" / "metrics.json").read_text())["signature_verified"]
+    prepared = json.loads((deployment.root / "finetune-site-1" / "metrics.json").read_text())
+    assert prepared["signature_verified"]
+
+    # the same fine-tuning on the raw extract: pseudonymisation changes the ids, nothing else
+    raw = subprocess.run(
+        [CLAIMPT, "site", "finetune", "--checkpoint", str(run_dir / "checkpoint"), "--server-public-key",
+         str(deployment.certs / "signing.pub"), "--data", str(deployment.root / "raw" / "site-1"), "--task", "asthma",
+         "--train-size", "100", "--out", str(deployment.root / "raw-finetune")],
+        env=flower_environment(), capture_output=True, text=True, timeout=300, check=False)
+    assert raw.returncode == 0, raw.stderr
+    on_raw = json.loads((deployment.root / "raw-finetune" / "metrics.json").read_text())
+    assert "auroc" in prepared
+    assert {k: v for k, v in prepared.items() if k not in ("data", "seconds")} == \
+        {k: v for k, v in on_raw.items() if k not in ("data", "seconds")}
 
 
 def test_raw_ids_appear_in_no_output_or_log(deployment: Deployment) -> None:
