@@ -3,11 +3,18 @@
 Handles `query.vocabulary` (k-anonymised code counts), `train` (local epochs from the global
 weights) and `evaluate` (held-out loss and NVP Recall@k). Only model arrays, scalar metrics and
 counts of codes seen in at least k patients leave this module.
+
+Every message is held against the site's own policy (client.policy, from the node config that
+only the site sets) before patient data is touched; what the server asks for can raise the
+protection, never lower it. Errors leave the site as a class name and a reference only
+(client.replies).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +24,21 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.client.mod import secaggplus_mod
 from flwr.client.mod.secure_aggregation.secaggplus_mod import RECORD_KEY_CONFIGS as SECAGG_CONFIGS
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
-from client.adversary import corrupt_update, flip_labels, parse_adversaries
-from client.local import LocalPrivacy, evaluate_locally, k_anonymous_code_counts, load_site, site_key, site_samples, train_locally
+from client.ledger import FileLedger, Ledger, LedgerEntry, StateLedger
+from client.local import (LocalPrivacy, evaluate_locally, k_anonymous_code_counts, load_site, site_key, site_samples,
+                          train_locally)
+from client.policy import POLICY_KEY, STATE_DIR_KEY, SitePolicy, SiteRefusal, load_policy
+from client.replies import errors_stay_at_the_site
 from shared_model.config import ClaimTransformerConfig
-from shared_model.privacy import PrivacyBudgetExceeded, plan_site_privacy
+from shared_model.privacy import default_delta, plan_site_privacy
 from shared_model.run_config import SECAGG_CLIPPING_RANGE, FederatedRunConfig
 
 log = logging.getLogger(__name__)
 OPTIMIZER_STATE = "local-optimizer-state"
-DP_LEDGER = "dp-ledger"
+ACTIVITY = "site-activity"  # node state: rounds trained and evaluations answered in this run
 LEGACY_FIT_PARAMETERS = "fitins.parameters"  # how Flower's legacy SecAgg+ workflow sends the model
 
 
@@ -45,27 +56,46 @@ def site_of(context: Context, settings: FederatedRunConfig) -> tuple[str, str]:
     return paths[partition], Path(paths[partition]).name
 
 
-def site_privacy(context: Context, settings: FederatedRunConfig, train: dict[str, np.ndarray], server_round: int,
-                 local_epochs: int) -> LocalPrivacy | None:
-    """This round's record-level DP (None without), refused if it would overspend the budget.
+def policy_of(context: Context) -> SitePolicy:
+    """The site's policy file named in the node config; the default policy without one."""
+    path = context.node_config.get(POLICY_KEY)
+    return load_policy(str(path)) if path else SitePolicy()
 
-    The budget is the site's own when its node config sets `max-epsilon` (a site that sets one
-    refuses to train without DP); otherwise the run's `dp-epsilon`. Rounds already spent are the
-    larger of the server's round number and the site's own ledger, so a server that replays round
-    numbers cannot make a site overspend."""
-    site_budget = float(context.node_config.get("max-epsilon", 0.0))
+
+def ledger_of(context: Context) -> Ledger:
+    state_dir = context.node_config.get(STATE_DIR_KEY)
+    return FileLedger(Path(str(state_dir)) / "privacy-ledger.jsonl") if state_dir else StateLedger(context.state)
+
+
+def site_privacy(context: Context, policy: SitePolicy, settings: FederatedRunConfig, n_train: int, server_round: int,
+                 local_epochs: int) -> LocalPrivacy | None:
+    """This round's record-level DP (None without), after the policy's checks; the round is
+    written to the site's ledger before it trains."""
     if settings.dp_epsilon <= 0:
-        if site_budget > 0:
-            raise PrivacyBudgetExceeded(f"this site trains only with DP-SGD (max-epsilon {site_budget:g}); "
-                                        "the run did not set dp-epsilon")
+        if policy.dp_required:
+            raise SiteRefusal("this site trains only with record-level DP (dp-epsilon)")
         return None
-    ledger = context.state.config_records.get(DP_LEDGER)
-    rounds_done = max(server_round - 1, int(ledger["rounds"]) if ledger is not None else 0)
-    plan = plan_site_privacy(len(train["subject_id"]), settings.batch_size, local_epochs,
-                             settings.num_server_rounds, settings.dp_epsilon, delta=settings.dp_delta,
-                             budget=site_budget or settings.dp_epsilon, accountant=settings.dp_accountant)
-    return LocalPrivacy(plan, settings.dp_clip_norm, settings.dp_embedding_share, rounds_done,
-                        plan.check_round(rounds_done))
+    if policy.max_run_epsilon and settings.dp_epsilon > policy.max_run_epsilon:
+        raise SiteRefusal("dp-epsilon is above this site's ceiling")
+    if local_epochs != settings.local_epochs:
+        raise SiteRefusal("local epochs differ from the run's DP noise plan")
+    delta = settings.dp_delta or default_delta(n_train)
+    if delta > policy.max_delta_for(n_train):
+        raise SiteRefusal("dp-delta is above this site's ceiling")
+    plan = plan_site_privacy(n_train, settings.batch_size, local_epochs, settings.num_server_rounds,
+                             settings.dp_epsilon, delta=delta, accountant=settings.dp_accountant)
+    if plan.noise_multiplier < policy.min_noise_multiplier:
+        raise SiteRefusal("the run's DP noise is below this site's floor")
+    ledger = ledger_of(context)
+    rounds_done = max(server_round - 1, ledger.rounds_in(context.run_id))
+    epsilon = plan.check_round(rounds_done)  # the run's own budget
+    this_round = LedgerEntry(run=context.run_id, round=server_round, sampling_rate=plan.sampling_rate,
+                             noise_multiplier=plan.noise_multiplier, steps=plan.steps_per_round, delta=plan.delta)
+    if policy.lifetime_epsilon and ledger.epsilon(plan.delta, extra=this_round) > policy.lifetime_epsilon * (1 + 1e-6):
+        raise SiteRefusal("this site's lifetime privacy budget would be exceeded")
+    ledger.append(this_round)
+    return LocalPrivacy(plan, settings.dp_clip_norm, settings.dp_embedding_share, rounds_done, epsilon,
+                        noise_seed=secrets.randbits(62))
 
 
 def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:
@@ -76,18 +106,31 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message
     return call_next(msg, context)
 
 
-def make_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
-    """A ClientApp whose run config is Flower's, updated by `overrides` (used by simulations)."""
-    app = ClientApp(mods=[secure_aggregation_mod])
+def _activity(context: Context) -> dict[str, int]:
+    record = context.state.config_records.get(ACTIVITY)
+    return {"trained": int(record["trained"]), "evaluated": int(record["evaluated"])} if record else \
+        {"trained": 0, "evaluated": 0}
+
+
+def _count(context: Context, what: str) -> None:
+    activity = _activity(context)
+    activity[what] += 1
+    context.state[ACTIVITY] = ConfigRecord(activity)
+
+
+def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod] = ()) -> ClientApp:
+    """A ClientApp whose run config is Flower's, updated by `overrides`; `mods` are extra Flower
+    mods innermost (simulations add their adversary here; the deployed app has none)."""
+    app = ClientApp(mods=[errors_stay_at_the_site, secure_aggregation_mod, *mods])
 
     def settings_of(context: Context) -> FederatedRunConfig:
         return FederatedRunConfig.from_run_config({**dict(context.run_config), **(overrides or {})})
 
     @app.query("vocabulary")
     def vocabulary(msg: Message, context: Context) -> Message:
-        settings = settings_of(context)
+        policy, settings = policy_of(context), settings_of(context)
         path, site = site_of(context, settings)
-        k = int(msg.content["config"].get("k-anonymity", settings.k_anonymity))
+        k = policy.k_for(msg.content["config"].get("k-anonymity", settings.k_anonymity))
         counts = k_anonymous_code_counts(load_site(path), k)
         log.info("%s: reporting %d codes seen in >= %d patients", site, len(counts.codes), k)
         record = ConfigRecord({"codes": counts.codes, "counts": counts.counts, "parents": counts.parents,
@@ -96,31 +139,33 @@ def make_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        if LEGACY_FIT_PARAMETERS in msg.content.array_records:  # a SecAgg+ round (server.secure_aggregation)
+        policy = policy_of(context)
+        if LEGACY_FIT_PARAMETERS in msg.content.array_records:
+            if SECAGG_CONFIGS not in msg.content.config_records:  # only secaggplus_mod hands these on
+                raise SiteRefusal("legacy training messages are accepted only inside secure aggregation")
             fit = compat.recorddict_to_fitins(msg.content, keep_input=True)
-            weights, metrics = train_round(context, parameters_to_ndarrays(fit.parameters), dict(fit.config))
+            weights, metrics = train_round(context, policy, parameters_to_ndarrays(fit.parameters), dict(fit.config))
             largest = max(float(np.abs(w).max()) for w in weights)
             if largest > SECAGG_CLIPPING_RANGE:  # SecAgg+ would clip it silently: fail instead
                 raise ValueError(f"a weight of magnitude {largest:.3g} is outside SecAgg+'s range +-{SECAGG_CLIPPING_RANGE}")
             reply = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(weights), 1, dict(metrics))  # equal weights
             return Message(compat.fitres_to_recorddict(reply, keep_input=True), reply_to=msg)
-        weights, metrics = train_round(context, msg.content["arrays"].to_numpy_ndarrays(), msg.content["config"])
+        if policy.require_secure_aggregation:
+            raise SiteRefusal("this site trains only under secure aggregation (SecAgg+)")
+        weights, metrics = train_round(context, policy, msg.content["arrays"].to_numpy_ndarrays(), msg.content["config"])
         return Message(RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics}), reply_to=msg)
 
-    def train_round(context: Context, global_weights: list[np.ndarray], config) -> tuple[list[np.ndarray], MetricRecord]:
+    def train_round(context: Context, policy: SitePolicy, global_weights: list[np.ndarray], config
+                    ) -> tuple[list[np.ndarray], MetricRecord]:
         settings = settings_of(context)
         path, site = site_of(context, settings)
         server_round = int(config["server-round"])
         model_config = ClaimTransformerConfig.from_json(str(config["model-config"]))
-        samples = site_samples(path, str(config["vocabulary"]))
-        adversary = next((a for a in parse_adversaries(settings.adversary) if a.active(site, server_round)), None)
-        rng = np.random.default_rng([settings.seed, server_round, site_key(site)])
-        if adversary is not None and adversary.kind == "raise":
-            raise RuntimeError(f"simulated failure of {site} in round {server_round}")
-        if adversary is not None and adversary.kind == "labelflip":
-            samples = {**samples, "train": flip_labels(samples["train"], rng)}
+        k = policy.k_for(settings.k_anonymity)
+        samples = site_samples(path, str(config["vocabulary"]), k)
         local_epochs = int(config.get("local-epochs", settings.local_epochs))
-        privacy = site_privacy(context, settings, samples["train"], server_round, local_epochs)
+        privacy = site_privacy(context, policy, settings, len(samples["train"]["subject_id"]), server_round,
+                               local_epochs)
         keep = settings.client_optimizer == "keep"
         stored = context.state.array_records.get(OPTIMIZER_STATE) if keep else None
         result = train_locally(
@@ -130,25 +175,28 @@ def make_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
             optimizer_state=stored.to_numpy_ndarrays() if stored is not None else None, privacy=privacy)
         privacy_metrics = {}
         if privacy is not None:
-            context.state[DP_LEDGER] = ConfigRecord({"rounds": privacy.rounds_done + 1})  # node-local
             privacy_metrics = {"dp-epsilon": privacy.epsilon, "dp-delta": privacy.plan.delta,
                                "dp-noise-multiplier": privacy.plan.noise_multiplier}
         if keep and result.optimizer_state is not None:
             context.state[OPTIMIZER_STATE] = ArrayRecord(result.optimizer_state)  # node-local, never sent
-        weights = result.weights
-        if adversary is not None:
-            log.warning("%s misbehaves in round %d: %s", site, server_round, adversary.kind)
-            weights = corrupt_update(adversary.kind, adversary.value, global_weights, weights, rng)
-        return weights, MetricRecord({"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics,
-                                      **privacy_metrics})
+        _count(context, "trained")
+        return result.weights, MetricRecord({"num-examples": result.num_examples, "site-key": site_key(site),
+                                             **result.metrics, **privacy_metrics})
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        settings = settings_of(context)
+        policy, settings = policy_of(context), settings_of(context)
+        activity = _activity(context)
+        if activity["evaluated"] >= policy.evaluations_allowed(activity["trained"]):
+            raise SiteRefusal("this site's evaluation limit for the run is reached")
         path, site = site_of(context, settings)
         config = msg.content["config"]
         model_config = ClaimTransformerConfig.from_json(str(config["model-config"]))
-        samples = site_samples(path, str(config["vocabulary"]))
+        k = policy.k_for(settings.k_anonymity)
+        samples = site_samples(path, str(config["vocabulary"]), k)
+        if len(samples["held_out"]["subject_id"]) < k:
+            raise SiteRefusal("fewer held-out patients than this site's k: no evaluation")
+        _count(context, "evaluated")
         result = evaluate_locally(msg.content["arrays"].to_numpy_ndarrays(), model_config, samples,
                                   learning_rate=settings.learning_rate)
         metrics = MetricRecord({"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics})

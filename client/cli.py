@@ -45,7 +45,8 @@ def join(
     ca: Annotated[Path | None, typer.Option(help="The consortium CA certificate (ca.crt) that signed the SuperLink's certificate.")] = None,
     key: Annotated[Path | None, typer.Option(help="This site's SuperNode private key (supernodes/<site> from `claimpt certs`, mode 0600).")] = None,
     site_id: Annotated[str, typer.Option(help="Name of this site in logs and metrics (default: the --data directory name).")] = "",
-    max_epsilon: Annotated[float, typer.Option(min=0, help="This site's own privacy budget: train only with record-level DP-SGD, and refuse any round that would spend more than this epsilon in total (0: follow the run's settings).")] = 0.0,
+    policy: Annotated[Path | None, typer.Option(help="This site's privacy policy (TOML: k_anonymity, require_dp, max_run_epsilon, lifetime_epsilon, max_delta, min_noise_multiplier, require_secure_aggregation, max_evaluations_per_run). Nothing the server sends can lower it. Default: k 11, delta <= 1/n, no DP required.")] = None,
+    state: Annotated[Path | None, typer.Option(help="This site's state directory (0700): the privacy ledger (lifetime epsilon, survives restarts and runs) and errors.log. Default: <data>.site-state next to --data.")] = None,
     runtime_port: Annotated[int, typer.Option(min=1, max=65535, help="Local port (127.0.0.1 only) between the SuperNode and its ClientApps.")] = 9094,
     max_retries: Annotated[int | None, typer.Option(help="Give up after this many failed connection attempts (default: retry forever).")] = None,
     insecure: Annotated[bool, typer.Option(help="No TLS and no authentication. Local tests only.")] = False,
@@ -60,7 +61,7 @@ def join(
     try:
         settings = SuperNodeSettings(superlink=superlink, data=data, key=key, ca=ca, site_id=site_id,
                                      runtime_port=runtime_port, insecure=insecure, max_retries=max_retries,
-                                     max_epsilon=max_epsilon)
+                                     policy=policy, state=state)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     check_files(settings)

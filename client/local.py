@@ -39,8 +39,13 @@ def load_site(path: str) -> MedsDataset:
 
 
 @functools.lru_cache(maxsize=4)
-def site_samples(path: str, vocabulary_json: str) -> dict[str, Arrays]:
-    return task_arrays(load_site(path), NEXT_VISIT, Vocabulary.from_json(vocabulary_json))
+def site_samples(path: str, vocabulary_json: str, k: int) -> dict[str, Arrays]:
+    """The site's next-visit samples under the server's vocabulary, restricted to the codes this
+    site itself has seen in >= k patients (the others become UNK): a server that slips a guessed
+    rare code into the vocabulary learns nothing from whether its embedding row moves."""
+    dataset = load_site(path)
+    own = k_anonymous_code_counts(dataset, k).codes
+    return task_arrays(dataset, NEXT_VISIT, Vocabulary.from_json(vocabulary_json).restricted_to(own))
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ class LocalPrivacy:
     embedding_share: float
     rounds_done: int
     epsilon: float
+    noise_seed: int  # from the site's OS entropy: the server can neither know nor replay the noise
 
 
 def train_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, samples: dict[str, Arrays], *,
@@ -128,18 +134,21 @@ def train_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, sam
     n_train = len(samples["train"]["subject_id"])
     if privacy is not None:
         model.enable_dp_sgd(DPSettings(privacy.clip_norm, privacy.plan.noise_multiplier,
-                                       privacy.plan.sampling_rate * n_train, privacy.embedding_share), seed=round_seed)
+                                       privacy.plan.sampling_rate * n_train, privacy.embedding_share),
+                            seed=privacy.noise_seed)
     else:
         model.enable_dp_sgd(None)
     started = time.perf_counter()
     history = fit_pretraining(model, [samples["train"]], None,
                               PretrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                                               seed=round_seed), early_stopping=False,
+                                               seed=privacy.noise_seed if privacy is not None else round_seed),
+                              early_stopping=False,
                               poisson_rate=privacy.plan.sampling_rate if privacy is not None else 0.0)
     seconds = time.perf_counter() - started
-    metrics = {"train-loss": float(history.history["loss"][-1]), "train-seconds": seconds}
-    if privacy is None:  # DP-SGD's per-patient loss is not split into its two parts
-        metrics.update({"train-nvp-loss": float(history.history["nvp_loss"][-1]),
+    metrics = {"train-seconds": seconds}
+    if privacy is None:  # under DP the training loss is an un-noised function of the records: not sent
+        metrics.update({"train-loss": float(history.history["loss"][-1]),
+                        "train-nvp-loss": float(history.history["nvp_loss"][-1]),
                         "train-cp-loss": float(history.history["cp_loss"][-1])})
     return LocalResult([np.asarray(w) for w in model.get_weights()], n_train, metrics,
                        [np.asarray(v) for v in _optimizer_slots(model)])

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from client.policy import POLICY_KEY, STATE_DIR_KEY, load_policy
 from shared_model.data.paths import require_owner_only
 from shared_model.flower_processes import executable
 
@@ -25,7 +26,12 @@ class SuperNodeSettings:
     runtime_port: int = 9094  # local port the SuperNode offers its ClientApps (bind 127.0.0.1)
     insecure: bool = False
     max_retries: int | None = None
-    max_epsilon: float = 0.0  # this site's own record-level DP budget; > 0: it trains only with DP-SGD
+    policy: Path | None = None  # the site's privacy policy file (client.policy); None: the default policy
+    state: Path | None = None  # the site's state directory (privacy ledger, errors.log); default <data>.site-state
+
+    @property
+    def state_dir(self) -> Path:
+        return (self.state or self.data.with_name(self.data.name + ".site-state")).resolve()
 
     def __post_init__(self) -> None:
         host, _, port = self.superlink.rpartition(":")
@@ -36,19 +42,25 @@ class SuperNodeSettings:
 
 
 def check_files(settings: SuperNodeSettings) -> None:
-    """Fail before starting anything: missing files, or a private key other users can read."""
-    for path in (settings.ca, settings.key):
+    """Fail before starting anything: missing files, a private key other users can read, a policy
+    file that does not parse; then make the state directory (0700)."""
+    for path in (settings.ca, settings.key, settings.policy):
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
     if settings.key is not None:
         require_owner_only(settings.key, "a private key")
+    if settings.policy is not None:
+        load_policy(settings.policy)
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.state_dir.chmod(0o700)
 
 
 def supernode_command(settings: SuperNodeSettings) -> list[str]:
     site_id = settings.site_id or settings.data.name
-    node_config = f"data-path={json.dumps(str(settings.data.resolve()))} site-id={json.dumps(site_id)}"
-    if settings.max_epsilon > 0:
-        node_config += f" max-epsilon={settings.max_epsilon!r}"
+    node_config = (f"data-path={json.dumps(str(settings.data.resolve()))} site-id={json.dumps(site_id)} "
+                   f"{STATE_DIR_KEY}={json.dumps(str(settings.state_dir))}")
+    if settings.policy is not None:
+        node_config += f" {POLICY_KEY}={json.dumps(str(settings.policy.resolve()))}"
     command = [executable("flower-supernode"), "--superlink", settings.superlink, "--node-config", node_config,
                "--host", "127.0.0.1", "--port", str(settings.runtime_port)]
     if settings.insecure:

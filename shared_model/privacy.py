@@ -188,6 +188,21 @@ def epsilon_spent(sampling_rate: float, noise_multiplier: float, steps: int, del
     return float(ledger.get_epsilon(delta))
 
 
+def epsilon_of_rounds(mechanisms: list[tuple[float, float, int]], delta: float) -> float:
+    """Epsilon at `delta` of differently parameterised Poisson-sampled Gaussian steps composed,
+    each given as (sampling rate, noise multiplier, steps): a site's rounds over several runs.
+    RDP accountant (an upper bound; it composes heterogeneous steps exactly as they ran)."""
+    mechanisms = [m for m in mechanisms if m[2] > 0]
+    if not mechanisms:
+        return 0.0
+    if any(noise <= 0 for _, noise, _ in mechanisms):
+        return math.inf
+    ledger = _accountant("rdp")
+    for sampling_rate, noise, steps in mechanisms:
+        ledger.compose(_event(sampling_rate, noise), int(steps))
+    return float(ledger.get_epsilon(delta))
+
+
 def noise_for_budget(target_epsilon: float, sampling_rate: float, steps: int, delta: float,
                      accountant: str = "rdp") -> float:
     """The smallest noise multiplier (at least NOISE_FLOOR) whose `steps` spend at most

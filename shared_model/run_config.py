@@ -53,7 +53,6 @@ class FederatedRunConfig:
     run_dir: str = ""
     resume: bool = False
     data_paths: str = ""  # simulation: comma-separated site directories, indexed by partition-id
-    adversary: str = ""  # simulation only: SITE:KIND[=VALUE][@ROUND],... (see client.adversary)
     signing_key: str = ""  # server-side Ed25519 PEM key that signs every checkpoint (else $CLAIMPT_SIGNING_KEY)
     d_model: int = 100
     n_layers: int = 1

@@ -6,6 +6,7 @@ so "most frequent codes first" within a visit is simply "smallest ids first".
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,14 @@ class Vocabulary:
     def encode(self, codes: Iterable[str]) -> np.ndarray:
         """Code strings -> ids (UNK for codes outside the vocabulary)."""
         return np.array([self._index.get(c, UNK_ID) for c in codes], dtype=np.int32)
+
+    def restricted_to(self, codes: Iterable[str]) -> Vocabulary:
+        """The same ids, sizes and groups, but only `codes` encode to their ids; every other code
+        encodes as UNK (a site keeps the consortium's layout and uses only codes it may)."""
+        allowed = set(codes)
+        restricted = dataclasses.replace(self)
+        object.__setattr__(restricted, "_index", {c: i for c, i in self._index.items() if c in allowed})
+        return restricted
 
     def group_of_ids(self) -> np.ndarray:
         """Group id per code id (index = code id), -1 for padding, UNK and non-target codes."""

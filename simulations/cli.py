@@ -151,7 +151,7 @@ def pretrain_federated(
     proximal_mu: Annotated[float, typer.Option(help="FedProx proximal term weight.")] = 0.01,
     max_norm_ratio: Annotated[float, typer.Option(help="Drop updates above this multiple of the round's median update norm (0: off).")] = 5.0,
     max_update_norm: Annotated[float, typer.Option(help="Drop updates whose L2 norm exceeds this bound (0: off).")] = 0.0,
-    adversary: Annotated[str, typer.Option(help="Simulate faulty sites: SITE:KIND[=VALUE][@ROUND],... KIND: raise, nan, scale, signflip, noise, labelflip.")] = "",
+    adversary: Annotated[str, typer.Option(help="Simulate faulty sites (simulation only): SITE:KIND[=VALUE][@ROUND],... KIND: raise, nan, scale, signflip, noise.")] = "",
     dp_epsilon: Annotated[float, typer.Option(min=0, help="Record-level DP: every site trains with DP-SGD, noise calibrated to spend this epsilon over all rounds (0: off).")] = 0.0,
     dp_clip_norm: Annotated[float, typer.Option(min=0, help="DP-SGD: bound on each patient's gradient norm.")] = 0.1,
     dp_embedding_share: Annotated[float, typer.Option(min=0, max=0.99, help="DP-SGD: share of the squared clip norm reserved for the code embedding's gradient, the rest for the other layers (0: one bound over all parameters).")] = 0.5,
@@ -165,15 +165,17 @@ def pretrain_federated(
 ) -> None:
     """Federated pretraining in Flower's simulation engine, one SuperNode per site."""
     from shared_model.run_config import FederatedRunConfig
+    from simulations.adversary import parse_adversaries
     from simulations.federated import run_federated_simulation
 
     try:
+        parse_adversaries(adversary)
         settings = FederatedRunConfig(
             num_server_rounds=rounds, strategy=strategy, local_epochs=local_epochs, client_optimizer=client_optimizer,
             signing_key=str(signing_key or ""), batch_size=batch_size,
             learning_rate=learning_rate, seed=seed, k_anonymity=k_anonymity, max_vocab=max_vocab,
             min_available_clients=min_clients, proximal_mu=proximal_mu,
-            max_update_norm=max_update_norm, run_dir=str(out), resume=resume, adversary=adversary,
+            max_update_norm=max_update_norm, run_dir=str(out), resume=resume,
             dp_epsilon=dp_epsilon, dp_clip_norm=dp_clip_norm, dp_embedding_share=dp_embedding_share,
             dp_delta=dp_delta, client_dp_noise=client_dp_noise,
             client_dp_clipping=client_dp_clipping, client_dp_clip_norm=client_dp_clip_norm,
@@ -182,7 +184,7 @@ def pretrain_federated(
             time_encoding=time_encoding)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    table = run_federated_simulation(data, settings)
+    table = run_federated_simulation(data, settings, adversary=adversary)
     typer.echo(table.to_string(index=False))
 
 

@@ -13,15 +13,17 @@ import pandas as pd
 from client.app import make_client_app
 from server.app import make_server_app
 from shared_model.run_config import FederatedRunConfig
+from simulations.adversary import AdversaryMod
 
 log = logging.getLogger(__name__)
 
 
-def run_federated_simulation(site_dirs: list[Path], settings: FederatedRunConfig, *, parallel_clients: int = 2
-                             ) -> pd.DataFrame:
+def run_federated_simulation(site_dirs: list[Path], settings: FederatedRunConfig, *, parallel_clients: int = 2,
+                             adversary: str = "") -> pd.DataFrame:
     """Run the ServerApp and one ClientApp per site; returns the per-round table (rounds.csv).
 
-    `parallel_clients` ClientApps run at once, each with cores / parallel_clients CPUs."""
+    `parallel_clients` ClientApps run at once, each with cores / parallel_clients CPUs;
+    `adversary` makes sites misbehave (simulations.adversary; simulation only)."""
     from flwr.simulation import run_simulation
 
     if len(site_dirs) < settings.min_available_clients:
@@ -36,7 +38,8 @@ def run_federated_simulation(site_dirs: list[Path], settings: FederatedRunConfig
                       "init_args": {"num_cpus": cores, "include_dashboard": False}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        run_simulation(make_server_app(overrides), make_client_app(overrides), num_supernodes=len(site_dirs),
+        client_app = make_client_app(overrides, mods=[AdversaryMod(adversary)] if adversary else [])
+        run_simulation(make_server_app(overrides), client_app, num_supernodes=len(site_dirs),
                        backend_config=backend_config)
     rounds = Path(settings.run_dir) / "rounds.csv"
     final = Path(settings.run_dir) / "checkpoint" / "manifest.json"

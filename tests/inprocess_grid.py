@@ -18,8 +18,10 @@ from flwr.supercore.task_identity import TaskIdentity
 
 
 class InProcessGrid(Grid):
-    def __init__(self, client_app: ClientApp, node_configs: list[dict], run_config: dict | None = None) -> None:
+    def __init__(self, client_app: ClientApp, node_configs: list[dict], run_config: dict | None = None,
+                 run_id: int = 1) -> None:
         self.client_app = client_app
+        self.run_id = run_id
         self.node_configs = {1000 + i: config for i, config in enumerate(node_configs)}
         self.run_config = run_config or {}
         self.sent: list[Message] = []  # every reply a client produced, for privacy checks
@@ -55,7 +57,7 @@ class InProcessGrid(Grid):
             message.metadata.__dict__["_message_id"] = str(uuid4())
             message.metadata.__dict__["_src_node_id"] = 0
             node = message.metadata.dst_node_id
-            context = Context(run_id=1, node_id=node, node_config=self.node_configs[node],
+            context = Context(run_id=self.run_id, node_id=node, node_config=self.node_configs[node],
                               state=self.states[node], run_config=self.run_config)
             try:  # a copy, as if it had crossed the wire: Flower's client mods modify what they receive
                 reply = self.client_app(copy.deepcopy(message), context)
@@ -66,7 +68,7 @@ class InProcessGrid(Grid):
         return replies
 
 
-def run_inprocess_federation(site_dirs, settings, parallel_clients: int = 1):
+def run_inprocess_federation(site_dirs, settings, parallel_clients: int = 1, *, adversary: str = ""):
     """Drop-in for simulations.federated.run_federated_simulation over this in-process transport."""
     import dataclasses
 
@@ -74,8 +76,10 @@ def run_inprocess_federation(site_dirs, settings, parallel_clients: int = 1):
 
     from client.app import make_client_app
     from server.federation import run_federation
+    from simulations.adversary import AdversaryMod
 
     settings = dataclasses.replace(settings, data_paths=",".join(str(p) for p in site_dirs))
-    grid = InProcessGrid(make_client_app(settings.to_run_config()), [{"partition-id": i} for i in range(len(site_dirs))])
+    app = make_client_app(settings.to_run_config(), mods=[AdversaryMod(adversary)] if adversary else [])
+    grid = InProcessGrid(app, [{"partition-id": i} for i in range(len(site_dirs))])
     run_federation(grid, settings)
     return pd.read_csv(f"{settings.run_dir}/rounds.csv")

@@ -31,10 +31,11 @@ def test_privacy_experiment_writes_the_curve_the_table_and_the_report(fed_sites:
     assert sorted(zip(robust["strategy"], robust["adversary"])) == [("fedmedian", "none"), ("fedmedian", "scale=10")]
     assert results["auroc"].between(0, 1).all() and results["nvp_recall@10"].between(0, 1).all()
     assert robust["honest_recall@10"].between(0, 1).all() and results.loc[results["part"] == "privacy", "honest_recall@10"].isna().all()
-    # the held-out recall computed here over every site is the federated evaluation's number
+    # the held-out recall computed here over every site is close to the federated evaluation's number (the
+    # sites evaluate with only the codes each has seen in >= k patients; the experimenter with all of them)
     sites = find_sites(fed_sites[0].parent)
     clean = robust[robust["adversary"] == "none"].iloc[0]
-    assert held_out_recall(out / "pretrained" / clean["run"] / "checkpoint", sites) == pytest.approx(clean["nvp_recall@10"], abs=1e-6)
+    assert held_out_recall(out / "pretrained" / clean["run"] / "checkpoint", sites) == pytest.approx(clean["nvp_recall@10"], abs=0.02)
     assert (robust["dropped_updates"] == 0).all()  # the bare rules run without the validation filter
     html = report.read_text()
     assert html.count("data:image/png;base64") == 2 and "Privacy-utility curve" in html

@@ -125,6 +125,6 @@ def test_shards_and_the_client_cache_are_invariant_to_relabelling(site: MedsData
             raw = concat([{k: np.asarray(v) for k, v in s.items()} for s in open_shards(root / f"raw-{task}", split)])
             new = concat([{k: np.asarray(v) for k, v in s.items()} for s in open_shards(root / f"new-{task}", split)])
             assert_same(by_subject(raw), by_subject(back_to_raw(new, site, new_ids)))
-    raw, new = site_samples(str(site.root), vocabulary.to_json()), site_samples(str(written), vocabulary.to_json())
+    raw, new = site_samples(str(site.root), vocabulary.to_json(), 11), site_samples(str(written), vocabulary.to_json(), 11)
     for split in raw:
         assert_same(raw[split], back_to_raw(new[split], site, new_ids))

@@ -85,6 +85,7 @@ class FederatedRun:
     epsilon: float = math.inf
     strategy: str = "fedavg"
     adversary: str = "none"
+    attack: str = ""  # the simulated adversary (simulations.adversary): SITE:KIND, "" for none
 
 
 def curve_training(config: PrivacyExperimentConfig) -> tuple[float, dict]:
@@ -117,9 +118,9 @@ def plan_runs(config: PrivacyExperimentConfig, privacy_sites: list[str], robustn
             settings = replace(base, min_available_clients=len(robustness_sites), run_dir=str(run_root / name),
                                num_server_rounds=config.robustness_rounds,
                                strategy=strategy.split("+")[0],
-                               max_norm_ratio=5.0 if strategy.endswith("+validation") else 0.0,
-                               adversary="" if adversary == "none" else f"{attacker}:{adversary}")
-            runs.append(FederatedRun("robustness", name, settings, strategy=strategy, adversary=adversary))
+                               max_norm_ratio=5.0 if strategy.endswith("+validation") else 0.0)
+            runs.append(FederatedRun("robustness", name, settings, strategy=strategy, adversary=adversary,
+                                     attack="" if adversary == "none" else f"{attacker}:{adversary}"))
     return runs
 
 
@@ -146,11 +147,11 @@ def run_privacy_experiment(data: Path, out: Path, config: PrivacyExperimentConfi
     for index, run in enumerate(runs, start=1):
         sites = privacy_sites if run.part == "privacy" else robustness_sites
         run_dir = Path(run.settings.run_dir)
-        _check_same_settings(run_dir, run.settings)
+        _check_same_settings(run_dir, run.settings, run.attack)
         if not (run_dir / "checkpoint" / "manifest.json").exists():
             log.info("[%d/%d] federated pretraining %s", index, len(runs), run.name)
             resume = (run_dir / "checkpoints").exists()
-            federated_runner(list(sites.values()), replace(run.settings, resume=resume), 2)
+            federated_runner(list(sites.values()), replace(run.settings, resume=resume), 2, adversary=run.attack)
         rows.append(_score(run, sites, honest, config))
         log.info("[%d/%d] %s: %s", index, len(runs), run.name,
                  {k: round(v, 4) for k, v in rows[-1].items() if isinstance(v, float)})
@@ -159,10 +160,10 @@ def run_privacy_experiment(data: Path, out: Path, config: PrivacyExperimentConfi
     return write_report(out, results, config, list(privacy_sites), list(robustness_sites))
 
 
-def _check_same_settings(run_dir: Path, settings: FederatedRunConfig) -> None:
+def _check_same_settings(run_dir: Path, settings: FederatedRunConfig, attack: str) -> None:
     """A run directory holds one federated run: refuse to resume or reuse it under other settings."""
     path = run_dir / "settings.json"
-    current = _effective(json.loads(json.dumps(settings.to_run_config())))
+    current = _effective({**json.loads(json.dumps(settings.to_run_config())), "adversary": attack})
     if path.exists():
         previous = _effective(json.loads(path.read_text()))
         changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
@@ -205,7 +206,9 @@ def _score(run: FederatedRun, sites: dict[str, Path], honest: dict[str, Path], c
 
 
 def held_out_recall(checkpoint_dir: Path, sites: dict[str, Path]) -> float:
-    """NVP Recall@10 of a checkpoint over the pooled held-out patients of `sites`."""
+    """NVP Recall@10 of a checkpoint over the pooled held-out patients of `sites`, with every code
+    of its vocabulary (the federated evaluation differs a little: each site uses only the codes it
+    has seen in >= k of its patients)."""
     checkpoint = load_checkpoint(checkpoint_dir)
     model = PretrainingModel(checkpoint.config)
     assign_weights(model, checkpoint)

@@ -8,9 +8,9 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 
@@ -21,7 +21,13 @@ from simulations.central import run_central_pretraining
 
 log = logging.getLogger(__name__)
 CENTRAL_BATCH_SIZE = PretrainSettings().batch_size  # Claim-PT: 100
-FederatedRunner = Callable[[list[Path], FederatedRunConfig, int], pd.DataFrame]
+
+
+class FederatedRunner(Protocol):
+    """Runs one federated pretraining (the Flower simulation, or a test's in-process grid)."""
+
+    def __call__(self, site_dirs: list[Path], settings: FederatedRunConfig, parallel_clients: int, *,
+                 adversary: str = "") -> pd.DataFrame: ...
 
 
 def site_fingerprint(site_dir: Path) -> str:
@@ -35,10 +41,11 @@ def site_fingerprint(site_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def default_federated_runner(site_dirs: list[Path], settings: FederatedRunConfig, parallel_clients: int) -> pd.DataFrame:
+def default_federated_runner(site_dirs: list[Path], settings: FederatedRunConfig, parallel_clients: int, *,
+                             adversary: str = "") -> pd.DataFrame:
     from simulations.federated import run_federated_simulation
 
-    return run_federated_simulation(site_dirs, settings, parallel_clients=parallel_clients)
+    return run_federated_simulation(site_dirs, settings, parallel_clients=parallel_clients, adversary=adversary)
 
 
 @dataclass(frozen=True)

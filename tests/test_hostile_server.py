@@ -1,0 +1,218 @@
+"""Attacks on a site from its own coordinator (or anyone who can send it messages), one test each.
+
+Every test plays the server: it crafts the messages a careless or hostile coordinator could send
+to the production ClientApp (over the in-process transport; the real SuperLink/SuperNode path is
+in test_deployment.py) and checks that the site refuses, or that what it sends back reveals
+nothing the site's policy does not allow.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+
+from client.app import make_client_app
+from shared_model.config import ClaimTransformerConfig
+from shared_model.data import read_meds
+from shared_model.model import PretrainingModel
+from shared_model.run_config import FederatedRunConfig
+from shared_model.tasks import training_vocabulary
+from shared_model.vocabulary import FIRST_CODE_ID, count_patients_per_code
+from tests.inprocess_grid import InProcessGrid
+
+SITE_K = 11
+
+
+@pytest.fixture(scope="module")
+def site(fed_sites: list[Path]) -> Path:
+    return fed_sites[1]
+
+
+@pytest.fixture(scope="module")
+def model_and_vocabulary(site: Path):
+    """A vocabulary with every code the site has, rare ones included (what a server that wants
+    to probe rare codes would send), and a small model over it."""
+    vocabulary = training_vocabulary([read_meds(site)])
+    config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16,
+                                    patient_dim=16, ffn_dim=16)
+    return [np.asarray(w) for w in PretrainingModel(config).get_weights()], config, vocabulary
+
+
+class Server:
+    """The coordinator's side of one site: sends crafted messages to the production ClientApp."""
+
+    def __init__(self, site: Path, node_config: dict | None = None, run_id: int = 1, **run_config) -> None:
+        self.run_config = {**FederatedRunConfig(**run_config).to_run_config(), **{"data-paths": str(site)}}
+        self.grid = InProcessGrid(make_client_app(), [{"partition-id": 0, **(node_config or {})}], self.run_config,
+                                  run_id=run_id)
+
+    def send(self, message_type: str, content: RecordDict) -> Message:
+        (reply,) = self.grid.send_and_receive([Message(content, dst_node_id=1000, message_type=message_type)])
+        return reply
+
+    def train(self, weights, config: ClaimTransformerConfig, vocabulary, *, server_round: int = 1, **extra) -> Message:
+        record = ConfigRecord({"server-round": server_round, "vocabulary": vocabulary.to_json(),
+                               "model-config": config.to_json(), "local-epochs": 1, **extra})
+        return self.send("train", RecordDict({"arrays": ArrayRecord(weights), "config": record}))
+
+    def evaluate(self, weights, config: ClaimTransformerConfig, vocabulary) -> Message:
+        record = ConfigRecord({"server-round": 1, "vocabulary": vocabulary.to_json(), "model-config": config.to_json()})
+        return self.send("evaluate", RecordDict({"arrays": ArrayRecord(weights), "config": record}))
+
+    def vocabulary_query(self, k) -> Message:
+        return self.send("query.vocabulary", RecordDict({"config": ConfigRecord({"k-anonymity": k})}))
+
+
+def refused(reply: Message, because: str = "refused by the site's policy") -> bool:
+    return reply.has_error() and because in reply.error.reason and not reply.has_content()
+
+
+def write_policy(path: Path, **values) -> Path:
+    path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+    return path
+
+
+def train_patient_counts(site: Path) -> pd.Series:
+    dataset = read_meds(site)
+    train = dataset.splits.loc[dataset.splits["split"] == "train", "subject_id"]
+    return count_patients_per_code(dataset.events[dataset.events["subject_id"].isin(train)])
+
+
+def test_k_too_low_is_raised_to_the_sites_floor_and_invalid_k_is_refused(site: Path) -> None:
+    server = Server(site)
+    reply = server.vocabulary_query(2)
+    counts = reply.content["vocabulary"]["counts"]
+    assert counts and min(counts) >= SITE_K  # the site's k, not the server's 2
+    assert sum(train_patient_counts(site).between(2, SITE_K - 1)) > 0  # codes the server wanted to see exist
+    for bad in (0, -3, 2.5, "11", True):
+        assert refused(server.vocabulary_query(bad)), bad
+
+
+def test_a_rare_code_slipped_into_the_vocabulary_learns_nothing(site: Path, model_and_vocabulary) -> None:
+    weights, config, vocabulary = model_and_vocabulary
+    counts = train_patient_counts(site)
+    rare = [c for c in vocabulary.codes if 0 < counts.get(c, 0) < SITE_K]
+    common = [c for c in vocabulary.codes if counts.get(c, 0) >= SITE_K]
+    assert rare and common
+    reply = Server(site).train(weights, config, vocabulary)
+    table_index = next(i for i, w in enumerate(weights) if w.shape == (vocabulary.size, config.d_model))
+    before, after = weights[table_index], reply.content["arrays"].to_numpy_ndarrays()[table_index]
+    rows = {code: vocabulary.encode([code])[0] for code in rare + common}
+    assert all(np.array_equal(before[rows[c]], after[rows[c]]) for c in rare)  # the probe sees no movement
+    assert any(not np.array_equal(before[rows[c]], after[rows[c]]) for c in common)  # training did happen
+    assert min(rows.values()) >= FIRST_CODE_ID
+
+
+def test_a_delta_above_the_sites_ceiling_is_refused(site: Path, model_and_vocabulary) -> None:
+    weights, config, vocabulary = model_and_vocabulary
+    reply = Server(site, dp_epsilon=4.0, dp_delta=0.5, batch_size=25).train(weights, config, vocabulary)
+    assert refused(reply) and "dp-delta" in reply.error.reason
+
+
+def test_dp_noise_is_fresh_on_a_replayed_round_and_no_training_loss_leaves(site: Path, model_and_vocabulary) -> None:
+    weights, config, vocabulary = model_and_vocabulary
+    server = Server(site, dp_epsilon=8.0, batch_size=25, num_server_rounds=4)
+    first, replay = (server.train(weights, config, vocabulary, server_round=1) for _ in range(2))
+    assert not first.has_error() and not replay.has_error()
+    a, b = first.content["arrays"].to_numpy_ndarrays(), replay.content["arrays"].to_numpy_ndarrays()
+    assert any(not np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # same seed, round, weights: new noise
+    assert not {"train-loss", "train-nvp-loss", "train-cp-loss"} & set(first.content["metrics"])
+    assert replay.content["metrics"]["dp-epsilon"] > first.content["metrics"]["dp-epsilon"]  # the replay was paid for
+
+
+def test_the_lifetime_budget_holds_across_runs_and_a_restart(site: Path, model_and_vocabulary, tmp_path: Path) -> None:
+    weights, config, vocabulary = model_and_vocabulary
+    policy = write_policy(tmp_path / "policy.toml", lifetime_epsilon=5.0)
+    node = {"policy": str(policy), "state-dir": str(tmp_path / "state")}
+    options = {"dp_epsilon": 4.0, "batch_size": 25, "num_server_rounds": 1}
+    assert not Server(site, node, run_id=1, **options).train(weights, config, vocabulary).has_error()
+    ledger = tmp_path / "state" / "privacy-ledger.jsonl"
+    assert stat.S_IMODE(ledger.stat().st_mode) == 0o600 and len(ledger.read_text().splitlines()) == 1
+    # a new run, from a restarted site (new app, new Flower state): the ledger on disk remembers
+    again = Server(site, node, run_id=2, **options).train(weights, config, vocabulary)
+    assert refused(again, "lifetime privacy budget")
+    assert len(ledger.read_text().splitlines()) == 1
+    # and a run without DP is refused outright once the site has a lifetime budget
+    assert refused(Server(site, node, run_id=3, num_server_rounds=1).train(weights, config, vocabulary))
+
+
+def test_local_epochs_must_match_the_noise_plan(site: Path, model_and_vocabulary) -> None:
+    weights, config, vocabulary = model_and_vocabulary
+    reply = Server(site, dp_epsilon=4.0, batch_size=25).train(weights, config, vocabulary, **{"local-epochs": 5})
+    assert refused(reply, "local epochs")
+
+
+def test_the_adversary_simulation_key_is_refused_by_a_deployed_site(site: Path, model_and_vocabulary) -> None:
+    weights, config, vocabulary = model_and_vocabulary
+    server = Server(site)
+    server.grid.run_config["adversary"] = "site-2:signflip"
+    reply = server.train(weights, config, vocabulary)
+    assert reply.has_error() and not reply.has_content()
+    assert "ValueError" in reply.error.reason and "signflip" not in reply.error.reason
+
+
+def test_a_plain_round_is_refused_when_the_policy_requires_secure_aggregation(site: Path, model_and_vocabulary,
+                                                                            tmp_path: Path) -> None:
+    weights, config, vocabulary = model_and_vocabulary
+    policy = write_policy(tmp_path / "policy.toml", require_secure_aggregation=True)
+    server = Server(site, {"policy": str(policy)})
+    assert refused(server.train(weights, config, vocabulary), "secure aggregation")
+    # the legacy fit format SecAgg+ uses, sent outside a SecAgg+ round, is no way around it
+    import flwr.compat.common.recorddict_compat as compat
+    from flwr.common import FitIns, ndarrays_to_parameters
+
+    legacy = compat.fitins_to_recorddict(FitIns(ndarrays_to_parameters(weights), {
+        "server-round": 1, "vocabulary": vocabulary.to_json(), "model-config": config.to_json()}), keep_input=True)
+    for open_policy in (server, Server(site)):
+        assert refused(open_policy.send("train", legacy), "secure aggregation")
+
+
+def test_error_replies_carry_no_data_paths_or_values(site: Path, model_and_vocabulary, tmp_path: Path) -> None:
+    """A site whose data the server's messages make fail: the reply names the error class and a
+    reference; the path, the file, the row and the value stay in the site's errors.log (0600)."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    weights, config, vocabulary = model_and_vocabulary
+    broken = Path(shutil.copytree(site, tmp_path / "hospital-a-private-extract"))
+    shard = sorted((broken / "data").rglob("*.parquet"))[0]
+    table = pq.read_table(shard)
+    ids = table.column("subject_id").to_pylist()
+    ids[5] = -987654321  # a DataValidationError quotes the value, the file and the row
+    pq.write_table(table.set_column(table.column_names.index("subject_id"), "subject_id",
+                                    pa.array(ids, pa.int64())), shard)
+    (tmp_path / "state").mkdir(mode=0o700)
+    node = {"data-path": str(broken), "state-dir": str(tmp_path / "state")}
+    server = Server(site, node)
+    replies = [server.vocabulary_query(SITE_K), server.train(weights, config, vocabulary),
+               server.evaluate(weights, config, vocabulary)]
+    for reply in replies:
+        assert reply.has_error() and "site reference" in reply.error.reason
+        for secret in (str(tmp_path), "hospital-a", shard.name, "987654321", "row "):
+            assert secret not in reply.error.reason, reply.error.reason
+    log = tmp_path / "state" / "errors.log"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    text = log.read_text()
+    assert "-987654321" in text and all(r.error.reason.split("reference ")[1][:12] in text for r in replies)
+
+
+def test_evaluation_is_rate_limited_and_aggregate_only(site: Path, model_and_vocabulary) -> None:
+    weights, config, vocabulary = model_and_vocabulary
+    server = Server(site)
+    first = server.evaluate(weights, config, vocabulary)
+    assert not first.has_error()
+    metrics = first.content["metrics"]
+    assert all(isinstance(v, int | float) for v in metrics.values())  # scalars: no per-patient values
+    probes = [server.evaluate([w + 0.01 * i for w in weights], config, vocabulary) for i in range(1, 4)]
+    assert all(refused(p, "evaluation limit") for p in probes)
+    assert not server.train(weights, config, vocabulary).has_error()  # one more after a training round
+    assert not server.evaluate(weights, config, vocabulary).has_error()
+    assert refused(server.evaluate(weights, config, vocabulary), "evaluation limit")
