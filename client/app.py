@@ -134,7 +134,7 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
         counts = k_anonymous_code_counts(load_site(path), k)
         log.info("%s: reporting %d codes seen in >= %d patients", site, len(counts.codes), k)
         record = ConfigRecord({"codes": counts.codes, "counts": counts.counts, "parents": counts.parents,
-                               "site-key": site_key(site)})
+                               "patients": counts.patients, "site-key": site_key(site)})
         return Message(RecordDict({"vocabulary": record}), reply_to=msg)
 
     @app.train()

@@ -44,6 +44,7 @@ def join(
     data: Annotated[Path, typer.Option(help="The directory written by `claimpt site prepare`.")],
     ca: Annotated[Path | None, typer.Option(help="The consortium CA certificate (ca.crt) that signed the SuperLink's certificate.")] = None,
     key: Annotated[Path | None, typer.Option(help="This site's SuperNode private key (supernodes/<site> from `claimpt certs`, mode 0600).")] = None,
+    trusted_entities: Annotated[Path | None, typer.Option(help="The consortium's trusted-entities.yaml (from `claimpt certs`): run only app bundles signed by its app-signing key (required unless --insecure).")] = None,
     site_id: Annotated[str, typer.Option(help="Name of this site in logs and metrics (default: the --data directory name).")] = "",
     policy: Annotated[Path | None, typer.Option(help="This site's privacy policy (TOML: k_anonymity, require_dp, max_run_epsilon, lifetime_epsilon, max_delta, min_noise_multiplier, require_secure_aggregation, max_evaluations_per_run). Nothing the server sends can lower it. Default: k 11, delta <= 1/n, no DP required.")] = None,
     state: Annotated[Path | None, typer.Option(help="This site's state directory (0700): the privacy ledger (lifetime epsilon, survives restarts and runs) and errors.log. Default: <data>.site-state next to --data.")] = None,
@@ -61,7 +62,7 @@ def join(
     try:
         settings = SuperNodeSettings(superlink=superlink, data=data, key=key, ca=ca, site_id=site_id,
                                      runtime_port=runtime_port, insecure=insecure, max_retries=max_retries,
-                                     policy=policy, state=state)
+                                     policy=policy, state=state, trusted_entities=trusted_entities)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     check_files(settings)
@@ -95,6 +96,8 @@ def finetune(
     probe_epochs: Annotated[int, typer.Option(min=1, help="Adam epochs of the head-only phase for next_visit (binary tasks use logistic regression).")] = 40,
     probe_learning_rate: Annotated[float, typer.Option(help="Adam learning rate of the head-only phase.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Random seed (cohort draw, initialisation, batch order).")] = 0,
+    min_round: Annotated[int, typer.Option(min=0, help="Refuse a checkpoint of an earlier federated round than this.")] = 0,
+    state: Annotated[Path | None, typer.Option(help="`site finetune`: the site's state directory, where the newest round seen of each run is remembered and older ones are refused (default: <data>.site-state).")] = None,
     layers: LayersOpt = 1, heads: HeadsOpt = 2, d_model: DModelOpt = 100, ffn: FfnOpt = 100,
     dropout: DropoutOpt = 0.0, pre_ln: PreLnOpt = False, time_encoding: TimeOpt = "day_of_year",
 ) -> None:
@@ -103,20 +106,28 @@ def finetune(
     Model options apply only without --checkpoint (a checkpoint carries its own config).
 
     Every checkpoint file's sha256 is checked against its manifest; with --server-public-key the manifest's signature too, before any patient data is read."""
-    from shared_model.checkpoint import load_checkpoint
+    from client.rollback import refuse_rollback
+    from shared_model.checkpoint import CheckpointError, load_checkpoint
     from shared_model.config import ClaimTransformerConfig
     from shared_model.data import read_meds
     from shared_model.finetuning import run_finetune
     from shared_model.signing import load_verifier
     from shared_model.training import FinetuneSettings
 
-    if ctx.parent is not None and ctx.parent.info_name == "site" and (checkpoint is None or server_public_key is None):
+    site_command = ctx.parent is not None and ctx.parent.info_name == "site"
+    if site_command and (checkpoint is None or server_public_key is None):
         raise typer.BadParameter("site finetune needs --checkpoint and --server-public-key (the consortium's "
                                  "signing.pub); use `claimpt finetune` for unsigned research checkpoints")
     verify = load_verifier(server_public_key) if server_public_key is not None else None
     ckpt = load_checkpoint(checkpoint, verify_signature=verify) if checkpoint is not None else None
     if verify is not None:
         log.info("%s: hashes and signature verified under %s", checkpoint, server_public_key)
+    if ckpt is not None and checkpoint is not None:
+        site_state = (state or data.with_name(data.name + ".site-state")) if site_command else None
+        if site_state is not None:
+            refuse_rollback(ckpt.manifest, checkpoint, site_state, min_round)
+        elif int(ckpt.manifest.get("round", 0)) < min_round:
+            raise CheckpointError(f"{checkpoint}: round {ckpt.manifest.get('round', 0)} is older than --min-round {min_round}")
     dataset = read_meds(data)
     options = model_options(layers, heads, d_model, ffn, dropout, pre_ln, time_encoding)
     out.mkdir(parents=True, exist_ok=True)

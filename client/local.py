@@ -50,11 +50,13 @@ def site_samples(path: str, vocabulary_json: str, k: int) -> dict[str, Arrays]:
 
 @dataclass(frozen=True)
 class CodeCounts:
-    """Patient counts of codes seen in at least k train-split patients, and their parent codes."""
+    """Patient counts of codes seen in at least k train-split patients, their parent codes, and
+    the number of train-split patients (which caps the site's FedAvg weight at the server)."""
 
     codes: list[str]
     counts: list[int]
     parents: list[str]
+    patients: int
 
 
 def k_anonymous_code_counts(dataset: MedsDataset, k: int) -> CodeCounts:
@@ -64,7 +66,8 @@ def k_anonymous_code_counts(dataset: MedsDataset, k: int) -> CodeCounts:
     parent_of = {c: p[0] for c, p in zip(dataset.codes["code"], dataset.codes["parent_codes"], strict=True)
                  if p is not None and len(p)}
     codes = [str(c) for c in counts.index]
-    return CodeCounts(codes, [int(n) for n in counts.to_numpy()], [str(parent_of.get(c, "")) for c in codes])
+    return CodeCounts(codes, [int(n) for n in counts.to_numpy()], [str(parent_of.get(c, "")) for c in codes],
+                      len(train))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from shared_model.data import DataValidationError
-from shared_model.data.paths import require_owner_only
+from shared_model.data.paths import fsync_directory, require_owner_only
 
 log = logging.getLogger(__name__)
 KEY_BYTES = 32
@@ -29,6 +29,9 @@ def load_or_create_key(path: str | Path) -> bytes:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(key.hex() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        fsync_directory(path.parent)
         log.info("created a new pseudonymisation key %s (keep it: other keys give other pseudonyms)", path)
         return key
     require_owner_only(path, "a key file")

@@ -27,6 +27,7 @@ class SuperNodeSettings:
     insecure: bool = False
     max_retries: int | None = None
     policy: Path | None = None  # the site's privacy policy file (client.policy); None: the default policy
+    trusted_entities: Path | None = None  # app-signing keys whose bundles this site runs; None only when insecure
     state: Path | None = None  # the site's state directory (privacy ledger, errors.log); default <data>.site-state
 
     @property
@@ -37,14 +38,14 @@ class SuperNodeSettings:
         host, _, port = self.superlink.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"--superlink must be HOST:PORT, got {self.superlink!r}")
-        if not self.insecure and (self.key is None or self.ca is None):
-            raise ValueError("--ca and --key are required (or --insecure, for a local test only)")
+        if not self.insecure and (self.key is None or self.ca is None or self.trusted_entities is None):
+            raise ValueError("--ca, --key and --trusted-entities are required (or --insecure, for a local test only)")
 
 
 def check_files(settings: SuperNodeSettings) -> None:
     """Fail before starting anything: missing files, a private key other users can read, a policy
     file that does not parse; then make the state directory (0700)."""
-    for path in (settings.ca, settings.key, settings.policy):
+    for path in (settings.ca, settings.key, settings.policy, settings.trusted_entities):
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
     if settings.key is not None:
@@ -69,6 +70,8 @@ def supernode_command(settings: SuperNodeSettings) -> list[str]:
         command += ["--root-certificates", str(settings.ca)]
     if settings.key is not None:
         command += ["--auth-supernode-private-key", str(settings.key)]
+    if settings.trusted_entities is not None:
+        command += ["--trusted-entities", str(settings.trusted_entities)]
     if settings.max_retries is not None:
         command += ["--max-retries", str(settings.max_retries)]
     return command

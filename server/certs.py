@@ -6,7 +6,10 @@ One call writes, into a new directory (all files mode 0600):
   subject alternative names (DNS names and IP addresses);
 - `supernodes/<site>` and `supernodes/<site>.pub`: each site's EC key pair for Flower's SuperNode
   authentication (OpenSSH format, as `flower-supernode --auth-supernode-*-key` reads them);
-- `signing.key`, `signing.pub`: the server's Ed25519 key that signs checkpoint manifests.
+- `signing.key`, `signing.pub`: the server's Ed25519 key that signs checkpoint manifests;
+- `app-signing.key`: the consortium's Ed25519 key that signs the app bundles sites run (keep it
+  apart from the SuperLink host if the coordinator's operators are not to run their own code at
+  the sites), and `trusted-entities.yaml`, its public half for `claimpt site join`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from shared_model.data.paths import atomic_directory
 
 PRIVATE = 0o600
 RSA_BITS = 3072
+APP_SIGNING_KEY_ID = "fpk_claimpt_consortium"
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,14 @@ def _write(path: Path, data: bytes) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def trusted_entities_yaml(public_key: ed25519.Ed25519PublicKey) -> bytes:
+    """`flower-supernode --trusted-entities`: the consortium's app-signing key, by its id."""
+    openssh = public_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    return f"{APP_SIGNING_KEY_ID}: '{openssh} claimpt-app-signing'\n".encode()
 
 
 def _validate(settings: CertificateSettings) -> None:
@@ -122,5 +134,8 @@ def _generate(directory: Path, settings: CertificateSettings) -> None:
     _write(directory / "signing.key", _pem_key(signing_key))
     _write(directory / "signing.pub", signing_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    app_key = ed25519.Ed25519PrivateKey.generate()
+    _write(directory / "app-signing.key", _pem_key(app_key))
+    _write(directory / "trusted-entities.yaml", trusted_entities_yaml(app_key.public_key()))
     (directory / "supernodes").mkdir(exist_ok=True)
     (directory / "supernodes").chmod(0o700)

@@ -23,7 +23,8 @@ def start(
     certs: Annotated[Path | None, typer.Option(help="Directory written by `claimpt certs` (ca.crt, superlink.crt/.key, signing.key, supernodes/*.pub).")] = None,
     state: Annotated[Path, typer.Option(help="Server state directory: superlink.db, superlink.log and flwr-home/ (the `flwr` connection named 'claimpt').")] = Path("superlink-state"),
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "0.0.0.0",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="The one HTTPS port SuperNodes and `flwr` connect to; open it to the sites.")] = 9092,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The HTTPS port the sites' SuperNodes connect to (Fleet API only); open it to the sites.")] = 9092,
+    control_port: Annotated[int, typer.Option(min=1, max=65535, help="The Control and Runtime APIs, on 127.0.0.1 only (`claimpt server submit`, `flwr` on this host).")] = 9093,
     site_key: Annotated[list[Path] | None, typer.Option(help="A site's SuperNode public key to register (repeatable; default: every certs/supernodes/*.pub).")] = None,
     insecure: Annotated[bool, typer.Option(help="No TLS, no SuperNode authentication, unsigned checkpoints. Local tests only.")] = False,
 ) -> None:
@@ -34,7 +35,8 @@ def start(
     from shared_model.flower_processes import stop_group
 
     try:
-        settings = SuperLinkSettings(state=state, certs=certs, host=host, port=port, insecure=insecure)
+        settings = SuperLinkSettings(state=state, certs=certs, host=host, port=port, control_port=control_port,
+                                     insecure=insecure)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     keys = list(site_key or (sorted((certs / "supernodes").glob("*.pub")) if certs and not insecure else []))
@@ -50,9 +52,10 @@ def start(
         for key in keys:
             node_id = register_supernode(settings, key)
             log.info("site key %s: %s", key.name, f"registered as node {node_id}" if node_id else "already registered")
-        typer.echo(f"SuperLink ready on {settings.host}:{settings.port}. Submit a run from the app directory with:\n"
-                   f"  FLWR_HOME={settings.flwr_home.resolve()} flwr run . claimpt "
-                   "--run-config \"num-server-rounds=10 run-dir='/path/on/this/server'\" --stream")
+        typer.echo(f"SuperLink ready on {settings.host}:{settings.port} (sites), control on {settings.address}. "
+                   "Submit a signed run from the app directory with:\n"
+                   f"  claimpt server submit --state {settings.state} --app-key APP-SIGNING.KEY "
+                   "--run-config \"num-server-rounds=10 run-dir='/path/on/this/server'\"")
         sys.stdout.flush()
         process.wait()
     except KeyboardInterrupt:
@@ -61,3 +64,31 @@ def start(
         stop_group(process)
     if process.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL, None):
         raise typer.Exit(process.returncode)
+
+
+@server_app.command("submit")
+@bad_input_exits_2
+def submit(
+    app_key: Annotated[Path, typer.Option(help="The consortium's app-signing.key (from `claimpt certs`): sites run only bundles it signed.")],
+    run_config: Annotated[str, typer.Option(help="Run-config overrides, as for `flwr run --run-config`.")] = "",
+    app: Annotated[Path, typer.Option(help="The app directory (this repository).")] = Path("."),
+    state: Annotated[Path, typer.Option(help="The state directory given to `claimpt server start`.")] = Path("superlink-state"),
+    stream: Annotated[bool, typer.Option(help="Follow the run's log until it ends.")] = True,
+) -> None:
+    """Sign the app bundle and start a federated run on this server's SuperLink (`flwr run`)."""
+    import os
+
+    from server.app_signing import sign_app
+    from server.superlink import CONNECTION, SuperLinkSettings
+    from shared_model.flower_processes import executable, flower_environment
+
+    settings = SuperLinkSettings(state=state, insecure=True)  # only the paths are used
+    if not (settings.flwr_home / "config.toml").is_file():
+        raise FileNotFoundError(f"{settings.flwr_home / 'config.toml'}: missing (start the SuperLink with "
+                                "`claimpt server start --state` first)")
+    fab = sign_app(app, app_key, settings.signatures)
+    log.info("signed the app bundle %s with %s", fab[:16], app_key)
+    command = [executable("flwr"), "run", str(app.resolve()), CONNECTION, *(["--stream"] if stream else []),
+               *(["--run-config", run_config] if run_config else [])]
+    env = flower_environment({"FLWR_HOME": str(settings.flwr_home.resolve())})
+    os.execvpe(command[0], command, env)

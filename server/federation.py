@@ -4,8 +4,11 @@ aggregation, federated evaluation, an atomic checkpoint after every round, and r
 from __future__ import annotations
 
 import csv
+import io
 import logging
+import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,9 @@ from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, export_state, restore_state
 from server.validation import RoundReport
 from server.vocabulary_round import vocabulary_round
-from shared_model.checkpoint import CheckpointError, assign_weights, load_checkpoint, save_checkpoint
+from shared_model.checkpoint import Checkpoint, CheckpointError, assign_weights, load_checkpoint, save_checkpoint
 from shared_model.config import ClaimTransformerConfig
+from shared_model.data.paths import atomic_write_bytes
 from shared_model.model import PretrainingModel
 from shared_model.privacy import epsilon_spent
 from shared_model.run_config import FederatedRunConfig
@@ -37,11 +41,27 @@ def round_dir(run_dir: Path, server_round: int) -> Path:
 
 def latest_round(run_dir: Path) -> int:
     """The last round whose checkpoint is complete (0 if none)."""
-    rounds = []
-    for path in (run_dir / "checkpoints").glob("round-*"):
-        if (path / "manifest.json").exists() and path.name[6:].isdigit():
-            rounds.append(int(path.name[6:]))
-    return max(rounds, default=0)
+    return max(_checkpointed_rounds(run_dir), default=0)
+
+
+def _checkpointed_rounds(run_dir: Path) -> list[int]:
+    return sorted(int(path.name[6:]) for path in (run_dir / "checkpoints").glob("round-*")
+                  if path.name[6:].isdigit() and (path / "manifest.json").exists())
+
+
+def last_intact_round(run_dir: Path) -> tuple[int, Checkpoint | None]:
+    """The newest round checkpoint whose every hash verifies; newer, torn ones (a crash or a full
+    disk while writing) are moved aside as `round-NNN.torn` and logged."""
+    for server_round in reversed(_checkpointed_rounds(run_dir)):
+        try:
+            return server_round, load_checkpoint(round_dir(run_dir, server_round))
+        except (CheckpointError, OSError, ValueError) as exc:
+            torn = round_dir(run_dir, server_round)
+            log.warning("round %d's checkpoint is damaged (%s): moved to %s.torn, resuming from an earlier round",
+                        server_round, exc, torn.name)
+            shutil.rmtree(torn.with_name(torn.name + ".torn"), ignore_errors=True)
+            torn.rename(torn.with_name(torn.name + ".torn"))
+    return 0, None
 
 
 def _metric(record: MetricRecord | None, key: str) -> float:
@@ -52,27 +72,29 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
     run_dir = Path(settings.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     strategy = build_strategy(settings)
-    start = latest_round(run_dir) + 1 if settings.resume else 1
-    if start > 1:
-        checkpoint = load_checkpoint(round_dir(run_dir, start - 1))
+    done, checkpoint = last_intact_round(run_dir) if settings.resume else (0, None)
+    start = done + 1
+    if checkpoint is not None:
         vocabulary, config = checkpoint.vocabulary, checkpoint.config
+        run_id = str(checkpoint.manifest.get("run_id", uuid.uuid4().hex))
         model = PretrainingModel(config)
         assign_weights(model, checkpoint)
-        state = round_dir(run_dir, start - 1) / STATE_FILE
+        state = round_dir(run_dir, done) / STATE_FILE
         if state.exists():
             restore_state(strategy, state.read_bytes())
-        _keep_rounds_before(run_dir, start)
-        log.info("resuming after round %d of %d", start - 1, settings.num_server_rounds)
+        rows = [r for r in _read_rounds(run_dir) if int(r["round"]) < start]
+        log.info("resuming after round %d of %d", done, settings.num_server_rounds)
     else:
         if (run_dir / "checkpoints").exists() and latest_round(run_dir):
             raise CheckpointError(f"{run_dir} already holds round checkpoints: use --resume or a new run directory")
-        vocabulary = vocabulary_round(grid, k=settings.k_anonymity, minimum_sites=settings.min_available_clients,
-                                      max_vocab=settings.max_vocab or None)
+        vocabulary, strategy.example_caps = vocabulary_round(
+            grid, k=settings.k_anonymity, minimum_sites=settings.min_available_clients, max_vocab=settings.max_vocab or None)
         config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups,
                                         **settings.model_options())
         seed_everything(settings.seed)
         model = PretrainingModel(config)
-        _write_rounds(run_dir, [], truncate=True)
+        run_id, rows = uuid.uuid4().hex, []
+    _write_rounds(run_dir, rows)
     arrays = ArrayRecord([np.asarray(w) for w in model.get_weights()])
     shared = {"vocabulary": vocabulary.to_json(), "model-config": config.to_json(),
               "local-epochs": settings.local_epochs}
@@ -93,7 +115,8 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         eval_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
         model.set_weights(arrays.to_numpy_ndarrays())
         save_checkpoint(round_dir(run_dir, server_round), model, config, vocabulary, signer=signer,
-                        extra=_manifest_extra(settings, server_round), extra_files={STATE_FILE: export_state(strategy)})
+                        extra=_manifest_extra(settings, server_round, run_id),
+                        extra_files={STATE_FILE: export_state(strategy)})
         report = strategy.reports.get(server_round)
         row = {"round": server_round, "clients": report.received - report.failed - len(report.dropped) if report else 0,
                "failed": report.failed if report else 0, "dropped": len(report.dropped) if report else 0,
@@ -104,10 +127,11 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
                "slowest_train_seconds": report.slowest_train_seconds if report else 0.0,
                "client_compute_seconds": report.total_train_seconds + report.total_eval_seconds if report else 0.0,
                "round_seconds": time.perf_counter() - started}
-        _write_rounds(run_dir, [row])
+        rows.append(row)
+        _write_rounds(run_dir, rows)
         log.info("round %d: %s", server_round, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
     save_checkpoint(run_dir / "checkpoint", model, config, vocabulary, signer=signer,
-                    extra=_manifest_extra(settings, settings.num_server_rounds))
+                    extra=_manifest_extra(settings, settings.num_server_rounds, run_id))
     keras.backend.clear_session()
     return {"rounds": settings.num_server_rounds, "run_dir": str(run_dir)}
 
@@ -120,24 +144,27 @@ def client_level_epsilon(settings: FederatedRunConfig, rounds: int) -> float:
     return epsilon_spent(1.0, settings.client_dp_noise, rounds, settings.client_dp_delta, settings.dp_accountant)
 
 
-def _manifest_extra(settings: FederatedRunConfig, server_round: int) -> dict[str, Any]:
-    return {"mode": "federated", "round": server_round, "strategy": settings.strategy, "seed": settings.seed,
+def _manifest_extra(settings: FederatedRunConfig, server_round: int, run_id: str) -> dict[str, Any]:
+    """Signed with the manifest: which run and round this is (a site refuses rollbacks by them)."""
+    return {"mode": "federated", "run_id": run_id, "round": server_round, "strategy": settings.strategy,
+            "seed": settings.seed,
             "local_epochs": settings.local_epochs, "k_anonymity": settings.k_anonymity,
             "dp_epsilon": settings.dp_epsilon, "client_dp_noise": settings.client_dp_noise,
             "secure_aggregation": settings.secure_aggregation}
 
 
-def _keep_rounds_before(run_dir: Path, start: int) -> None:
+def _read_rounds(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "rounds.csv"
-    rows = list(csv.DictReader(open(path))) if path.exists() else []
-    _write_rounds(run_dir, [r for r in rows if int(r["round"]) < start], truncate=True)
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
-def _write_rounds(run_dir: Path, rows: list[dict[str, Any]], truncate: bool = False) -> None:
-    path = run_dir / "rounds.csv"
-    if truncate or not path.exists():
-        with open(path, "w", newline="") as handle:
-            csv.DictWriter(handle, ROUND_COLUMNS).writeheader()
-    if rows:
-        with open(path, "a", newline="") as handle:
-            csv.DictWriter(handle, ROUND_COLUMNS).writerows(rows)
+def _write_rounds(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """The whole table, replaced atomically (a crash leaves the previous round's table)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, ROUND_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(run_dir / "rounds.csv", buffer.getvalue().encode())

@@ -10,9 +10,25 @@ from flwr.serverapp.strategy import (DifferentialPrivacyServerSideAdaptiveClippi
                                      FedProx, FedTrimmedAvg, Krum, MultiKrum, Strategy)
 
 from server.validation import UpdateValidation
-from shared_model.run_config import FederatedRunConfig
+from shared_model.run_config import ROBUST_MINIMUM_SITES, FederatedRunConfig
 
 STATE_ATTRIBUTES = ("m_t", "v_t", "momentum_vector")
+CAPS = "example-caps"
+ASSUMED_ATTACKERS = 1  # Krum's f (ROBUST_MINIMUM_SITES: n >= 2f + 3)
+
+
+class FedTrimmedAvgAtLeastOne(FedTrimmedAvg):
+    """Flower's trimmed mean, trimming at least one update per side: with beta 0.2 and 3 sites
+    Flower trims int(0.6) = 0 updates, i.e. averages like FedAvg, attacker included."""
+
+    def aggregate_train(self, server_round, replies):
+        replies = list(replies)
+        configured = self.beta
+        self.beta = max(configured, 1.0 / max(len(replies), 1) + 1e-9)
+        try:
+            return super().aggregate_train(server_round, replies)
+        finally:
+            self.beta = configured
 
 
 def build_strategy(settings: FederatedRunConfig) -> UpdateValidation:
@@ -30,15 +46,15 @@ def build_strategy(settings: FederatedRunConfig) -> UpdateValidation:
     elif name == "fedmedian":
         inner = FedMedian(**common)
     elif name == "fedtrimmedavg":
-        inner = FedTrimmedAvg(**common, beta=settings.trimmed_beta)
+        inner = FedTrimmedAvgAtLeastOne(**common, beta=settings.trimmed_beta)
     elif name == "krum":
-        inner = Krum(**common, num_malicious_nodes=1)
+        inner = Krum(**common, num_malicious_nodes=ASSUMED_ATTACKERS)
     else:
-        inner = MultiKrum(**common, num_malicious_nodes=1, num_nodes_to_select=max(1, n - 1))
+        inner = MultiKrum(**common, num_malicious_nodes=ASSUMED_ATTACKERS, num_nodes_to_select=max(1, n - 1))
     if settings.client_dp_noise > 0:
         inner = with_client_level_dp(inner, settings)
     return UpdateValidation(inner, max_update_norm=settings.max_update_norm, max_norm_ratio=settings.max_norm_ratio,
-                            min_valid=1)
+                            min_valid=ROBUST_MINIMUM_SITES.get(name, 1))  # fewer: the round keeps the model
 
 
 def with_client_level_dp(strategy: Strategy, settings: FederatedRunConfig) -> Strategy:
@@ -66,8 +82,9 @@ def _optimizer_strategy(strategy: UpdateValidation) -> Strategy:
 
 
 def export_state(strategy: UpdateValidation) -> bytes:
-    """Server-optimizer state (FedAdam moments, FedAvgM momentum) so that --resume continues exactly."""
-    arrays: dict[str, np.ndarray] = {}
+    """Server-optimizer state (FedAdam moments, FedAvgM momentum) and the sites' example caps, so
+    that --resume continues exactly."""
+    arrays: dict[str, np.ndarray] = {f"{CAPS}|{node}": np.asarray(cap) for node, cap in strategy.example_caps.items()}
     for attribute in STATE_ATTRIBUTES:
         value = getattr(_optimizer_strategy(strategy), attribute, None)
         if isinstance(value, dict):
@@ -81,6 +98,8 @@ def export_state(strategy: UpdateValidation) -> bytes:
 
 def restore_state(strategy: UpdateValidation, data: bytes) -> None:
     with np.load(io.BytesIO(data)) as archive:
+        strategy.example_caps = {int(k.split("|", 1)[1]): int(archive[k]) for k in archive.files
+                                 if k.startswith(f"{CAPS}|")}
         for attribute in STATE_ATTRIBUTES:
             keys = sorted(k for k in archive.files if k.startswith(f"{attribute}|"))
             if not keys:

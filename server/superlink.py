@@ -1,8 +1,10 @@
 """`claimpt server start`: the consortium's SuperLink with TLS and SuperNode authentication
 (DESIGN 4 and 8), the sites' public keys registered, and a signing key for every checkpoint.
 
-Flower 1.42 serves its Fleet (SuperNodes), Control (`flwr` CLI) and Runtime (ServerApp) APIs over
-one HTTPS port. Sites need to reach that port only; nothing connects from the server to a site.
+Flower 1.42 serves its Fleet (SuperNodes), Control (`flwr` CLI) and Runtime (ServerApp) APIs from
+one app. It runs here through `server.superlink_gate`: the port sites reach (`port`) answers the
+Fleet API only; the Control and Runtime APIs answer on 127.0.0.1:`control_port`, on the server
+host alone. Nothing connects from the server to a site.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +28,11 @@ CERT_FILES = ("ca.crt", "superlink.crt", "superlink.key", "signing.key")
 class SuperLinkSettings:
     """Where the SuperLink listens, its credentials (`claimpt certs` output) and its state."""
 
-    state: Path  # receives superlink.db, superlink.log, superlink.pid and the `flwr` connection (flwr-home/)
+    state: Path  # receives superlink.db, superlink.log, superlink.pid, app-signatures/ and flwr-home/
     certs: Path | None = None
     host: str = "0.0.0.0"
-    port: int = 9092
+    port: int = 9092  # the sites' port: Fleet API only
+    control_port: int = 9093  # Control and Runtime APIs, on 127.0.0.1 only
     insecure: bool = False
 
     def __post_init__(self) -> None:
@@ -42,8 +46,11 @@ class SuperLinkSettings:
     @property
     def address(self) -> str:
         """Where local `flwr` commands reach the Control API."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        return f"{host}:{self.port}"
+        return f"127.0.0.1:{self.control_port}"
+
+    @property
+    def signatures(self) -> Path:
+        return self.state / "app-signatures"
 
 
 def check_certificates(certs: Path) -> None:
@@ -53,7 +60,9 @@ def check_certificates(certs: Path) -> None:
 
 
 def superlink_command(settings: SuperLinkSettings) -> list[str]:
-    command = [executable("flower-superlink"), "--host", settings.host, "--port", str(settings.port),
+    command = [sys.executable, "-m", "server.superlink_gate", "--public-host", settings.host,
+               "--public-port", str(settings.port), "--signatures", str(settings.signatures.resolve()), "--",
+               "--host", "127.0.0.1", "--port", str(settings.control_port),
                "--database", str(settings.state / "superlink.db"),
                # The app's dependencies are claimpt's own, installed here: never `uv sync` at run time.
                "--disable-runtime-dependency-installation"]
@@ -101,7 +110,9 @@ def start_superlink(settings: SuperLinkSettings, *, timeout: float = 60.0) -> su
     process = start_group(superlink_command(settings), env=server_environment(settings),
                           log_file=settings.state / "superlink.log")
     (settings.state / "superlink.pid").write_text(f"{process.pid}\n")  # its process group, for operators
-    wait_for_port(settings.address.rpartition(":")[0], settings.port, process=process, timeout=timeout)
+    public = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    wait_for_port(public, settings.port, process=process, timeout=timeout)
+    wait_for_port("127.0.0.1", settings.control_port, process=process, timeout=timeout)
     log.info("SuperLink listening on %s:%d (log: %s)", settings.host, settings.port, settings.state / "superlink.log")
     return process
 

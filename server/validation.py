@@ -35,7 +35,13 @@ def _site_key(message: Message) -> float:
 
 class UpdateValidation(Strategy):
     """Drop replies whose arrays are not finite, do not match the global model's shapes, or whose
-    update norm exceeds `max_update_norm` (absolute) or `max_norm_ratio` x the round's median norm.
+    update norm exceeds `max_update_norm` (absolute) or `max_norm_ratio` x the median norm of the
+    other replies (leave-one-out, so two sites suffice). A sign-flipped update keeps its norm and
+    passes by design: that attack is for the robust aggregation rules.
+
+    A site's `num-examples` (FedAvg's weight) is capped at the training patients it reported in
+    the vocabulary round (`example_caps`, by node id): a site claiming 1e9 patients cannot take
+    over the average.
 
     Replies are passed on sorted by site, so aggregation is deterministic; rounds with fewer than
     `min_valid` usable replies keep the previous global model.
@@ -48,6 +54,7 @@ class UpdateValidation(Strategy):
         self.max_update_norm = max_update_norm
         self.max_norm_ratio = max_norm_ratio
         self.min_valid = min_valid
+        self.example_caps: dict[int, int] = {}
         self.current_arrays: list[np.ndarray] | None = None
         self.reports: dict[int, RoundReport] = {}
 
@@ -79,6 +86,24 @@ class UpdateValidation(Strategy):
             return f"update norm {norm:.3g} exceeds the bound {self.max_update_norm:.3g}", norm
         return None, norm
 
+    def _cap_examples(self, server_round: int, message: Message) -> str | None:
+        """Cap the reply's `num-examples` at its vocabulary-round count; a node that was not in
+        the vocabulary round has no count and is dropped."""
+        if not self.example_caps:
+            return None
+        node = message.metadata.src_node_id
+        if node not in self.example_caps:
+            return "the node did not take part in the vocabulary round"
+        metrics = next(iter(message.content.metric_records.values()))
+        claimed = float(metrics.get("num-examples", 0))
+        if not claimed >= 1:  # also catches NaN
+            return f"num-examples {claimed!r} is not a positive count"
+        if claimed > self.example_caps[node]:
+            log.warning("round %d: node %d claims %g examples, %d in the vocabulary round: capped", server_round,
+                        node, claimed, self.example_caps[node])
+            metrics["num-examples"] = self.example_caps[node]
+        return None
+
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = sorted(replies, key=lambda m: (m.has_error(), _site_key(m) if not m.has_error() else 0))
         report = RoundReport(received=len(replies))
@@ -90,16 +115,18 @@ class UpdateValidation(Strategy):
                             message.error.reason)
                 continue
             problem, norm = self._problem(message)
+            problem = problem or self._cap_examples(server_round, message)
             if problem:
                 report.dropped.append((message.metadata.src_node_id, problem))
                 log.warning("round %d: dropped update of node %d: %s", server_round, message.metadata.src_node_id, problem)
                 continue
             usable.append((message, norm))
-        if self.max_norm_ratio and len(usable) >= 3:
-            median = float(np.median([n for _, n in usable]))
-            for message, norm in list(usable):
-                if median > 0 and norm > self.max_norm_ratio * median:
-                    reason = f"update norm {norm:.3g} is {norm / median:.1f}x the round median {median:.3g}"
+        if self.max_norm_ratio and len(usable) >= 2:
+            norms = [n for _, n in usable]
+            for index, (message, norm) in enumerate(list(usable)):
+                others = float(np.median(norms[:index] + norms[index + 1:]))  # leave-one-out: works for 2 sites
+                if others > 0 and norm > self.max_norm_ratio * others:
+                    reason = f"update norm {norm:.3g} is {norm / others:.1f}x the median {others:.3g} of the others"
                     report.dropped.append((message.metadata.src_node_id, reason))
                     log.warning("round %d: dropped update of node %d: %s", server_round, message.metadata.src_node_id, reason)
                     usable.remove((message, norm))

@@ -25,7 +25,10 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout: float = 600.0) -> list[int
     return nodes
 
 
-def vocabulary_round(grid: Grid, *, k: int, minimum_sites: int, max_vocab: int | None) -> Vocabulary:
+def vocabulary_round(grid: Grid, *, k: int, minimum_sites: int, max_vocab: int | None
+                     ) -> tuple[Vocabulary, dict[int, int]]:
+    """The consortium vocabulary, and each node's reported training patients (which cap its
+    FedAvg weight later)."""
     nodes = wait_for_nodes(grid, minimum_sites)
     messages = [Message(RecordDict({"config": ConfigRecord({"k-anonymity": k})}), dst_node_id=node,
                         message_type="query.vocabulary") for node in nodes]
@@ -34,8 +37,10 @@ def vocabulary_round(grid: Grid, *, k: int, minimum_sites: int, max_vocab: int |
         raise RuntimeError(f"vocabulary round: {len(replies)} site(s) answered, {minimum_sites} required")
     totals: dict[str, int] = defaultdict(int)
     parents: dict[str, list[str]] = {}
+    patients: dict[int, int] = {}
     for reply in sorted(replies, key=lambda r: int(r.content["vocabulary"]["site-key"])):
         record = reply.content["vocabulary"]
+        patients[reply.metadata.src_node_id] = int(record["patients"])
         for code, count, parent in zip(record["codes"], record["counts"], record["parents"], strict=True):
             if int(count) < k:  # defence in depth: a site must never send these
                 log.warning("node %d sent code count below k=%d; ignored", reply.metadata.src_node_id, k)
@@ -46,7 +51,7 @@ def vocabulary_round(grid: Grid, *, k: int, minimum_sites: int, max_vocab: int |
     vocabulary = Vocabulary.from_counts(dict(totals), parents=parents, max_size=max_vocab)
     log.info("vocabulary round: %d sites, %d codes, %d target groups", len(replies), len(vocabulary.codes),
              vocabulary.n_groups)
-    return vocabulary
+    return vocabulary, patients
 
 
 def _failed(reply: Message) -> bool:

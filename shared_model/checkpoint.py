@@ -2,8 +2,10 @@
 
 A checkpoint is a directory: `weights.npz` (arrays in the model's variable order),
 `vocabulary.json`, `config.json`, `manifest.json` (sha256 of each file, variable paths and
-shapes, kind, round, strategy, creation time, versions) and optionally `manifest.sig`. It is
-written to a temporary directory and renamed; loading verifies every hash first.
+shapes, kind, run id, round, strategy, creation time, versions) and optionally `manifest.sig`.
+It is written to a temporary directory, fsynced and renamed. Loading reads each file once,
+checks the sha256 of those bytes and parses the same bytes (nothing is re-opened after it was
+verified); the manifest must list the weights, config and vocabulary, by plain file names.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ WEIGHTS_FILE, VOCAB_FILE, CONFIG_FILE, MANIFEST_FILE, SIGNATURE_FILE = (
     "weights.npz", "vocabulary.json", "config.json", "manifest.json", "manifest.sig")
 KIND_PRETRAINING = "pretraining"
 KIND_TASK = "task"
+REQUIRED_FILES = (WEIGHTS_FILE, VOCAB_FILE, CONFIG_FILE)
 
 
 class CheckpointError(ValueError):
@@ -52,6 +55,11 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def plain_file_name(name: str) -> bool:
+    """A name inside the checkpoint directory itself: no path component, nothing hidden."""
+    return bool(name) and name == Path(name).name and not name.startswith(".") and "\\" not in name
 
 
 def _versions() -> dict[str, str]:
@@ -82,7 +90,7 @@ def save_checkpoint(directory: str | Path, model, config: ClaimTransformerConfig
         (tmp / VOCAB_FILE).write_text(vocabulary.to_json())
         (tmp / CONFIG_FILE).write_text(config.to_json())
         for name, data in (extra_files or {}).items():
-            if "/" in name or name.startswith(".") or name in (MANIFEST_FILE, SIGNATURE_FILE):
+            if not plain_file_name(name) or name in (MANIFEST_FILE, SIGNATURE_FILE):
                 raise ValueError(f"invalid extra checkpoint file name {name!r}")
             (tmp / name).write_bytes(data)
         names = (WEIGHTS_FILE, VOCAB_FILE, CONFIG_FILE, *(extra_files or {}))
@@ -123,21 +131,33 @@ def load_checkpoint(directory: str | Path, *, verify_signature=None) -> Checkpoi
         raise CheckpointError(f"{manifest_path}: not valid JSON ({exc})") from exc
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{manifest_path}: unsupported format {manifest.get('format')!r}")
-    for name, expected in manifest["files"].items():
-        path = directory / name
-        if not path.is_file():
-            raise CheckpointError(f"{path}: missing")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise CheckpointError(f"{path}: sha256 {actual} does not match the manifest ({expected})")
-    with np.load(directory / WEIGHTS_FILE) as archive:
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(name in files for name in REQUIRED_FILES):
+        raise CheckpointError(f"{manifest_path}: must list {', '.join(REQUIRED_FILES)} with their sha256")
+    verified = {name: _verified_bytes(directory, name, expected) for name, expected in files.items()}
+    with np.load(io.BytesIO(verified[WEIGHTS_FILE])) as archive:
         weights = [archive[key] for key in sorted(archive.files)]
-    config = ClaimTransformerConfig.from_json((directory / CONFIG_FILE).read_text())
-    vocabulary = Vocabulary.from_json((directory / VOCAB_FILE).read_text())
+    config = ClaimTransformerConfig.from_json(verified[CONFIG_FILE].decode())
+    vocabulary = Vocabulary.from_json(verified[VOCAB_FILE].decode())
     shapes = [tuple(v["shape"]) for v in manifest["variables"]]
     if [w.shape for w in weights] != shapes:
         raise CheckpointError(f"{directory / WEIGHTS_FILE}: array shapes do not match the manifest")
     return Checkpoint(config, vocabulary, weights, manifest)
+
+
+def _verified_bytes(directory: Path, name: str, expected: str) -> bytes:
+    """The file's bytes, read once, whose sha256 is the manifest's (what is parsed is what was
+    checked: a file swapped after its hash was read cannot slip in)."""
+    if not isinstance(name, str) or not plain_file_name(name):
+        raise CheckpointError(f"{directory / MANIFEST_FILE}: file name {name!r} is not a plain name in the checkpoint")
+    path = directory / name
+    if path.is_symlink() or not path.is_file():
+        raise CheckpointError(f"{path}: missing (or not a regular file)")
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise CheckpointError(f"{path}: sha256 {actual} does not match the manifest ({expected})")
+    return data
 
 
 def assign_weights(model, checkpoint: Checkpoint) -> None:

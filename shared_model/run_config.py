@@ -15,6 +15,11 @@ CLIENT_OPTIMIZER_STATES = ("reset", "keep")
 CLIENT_DP_CLIPPING = ("fixed", "adaptive")
 SECAGG_CLIPPING_RANGE = 8.0  # SecAgg+ quantises parameters in [-8, 8]; sites refuse to send anything outside
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedavgm", "fedmedian", "fedtrimmedavg", "krum", "multikrum")
+#: robust rules that are not robust below a number of sites, and why
+ROBUST_MINIMUM_SITES = {"fedtrimmedavg": 3, "krum": 5, "multikrum": 5}
+ROBUST_RULES = {"fedtrimmedavg": "a trimmed mean drops at least one update per side and keeps one",
+                "krum": "Krum assumes one attacker and needs n >= 2f + 3",
+                "multikrum": "Krum assumes one attacker and needs n >= 2f + 3"}
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,10 @@ class FederatedRunConfig:
             raise ValueError("dp-epsilon does not combine with fedprox (DP-SGD's per-patient loss has no proximal term)")
         if self.num_server_rounds < 1 or self.local_epochs < 1 or self.k_anonymity < 1:
             raise ValueError("num-server-rounds, local-epochs and k-anonymity must be >= 1")
+        needed = ROBUST_MINIMUM_SITES.get(self.strategy, 0)
+        if self.min_available_clients < needed:
+            raise ValueError(f"{self.strategy} means nothing with {self.min_available_clients} sites: it needs "
+                             f"min-available-clients >= {needed} ({ROBUST_RULES[self.strategy]})")
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FederatedRunConfig:

@@ -38,8 +38,9 @@ def test_superlink_certificate_is_signed_by_the_ca_for_the_given_hosts(keys: Pat
 
 def test_every_file_is_private_and_keys_load(keys: Path) -> None:
     files = sorted(p.relative_to(keys).as_posix() for p in keys.rglob("*") if p.is_file())
-    assert files == ["ca.crt", "ca.key", "signing.key", "signing.pub", "superlink.crt", "superlink.key",
-                     "supernodes/site-1", "supernodes/site-1.pub", "supernodes/site-2", "supernodes/site-2.pub"]
+    assert files == ["app-signing.key", "ca.crt", "ca.key", "signing.key", "signing.pub", "superlink.crt", "superlink.key",
+                     "supernodes/site-1", "supernodes/site-1.pub", "supernodes/site-2", "supernodes/site-2.pub",
+                     "trusted-entities.yaml"]
     for name in files:
         assert stat.S_IMODE((keys / name).stat().st_mode) == 0o600, name
     node = serialization.load_ssh_private_key((keys / "supernodes" / "site-1").read_bytes(), None)

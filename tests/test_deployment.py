@@ -108,7 +108,8 @@ class Deployment:
         home = self.root / "homes" / name
         home.mkdir(parents=True, exist_ok=True)
         command = [CLAIMPT, "site", "join", "--superlink", f"127.0.0.1:{self.port}", "--ca", str(self.certs / "ca.crt"),
-                   "--key", str(key), "--data", str(data), "--runtime-port", str(free_port()), *extra]
+                   "--key", str(key), "--trusted-entities", str(self.certs / "trusted-entities.yaml"),
+                   "--data", str(data), "--runtime-port", str(free_port()), *extra]
         return self.launcher.start(name, command, flower_environment({"FLWR_HOME": str(home)}))
 
 
@@ -126,6 +127,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         port, state = free_port(), root / "state"
         server = launcher.start("server", [CLAIMPT, "server", "start", "--certs", str(certs), "--state", str(state),
                                            "--host", "127.0.0.1", "--port", str(port),
+                                           "--control-port", str(free_port()),
                                            *[a for s in SITES for a in ("--site-key", str(certs / "supernodes" / f"{s}.pub"))]],
                                 flower_environment())
         wait_for(lambda: "SuperLink ready" in launcher.log("server"), "server start", 90, server,
@@ -141,9 +143,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: Deployment) -> None:
     run_dir = deployment.root / "run"
     result = subprocess.run(
-        [executable("flwr"), "run", str(REPO), "claimpt", "--stream", "--run-config",
+        [CLAIMPT, "server", "submit", "--app", str(REPO), "--state", str(deployment.state), "--app-key",
+         str(deployment.certs / "app-signing.key"), "--run-config",
          f"num-server-rounds=2 min-available-clients=2 batch-size=32 d-model=32 ffn-dim=32 run-dir='{run_dir}'"],
-        cwd=REPO, env=deployment.flwr_env, capture_output=True, text=True, timeout=600, check=False)
+        cwd=REPO, env=flower_environment(), capture_output=True, text=True, timeout=600, check=False)
     (deployment.root / "logs" / "flwr-run.log").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout + result.stderr
     verify = load_verifier(deployment.certs / "signing.pub")
@@ -206,6 +209,79 @@ def test_a_supernode_without_the_ca_certificate_cannot_connect(deployment: Deplo
     wait_for(lambda: process.poll() is not None, "SuperNode without the CA gives up", 120)
     assert process.returncode != 0
     assert "CERTIFICATE_VERIFY_FAILED" in deployment.launcher.log("no-ca")
+
+
+def site_connection(deployment: Deployment) -> dict[str, str]:
+    """A `flwr` configuration from a site's position: the sites' port and ca.crt, nothing else."""
+    home = deployment.root / "homes" / "site-operator"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "consortium"\n\n[superlink.consortium]\naddress = "127.0.0.1:{deployment.port}"\n'
+        f'root-certificates = "{deployment.certs / "ca.crt"}"\n')
+    return flower_environment({"FLWR_HOME": str(home)})
+
+
+def test_a_site_cannot_use_the_control_plane(deployment: Deployment) -> None:
+    import http.client
+    import ssl
+
+    env = site_connection(deployment)
+    before = {n["node-id"] for n in deployment.nodes()}
+    attempts = {
+        "run": [executable("flwr"), "run", str(REPO), "consortium", "--run-config", "num-server-rounds=1"],
+        "register": [executable("flwr"), "supernode", "register",
+                     str(deployment.certs / "supernodes" / "unregistered.pub"), "consortium"],
+        "list": [executable("flwr"), "supernode", "list", "consortium", "--format", "json"],
+    }
+    for name, command in attempts.items():
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode != 0 or '"success": false' in result.stdout, (name, result.stdout, result.stderr)
+    assert {n["node-id"] for n in deployment.nodes()} == before
+    context = ssl.create_default_context(cafile=str(deployment.certs / "ca.crt"))
+    for path in ("/v1/control/list-runs", "/v1/runtime/get-run", "/docs"):
+        connection = http.client.HTTPSConnection("127.0.0.1", deployment.port, context=context, timeout=30)
+        connection.request("POST" if path.startswith("/v1") else "GET", path, body=b"")
+        assert connection.getresponse().status == 403, path
+        connection.close()
+
+
+def test_supernodes_refuse_unsigned_and_foreign_signed_bundles(deployment: Deployment, tmp_path: Path) -> None:
+    """The coordinator's own control plane, with a bundle the consortium did not sign: one with
+    no signature and one signed by another key under the consortium key's id."""
+    import shutil
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from server.app_signing import sign_app
+
+    foreign = Path(shutil.copytree(REPO, tmp_path / "foreign-app", ignore=shutil.ignore_patterns(
+        ".venv", ".git", "demo", "runs", "bench", "__pycache__", ".pytest_cache", "*.egg-info")))
+    with open(foreign / "client" / "app.py", "a") as handle:
+        handle.write("\n# a ClientApp the consortium never reviewed\n")
+    other = tmp_path / "other.key"
+    other.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    refusals = {"site-1": 0, "site-2": 0}
+    for signed in (False, True):
+        if signed:
+            sign_app(foreign, other, deployment.state / "app-signatures")
+        before = {site: _fab_refusals(deployment.launcher.log(site)) for site in refusals}
+        result = subprocess.run([executable("flwr"), "run", str(foreign), "claimpt", "--run-config",
+                                 f"num-server-rounds=1 run-dir='{tmp_path / 'foreign-run'}'"],
+                                cwd=foreign, env=deployment.flwr_env, capture_output=True, text=True, timeout=120,
+                                check=False)
+        assert result.returncode == 0, result.stdout + result.stderr  # the SuperLink accepts it: the sites decide
+        wait_for(lambda: all(_fab_refusals(deployment.launcher.log(s)) > before[s] for s in refusals),
+                 f"both sites refuse the {'foreign-signed' if signed else 'unsigned'} bundle", 120)
+        run_id = result.stdout.split("Successfully started run")[1].split()[0]
+        subprocess.run([executable("flwr"), "stop", run_id, "claimpt"], env=deployment.flwr_env, capture_output=True,
+                       timeout=60, check=False)
+    assert not (tmp_path / "foreign-run" / "checkpoint").exists()
+
+
+def _fab_refusals(log: str) -> int:
+    return log.count("FAB verification failed") + log.count("The FAB could not be verified")
 
 
 def test_teardown_stops_every_process_also_after_a_failure(tmp_path: Path) -> None:

@@ -15,19 +15,20 @@ from client.app import make_client_app
 from server.federation import run_federation
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
-from shared_model.run_config import STRATEGIES, FederatedRunConfig
+from shared_model.run_config import ROBUST_MINIMUM_SITES, STRATEGIES, FederatedRunConfig
 from simulations.adversary import AdversaryMod
 from tests.inprocess_grid import InProcessGrid
 
 TINY = {"d_model": 16, "ffn_dim": 16, "k_anonymity": 5}
 
 
-def federate(sites: list[Path], run_dir: Path, adversary: str = "", **options) -> tuple[InProcessGrid, pd.DataFrame]:
+def federate(sites: list[Path], run_dir: Path, adversary: str = "", signer=None, **options
+             ) -> tuple[InProcessGrid, pd.DataFrame]:
     settings = FederatedRunConfig(**{**TINY, "num_server_rounds": 2, **options}, run_dir=str(run_dir),
                                   data_paths=",".join(map(str, sites)))
     app = make_client_app(settings.to_run_config(), mods=[AdversaryMod(adversary)] if adversary else [])
     grid = InProcessGrid(app, [{"partition-id": i} for i in range(len(sites))])
-    run_federation(grid, settings)
+    run_federation(grid, settings, signer=signer)
     return grid, pd.read_csv(run_dir / "rounds.csv")
 
 
@@ -36,10 +37,19 @@ def federate(sites: list[Path], run_dir: Path, adversary: str = "", **options) -
 STATEFUL = ("fedavgm", "fedadam", "fedprox")
 
 
+@pytest.fixture(scope="module")
+def five_sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from simulations.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("five"), [200] * 5, seed=17)
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_every_strategy_runs(fed_sites: list[Path], tmp_path: Path, strategy: str) -> None:
+def test_every_strategy_runs(fed_sites: list[Path], five_sites: list[Path], tmp_path: Path, strategy: str) -> None:
     n_rounds = 2 if strategy in STATEFUL else 1
-    _, rounds = federate(fed_sites, tmp_path / strategy, strategy=strategy, num_server_rounds=n_rounds)
+    sites = five_sites if ROBUST_MINIMUM_SITES.get(strategy, 0) > len(fed_sites) else fed_sites
+    _, rounds = federate(sites, tmp_path / strategy, strategy=strategy, num_server_rounds=n_rounds,
+                         min_available_clients=max(2, ROBUST_MINIMUM_SITES.get(strategy, 2)))
     assert rounds["round"].tolist() == list(range(1, n_rounds + 1))
     assert rounds["eval_loss"].notna().all() and (rounds["clients"] >= 2).all()
     checkpoint = load_checkpoint(tmp_path / strategy / "checkpoint")
@@ -87,6 +97,23 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_weights(fed_sites: list[P
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_resume_falls_back_to_the_last_intact_round_when_the_newest_is_torn(fed_sites: list[Path],
+                                                                          tmp_path: Path) -> None:
+    federate(fed_sites, tmp_path / "full", num_server_rounds=3)
+    shutil.copytree(tmp_path / "full", tmp_path / "crashed")
+    shutil.rmtree(tmp_path / "crashed" / "checkpoint")
+    torn = tmp_path / "crashed" / "checkpoints" / "round-003" / "weights.npz"
+    torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])  # the disk filled up mid-write
+    _, rounds = federate(fed_sites, tmp_path / "crashed", num_server_rounds=3, resume=True)
+    assert rounds["round"].tolist() == [1, 2, 3]
+    assert (tmp_path / "crashed" / "checkpoints" / "round-003.torn").exists()
+    full = load_checkpoint(tmp_path / "full" / "checkpoint")
+    resumed = load_checkpoint(tmp_path / "crashed" / "checkpoint")
+    assert resumed.manifest["run_id"] == full.manifest["run_id"]
+    for a, b in zip(full.weights, resumed.weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_starting_over_an_existing_run_needs_resume(fed_sites: list[Path], tmp_path: Path) -> None:
     federate(fed_sites, tmp_path / "run", num_server_rounds=1)
     with pytest.raises(ValueError, match="--resume"):
@@ -118,7 +145,7 @@ def test_clients_send_only_weights_metrics_and_k_anonymous_counts(fed_sites: lis
             else:
                 assert isinstance(record, ConfigRecord) and name == "vocabulary"
                 kinds.add("counts")
-                assert set(record) == {"codes", "counts", "parents", "site-key"}
+                assert set(record) == {"codes", "counts", "parents", "patients", "site-key"}
                 assert min(record["counts"]) >= k
                 _assert_counts_are_true_patient_counts(record, datasets, k)
     assert kinds == {"arrays", "metrics", "counts"}

@@ -216,3 +216,32 @@ def test_evaluation_is_rate_limited_and_aggregate_only(site: Path, model_and_voc
     assert not server.train(weights, config, vocabulary).has_error()  # one more after a training round
     assert not server.evaluate(weights, config, vocabulary).has_error()
     assert refused(server.evaluate(weights, config, vocabulary), "evaluation limit")
+
+
+def test_a_rolled_back_checkpoint_is_refused(fed_sites: list[Path], tmp_path: Path) -> None:
+    """The server hands a site an older (genuinely signed) round of a run it has already used."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from typer.testing import CliRunner
+
+    from simulations.cli import app
+    from tests.test_federation import federate
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    public = tmp_path / "signing.pub"
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    federate(fed_sites, tmp_path / "run", signer=key.sign, num_server_rounds=2)
+    state = tmp_path / "site-state"
+
+    def finetune(checkpoint: Path, *extra: str):
+        return CliRunner().invoke(app, ["site", "finetune", "--checkpoint", str(checkpoint), "--server-public-key",
+                                        str(public), "--data", str(fed_sites[0]), "--task", "asthma", "--train-size",
+                                        "60", "--epochs", "1", "--state", str(state), "--out",
+                                        str(tmp_path / f"ft-{len(list(tmp_path.glob('ft-*')))}"), *extra])
+
+    assert finetune(tmp_path / "run" / "checkpoints" / "round-002").exit_code == 0
+    rolled_back = finetune(tmp_path / "run" / "checkpoints" / "round-001")
+    assert rolled_back.exit_code == 2 and "rollback" in rolled_back.output
+    assert finetune(tmp_path / "run" / "checkpoint", "--min-round", "3").exit_code == 2
+    assert finetune(tmp_path / "run" / "checkpoint").exit_code == 0  # the newest round again is fine

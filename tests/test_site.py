@@ -163,3 +163,31 @@ def test_site_finetune_requires_the_server_key(signed_checkpoint, fed_sites: lis
     result = runner.invoke(app, ["site", "finetune", "--checkpoint", str(checkpoint), "--data", str(fed_sites[0]),
                                  "--task", "asthma", "--out", str(tmp_path / "ft")])
     assert result.exit_code == 2 and "--server-public-key" in result.output
+
+
+@pytest.mark.parametrize("change", ["drop vocabulary.json", "path component", "symlink"])
+def test_a_manifest_must_list_the_model_files_by_plain_names(signed_checkpoint, tmp_path: Path, change: str) -> None:
+    import hashlib
+    import json
+
+    from shared_model.checkpoint import CheckpointError, load_checkpoint
+
+    checkpoint, _, _ = signed_checkpoint
+    forged = _copy(checkpoint, tmp_path / "forged")
+    manifest = json.loads((forged / "manifest.json").read_text())
+    if change == "drop vocabulary.json":
+        del manifest["files"]["vocabulary.json"]
+        expected = "must list"
+    elif change == "path component":
+        outside = tmp_path / "outside.json"
+        outside.write_text("{}")
+        manifest["files"]["../outside.json"] = hashlib.sha256(outside.read_bytes()).hexdigest()
+        expected = "not a plain name"
+    else:
+        (forged / "config.json").rename(tmp_path / "config.json")
+        (forged / "config.json").symlink_to(tmp_path / "config.json")
+        expected = "not a regular file"
+    (forged / "manifest.json").write_text(json.dumps(manifest))
+    load_checkpoint(checkpoint)  # the original loads
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(forged)

@@ -40,12 +40,49 @@ def contained_file(root: Path, path: Path) -> Path:
     return resolved
 
 
+def fsync_directory(path: Path) -> None:
+    """Make a directory's entries (new, renamed or removed files) survive a crash."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and directory under `root` (before it is renamed into place)."""
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(directory, name), "rb+") as handle:
+                os.fsync(handle.fileno())
+        fsync_directory(Path(directory))
+
+
+def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a file through a fsynced temporary sibling and rename it: readers see the old
+    content or the new, never a torn file, also after a crash."""
+    target = Path(target)
+    descriptor, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_directory(target.parent)
+
+
 @contextlib.contextmanager
 def atomic_directory(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory that replaces `target` only if the block succeeds.
 
     Readers never see a half-written directory: on error the temporary directory is removed
-    and `target` is left exactly as it was.
+    and `target` is left exactly as it was; the new content is fsynced before the rename and
+    the rename itself after it, so a crash leaves the old directory or the whole new one.
     """
     target = Path(target)
     if target.exists() and not overwrite:
@@ -54,6 +91,7 @@ def atomic_directory(target: Path, *, overwrite: bool = False) -> Iterator[Path]
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
+        fsync_tree(tmp)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.replace(target, old / target.name)
@@ -61,6 +99,7 @@ def atomic_directory(target: Path, *, overwrite: bool = False) -> Iterator[Path]
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
+        fsync_directory(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
