@@ -3,7 +3,9 @@
 Every test plays the server: it crafts the messages a careless or hostile coordinator could send
 to the production ClientApp (over the in-process transport; the real SuperLink/SuperNode path is
 in test_deployment.py) and checks that the site refuses, or that what it sends back reveals
-nothing the site's policy does not allow.
+nothing the site's policy does not allow. Two attacks need real processes and are in
+test_deployment.py: a site using the control plane (`test_a_site_cannot_use_the_control_plane`)
+and a foreign or unsigned app bundle (`test_supernodes_refuse_unsigned_and_foreign_signed_bundles`).
 """
 
 from __future__ import annotations
@@ -245,3 +247,20 @@ def test_a_rolled_back_checkpoint_is_refused(fed_sites: list[Path], tmp_path: Pa
     assert rolled_back.exit_code == 2 and "rollback" in rolled_back.output
     assert finetune(tmp_path / "run" / "checkpoint", "--min-round", "3").exit_code == 2
     assert finetune(tmp_path / "run" / "checkpoint").exit_code == 0  # the newest round again is fine
+
+
+def test_num_examples_inflation_is_capped_at_the_vocabulary_round_count() -> None:
+    """A peer site claims 1e9 patients to take over FedAvg (the server protects the honest sites)."""
+    from server.strategies import build_strategy
+    from tests.test_strategies import GLOBAL, replies, update
+
+    settings = FederatedRunConfig(strategy="fedavg", min_available_clients=3, max_norm_ratio=0.0)
+    updates = [update(1.0), update(2.0), update(30.0)]
+    strategy = build_strategy(settings)
+    strategy.current_arrays = GLOBAL
+    strategy.example_caps = {1000: 100, 1001: 100, 1002: 100}
+    arrays, _ = strategy.aggregate_train(1, replies(updates, [100, 100, 1e9]))
+    np.testing.assert_allclose(arrays.to_numpy_ndarrays()[1], np.full((2, 2), 11.0), rtol=1e-6)  # equal weights
+    strategy.example_caps = {1000: 100, 1001: 100}  # a node that skipped the vocabulary round
+    strategy.aggregate_train(2, replies(updates, [100, 100, 100]))
+    assert [n for n, _ in strategy.reports[2].dropped] == [1002]

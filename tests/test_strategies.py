@@ -126,16 +126,3 @@ def test_the_norm_ratio_check_works_with_two_sites() -> None:
     honest_only = aggregate("fedavg", [update(1.0)])
     assert strategy.reports[1].dropped and [n for n, _ in strategy.reports[1].dropped] == [1001]
     np.testing.assert_allclose(arrays.to_numpy_ndarrays()[0], honest_only[0])
-
-
-def test_a_site_claiming_a_billion_examples_is_capped_at_its_vocabulary_round_count() -> None:
-    settings = FederatedRunConfig(strategy="fedavg", min_available_clients=3, max_norm_ratio=0.0)
-    updates = [update(1.0), update(2.0), update(30.0)]
-    strategy = build_strategy(settings)
-    strategy.current_arrays = GLOBAL
-    strategy.example_caps = {1000: 100, 1001: 100, 1002: 100}
-    arrays, _ = strategy.aggregate_train(1, replies(updates, [100, 100, 1e9]))
-    np.testing.assert_allclose(arrays.to_numpy_ndarrays()[1], np.full((2, 2), 11.0), rtol=1e-6)  # equal weights
-    strategy.example_caps = {1000: 100, 1001: 100}  # a node that skipped the vocabulary round
-    strategy.aggregate_train(2, replies(updates, [100, 100, 100]))
-    assert [n for n, _ in strategy.reports[2].dropped] == [1002]
