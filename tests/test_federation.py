@@ -22,13 +22,12 @@ from tests.inprocess_grid import InProcessGrid
 TINY = {"d_model": 16, "ffn_dim": 16, "k_anonymity": 5}
 
 
-def federate(sites: list[Path], run_dir: Path, adversary: str = "", signer=None, **options
-             ) -> tuple[InProcessGrid, pd.DataFrame]:
+def federate(sites: list[Path], run_dir: Path, adversary: str = "", **options) -> tuple[InProcessGrid, pd.DataFrame]:
     settings = FederatedRunConfig(**{**TINY, "num_server_rounds": 2, **options}, run_dir=str(run_dir),
                                   data_paths=",".join(map(str, sites)))
     app = make_client_app(settings.to_run_config(), mods=[AdversaryMod(adversary)] if adversary else [])
     grid = InProcessGrid(app, [{"partition-id": i} for i in range(len(sites))])
-    run_federation(grid, settings, signer=signer)
+    run_federation(grid, settings)
     return grid, pd.read_csv(run_dir / "rounds.csv")
 
 

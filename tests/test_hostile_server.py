@@ -220,20 +220,24 @@ def test_evaluation_is_rate_limited_and_aggregate_only(site: Path, model_and_voc
     assert refused(server.evaluate(weights, config, vocabulary), "evaluation limit")
 
 
-def test_a_rolled_back_checkpoint_is_refused(fed_sites: list[Path], tmp_path: Path) -> None:
+def test_a_rolled_back_checkpoint_is_refused(fed_sites: list[Path], model_and_vocabulary, tmp_path: Path) -> None:
     """The server hands a site an older (genuinely signed) round of a run it has already used."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from typer.testing import CliRunner
 
+    from shared_model.checkpoint import save_checkpoint
     from simulations.cli import app
-    from tests.test_federation import federate
 
     key = ed25519.Ed25519PrivateKey.generate()
     public = tmp_path / "signing.pub"
     public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
-    federate(fed_sites, tmp_path / "run", signer=key.sign, num_server_rounds=2)
+    _, config, vocabulary = model_and_vocabulary
+    model = PretrainingModel(config)
+    for name, server_round in (("checkpoints/round-001", 1), ("checkpoints/round-002", 2), ("checkpoint", 2)):
+        save_checkpoint(tmp_path / "run" / name, model, config, vocabulary, signer=key.sign,
+                        extra={"mode": "federated", "run_id": "run-a", "round": server_round})
     state = tmp_path / "site-state"
 
     def finetune(checkpoint: Path, *extra: str):
