@@ -55,3 +55,17 @@ def tiny_meds(tmp_path: Path) -> Path:
     events = tiny_events()
     return write_meds(tmp_path / "tiny", events, assign_splits(np.array([1, 2])),
                       labels={"asthma": tiny_labels()}, metadata={"dataset_name": "tiny"})
+
+
+#: the longest test files (minutes each on 2 cores), started first so that `make test`'s two
+#: xdist workers (one file at a time each) do not end with one of them alone on a long file
+LONGEST_FIRST = ("test_deployment.py", "test_transfer.py", "test_federation.py", "test_privacy_experiment.py",
+                 "test_federated_privacy.py", "test_hostile_server.py", "test_simulation_engine.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each file is kept
