@@ -15,7 +15,7 @@ from client.app import make_client_app
 from server.federation import run_federation
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
-from shared_model.run_config import ROBUST_MINIMUM_SITES, FederatedRunConfig
+from shared_model.run_config import FederatedRunConfig
 from simulations.adversary import AdversaryMod
 from tests.inprocess_grid import InProcessGrid
 
@@ -34,24 +34,15 @@ def federate(sites: list[Path], run_dir: Path, adversary: str = "", **options) -
 # strategies with state carried between rounds (server momentum and moments, the proximal anchor)
 # run two rounds; the stateless aggregation rules are fully exercised by one. The robust rules'
 # arithmetic is checked against hand-computed values in test_strategies.py; here one of them
-# (Krum, which needs five sites) runs end to end
+# runs end to end
 STATEFUL = ("fedavgm", "fedadam", "fedprox")
-END_TO_END = ("fedavg", *STATEFUL, "fedmedian", "multikrum")
-
-
-@pytest.fixture(scope="module")
-def five_sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    from simulations.synth import synthesize
-
-    return synthesize(tmp_path_factory.mktemp("five"), [200] * 5, seed=17)
+END_TO_END = ("fedavg", *STATEFUL, "fedmedian")
 
 
 @pytest.mark.parametrize("strategy", END_TO_END)
-def test_strategies_run_end_to_end(fed_sites: list[Path], five_sites: list[Path], tmp_path: Path, strategy: str) -> None:
+def test_strategies_run_end_to_end(fed_sites: list[Path], tmp_path: Path, strategy: str) -> None:
     n_rounds = 2 if strategy in STATEFUL else 1
-    sites = five_sites if ROBUST_MINIMUM_SITES.get(strategy, 0) > len(fed_sites) else fed_sites
-    _, rounds = federate(sites, tmp_path / strategy, strategy=strategy, num_server_rounds=n_rounds,
-                         min_available_clients=max(2, ROBUST_MINIMUM_SITES.get(strategy, 2)))
+    _, rounds = federate(fed_sites, tmp_path / strategy, strategy=strategy, num_server_rounds=n_rounds)
     assert rounds["round"].tolist() == list(range(1, n_rounds + 1))
     assert rounds["eval_loss"].notna().all() and (rounds["clients"] >= 2).all()
     checkpoint = load_checkpoint(tmp_path / strategy / "checkpoint")
