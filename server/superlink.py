@@ -38,6 +38,8 @@ class SuperLinkSettings:
     def __post_init__(self) -> None:
         if self.certs is None and not self.insecure:
             raise ValueError("--certs is required (or --insecure, for a local test only)")
+        if self.port == self.control_port:
+            raise ValueError("--port (the sites') and --control-port (local control plane) must differ")
 
     @property
     def flwr_home(self) -> Path:
