@@ -22,6 +22,7 @@ from pathlib import Path
 from flwr.app import ConfigRecord, RecordDict
 
 from client.policy import SiteRefusal
+from shared_model.data.paths import fsync_directory
 from shared_model.privacy import epsilon_of_rounds
 
 
@@ -77,11 +78,7 @@ class FileLedger(Ledger):
         finally:
             os.close(descriptor)
         if new:  # the new file's directory entry must survive a crash too
-            directory = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            fsync_directory(self.path.parent)
 
 
 class StateLedger(Ledger):

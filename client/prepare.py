@@ -28,17 +28,23 @@ class PreparedSite:
     labels: tuple[str, ...]
 
 
-def pseudonymise_dataset(dataset: MedsDataset, key: bytes) -> MedsDataset:
-    """The same dataset with every `subject_id` (events, splits, labels) replaced by its pseudonym."""
-    raw = dataset.splits["subject_id"].to_numpy(np.int64)
-    lookup = pd.Series(pseudonyms(raw, key), index=raw)
+def relabel_subjects(dataset: MedsDataset, new_ids: np.ndarray, metadata: dict | None = None) -> MedsDataset:
+    """The same dataset with every `subject_id` (events, splits, labels) replaced: `new_ids[i]` for
+    the i-th subject of `dataset.splits`."""
+    lookup = pd.Series(np.asarray(new_ids, np.int64), index=dataset.splits["subject_id"].to_numpy(np.int64))
 
     def mapped(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.assign(subject_id=lookup.reindex(frame["subject_id"].to_numpy()).to_numpy(np.int64))
 
     return MedsDataset(dataset.root, mapped(dataset.events), mapped(dataset.splits),
                        {task: mapped(frame) for task, frame in dataset.labels.items()}, dataset.codes,
-                       {**dataset.metadata, "pseudonymisation": "HMAC-SHA256 (per-site key)"})
+                       {**dataset.metadata, **(metadata or {})})
+
+
+def pseudonymise_dataset(dataset: MedsDataset, key: bytes) -> MedsDataset:
+    """The same dataset with every `subject_id` (events, splits, labels) replaced by its pseudonym."""
+    return relabel_subjects(dataset, pseudonyms(dataset.splits["subject_id"].to_numpy(np.int64), key),
+                            {"pseudonymisation": "HMAC-SHA256 (per-site key)"})
 
 
 def prepare_site(raw: str | Path, out: str | Path, key_file: str | Path, *, overwrite: bool = False) -> PreparedSite:

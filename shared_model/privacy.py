@@ -247,15 +247,15 @@ class SitePrivacyPlan:
 
 @functools.lru_cache(maxsize=8)  # the same inputs every round: calibrate once per process
 def plan_site_privacy(n_patients: int, batch_size: int, local_epochs: int, planned_rounds: int,
-                      target_epsilon: float, *, delta: float = 0.0, budget: float = 0.0,
-                      accountant: str = "rdp") -> SitePrivacyPlan:
+                      target_epsilon: float, *, delta: float = 0.0, accountant: str = "rdp") -> SitePrivacyPlan:
     """Calibrate the noise so that `planned_rounds` rounds of `local_epochs` epochs spend exactly
-    `target_epsilon` (expected batch `batch_size`); the budget defaults to the target."""
+    `target_epsilon` (expected batch `batch_size`), which is also the run's budget (a site's own
+    lifetime budget is its ledger's: client.ledger)."""
     sampling_rate = min(1.0, batch_size / max(n_patients, 1))
     steps_per_round = local_epochs * math.ceil(1 / sampling_rate)
     delta = delta or default_delta(n_patients)
     noise = noise_for_budget(target_epsilon, sampling_rate, planned_rounds * steps_per_round, delta, accountant)
-    plan = SitePrivacyPlan(n_patients, sampling_rate, steps_per_round, noise, delta, budget or target_epsilon, accountant)
+    plan = SitePrivacyPlan(n_patients, sampling_rate, steps_per_round, noise, delta, target_epsilon, accountant)
     log.info("DP-SGD: n=%d, q=%.4f, %d steps/round, noise multiplier %.3f for epsilon %.3g at delta %.2g over %d rounds",
              n_patients, sampling_rate, steps_per_round, noise, target_epsilon, delta, planned_rounds)
     return plan

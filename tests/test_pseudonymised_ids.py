@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client.local import site_samples
+from client.prepare import relabel_subjects
 from shared_model.data import MedsDataset, read_meds, write_meds
 from shared_model.store import open_shards, tensorize_to_shards
 from shared_model.tasks import NEXT_VISIT, task_arrays, task_samples, training_vocabulary
@@ -36,17 +37,6 @@ def relabellings(draw, ids: np.ndarray, minimum: int = -(2**63)) -> np.ndarray:
         return np.array(draw(st.permutations(ids.tolist())), dtype=np.int64)
     ints = st.integers(min_value=minimum, max_value=2**63 - 1)
     return np.array(draw(st.lists(ints, min_size=ids.size, max_size=ids.size, unique=True)), dtype=np.int64)
-
-
-def relabel(dataset: MedsDataset, new_ids: np.ndarray) -> MedsDataset:
-    lookup = pd.Series(new_ids, index=dataset.subject_ids)
-
-    def mapped(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame.assign(subject_id=lookup.reindex(frame["subject_id"].to_numpy()).to_numpy(np.int64))
-
-    return MedsDataset(dataset.root, mapped(dataset.events), mapped(dataset.splits),
-                       {task: mapped(frame) for task, frame in dataset.labels.items()}, dataset.codes,
-                       dict(dataset.metadata))
 
 
 def back_to_raw(arrays: Arrays, dataset: MedsDataset, new_ids: np.ndarray) -> Arrays:
@@ -90,7 +80,7 @@ def test_history_never_reaches_past_the_prediction_time_with_pseudonym_sized_ids
 @given(data=st.data())
 def test_every_in_memory_path_is_invariant_to_relabelling(site: MedsDataset, data) -> None:
     new_ids = data.draw(relabellings(site.subject_ids))
-    other = relabel(site, new_ids)
+    other = relabel_subjects(site, new_ids)
     vocabulary = training_vocabulary([site])
     assert vocabulary.to_json() == training_vocabulary([other]).to_json()
     # pretraining samples and labelled samples: the same rows, whatever the order
@@ -113,7 +103,7 @@ def test_every_in_memory_path_is_invariant_to_relabelling(site: MedsDataset, dat
 @given(data=st.data())
 def test_shards_and_the_client_cache_are_invariant_to_relabelling(site: MedsDataset, tmp_path_factory, data) -> None:
     new_ids = data.draw(relabellings(site.subject_ids, minimum=0))  # MEDS files hold non-negative ids
-    other = relabel(site, new_ids)
+    other = relabel_subjects(site, new_ids)
     root = tmp_path_factory.mktemp("relabelled")
     written = write_meds(root / "meds", other.events, other.splits, labels=dict(other.labels), codes=other.codes)
     vocabulary = training_vocabulary([site])
