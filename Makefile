@@ -9,7 +9,7 @@ EXPERIMENT_DIR ?= runs
 EXPERIMENT_PATIENTS ?= 20000
 SEED ?= 0
 
-.PHONY: install demo test test-deployment bench experiment experiment-claim-pt experiment-fed-vs-central experiment-privacy clean
+.PHONY: install demo test lint format test-deployment bench experiment experiment-claim-pt experiment-fed-vs-central experiment-privacy clean
 
 install: $(STAMP)
 
@@ -33,8 +33,17 @@ demo: install
 # tests never run beside each other).
 TEST_WORKERS ?= 2
 
-test: install
+test: install lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+# One style: ruff's lint rules and its formatter (pyproject.toml); `make format` applies both.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # Only the real SuperLink/SuperNode tests (also part of `make test`: about 3 minutes on 2 cores).
 test-deployment: install

@@ -1,4 +1,4 @@
-"""The Flower ClientApp (Message API): one per site, inside the site's network (DESIGN 4).
+"""The Flower ClientApp (Message API): one per site, inside the site's network (docs/architecture.md §4).
 
 Handles `query.vocabulary` (k-anonymised code counts), `train` (local epochs from the global
 weights) and `evaluate` (held-out loss and NVP Recall@k). Only model arrays, scalar metrics and
@@ -28,8 +28,15 @@ from flwr.clientapp.typing import Mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
 from client.ledger import FileLedger, Ledger, LedgerEntry, StateLedger
-from client.local import (LocalPrivacy, evaluate_locally, k_anonymous_code_counts, load_site, site_key, site_samples,
-                          train_locally)
+from client.local import (
+    LocalPrivacy,
+    evaluate_locally,
+    k_anonymous_code_counts,
+    load_site,
+    site_key,
+    site_samples,
+    train_locally,
+)
 from client.policy import POLICY_KEY, STATE_DIR_KEY, SitePolicy, SiteRefusal, load_policy
 from client.replies import errors_stay_at_the_site
 from shared_model.config import ClaimTransformerConfig
@@ -67,8 +74,14 @@ def ledger_of(context: Context) -> Ledger:
     return FileLedger(Path(str(state_dir)) / "privacy-ledger.jsonl") if state_dir else StateLedger(context.state)
 
 
-def site_privacy(context: Context, policy: SitePolicy, settings: FederatedRunConfig, n_train: int, server_round: int,
-                 local_epochs: int) -> LocalPrivacy | None:
+def site_privacy(
+    context: Context,
+    policy: SitePolicy,
+    settings: FederatedRunConfig,
+    n_train: int,
+    server_round: int,
+    local_epochs: int,
+) -> LocalPrivacy | None:
     """This round's record-level DP (None without), after the policy's checks; the round is
     written to the site's ledger before it trains."""
     if settings.dp_epsilon <= 0:
@@ -82,20 +95,34 @@ def site_privacy(context: Context, policy: SitePolicy, settings: FederatedRunCon
     delta = settings.dp_delta or default_delta(n_train)
     if delta > policy.max_delta_for(n_train):
         raise SiteRefusal("dp-delta is above this site's ceiling")
-    plan = plan_site_privacy(n_train, settings.batch_size, local_epochs, settings.num_server_rounds,
-                             settings.dp_epsilon, delta=delta, accountant=settings.dp_accountant)
+    plan = plan_site_privacy(
+        n_train,
+        settings.batch_size,
+        local_epochs,
+        settings.num_server_rounds,
+        settings.dp_epsilon,
+        delta=delta,
+        accountant=settings.dp_accountant,
+    )
     if plan.noise_multiplier < policy.min_noise_multiplier:
         raise SiteRefusal("the run's DP noise is below this site's floor")
     ledger = ledger_of(context)
     rounds_done = max(server_round - 1, ledger.rounds_in(context.run_id))
     epsilon = plan.check_round(rounds_done)  # the run's own budget
-    this_round = LedgerEntry(run=context.run_id, round=server_round, sampling_rate=plan.sampling_rate,
-                             noise_multiplier=plan.noise_multiplier, steps=plan.steps_per_round, delta=plan.delta)
+    this_round = LedgerEntry(
+        run=context.run_id,
+        round=server_round,
+        sampling_rate=plan.sampling_rate,
+        noise_multiplier=plan.noise_multiplier,
+        steps=plan.steps_per_round,
+        delta=plan.delta,
+    )
     if policy.lifetime_epsilon and ledger.epsilon(plan.delta, extra=this_round) > policy.lifetime_epsilon * (1 + 1e-6):
         raise SiteRefusal("this site's lifetime privacy budget would be exceeded")
     ledger.append(this_round)
-    return LocalPrivacy(plan, settings.dp_clip_norm, settings.dp_embedding_share, rounds_done, epsilon,
-                        noise_seed=secrets.randbits(62))
+    return LocalPrivacy(
+        plan, settings.dp_clip_norm, settings.dp_embedding_share, rounds_done, epsilon, noise_seed=secrets.randbits(62)
+    )
 
 
 def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:
@@ -108,8 +135,11 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message
 
 def _activity(context: Context) -> dict[str, int]:
     record = context.state.config_records.get(ACTIVITY)
-    return {"trained": int(record["trained"]), "evaluated": int(record["evaluated"])} if record else \
-        {"trained": 0, "evaluated": 0}
+    return (
+        {"trained": int(record["trained"]), "evaluated": int(record["evaluated"])}
+        if record
+        else {"trained": 0, "evaluated": 0}
+    )
 
 
 def _count(context: Context, what: str) -> None:
@@ -133,8 +163,15 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
         k = policy.k_for(msg.content["config"].get("k-anonymity", settings.k_anonymity))
         counts = k_anonymous_code_counts(load_site(path), k)
         log.info("%s: reporting %d codes seen in >= %d patients", site, len(counts.codes), k)
-        record = ConfigRecord({"codes": counts.codes, "counts": counts.counts, "parents": counts.parents,
-                               "patients": counts.patients, "site-key": site_key(site)})
+        record = ConfigRecord(
+            {
+                "codes": counts.codes,
+                "counts": counts.counts,
+                "parents": counts.parents,
+                "patients": counts.patients,
+                "site-key": site_key(site),
+            }
+        )
         return Message(RecordDict({"vocabulary": record}), reply_to=msg)
 
     @app.train()
@@ -147,16 +184,21 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
             weights, metrics = train_round(context, policy, parameters_to_ndarrays(fit.parameters), dict(fit.config))
             largest = max(float(np.abs(w).max()) for w in weights)
             if largest > SECAGG_CLIPPING_RANGE:  # SecAgg+ would clip it silently: fail instead
-                raise ValueError(f"a weight of magnitude {largest:.3g} is outside SecAgg+'s range +-{SECAGG_CLIPPING_RANGE}")
+                raise ValueError(
+                    f"a weight of magnitude {largest:.3g} is outside SecAgg+'s range +-{SECAGG_CLIPPING_RANGE}"
+                )
             reply = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(weights), 1, dict(metrics))  # equal weights
             return Message(compat.fitres_to_recorddict(reply, keep_input=True), reply_to=msg)
         if policy.require_secure_aggregation:
             raise SiteRefusal("this site trains only under secure aggregation (SecAgg+)")
-        weights, metrics = train_round(context, policy, msg.content["arrays"].to_numpy_ndarrays(), msg.content["config"])
+        weights, metrics = train_round(
+            context, policy, msg.content["arrays"].to_numpy_ndarrays(), msg.content["config"]
+        )
         return Message(RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics}), reply_to=msg)
 
-    def train_round(context: Context, policy: SitePolicy, global_weights: list[np.ndarray], config
-                    ) -> tuple[list[np.ndarray], MetricRecord]:
+    def train_round(
+        context: Context, policy: SitePolicy, global_weights: list[np.ndarray], config
+    ) -> tuple[list[np.ndarray], MetricRecord]:
         settings = settings_of(context)
         path, site = site_of(context, settings)
         server_round = int(config["server-round"])
@@ -164,24 +206,38 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
         k = policy.k_for(settings.k_anonymity)
         samples = site_samples(path, str(config["vocabulary"]), k)
         local_epochs = int(config.get("local-epochs", settings.local_epochs))
-        privacy = site_privacy(context, policy, settings, len(samples["train"]["subject_id"]), server_round,
-                               local_epochs)
+        privacy = site_privacy(
+            context, policy, settings, len(samples["train"]["subject_id"]), server_round, local_epochs
+        )
         keep = settings.client_optimizer == "keep"
         stored = context.state.array_records.get(OPTIMIZER_STATE) if keep else None
         result = train_locally(
-            global_weights, model_config, samples, epochs=local_epochs,
-            batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=settings.seed,
-            server_round=server_round, key=site_key(site), proximal_mu=float(config.get("proximal-mu", 0.0)),
-            optimizer_state=stored.to_numpy_ndarrays() if stored is not None else None, privacy=privacy)
+            global_weights,
+            model_config,
+            samples,
+            epochs=local_epochs,
+            batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            seed=settings.seed,
+            server_round=server_round,
+            key=site_key(site),
+            proximal_mu=float(config.get("proximal-mu", 0.0)),
+            optimizer_state=stored.to_numpy_ndarrays() if stored is not None else None,
+            privacy=privacy,
+        )
         privacy_metrics = {}
         if privacy is not None:
-            privacy_metrics = {"dp-epsilon": privacy.epsilon, "dp-delta": privacy.plan.delta,
-                               "dp-noise-multiplier": privacy.plan.noise_multiplier}
+            privacy_metrics = {
+                "dp-epsilon": privacy.epsilon,
+                "dp-delta": privacy.plan.delta,
+                "dp-noise-multiplier": privacy.plan.noise_multiplier,
+            }
         if keep and result.optimizer_state is not None:
             context.state[OPTIMIZER_STATE] = ArrayRecord(result.optimizer_state)  # node-local, never sent
         _count(context, "trained")
-        return result.weights, MetricRecord({"num-examples": result.num_examples, "site-key": site_key(site),
-                                             **result.metrics, **privacy_metrics})
+        return result.weights, MetricRecord(
+            {"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics, **privacy_metrics}
+        )
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
@@ -197,8 +253,9 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
         if len(samples["held_out"]["subject_id"]) < k:
             raise SiteRefusal("fewer held-out patients than this site's k: no evaluation")
         _count(context, "evaluated")
-        result = evaluate_locally(msg.content["arrays"].to_numpy_ndarrays(), model_config, samples,
-                                  learning_rate=settings.learning_rate)
+        result = evaluate_locally(
+            msg.content["arrays"].to_numpy_ndarrays(), model_config, samples, learning_rate=settings.learning_rate
+        )
         metrics = MetricRecord({"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics})
         return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 

@@ -65,7 +65,8 @@ class FileLedger(Ledger):
                 entries.append(LedgerEntry(**json.loads(line)))
             except (ValueError, TypeError) as exc:
                 raise SiteRefusal("this site's privacy ledger is unreadable; private training is stopped") from (
-                    ValueError(f"{self.path}, line {number}: not a ledger entry ({exc})"))
+                    ValueError(f"{self.path}, line {number}: not a ledger entry ({exc})")
+                )
         return entries
 
     def append(self, entry: LedgerEntry) -> None:

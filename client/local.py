@@ -15,16 +15,23 @@ import numpy as np
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import MedsDataset, read_meds
 from shared_model.model import PretrainingModel
-from shared_model.privacy import DPSettings, SitePrivacyPlan
-from shared_model.run_config import local_seed
-from shared_model.tasks import NEXT_VISIT, task_arrays
+from shared_model.objectives import ProximalTerm
 from shared_model.pipeline import make_dataset
-from shared_model.training import (PRETRAIN_TARGETS, PretrainSettings, compile_pretraining, evaluate_nvp,
-                                   fit_pretraining, seed_everything)
-from shared_model.vocabulary import Vocabulary, count_patients_per_code
+from shared_model.privacy import DPSGD, DPSettings, SitePrivacyPlan
+from shared_model.run_config import local_seed
+from shared_model.tasks import NEXT_VISIT, task_arrays, train_code_counts
+from shared_model.tensorize import Arrays
+from shared_model.training import (
+    PRETRAIN_TARGETS,
+    PretrainSettings,
+    compile_pretraining,
+    evaluate_nvp,
+    fit_pretraining,
+    seed_everything,
+)
+from shared_model.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
-Arrays = dict[str, np.ndarray]
 
 
 def site_key(site_id: str) -> int:
@@ -60,14 +67,20 @@ class CodeCounts:
 
 
 def k_anonymous_code_counts(dataset: MedsDataset, k: int) -> CodeCounts:
-    train = dataset.splits.loc[dataset.splits["split"] == "train", "subject_id"]
-    counts = count_patients_per_code(dataset.events[dataset.events["subject_id"].isin(train)])
+    counts = train_code_counts(dataset)
     counts = counts[counts >= k].sort_index()
-    parent_of = {c: p[0] for c, p in zip(dataset.codes["code"], dataset.codes["parent_codes"], strict=True)
-                 if p is not None and len(p)}
+    parent_of = {
+        c: p[0]
+        for c, p in zip(dataset.codes["code"], dataset.codes["parent_codes"], strict=True)
+        if p is not None and len(p)
+    }
     codes = [str(c) for c in counts.index]
-    return CodeCounts(codes, [int(n) for n in counts.to_numpy()], [str(parent_of.get(c, "")) for c in codes],
-                      len(train))
+    return CodeCounts(
+        codes,
+        [int(n) for n in counts.to_numpy()],
+        [str(parent_of.get(c, "")) for c in codes],
+        int((dataset.splits["split"] == "train").sum()),
+    )
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,12 @@ def _start_round(model: PretrainingModel, weights: list[np.ndarray], optimizer_s
         variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
+def trainable_part(model: PretrainingModel, weights: list[np.ndarray]) -> list[np.ndarray]:
+    """Of `weights` (one array per model.weights), those of the trainable variables, in their order."""
+    by_path = {variable.path: value for variable, value in zip(model.weights, weights, strict=True)}
+    return [by_path[variable.path] for variable in model.trainable_variables]
+
+
 @dataclass(frozen=True)
 class LocalPrivacy:
     """Record-level DP for one round of local training: the site's plan, DP-SGD's clip norm, the
@@ -121,10 +140,21 @@ class LocalPrivacy:
     noise_seed: int  # from the site's OS entropy: the server can neither know nor replay the noise
 
 
-def train_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, samples: dict[str, Arrays], *,
-                  epochs: int, batch_size: int, learning_rate: float, seed: int, server_round: int, key: int,
-                  proximal_mu: float = 0.0, optimizer_state: list[np.ndarray] | None = None,
-                  privacy: LocalPrivacy | None = None) -> LocalResult:
+def train_locally(
+    weights: list[np.ndarray],
+    config: ClaimTransformerConfig,
+    samples: dict[str, Arrays],
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    server_round: int,
+    key: int,
+    proximal_mu: float = 0.0,
+    optimizer_state: list[np.ndarray] | None = None,
+    privacy: LocalPrivacy | None = None,
+) -> LocalResult:
     """`epochs` passes over the site's train split, starting from the global weights (and from
     `optimizer_state`, this site's optimizer state after its previous round, when given); with
     `privacy`, DP-SGD on Poisson-sampled batches (an epoch is then 1 / q steps)."""
@@ -132,40 +162,64 @@ def train_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, sam
     seed_everything(round_seed)
     model = _compiled_model(config.to_json(), learning_rate)
     _start_round(model, weights, optimizer_state)
-    if proximal_mu > 0 or model._proximal is not None:
-        model.set_proximal_anchor(weights, proximal_mu)
+    if proximal_mu > 0 or model.proximal is not None:  # once set, the compiled step keeps the term (mu may be 0)
+        model.proximal = model.proximal or ProximalTerm(model.trainable_variables)
+        model.proximal.anchor_at(trainable_part(model, weights), proximal_mu)
     n_train = len(samples["train"]["subject_id"])
     if privacy is not None:
-        model.enable_dp_sgd(DPSettings(privacy.clip_norm, privacy.plan.noise_multiplier,
-                                       privacy.plan.sampling_rate * n_train, privacy.embedding_share),
-                            seed=privacy.noise_seed)
+        settings = DPSettings(
+            privacy.clip_norm,
+            privacy.plan.noise_multiplier,
+            privacy.plan.sampling_rate * n_train,
+            privacy.embedding_share,
+        )
+        if model.privacy is None or not model.privacy.reconfigure(settings, privacy.noise_seed):
+            model.use_privacy(DPSGD(model, settings, privacy.noise_seed))
     else:
-        model.enable_dp_sgd(None)
+        model.use_privacy(None)
     started = time.perf_counter()
-    history = fit_pretraining(model, [samples["train"]], None,
-                              PretrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                                               seed=privacy.noise_seed if privacy is not None else round_seed),
-                              early_stopping=False,
-                              poisson_rate=privacy.plan.sampling_rate if privacy is not None else 0.0)
+    history = fit_pretraining(
+        model,
+        [samples["train"]],
+        None,
+        PretrainSettings(
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=privacy.noise_seed if privacy is not None else round_seed,
+        ),
+        early_stopping=False,
+        poisson_rate=privacy.plan.sampling_rate if privacy is not None else 0.0,
+    )
     seconds = time.perf_counter() - started
     metrics = {"train-seconds": seconds}
     if privacy is None:  # under DP the training loss is an un-noised function of the records: not sent
-        metrics.update({"train-loss": float(history.history["loss"][-1]),
-                        "train-nvp-loss": float(history.history["nvp_loss"][-1]),
-                        "train-cp-loss": float(history.history["cp_loss"][-1])})
-    return LocalResult([np.asarray(w) for w in model.get_weights()], n_train, metrics,
-                       [np.asarray(v) for v in _optimizer_slots(model)])
+        metrics.update(
+            {
+                "train-loss": float(history.history["loss"][-1]),
+                "train-nvp-loss": float(history.history["nvp_loss"][-1]),
+                "train-cp-loss": float(history.history["cp_loss"][-1]),
+            }
+        )
+    return LocalResult(
+        [np.asarray(w) for w in model.get_weights()], n_train, metrics, [np.asarray(v) for v in _optimizer_slots(model)]
+    )
 
 
-def evaluate_locally(weights: list[np.ndarray], config: ClaimTransformerConfig, samples: dict[str, Arrays],
-                     learning_rate: float = 1e-3) -> LocalResult:
+def evaluate_locally(
+    weights: list[np.ndarray], config: ClaimTransformerConfig, samples: dict[str, Arrays], learning_rate: float = 1e-3
+) -> LocalResult:
     """Loss and NVP Recall@k of the global model on the site's held-out split."""
     started = time.perf_counter()
     model = _compiled_model(config.to_json(), learning_rate)
     model.set_weights(weights)
     held_out = samples["held_out"]
-    scores = model.evaluate(make_dataset([held_out], target=PRETRAIN_TARGETS, batch_size=256, shuffle=False),
-                            verbose=0, return_dict=True)
-    metrics = {"eval-loss": float(scores["loss"]), **{f"eval-{k}": v for k, v in evaluate_nvp(model, [held_out]).items()},
-               "eval-seconds": time.perf_counter() - started}
+    scores = model.evaluate(
+        make_dataset([held_out], target=PRETRAIN_TARGETS, batch_size=256, shuffle=False), verbose=0, return_dict=True
+    )
+    metrics = {
+        "eval-loss": float(scores["loss"]),
+        **{f"eval-{k}": v for k, v in evaluate_nvp(model, [held_out]).items()},
+        "eval-seconds": time.perf_counter() - started,
+    }
     return LocalResult([], len(held_out["subject_id"]), metrics)

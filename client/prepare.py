@@ -1,5 +1,5 @@
 """`claimpt site prepare`: turn a site's raw MEDS extract into the pseudonymised MEDS directory
-its SuperNode reads (DESIGN 1: validate -> pseudonymise -> tensorise).
+its SuperNode reads (docs/architecture.md §1: validate -> pseudonymise -> tensorise).
 
 Tensorisation itself happens inside the ClientApp: it needs the consortium vocabulary, which only
 exists after the federation's vocabulary round, and it is cached per process there.
@@ -36,15 +36,23 @@ def relabel_subjects(dataset: MedsDataset, new_ids: np.ndarray, metadata: dict |
     def mapped(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.assign(subject_id=lookup.reindex(frame["subject_id"].to_numpy()).to_numpy(np.int64))
 
-    return MedsDataset(dataset.root, mapped(dataset.events), mapped(dataset.splits),
-                       {task: mapped(frame) for task, frame in dataset.labels.items()}, dataset.codes,
-                       {**dataset.metadata, **(metadata or {})})
+    return MedsDataset(
+        dataset.root,
+        mapped(dataset.events),
+        mapped(dataset.splits),
+        {task: mapped(frame) for task, frame in dataset.labels.items()},
+        dataset.codes,
+        {**dataset.metadata, **(metadata or {})},
+    )
 
 
 def pseudonymise_dataset(dataset: MedsDataset, key: bytes) -> MedsDataset:
     """The same dataset with every `subject_id` (events, splits, labels) replaced by its pseudonym."""
-    return relabel_subjects(dataset, pseudonyms(dataset.splits["subject_id"].to_numpy(np.int64), key),
-                            {"pseudonymisation": "HMAC-SHA256 (per-site key)"})
+    return relabel_subjects(
+        dataset,
+        pseudonyms(dataset.splits["subject_id"].to_numpy(np.int64), key),
+        {"pseudonymisation": "HMAC-SHA256 (per-site key)"},
+    )
 
 
 def prepare_site(raw: str | Path, out: str | Path, key_file: str | Path, *, overwrite: bool = False) -> PreparedSite:
@@ -55,9 +63,21 @@ def prepare_site(raw: str | Path, out: str | Path, key_file: str | Path, *, over
     dataset = read_meds(raw)
     key = load_or_create_key(key_file)
     prepared = pseudonymise_dataset(dataset, key)
-    write_meds(out, prepared.events, prepared.splits, labels=prepared.labels, codes=prepared.codes,
-               metadata=prepared.metadata, overwrite=overwrite)
+    write_meds(
+        out,
+        prepared.events,
+        prepared.splits,
+        labels=prepared.labels,
+        codes=prepared.codes,
+        metadata=prepared.metadata,
+        overwrite=overwrite,
+    )
     result = PreparedSite(out, len(prepared.splits), len(prepared.events), tuple(sorted(prepared.labels)))
-    log.info("prepared %s: %d patients, %d events, labels %s", out, result.subjects, result.events,
-             ", ".join(result.labels) or "none")
+    log.info(
+        "prepared %s: %d patients, %d events, labels %s",
+        out,
+        result.subjects,
+        result.events,
+        ", ".join(result.labels) or "none",
+    )
     return result

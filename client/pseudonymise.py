@@ -1,5 +1,5 @@
 """Pseudonymous subject ids: HMAC-SHA256 under a per-site secret that never leaves the site
-(DESIGN 8). The same key always gives the same pseudonym, so a site can re-prepare its data
+(docs/architecture.md §8). The same key always gives the same pseudonym, so a site can re-prepare its data
 and link new extracts; without the key the mapping cannot be recomputed or reversed."""
 
 from __future__ import annotations
@@ -50,8 +50,13 @@ def pseudonyms(subject_ids: np.ndarray, key: bytes) -> np.ndarray:
     ids = np.asarray(subject_ids, dtype=np.int64)
     unique, inverse = np.unique(ids, return_inverse=True)
     mapped = np.fromiter(
-        (int.from_bytes(hmac.new(key, str(int(i)).encode(), hashlib.sha256).digest()[:8], "big") & (2**63 - 1)
-         for i in unique), dtype=np.int64, count=len(unique))
+        (
+            int.from_bytes(hmac.new(key, str(int(i)).encode(), hashlib.sha256).digest()[:8], "big") & (2**63 - 1)
+            for i in unique
+        ),
+        dtype=np.int64,
+        count=len(unique),
+    )
     if len(np.unique(mapped)) != len(unique):
         raise ValueError("two subject ids map to the same pseudonym under this key; create a new key")
     return mapped[inverse]

@@ -37,8 +37,11 @@ def write_site_error(context: Context, reference: str, exc: BaseException) -> No
     if not state_dir:
         return
     path = Path(str(state_dir)) / "errors.log"
-    text = (f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} reference {reference}\n"
-            + "".join(traceback.format_exception(exc)) + "\n")
+    text = (
+        f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} reference {reference}\n"
+        + "".join(traceback.format_exception(exc))
+        + "\n"
+    )
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(descriptor, text.encode())
@@ -53,4 +56,6 @@ def errors_stay_at_the_site(msg: Message, context: Context, call_next) -> Messag
     except Exception as exc:  # noqa: BLE001 - every error leaves through here
         reference = secrets.token_hex(6)
         write_site_error(context, reference, exc)
-        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=public_reason(exc, reference)), reply_to=msg)
+        return Message(
+            Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=public_reason(exc, reference)), reply_to=msg
+        )

@@ -31,9 +31,12 @@ def refuse_rollback(manifest: dict[str, Any], checkpoint: Path, state_dir: Path,
     seen = json.loads(path.read_text()) if path.exists() else {}
     newest = int(seen.get(run_id, 0))
     if server_round < newest:
-        raise CheckpointError(f"{checkpoint}: round {server_round} of run {run_id} is older than round {newest}, "
-                              "which this site has already used (a rollback); pass another --state to override")
+        raise CheckpointError(
+            f"{checkpoint}: round {server_round} of run {run_id} is older than round {newest}, "
+            "which this site has already used (a rollback); pass another --state to override"
+        )
     if server_round > newest:
         Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write_bytes(path, (json.dumps({**seen, run_id: server_round}, indent=2, sort_keys=True) + "\n").encode(),
-                           mode=0o600)
+        atomic_write_bytes(
+            path, (json.dumps({**seen, run_id: server_round}, indent=2, sort_keys=True) + "\n").encode(), mode=0o600
+        )

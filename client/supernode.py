@@ -1,4 +1,4 @@
-"""`claimpt site join`: the `flower-supernode` command line for one site (DESIGN 4).
+"""`claimpt site join`: the `flower-supernode` command line for one site (docs/architecture.md §4).
 
 The SuperNode only ever opens outbound HTTPS to the SuperLink; the ClientApp it spawns reads the
 site's data from the node config's `data-path` and sends back weights, scalar metrics and
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from client.policy import POLICY_KEY, STATE_DIR_KEY, load_policy
 from shared_model.data.paths import require_owner_only
-from shared_model.flower_processes import executable
+from shared_model.runtime.processes import executable
 
 
 @dataclass(frozen=True)
@@ -58,12 +58,23 @@ def check_files(settings: SuperNodeSettings) -> None:
 
 def supernode_command(settings: SuperNodeSettings) -> list[str]:
     site_id = settings.site_id or settings.data.name
-    node_config = (f"data-path={json.dumps(str(settings.data.resolve()))} site-id={json.dumps(site_id)} "
-                   f"{STATE_DIR_KEY}={json.dumps(str(settings.state_dir))}")
+    node_config = (
+        f"data-path={json.dumps(str(settings.data.resolve()))} site-id={json.dumps(site_id)} "
+        f"{STATE_DIR_KEY}={json.dumps(str(settings.state_dir))}"
+    )
     if settings.policy is not None:
         node_config += f" {POLICY_KEY}={json.dumps(str(settings.policy.resolve()))}"
-    command = [executable("flower-supernode"), "--superlink", settings.superlink, "--node-config", node_config,
-               "--host", "127.0.0.1", "--port", str(settings.runtime_port)]
+    command = [
+        executable("flower-supernode"),
+        "--superlink",
+        settings.superlink,
+        "--node-config",
+        node_config,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(settings.runtime_port),
+    ]
     if settings.insecure:
         command.append("--insecure")
     if settings.ca is not None:

@@ -1,4 +1,4 @@
-"""The Flower ServerApp: `flwr run .` and the simulation runner both start here (DESIGN 4)."""
+"""The Flower ServerApp: `flwr run .` and the simulation runner both start here (docs/architecture.md §4)."""
 
 from __future__ import annotations
 

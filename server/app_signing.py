@@ -42,8 +42,11 @@ def sign_app(app_dir: Path, private_key: Path, signatures: Path, *, key_id: str 
     hex_hash, digest = fab_hash(app_dir)
     signed_at = int(time.time())
     signature = key.sign(create_message_to_sign(digest, signed_at))
-    record = {key_id: json.dumps({"signature": base64.urlsafe_b64encode(signature).decode().rstrip("="),
-                                  "signed_at": signed_at})}
+    record = {
+        key_id: json.dumps(
+            {"signature": base64.urlsafe_b64encode(signature).decode().rstrip("="), "signed_at": signed_at}
+        )
+    }
     signatures.mkdir(parents=True, exist_ok=True, mode=0o700)
     atomic_write_bytes(signatures / f"{hex_hash}.json", json.dumps(record).encode())
     return hex_hash

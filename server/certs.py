@@ -1,4 +1,4 @@
-"""Certificates and keys for a real deployment (DESIGN 8), made with the `cryptography` library.
+"""Certificates and keys for a real deployment (docs/architecture.md §8), made with the `cryptography` library.
 
 One call writes, into a new directory (all files mode 0600):
 - `ca.crt`, `ca.key`: the consortium's certificate authority;
@@ -41,8 +41,12 @@ class CertificateSettings:
 
 
 def _name(common_name: str, organisation: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _subject_alternative_names(hosts: tuple[str, ...]) -> x509.SubjectAlternativeName:
@@ -56,8 +60,9 @@ def _subject_alternative_names(hosts: tuple[str, ...]) -> x509.SubjectAlternativ
 
 
 def _pem_key(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -95,45 +100,75 @@ def write_certificates(out: str | Path, settings: CertificateSettings, *, force:
 
 
 def _generate(directory: Path, settings: CertificateSettings) -> None:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
     ca_name = _name(f"{settings.organisation} CA", settings.organisation)
-    ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-               .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=3650))
-               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                            key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                            key_cert_sign=True, crl_sign=True, encipher_only=False,
-                                            decipher_only=False), critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-               .sign(ca_key, hashes.SHA256()))
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     server_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
-    server_cert = (x509.CertificateBuilder().subject_name(_name(settings.hosts[0], settings.organisation))
-                   .issuer_name(ca_name).public_key(server_key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(minutes=5))
-                   .not_valid_after(now + dt.timedelta(days=settings.days))
-                   .add_extension(_subject_alternative_names(settings.hosts), critical=False)
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                                  critical=False)
-                   .sign(ca_key, hashes.SHA256()))
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(settings.hosts[0], settings.organisation))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=settings.days))
+        .add_extension(_subject_alternative_names(settings.hosts), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     _write(directory / "ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
     _write(directory / "ca.key", _pem_key(ca_key))
     _write(directory / "superlink.crt", server_cert.public_bytes(serialization.Encoding.PEM))
     _write(directory / "superlink.key", _pem_key(server_key))
     for site in settings.sites:
         node_key = ec.generate_private_key(ec.SECP384R1())
-        _write(directory / "supernodes" / site, node_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
-        _write(directory / "supernodes" / f"{site}.pub", node_key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n")
+        _write(
+            directory / "supernodes" / site,
+            node_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            ),
+        )
+        _write(
+            directory / "supernodes" / f"{site}.pub",
+            node_key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            + b"\n",
+        )
     signing_key = ed25519.Ed25519PrivateKey.generate()
     _write(directory / "signing.key", _pem_key(signing_key))
-    _write(directory / "signing.pub", signing_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    _write(
+        directory / "signing.pub",
+        signing_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    )
     app_key = ed25519.Ed25519PrivateKey.generate()
     _write(directory / "app-signing.key", _pem_key(app_key))
     _write(directory / "trusted-entities.yaml", trusted_entities_yaml(app_key.public_key()))

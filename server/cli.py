@@ -1,4 +1,5 @@
-"""`claimpt server ...`: what the consortium's coordinator runs (DESIGN 4 and 8)."""
+"""`claimpt certs` and `claimpt server ...`: what the consortium's coordinator runs
+(docs/architecture.md §4 and §8, docs/deployment.md)."""
 
 from __future__ import annotations
 
@@ -10,33 +11,108 @@ from typing import Annotated
 
 import typer
 
-from shared_model.cli_options import bad_input_exits_2
+from shared_model.runtime.options import bad_input_exits_2
 
 log = logging.getLogger(__name__)
-server_app = typer.Typer(help="Run the consortium's SuperLink (TLS, SuperNode authentication, signed checkpoints).",
-                         no_args_is_help=True)
+server_app = typer.Typer(
+    help="Run the consortium's SuperLink (TLS, SuperNode authentication, signed checkpoints).", no_args_is_help=True
+)
+
+
+@bad_input_exits_2
+def certs(
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="New directory for ca.crt/.key, superlink.crt/.key, supernodes/<site>[.pub], "
+            "signing.key/.pub, app-signing.key, trusted-entities.yaml (all 0600)."
+        ),
+    ],
+    hosts: Annotated[
+        str,
+        typer.Option(
+            help="SuperLink host names and IP addresses for the certificate, separated by "
+            "commas (e.g. superlink.example.org,127.0.0.1)."
+        ),
+    ],
+    sites: Annotated[
+        str, typer.Option(help="Site names, separated by commas: one SuperNode authentication key pair each.")
+    ] = "site-1,site-2",
+    days: Annotated[
+        int, typer.Option(min=1, max=825, help="Validity of the SuperLink certificate in days (the CA: 10 years).")
+    ] = 825,
+    force: Annotated[bool, typer.Option(help="Replace an existing directory (its keys are lost).")] = False,
+) -> None:
+    """Create the CA, the SuperLink TLS certificate, SuperNode keys and the signing keys."""
+    from server.certs import CertificateSettings, write_certificates
+
+    def names(text: str) -> tuple[str, ...]:
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+
+    try:
+        settings = CertificateSettings(hosts=names(hosts), sites=names(sites), days=days)
+        directory = write_certificates(out, settings, force=force)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        typer.echo(f"wrote {path}")
 
 
 @server_app.command("start")
 @bad_input_exits_2
 def start(
-    certs: Annotated[Path | None, typer.Option(help="Directory written by `claimpt certs` (ca.crt, superlink.crt/.key, signing.key, supernodes/*.pub).")] = None,
-    state: Annotated[Path, typer.Option(help="Server state directory: superlink.db, superlink.log and flwr-home/ (the `flwr` connection named 'claimpt').")] = Path("superlink-state"),
+    certs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory written by `claimpt certs` (ca.crt, superlink.crt/.key, signing.key, supernodes/*.pub)."
+        ),
+    ] = None,
+    state: Annotated[
+        Path,
+        typer.Option(
+            help=(
+                "Server state directory: superlink.db, superlink.log and flwr-home/ (the `flwr` connection named "
+                "'claimpt')."
+            )
+        ),
+    ] = Path("superlink-state"),
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "0.0.0.0",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="The HTTPS port the sites' SuperNodes connect to (Fleet API only); open it to the sites.")] = 9092,
-    control_port: Annotated[int, typer.Option(min=1, max=65535, help="The Control and Runtime APIs, on 127.0.0.1 only (`claimpt server submit`, `flwr` on this host).")] = 9093,
-    site_key: Annotated[list[Path] | None, typer.Option(help="A site's SuperNode public key to register (repeatable; default: every certs/supernodes/*.pub).")] = None,
-    insecure: Annotated[bool, typer.Option(help="No TLS, no SuperNode authentication, unsigned checkpoints. Local tests only.")] = False,
+    port: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="The HTTPS port the sites' SuperNodes connect to (Fleet API only); open it to the sites.",
+        ),
+    ] = 9092,
+    control_port: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="The Control and Runtime APIs, on 127.0.0.1 only (`claimpt server submit`, `flwr` on this host).",
+        ),
+    ] = 9093,
+    site_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A site's SuperNode public key to register (repeatable; default: every certs/supernodes/*.pub)."
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option(help="No TLS, no SuperNode authentication, unsigned checkpoints. Local tests only.")
+    ] = False,
 ) -> None:
     """Start flower-superlink with TLS and SuperNode authentication and register the sites' keys.
 
     Every checkpoint the ServerApp writes is signed with certs/signing.key. Runs until Ctrl-C or SIGTERM."""
     from server.superlink import SuperLinkSettings, register_supernode, start_superlink
-    from shared_model.flower_processes import stop_group
+    from shared_model.runtime.processes import stop_group
 
     try:
-        settings = SuperLinkSettings(state=state, certs=certs, host=host, port=port, control_port=control_port,
-                                     insecure=insecure)
+        settings = SuperLinkSettings(
+            state=state, certs=certs, host=host, port=port, control_port=control_port, insecure=insecure
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     keys = list(site_key or (sorted((certs / "supernodes").glob("*.pub")) if certs and not insecure else []))
@@ -52,10 +128,12 @@ def start(
         for key in keys:
             node_id = register_supernode(settings, key)
             log.info("site key %s: %s", key.name, f"registered as node {node_id}" if node_id else "already registered")
-        typer.echo(f"SuperLink ready on {settings.host}:{settings.port} (sites), control on {settings.address}. "
-                   "Submit a signed run from the app directory with:\n"
-                   f"  claimpt server submit --state {settings.state} --app-key APP-SIGNING.KEY "
-                   "--run-config \"num-server-rounds=10 run-dir='/path/on/this/server'\"")
+        typer.echo(
+            f"SuperLink ready on {settings.host}:{settings.port} (sites), control on {settings.address}. "
+            "Submit a signed run from the app directory with:\n"
+            f"  claimpt server submit --state {settings.state} --app-key APP-SIGNING.KEY "
+            "--run-config \"num-server-rounds=10 run-dir='/path/on/this/server'\""
+        )
         sys.stdout.flush()
         process.wait()
     except KeyboardInterrupt:
@@ -69,10 +147,15 @@ def start(
 @server_app.command("submit")
 @bad_input_exits_2
 def submit(
-    app_key: Annotated[Path, typer.Option(help="The consortium's app-signing.key (from `claimpt certs`): sites run only bundles it signed.")],
+    app_key: Annotated[
+        Path,
+        typer.Option(help="The consortium's app-signing.key (from `claimpt certs`): sites run only bundles it signed."),
+    ],
     run_config: Annotated[str, typer.Option(help="Run-config overrides, as for `flwr run --run-config`.")] = "",
     app: Annotated[Path, typer.Option(help="The app directory (this repository).")] = Path("."),
-    state: Annotated[Path, typer.Option(help="The state directory given to `claimpt server start`.")] = Path("superlink-state"),
+    state: Annotated[Path, typer.Option(help="The state directory given to `claimpt server start`.")] = Path(
+        "superlink-state"
+    ),
     stream: Annotated[bool, typer.Option(help="Follow the run's log until it ends.")] = True,
 ) -> None:
     """Sign the app bundle and start a federated run on this server's SuperLink (`flwr run`)."""
@@ -80,15 +163,23 @@ def submit(
 
     from server.app_signing import sign_app
     from server.superlink import CONNECTION, SuperLinkSettings
-    from shared_model.flower_processes import executable, flower_environment
+    from shared_model.runtime.processes import executable, flower_environment
 
     settings = SuperLinkSettings(state=state, insecure=True)  # only the paths are used
     if not (settings.flwr_home / "config.toml").is_file():
-        raise FileNotFoundError(f"{settings.flwr_home / 'config.toml'}: missing (start the SuperLink with "
-                                "`claimpt server start --state` first)")
+        raise FileNotFoundError(
+            f"{settings.flwr_home / 'config.toml'}: missing (start the SuperLink with "
+            "`claimpt server start --state` first)"
+        )
     fab = sign_app(app, app_key, settings.signatures)
     log.info("signed the app bundle %s with %s", fab[:16], app_key)
-    command = [executable("flwr"), "run", str(app.resolve()), CONNECTION, *(["--stream"] if stream else []),
-               *(["--run-config", run_config] if run_config else [])]
+    command = [
+        executable("flwr"),
+        "run",
+        str(app.resolve()),
+        CONNECTION,
+        *(["--stream"] if stream else []),
+        *(["--run-config", run_config] if run_config else []),
+    ]
     env = flower_environment({"FLWR_HOME": str(settings.flwr_home.resolve())})
     os.execvpe(command[0], command, env)

@@ -1,4 +1,4 @@
-"""The federated pretraining run (DESIGN 4): vocabulary round, training rounds with validated
+"""The federated pretraining run (docs/architecture.md §4): vocabulary round, training rounds with validated
 aggregation, federated evaluation, an atomic checkpoint after every round, and resume."""
 
 from __future__ import annotations
@@ -31,8 +31,22 @@ from shared_model.training import seed_everything
 
 log = logging.getLogger(__name__)
 STATE_FILE = "strategy_state.npz"
-ROUND_COLUMNS = ["round", "clients", "failed", "dropped", "train_loss", "eval_loss", "eval_recall@5",
-                 "eval_recall@10", "eval_recall@30", "site_epsilon", "client_epsilon", "slowest_train_seconds", "client_compute_seconds", "round_seconds"]
+ROUND_COLUMNS = [
+    "round",
+    "clients",
+    "failed",
+    "dropped",
+    "train_loss",
+    "eval_loss",
+    "eval_recall@5",
+    "eval_recall@10",
+    "eval_recall@30",
+    "site_epsilon",
+    "client_epsilon",
+    "slowest_train_seconds",
+    "client_compute_seconds",
+    "round_seconds",
+]
 
 
 def round_dir(run_dir: Path, server_round: int) -> Path:
@@ -45,8 +59,11 @@ def latest_round(run_dir: Path) -> int:
 
 
 def _checkpointed_rounds(run_dir: Path) -> list[int]:
-    return sorted(int(path.name[6:]) for path in (run_dir / "checkpoints").glob("round-*")
-                  if path.name[6:].isdigit() and (path / "manifest.json").exists())
+    return sorted(
+        int(path.name[6:])
+        for path in (run_dir / "checkpoints").glob("round-*")
+        if path.name[6:].isdigit() and (path / "manifest.json").exists()
+    )
 
 
 def last_intact_round(run_dir: Path) -> tuple[int, Checkpoint | None]:
@@ -57,8 +74,12 @@ def last_intact_round(run_dir: Path) -> tuple[int, Checkpoint | None]:
             return server_round, load_checkpoint(round_dir(run_dir, server_round))
         except (CheckpointError, OSError, ValueError) as exc:
             torn = round_dir(run_dir, server_round)
-            log.warning("round %d's checkpoint is damaged (%s): moved to %s.torn, resuming from an earlier round",
-                        server_round, exc, torn.name)
+            log.warning(
+                "round %d's checkpoint is damaged (%s): moved to %s.torn, resuming from an earlier round",
+                server_round,
+                exc,
+                torn.name,
+            )
             shutil.rmtree(torn.with_name(torn.name + ".torn"), ignore_errors=True)
             torn.rename(torn.with_name(torn.name + ".torn"))
     return 0, None
@@ -88,50 +109,83 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         if (run_dir / "checkpoints").exists() and latest_round(run_dir):
             raise CheckpointError(f"{run_dir} already holds round checkpoints: use --resume or a new run directory")
         vocabulary, strategy.example_caps = vocabulary_round(
-            grid, k=settings.k_anonymity, minimum_sites=settings.min_available_clients, max_vocab=settings.max_vocab or None)
-        config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups,
-                                        **settings.model_options())
+            grid,
+            k=settings.k_anonymity,
+            minimum_sites=settings.min_available_clients,
+            max_vocab=settings.max_vocab or None,
+        )
+        config = ClaimTransformerConfig(
+            vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, **settings.model_options()
+        )
         seed_everything(settings.seed)
         model = PretrainingModel(config)
         run_id, rows = uuid.uuid4().hex, []
     _write_rounds(run_dir, rows)
     arrays = ArrayRecord([np.asarray(w) for w in model.get_weights()])
-    shared = {"vocabulary": vocabulary.to_json(), "model-config": config.to_json(),
-              "local-epochs": settings.local_epochs}
+    shared = {
+        "vocabulary": vocabulary.to_json(),
+        "model-config": config.to_json(),
+        "local-epochs": settings.local_epochs,
+    }
     for server_round in range(start, settings.num_server_rounds + 1):
         started = time.perf_counter()
         log.info("round %d/%d: training", server_round, settings.num_server_rounds)
         if settings.secure_aggregation:
-            aggregated, train_metrics = secure_train_round(grid, server_round, arrays, shared, settings.num_server_rounds,
-                                                           settings.min_available_clients), None
+            aggregated, train_metrics = (
+                secure_train_round(
+                    grid, server_round, arrays, shared, settings.num_server_rounds, settings.min_available_clients
+                ),
+                None,
+            )
             sites = len(list(grid.get_node_ids()))  # all or none: SecAgg+ yields the sum or halts
             strategy.reports[server_round] = RoundReport(received=sites, failed=0 if aggregated is not None else sites)
         else:
-            replies = grid.send_and_receive(strategy.configure_train(server_round, arrays, ConfigRecord(dict(shared)), grid))
+            replies = grid.send_and_receive(
+                strategy.configure_train(server_round, arrays, ConfigRecord(dict(shared)), grid)
+            )
             aggregated, train_metrics = strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
             arrays = aggregated
-        eval_replies = grid.send_and_receive(strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(shared)), grid))
+        eval_replies = grid.send_and_receive(
+            strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(shared)), grid)
+        )
         eval_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
         model.set_weights(arrays.to_numpy_ndarrays())
-        save_checkpoint(round_dir(run_dir, server_round), model, config, vocabulary, signer=signer,
-                        extra=_manifest_extra(settings, server_round, run_id),
-                        extra_files={STATE_FILE: export_state(strategy)})
+        save_checkpoint(
+            round_dir(run_dir, server_round),
+            model,
+            config,
+            vocabulary,
+            signer=signer,
+            extra=_manifest_extra(settings, server_round, run_id),
+            extra_files={STATE_FILE: export_state(strategy)},
+        )
         report = strategy.reports.get(server_round)
-        row = {"round": server_round, "clients": report.received - report.failed - len(report.dropped) if report else 0,
-               "failed": report.failed if report else 0, "dropped": len(report.dropped) if report else 0,
-               "train_loss": _metric(train_metrics, "train-loss"), "eval_loss": _metric(eval_metrics, "eval-loss"),
-               **{f"eval_recall@{k}": _metric(eval_metrics, f"eval-recall@{k}") for k in (5, 10, 30)},
-               "site_epsilon": report.site_epsilon if report else 0.0,
-               "client_epsilon": client_level_epsilon(settings, server_round),
-               "slowest_train_seconds": report.slowest_train_seconds if report else 0.0,
-               "client_compute_seconds": report.total_train_seconds + report.total_eval_seconds if report else 0.0,
-               "round_seconds": time.perf_counter() - started}
+        row = {
+            "round": server_round,
+            "clients": report.received - report.failed - len(report.dropped) if report else 0,
+            "failed": report.failed if report else 0,
+            "dropped": len(report.dropped) if report else 0,
+            "train_loss": _metric(train_metrics, "train-loss"),
+            "eval_loss": _metric(eval_metrics, "eval-loss"),
+            **{f"eval_recall@{k}": _metric(eval_metrics, f"eval-recall@{k}") for k in (5, 10, 30)},
+            "site_epsilon": report.site_epsilon if report else 0.0,
+            "client_epsilon": client_level_epsilon(settings, server_round),
+            "slowest_train_seconds": report.slowest_train_seconds if report else 0.0,
+            "client_compute_seconds": report.total_train_seconds + report.total_eval_seconds if report else 0.0,
+            "round_seconds": time.perf_counter() - started,
+        }
         rows.append(row)
         _write_rounds(run_dir, rows)
         log.info("round %d: %s", server_round, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
-    save_checkpoint(run_dir / "checkpoint", model, config, vocabulary, signer=signer,
-                    extra=_manifest_extra(settings, settings.num_server_rounds, run_id))
+    save_checkpoint(
+        run_dir / "checkpoint",
+        model,
+        config,
+        vocabulary,
+        signer=signer,
+        extra=_manifest_extra(settings, settings.num_server_rounds, run_id),
+    )
     keras.backend.clear_session()
     return {"rounds": settings.num_server_rounds, "run_dir": str(run_dir)}
 
@@ -146,11 +200,18 @@ def client_level_epsilon(settings: FederatedRunConfig, rounds: int) -> float:
 
 def _manifest_extra(settings: FederatedRunConfig, server_round: int, run_id: str) -> dict[str, Any]:
     """Signed with the manifest: which run and round this is (a site refuses rollbacks by them)."""
-    return {"mode": "federated", "run_id": run_id, "round": server_round, "strategy": settings.strategy,
-            "seed": settings.seed,
-            "local_epochs": settings.local_epochs, "k_anonymity": settings.k_anonymity,
-            "dp_epsilon": settings.dp_epsilon, "client_dp_noise": settings.client_dp_noise,
-            "secure_aggregation": settings.secure_aggregation}
+    return {
+        "mode": "federated",
+        "run_id": run_id,
+        "round": server_round,
+        "strategy": settings.strategy,
+        "seed": settings.seed,
+        "local_epochs": settings.local_epochs,
+        "k_anonymity": settings.k_anonymity,
+        "dp_epsilon": settings.dp_epsilon,
+        "client_dp_noise": settings.client_dp_noise,
+        "secure_aggregation": settings.secure_aggregation,
+    }
 
 
 def _read_rounds(run_dir: Path) -> list[dict[str, Any]]:

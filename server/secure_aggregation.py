@@ -33,21 +33,34 @@ from shared_model.run_config import SECAGG_CLIPPING_RANGE
 log = logging.getLogger(__name__)
 
 
-def secure_train_round(grid: Grid, server_round: int, arrays: ArrayRecord, config: dict[str, Any],
-                       num_rounds: int, min_sites: int) -> ArrayRecord | None:
+def secure_train_round(
+    grid: Grid, server_round: int, arrays: ArrayRecord, config: dict[str, Any], num_rounds: int, min_sites: int
+) -> ArrayRecord | None:
     """One SecAgg+ training round over every connected site; None if it halted (too few sites)."""
     node_ids = sorted(grid.get_node_ids())
-    strategy = LegacyFedAvg(min_fit_clients=min_sites, min_available_clients=min_sites, fraction_evaluate=0.0,
-                            on_fit_config_fn=lambda rnd: {**config, "server-round": rnd})
+    strategy = LegacyFedAvg(
+        min_fit_clients=min_sites,
+        min_available_clients=min_sites,
+        fraction_evaluate=0.0,
+        on_fit_config_fn=lambda rnd: {**config, "server-round": rnd},
+    )
     clients = SimpleClientManager()
     for node_id in node_ids:
         clients.register(GridClientProxy(node_id, grid, run_id=0))
-    context = LegacyContext(Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config={}),
-                            config=ServerConfig(num_rounds=num_rounds), strategy=strategy, client_manager=clients)
+    context = LegacyContext(
+        Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config={}),
+        config=ServerConfig(num_rounds=num_rounds),
+        strategy=strategy,
+        client_manager=clients,
+    )
     context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({Key.CURRENT_ROUND: server_round})
     context.state.array_records[MAIN_PARAMS_RECORD] = arrays
-    workflow = SecAggPlusWorkflow(num_shares=1.0, reconstruction_threshold=max(2, min_sites - 1),
-                                  max_weight=1.0, clipping_range=SECAGG_CLIPPING_RANGE)
+    workflow = SecAggPlusWorkflow(
+        num_shares=1.0,
+        reconstruction_threshold=max(2, min_sites - 1),
+        max_weight=1.0,
+        clipping_range=SECAGG_CLIPPING_RANGE,
+    )
     workflow(grid, context)
     result = context.state.array_records[MAIN_PARAMS_RECORD]
     if result is arrays:

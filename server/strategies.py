@@ -5,9 +5,19 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from flwr.serverapp.strategy import (DifferentialPrivacyServerSideAdaptiveClipping,
-                                     DifferentialPrivacyServerSideFixedClipping, FedAdam, FedAvg, FedAvgM, FedMedian,
-                                     FedProx, FedTrimmedAvg, Krum, MultiKrum, Strategy)
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyServerSideAdaptiveClipping,
+    DifferentialPrivacyServerSideFixedClipping,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    Krum,
+    MultiKrum,
+    Strategy,
+)
 
 from server.validation import UpdateValidation
 from shared_model.run_config import ROBUST_MINIMUM_SITES, FederatedRunConfig
@@ -53,8 +63,12 @@ def build_strategy(settings: FederatedRunConfig) -> UpdateValidation:
         inner = MultiKrum(**common, num_malicious_nodes=ASSUMED_ATTACKERS, num_nodes_to_select=max(1, n - 1))
     if settings.client_dp_noise > 0:
         inner = with_client_level_dp(inner, settings)
-    return UpdateValidation(inner, max_update_norm=settings.max_update_norm, max_norm_ratio=settings.max_norm_ratio,
-                            min_valid=ROBUST_MINIMUM_SITES.get(name, 1))  # fewer: the round keeps the model
+    return UpdateValidation(
+        inner,
+        max_update_norm=settings.max_update_norm,
+        max_norm_ratio=settings.max_norm_ratio,
+        min_valid=ROBUST_MINIMUM_SITES.get(name, 1),
+    )  # fewer: the round keeps the model
 
 
 def with_client_level_dp(strategy: Strategy, settings: FederatedRunConfig) -> Strategy:
@@ -64,13 +78,18 @@ def with_client_level_dp(strategy: Strategy, settings: FederatedRunConfig) -> St
     rounds.csv (server.federation.client_level_epsilon)."""
     n = settings.min_available_clients
     if settings.client_dp_clipping == "fixed":
-        return DifferentialPrivacyServerSideFixedClipping(strategy, settings.client_dp_noise, settings.client_dp_clip_norm,
-                                                          num_sampled_clients=n)
+        return DifferentialPrivacyServerSideFixedClipping(
+            strategy, settings.client_dp_noise, settings.client_dp_clip_norm, num_sampled_clients=n
+        )
     # the clipped-count noise must exceed half the noise multiplier (Andrew et al. 2021, Thm 1);
     # Flower's default (sites / 20) does not with a few sites
     return DifferentialPrivacyServerSideAdaptiveClipping(
-        strategy, settings.client_dp_noise, num_sampled_clients=n, initial_clipping_norm=settings.client_dp_clip_norm,
-        clipped_count_stddev=max(n / 20, settings.client_dp_noise))
+        strategy,
+        settings.client_dp_noise,
+        num_sampled_clients=n,
+        initial_clipping_norm=settings.client_dp_clip_norm,
+        clipped_count_stddev=max(n / 20, settings.client_dp_noise),
+    )
 
 
 def _optimizer_strategy(strategy: UpdateValidation) -> Strategy:
@@ -98,8 +117,9 @@ def export_state(strategy: UpdateValidation) -> bytes:
 
 def restore_state(strategy: UpdateValidation, data: bytes) -> None:
     with np.load(io.BytesIO(data)) as archive:
-        strategy.example_caps = {int(k.split("|", 1)[1]): int(archive[k]) for k in archive.files
-                                 if k.startswith(f"{CAPS}|")}
+        strategy.example_caps = {
+            int(k.split("|", 1)[1]): int(archive[k]) for k in archive.files if k.startswith(f"{CAPS}|")
+        }
         for attribute in STATE_ATTRIBUTES:
             keys = sorted(k for k in archive.files if k.startswith(f"{attribute}|"))
             if not keys:

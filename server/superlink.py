@@ -1,5 +1,5 @@
 """`claimpt server start`: the consortium's SuperLink with TLS and SuperNode authentication
-(DESIGN 4 and 8), the sites' public keys registered, and a signing key for every checkpoint.
+(docs/architecture.md §4 and §8), the sites' public keys registered, and a signing key for every checkpoint.
 
 Flower 1.42 serves its Fleet (SuperNodes), Control (`flwr` CLI) and Runtime (ServerApp) APIs from
 one app. It runs here through `server.superlink_gate`: the port sites reach (`port`) answers the
@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared_model.flower_processes import executable, flower_environment, start_group, wait_for_port
+from shared_model.runtime.processes import executable, flower_environment, start_group, wait_for_port
 
 log = logging.getLogger(__name__)
 CONNECTION = "claimpt"
@@ -62,25 +62,51 @@ def check_certificates(certs: Path) -> None:
 
 
 def superlink_command(settings: SuperLinkSettings) -> list[str]:
-    command = [sys.executable, "-m", "server.superlink_gate", "--public-host", settings.host,
-               "--public-port", str(settings.port), "--signatures", str(settings.signatures.resolve()), "--",
-               "--host", "127.0.0.1", "--port", str(settings.control_port),
-               "--database", str(settings.state / "superlink.db"),
-               # The app's dependencies are claimpt's own, installed here: never `uv sync` at run time.
-               "--disable-runtime-dependency-installation"]
+    command = [
+        sys.executable,
+        "-m",
+        "server.superlink_gate",
+        "--public-host",
+        settings.host,
+        "--public-port",
+        str(settings.port),
+        "--signatures",
+        str(settings.signatures.resolve()),
+        "--",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(settings.control_port),
+        "--database",
+        str(settings.state / "superlink.db"),
+        # The app's dependencies are claimpt's own, installed here: never `uv sync` at run time.
+        "--disable-runtime-dependency-installation",
+    ]
     if settings.insecure:
         return [*command, "--insecure"]
     assert settings.certs is not None
-    return [*command, "--ssl-ca-certfile", str(settings.certs / "ca.crt"),
-            "--ssl-certfile", str(settings.certs / "superlink.crt"),
-            "--ssl-keyfile", str(settings.certs / "superlink.key"), "--enable-supernode-auth"]
+    return [
+        *command,
+        "--ssl-ca-certfile",
+        str(settings.certs / "ca.crt"),
+        "--ssl-certfile",
+        str(settings.certs / "superlink.crt"),
+        "--ssl-keyfile",
+        str(settings.certs / "superlink.key"),
+        "--enable-supernode-auth",
+    ]
 
 
 def write_connection(settings: SuperLinkSettings) -> Path:
     """The Flower configuration `flwr run . claimpt` reads (with FLWR_HOME=<state>/flwr-home)."""
     settings.flwr_home.mkdir(parents=True, exist_ok=True)
-    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
-             f"address = {json.dumps(settings.address)}"]
+    lines = [
+        "[superlink]",
+        f'default = "{CONNECTION}"',
+        "",
+        f"[superlink.{CONNECTION}]",
+        f"address = {json.dumps(settings.address)}",
+    ]
     if settings.insecure:
         lines.append("insecure = true")
     else:
@@ -102,15 +128,18 @@ def start_superlink(settings: SuperLinkSettings, *, timeout: float = 60.0) -> su
     """Start the SuperLink in its own process group and wait until it listens."""
     settings.state.mkdir(parents=True, exist_ok=True, mode=0o700)
     if settings.insecure:
-        log.warning("starting the SuperLink WITHOUT TLS or SuperNode authentication (--insecure): "
-                    "anyone who can reach port %d can join and read the model; use only for local tests",
-                    settings.port)
+        log.warning(
+            "starting the SuperLink WITHOUT TLS or SuperNode authentication (--insecure): "
+            "anyone who can reach port %d can join and read the model; use only for local tests",
+            settings.port,
+        )
     else:
         assert settings.certs is not None
         check_certificates(settings.certs)
     write_connection(settings)
-    process = start_group(superlink_command(settings), env=server_environment(settings),
-                          log_file=settings.state / "superlink.log")
+    process = start_group(
+        superlink_command(settings), env=server_environment(settings), log_file=settings.state / "superlink.log"
+    )
     (settings.state / "superlink.pid").write_text(f"{process.pid}\n")  # its process group, for operators
     public = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     wait_for_port(public, settings.port, process=process, timeout=timeout)
@@ -121,9 +150,14 @@ def start_superlink(settings: SuperLinkSettings, *, timeout: float = 60.0) -> su
 
 def register_supernode(settings: SuperLinkSettings, public_key: Path) -> str:
     """Register a site's public key; returns its node id ("" if the key was registered before)."""
-    result = subprocess.run([executable("flwr"), "supernode", "register", str(public_key), CONNECTION,
-                             "--format", "json"], env=server_environment(settings), capture_output=True, text=True,
-                            timeout=120, check=False)
+    result = subprocess.run(
+        [executable("flwr"), "supernode", "register", str(public_key), CONNECTION, "--format", "json"],
+        env=server_environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     try:
         reply = json.loads(result.stdout)
     except json.JSONDecodeError as exc:

@@ -43,12 +43,18 @@ class PublicListenerGate:
 
     async def __call__(self, scope, receive, send) -> None:
         server = scope.get("server") or (None, None)
-        if scope["type"] == "http" and server[1] == self.public_port and \
-                not str(scope.get("path", "")).startswith(PUBLIC_ROUTES):
-            await send({"type": "http.response.start", "status": 403,
-                        "headers": [(b"content-type", b"text/plain")]})
-            await send({"type": "http.response.body",
-                        "body": b"this port serves the Fleet API only; the control plane is local to the server"})
+        if (
+            scope["type"] == "http"
+            and server[1] == self.public_port
+            and not str(scope.get("path", "")).startswith(PUBLIC_ROUTES)
+        ):
+            await send({"type": "http.response.start", "status": 403, "headers": [(b"content-type", b"text/plain")]})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"this port serves the Fleet API only; the control plane is local to the server",
+                }
+            )
             return
         await self.app(scope, receive, send)
 
@@ -67,18 +73,16 @@ def install(public_host: str, public_port: int, signatures: Path) -> None:
     """Patch the SuperLink in this process: the gate middleware, a second (public) listener and
     the signatures of consortium-signed bundles."""
     import uvicorn
-    from starlette.middleware import Middleware
-
     from flwr.superlink import extensions
     from flwr.superlink.servicer.control import control_handlers
+    from starlette.middleware import Middleware
 
     hooked = extensions.get_middleware
     extensions.get_middleware = lambda: (Middleware(PublicListenerGate, public_port=public_port), *hooked())
 
     def run_on_two_listeners(app, host: str, port: int, **options) -> None:
         config = uvicorn.Config(app, host=host, port=port, **options)
-        uvicorn.Server(config).run(sockets=[_listening_socket(host, port),
-                                            _listening_socket(public_host, public_port)])
+        uvicorn.Server(config).run(sockets=[_listening_socket(host, port), _listening_socket(public_host, public_port)])
 
     uvicorn.run = run_on_two_listeners
     unsigned_fab = control_handlers.Fab

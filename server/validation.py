@@ -1,5 +1,5 @@
 """Update validation as a strategy wrapper, in the style of Flower's DP wrappers: it composes with
-any strategy (robust or DP) instead of being re-implemented per strategy (DESIGN 4)."""
+any strategy (robust or DP) instead of being re-implemented per strategy (docs/architecture.md §4)."""
 
 from __future__ import annotations
 
@@ -47,8 +47,9 @@ class UpdateValidation(Strategy):
     `min_valid` usable replies keep the previous global model.
     """
 
-    def __init__(self, strategy: Strategy, *, max_update_norm: float = 0.0, max_norm_ratio: float = 0.0,
-                 min_valid: int = 1) -> None:
+    def __init__(
+        self, strategy: Strategy, *, max_update_norm: float = 0.0, max_norm_ratio: float = 0.0, min_valid: int = 1
+    ) -> None:
         super().__init__()
         self.strategy = strategy
         self.max_update_norm = max_update_norm
@@ -59,12 +60,16 @@ class UpdateValidation(Strategy):
         self.reports: dict[int, RoundReport] = {}
 
     def summary(self) -> None:
-        log.info("UpdateValidation(max_update_norm=%s, max_norm_ratio=%s) wrapping:", self.max_update_norm,
-                 self.max_norm_ratio)
+        log.info(
+            "UpdateValidation(max_update_norm=%s, max_norm_ratio=%s) wrapping:",
+            self.max_update_norm,
+            self.max_norm_ratio,
+        )
         self.strategy.summary()
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-                        ) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         self.current_arrays = arrays.to_numpy_ndarrays()
         return self.strategy.configure_train(server_round, arrays, config, grid)
 
@@ -81,7 +86,9 @@ class UpdateValidation(Strategy):
                 return f"array {i} has shape {got.shape}, expected {want.shape}", 0.0
             if not np.isfinite(got).all():
                 return f"array {i} has non-finite values", 0.0
-        norm = float(np.sqrt(sum(np.sum((a.astype(np.float64) - b) ** 2) for a, b in zip(arrays, expected, strict=True))))
+        norm = float(
+            np.sqrt(sum(np.sum((a.astype(np.float64) - b) ** 2) for a, b in zip(arrays, expected, strict=True)))
+        )
         if self.max_update_norm and norm > self.max_update_norm:
             return f"update norm {norm:.3g} exceeds the bound {self.max_update_norm:.3g}", norm
         return None, norm
@@ -99,57 +106,76 @@ class UpdateValidation(Strategy):
         if not claimed >= 1:  # also catches NaN
             return f"num-examples {claimed!r} is not a positive count"
         if claimed > self.example_caps[node]:
-            log.warning("round %d: node %d claims %g examples, %d in the vocabulary round: capped", server_round,
-                        node, claimed, self.example_caps[node])
+            log.warning(
+                "round %d: node %d claims %g examples, %d in the vocabulary round: capped",
+                server_round,
+                node,
+                claimed,
+                self.example_caps[node],
+            )
             metrics["num-examples"] = self.example_caps[node]
         return None
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = sorted(replies, key=lambda m: (m.has_error(), _site_key(m) if not m.has_error() else 0))
         report = RoundReport(received=len(replies))
         usable: list[tuple[Message, float]] = []
         for message in replies:
             if message.has_error():
                 report.failed += 1
-                log.warning("round %d: node %d failed: %s", server_round, message.metadata.src_node_id,
-                            message.error.reason)
+                log.warning(
+                    "round %d: node %d failed: %s", server_round, message.metadata.src_node_id, message.error.reason
+                )
                 continue
             problem, norm = self._problem(message)
             problem = problem or self._cap_examples(server_round, message)
             if problem:
                 report.dropped.append((message.metadata.src_node_id, problem))
-                log.warning("round %d: dropped update of node %d: %s", server_round, message.metadata.src_node_id, problem)
+                log.warning(
+                    "round %d: dropped update of node %d: %s", server_round, message.metadata.src_node_id, problem
+                )
                 continue
             usable.append((message, norm))
         if self.max_norm_ratio and len(usable) >= 2:
             norms = [n for _, n in usable]
             for index, (message, norm) in enumerate(list(usable)):
-                others = float(np.median(norms[:index] + norms[index + 1:]))  # leave-one-out: works for 2 sites
+                others = float(np.median(norms[:index] + norms[index + 1 :]))  # leave-one-out: works for 2 sites
                 if others > 0 and norm > self.max_norm_ratio * others:
                     reason = f"update norm {norm:.3g} is {norm / others:.1f}x the median {others:.3g} of the others"
                     report.dropped.append((message.metadata.src_node_id, reason))
-                    log.warning("round %d: dropped update of node %d: %s", server_round, message.metadata.src_node_id, reason)
+                    log.warning(
+                        "round %d: dropped update of node %d: %s", server_round, message.metadata.src_node_id, reason
+                    )
                     usable.remove((message, norm))
         valid = [m for m, _ in usable]
         seconds = [float(next(iter(m.content.metric_records.values())).get("train-seconds", 0.0)) for m in valid]
         report.slowest_train_seconds = max(seconds, default=0.0)
         report.total_train_seconds = sum(seconds)
-        report.site_epsilon = max((float(next(iter(m.content.metric_records.values())).get("dp-epsilon", 0.0))
-                                   for m in valid), default=0.0)
+        report.site_epsilon = max(
+            (float(next(iter(m.content.metric_records.values())).get("dp-epsilon", 0.0)) for m in valid), default=0.0
+        )
         self.reports[server_round] = report
         if len(valid) < self.min_valid:
-            log.warning("round %d: %d usable update(s), fewer than %d: the global model is kept", server_round,
-                        len(valid), self.min_valid)
+            log.warning(
+                "round %d: %d usable update(s), fewer than %d: the global model is kept",
+                server_round,
+                len(valid),
+                self.min_valid,
+            )
             return None, None
         return self.strategy.aggregate_train(server_round, valid)
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-                           ) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         return self.strategy.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         valid = [r for r in replies if not r.has_error()]
         if server_round in self.reports:
             self.reports[server_round].total_eval_seconds = sum(
-                float(next(iter(r.content.metric_records.values())).get("eval-seconds", 0.0)) for r in valid)
+                float(next(iter(r.content.metric_records.values())).get("eval-seconds", 0.0)) for r in valid
+            )
         return self.strategy.aggregate_evaluate(server_round, valid)

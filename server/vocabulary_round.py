@@ -1,4 +1,4 @@
-"""Vocabulary round (DESIGN 2.3): sites report codes seen in >= k patients; the server sums the
+"""Vocabulary round (docs/architecture.md §2): sites report codes seen in >= k patients; the server sums the
 counts, keeps the top `max_vocab` deterministically and broadcasts the result with each round."""
 
 from __future__ import annotations
@@ -25,13 +25,18 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout: float = 600.0) -> list[int
     return nodes
 
 
-def vocabulary_round(grid: Grid, *, k: int, minimum_sites: int, max_vocab: int | None
-                     ) -> tuple[Vocabulary, dict[int, int]]:
+def vocabulary_round(
+    grid: Grid, *, k: int, minimum_sites: int, max_vocab: int | None
+) -> tuple[Vocabulary, dict[int, int]]:
     """The consortium vocabulary, and each node's reported training patients (which cap its
     FedAvg weight later)."""
     nodes = wait_for_nodes(grid, minimum_sites)
-    messages = [Message(RecordDict({"config": ConfigRecord({"k-anonymity": k})}), dst_node_id=node,
-                        message_type="query.vocabulary") for node in nodes]
+    messages = [
+        Message(
+            RecordDict({"config": ConfigRecord({"k-anonymity": k})}), dst_node_id=node, message_type="query.vocabulary"
+        )
+        for node in nodes
+    ]
     replies = [r for r in grid.send_and_receive(messages) if not _failed(r)]
     if len(replies) < minimum_sites:
         raise RuntimeError(f"vocabulary round: {len(replies)} site(s) answered, {minimum_sites} required")
@@ -49,8 +54,12 @@ def vocabulary_round(grid: Grid, *, k: int, minimum_sites: int, max_vocab: int |
             if parent and code not in parents:
                 parents[str(code)] = [str(parent)]
     vocabulary = Vocabulary.from_counts(dict(totals), parents=parents, max_size=max_vocab)
-    log.info("vocabulary round: %d sites, %d codes, %d target groups", len(replies), len(vocabulary.codes),
-             vocabulary.n_groups)
+    log.info(
+        "vocabulary round: %d sites, %d codes, %d target groups",
+        len(replies),
+        len(vocabulary.codes),
+        vocabulary.n_groups,
+    )
     return vocabulary, patients
 
 

@@ -1,5 +1,5 @@
 """Shared model package: data schema and validation, tensorisation, the Claim-PT transformer,
 objectives, fine-tuning, metrics and the checkpoint format.
 
-Imports none of `client`, `server` or `simulations` (DESIGN section 1).
+Imports none of `client`, `server` or `simulations` (docs/architecture.md §1).
 """

@@ -1,4 +1,4 @@
-"""The checkpoint format: the one place a model is written and read (DESIGN 3).
+"""The checkpoint format: the one place a model is written and read (docs/architecture.md §3).
 
 A checkpoint is a directory: `weights.npz` (arrays in the model's variable order),
 `vocabulary.json`, `config.json`, `manifest.json` (sha256 of each file, variable paths and
@@ -27,7 +27,12 @@ from shared_model.vocabulary import Vocabulary
 
 FORMAT = "claimpt-checkpoint/1"
 WEIGHTS_FILE, VOCAB_FILE, CONFIG_FILE, MANIFEST_FILE, SIGNATURE_FILE = (
-    "weights.npz", "vocabulary.json", "config.json", "manifest.json", "manifest.sig")
+    "weights.npz",
+    "vocabulary.json",
+    "config.json",
+    "manifest.json",
+    "manifest.sig",
+)
 KIND_PRETRAINING = "pretraining"
 KIND_TASK = "task"
 REQUIRED_FILES = (WEIGHTS_FILE, VOCAB_FILE, CONFIG_FILE)
@@ -78,9 +83,18 @@ def weights_bytes(weights: list[np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def save_checkpoint(directory: str | Path, model, config: ClaimTransformerConfig, vocabulary: Vocabulary, *,
-                    kind: str = KIND_PRETRAINING, extra: dict[str, Any] | None = None, overwrite: bool = True,
-                    signer=None, extra_files: dict[str, bytes] | None = None) -> Path:
+def save_checkpoint(
+    directory: str | Path,
+    model,
+    config: ClaimTransformerConfig,
+    vocabulary: Vocabulary,
+    *,
+    kind: str = KIND_PRETRAINING,
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = True,
+    signer=None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
     """Write the checkpoint of `model` atomically. `signer(bytes) -> bytes` signs manifest.json;
     `extra_files` (e.g. server strategy state) are stored and hashed like the others."""
     directory = Path(directory)

@@ -1,4 +1,4 @@
-"""What the model attends to and which codes drive an output (DESIGN 3, attention playground).
+"""What the model attends to and which codes drive an output (docs/architecture.md §3, attention playground).
 
 Attention: the real per-layer, per-head softmax weights of the transformer's self-attention,
 (patients, heads, 1 + visits, 1 + visits), token 0 being the demographic token. Padded visits
@@ -19,9 +19,7 @@ from shared_model.checkpoint import KIND_PRETRAINING, Checkpoint, assign_weights
 from shared_model.config import ClaimTransformerConfig
 from shared_model.model import PretrainingModel, TaskModel, build_encoder, encoder_forward
 from shared_model.tasks import NEXT_VISIT
-from shared_model.tensorize import MODEL_INPUTS
-
-Arrays = dict[str, np.ndarray]
+from shared_model.tensorize import MODEL_INPUTS, Arrays
 
 
 @dataclass(frozen=True)
@@ -56,8 +54,9 @@ class Explanation:
     patient: np.ndarray  # (N, patient_dim) patient vectors
 
 
-def explain(model: ExplainedModel, arrays: Arrays, *, output_index: int | None = None,
-            batch_size: int = 128) -> Explanation:
+def explain(
+    model: ExplainedModel, arrays: Arrays, *, output_index: int | None = None, batch_size: int = 128
+) -> Explanation:
     """Attention and code attributions for every sample in `arrays`. The explained output is
     `output_index` when given, else each patient's highest logit (one logit for a binary task)."""
     n = len(arrays["codes"])
@@ -66,14 +65,17 @@ def explain(model: ExplainedModel, arrays: Arrays, *, output_index: int | None =
     attention: list[list[np.ndarray]] = [[] for _ in range(model.config.n_layers)]
     parts: dict[str, list[np.ndarray]] = {"attribution": [], "index": [], "logit": [], "patient": []}
     for start in range(0, n, batch_size):
-        batch = {k: tf.convert_to_tensor(arrays[k][start:start + batch_size].astype(np.int32)) for k in MODEL_INPUTS}
+        batch = {k: tf.convert_to_tensor(arrays[k][start : start + batch_size].astype(np.int32)) for k in MODEL_INPUTS}
         gate = tf.ones(tf.shape(batch["codes"]), tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(gate)
             outputs = encoder_forward(model.encoder.get_layer, model.config, batch, code_gate=gate, training=False)
             logits = model.head(outputs["patient"])
-            index = (tf.fill([tf.shape(logits)[0]], output_index) if output_index is not None
-                     else tf.argmax(logits, axis=-1, output_type=tf.int32))
+            index = (
+                tf.fill([tf.shape(logits)[0]], output_index)
+                if output_index is not None
+                else tf.argmax(logits, axis=-1, output_type=tf.int32)
+            )
             chosen = tf.gather(logits, index, axis=1, batch_dims=1)
         gradient = tape.gradient(chosen, gate)  # each sample's logit depends on its own codes only
         present = tf.cast(batch["codes"] > 0, tf.float32)
@@ -83,9 +85,13 @@ def explain(model: ExplainedModel, arrays: Arrays, *, output_index: int | None =
         parts["patient"].append(outputs["patient"].numpy())
         for layer in range(model.config.n_layers):
             attention[layer].append(outputs[f"attention_{layer}"].numpy())
-    return Explanation([np.concatenate(a) for a in attention], np.concatenate(parts["attribution"]),
-                       np.concatenate(parts["index"]), np.concatenate(parts["logit"]),
-                       np.concatenate(parts["patient"]))
+    return Explanation(
+        [np.concatenate(a) for a in attention],
+        np.concatenate(parts["attribution"]),
+        np.concatenate(parts["index"]),
+        np.concatenate(parts["logit"]),
+        np.concatenate(parts["patient"]),
+    )
 
 
 def patient_vectors(model: ExplainedModel, arrays: Arrays, *, batch_size: int = 512) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Fine-tune one task at one site on a small labelled cohort; evaluate on the site's held-out split.
 
 Models: "transformer" (from a pretrained checkpoint, or from scratch without one) and "logreg"
-(bag-of-codes logistic regression, C chosen on the tuning cohort). All draw the same cohort.
+(bag-of-codes logistic regression, C by cross-validation over train + tuning). All draw the same cohort.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from shared_model.metrics import binary_metrics, recall_at_k
 from shared_model.model import PretrainingModel, build_encoder
 from shared_model.model_selection import choose_c
 from shared_model.tasks import NEXT_VISIT, task_arrays, task_kind, task_target, training_vocabulary
-from shared_model.tensorize import select
+from shared_model.tensorize import Arrays, select
 from shared_model.training import FinetuneSettings, finetune, predict_task, seed_everything
 
 log = logging.getLogger(__name__)
-Arrays = dict[str, np.ndarray]
 MODELS = ("transformer", "logreg")
 MIN_TUNING = 100
 LOGREG_C = (0.01, 0.1, 1.0)
@@ -54,11 +53,13 @@ def draw_cohort(splits: dict[str, Arrays], train_size: int | None, seed: int) ->
 
 
 def _labels_frame(arrays: Arrays) -> pd.DataFrame:
-    return pd.DataFrame({
-        "subject_id": arrays["subject_id"],
-        "prediction_time": arrays["prediction_day"].astype("datetime64[D]").astype("datetime64[us]"),
-        "boolean_value": arrays["label"] > 0.5,
-    })
+    return pd.DataFrame(
+        {
+            "subject_id": arrays["subject_id"],
+            "prediction_time": arrays["prediction_day"].astype("datetime64[D]").astype("datetime64[us]"),
+            "boolean_value": arrays["label"] > 0.5,
+        }
+    )
 
 
 def logreg_scores(dataset: MedsDataset, cohort: Cohort, seed: int) -> tuple[np.ndarray, float]:
@@ -71,8 +72,15 @@ def logreg_scores(dataset: MedsDataset, cohort: Cohort, seed: int) -> tuple[np.n
     y_train = train["boolean_value"].to_numpy()
     if len(np.unique(y_train)) < 2:
         return np.full(len(held_out), float(y_train.mean())), float("nan")
-    c = choose_c(lambda c: logreg_pipeline(seed=seed, C=c), LOGREG_C, x_train, y_train, x_tuning,
-                 tuning["boolean_value"].to_numpy(), seed)
+    c = choose_c(
+        lambda c: logreg_pipeline(seed=seed, C=c),
+        LOGREG_C,
+        x_train,
+        y_train,
+        x_tuning,
+        tuning["boolean_value"].to_numpy(),
+        seed,
+    )
     return fit_logreg(x_train, y_train, seed=seed, C=c).predict_proba(x_held_out)[:, 1], c
 
 
@@ -91,10 +99,18 @@ def run_finetune(dataset: MedsDataset, task: str, **options: Any) -> dict[str, A
     return finetune_and_score(dataset, task, **options).record
 
 
-def finetune_and_score(dataset: MedsDataset, task: str, *, train_size: int | None, seed: int,
-                       checkpoint: Checkpoint | None = None, model: str = "transformer",
-                       settings: FinetuneSettings | None = None, model_config: ClaimTransformerConfig | None = None,
-                       out: Path | None = None) -> FinetuneOutcome:
+def finetune_and_score(
+    dataset: MedsDataset,
+    task: str,
+    *,
+    train_size: int | None,
+    seed: int,
+    checkpoint: Checkpoint | None = None,
+    model: str = "transformer",
+    settings: FinetuneSettings | None = None,
+    model_config: ClaimTransformerConfig | None = None,
+    out: Path | None = None,
+) -> FinetuneOutcome:
     """Draw the cohort, fit the model, score the site's held-out split."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
@@ -109,13 +125,18 @@ def finetune_and_score(dataset: MedsDataset, task: str, *, train_size: int | Non
     else:
         vocabulary = training_vocabulary([dataset])
         config = model_config or ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups)
-        config = ClaimTransformerConfig.from_dict({**config.to_dict(), "vocab_size": vocabulary.size,
-                                                   "n_groups": vocabulary.n_groups})
+        config = ClaimTransformerConfig.from_dict(
+            {**config.to_dict(), "vocab_size": vocabulary.size, "n_groups": vocabulary.n_groups}
+        )
     splits = task_arrays(dataset, task, vocabulary)
     cohort = draw_cohort(splits, train_size, seed)
     record: dict[str, Any] = {
-        "task": task, "model": model, "pretrained": checkpoint is not None, "seed": seed,
-        "train_size": len(cohort.train["subject_id"]), "tuning_size": len(cohort.tuning["subject_id"]),
+        "task": task,
+        "model": model,
+        "pretrained": checkpoint is not None,
+        "seed": seed,
+        "train_size": len(cohort.train["subject_id"]),
+        "tuning_size": len(cohort.tuning["subject_id"]),
         "held_out_size": len(cohort.held_out["subject_id"]),
     }
     if task != NEXT_VISIT:
@@ -133,16 +154,36 @@ def finetune_and_score(dataset: MedsDataset, task: str, *, train_size: int | Non
         else:
             encoder = build_encoder(config)
         n_outputs = vocabulary.n_groups if task == NEXT_VISIT else 1
-        task_model = finetune(encoder, task_kind(task), n_outputs, cohort.train, cohort.tuning, task_target(task),
-                              settings, config.n_layers, pretrained=checkpoint is not None)
+        task_model = finetune(
+            encoder,
+            task_kind(task),
+            n_outputs,
+            cohort.train,
+            cohort.tuning,
+            task_target(task),
+            settings,
+            config.n_layers,
+            pretrained=checkpoint is not None,
+        )
         scores = predict_task(task_model, cohort.held_out, task_target(task))
         record["settings"] = asdict(settings)
         if out is not None:
-            save_checkpoint(out / "checkpoint", task_model, config, vocabulary, kind=KIND_TASK,
-                            extra={"task": task, "task_kind": task_kind(task), "n_outputs": n_outputs})
+            save_checkpoint(
+                out / "checkpoint",
+                task_model,
+                config,
+                vocabulary,
+                kind=KIND_TASK,
+                extra={"task": task, "task_kind": task_kind(task), "n_outputs": n_outputs},
+            )
     targets = cohort.held_out["target_groups" if task == NEXT_VISIT else "label"]
     record.update(recall_at_k(targets, scores) if task == NEXT_VISIT else binary_metrics(targets, scores))
     record["seconds"] = round(time.perf_counter() - started, 2)
-    log.info("%s %s n=%s: %s", task, model, record["train_size"],
-             {k: round(v, 4) for k, v in record.items() if k.startswith(("auroc", "auprc", "recall"))})
+    log.info(
+        "%s %s n=%s: %s",
+        task,
+        model,
+        record["train_size"],
+        {k: round(v, 4) for k, v in record.items() if k.startswith(("auroc", "auprc", "recall"))},
+    )
     return FinetuneOutcome(record, targets, scores)

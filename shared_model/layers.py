@@ -23,7 +23,9 @@ class VisitEmbedding(keras.layers.Layer):
         if time_encoding == "day_of_year":
             self.date_embedding = keras.layers.Embedding(367, d_model, name="date_embedding")
         else:
-            self.days_before_embedding = keras.layers.Embedding(DAYS_BEFORE_BUCKETS, d_model, name="days_before_embedding")
+            self.days_before_embedding = keras.layers.Embedding(
+                DAYS_BEFORE_BUCKETS, d_model, name="days_before_embedding"
+            )
             self.age_embedding = keras.layers.Embedding(AGE_MONTH_BUCKETS, d_model, name="age_embedding")
 
     def call(self, codes, visit_type, date_index, days_before, age_days, code_gate=None, code_vectors=None):
@@ -64,8 +66,12 @@ class VisitEmbedding(keras.layers.Layer):
         return tf.reshape(summed, [-1, n_visits, self.d_model])
 
     def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size, "d_model": self.d_model,
-                "time_encoding": self.time_encoding}
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "d_model": self.d_model,
+            "time_encoding": self.time_encoding,
+        }
 
 
 class DemographicToken(keras.layers.Layer):
@@ -88,8 +94,9 @@ class DemographicToken(keras.layers.Layer):
 class TransformerBlock(keras.layers.Layer):
     """Self-attention + feed-forward, post-LN (Claim-PT) or pre-LN; returns the attention weights."""
 
-    def __init__(self, d_model: int, n_heads: int, ffn_dim: int, dropout: float = 0.0, pre_layer_norm: bool = False,
-                 **kwargs):
+    def __init__(
+        self, d_model: int, n_heads: int, ffn_dim: int, dropout: float = 0.0, pre_layer_norm: bool = False, **kwargs
+    ):
         super().__init__(**kwargs)
         self.d_model, self.n_heads, self.ffn_dim = d_model, n_heads, ffn_dim
         self.dropout_rate, self.pre_layer_norm = dropout, pre_layer_norm
@@ -103,8 +110,9 @@ class TransformerBlock(keras.layers.Layer):
     def call(self, x, attention_mask, training=None):
         """`attention_mask`: (batch, tokens, tokens) booleans; padded keys get zero weight."""
         h = self.norm_attention(x) if self.pre_layer_norm else x
-        attended, scores = self.attention(h, h, attention_mask=attention_mask, return_attention_scores=True,
-                                          training=training)
+        attended, scores = self.attention(
+            h, h, attention_mask=attention_mask, return_attention_scores=True, training=training
+        )
         x = x + self.dropout(attended, training=training)
         if not self.pre_layer_norm:
             x = self.norm_attention(x)
@@ -115,5 +123,11 @@ class TransformerBlock(keras.layers.Layer):
         return x, scores
 
     def get_config(self):
-        return {**super().get_config(), "d_model": self.d_model, "n_heads": self.n_heads, "ffn_dim": self.ffn_dim,
-                "dropout": self.dropout_rate, "pre_layer_norm": self.pre_layer_norm}
+        return {
+            **super().get_config(),
+            "d_model": self.d_model,
+            "n_heads": self.n_heads,
+            "ffn_dim": self.ffn_dim,
+            "dropout": self.dropout_rate,
+            "pre_layer_norm": self.pre_layer_norm,
+        }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -18,8 +18,9 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
 def recall_at_k(target_indices: np.ndarray, scores: np.ndarray, ks: Sequence[int] = (5, 10, 30)) -> dict[str, float]:
     """Mean over samples with any target of |top-k scored groups ∩ targets| / |targets|."""
     per_sample = per_sample_recall_at_k(target_indices, scores, ks)
-    return {f"recall@{k}": float(per_sample[:, i].mean()) if len(per_sample) else float("nan")
-            for i, k in enumerate(ks)}
+    return {
+        f"recall@{k}": float(per_sample[:, i].mean()) if len(per_sample) else float("nan") for i, k in enumerate(ks)
+    }
 
 
 def group_frequency_scores(train_targets: np.ndarray, n_groups: int, n_rows: int) -> np.ndarray:
@@ -29,23 +30,9 @@ def group_frequency_scores(train_targets: np.ndarray, n_groups: int, n_rows: int
     return np.broadcast_to(counts, (n_rows, n_groups))
 
 
-def bootstrap_interval(labels: np.ndarray, scores: np.ndarray, metric: Callable[[np.ndarray, np.ndarray], float],
-                       *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of `metric` over resampled rows (resamples with one class skipped)."""
-    rng = np.random.default_rng(seed)
-    labels, scores = np.asarray(labels), np.asarray(scores)
-    values = []
-    for _ in range(n_boot):
-        rows = rng.integers(0, len(labels), len(labels))
-        if labels[rows].min() == labels[rows].max():
-            continue
-        values.append(metric(labels[rows], scores[rows]))
-    lo, hi = np.percentile(values, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    return float(lo), float(hi)
-
-
-def per_sample_recall_at_k(target_indices: np.ndarray, scores: np.ndarray, ks: Sequence[int] = (5, 10, 30)
-                           ) -> np.ndarray:
+def per_sample_recall_at_k(
+    target_indices: np.ndarray, scores: np.ndarray, ks: Sequence[int] = (5, 10, 30)
+) -> np.ndarray:
     """Recall@k of every sample with a target (rows) for each k (columns); `recall_at_k` is its mean."""
     targets = np.asarray(target_indices)
     has_target = (targets >= 0).any(axis=1)

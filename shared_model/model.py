@@ -1,4 +1,4 @@
-"""The Claim-PT transformer: the one place models are built (DESIGN 3).
+"""The Claim-PT transformer: the one place models are built (docs/architecture.md §3).
 
 `build_encoder` maps the tensor layout to a patient vector (token 0 through Dense(patient_dim))
 and contextual visit vectors. `PretrainingModel` adds the NVP and CP heads; `TaskModel` adds a
@@ -13,8 +13,13 @@ from keras import ops
 
 from shared_model.config import ClaimTransformerConfig
 from shared_model.layers import DemographicToken, TransformerBlock, VisitEmbedding
-from shared_model.objectives import binary_bce_from_logits, dense_multilabel_bce_sum, multilabel_bce_from_indices
-from shared_model.privacy import DPSGD, DPSettings
+from shared_model.objectives import (
+    ProximalTerm,
+    binary_bce_from_logits,
+    dense_multilabel_bce_sum,
+    multilabel_bce_from_indices,
+)
+from shared_model.privacy import DPSGD
 from shared_model.tensorize import MODEL_INPUTS
 
 TASK_BINARY = "binary"
@@ -24,8 +29,14 @@ CP_ROW_BUCKET = 256  # real visits per batch are padded to a multiple of this fo
 
 def model_inputs(config: ClaimTransformerConfig) -> dict[str, keras.KerasTensor]:
     v, c = config.max_visits, config.max_codes
-    shapes = {"codes": (v, c), "visit_type": (v,), "date_index": (v,), "days_before": (v,), "age_days": (v,),
-              "demo": (2,)}
+    shapes = {
+        "codes": (v, c),
+        "visit_type": (v,),
+        "date_index": (v,),
+        "days_before": (v,),
+        "age_days": (v,),
+        "demo": (2,),
+    }
     return {name: keras.Input(shape=shapes[name], dtype="int32", name=name) for name in MODEL_INPUTS}
 
 
@@ -51,8 +62,9 @@ def _new_layer(config: ClaimTransformerConfig, name: str) -> keras.layers.Layer:
     if name == "embedding_dropout":
         return keras.layers.Dropout(config.dropout, name=name)
     if name.startswith("block_"):
-        return TransformerBlock(config.d_model, config.n_heads, config.ffn_dim, config.dropout,
-                                config.pre_layer_norm, name=name)
+        return TransformerBlock(
+            config.d_model, config.n_heads, config.ffn_dim, config.dropout, config.pre_layer_norm, name=name
+        )
     if name == "final_norm":
         return keras.layers.LayerNormalization(epsilon=1e-6, name=name)
     if name == "patient_vector":
@@ -60,15 +72,22 @@ def _new_layer(config: ClaimTransformerConfig, name: str) -> keras.layers.Layer:
     raise KeyError(name)
 
 
-def encoder_forward(layer, config: ClaimTransformerConfig, inputs: dict, *, code_gate=None, code_vectors=None,
-                    training=None) -> dict:
+def encoder_forward(
+    layer, config: ClaimTransformerConfig, inputs: dict, *, code_gate=None, code_vectors=None, training=None
+) -> dict:
     """The encoder's computation, written once: `build_encoder` runs it on symbolic inputs (with
     `layer` creating each named layer), the attention playground runs it eagerly on a built
     encoder's layers (`layer = encoder.get_layer`) with a `code_gate` to differentiate, DP-SGD
     with the looked-up `code_vectors` to differentiate."""
-    visits = layer("visit_embedding")(inputs["codes"], inputs["visit_type"], inputs["date_index"],
-                                      inputs["days_before"], inputs["age_days"], code_gate=code_gate,
-                                      code_vectors=code_vectors)
+    visits = layer("visit_embedding")(
+        inputs["codes"],
+        inputs["visit_type"],
+        inputs["date_index"],
+        inputs["days_before"],
+        inputs["age_days"],
+        code_gate=code_gate,
+        code_vectors=code_vectors,
+    )
     demo = layer("demographic_token")(inputs["demo"])
     x = ops.concatenate([demo, visits], axis=1)
     token_valid = ops.concatenate([ops.ones_like(inputs["visit_type"][:, :1]), inputs["visit_type"]], axis=1) > 0
@@ -105,42 +124,25 @@ class PretrainingModel(keras.Model):
         self.cp_head.build((None, config.d_model))
         self.nvp_loss = keras.metrics.Mean(name="nvp_loss")
         self.cp_loss = keras.metrics.Mean(name="cp_loss")
-        # FedProx state is kept out of Keras' tracking: it must never become part of model.weights
-        self.__dict__["_proximal"] = None
-        self.__dict__["_privacy"] = None  # a DPSGD under differentially private training
+        # What federated training adds to the step, as explicit objects (plain Python objects: Keras
+        # does not track them, so their variables never become part of model.weights):
+        self.proximal: ProximalTerm | None = None  # FedProx's term, added to the loss
+        self.privacy: DPSGD | None = None  # DP-SGD's noisy clipped gradients replace the plain ones
         # one XLA-compiled head + loss per model (NVP and CP; its trace cache follows this model's shapes)
-        self.__dict__["_fused_head_loss"] = tf.function(dense_multilabel_bce_sum, jit_compile=True)
+        self.fused_head_loss = tf.function(dense_multilabel_bce_sum, jit_compile=True)
 
-    def set_proximal_anchor(self, weights: list, mu: float) -> None:
-        """FedProx: add mu/2 * ||w - anchor||^2 over trainable weights to the loss.
-
-        Anchors live in non-trainable variables, so a compiled model takes new anchors every
-        round without retracing."""
-        by_path = {v.path: w for v, w in zip(self.weights, weights, strict=True)}
-        if self._proximal is None:
-            self.__dict__["_proximal"] = (tf.Variable(0.0, trainable=False),
-                                          [tf.Variable(tf.zeros(v.shape), trainable=False) for v in self.trainable_variables])
-        mu_variable, anchors = self._proximal
-        mu_variable.assign(float(mu))
-        for anchor, variable in zip(anchors, self.trainable_variables, strict=True):
-            anchor.assign(by_path[variable.path])
-
-    def enable_dp_sgd(self, settings: DPSettings | None, seed: int = 0) -> None:
-        """Train with DP-SGD (or, with None, normally again) from the next fit on. The same
-        settings again only reseed the noise: the compiled step is kept across rounds."""
-        current = self._privacy
-        if settings is not None and current is not None and current.settings == settings:
-            current.noise.reset_from_seed(seed)
-            return
-        self.__dict__["_privacy"] = DPSGD(self, settings, seed) if settings is not None else None
-        self.train_function = None
+    def use_privacy(self, privacy: DPSGD | None) -> None:
+        """Train with DP-SGD's gradients (or, with None, plain ones) from the next fit on."""
+        if privacy is not self.privacy:
+            self.privacy = privacy
+            self.train_function = None  # the step changes: Keras traces it again
 
     def train_step(self, data):
-        if self._privacy is None:
+        if self.privacy is None:
             return super().train_step(data)
         x, y = data[0], data[1]
-        gradients, losses, _ = self._privacy.gradients(x, y)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        gradients, losses, _ = self.privacy.gradients(x, y)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
         self._loss_tracker.update_state(ops.mean(losses), sample_weight=ops.shape(losses)[0])
         return self.get_metrics_result()
 
@@ -159,17 +161,16 @@ class PretrainingModel(keras.Model):
         self.nvp_loss.update_state(nvp)
         self.cp_loss.update_state(cp)
         loss = self.model_config.nvp_weight * nvp + self.model_config.cp_weight * cp
-        if self._proximal is not None and training:
-            mu_variable, anchors = self._proximal
-            distance = sum(ops.sum(ops.square(v - a)) for v, a in zip(self.trainable_variables, anchors, strict=True))
-            loss = loss + mu_variable / 2 * distance
+        if self.proximal is not None and training:
+            loss = loss + self.proximal(self.trainable_variables)
         return loss
 
     def patient_loss(self, inputs: dict, targets: dict, code_vectors=None):
         """One patient's loss (a batch axis of 1), self-contained for DP-SGD's per-patient
         gradients: NVP + the mean CP loss over this patient's real visits."""
-        encoded = encoder_forward(self.encoder.get_layer, self.model_config, inputs, code_vectors=code_vectors,
-                                  training=True)
+        encoded = encoder_forward(
+            self.encoder.get_layer, self.model_config, inputs, code_vectors=code_vectors, training=True
+        )
         nvp = multilabel_bce_from_indices(self.nvp_head(encoded["patient"]), targets["target_groups"])[0]
         per_visit = multilabel_bce_from_indices(self.cp_head(encoded["visits"]), targets["visit_groups"])[0]
         valid = ops.cast(inputs["visit_type"][0] > 0, per_visit.dtype)
@@ -180,8 +181,9 @@ class PretrainingModel(keras.Model):
         """Mean NVP loss, its head fused with the loss like the CP head's (the training loss does
         not use the `nvp` logits `call` returns for inference)."""
         weight = tf.ones_like(patients[:, 0])
-        total = self._fused_head_loss(self.nvp_head.kernel.value, self.nvp_head.bias.value, patients, target_groups,
-                                      weight)
+        total = self.fused_head_loss(
+            self.nvp_head.kernel.value, self.nvp_head.bias.value, patients, target_groups, weight
+        )
         return total / tf.maximum(tf.reduce_sum(weight), 1.0)
 
     def category_loss(self, visits, valid, visit_groups):
@@ -193,9 +195,13 @@ class PretrainingModel(keras.Model):
         count = tf.shape(real_visits)[0]
         padding = -count % CP_ROW_BUCKET
         weight = tf.cast(tf.range(count + padding) < count, real_visits.dtype)
-        total = self._fused_head_loss(self.cp_head.kernel.value, self.cp_head.bias.value,
-                                      tf.pad(real_visits, [[0, padding], [0, 0]]),
-                                      tf.pad(groups, [[0, padding], [0, 0]], constant_values=-1), weight)
+        total = self.fused_head_loss(
+            self.cp_head.kernel.value,
+            self.cp_head.bias.value,
+            tf.pad(real_visits, [[0, padding], [0, 0]]),
+            tf.pad(groups, [[0, padding], [0, 0]], constant_values=-1),
+            weight,
+        )
         return total / tf.maximum(tf.cast(count, total.dtype), 1.0)
 
 

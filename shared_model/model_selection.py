@@ -25,8 +25,15 @@ log = logging.getLogger(__name__)
 MAX_FOLDS = 5
 
 
-def choose_c(make_model: Callable[[float], Any], candidates: Sequence[float], x_train, y_train: np.ndarray,
-             x_tuning, y_tuning: np.ndarray, seed: int) -> float:
+def choose_c(
+    make_model: Callable[[float], Any],
+    candidates: Sequence[float],
+    x_train,
+    y_train: np.ndarray,
+    x_tuning,
+    y_tuning: np.ndarray,
+    seed: int,
+) -> float:
     """The strongest penalty (smallest C) within one standard error of the best cross-validated
     AUROC over train + tuning. `make_model(C)` returns an unfitted scikit-learn classifier."""
     candidates = sorted(candidates)

@@ -58,12 +58,36 @@ def dense_multilabel_bce_sum(kernel, bias, inputs, target_indices, weight):
             row_scale = upstream * weight / n_groups
             rows = tf.broadcast_to(tf.range(tf.shape(logits)[0])[:, None], tf.shape(target_indices))
             at_targets = tf.stack([rows, tf.maximum(target_indices, 0)], axis=-1)
-            on_targets = tf.where(target_indices >= 0, tf.broadcast_to(row_scale[:, None], tf.shape(target_indices)),
-                                  0.0)
+            on_targets = tf.where(
+                target_indices >= 0, tf.broadcast_to(row_scale[:, None], tf.shape(target_indices)), 0.0
+            )
             d_logits = tf.tensor_scatter_nd_sub(sigmoid * row_scale[:, None], at_targets, on_targets)
-            return (tf.matmul(inputs, d_logits, transpose_a=True), tf.reduce_sum(d_logits, axis=0),
-                    tf.matmul(d_logits, kernel, transpose_b=True))
+            return (
+                tf.matmul(inputs, d_logits, transpose_a=True),
+                tf.reduce_sum(d_logits, axis=0),
+                tf.matmul(d_logits, kernel, transpose_b=True),
+            )
 
         return loss, gradient
 
     return head_loss(kernel, bias, inputs)
+
+
+class ProximalTerm:
+    """FedProx's mu / 2 * ||w - w_global||^2 over the trainable weights (Li et al. 2020), the term a
+    site adds to its local loss. mu and the anchor live in variables, so a compiled training step
+    takes a new anchor every round without retracing."""
+
+    def __init__(self, variables: list) -> None:
+        self.mu = tf.Variable(0.0, trainable=False)
+        self.anchors = [tf.Variable(tf.zeros(v.shape), trainable=False) for v in variables]
+
+    def anchor_at(self, values: list, mu: float) -> None:
+        """This round's global weights (one array per trainable variable) and mu."""
+        self.mu.assign(float(mu))
+        for anchor, value in zip(self.anchors, values, strict=True):
+            anchor.assign(value)
+
+    def __call__(self, variables: list):
+        distance = sum(ops.sum(ops.square(v - a)) for v, a in zip(variables, self.anchors, strict=True))
+        return self.mu / 2 * distance

@@ -53,8 +53,7 @@ class LayerwiseAdam(keras.optimizers.Adam):
         super().__init__(**kwargs)
         self.depths = dict(depths)
         self.decay = float(decay)
-        self.unfrozen_depth = keras.Variable(int(unfrozen_depth), dtype="int32", trainable=False,
-                                             name="unfrozen_depth")
+        self.unfrozen_depth = keras.Variable(int(unfrozen_depth), dtype="int32", trainable=False, name="unfrozen_depth")
 
     def build(self, var_list):
         super().build(var_list)
@@ -67,8 +66,12 @@ class LayerwiseAdam(keras.optimizers.Adam):
         super().update_step(gradient * active, variable, learning_rate * scale)
 
     def get_config(self):
-        return {**super().get_config(), "depths": self.depths, "decay": self.decay,
-                "unfrozen_depth": int(self.unfrozen_depth.numpy())}
+        return {
+            **super().get_config(),
+            "depths": self.depths,
+            "decay": self.decay,
+            "unfrozen_depth": int(self.unfrozen_depth.numpy()),
+        }
 
 
 class GradualUnfreezing(keras.callbacks.Callback):

@@ -18,9 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from shared_model.tensorize import MODEL_INPUTS, Layout, field_shape
+from shared_model.tensorize import MODEL_INPUTS, Arrays, Layout, field_shape
 
-Arrays = dict[str, np.ndarray]
 SHUFFLE_BUFFER = 50_000
 PREFETCH_BATCHES = 2
 
@@ -29,8 +28,15 @@ def _dtype(name: str) -> tf.DType:
     return tf.float32 if name == "label" else tf.int32
 
 
-def make_dataset(parts: Sequence[Arrays], *, target: str | tuple[str, ...], batch_size: int, shuffle: bool,
-                 seed: int = 0, layout: Layout = Layout()) -> tf.data.Dataset:
+def make_dataset(
+    parts: Sequence[Arrays],
+    *,
+    target: str | tuple[str, ...],
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    layout: Layout = Layout(),
+) -> tf.data.Dataset:
     """(inputs, targets) batches; a shuffled dataset draws a new, seeded order every epoch."""
     fields = _fields(target)
     total = total_samples(parts)
@@ -53,16 +59,19 @@ def make_dataset(parts: Sequence[Arrays], *, target: str | tuple[str, ...], batc
     return _finish(data, target)
 
 
-def poisson_dataset(parts: Sequence[Arrays], *, target: str | tuple[str, ...], rate: float, seed: int = 0,
-                    layout: Layout = Layout()) -> tf.data.Dataset:
+def poisson_dataset(
+    parts: Sequence[Arrays], *, target: str | tuple[str, ...], rate: float, seed: int = 0, layout: Layout = Layout()
+) -> tf.data.Dataset:
     """DP-SGD's batches: every step takes each sample independently with probability `rate`
     (Poisson sampling, what the privacy accountant assumes), so batch sizes vary around
     rate x n; an epoch is ceil(1 / rate) steps. Every epoch draws anew, from `seed`."""
     if not 0 < rate <= 1:
         raise ValueError(f"sampling rate must be in (0, 1], got {rate}")
     fields = _fields(target)
-    arrays = {name: np.concatenate([np.asarray(p[name]) for p in parts]).astype(_dtype(name).as_numpy_dtype)
-              for name in fields}
+    arrays = {
+        name: np.concatenate([np.asarray(p[name]) for p in parts]).astype(_dtype(name).as_numpy_dtype)
+        for name in fields
+    }
     total = total_samples(parts)
     steps = math.ceil(1 / rate)
 
@@ -84,7 +93,9 @@ def _fields(target: str | tuple[str, ...]) -> tuple[str, ...]:
 
 def _columns(tensors: list[tf.Tensor], fields: tuple[str, ...], layout: Layout) -> dict[str, tf.Tensor]:
     """numpy_function outputs as named columns with their static shapes back."""
-    return {name: tf.ensure_shape(t, (None, *field_shape(name, layout))) for name, t in zip(fields, tensors, strict=True)}
+    return {
+        name: tf.ensure_shape(t, (None, *field_shape(name, layout))) for name, t in zip(fields, tensors, strict=True)
+    }
 
 
 def _finish(data: tf.data.Dataset, target: str | tuple[str, ...]) -> tf.data.Dataset:

@@ -31,7 +31,6 @@ import dp_accounting
 import tensorflow as tf
 from dp_accounting import pld, rdp
 
-
 log = logging.getLogger(__name__)
 ACCOUNTANTS = ("pld", "rdp")
 NOISE_FLOOR = 0.1  # the least noise multiplier calibrated (the accountants' search starts here)
@@ -66,6 +65,7 @@ class DPSettings:
 
 # --- the step -------------------------------------------------------------------------------------
 
+
 class DPSGD:
     """DP-SGD gradients for one PretrainingModel: the per-patient part runs in one XLA-compiled
     function (tf.vectorized_map under TF's graph optimiser with oneDNN crashes intermittently in
@@ -78,32 +78,54 @@ class DPSGD:
     def __init__(self, model, settings: DPSettings, seed: int) -> None:
         self.model, self.settings = model, settings
         self.noise = tf.random.Generator.from_seed(seed)
+        # the noise's scale and the divisor are variables: another site or round of the same
+        # clipping reuses the compiled step (reconfigure) instead of compiling it again
+        self._stddev = tf.Variable(settings.noise_multiplier * settings.clip_norm, trainable=False, dtype=tf.float32)
+        self._expected_batch = tf.Variable(settings.expected_batch_size, trainable=False, dtype=tf.float32)
         self._clipped_sum = tf.function(self._clipped_sum_of, jit_compile=True)
+
+    def reconfigure(self, settings: DPSettings, seed: int) -> bool:
+        """Take `settings` and a fresh noise seed, keeping the compiled step, when the clipping (all
+        the compiled step depends on) is the same; False (nothing changed) when it is not."""
+        if (settings.clip_norm, settings.embedding_share) != (self.settings.clip_norm, self.settings.embedding_share):
+            return False
+        self.settings = settings
+        self._stddev.assign(settings.noise_multiplier * settings.clip_norm)
+        self._expected_batch.assign(settings.expected_batch_size)
+        self.noise.reset_from_seed(seed)
+        return True
 
     def gradients(self, inputs: dict, targets: dict) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor]:
         """(noisy mean gradient per trainable variable, per-patient losses, per-patient norms
         before clipping). The code embedding's gradient comes back dense: noise goes on every row,
         touched or not, or the set of codes in the batch would leak."""
         count = tf.shape(inputs["codes"])[0]
-        padding = tf.where(count == 0, self.BATCH_BUCKET, -count % self.BATCH_BUCKET)  # an empty Poisson draw: noise only
+        padding = tf.where(
+            count == 0, self.BATCH_BUCKET, -count % self.BATCH_BUCKET
+        )  # an empty Poisson draw: noise only
 
         def pad(value: tf.Tensor, fill: int) -> tf.Tensor:
             return tf.pad(value, [[0, padding]] + [[0, 0]] * (len(value.shape) - 1), constant_values=fill)
 
         weight = tf.cast(tf.range(count + padding) < count, tf.float32)
-        sums, losses, norms = self._clipped_sum({k: pad(v, 0) for k, v in inputs.items()},
-                                                {k: pad(v, -1) for k, v in targets.items()}, weight)
-        stddev = self.settings.noise_multiplier * self.settings.clip_norm
-        gradients = [(total + self.noise.normal(variable.shape, stddev=stddev)) / self.settings.expected_batch_size
-                     for total, variable in zip(sums, self.model.trainable_variables, strict=True)]
+        sums, losses, norms = self._clipped_sum(
+            {k: pad(v, 0) for k, v in inputs.items()}, {k: pad(v, -1) for k, v in targets.items()}, weight
+        )
+        gradients = [
+            (total + self.noise.normal(variable.shape, stddev=self._stddev)) / self._expected_batch
+            for total, variable in zip(sums, self.model.trainable_variables, strict=True)
+        ]
         return gradients, losses[:count], norms[:count]
 
     def _clipped_sum_of(self, inputs: dict, targets: dict, weight: tf.Tensor):
         model = self.model
         table = code_embedding_table(model)
         dense_variables = [v for v in model.trainable_variables if v is not table]
-        losses, grads = tf.vectorized_map(lambda sample: _one_patient(model, table, dense_variables, *sample),
-                                          (inputs, targets), fallback_to_while_loop=False)
+        losses, grads = tf.vectorized_map(
+            lambda sample: _one_patient(model, table, dense_variables, *sample),
+            (inputs, targets),
+            fallback_to_while_loop=False,
+        )
         dense_grads, row_grads = grads[:-1], grads[-1]
         codes = tf.reshape(inputs["codes"], (tf.shape(row_grads)[0], -1))
         row_grads = tf.reshape(row_grads, (tf.shape(codes)[0], tf.shape(codes)[1], -1))
@@ -111,11 +133,15 @@ class DPSGD:
         embedding_squared = embedding_squared_norms(row_grads, codes)
         norms = tf.sqrt(dense_squared + embedding_squared)
         dense_scale, embedding_scale = self._clip_scales(dense_squared, embedding_squared, norms)
-        sums = {id(v): tf.tensordot(dense_scale * weight, g, axes=[[0], [0]])
-                for v, g in zip(dense_variables, dense_grads, strict=True)}
+        sums = {
+            id(v): tf.tensordot(dense_scale * weight, g, axes=[[0], [0]])
+            for v, g in zip(dense_variables, dense_grads, strict=True)
+        }
         sums[id(table)] = tf.math.unsorted_segment_sum(
             tf.reshape(row_grads * (embedding_scale * weight)[:, None, None], (-1, table.shape[1])),
-            tf.reshape(codes, (-1,)), table.shape[0])
+            tf.reshape(codes, (-1,)),
+            table.shape[0],
+        )
         return [sums[id(v)] for v in model.trainable_variables], losses, norms
 
     def _clip_scales(self, dense_squared: tf.Tensor, embedding_squared: tf.Tensor, norms: tf.Tensor):
@@ -125,8 +151,10 @@ class DPSGD:
         if share == 0.0:
             flat = tf.minimum(1.0, clip / tf.maximum(norms, 1e-12))
             return flat, flat
-        return (tf.minimum(1.0, clip * math.sqrt(1.0 - share) / tf.maximum(tf.sqrt(dense_squared), 1e-12)),
-                tf.minimum(1.0, clip * math.sqrt(share) / tf.maximum(tf.sqrt(embedding_squared), 1e-12)))
+        return (
+            tf.minimum(1.0, clip * math.sqrt(1.0 - share) / tf.maximum(tf.sqrt(dense_squared), 1e-12)),
+            tf.minimum(1.0, clip * math.sqrt(share) / tf.maximum(tf.sqrt(embedding_squared), 1e-12)),
+        )
 
 
 def _one_patient(model, table, dense_variables, inputs: dict, targets: dict):
@@ -137,8 +165,10 @@ def _one_patient(model, table, dense_variables, inputs: dict, targets: dict):
         tape.watch(code_vectors)
         loss = model.patient_loss(inputs, targets, code_vectors)
     gradients = tape.gradient(loss, [*dense_variables, code_vectors])
-    gradients = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-                 for v, g in zip([*dense_variables, code_vectors], gradients, strict=True)]
+    gradients = [
+        tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+        for v, g in zip([*dense_variables, code_vectors], gradients, strict=True)
+    ]
     gradients[-1] = gradients[-1][0]
     return loss, gradients
 
@@ -156,6 +186,7 @@ def code_embedding_table(model) -> tf.Variable:
 
 
 # --- accounting -----------------------------------------------------------------------------------
+
 
 def default_delta(n_patients: int) -> float:
     """delta = 1 / n^1.1: below 1/n, the probability of one patient's record being released in the
@@ -176,8 +207,9 @@ def _event(sampling_rate: float, noise_multiplier: float) -> dp_accounting.DpEve
     return gaussian if sampling_rate >= 1.0 else dp_accounting.PoissonSampledDpEvent(sampling_rate, gaussian)
 
 
-def epsilon_spent(sampling_rate: float, noise_multiplier: float, steps: int, delta: float,
-                  accountant: str = "rdp") -> float:
+def epsilon_spent(
+    sampling_rate: float, noise_multiplier: float, steps: int, delta: float, accountant: str = "rdp"
+) -> float:
     """Epsilon at `delta` after `steps` Poisson-sampled Gaussian steps (inf without noise)."""
     if steps <= 0:
         return 0.0
@@ -203,8 +235,9 @@ def epsilon_of_rounds(mechanisms: list[tuple[float, float, int]], delta: float) 
     return float(ledger.get_epsilon(delta))
 
 
-def noise_for_budget(target_epsilon: float, sampling_rate: float, steps: int, delta: float,
-                     accountant: str = "rdp") -> float:
+def noise_for_budget(
+    target_epsilon: float, sampling_rate: float, steps: int, delta: float, accountant: str = "rdp"
+) -> float:
     """The smallest noise multiplier (at least NOISE_FLOOR) whose `steps` spend at most
     `target_epsilon` at `delta`. Targets the floor already meets (epsilon in the hundreds and up:
     no meaningful guarantee) get the floor and spend less than asked."""
@@ -213,8 +246,13 @@ def noise_for_budget(target_epsilon: float, sampling_rate: float, steps: int, de
     if epsilon_spent(sampling_rate, NOISE_FLOOR, steps, delta, accountant) <= target_epsilon:
         return NOISE_FLOOR
     noise = dp_accounting.calibrate_dp_mechanism(
-        lambda: _accountant(accountant), lambda z: dp_accounting.SelfComposedDpEvent(_event(sampling_rate, z), int(steps)),
-        target_epsilon, delta, dp_accounting.LowerEndpointAndGuess(0.1, 1.0), tol=1e-3)
+        lambda: _accountant(accountant),
+        lambda z: dp_accounting.SelfComposedDpEvent(_event(sampling_rate, z), int(steps)),
+        target_epsilon,
+        delta,
+        dp_accounting.LowerEndpointAndGuess(0.1, 1.0),
+        tol=1e-3,
+    )
     return float(noise)
 
 
@@ -232,8 +270,9 @@ class SitePrivacyPlan:
     accountant: str = "rdp"
 
     def epsilon_after(self, rounds: int) -> float:
-        return epsilon_spent(self.sampling_rate, self.noise_multiplier, rounds * self.steps_per_round, self.delta,
-                             self.accountant)
+        return epsilon_spent(
+            self.sampling_rate, self.noise_multiplier, rounds * self.steps_per_round, self.delta, self.accountant
+        )
 
     def check_round(self, rounds_done: int) -> float:
         """Epsilon after one more round; raises PrivacyBudgetExceeded if it is over the budget."""
@@ -241,13 +280,22 @@ class SitePrivacyPlan:
         if after > self.budget * (1 + 1e-6):
             raise PrivacyBudgetExceeded(
                 f"round {rounds_done + 1} would bring epsilon to {after:.3f} at delta {self.delta:.2g}, over this "
-                f"site's budget of {self.budget:g}: refusing to train")
+                f"site's budget of {self.budget:g}: refusing to train"
+            )
         return after
 
 
 @functools.lru_cache(maxsize=8)  # the same inputs every round: calibrate once per process
-def plan_site_privacy(n_patients: int, batch_size: int, local_epochs: int, planned_rounds: int,
-                      target_epsilon: float, *, delta: float = 0.0, accountant: str = "rdp") -> SitePrivacyPlan:
+def plan_site_privacy(
+    n_patients: int,
+    batch_size: int,
+    local_epochs: int,
+    planned_rounds: int,
+    target_epsilon: float,
+    *,
+    delta: float = 0.0,
+    accountant: str = "rdp",
+) -> SitePrivacyPlan:
     """Calibrate the noise so that `planned_rounds` rounds of `local_epochs` epochs spend exactly
     `target_epsilon` (expected batch `batch_size`), which is also the run's budget (a site's own
     lifetime budget is its ledger's: client.ledger)."""
@@ -256,6 +304,14 @@ def plan_site_privacy(n_patients: int, batch_size: int, local_epochs: int, plann
     delta = delta or default_delta(n_patients)
     noise = noise_for_budget(target_epsilon, sampling_rate, planned_rounds * steps_per_round, delta, accountant)
     plan = SitePrivacyPlan(n_patients, sampling_rate, steps_per_round, noise, delta, target_epsilon, accountant)
-    log.info("DP-SGD: n=%d, q=%.4f, %d steps/round, noise multiplier %.3f for epsilon %.3g at delta %.2g over %d rounds",
-             n_patients, sampling_rate, steps_per_round, noise, target_epsilon, delta, planned_rounds)
+    log.info(
+        "DP-SGD: n=%d, q=%.4f, %d steps/round, noise multiplier %.3f for epsilon %.3g at delta %.2g over %d rounds",
+        n_patients,
+        sampling_rate,
+        steps_per_round,
+        noise,
+        target_epsilon,
+        delta,
+        planned_rounds,
+    )
     return plan

@@ -1,7 +1,9 @@
-"""The federated run configuration: the contract between ServerApp and ClientApp (DESIGN 4).
+"""The federated run configuration: the contract between ServerApp and ClientApp (docs/architecture.md §4).
 
 Flower hands both apps `context.run_config` (from `[tool.flwr.app.config]` or overrides); both
-parse it here, so the keys and their defaults live in one place.
+parse it here. This dataclass is the one place a key, its default and its help are written:
+`pyproject.toml` lists the same keys (a test holds them equal) and `claimpt pretrain federated`
+generates its options from the fields.
 """
 
 from __future__ import annotations
@@ -11,67 +13,101 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared_model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
+from shared_model.settings import setting
+
 CLIENT_OPTIMIZER_STATES = ("reset", "keep")
 CLIENT_DP_CLIPPING = ("fixed", "adaptive")
 SECAGG_CLIPPING_RANGE = 8.0  # SecAgg+ quantises parameters in [-8, 8]; sites refuse to send anything outside
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedavgm", "fedmedian", "fedtrimmedavg", "krum", "multikrum")
 #: robust rules that are not robust below a number of sites, and why
 ROBUST_MINIMUM_SITES = {"fedtrimmedavg": 3, "krum": 5, "multikrum": 5}
-ROBUST_RULES = {"fedtrimmedavg": "a trimmed mean drops at least one update per side and keeps one",
-                "krum": "Krum assumes one attacker and needs n >= 2f + 3",
-                "multikrum": "Krum assumes one attacker and needs n >= 2f + 3"}
+ROBUST_RULES = {
+    "fedtrimmedavg": "a trimmed mean drops at least one update per side and keeps one",
+    "krum": "Krum assumes one attacker and needs n >= 2f + 3",
+    "multikrum": "Krum assumes one attacker and needs n >= 2f + 3",
+}
+_MODEL = ClaimTransformerConfig  # the architecture's defaults and help, read from the model's own config
+_MODEL_FIELDS = {f.name: f for f in dataclasses.fields(_MODEL)}
+
+
+def _architecture(name: str) -> Any:
+    return setting(_MODEL_FIELDS[name].default, _MODEL_FIELDS[name].metadata["help"])
 
 
 @dataclass(frozen=True)
 class FederatedRunConfig:
-    num_server_rounds: int = 3
-    strategy: str = "fedavg"
-    local_epochs: int = 1
-    client_optimizer: str = "reset"  # reset: fresh RMSprop state every round; keep: each site keeps its own
-    batch_size: int = 100
-    learning_rate: float = 1e-3
-    seed: int = 0
-    k_anonymity: int = 11
-    max_vocab: int = 0  # 0: no limit
-    min_available_clients: int = 2
-    proximal_mu: float = 0.01
-    server_learning_rate: float = 0.01
-    server_momentum: float = 0.9
-    trimmed_beta: float = 0.2
-    max_update_norm: float = 0.0  # absolute L2 bound on an update; 0: off
-    max_norm_ratio: float = 5.0  # drop updates above this multiple of the round's median norm; 0: off
-    dp_epsilon: float = 0.0  # record-level DP-SGD at every site: epsilon spent over all rounds; 0: off
-    # DP-SGD's per-patient gradient bound, and the share of its square reserved for the code
-    # embedding's gradient (0: one flat bound). The best of those measured (C 0.1-1, flat or split,
-    # README "Privacy"): after the first round a patient's gradient norm is ~0.3, the dense layers
-    # ~90% of its square; C = 0.1 keeps the noise small, and half of C^2 for the embedding lets
-    # its rows rise above that noise
-    dp_clip_norm: float = 0.1
-    dp_embedding_share: float = 0.5
-    dp_delta: float = 0.0  # 0: each site uses 1 / n_site^1.1
-    dp_accountant: str = "rdp"  # rdp (fast, an upper bound) or pld (tighter, slow to calibrate)
-    client_dp_noise: float = 0.0  # client-level DP: server-side clipping + Gaussian noise multiplier; 0: off
-    client_dp_clipping: str = "fixed"  # fixed (client-dp-clip-norm) or adaptive (Andrew et al. 2021)
-    client_dp_clip_norm: float = 1.0  # bound on a site's update norm (initial bound if adaptive)
-    client_dp_delta: float = 1e-5
-    secure_aggregation: bool = False  # SecAgg+: the server sees only the sum of the sites' models (fedavg only)
-    run_dir: str = ""
-    resume: bool = False
-    data_paths: str = ""  # simulation: comma-separated site directories, indexed by partition-id
-    signing_key: str = ""  # server-side Ed25519 PEM key that signs every checkpoint (else $CLAIMPT_SIGNING_KEY)
-    d_model: int = 100
-    n_layers: int = 1
-    n_heads: int = 2
-    ffn_dim: int = 100
-    dropout: float = 0.0
-    pre_layer_norm: bool = False
-    time_encoding: str = "day_of_year"
+    num_server_rounds: int = setting(3, "Federated training rounds.")
+    strategy: str = setting("fedavg", "Aggregation: " + ", ".join(STRATEGIES) + ".")
+    local_epochs: int = setting(1, "Passes over each site's training data per round.")
+    client_optimizer: str = setting(
+        "reset",
+        "reset: every site starts each round with a fresh RMSprop; keep: each "
+        "site keeps its optimizer state across rounds (on the site).",
+    )
+    batch_size: int = setting(100, "Patients per local step (the expected batch under DP-SGD).")
+    learning_rate: float = setting(1e-3, "Local RMSprop learning rate.")
+    seed: int = setting(0, "Random seed: the initial model and every site's local training.")
+    k_anonymity: int = setting(
+        11, "Sites report and use only codes seen in at least k patients (a site's policy may raise it)."
+    )
+    max_vocab: int = setting(0, "Keep at most this many codes, most frequent first (0: every code reported).")
+    min_available_clients: int = setting(2, "Sites required to start and to continue a round.")
+    proximal_mu: float = setting(0.01, "FedProx: weight of the proximal term.")
+    server_learning_rate: float = setting(0.01, "FedAdam / FedAvgM: the server's learning rate.")
+    server_momentum: float = setting(0.9, "FedAvgM: the server's momentum.")
+    trimmed_beta: float = setting(0.2, "FedTrimmedAvg: share trimmed on each side (at least one update).")
+    max_update_norm: float = setting(0.0, "Drop updates whose L2 norm exceeds this bound (0: off).")
+    max_norm_ratio: float = setting(5.0, "Drop updates above this multiple of the other updates' median norm (0: off).")
+    dp_epsilon: float = setting(0.0, "Record-level DP-SGD at every site: the epsilon spent over all rounds (0: off).")
+    dp_clip_norm: float = setting(0.1, "DP-SGD: bound on each patient's gradient norm.")
+    dp_embedding_share: float = setting(
+        0.5,
+        "DP-SGD: share of the squared bound reserved for the code "
+        "embedding's gradient, the rest for the other layers (0: one bound).",
+    )
+    dp_delta: float = setting(0.0, "DP-SGD: delta (0: 1/n^1.1, n the site's training patients).")
+    dp_accountant: str = setting(
+        "rdp", "DP accountant: rdp (fast, an upper bound) or pld (tighter, slow to calibrate)."
+    )
+    client_dp_noise: float = setting(
+        0.0, "Client-level DP: noise multiplier of Flower's server-side clipping wrapper (0: off)."
+    )
+    client_dp_clipping: str = setting("fixed", "Client-level DP clipping: fixed or adaptive.")
+    client_dp_clip_norm: float = setting(
+        1.0, "Client-level DP: bound on a site's update norm (the initial bound if adaptive)."
+    )
+    client_dp_delta: float = setting(1e-5, "Client-level DP: delta.")
+    secure_aggregation: bool = setting(
+        False,
+        "SecAgg+: the server learns only the sum of the sites' models "
+        "(fedavg, sites weighted equally, no update validation).",
+    )
+    run_dir: str = setting("", "Where the server writes round checkpoints, rounds.csv and the final checkpoint.")
+    resume: bool = setting(False, "Continue from the last intact round checkpoint in run-dir.")
+    data_paths: str = setting(
+        "", "Simulation only: the site directories, separated by commas, indexed by partition-id."
+    )
+    signing_key: str = setting(
+        "",
+        "The server's Ed25519 private key (signing.key from `claimpt certs`) that "
+        "signs every checkpoint (default: $CLAIMPT_SIGNING_KEY).",
+    )
+    d_model: int = _architecture("d_model")
+    n_layers: int = _architecture("n_layers")
+    n_heads: int = _architecture("n_heads")
+    ffn_dim: int = _architecture("ffn_dim")
+    dropout: float = _architecture("dropout")
+    pre_layer_norm: bool = _architecture("pre_layer_norm")
+    time_encoding: str = _architecture("time_encoding")
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.client_optimizer not in CLIENT_OPTIMIZER_STATES:
-            raise ValueError(f"client-optimizer must be one of {CLIENT_OPTIMIZER_STATES}, got {self.client_optimizer!r}")
+            raise ValueError(
+                f"client-optimizer must be one of {CLIENT_OPTIMIZER_STATES}, got {self.client_optimizer!r}"
+            )
         if self.client_dp_clipping not in CLIENT_DP_CLIPPING:
             raise ValueError(f"client-dp-clipping must be one of {CLIENT_DP_CLIPPING}, got {self.client_dp_clipping!r}")
         if self.dp_accountant not in ("rdp", "pld"):
@@ -81,16 +117,24 @@ class FederatedRunConfig:
         if self.dp_epsilon < 0 or self.dp_clip_norm <= 0 or self.client_dp_noise < 0 or self.client_dp_clip_norm <= 0:
             raise ValueError("dp-epsilon and client-dp-noise must be >= 0, the clip norms > 0")
         if self.secure_aggregation and (self.strategy != "fedavg" or self.client_dp_noise > 0):
-            raise ValueError("secure-aggregation works with strategy fedavg and without client-dp-noise only: the "
-                             "others need each site's update, which SecAgg+ hides from the server")
+            raise ValueError(
+                "secure-aggregation works with strategy fedavg and without client-dp-noise only: the "
+                "others need each site's update, which SecAgg+ hides from the server"
+            )
         if self.dp_epsilon > 0 and self.strategy == "fedprox":
-            raise ValueError("dp-epsilon does not combine with fedprox (DP-SGD's per-patient loss has no proximal term)")
-        if self.num_server_rounds < 1 or self.local_epochs < 1 or self.k_anonymity < 1:
-            raise ValueError("num-server-rounds, local-epochs and k-anonymity must be >= 1")
+            raise ValueError(
+                "dp-epsilon does not combine with fedprox (DP-SGD's per-patient loss has no proximal term)"
+            )
+        if self.num_server_rounds < 1 or self.local_epochs < 1 or self.k_anonymity < 1 or self.batch_size < 1:
+            raise ValueError("num-server-rounds, local-epochs, k-anonymity and batch-size must be >= 1")
+        if self.max_vocab < 0 or self.min_available_clients < 1:
+            raise ValueError("max-vocab must be >= 0 and min-available-clients >= 1")
         needed = ROBUST_MINIMUM_SITES.get(self.strategy, 0)
         if self.min_available_clients < needed:
-            raise ValueError(f"{self.strategy} means nothing with {self.min_available_clients} sites: it needs "
-                             f"min-available-clients >= {needed} ({ROBUST_RULES[self.strategy]})")
+            raise ValueError(
+                f"{self.strategy} means nothing with {self.min_available_clients} sites: it needs "
+                f"min-available-clients >= {needed} ({ROBUST_RULES[self.strategy]})"
+            )
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FederatedRunConfig:
@@ -109,9 +153,8 @@ class FederatedRunConfig:
         return {f.name.replace("_", "-"): getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def model_options(self) -> dict[str, Any]:
-        return {"d_model": self.d_model, "patient_dim": self.d_model, "n_layers": self.n_layers,
-                "n_heads": self.n_heads, "ffn_dim": self.ffn_dim, "dropout": self.dropout,
-                "pre_layer_norm": self.pre_layer_norm, "time_encoding": self.time_encoding}
+        """The architecture part, as ClaimTransformerConfig takes it."""
+        return architecture_options({name: getattr(self, name) for name in ARCHITECTURE})
 
     def site_paths(self) -> list[str]:
         return [p for p in self.data_paths.split(",") if p]

@@ -1,4 +1,4 @@
-"""Ed25519 signatures over checkpoint manifests (DESIGN 3 and 8).
+"""Ed25519 signatures over checkpoint manifests (docs/architecture.md §3 and §8).
 
 The server signs `manifest.json`; a site verifies it with the consortium's public key before it
 fine-tunes. Because the manifest holds the sha256 of every other file, one signature covers the
@@ -49,6 +49,7 @@ def load_verifier(public_key_file: str | Path) -> Verifier:
         except InvalidSignature as exc:
             raise CheckpointError(
                 f"{SIGNATURE_FILE}: the signature of manifest.json does not verify under {path} "
-                "(the checkpoint was altered or signed by another key)") from exc
+                "(the checkpoint was altered or signed by another key)"
+            ) from exc
 
     return verify

@@ -17,11 +17,10 @@ import pandas as pd
 from shared_model.data.meds import iter_event_files, label_files, read_codes, read_labels, read_splits, subject_ids
 from shared_model.data.paths import atomic_directory
 from shared_model.tasks import NEXT_VISIT
-from shared_model.tensorize import FIELDS, Layout, labelled_samples, next_visit_samples, select
+from shared_model.tensorize import FIELDS, Arrays, Layout, labelled_samples, next_visit_samples, select
 from shared_model.vocabulary import Vocabulary, count_patients_per_code, parents_from_metadata
 
 log = logging.getLogger(__name__)
-Arrays = dict[str, np.ndarray]
 SPLITS = ("train", "tuning", "held_out")
 
 
@@ -43,13 +42,23 @@ def streaming_vocabulary(roots: list[str | Path], *, min_count: int = 1, max_siz
     for root in roots:
         counts = streaming_code_counts(root)
         total = counts if total is None else total.add(counts, fill_value=0)
-    return Vocabulary.from_counts((total if total is not None else pd.Series(dtype=np.int64)).astype(np.int64),
-                                  parents=parents_from_metadata(read_codes(r) for r in roots),
-                                  min_count=min_count, max_size=max_size)
+    return Vocabulary.from_counts(
+        (total if total is not None else pd.Series(dtype=np.int64)).astype(np.int64),
+        parents=parents_from_metadata(read_codes(r) for r in roots),
+        min_count=min_count,
+        max_size=max_size,
+    )
 
 
-def tensorize_to_shards(meds_root: str | Path, vocabulary: Vocabulary, out: str | Path, *,
-                        task: str = NEXT_VISIT, layout: Layout = Layout(), overwrite: bool = False) -> dict[str, Any]:
+def tensorize_to_shards(
+    meds_root: str | Path,
+    vocabulary: Vocabulary,
+    out: str | Path,
+    *,
+    task: str = NEXT_VISIT,
+    layout: Layout = Layout(),
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Write the samples of `task` for every split; returns counts of events and samples."""
     meds_root = Path(meds_root)
     subjects = subject_ids(meds_root)
@@ -87,5 +96,7 @@ def _write_part(directory: Path, arrays: Arrays) -> None:
 
 def open_shards(store: str | Path, split: str) -> list[Arrays]:
     """Memory-mapped sample arrays of one split, one dict per shard."""
-    return [{name: np.load(d / f"{name}.npy", mmap_mode="r") for name in FIELDS}
-            for d in sorted((Path(store) / split).glob("shard-*"))]
+    return [
+        {name: np.load(d / f"{name}.npy", mmap_mode="r") for name in FIELDS}
+        for d in sorted((Path(store) / split).glob("shard-*"))
+    ]

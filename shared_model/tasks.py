@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from shared_model.data import MedsDataset
-from shared_model.tensorize import Layout, content_order, labelled_samples, next_visit_samples, select
+from shared_model.tensorize import Arrays, Layout, content_order, labelled_samples, next_visit_samples, select
 from shared_model.vocabulary import Vocabulary, count_patients_per_code, parents_from_metadata
 
 NEXT_VISIT = "next_visit"
-Arrays = dict[str, np.ndarray]
 
 
 def task_kind(task: str) -> str:
@@ -34,8 +34,9 @@ def task_samples(dataset: MedsDataset, task: str, vocabulary: Vocabulary, layout
     return labelled_samples(dataset.events, dataset.labels[task], vocabulary, layout)
 
 
-def task_arrays(dataset: MedsDataset, task: str, vocabulary: Vocabulary, layout: Layout = Layout()
-                ) -> dict[str, Arrays]:
+def task_arrays(
+    dataset: MedsDataset, task: str, vocabulary: Vocabulary, layout: Layout = Layout()
+) -> dict[str, Arrays]:
     """{"train": ..., "tuning": ..., "held_out": ...} samples of `task` ("next_visit" or a label task),
     each in content order: a cohort drawn from them, and every batch, is the same on raw and on
     pseudonymised ids."""
@@ -45,13 +46,22 @@ def task_arrays(dataset: MedsDataset, task: str, vocabulary: Vocabulary, layout:
     return {name: select(arrays, split == name) for name in ("train", "tuning", "held_out")}
 
 
-def training_vocabulary(datasets: list[MedsDataset], *, min_count: int = 1, max_size: int | None = None
-                        ) -> Vocabulary:
+def train_code_counts(dataset: MedsDataset) -> pd.Series:
+    """Patients per clinical code among the dataset's train-split subjects: what vocabularies are
+    built from, centrally and (k-anonymised) by each site."""
+    train = dataset.splits.loc[dataset.splits["split"] == "train", "subject_id"]
+    return count_patients_per_code(dataset.events[dataset.events["subject_id"].isin(train)])
+
+
+def training_vocabulary(datasets: list[MedsDataset], *, min_count: int = 1, max_size: int | None = None) -> Vocabulary:
     """Vocabulary from the train-split subjects of the given (pooled) datasets."""
     counts = None
     for ds in datasets:
-        train_subjects = ds.splits.loc[ds.splits["split"] == "train", "subject_id"]
-        site_counts = count_patients_per_code(ds.events[ds.events["subject_id"].isin(train_subjects)])
+        site_counts = train_code_counts(ds)
         counts = site_counts if counts is None else counts.add(site_counts, fill_value=0)
-    return Vocabulary.from_counts(counts.astype(np.int64), parents=parents_from_metadata(d.codes for d in datasets),
-                                  min_count=min_count, max_size=max_size)
+    return Vocabulary.from_counts(
+        counts.astype(np.int64),
+        parents=parents_from_metadata(d.codes for d in datasets),
+        min_count=min_count,
+        max_size=max_size,
+    )

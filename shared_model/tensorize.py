@@ -1,4 +1,4 @@
-"""Events -> the Claim-PT tensor layout (DESIGN 2.2). The one place data is tensorised.
+"""Events -> the Claim-PT tensor layout (docs/architecture.md §2). The one place data is tensorised.
 
 Per sample (a subject and a prediction time): the last `max_visits` visits strictly before the
 prediction day, left-padded; each visit holds up to `max_codes` code ids, most frequent first.
@@ -23,6 +23,8 @@ SEX_IDS = {"SEX/F": 1, "SEX/M": 2}
 N_SEX = 3
 AGE_BUCKET_EDGES_YEARS = (1, 2, 5, 12, 18)  # bucket 0 = unknown age
 N_AGE_BUCKETS = len(AGE_BUCKET_EDGES_YEARS) + 2
+
+Arrays = dict[str, np.ndarray]  # named columns of samples, one row per sample
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def field_shape(name: str, layout: Layout) -> tuple[int, ...]:
     return tuple(getattr(layout, s) if isinstance(s, str) else s for s in FIELDS[name][1])
 
 
-def empty_arrays(layout: Layout) -> dict[str, np.ndarray]:
+def empty_arrays(layout: Layout) -> Arrays:
     return {name: np.zeros((0, *field_shape(name, layout)), dtype=dtype) for name, (dtype, _) in FIELDS.items()}
 
 
@@ -115,13 +117,18 @@ def _visits(events: pd.DataFrame, vocab: Vocabulary, layout: Layout) -> tuple[_V
     codes = _ranked_pairs(visit_of_event[clinical], code_id[clinical], layout.max_codes, n_visits, 0)
     group = vocab.group_of_ids()[code_id]
     has_group = group >= 0
-    groups = _ranked_pairs(visit_of_event[has_group], group[has_group],
-                           max(layout.max_target_groups, layout.max_visit_groups), n_visits, -1)
+    groups = _ranked_pairs(
+        visit_of_event[has_group],
+        group[has_group],
+        max(layout.max_target_groups, layout.max_visit_groups),
+        n_visits,
+        -1,
+    )
     first_of_subject = np.searchsorted(visit_subject, visit_subject, side="left")
     return _Visits(visit_subject, visit_day, visit_type, codes, groups, first_of_subject), births, sex
 
 
-def next_visit_samples(events: pd.DataFrame, vocab: Vocabulary, layout: Layout = Layout()) -> dict[str, np.ndarray]:
+def next_visit_samples(events: pd.DataFrame, vocab: Vocabulary, layout: Layout = Layout()) -> Arrays:
     """One pretraining sample per subject: predict the groups of their last visit that has any."""
     visits, births, sex = _visits(events, vocab, layout)
     has_target = visits.groups[:, 0] >= 0
@@ -129,12 +136,21 @@ def next_visit_samples(events: pd.DataFrame, vocab: Vocabulary, layout: Layout =
     if candidates.size == 0:
         return empty_arrays(layout)
     last_per_subject = pd.Series(candidates).groupby(visits.subject[candidates]).max().to_numpy()
-    return _gather(visits, births, sex, layout, last_per_subject, visits.day[last_per_subject],
-                   target=last_per_subject, label=np.full(last_per_subject.size, np.nan, np.float32))
+    return _gather(
+        visits,
+        births,
+        sex,
+        layout,
+        last_per_subject,
+        visits.day[last_per_subject],
+        target=last_per_subject,
+        label=np.full(last_per_subject.size, np.nan, np.float32),
+    )
 
 
-def labelled_samples(events: pd.DataFrame, labels: pd.DataFrame, vocab: Vocabulary, layout: Layout = Layout()
-                     ) -> dict[str, np.ndarray]:
+def labelled_samples(
+    events: pd.DataFrame, labels: pd.DataFrame, vocab: Vocabulary, layout: Layout = Layout()
+) -> Arrays:
     """One sample per label row: history strictly before the prediction day; target groups are
     those of the first visit on or after it (for next-visit evaluation at labelled times)."""
     visits, births, sex = _visits(events, vocab, layout)
@@ -147,8 +163,17 @@ def labelled_samples(events: pd.DataFrame, labels: pd.DataFrame, vocab: Vocabula
     same_subject = np.zeros(cut.size, bool)
     same_subject[in_range] = visits.subject[cut[in_range]] == subject[in_range]
     target = np.where(same_subject, cut, -1)
-    return _gather(visits, births, sex, layout, cut, pt_day, target=target,
-                   label=labels["boolean_value"].to_numpy().astype(np.float32), subject=subject)
+    return _gather(
+        visits,
+        births,
+        sex,
+        layout,
+        cut,
+        pt_day,
+        target=target,
+        label=labels["boolean_value"].to_numpy().astype(np.float32),
+        subject=subject,
+    )
 
 
 def _first_visit_on_or_after(visits: _Visits, subject: np.ndarray, day: np.ndarray) -> np.ndarray:
@@ -164,9 +189,18 @@ def _first_visit_on_or_after(visits: _Visits, subject: np.ndarray, day: np.ndarr
     return cut
 
 
-def _gather(visits: _Visits, births: pd.Series, sex: pd.Series, layout: Layout, cut: np.ndarray,
-            pt_day: np.ndarray, *, target: np.ndarray, label: np.ndarray, subject: np.ndarray | None = None
-            ) -> dict[str, np.ndarray]:
+def _gather(
+    visits: _Visits,
+    births: pd.Series,
+    sex: pd.Series,
+    layout: Layout,
+    cut: np.ndarray,
+    pt_day: np.ndarray,
+    *,
+    target: np.ndarray,
+    label: np.ndarray,
+    subject: np.ndarray | None = None,
+) -> Arrays:
     """Assemble samples whose history is the subject's visits before index `cut` (the last
     max_visits of them, right-aligned)."""
     n_visits = visits.day.size
@@ -185,7 +219,9 @@ def _gather(visits: _Visits, births: pd.Series, sex: pd.Series, layout: Layout, 
     birth = pd.Series(subject).map(births).to_numpy(dtype=np.float64)
     known_birth = ~np.isnan(birth)
     birth_day = np.where(known_birth, birth, 0).astype(np.int64)
-    doy = (visit_day - (visit_day.astype("datetime64[D]").astype("datetime64[Y]").astype("datetime64[D]").astype(np.int64))) + 1
+    doy = (
+        visit_day - (visit_day.astype("datetime64[D]").astype("datetime64[Y]").astype("datetime64[D]").astype(np.int64))
+    ) + 1
     age_at_pt = (pt_day - birth_day) / 365.25
     age_bucket = np.where(known_birth, np.digitize(age_at_pt, AGE_BUCKET_EDGES_YEARS) + 1, 0)
     sex_id = pd.Series(subject).map(sex).fillna(0).to_numpy(np.int64)
@@ -208,28 +244,31 @@ def _gather(visits: _Visits, births: pd.Series, sex: pd.Series, layout: Layout, 
     }
 
 
-def select(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+def select(arrays: Arrays, rows: np.ndarray) -> Arrays:
     """The same rows of every field (boolean mask or indices)."""
     return {name: values[rows] for name, values in arrays.items()}
 
 
-def content_order(arrays: dict[str, np.ndarray]) -> np.ndarray:
+def content_order(arrays: Arrays) -> np.ndarray:
     """A row order that depends on what each sample holds, never on its subject id: the rows'
     bytes (every field but `subject_id`) sorted as opaque keys. Samples in this order are drawn,
     batched and split the same way whatever the ids are (raw or pseudonymised); rows with the
     same content are interchangeable."""
     n = len(arrays["subject_id"])
-    columns = [np.ascontiguousarray(arrays[name]).reshape(n, -1).view(np.uint8).reshape(n, -1)
-               for name in FIELDS if name != "subject_id"]
+    columns = [
+        np.ascontiguousarray(arrays[name]).reshape(n, -1).view(np.uint8).reshape(n, -1)
+        for name in FIELDS
+        if name != "subject_id"
+    ]
     rows = np.ascontiguousarray(np.concatenate(columns, axis=1))
     return np.argsort(rows.view(np.dtype((np.void, rows.shape[1]))).ravel(), kind="stable")
 
 
-def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def concat(parts: list[Arrays]) -> Arrays:
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
-def latest_per_subject(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def latest_per_subject(arrays: Arrays) -> Arrays:
     """One sample per subject, the one with the latest prediction day, in content order (a sample
     drawn from them is the same patients whatever their ids)."""
     order = np.lexsort((-arrays["prediction_day"].astype(np.int64), arrays["subject_id"]))
@@ -239,9 +278,16 @@ def latest_per_subject(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return select(latest, content_order(latest))
 
 
-def n_samples(arrays: dict[str, np.ndarray]) -> int:
-    return len(arrays["subject_id"])
-
-
-__all__ = ["FIELDS", "FIRST_CODE_ID", "Layout", "MODEL_INPUTS", "concat", "content_order", "labelled_samples",
-           "latest_per_subject", "next_visit_samples", "select"]
+__all__ = [
+    "FIELDS",
+    "FIRST_CODE_ID",
+    "Arrays",
+    "Layout",
+    "MODEL_INPUTS",
+    "concat",
+    "content_order",
+    "labelled_samples",
+    "latest_per_subject",
+    "next_visit_samples",
+    "select",
+]

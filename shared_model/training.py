@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -18,49 +17,15 @@ from shared_model.model import TASK_BINARY, HeadOnly, PretrainingModel, TaskMode
 from shared_model.model_selection import choose_c
 from shared_model.optimizers import GradualUnfreezing, LayerwiseAdam, SparseRMSprop
 from shared_model.pipeline import make_dataset, poisson_dataset, total_samples
+from shared_model.settings import ADAPTATIONS, FinetuneSettings, PretrainSettings
+from shared_model.tensorize import Arrays
 
 log = logging.getLogger(__name__)
-Arrays = dict[str, np.ndarray]
 PRETRAIN_TARGETS = ("target_groups", "visit_groups")
 # Batches per compiled call: Keras' per-step Python overhead (about 10 ms on 2 cores) is paid once
 # per 10 batches. Same batches, same order, bit-identical weights; fit +30%, predict about 2x.
 STEPS_PER_EXECUTION = 10
-ADAPTATIONS = ("probe", "probe-then-finetune", "finetune")
 PROBE_C = (0.001, 0.01, 0.1, 1.0, 10.0)  # candidate inverse L2 strengths of the logistic probe
-
-
-@dataclass(frozen=True)
-class PretrainSettings:
-    epochs: int = 10
-    batch_size: int = 100
-    learning_rate: float = 1e-3
-    patience: int = 2
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """How a pretrained encoder is adapted to a task (`adaptation`):
-
-    - "probe": fit only the task head on the frozen encoder (L2 logistic regression for binary
-      tasks, `probe_epochs` of Adam otherwise). Our default: on small cohorts it beat both
-      fine-tuning variants and the baselines (see the claim-pt experiment).
-    - "probe-then-finetune": the probe, then all layers with layer-wise learning-rate decay,
-      keeping whichever scores better on the tuning cohort.
-    - "finetune": Claim-PT's recipe, all layers with Adam 1e-4 from a fresh head.
-
-    Models trained from scratch always train all layers ("finetune")."""
-
-    adaptation: str = "probe"
-    epochs: int = 40
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    layer_decay: float = 0.8
-    gradual_unfreeze: bool = False
-    patience: int = 4
-    seed: int = 0
-    probe_epochs: int = 40  # Adam epochs of the head-only phase (non-binary tasks)
-    probe_learning_rate: float = 1e-3
 
 
 def seed_everything(seed: int) -> None:
@@ -101,8 +66,14 @@ class Progress(keras.callbacks.Callback):
             step, total = batch + 1, ""
             if self.steps_per_epoch:  # Keras reports the last step of a 10-step execution, even past the end
                 step, total = min(step, self.steps_per_epoch), f"/{self.steps_per_epoch}"
-            log.info("epoch %d: step %d%s, %.0f s, loss %.4f", self.epoch + 1, step, total,
-                     now - self.started, (logs or {}).get("loss", float("nan")))
+            log.info(
+                "epoch %d: step %d%s, %.0f s, loss %.4f",
+                self.epoch + 1,
+                step,
+                total,
+                now - self.started,
+                (logs or {}).get("loss", float("nan")),
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -124,31 +95,51 @@ class HeldOutRecall(keras.callbacks.Callback):
                 logs[f"held_out_{name}"] = value
 
 
-def fit_pretraining(model: PretrainingModel, train: Sequence[Arrays], tuning: Sequence[Arrays] | None,
-                    settings: PretrainSettings, *, early_stopping: bool = True, verbose: int = 0,
-                    callbacks: Sequence[keras.callbacks.Callback] = (), poisson_rate: float = 0.0
-                    ) -> keras.callbacks.History:
+def fit_pretraining(
+    model: PretrainingModel,
+    train: Sequence[Arrays],
+    tuning: Sequence[Arrays] | None,
+    settings: PretrainSettings,
+    *,
+    early_stopping: bool = True,
+    verbose: int = 0,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    poisson_rate: float = 0.0,
+) -> keras.callbacks.History:
     """Train NVP + CP; with `tuning` and early stopping, keep the best epoch's weights.
     `poisson_rate` > 0: Poisson-sampled batches at that rate (DP-SGD) instead of shuffled ones."""
     if poisson_rate:
         train_data = poisson_dataset(train, target=PRETRAIN_TARGETS, rate=poisson_rate, seed=settings.seed)
     else:
-        train_data = make_dataset(train, target=PRETRAIN_TARGETS, batch_size=settings.batch_size, shuffle=True,
-                                  seed=settings.seed)
+        train_data = make_dataset(
+            train, target=PRETRAIN_TARGETS, batch_size=settings.batch_size, shuffle=True, seed=settings.seed
+        )
     val_data = None
     callbacks = [*callbacks, Progress(steps_per_epoch=int(train_data.cardinality()))]  # asserted by both datasets
     if tuning and total_samples(tuning):
         val_data = make_dataset(tuning, target=PRETRAIN_TARGETS, batch_size=256, shuffle=False)
         if early_stopping:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
-                                                           restore_best_weights=True))
-    return model.fit(train_data, validation_data=val_data, epochs=settings.epochs, callbacks=callbacks,
-                     verbose=verbose, shuffle=False)
+            callbacks.append(
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True)
+            )
+    return model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=settings.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,
+    )
 
 
-def pretrain(config: ClaimTransformerConfig, train: Sequence[Arrays], tuning: Sequence[Arrays] | None,
-             settings: PretrainSettings = PretrainSettings(), verbose: int = 0,
-             callbacks: Sequence[keras.callbacks.Callback] = ()) -> tuple[PretrainingModel, dict]:
+def pretrain(
+    config: ClaimTransformerConfig,
+    train: Sequence[Arrays],
+    tuning: Sequence[Arrays] | None,
+    settings: PretrainSettings = PretrainSettings(),
+    verbose: int = 0,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> tuple[PretrainingModel, dict]:
     model = new_pretraining_model(config, settings.seed, settings.learning_rate)
     history = fit_pretraining(model, train, tuning, settings, verbose=verbose, callbacks=callbacks)
     return model, history.history
@@ -164,9 +155,19 @@ def evaluate_nvp(model: PretrainingModel, parts: Sequence[Arrays], ks: Sequence[
     return recall_at_k(targets, predict_nvp(model, parts), ks)
 
 
-def finetune(encoder: keras.Model, kind: str, n_outputs: int, train: Arrays, tuning: Arrays,
-             target: str, settings: FinetuneSettings, n_layers: int, *, pretrained: bool = True,
-             verbose: int = 0) -> TaskModel:
+def finetune(
+    encoder: keras.Model,
+    kind: str,
+    n_outputs: int,
+    train: Arrays,
+    tuning: Arrays,
+    target: str,
+    settings: FinetuneSettings,
+    n_layers: int,
+    *,
+    pretrained: bool = True,
+    verbose: int = 0,
+) -> TaskModel:
     """Fit a task head (and the encoder, discriminatively) with early stopping on `tuning`."""
     model = TaskModel(encoder, kind, n_outputs)
     depths = layer_depths(model, n_layers)
@@ -175,12 +176,14 @@ def finetune(encoder: keras.Model, kind: str, n_outputs: int, train: Arrays, tun
 
     def fit(optimizer: LayerwiseAdam, epochs: int, gradual: bool) -> None:
         model.compile(optimizer=optimizer)
-        callbacks: list[keras.callbacks.Callback] = [keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=settings.patience, restore_best_weights=True)]
+        callbacks: list[keras.callbacks.Callback] = [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True)
+        ]
         if gradual:
             callbacks.append(GradualUnfreezing(optimizer))
-        model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose,
-                  shuffle=False)
+        model.fit(
+            train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False
+        )
 
     def tuning_score() -> float:
         """Higher is better: AUROC for binary tasks (the reported metric), else minus the loss."""
@@ -199,12 +202,23 @@ def finetune(encoder: keras.Model, kind: str, n_outputs: int, train: Arrays, tun
             head_probe(model, train, tuning, target, settings)
         best_score, best_weights = tuning_score(), model.get_weights()
     if adaptation in ("finetune", "probe-then-finetune"):
-        fit(LayerwiseAdam(depths, decay=settings.layer_decay, unfrozen_depth=0 if settings.gradual_unfreeze else 10**6,
-                          learning_rate=settings.learning_rate), settings.epochs, gradual=settings.gradual_unfreeze)
+        fit(
+            LayerwiseAdam(
+                depths,
+                decay=settings.layer_decay,
+                unfrozen_depth=0 if settings.gradual_unfreeze else 10**6,
+                learning_rate=settings.learning_rate,
+            ),
+            settings.epochs,
+            gradual=settings.gradual_unfreeze,
+        )
         score = tuning_score()
         if best_weights is not None and not score > best_score:
-            log.info("fine-tuning all layers did not beat the probe on the tuning set (%.4f vs %.4f): keeping the probe",
-                     score, best_score)
+            log.info(
+                "fine-tuning all layers did not beat the probe on the tuning set (%.4f vs %.4f): keeping the probe",
+                score,
+                best_score,
+            )
             model.set_weights(best_weights)
     return model
 
@@ -238,11 +252,18 @@ def head_probe(model: TaskModel, train: Arrays, tuning: Arrays, target: str, set
     the tuning loss). Same objective as fitting the TaskModel with the encoder frozen."""
     head = HeadOnly(model.head, model.kind)
     head.compile(optimizer=keras.optimizers.Adam(settings.probe_learning_rate))
-    head.fit(patient_vectors(model.encoder, train), train[target], batch_size=settings.batch_size,
-             epochs=settings.probe_epochs, shuffle=True, verbose=0,
-             validation_data=(patient_vectors(model.encoder, tuning), tuning[target]),
-             callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
-                                                      restore_best_weights=True)])
+    head.fit(
+        patient_vectors(model.encoder, train),
+        train[target],
+        batch_size=settings.batch_size,
+        epochs=settings.probe_epochs,
+        shuffle=True,
+        verbose=0,
+        validation_data=(patient_vectors(model.encoder, tuning), tuning[target]),
+        callbacks=[
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True)
+        ],
+    )
 
 
 def predict_task(model: TaskModel, arrays: Arrays, target: str, batch_size: int = 512) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Code vocabulary and group map (DESIGN 2.2, 2.3).
+"""Code vocabulary and group map (docs/architecture.md §2).
 
 Ids: 0 padding, 1 unknown (UNK), codes from 2 in order of patient count (desc), then code (asc),
 so "most frequent codes first" within a visit is simply "smallest ids first".
@@ -117,17 +117,27 @@ class Vocabulary:
         group_totals = group_totals.sort_values(["count", "group"], ascending=[False, True], kind="mergesort")
         group_ids = {g: i for i, g in enumerate(group_totals["group"])}
         code_group = np.where(is_target, frame["group"].map(group_ids).fillna(-1), -1).astype(int)
-        return cls(tuple(frame["code"]), tuple(int(c) for c in frame["count"]), tuple(group_totals["group"]),
-                   tuple(int(g) for g in code_group), tuple(target_vocabularies))
+        return cls(
+            tuple(frame["code"]),
+            tuple(int(c) for c in frame["count"]),
+            tuple(group_totals["group"]),
+            tuple(int(g) for g in code_group),
+            tuple(target_vocabularies),
+        )
 
     def to_json(self) -> str:
-        return json.dumps({
-            "format_version": FORMAT_VERSION,
-            "special_ids": {"padding": PAD_ID, "unknown": UNK_ID, "first_code": FIRST_CODE_ID},
-            "target_vocabularies": list(self.target_vocabularies),
-            "codes": list(self.codes), "counts": list(self.counts),
-            "groups": list(self.groups), "code_group": list(self.code_group),
-        }, indent=1)
+        return json.dumps(
+            {
+                "format_version": FORMAT_VERSION,
+                "special_ids": {"padding": PAD_ID, "unknown": UNK_ID, "first_code": FIRST_CODE_ID},
+                "target_vocabularies": list(self.target_vocabularies),
+                "codes": list(self.codes),
+                "counts": list(self.counts),
+                "groups": list(self.groups),
+                "code_group": list(self.code_group),
+            },
+            indent=1,
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Vocabulary:
@@ -136,8 +146,13 @@ class Vocabulary:
             raise ValueError(f"unsupported vocabulary format {data.get('format_version')!r}")
         if not (len(data["codes"]) == len(data["counts"]) == len(data["code_group"])):
             raise ValueError("vocabulary codes, counts and code_group differ in length")
-        return cls(tuple(data["codes"]), tuple(data["counts"]), tuple(data["groups"]), tuple(data["code_group"]),
-                   tuple(data["target_vocabularies"]))
+        return cls(
+            tuple(data["codes"]),
+            tuple(data["counts"]),
+            tuple(data["groups"]),
+            tuple(data["code_group"]),
+            tuple(data["target_vocabularies"]),
+        )
 
 
 def parents_from_metadata(codes_frames: Iterable[pd.DataFrame]) -> dict[str, list[str]]:

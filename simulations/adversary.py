@@ -47,13 +47,15 @@ def parse_adversaries(text: str) -> list[Adversary]:
         if not site or kind not in KINDS:
             raise ValueError(f"adversary {entry!r}: expected SITE:KIND[=VALUE][@ROUND] with KIND in {KINDS}")
         default = {"scale": 10.0, "noise": 1.0}.get(kind, 0.0)
-        adversaries.append(Adversary(site, kind, float(value) if value else default,
-                                     int(at_round) if at_round else None))
+        adversaries.append(
+            Adversary(site, kind, float(value) if value else default, int(at_round) if at_round else None)
+        )
     return adversaries
 
 
-def corrupt_update(kind: str, value: float, global_weights: list[np.ndarray], local_weights: list[np.ndarray],
-                   rng: np.random.Generator) -> list[np.ndarray]:
+def corrupt_update(
+    kind: str, value: float, global_weights: list[np.ndarray], local_weights: list[np.ndarray], rng: np.random.Generator
+) -> list[np.ndarray]:
     """What a misbehaving site sends instead of its honest local weights."""
     if kind == "nan":
         return [np.full_like(w, np.nan) for w in local_weights]
@@ -83,15 +85,17 @@ class AdversaryMod:
         if reply.has_error():
             return reply
         key, server_round = int(reply.content["metrics"]["site-key"]), int(msg.content["config"]["server-round"])
-        adversary = next((a for a in self.adversaries if site_key(a.site) == key and a.active(a.site, server_round)),
-                         None)
+        adversary = next(
+            (a for a in self.adversaries if site_key(a.site) == key and a.active(a.site, server_round)), None
+        )
         if adversary is None:
             return reply
         if adversary.kind == "raise":
             raise RuntimeError(f"simulated failure of {adversary.site} in round {server_round}")
         log.warning("%s misbehaves in round %d: %s", adversary.site, server_round, adversary.kind)
         rng = np.random.default_rng([server_round, key])
-        weights = corrupt_update(adversary.kind, adversary.value, global_weights,
-                                 reply.content["arrays"].to_numpy_ndarrays(), rng)
+        weights = corrupt_update(
+            adversary.kind, adversary.value, global_weights, reply.content["arrays"].to_numpy_ndarrays(), rng
+        )
         reply.content["arrays"] = ArrayRecord(weights)
         return reply

@@ -20,9 +20,15 @@ from shared_model.training import HeldOutRecall, PretrainSettings, evaluate_nvp,
 log = logging.getLogger(__name__)
 
 
-def run_central_pretraining(data_dirs: list[Path], out: Path, *, settings: PretrainSettings,
-                            model_options: dict[str, Any] | None = None, min_count: int = 1,
-                            max_vocab: int | None = None) -> dict[str, Any]:
+def run_central_pretraining(
+    data_dirs: list[Path],
+    out: Path,
+    *,
+    settings: PretrainSettings,
+    model_options: dict[str, Any] | None = None,
+    min_count: int = 1,
+    max_vocab: int | None = None,
+) -> dict[str, Any]:
     """Pool the sites, build the vocabulary on their train splits, pretrain NVP + CP with early
     stopping on the pooled tuning split; write RUN/checkpoint, RUN/history.csv, RUN/metrics.json."""
     out = Path(out)
@@ -32,11 +38,25 @@ def run_central_pretraining(data_dirs: list[Path], out: Path, *, settings: Pretr
     log.info("vocabulary: %d codes, %d target groups", len(vocabulary.codes), vocabulary.n_groups)
     config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, **(model_options or {}))
     splits = [task_arrays(site, NEXT_VISIT, vocabulary) for site in sites]
-    model, history = pretrain(config, [s["train"] for s in splits], [s["tuning"] for s in splits], settings,
-                              callbacks=[HeldOutRecall([s["held_out"] for s in splits])])
-    save_checkpoint(out / "checkpoint", model, config, vocabulary,
-                    extra={"mode": "central", "sites": [str(p) for p in data_dirs], "seed": settings.seed,
-                           "epochs_run": len(history.get("loss", []))})
+    model, history = pretrain(
+        config,
+        [s["train"] for s in splits],
+        [s["tuning"] for s in splits],
+        settings,
+        callbacks=[HeldOutRecall([s["held_out"] for s in splits])],
+    )
+    save_checkpoint(
+        out / "checkpoint",
+        model,
+        config,
+        vocabulary,
+        extra={
+            "mode": "central",
+            "sites": [str(p) for p in data_dirs],
+            "seed": settings.seed,
+            "epochs_run": len(history.get("loss", [])),
+        },
+    )
     pd.DataFrame(history).rename_axis("epoch").to_csv(out / "history.csv")
     metrics = nvp_report(model, splits, [Path(p).name for p in data_dirs], vocabulary.n_groups)
     metrics.update(mode="central", seed=settings.seed, epochs_run=len(history.get("loss", [])))

@@ -1,6 +1,6 @@
 """`claimpt embed`: every patient's vector from the shared encoder, exported keyed by
 (pseudonymous) subject id, and a 2-D projection coloured by site and by a label: how far apart
-the sites sit, and whether pretraining already separates a condition (DESIGN 3)."""
+the sites sit, and whether pretraining already separates a condition (docs/architecture.md §3)."""
 
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ class EmbedSettings:
     seed: int = 0
 
 
-def site_embeddings(checkpoint_dir: Path, data: list[Path], settings: EmbedSettings, verify_signature=None
-                    ) -> tuple[pd.DataFrame, np.ndarray]:
+def site_embeddings(
+    checkpoint_dir: Path, data: list[Path], settings: EmbedSettings, verify_signature=None
+) -> tuple[pd.DataFrame, np.ndarray]:
     """(one row per patient: subject_id, site, split, label; their vectors)."""
     checkpoint = load_checkpoint(checkpoint_dir, verify_signature=verify_signature)
     model = restore_model(checkpoint)
@@ -43,14 +44,20 @@ def site_embeddings(checkpoint_dir: Path, data: list[Path], settings: EmbedSetti
     for path in data:
         dataset = read_meds(path)
         if settings.label and settings.label not in dataset.labels:
-            raise DataValidationError(path / "labels", f"labels for --label {settings.label}",
-                                      found=sorted(dataset.labels))
+            raise DataValidationError(
+                path / "labels", f"labels for --label {settings.label}", found=sorted(dataset.labels)
+            )
         arrays = latest_per_subject(task_samples(dataset, NEXT_VISIT, checkpoint.vocabulary))
         if settings.limit and len(arrays["subject_id"]) > settings.limit:
             rng = np.random.default_rng(settings.seed)
             arrays = select(arrays, np.sort(rng.choice(len(arrays["subject_id"]), settings.limit, replace=False)))
-        frame = pd.DataFrame({"subject_id": arrays["subject_id"], "site": path.name,
-                              "split": split_of(dataset, arrays["subject_id"]).astype(str)})
+        frame = pd.DataFrame(
+            {
+                "subject_id": arrays["subject_id"],
+                "site": path.name,
+                "split": split_of(dataset, arrays["subject_id"]).astype(str),
+            }
+        )
         if settings.label:
             labels = dataset.labels[settings.label]
             positive = labels.groupby("subject_id")["boolean_value"].any()
@@ -72,11 +79,16 @@ def projection(vectors: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
     return umap.UMAP(random_state=seed).fit_transform(vectors), "UMAP"
 
 
-def projection_png(path: Path, table: pd.DataFrame, points: np.ndarray, method: str, label: str | None,
-                   seed: int) -> Path:
+def projection_png(
+    path: Path, table: pd.DataFrame, points: np.ndarray, method: str, label: str | None, seed: int
+) -> Path:
     rng = np.random.default_rng(seed)
-    shown = np.concatenate([rng.permutation(np.flatnonzero(table["site"].to_numpy() == site))[:PLOT_POINTS_PER_SITE]
-                            for site in table["site"].unique()])
+    shown = np.concatenate(
+        [
+            rng.permutation(np.flatnonzero(table["site"].to_numpy() == site))[:PLOT_POINTS_PER_SITE]
+            for site in table["site"].unique()
+        ]
+    )
     shown = rng.permutation(shown)  # no site drawn on top of all others
     panels = 2 if label else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5.5), squeeze=False)
@@ -89,12 +101,20 @@ def projection_png(path: Path, table: pd.DataFrame, points: np.ndarray, method: 
     if label:
         ax = axes[0][1]
         values = table[label].iloc[shown]
-        for name, mask, colour in (("no label", values.isna(), "#cccccc"),
-                                   (f"{label}: no", values.eq(False).fillna(False), "#2e86ab"),
-                                   (f"{label}: yes", values.eq(True).fillna(False), "#d1495b")):
+        for name, mask, colour in (
+            ("no label", values.isna(), "#cccccc"),
+            (f"{label}: no", values.eq(False).fillna(False), "#2e86ab"),
+            (f"{label}: yes", values.eq(True).fillna(False), "#d1495b"),
+        ):
             rows = shown[mask.to_numpy(dtype=bool)]
-            ax.scatter(points[rows, 0], points[rows, 1], s=4 if colour != "#d1495b" else 7, alpha=0.6, color=colour,
-                       label=f"{name} ({len(rows)})")
+            ax.scatter(
+                points[rows, 0],
+                points[rows, 1],
+                s=4 if colour != "#d1495b" else 7,
+                alpha=0.6,
+                color=colour,
+                label=f"{name} ({len(rows)})",
+            )
         ax.legend(markerscale=3, fontsize=8)
         ax.set_title(f"patient vectors by {label}")
     for ax in axes[0]:
@@ -107,8 +127,15 @@ def projection_png(path: Path, table: pd.DataFrame, points: np.ndarray, method: 
     return path
 
 
-def run_embed(checkpoint_dir: Path, data: list[Path], out: Path, settings: EmbedSettings, *,
-              verify_signature=None, overwrite: bool = False) -> Path:
+def run_embed(
+    checkpoint_dir: Path,
+    data: list[Path],
+    out: Path,
+    settings: EmbedSettings,
+    *,
+    verify_signature=None,
+    overwrite: bool = False,
+) -> Path:
     table, vectors = site_embeddings(checkpoint_dir, data, settings, verify_signature)
     points, method = projection(vectors, settings.seed)
     with atomic_directory(out, overwrite=overwrite) as tmp:

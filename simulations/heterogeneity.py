@@ -28,6 +28,8 @@ def js_divergence_matrix(datasets: dict[str, MedsDataset]) -> pd.DataFrame:
 
 
 def label_prevalence(datasets: dict[str, MedsDataset]) -> pd.DataFrame:
-    rows = {name: {task: float(frame["boolean_value"].mean()) for task, frame in ds.labels.items()}
-            for name, ds in datasets.items()}
+    rows = {
+        name: {task: float(frame["boolean_value"].mean()) for task, frame in ds.labels.items()}
+        for name, ds in datasets.items()
+    }
     return pd.DataFrame(rows).T

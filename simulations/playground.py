@@ -1,6 +1,6 @@
 """`claimpt attention`: the attention playground. For chosen patients of a site: the real
 per-layer, per-head attention over their visits and the codes that drive the explained output,
-as PNGs and one self-contained `attention.html` (DESIGN 3)."""
+as PNGs and one self-contained `attention.html` (docs/architecture.md §3)."""
 
 from __future__ import annotations
 
@@ -40,16 +40,21 @@ class PlaygroundSettings:
     group: str = ""  # pretrained checkpoints: explain this next-visit group's logit (default: each patient's top group)
 
 
-def choose_samples(dataset: MedsDataset, model: ExplainedModel, vocabulary, settings: PlaygroundSettings
-                   ) -> dict[str, np.ndarray]:
+def choose_samples(
+    dataset: MedsDataset, model: ExplainedModel, vocabulary, settings: PlaygroundSettings
+) -> dict[str, np.ndarray]:
     """One sample per patient (the latest prediction time) for the chosen patients."""
     arrays = latest_per_subject(task_samples(dataset, model.task, vocabulary))
     if settings.patients:
         wanted = np.asarray(settings.patients, dtype=np.int64)
         missing = np.setdiff1d(wanted, arrays["subject_id"])
         if missing.size:
-            raise DataValidationError(dataset.root, f"a subject with a {model.task} sample for every --patient",
-                                      column="subject_id", found=int(missing[0]))
+            raise DataValidationError(
+                dataset.root,
+                f"a subject with a {model.task} sample for every --patient",
+                column="subject_id",
+                found=int(missing[0]),
+            )
         rows = np.concatenate([np.flatnonzero(arrays["subject_id"] == w) for w in wanted])
         return select(arrays, rows)
     candidates = np.flatnonzero(split_of(dataset, arrays["subject_id"]) == settings.split)
@@ -70,17 +75,25 @@ def visit_date_and_type(arrays: dict[str, np.ndarray], i: int, v: int) -> tuple[
     return str(np.datetime64(day, "D")), VISIT_TYPE_NAMES.get(int(arrays["visit_type"][i, v]), "?")
 
 
-def visit_rows(arrays: dict[str, np.ndarray], i: int, explanation: Explanation, names: dict[int, str],
-               descriptions: dict[str, str]) -> pd.DataFrame:
+def visit_rows(
+    arrays: dict[str, np.ndarray], i: int, explanation: Explanation, names: dict[int, str], descriptions: dict[str, str]
+) -> pd.DataFrame:
     """One row per code of patient i's real visits: date, visit type, code, description, attribution."""
     rows = []
     for v in np.flatnonzero(arrays["visit_type"][i] > 0):
         date, kind = visit_date_and_type(arrays, i, v)
         for c in np.flatnonzero(arrays["codes"][i, v] > 0):
             code = names[int(arrays["codes"][i, v, c])]
-            rows.append({"visit": int(v), "date": date, "type": kind, "code": code,
-                         "description": descriptions.get(code, ""),
-                         "attribution": float(explanation.code_attribution[i, v, c])})
+            rows.append(
+                {
+                    "visit": int(v),
+                    "date": date,
+                    "type": kind,
+                    "code": code,
+                    "description": descriptions.get(code, ""),
+                    "attribution": float(explanation.code_attribution[i, v, c]),
+                }
+            )
     return pd.DataFrame(rows, columns=["visit", "date", "type", "code", "description", "attribution"])
 
 
@@ -90,14 +103,21 @@ def token_labels(arrays: dict[str, np.ndarray], i: int) -> tuple[np.ndarray, lis
     return np.r_[0, visits + 1], labels
 
 
-def attention_png(path: Path, explanation: Explanation, i: int, tokens: np.ndarray, labels: list[str], title: str) -> Path:
+def attention_png(
+    path: Path, explanation: Explanation, i: int, tokens: np.ndarray, labels: list[str], title: str
+) -> Path:
     """Per layer and head: the attention matrix over the patient's real tokens (colour scaled to its
     own range: a 1-layer Claim-PT model attends almost uniformly), and below it the weights of the
     demographic token, the row whose output becomes the patient vector."""
     layers, heads = len(explanation.attention), explanation.attention[0].shape[1]
     size = max(4.0, 0.22 * len(tokens) + 2.5)
-    fig, axes = plt.subplots(2 * layers, heads, figsize=(size * heads, (size + 2.2) * layers), squeeze=False,
-                             gridspec_kw={"height_ratios": [size, 2.2] * layers})
+    fig, axes = plt.subplots(
+        2 * layers,
+        heads,
+        figsize=(size * heads, (size + 2.2) * layers),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [size, 2.2] * layers},
+    )
     uniform = 1.0 / len(tokens)
     for layer in range(layers):
         for head in range(heads):
@@ -141,8 +161,11 @@ def output_index(model: ExplainedModel, vocabulary, group: str) -> int | None:
     if not group:
         return None
     if model.task != "next_visit" or group not in vocabulary.groups:
-        raise DataValidationError("--group", "a next-visit group of a pretrained checkpoint's vocabulary "
-                                  f"(e.g. {vocabulary.groups[0]})", found=group)
+        raise DataValidationError(
+            "--group",
+            f"a next-visit group of a pretrained checkpoint's vocabulary (e.g. {vocabulary.groups[0]})",
+            found=group,
+        )
     return vocabulary.groups.index(group)
 
 
@@ -152,48 +175,68 @@ def output_name(model: ExplainedModel, vocabulary, index: int) -> str:
     return f"{model.task} logit"
 
 
-def run_playground(checkpoint_dir: Path, data: Path, out: Path, settings: PlaygroundSettings,
-                   verify_signature=None, overwrite: bool = False) -> Path:
+def run_playground(
+    checkpoint_dir: Path,
+    data: Path,
+    out: Path,
+    settings: PlaygroundSettings,
+    verify_signature=None,
+    overwrite: bool = False,
+) -> Path:
     checkpoint = load_checkpoint(checkpoint_dir, verify_signature=verify_signature)
     model = restore_model(checkpoint)
     dataset = read_meds(data)
     arrays = choose_samples(dataset, model, checkpoint.vocabulary, settings)
     explanation = explain(model, arrays, output_index=output_index(model, checkpoint.vocabulary, settings.group))
-    descriptions = dict(zip(dataset.codes["code"].astype(str), dataset.codes["description"].fillna("").astype(str),
-                            strict=True))
+    descriptions = dict(
+        zip(dataset.codes["code"].astype(str), dataset.codes["description"].fillna("").astype(str), strict=True)
+    )
     log.info("explained %d patients with %s (%s)", len(arrays["subject_id"]), checkpoint_dir, model.task)
     names = code_names(checkpoint.vocabulary)
     rows = [visit_rows(arrays, i, explanation, names, descriptions) for i in range(len(arrays["subject_id"]))]
     with atomic_directory(out, overwrite=overwrite) as tmp:
         summary = summary_table(arrays, explanation, rows, checkpoint.vocabulary, model)
         summary.to_csv(tmp / "patients.csv", index=False)
-        sections = [_patient_section(tmp, arrays, i, explanation, rows[i], checkpoint.vocabulary, model)
-                    for i in range(min(settings.render, len(rows)))]
-        intro = [f"<p>Checkpoint <code>{html.escape(str(checkpoint_dir))}</code> ({html.escape(checkpoint.kind)}, "
-                 f"{model.config.n_layers} layer(s) x {model.config.n_heads} heads); data "
-                 f"<code>{html.escape(str(data))}</code>. Attention: the softmax weights of each head (rows: the "
-                 "attending token, columns: the attended one; padded visits get none). Attribution: gradient x "
-                 "input of the explained logit on each code's embedding.</p>",
-                 "<h2>Patients</h2>", summary.to_html(index=False, border=0, float_format=lambda x: f"{x:.3f}"),
-                 *sections]
+        sections = [
+            _patient_section(tmp, arrays, i, explanation, rows[i], checkpoint.vocabulary, model)
+            for i in range(min(settings.render, len(rows)))
+        ]
+        intro = [
+            f"<p>Checkpoint <code>{html.escape(str(checkpoint_dir))}</code> ({html.escape(checkpoint.kind)}, "
+            f"{model.config.n_layers} layer(s) x {model.config.n_heads} heads); data "
+            f"<code>{html.escape(str(data))}</code>. Attention: the softmax weights of each head (rows: the "
+            "attending token, columns: the attended one; padded visits get none). Attribution: gradient x "
+            "input of the explained logit on each code's embedding.</p>",
+            "<h2>Patients</h2>",
+            summary.to_html(index=False, border=0, float_format=lambda x: f"{x:.3f}"),
+            *sections,
+        ]
         (tmp / "attention.html").write_text(html_page("Attention playground", intro))
     return out / "attention.html"
 
 
-def summary_table(arrays, explanation: Explanation, visits_per_patient: list[pd.DataFrame], vocabulary,
-                  model: ExplainedModel) -> pd.DataFrame:
+def summary_table(
+    arrays, explanation: Explanation, visits_per_patient: list[pd.DataFrame], vocabulary, model: ExplainedModel
+) -> pd.DataFrame:
     rows = []
     for i, subject in enumerate(arrays["subject_id"]):
         visits = visits_per_patient[i]
         top = visits.reindex(visits["attribution"].abs().sort_values(ascending=False).index).head(3)
-        rows.append({"patient": int(subject), "visits": int((arrays["visit_type"][i] > 0).sum()),
-                     "explained output": output_name(model, vocabulary, int(explanation.output_index[i])),
-                     "logit": float(explanation.logit[i]), "top codes": ", ".join(top["code"])})
+        rows.append(
+            {
+                "patient": int(subject),
+                "visits": int((arrays["visit_type"][i] > 0).sum()),
+                "explained output": output_name(model, vocabulary, int(explanation.output_index[i])),
+                "logit": float(explanation.logit[i]),
+                "top codes": ", ".join(top["code"]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def _patient_section(directory: Path, arrays, i: int, explanation: Explanation, rows: pd.DataFrame, vocabulary,
-                     model: ExplainedModel) -> str:
+def _patient_section(
+    directory: Path, arrays, i: int, explanation: Explanation, rows: pd.DataFrame, vocabulary, model: ExplainedModel
+) -> str:
     subject = int(arrays["subject_id"][i])
     target = output_name(model, vocabulary, int(explanation.output_index[i]))
     title = f"patient {subject}: {target} (logit {explanation.logit[i]:.2f})"
@@ -201,6 +244,7 @@ def _patient_section(directory: Path, arrays, i: int, explanation: Explanation, 
     attention = attention_png(directory / f"attention-{subject}.png", explanation, i, tokens, labels, title)
     codes = codes_png(directory / f"codes-{subject}.png", rows, title)
     table = rows.to_html(index=False, border=0, float_format=lambda x: f"{x:+.3f}")
-    return (f"<h2 id='p{subject}'>Patient {subject}</h2><p>{html.escape(target)}</p>"
-            f"{embedded_png(attention)}{embedded_png(codes)}<details><summary>every code</summary>{table}</details>")
-
+    return (
+        f"<h2 id='p{subject}'>Patient {subject}</h2><p>{html.escape(target)}</p>"
+        f"{embedded_png(attention)}{embedded_png(codes)}<details><summary>every code</summary>{table}</details>"
+    )

@@ -28,5 +28,10 @@ def logreg_signal(dataset: MedsDataset, task: str, seed: int = 0) -> SignalResul
     test_features, _ = bag_of_codes(dataset.events, test, vocabulary)
     model = fit_logreg(features, train["boolean_value"].to_numpy(), seed=seed)
     score = model.predict_proba(test_features)[:, 1]
-    return SignalResult(task, float(roc_auc_score(test["boolean_value"], score)), len(train), len(test),
-                        int(test["boolean_value"].sum()))
+    return SignalResult(
+        task,
+        float(roc_auc_score(test["boolean_value"], score)),
+        len(train),
+        len(test),
+        int(test["boolean_value"].sum()),
+    )

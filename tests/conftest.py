@@ -31,10 +31,16 @@ def tiny_events() -> pd.DataFrame:
     """Two subjects with birth, sex and a few visits, as a producer would hand them to write_meds."""
     t = lambda s: np.datetime64(s, "us")  # noqa: E731
     rows = [
-        (1, None, "SEX/F"), (1, t("2010-01-01"), "MEDS_BIRTH"), (1, t("2015-03-01"), "VISIT/OP"),
-        (1, t("2015-03-01"), "ICD10CM/J45.909"), (1, t("2016-05-02"), "CPT/99213"),
-        (2, None, "SEX/M"), (2, t("2012-06-01"), "MEDS_BIRTH"), (2, t("2016-01-10"), "VISIT/ER"),
-        (2, t("2016-01-10"), "ICD10CM/J21.9"), (2, t("2017-02-02"), "RXNORM/745679"),
+        (1, None, "SEX/F"),
+        (1, t("2010-01-01"), "MEDS_BIRTH"),
+        (1, t("2015-03-01"), "VISIT/OP"),
+        (1, t("2015-03-01"), "ICD10CM/J45.909"),
+        (1, t("2016-05-02"), "CPT/99213"),
+        (2, None, "SEX/M"),
+        (2, t("2012-06-01"), "MEDS_BIRTH"),
+        (2, t("2016-01-10"), "VISIT/ER"),
+        (2, t("2016-01-10"), "ICD10CM/J21.9"),
+        (2, t("2017-02-02"), "RXNORM/745679"),
     ]
     frame = pd.DataFrame(rows, columns=["subject_id", "time", "code"])
     frame["time"] = pd.to_datetime(frame["time"]).astype("datetime64[us]")
@@ -43,24 +49,41 @@ def tiny_events() -> pd.DataFrame:
 
 
 def tiny_labels() -> pd.DataFrame:
-    return pd.DataFrame({
-        "subject_id": [1, 2],
-        "prediction_time": pd.to_datetime(["2016-01-01", "2016-06-01"]).astype("datetime64[us]"),
-        "boolean_value": [True, False],
-    })
+    return pd.DataFrame(
+        {
+            "subject_id": [1, 2],
+            "prediction_time": pd.to_datetime(["2016-01-01", "2016-06-01"]).astype("datetime64[us]"),
+            "boolean_value": [True, False],
+        }
+    )
 
 
 @pytest.fixture
 def tiny_meds(tmp_path: Path) -> Path:
     events = tiny_events()
-    return write_meds(tmp_path / "tiny", events, assign_splits(np.array([1, 2])),
-                      labels={"asthma": tiny_labels()}, metadata={"dataset_name": "tiny"})
+    return write_meds(
+        tmp_path / "tiny",
+        events,
+        assign_splits(np.array([1, 2])),
+        labels={"asthma": tiny_labels()},
+        metadata={"dataset_name": "tiny"},
+    )
 
 
 #: the longest test files (minutes each on 2 cores), started first so that `make test`'s two
 #: xdist workers (one file at a time each) do not end with one of them alone on a long file
-LONGEST_FIRST = ("test_deployment.py", "test_transfer.py", "test_federation.py", "test_privacy_experiment.py",
-                 "test_federated_privacy.py", "test_hostile_server.py", "test_simulation_engine.py")
+LONGEST_FIRST = (
+    "test_federation.py",
+    "test_transfer.py",
+    "test_deployment.py",
+    "test_privacy_experiment.py",
+    "test_federated_privacy.py",
+    "test_simulation_engine.py",
+    "test_privacy.py",
+    "test_pretrain_finetune.py",
+    "test_hostile_server.py",
+    "test_model.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

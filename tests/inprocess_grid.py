@@ -18,8 +18,9 @@ from flwr.supercore.task_identity import TaskIdentity
 
 
 class InProcessGrid(Grid):
-    def __init__(self, client_app: ClientApp, node_configs: list[dict], run_config: dict | None = None,
-                 run_id: int = 1) -> None:
+    def __init__(
+        self, client_app: ClientApp, node_configs: list[dict], run_config: dict | None = None, run_id: int = 1
+    ) -> None:
         self.client_app = client_app
         self.run_id = run_id
         self.node_configs = {1000 + i: config for i, config in enumerate(node_configs)}
@@ -57,8 +58,13 @@ class InProcessGrid(Grid):
             message.metadata.__dict__["_message_id"] = str(uuid4())
             message.metadata.__dict__["_src_node_id"] = 0
             node = message.metadata.dst_node_id
-            context = Context(run_id=self.run_id, node_id=node, node_config=self.node_configs[node],
-                              state=self.states[node], run_config=self.run_config)
+            context = Context(
+                run_id=self.run_id,
+                node_id=node,
+                node_config=self.node_configs[node],
+                state=self.states[node],
+                run_config=self.run_config,
+            )
             try:  # a copy, as if it had crossed the wire: Flower's client mods modify what they receive
                 reply = self.client_app(copy.deepcopy(message), context)
             except Exception as exc:  # noqa: BLE001 - a failing client becomes an error reply, as in Flower

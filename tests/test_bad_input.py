@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from shared_model.data import DataValidationError, read_meds
 from shared_model.data.claims_csv import convert_claims
-from simulations.cli import app
+from simulations.cli.app import app
 
 
 def _first_shard(root: Path) -> Path:
@@ -31,22 +31,42 @@ def _set(column: str, row: int, value: object, kind: pa.DataType | None = None) 
         values[row] = value
         index = table.column_names.index(column)
         return table.set_column(index, column, pa.array(values, kind or table.schema.field(column).type))
+
     return edit
 
 
 # (case id, file to edit relative to the dataset, edit, expected row, expected column)
 MEDS_ROW_CASES = [
     ("negative subject id", "data", _set("subject_id", 2, -5), 3, "subject_id"),
-    ("non-integer subject id", "data", lambda t: t.set_column(0, "subject_id", pa.array(
-        [1.5] + [float(x) for x in t.column("subject_id").to_pylist()[1:]])), 1, "subject_id"),
+    (
+        "non-integer subject id",
+        "data",
+        lambda t: t.set_column(
+            0, "subject_id", pa.array([1.5] + [float(x) for x in t.column("subject_id").to_pylist()[1:]])
+        ),
+        1,
+        "subject_id",
+    ),
     ("null code", "data", _set("code", 1, None), 2, "code"),
     ("empty code", "data", _set("code", 3, ""), 4, "code"),
     ("event before birth", "data", None, None, "time"),
-    ("duplicate label rows", "labels/asthma.parquet", lambda t: pa.concat_tables([t, t.slice(0, 1)]), 3, "prediction_time"),
+    (
+        "duplicate label rows",
+        "labels/asthma.parquet",
+        lambda t: pa.concat_tables([t, t.slice(0, 1)]),
+        3,
+        "prediction_time",
+    ),
     ("label subject not in data", "labels/asthma.parquet", _set("subject_id", 1, 999), 2, "subject_id"),
     ("null label value", "labels/asthma.parquet", _set("boolean_value", 0, None), 1, "boolean_value"),
     ("null prediction time", "labels/asthma.parquet", _set("prediction_time", 1, None), 2, "prediction_time"),
-    ("duplicate split rows", "metadata/subject_splits.parquet", lambda t: pa.concat_tables([t, t.slice(1, 1)]), 3, "subject_id"),
+    (
+        "duplicate split rows",
+        "metadata/subject_splits.parquet",
+        lambda t: pa.concat_tables([t, t.slice(1, 1)]),
+        3,
+        "subject_id",
+    ),
 ]
 
 
@@ -58,7 +78,9 @@ def _event_before_birth(table: pa.Table) -> pa.Table:
     return table.set_column(1, "time", pa.array(times, pa.timestamp("us")))
 
 
-@pytest.mark.parametrize(("case", "target", "edit", "row", "column"), MEDS_ROW_CASES, ids=[c[0] for c in MEDS_ROW_CASES])
+@pytest.mark.parametrize(
+    ("case", "target", "edit", "row", "column"), MEDS_ROW_CASES, ids=[c[0] for c in MEDS_ROW_CASES]
+)
 def test_meds_row_errors_name_file_row_and_column(tiny_meds: Path, case: str, target: str, edit, row, column) -> None:
     path = _first_shard(tiny_meds) if target == "data" else tiny_meds / target
     if case == "event before birth":
@@ -74,15 +96,19 @@ def test_meds_row_errors_name_file_row_and_column(tiny_meds: Path, case: str, ta
     assert str(path) in str(err) and f"row {row}" in str(err) and f"column '{column}'" in str(err)
 
 
-@pytest.mark.parametrize(("column", "values", "type_text"), [
-    ("time", ["2015-01-01"], "string"),
-    ("subject_id", ["abc"], "string"),
-    ("numeric_value", ["high"], "string"),
-])
+@pytest.mark.parametrize(
+    ("column", "values", "type_text"),
+    [
+        ("time", ["2015-01-01"], "string"),
+        ("subject_id", ["abc"], "string"),
+        ("numeric_value", ["high"], "string"),
+    ],
+)
 def test_wrong_dtype_names_file_and_column(tiny_meds: Path, column: str, values: list, type_text: str) -> None:
     path = _first_shard(tiny_meds)
-    _edit_parquet(path, lambda t: t.set_column(t.column_names.index(column), column,
-                                               pa.array(values * t.num_rows, pa.string())))
+    _edit_parquet(
+        path, lambda t: t.set_column(t.column_names.index(column), column, pa.array(values * t.num_rows, pa.string()))
+    )
     with pytest.raises(DataValidationError) as info:
         read_meds(tiny_meds)
     assert info.value.column == column and Path(info.value.file) == path
@@ -118,8 +144,10 @@ def test_path_outside_dataset_is_rejected(tiny_meds: Path, tmp_path: Path) -> No
 # ------------------------------------------------------------------------------------- CSV
 
 PATIENTS = "patient_id,birth_date,sex\n10,2010-01-01,F\n11,2012-05-05,M\n"
-CLAIMS = ("patient_id,service_date,visit_type,code\n10,2015-01-02,OP,ICD10CM/J45.909\n"
-          "10,2015-01-02,OP,CPT/99213\n11,2016-03-04,ER,ICD10CM/J21.9\n")
+CLAIMS = (
+    "patient_id,service_date,visit_type,code\n10,2015-01-02,OP,ICD10CM/J45.909\n"
+    "10,2015-01-02,OP,CPT/99213\n11,2016-03-04,ER,ICD10CM/J21.9\n"
+)
 
 # (case, which file, text, row, column)
 CSV_CASES = [
@@ -153,11 +181,14 @@ def test_csv_errors_name_file_row_and_column(tmp_path: Path, case, which, text, 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("claims", "expected"), [
-    ("", "empty file"),
-    ("patient_id,service_date,code\n10,2015-01-02,CPT/99213\n", "column 'visit_type'"),
-    ("patient_id,service_date,visit_type,code\n", "at least one data row"),
-])
+@pytest.mark.parametrize(
+    ("claims", "expected"),
+    [
+        ("", "empty file"),
+        ("patient_id,service_date,code\n10,2015-01-02,CPT/99213\n", "column 'visit_type'"),
+        ("patient_id,service_date,visit_type,code\n", "at least one data row"),
+    ],
+)
 def test_csv_file_level_errors(tmp_path: Path, claims: str, expected: str) -> None:
     claims_path, patients_path = _write_csvs(tmp_path, claims=claims)
     with pytest.raises(DataValidationError, match=expected) as info:
@@ -168,7 +199,9 @@ def test_csv_file_level_errors(tmp_path: Path, claims: str, expected: str) -> No
 def test_cli_exits_2_with_located_message_and_writes_nothing(tmp_path: Path) -> None:
     claims, patients = _write_csvs(tmp_path, claims=CLAIMS.replace(",ER,", ",XX,"))
     out = tmp_path / "meds"
-    result = CliRunner().invoke(app, ["convert", "--claims", str(claims), "--patients", str(patients), "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["convert", "--claims", str(claims), "--patients", str(patients), "--out", str(out)]
+    )
     assert result.exit_code == 2
     assert "row 3" in result.output and "column 'visit_type'" in result.output and "claims.csv" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["claims.csv", "patients.csv"]

@@ -1,8 +1,9 @@
 """A real deployment on 127.0.0.1: `claimpt server start` (Flower's SuperLink with TLS, SuperNode
 authentication and the control plane on 127.0.0.1), two `claimpt site join` SuperNodes with their
 own pseudonymised data, keys and the consortium's app key, a federated round submitted as a signed
-bundle with `claimpt server submit`, and a signed checkpoint a site verifies before fine-tuning. Every process is started in its own process group and the whole
-group is stopped in teardown, also when a test fails."""
+bundle with `claimpt server submit`, and a signed checkpoint a site verifies before fine-tuning.
+Every process is started in its own process group and the whole group is stopped in teardown,
+also when a test fails."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from client.prepare import prepare_site
 from server.certs import CertificateSettings, write_certificates
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
-from shared_model.flower_processes import executable, flower_environment, group_alive, start_group, stop_group
+from shared_model.runtime.processes import executable, flower_environment, group_alive, start_group, stop_group
 from shared_model.signing import load_verifier
 from simulations.synth import synthesize
 from tests.test_site import files_mentioning
@@ -97,8 +98,14 @@ class Deployment:
         return flower_environment({"FLWR_HOME": str(self.state / "flwr-home")})
 
     def nodes(self) -> list[dict]:
-        result = subprocess.run([executable("flwr"), "supernode", "list", "claimpt", "--format", "json"],
-                                env=self.flwr_env, capture_output=True, text=True, timeout=60, check=False)
+        result = subprocess.run(
+            [executable("flwr"), "supernode", "list", "claimpt", "--format", "json"],
+            env=self.flwr_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         try:
             return json.loads(result.stdout).get("nodes", [])
         except json.JSONDecodeError:
@@ -107,31 +114,65 @@ class Deployment:
     def join(self, name: str, key: Path, data: Path, *, extra: tuple[str, ...] = ()) -> subprocess.Popen:
         home = self.root / "homes" / name
         home.mkdir(parents=True, exist_ok=True)
-        command = [CLAIMPT, "site", "join", "--superlink", f"127.0.0.1:{self.port}", "--ca", str(self.certs / "ca.crt"),
-                   "--key", str(key), "--trusted-entities", str(self.certs / "trusted-entities.yaml"),
-                   "--data", str(data), "--runtime-port", str(free_port()), *extra]
+        command = [
+            CLAIMPT,
+            "site",
+            "join",
+            "--superlink",
+            f"127.0.0.1:{self.port}",
+            "--ca",
+            str(self.certs / "ca.crt"),
+            "--key",
+            str(key),
+            "--trusted-entities",
+            str(self.certs / "trusted-entities.yaml"),
+            "--data",
+            str(data),
+            "--runtime-port",
+            str(free_port()),
+            *extra,
+        ]
         return self.launcher.start(name, command, flower_environment({"FLWR_HOME": str(home)}))
 
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("deployment")
-    certs = write_certificates(root / "certs", CertificateSettings(hosts=("localhost", "127.0.0.1"),
-                                                                   sites=(*SITES, "unregistered")))
+    certs = write_certificates(
+        root / "certs", CertificateSettings(hosts=("localhost", "127.0.0.1"), sites=(*SITES, "unregistered"))
+    )
     raw_sites = synthesize(root / "raw", [300, 300], seed=21)
-    prepared = {site: prepare_site(raw, root / "prepared" / site, root / "keys" / f"{site}.key").out
-                for site, raw in zip(SITES, raw_sites, strict=True)}
+    prepared = {
+        site: prepare_site(raw, root / "prepared" / site, root / "keys" / f"{site}.key").out
+        for site, raw in zip(SITES, raw_sites, strict=True)
+    }
     raw_ids = np.concatenate([read_meds(raw).splits["subject_id"].to_numpy() for raw in raw_sites])
     (root / "logs").mkdir()
     with launched(root / "logs") as launcher:
         port, state = free_port(), root / "state"
-        server = launcher.start("server", [CLAIMPT, "server", "start", "--certs", str(certs), "--state", str(state),
-                                           "--host", "127.0.0.1", "--port", str(port),
-                                           "--control-port", str(free_port()),
-                                           *[a for s in SITES for a in ("--site-key", str(certs / "supernodes" / f"{s}.pub"))]],
-                                flower_environment())
-        wait_for(lambda: "SuperLink ready" in launcher.log("server"), "server start", 90, server,
-                 launcher.log("server"))
+        server = launcher.start(
+            "server",
+            [
+                CLAIMPT,
+                "server",
+                "start",
+                "--certs",
+                str(certs),
+                "--state",
+                str(state),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--control-port",
+                str(free_port()),
+                *[a for s in SITES for a in ("--site-key", str(certs / "supernodes" / f"{s}.pub"))],
+            ],
+            flower_environment(),
+        )
+        wait_for(
+            lambda: "SuperLink ready" in launcher.log("server"), "server start", 90, server, launcher.log("server")
+        )
         launcher.extra_pgids.append(int((state / "superlink.pid").read_text()))
         deployment = Deployment(root, certs, state, port, prepared, raw_ids, launcher)
         for site in SITES:
@@ -143,10 +184,26 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: Deployment) -> None:
     run_dir = deployment.root / "run"
     result = subprocess.run(
-        [CLAIMPT, "server", "submit", "--app", str(REPO), "--state", str(deployment.state), "--app-key",
-         str(deployment.certs / "app-signing.key"), "--run-config",
-         f"num-server-rounds=1 min-available-clients=2 batch-size=32 d-model=32 ffn-dim=32 run-dir='{run_dir}'"],
-        cwd=REPO, env=flower_environment(), capture_output=True, text=True, timeout=600, check=False)
+        [
+            CLAIMPT,
+            "server",
+            "submit",
+            "--app",
+            str(REPO),
+            "--state",
+            str(deployment.state),
+            "--app-key",
+            str(deployment.certs / "app-signing.key"),
+            "--run-config",
+            f"num-server-rounds=1 min-available-clients=2 batch-size=32 d-model=32 ffn-dim=32 run-dir='{run_dir}'",
+        ],
+        cwd=REPO,
+        env=flower_environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     (deployment.root / "logs" / "flwr-run.log").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout + result.stderr
     verify = load_verifier(deployment.certs / "signing.pub")
@@ -158,10 +215,29 @@ def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: De
     assert [line.split(",")[:3] for line in rounds[1:]] == [["1", "2", "0"]]
 
     finetune = subprocess.run(
-        [CLAIMPT, "site", "finetune", "--checkpoint", str(run_dir / "checkpoint"), "--server-public-key",
-         str(deployment.certs / "signing.pub"), "--data", str(deployment.prepared["site-1"]), "--task", "asthma",
-         "--train-size", "100", "--out", str(deployment.root / "finetune-site-1")],
-        env=flower_environment(), capture_output=True, text=True, timeout=300, check=False)
+        [
+            CLAIMPT,
+            "site",
+            "finetune",
+            "--checkpoint",
+            str(run_dir / "checkpoint"),
+            "--server-public-key",
+            str(deployment.certs / "signing.pub"),
+            "--data",
+            str(deployment.prepared["site-1"]),
+            "--task",
+            "asthma",
+            "--train-size",
+            "100",
+            "--out",
+            str(deployment.root / "finetune-site-1"),
+        ],
+        env=flower_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     (deployment.root / "logs" / "finetune.log").write_text(finetune.stdout + finetune.stderr)
     assert finetune.returncode == 0, finetune.stderr
     prepared = json.loads((deployment.root / "finetune-site-1" / "metrics.json").read_text())
@@ -169,15 +245,35 @@ def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: De
 
     # the same fine-tuning on the raw extract: pseudonymisation changes the ids, nothing else
     raw = subprocess.run(
-        [CLAIMPT, "site", "finetune", "--checkpoint", str(run_dir / "checkpoint"), "--server-public-key",
-         str(deployment.certs / "signing.pub"), "--data", str(deployment.root / "raw" / "site-1"), "--task", "asthma",
-         "--train-size", "100", "--out", str(deployment.root / "raw-finetune")],
-        env=flower_environment(), capture_output=True, text=True, timeout=300, check=False)
+        [
+            CLAIMPT,
+            "site",
+            "finetune",
+            "--checkpoint",
+            str(run_dir / "checkpoint"),
+            "--server-public-key",
+            str(deployment.certs / "signing.pub"),
+            "--data",
+            str(deployment.root / "raw" / "site-1"),
+            "--task",
+            "asthma",
+            "--train-size",
+            "100",
+            "--out",
+            str(deployment.root / "raw-finetune"),
+        ],
+        env=flower_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert raw.returncode == 0, raw.stderr
     on_raw = json.loads((deployment.root / "raw-finetune" / "metrics.json").read_text())
     assert "auroc" in prepared
-    assert {k: v for k, v in prepared.items() if k not in ("data", "seconds")} == \
-        {k: v for k, v in on_raw.items() if k not in ("data", "seconds")}
+    assert {k: v for k, v in prepared.items() if k not in ("data", "seconds")} == {
+        k: v for k, v in on_raw.items() if k not in ("data", "seconds")
+    }
 
 
 def test_raw_ids_appear_in_no_output_or_log(deployment: Deployment) -> None:
@@ -191,8 +287,12 @@ def test_raw_ids_appear_in_no_output_or_log(deployment: Deployment) -> None:
 
 def test_an_unregistered_node_key_is_refused(deployment: Deployment) -> None:
     before = {n["node-id"] for n in deployment.nodes()}
-    rogue = deployment.join("unregistered", deployment.certs / "supernodes" / "unregistered",
-                            deployment.prepared["site-1"], extra=("--max-retries", "1"))
+    rogue = deployment.join(
+        "unregistered",
+        deployment.certs / "supernodes" / "unregistered",
+        deployment.prepared["site-1"],
+        extra=("--max-retries", "1"),
+    )
     wait_for(lambda: rogue.poll() is not None, "unregistered SuperNode gives up", 120)
     assert rogue.returncode != 0
     assert "Failed to activate SuperNode" in deployment.launcher.log("unregistered")
@@ -200,12 +300,22 @@ def test_an_unregistered_node_key_is_refused(deployment: Deployment) -> None:
 
 
 def test_a_supernode_without_the_ca_certificate_cannot_connect(deployment: Deployment) -> None:
-    command = [executable("flower-supernode"), "--superlink", f"127.0.0.1:{deployment.port}",
-               "--auth-supernode-private-key", str(deployment.certs / "supernodes" / "site-1"),
-               "--port", str(free_port()), "--max-retries", "1",
-               "--node-config", f"data-path='{deployment.prepared['site-1']}'"]
-    process = deployment.launcher.start("no-ca", command, flower_environment(
-        {"FLWR_HOME": str(deployment.root / "homes" / "no-ca")}))
+    command = [
+        executable("flower-supernode"),
+        "--superlink",
+        f"127.0.0.1:{deployment.port}",
+        "--auth-supernode-private-key",
+        str(deployment.certs / "supernodes" / "site-1"),
+        "--port",
+        str(free_port()),
+        "--max-retries",
+        "1",
+        "--node-config",
+        f"data-path='{deployment.prepared['site-1']}'",
+    ]
+    process = deployment.launcher.start(
+        "no-ca", command, flower_environment({"FLWR_HOME": str(deployment.root / "homes" / "no-ca")})
+    )
     wait_for(lambda: process.poll() is not None, "SuperNode without the CA gives up", 120)
     assert process.returncode != 0
     assert "CERTIFICATE_VERIFY_FAILED" in deployment.launcher.log("no-ca")
@@ -217,7 +327,8 @@ def site_connection(deployment: Deployment) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "consortium"\n\n[superlink.consortium]\naddress = "127.0.0.1:{deployment.port}"\n'
-        f'root-certificates = "{deployment.certs / "ca.crt"}"\n')
+        f'root-certificates = "{deployment.certs / "ca.crt"}"\n'
+    )
     return flower_environment({"FLWR_HOME": str(home)})
 
 
@@ -229,8 +340,13 @@ def test_a_site_cannot_use_the_control_plane(deployment: Deployment) -> None:
     before = {n["node-id"] for n in deployment.nodes()}
     attempts = {
         "run": [executable("flwr"), "run", str(REPO), "consortium", "--run-config", "num-server-rounds=1"],
-        "register": [executable("flwr"), "supernode", "register",
-                     str(deployment.certs / "supernodes" / "unregistered.pub"), "consortium"],
+        "register": [
+            executable("flwr"),
+            "supernode",
+            "register",
+            str(deployment.certs / "supernodes" / "unregistered.pub"),
+            "consortium",
+        ],
         "list": [executable("flwr"), "supernode", "list", "consortium", "--format", "json"],
     }
     for name, command in attempts.items():
@@ -255,28 +371,58 @@ def test_supernodes_refuse_unsigned_and_foreign_signed_bundles(deployment: Deplo
 
     from server.app_signing import sign_app
 
-    foreign = Path(shutil.copytree(REPO, tmp_path / "foreign-app", ignore=shutil.ignore_patterns(
-        ".venv", ".git", "demo", "runs", "bench", "__pycache__", ".pytest_cache", "*.egg-info")))
+    foreign = Path(
+        shutil.copytree(
+            REPO,
+            tmp_path / "foreign-app",
+            ignore=shutil.ignore_patterns(
+                ".venv", ".git", "demo", "runs", "bench", "__pycache__", ".pytest_cache", "*.egg-info"
+            ),
+        )
+    )
     with open(foreign / "client" / "app.py", "a") as handle:
         handle.write("\n# a ClientApp the consortium never reviewed\n")
     other = tmp_path / "other.key"
-    other.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    other.write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     refusals = {"site-1": 0, "site-2": 0}
     for signed in (False, True):
         if signed:
             sign_app(foreign, other, deployment.state / "app-signatures")
         before = {site: _fab_refusals(deployment.launcher.log(site)) for site in refusals}
-        result = subprocess.run([executable("flwr"), "run", str(foreign), "claimpt", "--run-config",
-                                 f"num-server-rounds=1 run-dir='{tmp_path / 'foreign-run'}'"],
-                                cwd=foreign, env=deployment.flwr_env, capture_output=True, text=True, timeout=120,
-                                check=False)
+        result = subprocess.run(
+            [
+                executable("flwr"),
+                "run",
+                str(foreign),
+                "claimpt",
+                "--run-config",
+                f"num-server-rounds=1 run-dir='{tmp_path / 'foreign-run'}'",
+            ],
+            cwd=foreign,
+            env=deployment.flwr_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert result.returncode == 0, result.stdout + result.stderr  # the SuperLink accepts it: the sites decide
-        wait_for(lambda: all(_fab_refusals(deployment.launcher.log(s)) > before[s] for s in refusals),
-                 f"both sites refuse the {'foreign-signed' if signed else 'unsigned'} bundle", 120)
+        wait_for(
+            lambda before=before: all(_fab_refusals(deployment.launcher.log(s)) > before[s] for s in refusals),
+            f"both sites refuse the {'foreign-signed' if signed else 'unsigned'} bundle",
+            120,
+        )
         run_id = result.stdout.split("Successfully started run")[1].split()[0]
-        subprocess.run([executable("flwr"), "stop", run_id, "claimpt"], env=deployment.flwr_env, capture_output=True,
-                       timeout=60, check=False)
+        subprocess.run(
+            [executable("flwr"), "stop", run_id, "claimpt"],
+            env=deployment.flwr_env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
     assert not (tmp_path / "foreign-run" / "checkpoint").exists()
 
 
@@ -288,11 +434,25 @@ def test_teardown_stops_every_process_also_after_a_failure(tmp_path: Path) -> No
     state = tmp_path / "state"
     with pytest.raises(RuntimeError, match="a failing test"):
         with launched(tmp_path) as launcher:
-            server = launcher.start("server", [CLAIMPT, "server", "start", "--insecure", "--state", str(state),
-                                               "--host", "127.0.0.1", "--port", str(free_port())],
-                                    flower_environment())
-            wait_for(lambda: "SuperLink ready" in launcher.log("server"), "server start", 90, server,
-                     launcher.log("server"))
+            server = launcher.start(
+                "server",
+                [
+                    CLAIMPT,
+                    "server",
+                    "start",
+                    "--insecure",
+                    "--state",
+                    str(state),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(free_port()),
+                ],
+                flower_environment(),
+            )
+            wait_for(
+                lambda: "SuperLink ready" in launcher.log("server"), "server start", 90, server, launcher.log("server")
+            )
             superlink = int((state / "superlink.pid").read_text())
             launcher.extra_pgids.append(superlink)
             assert group_alive(server.pid) and group_alive(superlink)

@@ -19,8 +19,9 @@ from tests.test_model import V, random_batch
 
 @pytest.fixture(scope="module")
 def two_layer() -> tuple[ClaimTransformerConfig, PretrainingModel, dict]:
-    config = ClaimTransformerConfig(vocab_size=50, n_groups=9, d_model=16, ffn_dim=16, patient_dim=16, n_heads=2,
-                                    n_layers=2)
+    config = ClaimTransformerConfig(
+        vocab_size=50, n_groups=9, d_model=16, ffn_dim=16, patient_dim=16, n_heads=2, n_layers=2
+    )
     model = PretrainingModel(config)
     batch, _ = random_batch(np.random.default_rng(5), 4, config.vocab_size, config.n_groups, np.array([1, 4, 12, 30]))
     return config, model, batch
@@ -45,10 +46,17 @@ def test_extracted_weights_are_the_attention(two_layer) -> None:
     explained = ExplainedModel(config, model.encoder, model.nvp_head, "next_visit")
     result = explain(explained, batch)
     encoder = model.encoder
-    x = np.concatenate([np.asarray(encoder.get_layer("demographic_token")(batch["demo"])),
-                        np.asarray(encoder.get_layer("visit_embedding")(batch["codes"], batch["visit_type"],
-                                                                        batch["date_index"], batch["days_before"],
-                                                                        batch["age_days"]))], axis=1)
+    x = np.concatenate(
+        [
+            np.asarray(encoder.get_layer("demographic_token")(batch["demo"])),
+            np.asarray(
+                encoder.get_layer("visit_embedding")(
+                    batch["codes"], batch["visit_type"], batch["date_index"], batch["days_before"], batch["age_days"]
+                )
+            ),
+        ],
+        axis=1,
+    )
     key_valid = np.concatenate([np.ones((4, 1), bool), batch["visit_type"] > 0], axis=1)
     mask = key_valid[:, None, :] & np.ones((4, V + 1, 1), bool)
     for layer in range(config.n_layers):
@@ -96,13 +104,23 @@ def test_code_attribution_is_gradient_times_input(two_layer) -> None:
 
 def test_pretraining_and_task_checkpoints_are_explained(tmp_path: Path) -> None:
     config = ClaimTransformerConfig(vocab_size=40, n_groups=6, d_model=16, ffn_dim=16, patient_dim=16)
-    vocabulary = Vocabulary(tuple(f"ICD10CM/A{i:02d}" for i in range(38)), tuple([20] * 38),
-                            tuple(f"ICD10CM/G{i}" for i in range(6)), tuple(i % 6 for i in range(38)))
+    vocabulary = Vocabulary(
+        tuple(f"ICD10CM/A{i:02d}" for i in range(38)),
+        tuple([20] * 38),
+        tuple(f"ICD10CM/G{i}" for i in range(6)),
+        tuple(i % 6 for i in range(38)),
+    )
     batch, _ = random_batch(np.random.default_rng(2), 3, config.vocab_size, config.n_groups, np.array([3, 8, 30]))
     save_checkpoint(tmp_path / "pre", PretrainingModel(config), config, vocabulary)
     task_model = TaskModel(build_encoder(config), "binary", 1)
-    save_checkpoint(tmp_path / "task", task_model, config, vocabulary, kind=KIND_TASK,
-                    extra={"task": "asthma", "task_kind": "binary", "n_outputs": 1})
+    save_checkpoint(
+        tmp_path / "task",
+        task_model,
+        config,
+        vocabulary,
+        kind=KIND_TASK,
+        extra={"task": "asthma", "task_kind": "binary", "n_outputs": 1},
+    )
     pretrained = restore_model(load_checkpoint(tmp_path / "pre"))
     assert pretrained.task == "next_visit"
     assert explain(pretrained, batch).output_index.max() < config.n_groups
@@ -120,15 +138,30 @@ def test_attention_and_embed_commands_write_their_outputs(fed_sites: list[Path],
 
     from shared_model.data import read_meds
     from shared_model.tasks import training_vocabulary
-    from simulations.cli import app
+    from simulations.cli.app import app
 
     vocabulary = training_vocabulary([read_meds(p) for p in fed_sites])
-    config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16,
-                                    patient_dim=16, ffn_dim=16)
+    config = ClaimTransformerConfig(
+        vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16, patient_dim=16, ffn_dim=16
+    )
     save_checkpoint(tmp_path / "ckpt", PretrainingModel(config), config, vocabulary)
     runner = CliRunner()
-    result = runner.invoke(app, ["attention", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(fed_sites[0]),
-                                 "--out", str(tmp_path / "att"), "--sample", "6", "--render", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "attention",
+            "--checkpoint",
+            str(tmp_path / "ckpt"),
+            "--data",
+            str(fed_sites[0]),
+            "--out",
+            str(tmp_path / "att"),
+            "--sample",
+            "6",
+            "--render",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     pngs = sorted((tmp_path / "att").glob("*.png"))
     assert len(pngs) == 4 and len(pd.read_csv(tmp_path / "att" / "patients.csv")) == 6
@@ -136,16 +169,55 @@ def test_attention_and_embed_commands_write_their_outputs(fed_sites: list[Path],
     for png in pngs:  # every picture is embedded, so the page stands alone
         assert base64.b64encode(png.read_bytes()).decode() in page
     patient = int(pd.read_csv(tmp_path / "att" / "patients.csv")["patient"].iloc[0])
-    result = runner.invoke(app, ["attention", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(fed_sites[0]),
-                                 "--out", str(tmp_path / "one"), "--patient", str(patient), "--group",
-                                 vocabulary.groups[0]])
+    result = runner.invoke(
+        app,
+        [
+            "attention",
+            "--checkpoint",
+            str(tmp_path / "ckpt"),
+            "--data",
+            str(fed_sites[0]),
+            "--out",
+            str(tmp_path / "one"),
+            "--patient",
+            str(patient),
+            "--group",
+            vocabulary.groups[0],
+        ],
+    )
     assert result.exit_code == 0 and (tmp_path / "one" / f"codes-{patient}.png").exists()
-    result = runner.invoke(app, ["attention", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(fed_sites[0]),
-                                 "--out", str(tmp_path / "bad"), "--patient", "123"])
+    result = runner.invoke(
+        app,
+        [
+            "attention",
+            "--checkpoint",
+            str(tmp_path / "ckpt"),
+            "--data",
+            str(fed_sites[0]),
+            "--out",
+            str(tmp_path / "bad"),
+            "--patient",
+            "123",
+        ],
+    )
     assert result.exit_code == 2 and "subject_id" in result.output and not (tmp_path / "bad").exists()
 
-    result = runner.invoke(app, ["embed", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(fed_sites[0]),
-                                 "--data", str(fed_sites[1]), "--label", "asthma", "--out", str(tmp_path / "emb")])
+    result = runner.invoke(
+        app,
+        [
+            "embed",
+            "--checkpoint",
+            str(tmp_path / "ckpt"),
+            "--data",
+            str(fed_sites[0]),
+            "--data",
+            str(fed_sites[1]),
+            "--label",
+            "asthma",
+            "--out",
+            str(tmp_path / "emb"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     table = pd.read_parquet(tmp_path / "emb" / "embeddings.parquet")
     assert set(table["site"]) == {fed_sites[0].name, fed_sites[1].name}

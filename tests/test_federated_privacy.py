@@ -33,11 +33,15 @@ def test_record_level_dp_spends_exactly_the_target_epsilon(fed_sites: list[Path]
     assert all(np.isfinite(w).all() for w in weights)
 
 
-def test_a_site_with_its_own_budget_refuses_to_overspend_or_to_train_without_dp(fed_sites: list[Path],
-                                                                                tmp_path: Path) -> None:
+def test_a_site_with_its_own_budget_refuses_to_overspend_or_to_train_without_dp(
+    fed_sites: list[Path], tmp_path: Path
+) -> None:
     for name, options in (("overspend", {"dp_epsilon": 4.0, "batch_size": 25}), ("no-dp", {})):
-        settings = FederatedRunConfig(**{**TINY, "num_server_rounds": 1, **options}, run_dir=str(tmp_path / name),
-                                      data_paths=",".join(map(str, fed_sites)))
+        settings = FederatedRunConfig(
+            **{**TINY, "num_server_rounds": 1, **options},
+            run_dir=str(tmp_path / name),
+            data_paths=",".join(map(str, fed_sites)),
+        )
         policy = tmp_path / "policy.toml"
         policy.write_text("lifetime_epsilon = 1.0\n")
         nodes = [{"partition-id": 0}, {"partition-id": 1, "policy": str(policy)}, {"partition-id": 2}]
@@ -49,16 +53,31 @@ def test_a_site_with_its_own_budget_refuses_to_overspend_or_to_train_without_dp(
         assert len(reasons) == 1 and all("refused by the site's policy" in r for r in reasons), reasons
 
 
+@pytest.fixture(scope="module")
+def clean_run(fed_sites: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One round without client-level DP, the same seed as the DP runs."""
+    run_dir = tmp_path_factory.mktemp("clean") / "run"
+    federate(fed_sites, run_dir, num_server_rounds=1)
+    return run_dir
+
+
 @pytest.mark.parametrize("clipping", ["fixed", "adaptive"])
-def test_client_level_dp_clips_noises_and_reports_epsilon(fed_sites: list[Path], tmp_path: Path, clipping: str) -> None:
-    _, clean = federate(fed_sites, tmp_path / "clean", num_server_rounds=1)
-    _, rounds = federate(fed_sites, tmp_path / "dp", num_server_rounds=1, client_dp_noise=1.0,
-                         client_dp_clipping=clipping, client_dp_clip_norm=0.05)
+def test_client_level_dp_clips_noises_and_reports_epsilon(
+    fed_sites: list[Path], tmp_path: Path, clean_run: Path, clipping: str
+) -> None:
+    _, rounds = federate(
+        fed_sites,
+        tmp_path / "dp",
+        num_server_rounds=1,
+        client_dp_noise=1.0,
+        client_dp_clipping=clipping,
+        client_dp_clip_norm=0.05,
+    )
     assert rounds["client_epsilon"].iloc[0] == pytest.approx(epsilon_spent(1.0, 1.0, 1, 1e-5))
-    assert clean["client_epsilon"].iloc[0] == 0.0
-    start = load_checkpoint(tmp_path / "clean" / "checkpoints" / "round-001").weights
+    assert pd.read_csv(clean_run / "rounds.csv")["client_epsilon"].iloc[0] == 0.0
+    start = load_checkpoint(clean_run / "checkpoints" / "round-001").weights
     dp = load_checkpoint(tmp_path / "dp" / "checkpoint").weights
-    clean_final = load_checkpoint(tmp_path / "clean" / "checkpoint").weights
+    clean_final = load_checkpoint(clean_run / "checkpoint").weights
     assert any(not np.allclose(a, b) for a, b in zip(dp, clean_final, strict=True))  # clipped and noised
     assert len(dp) == len(start)
 
@@ -67,8 +86,9 @@ def test_a_site_sets_its_policy_and_state_when_it_joins(tmp_path: Path) -> None:
     from client.supernode import SuperNodeSettings, supernode_command
 
     policy = tmp_path / "policy.toml"
-    command = supernode_command(SuperNodeSettings("127.0.0.1:9092", tmp_path / "site", None, None, insecure=True,
-                                                  policy=policy))
+    command = supernode_command(
+        SuperNodeSettings("127.0.0.1:9092", tmp_path / "site", None, None, insecure=True, policy=policy)
+    )
     node_config = command[command.index("--node-config") + 1].split()
     assert f'policy="{policy.resolve()}"' in node_config
     assert f'state-dir="{(tmp_path / "site.site-state").resolve()}"' in node_config

@@ -41,8 +41,9 @@ def model_and_vocabulary(site: Path):
     """A vocabulary with every code the site has, rare ones included (what a server that wants
     to probe rare codes would send), and a small model over it."""
     vocabulary = training_vocabulary([read_meds(site)])
-    config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16,
-                                    patient_dim=16, ffn_dim=16)
+    config = ClaimTransformerConfig(
+        vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16, patient_dim=16, ffn_dim=16
+    )
     return [np.asarray(w) for w in PretrainingModel(config).get_weights()], config, vocabulary
 
 
@@ -51,16 +52,24 @@ class Server:
 
     def __init__(self, site: Path, node_config: dict | None = None, run_id: int = 1, **run_config) -> None:
         self.run_config = {**FederatedRunConfig(**run_config).to_run_config(), **{"data-paths": str(site)}}
-        self.grid = InProcessGrid(make_client_app(), [{"partition-id": 0, **(node_config or {})}], self.run_config,
-                                  run_id=run_id)
+        self.grid = InProcessGrid(
+            make_client_app(), [{"partition-id": 0, **(node_config or {})}], self.run_config, run_id=run_id
+        )
 
     def send(self, message_type: str, content: RecordDict) -> Message:
         (reply,) = self.grid.send_and_receive([Message(content, dst_node_id=1000, message_type=message_type)])
         return reply
 
     def train(self, weights, config: ClaimTransformerConfig, vocabulary, *, server_round: int = 1, **extra) -> Message:
-        record = ConfigRecord({"server-round": server_round, "vocabulary": vocabulary.to_json(),
-                               "model-config": config.to_json(), "local-epochs": 1, **extra})
+        record = ConfigRecord(
+            {
+                "server-round": server_round,
+                "vocabulary": vocabulary.to_json(),
+                "model-config": config.to_json(),
+                "local-epochs": 1,
+                **extra,
+            }
+        )
         return self.send("train", RecordDict({"arrays": ArrayRecord(weights), "config": record}))
 
     def evaluate(self, weights, config: ClaimTransformerConfig, vocabulary) -> Message:
@@ -159,8 +168,9 @@ def test_the_adversary_simulation_key_is_refused_by_a_deployed_site(site: Path, 
     assert "ValueError" in reply.error.reason and "signflip" not in reply.error.reason
 
 
-def test_a_plain_round_is_refused_when_the_policy_requires_secure_aggregation(site: Path, model_and_vocabulary,
-                                                                            tmp_path: Path) -> None:
+def test_a_plain_round_is_refused_when_the_policy_requires_secure_aggregation(
+    site: Path, model_and_vocabulary, tmp_path: Path
+) -> None:
     weights, config, vocabulary = model_and_vocabulary
     policy = write_policy(tmp_path / "policy.toml", require_secure_aggregation=True)
     server = Server(site, {"policy": str(policy)})
@@ -169,8 +179,13 @@ def test_a_plain_round_is_refused_when_the_policy_requires_secure_aggregation(si
     import flwr.compat.common.recorddict_compat as compat
     from flwr.common import FitIns, ndarrays_to_parameters
 
-    legacy = compat.fitins_to_recorddict(FitIns(ndarrays_to_parameters(weights), {
-        "server-round": 1, "vocabulary": vocabulary.to_json(), "model-config": config.to_json()}), keep_input=True)
+    legacy = compat.fitins_to_recorddict(
+        FitIns(
+            ndarrays_to_parameters(weights),
+            {"server-round": 1, "vocabulary": vocabulary.to_json(), "model-config": config.to_json()},
+        ),
+        keep_input=True,
+    )
     for open_policy in (server, Server(site)):
         assert refused(open_policy.send("train", legacy), "secure aggregation")
 
@@ -189,13 +204,17 @@ def test_error_replies_carry_no_data_paths_or_values(site: Path, model_and_vocab
     table = pq.read_table(shard)
     ids = table.column("subject_id").to_pylist()
     ids[5] = -987654321  # a DataValidationError quotes the value, the file and the row
-    pq.write_table(table.set_column(table.column_names.index("subject_id"), "subject_id",
-                                    pa.array(ids, pa.int64())), shard)
+    pq.write_table(
+        table.set_column(table.column_names.index("subject_id"), "subject_id", pa.array(ids, pa.int64())), shard
+    )
     (tmp_path / "state").mkdir(mode=0o700)
     node = {"data-path": str(broken), "state-dir": str(tmp_path / "state")}
     server = Server(site, node)
-    replies = [server.vocabulary_query(SITE_K), server.train(weights, config, vocabulary),
-               server.evaluate(weights, config, vocabulary)]
+    replies = [
+        server.vocabulary_query(SITE_K),
+        server.train(weights, config, vocabulary),
+        server.evaluate(weights, config, vocabulary),
+    ]
     for reply in replies:
         assert reply.has_error() and "site reference" in reply.error.reason
         for secret in (str(tmp_path), "hospital-a", shard.name, "987654321", "row "):
@@ -227,24 +246,51 @@ def test_a_rolled_back_checkpoint_is_refused(fed_sites: list[Path], model_and_vo
     from typer.testing import CliRunner
 
     from shared_model.checkpoint import save_checkpoint
-    from simulations.cli import app
+    from simulations.cli.app import app
 
     key = ed25519.Ed25519PrivateKey.generate()
     public = tmp_path / "signing.pub"
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     _, config, vocabulary = model_and_vocabulary
     model = PretrainingModel(config)
     for name, server_round in (("checkpoints/round-001", 1), ("checkpoints/round-002", 2), ("checkpoint", 2)):
-        save_checkpoint(tmp_path / "run" / name, model, config, vocabulary, signer=key.sign,
-                        extra={"mode": "federated", "run_id": "run-a", "round": server_round})
+        save_checkpoint(
+            tmp_path / "run" / name,
+            model,
+            config,
+            vocabulary,
+            signer=key.sign,
+            extra={"mode": "federated", "run_id": "run-a", "round": server_round},
+        )
     state = tmp_path / "site-state"
 
     def finetune(checkpoint: Path, *extra: str):
-        return CliRunner().invoke(app, ["site", "finetune", "--checkpoint", str(checkpoint), "--server-public-key",
-                                        str(public), "--data", str(fed_sites[0]), "--task", "asthma", "--train-size",
-                                        "60", "--epochs", "1", "--state", str(state), "--out",
-                                        str(tmp_path / f"ft-{len(list(tmp_path.glob('ft-*')))}"), *extra])
+        return CliRunner().invoke(
+            app,
+            [
+                "site",
+                "finetune",
+                "--checkpoint",
+                str(checkpoint),
+                "--server-public-key",
+                str(public),
+                "--data",
+                str(fed_sites[0]),
+                "--task",
+                "asthma",
+                "--train-size",
+                "60",
+                "--epochs",
+                "1",
+                "--state",
+                str(state),
+                "--out",
+                str(tmp_path / f"ft-{len(list(tmp_path.glob('ft-*')))}"),
+                *extra,
+            ],
+        )
 
     assert finetune(tmp_path / "run" / "checkpoints" / "round-002").exit_code == 0
     rolled_back = finetune(tmp_path / "run" / "checkpoints" / "round-001")

@@ -38,8 +38,10 @@ def random_batch(rng: np.random.Generator, n: int, vocab_size: int, n_groups: in
     batch = {k: v.astype(np.int32) for k, v in batch.items()}
     groups = np.where(rng.random((n, V, 4)) < 0.5, rng.integers(0, n_groups, (n, V, 4)), -1)
     groups = np.sort(groups, axis=-1)[..., ::-1]
-    targets = {"target_groups": _distinct(rng.integers(0, n_groups, (n, 3))).astype(np.int32),
-               "visit_groups": np.where(used[..., None], _distinct(groups), -1).astype(np.int32)}
+    targets = {
+        "target_groups": _distinct(rng.integers(0, n_groups, (n, 3))).astype(np.int32),
+        "visit_groups": np.where(used[..., None], _distinct(groups), -1).astype(np.int32),
+    }
     return batch, targets
 
 
@@ -133,8 +135,9 @@ def test_sparse_loss_equals_dense_masked_reference(config: ClaimTransformerConfi
         fast = model.compute_loss(x=x, y=y, y_pred=model(x, training=True))
         reference = dense_reference()
     assert float(fast) == pytest.approx(float(reference), rel=1e-5)
-    for g_fast, g_ref in zip(tape.gradient(fast, model.trainable_variables),
-                             tape.gradient(reference, model.trainable_variables), strict=True):
+    for g_fast, g_ref in zip(
+        tape.gradient(fast, model.trainable_variables), tape.gradient(reference, model.trainable_variables), strict=True
+    ):
         np.testing.assert_allclose(tf.convert_to_tensor(g_fast), tf.convert_to_tensor(g_ref), atol=1e-6)
 
 
@@ -184,8 +187,12 @@ def test_progress_reports_within_an_epoch(config: ClaimTransformerConfig, caplog
     x, y = random_batch(np.random.default_rng(4), 30, config.vocab_size, config.n_groups, np.arange(30) % 30 + 1)
     model = new_pretraining_model(config, seed=0)
     with caplog.at_level(logging.INFO, logger="shared_model.training"):
-        model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(10), epochs=1, verbose=0,
-                  callbacks=[Progress(steps_per_epoch=3, interval_seconds=0.0)])
+        model.fit(
+            tf.data.Dataset.from_tensor_slices((x, y)).batch(10),
+            epochs=1,
+            verbose=0,
+            callbacks=[Progress(steps_per_epoch=3, interval_seconds=0.0)],
+        )
     steps = [r.getMessage() for r in caplog.records if "step" in r.getMessage()]
     assert steps and steps[-1].startswith("epoch 1: step 3/3")
     assert any(r.getMessage().startswith("epoch 1: cp_loss=") for r in caplog.records)
@@ -198,8 +205,11 @@ def test_multilabel_bce_matches_keras_for_arbitrary_targets() -> None:
     dense = np.zeros((6, 9), np.float32)
     for i, row in enumerate(targets):
         dense[i, row[row >= 0]] = 1
-    np.testing.assert_allclose(multilabel_bce_from_indices(logits, targets),
-                               keras.losses.binary_crossentropy(dense, logits, from_logits=True), rtol=1e-5)
+    np.testing.assert_allclose(
+        multilabel_bce_from_indices(logits, targets),
+        keras.losses.binary_crossentropy(dense, logits, from_logits=True),
+        rtol=1e-5,
+    )
 
 
 def test_layerwise_adam_freezes_and_decays(config: ClaimTransformerConfig) -> None:
@@ -227,8 +237,12 @@ def test_layerwise_adam_freezes_and_decays(config: ClaimTransformerConfig) -> No
 
 def _vocab(n_codes: int, n_groups: int) -> Vocabulary:
     codes = tuple(f"ICD10CM/A{i:02d}" for i in range(n_codes))
-    return Vocabulary(codes, tuple([1] * n_codes), tuple(f"ICD10CM/G{g}" for g in range(n_groups)),
-                      tuple(i % n_groups for i in range(n_codes)))
+    return Vocabulary(
+        codes,
+        tuple([1] * n_codes),
+        tuple(f"ICD10CM/G{g}" for g in range(n_groups)),
+        tuple(i % n_groups for i in range(n_codes)),
+    )
 
 
 def test_checkpoint_round_trip_gives_identical_predictions(tmp_path: Path, config: ClaimTransformerConfig) -> None:
@@ -269,10 +283,12 @@ def test_sparse_rmsprop_mixes_sparse_and_dense_embedding_gradients() -> None:
     """DP-SGD hands the embedding a dense gradient, plain steps a sparse one: both give Keras' update."""
     rng = np.random.default_rng(0)
     shape = tf.constant([8, 4])
-    steps = [tf.IndexedSlices(tf.constant(rng.normal(size=(3, 4)), tf.float32), tf.constant([1, 5, 1]), shape),
-             tf.IndexedSlices(tf.constant(rng.normal(size=(2, 4)), tf.float32), tf.constant([2, 7]), shape),
-             tf.constant(rng.normal(size=(8, 4)), tf.float32),
-             tf.IndexedSlices(tf.constant(rng.normal(size=(2, 4)), tf.float32), tf.constant([5, 6]), shape)]
+    steps = [
+        tf.IndexedSlices(tf.constant(rng.normal(size=(3, 4)), tf.float32), tf.constant([1, 5, 1]), shape),
+        tf.IndexedSlices(tf.constant(rng.normal(size=(2, 4)), tf.float32), tf.constant([2, 7]), shape),
+        tf.constant(rng.normal(size=(8, 4)), tf.float32),
+        tf.IndexedSlices(tf.constant(rng.normal(size=(2, 4)), tf.float32), tf.constant([5, 6]), shape),
+    ]
     results = []
     for optimizer in (SparseRMSprop(0.1), keras.optimizers.RMSprop(0.1)):
         table = keras.Variable(np.ones((8, 4), np.float32), name="embeddings")

@@ -70,6 +70,7 @@ def test_one_standard_error_rule_prefers_the_strong_penalty_over_a_slightly_bett
     assert choose_c(SlightlyNoisierWhenSmall, CANDIDATES, x[:300], y[:300], x[300:], y[300:], seed=0) == 0.001
     # the scores do increase with C, so plain arg-max would have chosen another candidate
     from sklearn.metrics import roc_auc_score
+
     scores = [roc_auc_score(y, SlightlyNoisierWhenSmall(c).fit(x, y).decision_function(x)) for c in CANDIDATES]
     assert scores[-1] > scores[0]
 

@@ -10,16 +10,28 @@ import pytest
 from typer.testing import CliRunner
 
 from shared_model.checkpoint import load_checkpoint
-from simulations.cli import app
+from simulations.cli.app import app
 
-TINY = ["--d-model", "16", "--ffn", "16"]
+TINY = ["--d-model", "16", "--ffn-dim", "16"]
 
 
 @pytest.fixture(scope="module")
 def pretrained(small_sites: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("central")
-    args = ["pretrain", "central", *[a for p in small_sites for a in ("--data", str(p))], "--out", str(run),
-            "--epochs", "2", "--batch-size", "64", "--seed", "3", *TINY]
+    args = [
+        "pretrain",
+        "central",
+        *[a for p in small_sites for a in ("--data", str(p))],
+        "--out",
+        str(run),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--seed",
+        "3",
+        *TINY,
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return run
@@ -32,22 +44,44 @@ def test_central_pretraining_writes_checkpoint_and_beats_nothing_trivially(pretr
     metrics = json.loads((pretrained / "metrics.json").read_text())
     for k in ("recall@5", "recall@10", "recall@30"):
         assert 0.0 < metrics["nvp_held_out"][k] <= 1.0
-    assert metrics["nvp_held_out"]["recall@30"] >= metrics["nvp_held_out"]["recall@10"] >= metrics["nvp_held_out"]["recall@5"]
+    assert (
+        metrics["nvp_held_out"]["recall@30"]
+        >= metrics["nvp_held_out"]["recall@10"]
+        >= metrics["nvp_held_out"]["recall@5"]
+    )
     assert set(metrics["nvp_held_out_by_site"]) == {"site-1", "site-2", "site-3"}
     assert (pretrained / "history.csv").read_text().startswith("epoch,")
 
 
-@pytest.mark.parametrize(("extra", "pretrained_flag"), [
-    (["--model", "transformer"], True),
-    (["--model", "transformer", "--adaptation", "probe-then-finetune", "--gradual-unfreeze"], True),
-    (["--model", "transformer", "--adaptation", "finetune"], True),
-    (["--model", "transformer", *TINY], False),
-    (["--model", "logreg"], False),
-])
-def test_finetune_variants_write_metrics(pretrained: Path, small_sites: list[Path], tmp_path: Path,
-                                         extra: list[str], pretrained_flag: bool) -> None:
-    args = ["finetune", "--data", str(small_sites[0]), "--task", "asthma", "--train-size", "200", "--epochs", "2",
-            "--out", str(tmp_path / "ft"), "--seed", "1", *extra]
+@pytest.mark.parametrize(
+    ("extra", "pretrained_flag"),
+    [
+        (["--model", "transformer"], True),
+        (["--model", "transformer", "--adaptation", "probe-then-finetune", "--gradual-unfreeze"], True),
+        (["--model", "transformer", "--adaptation", "finetune"], True),
+        (["--model", "transformer", *TINY], False),
+        (["--model", "logreg"], False),
+    ],
+)
+def test_finetune_variants_write_metrics(
+    pretrained: Path, small_sites: list[Path], tmp_path: Path, extra: list[str], pretrained_flag: bool
+) -> None:
+    args = [
+        "finetune",
+        "--data",
+        str(small_sites[0]),
+        "--task",
+        "asthma",
+        "--train-size",
+        "200",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path / "ft"),
+        "--seed",
+        "1",
+        *extra,
+    ]
     if pretrained_flag:
         args += ["--checkpoint", str(pretrained / "checkpoint")]
     result = CliRunner().invoke(app, args)
@@ -59,9 +93,24 @@ def test_finetune_variants_write_metrics(pretrained: Path, small_sites: list[Pat
 
 
 def test_next_visit_finetuning_reports_recall(pretrained: Path, small_sites: list[Path], tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["finetune", "--data", str(small_sites[1]), "--task", "next_visit",
-                                      "--train-size", "150", "--probe-epochs", "2", "--out", str(tmp_path / "nv"),
-                                      "--checkpoint", str(pretrained / "checkpoint")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "finetune",
+            "--data",
+            str(small_sites[1]),
+            "--task",
+            "next_visit",
+            "--train-size",
+            "150",
+            "--probe-epochs",
+            "2",
+            "--out",
+            str(tmp_path / "nv"),
+            "--checkpoint",
+            str(pretrained / "checkpoint"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "nv" / "metrics.json").read_text())
     assert {"recall@5", "recall@10", "recall@30"} <= set(metrics)
@@ -72,8 +121,19 @@ def test_next_visit_finetuning_reports_recall(pretrained: Path, small_sites: lis
 def test_same_seed_same_pretrained_weights(small_sites: list[Path], tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):
-        args = ["pretrain", "central", "--data", str(small_sites[2]), "--out", str(tmp_path / name),
-                "--epochs", "1", "--seed", "7", *TINY]
+        args = [
+            "pretrain",
+            "central",
+            "--data",
+            str(small_sites[2]),
+            "--out",
+            str(tmp_path / name),
+            "--epochs",
+            "1",
+            "--seed",
+            "7",
+            *TINY,
+        ]
         assert CliRunner().invoke(app, args).exit_code == 0
         runs.append(load_checkpoint(tmp_path / name / "checkpoint").weights)
     for a, b in zip(*runs, strict=True):
@@ -81,18 +141,24 @@ def test_same_seed_same_pretrained_weights(small_sites: list[Path], tmp_path: Pa
 
 
 def test_finetune_rejects_unknown_task(small_sites: list[Path], tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["finetune", "--data", str(small_sites[0]), "--task", "diabetes",
-                                      "--out", str(tmp_path / "x")])
+    result = CliRunner().invoke(
+        app, ["finetune", "--data", str(small_sites[0]), "--task", "diabetes", "--out", str(tmp_path / "x")]
+    )
     assert result.exit_code != 0
     assert "diabetes" in str(result.exception) or "diabetes" in result.output
 
 
 def test_summarize_puts_results_side_by_side(tmp_path: Path) -> None:
-    for name, record in {"a": {"model": "transformer", "pretrained": True, "auroc": 0.81234},
-                         "b": {"model": "logreg", "pretrained": False, "auroc": 0.79}}.items():
+    for name, record in {
+        "a": {"model": "transformer", "pretrained": True, "auroc": 0.81234},
+        "b": {"model": "logreg", "pretrained": False, "auroc": 0.79},
+    }.items():
         (tmp_path / name).mkdir()
-        (tmp_path / name / "metrics.json").write_text(json.dumps(
-            {**record, "task": "asthma", "train_size": 300, "data": f"/x/site-{name}", "auprc": 0.5}))
-    result = CliRunner().invoke(app, ["summarize", str(tmp_path / "a" / "metrics.json"), str(tmp_path / "b" / "metrics.json")])
+        (tmp_path / name / "metrics.json").write_text(
+            json.dumps({**record, "task": "asthma", "train_size": 300, "data": f"/x/site-{name}", "auprc": 0.5})
+        )
+    result = CliRunner().invoke(
+        app, ["summarize", str(tmp_path / "a" / "metrics.json"), str(tmp_path / "b" / "metrics.json")]
+    )
     assert result.exit_code == 0, result.output
     assert "pretrained" in result.output and "logreg" in result.output and "0.812" in result.output

@@ -13,8 +13,16 @@ from scipy.stats import kurtosis, norm
 
 from shared_model.config import ClaimTransformerConfig
 from shared_model.model import PretrainingModel
-from shared_model.privacy import (NOISE_FLOOR, DPSGD, DPSettings, PrivacyBudgetExceeded, code_embedding_table, epsilon_spent,
-                                  noise_for_budget, plan_site_privacy)
+from shared_model.privacy import (
+    DPSGD,
+    NOISE_FLOOR,
+    DPSettings,
+    PrivacyBudgetExceeded,
+    code_embedding_table,
+    epsilon_spent,
+    noise_for_budget,
+    plan_site_privacy,
+)
 from tests.test_model import random_batch
 
 N_PATIENTS = 6
@@ -36,13 +44,17 @@ def per_patient_reference(model, inputs, targets) -> list[list[np.ndarray]]:
     """Each patient's full gradient (embedding table included, dense), one patient at a time."""
     out = []
     for i in range(N_PATIENTS):
-        one_in = {k: v[i:i + 1] for k, v in inputs.items()}
-        one_target = {k: v[i:i + 1] for k, v in targets.items()}
+        one_in = {k: v[i : i + 1] for k, v in inputs.items()}
+        one_target = {k: v[i : i + 1] for k, v in targets.items()}
         with tf.GradientTape() as tape:
             loss = model.patient_loss(one_in, one_target)
         grads = tape.gradient(loss, model.trainable_variables)
-        out.append([tf.convert_to_tensor(g).numpy() if g is not None else np.zeros(v.shape)
-                    for g, v in zip(grads, model.trainable_variables, strict=True)])
+        out.append(
+            [
+                tf.convert_to_tensor(g).numpy() if g is not None else np.zeros(v.shape)
+                for g, v in zip(grads, model.trainable_variables, strict=True)
+            ]
+        )
     return out
 
 
@@ -64,8 +76,10 @@ def test_per_patient_norms_and_clipping_match_a_per_patient_loop(setup) -> None:
     settings = DPSettings(clip_norm=clip, noise_multiplier=0.0, expected_batch_size=4.0)
     gradients, _, got_norms = DPSGD(model, settings, seed=0).gradients(inputs, targets)
     np.testing.assert_allclose(got_norms.numpy(), norms, rtol=1e-4)
-    expected = [sum(min(1.0, clip / n) * g[j] for g, n in zip(reference, norms, strict=True)) / 4.0
-                for j in range(len(model.trainable_variables))]
+    expected = [
+        sum(min(1.0, clip / n) * g[j] for g, n in zip(reference, norms, strict=True)) / 4.0
+        for j in range(len(model.trainable_variables))
+    ]
     for got, want in zip(gradients, expected, strict=True):
         np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
 
@@ -86,8 +100,9 @@ def test_group_clipping_bounds_the_embedding_and_the_rest_separately(setup) -> N
         np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
     one_at_a_time = DPSGD(model, DPSettings(clip, 0.0, 1.0, embedding_share=share), seed=0)  # compiled once
     for i in range(N_PATIENTS):  # a patient's whole contribution stays within the one bound
-        alone, _, _ = one_at_a_time.gradients({k: v[i:i + 1] for k, v in inputs.items()},
-                                              {k: v[i:i + 1] for k, v in targets.items()})
+        alone, _, _ = one_at_a_time.gradients(
+            {k: v[i : i + 1] for k, v in inputs.items()}, {k: v[i : i + 1] for k, v in targets.items()}
+        )
         assert _norm([g.numpy() for g in alone]) <= clip * (1 + 1e-5)
 
 
@@ -96,11 +111,24 @@ def test_every_patients_contribution_is_clipped_to_the_bound(setup) -> None:
     clip = 1e-3  # far below every patient's gradient norm
     step = DPSGD(model, DPSettings(clip, 0.0, 1.0), seed=0)
     for i in range(N_PATIENTS):
-        one_in = {k: v[i:i + 1] for k, v in inputs.items()}
-        one_target = {k: v[i:i + 1] for k, v in targets.items()}
+        one_in = {k: v[i : i + 1] for k, v in inputs.items()}
+        one_target = {k: v[i : i + 1] for k, v in targets.items()}
         gradients, _, norms = step.gradients(one_in, one_target)
         assert float(norms[0]) > clip
         assert _norm([g.numpy() for g in gradients]) == pytest.approx(clip, rel=1e-4)
+
+
+def test_a_reconfigured_step_is_a_fresh_step_with_the_new_settings(setup) -> None:
+    """Another site (or round) of the same clipping reuses the compiled step with its own noise,
+    batch and seed: the gradients are those of a step built for them."""
+    model, inputs, targets = setup
+    step = DPSGD(model, DPSettings(0.5, 1.0, 4.0, embedding_share=0.5), seed=1)
+    step.gradients(inputs, targets)
+    assert step.reconfigure(DPSettings(0.5, 2.0, 8.0, embedding_share=0.5), seed=7)
+    fresh = DPSGD(model, DPSettings(0.5, 2.0, 8.0, embedding_share=0.5), seed=7)
+    for got, expected in zip(step.gradients(inputs, targets)[0], fresh.gradients(inputs, targets)[0], strict=True):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-7)
+    assert not step.reconfigure(DPSettings(0.25, 2.0, 8.0, embedding_share=0.5), seed=7)  # other clipping: a new step
 
 
 def test_noise_has_the_configured_scale_on_every_coordinate(setup) -> None:
@@ -124,8 +152,10 @@ def test_noise_has_the_configured_scale_on_every_coordinate(setup) -> None:
 def gaussian_mechanism_epsilon(mu: float, delta: float) -> float:
     """Exact epsilon of a Gaussian mechanism with sensitivity / sigma = mu (Balle & Wang 2018,
     Theorem 8): delta(eps) = Phi(-eps/mu + mu/2) - e^eps Phi(-eps/mu - mu/2)."""
+
     def excess(eps: float) -> float:
         return norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * norm.cdf(-eps / mu - mu / 2) - delta
+
     return brentq(excess, 0.0, 100.0)
 
 
@@ -140,7 +170,9 @@ def test_accountant_matches_the_exact_gaussian_mechanism(sigma: float, steps: in
 
 def test_sampling_amplifies_and_noise_is_calibrated_to_the_target() -> None:
     delta = 1e-6
-    assert epsilon_spent(0.01, 1.0, 500, delta) < epsilon_spent(0.1, 1.0, 500, delta) < epsilon_spent(1.0, 1.0, 500, delta)
+    assert (
+        epsilon_spent(0.01, 1.0, 500, delta) < epsilon_spent(0.1, 1.0, 500, delta) < epsilon_spent(1.0, 1.0, 500, delta)
+    )
     for target in (1.0, 8.0):
         sigma = noise_for_budget(target, 0.01, 2_000, delta)
         assert epsilon_spent(0.01, sigma, 2_000, delta) == pytest.approx(target, rel=0.01)
@@ -149,7 +181,7 @@ def test_sampling_amplifies_and_noise_is_calibrated_to_the_target() -> None:
 
 def test_a_site_refuses_to_train_past_its_budget() -> None:
     plan = plan_site_privacy(5_000, 100, local_epochs=1, planned_rounds=3, target_epsilon=2.0)
-    assert plan.delta == pytest.approx(5_000 ** -1.1) and plan.steps_per_round == 50
+    assert plan.delta == pytest.approx(5_000**-1.1) and plan.steps_per_round == 50
     spent = [plan.check_round(done) for done in range(3)]
     assert spent[0] < spent[1] < spent[2] == pytest.approx(2.0, rel=0.01)
     with pytest.raises(PrivacyBudgetExceeded, match="budget of 2"):

@@ -11,14 +11,24 @@ import pytest
 
 from shared_model.data import DataValidationError
 from shared_model.run_config import FederatedRunConfig
-from simulations.experiments.privacy import (PrivacyExperimentConfig, checks, curve_summary, held_out_recall,
-                                         plan_runs, privacy_utility_plot, run_privacy_experiment)
-from simulations.experiments.transfer.runner import find_sites
+from simulations.experiments.common import find_sites
+from simulations.experiments.privacy.plan import PrivacyExperimentConfig, plan_runs
+from simulations.experiments.privacy.plots import privacy_utility_plot
+from simulations.experiments.privacy.runner import held_out_recall, run_privacy_experiment
+from simulations.experiments.privacy.summary import checks, curve_summary
 from tests.inprocess_grid import run_inprocess_federation
 
-CONFIG = PrivacyExperimentConfig(epsilons=(4.0, math.inf), strategies=("fedmedian",),
-                                 adversaries=("none", "scale=10"), rounds=1, repeats=1, robustness_rounds=1, cohort_size=60, seeds=(0,),
-                                 k_anonymity=5)
+CONFIG = PrivacyExperimentConfig(
+    epsilons=(4.0, math.inf),
+    strategies=("fedmedian",),
+    adversaries=("none", "scale=10"),
+    rounds=1,
+    repeats=1,
+    robustness_rounds=1,
+    cohort_size=60,
+    seeds=(0,),
+    k_anonymity=5,
+)
 
 
 def test_privacy_experiment_writes_the_curve_the_table_and_the_report(fed_sites: list[Path], tmp_path: Path) -> None:
@@ -28,14 +38,22 @@ def test_privacy_experiment_writes_the_curve_the_table_and_the_report(fed_sites:
     curve = results[results["part"] == "privacy"].set_index("epsilon")
     assert curve.loc[4.0, "site_epsilon"] == pytest.approx(4.0, rel=0.01) and curve.loc[math.inf, "site_epsilon"] == 0
     robust = results[results["part"] == "robustness"]
-    assert sorted(zip(robust["strategy"], robust["adversary"])) == [("fedmedian", "none"), ("fedmedian", "scale=10")]
+    assert sorted(zip(robust["strategy"], robust["adversary"], strict=True)) == [
+        ("fedmedian", "none"),
+        ("fedmedian", "scale=10"),
+    ]
     assert results["auroc"].between(0, 1).all() and results["nvp_recall@10"].between(0, 1).all()
-    assert robust["honest_recall@10"].between(0, 1).all() and results.loc[results["part"] == "privacy", "honest_recall@10"].isna().all()
+    assert (
+        robust["honest_recall@10"].between(0, 1).all()
+        and results.loc[results["part"] == "privacy", "honest_recall@10"].isna().all()
+    )
     # the held-out recall computed here over every site is close to the federated evaluation's number (the
     # sites evaluate with only the codes each has seen in >= k patients; the experimenter with all of them)
     sites = find_sites(fed_sites[0].parent)
     clean = robust[robust["adversary"] == "none"].iloc[0]
-    assert held_out_recall(out / "pretrained" / clean["run"] / "checkpoint", sites) == pytest.approx(clean["nvp_recall@10"], abs=0.02)
+    assert held_out_recall(out / "pretrained" / clean["run"] / "checkpoint", sites) == pytest.approx(
+        clean["nvp_recall@10"], abs=0.02
+    )
     assert (robust["dropped_updates"] == 0).all()  # the bare rules run without the validation filter
     html = report.read_text()
     assert html.count("data:image/png;base64") == 2 and "Privacy-utility curve" in html
@@ -48,13 +66,18 @@ def test_privacy_experiment_writes_the_curve_the_table_and_the_report(fed_sites:
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert pd.read_csv(out / "results.csv").equals(results)
     # a DP setting does not concern the runs without DP: those are reused as they are
-    run_privacy_experiment(fed_sites[0].parent, out, replace(CONFIG, epsilons=(math.inf,), clip_norm=0.5),
-                           federated_runner=run_inprocess_federation)
+    run_privacy_experiment(
+        fed_sites[0].parent,
+        out,
+        replace(CONFIG, epsilons=(math.inf,), clip_norm=0.5),
+        federated_runner=run_inprocess_federation,
+    )
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     # other settings in the same directory are refused, not mixed with these runs
     with pytest.raises(DataValidationError, match="dp-clip-norm"):
-        run_privacy_experiment(fed_sites[0].parent, out, replace(CONFIG, clip_norm=0.5),
-                               federated_runner=run_inprocess_federation)
+        run_privacy_experiment(
+            fed_sites[0].parent, out, replace(CONFIG, clip_norm=0.5), federated_runner=run_inprocess_federation
+        )
 
 
 def test_private_runs_take_their_own_rounds_batch_and_learning_rate(tmp_path: Path) -> None:
@@ -74,29 +97,73 @@ def test_private_runs_take_their_own_rounds_batch_and_learning_rate(tmp_path: Pa
 def test_every_point_of_the_curve_is_repeated_at_its_own_seeds(tmp_path: Path) -> None:
     config = replace(CONFIG, repeats=3, seed=5)
     curve = [run for run in plan_runs(config, ["a"], ["a"], tmp_path) if run.part == "privacy"]
-    assert sorted((run.epsilon, run.settings.seed) for run in curve) == [(e, s) for e in (4.0, math.inf) for s in (5, 6, 7)]
+    assert sorted((run.epsilon, run.settings.seed) for run in curve) == [
+        (e, s) for e in (4.0, math.inf) for s in (5, 6, 7)
+    ]
     assert len({run.settings.run_dir for run in curve}) == 6
     robust = [run for run in plan_runs(config, ["a"], ["a"], tmp_path) if run.part == "robustness"]
     assert {run.settings.seed for run in robust} == {5}
 
 
 def test_a_curve_without_private_runs_still_plots(tmp_path: Path) -> None:
-    frame = pd.DataFrame([{"part": "privacy", "epsilon": math.inf, "auroc": 0.8, "auroc_sd": 0.01, "nvp_recall@10": 0.6}])
+    frame = pd.DataFrame(
+        [{"part": "privacy", "epsilon": math.inf, "auroc": 0.8, "auroc_sd": 0.01, "nvp_recall@10": 0.6}]
+    )
     assert privacy_utility_plot(frame, tmp_path / "curve.png").stat().st_size > 1_000
 
 
 def test_checks_judge_the_claims_from_the_numbers() -> None:
-    frame = pd.DataFrame([
-        {"part": "privacy", "epsilon": 8.0, "auroc": 0.80, "strategy": "", "adversary": "", "nvp_recall@10": 0.5},
-        {"part": "privacy", "epsilon": math.inf, "auroc": 0.84, "strategy": "", "adversary": "", "nvp_recall@10": 0.6},
-        {"part": "robustness", "epsilon": math.inf, "auroc": 0.8, "strategy": "fedavg", "adversary": "none", "nvp_recall@10": 0.60},
-        {"part": "robustness", "epsilon": math.inf, "auroc": 0.7, "strategy": "fedavg", "adversary": "signflip", "nvp_recall@10": 0.50},
-        {"part": "robustness", "epsilon": math.inf, "auroc": 0.8, "strategy": "fedmedian", "adversary": "none", "nvp_recall@10": 0.60},
-        {"part": "robustness", "epsilon": math.inf, "auroc": 0.8, "strategy": "fedmedian", "adversary": "signflip", "nvp_recall@10": 0.59},
-    ])
+    frame = pd.DataFrame(
+        [
+            {"part": "privacy", "epsilon": 8.0, "auroc": 0.80, "strategy": "", "adversary": "", "nvp_recall@10": 0.5},
+            {
+                "part": "privacy",
+                "epsilon": math.inf,
+                "auroc": 0.84,
+                "strategy": "",
+                "adversary": "",
+                "nvp_recall@10": 0.6,
+            },
+            {
+                "part": "robustness",
+                "epsilon": math.inf,
+                "auroc": 0.8,
+                "strategy": "fedavg",
+                "adversary": "none",
+                "nvp_recall@10": 0.60,
+            },
+            {
+                "part": "robustness",
+                "epsilon": math.inf,
+                "auroc": 0.7,
+                "strategy": "fedavg",
+                "adversary": "signflip",
+                "nvp_recall@10": 0.50,
+            },
+            {
+                "part": "robustness",
+                "epsilon": math.inf,
+                "auroc": 0.8,
+                "strategy": "fedmedian",
+                "adversary": "none",
+                "nvp_recall@10": 0.60,
+            },
+            {
+                "part": "robustness",
+                "epsilon": math.inf,
+                "auroc": 0.8,
+                "strategy": "fedmedian",
+                "adversary": "signflip",
+                "nvp_recall@10": 0.59,
+            },
+        ]
+    )
     verdicts = {claim.split(":")[0]: ok for claim, ok, _ in checks(frame)}
-    assert verdicts == {"epsilon = 8": False, "fedavg with one site sending signflip updates": True,
-                        "fedmedian with one site sending signflip updates": True}
+    assert verdicts == {
+        "epsilon = 8": False,
+        "fedavg with one site sending signflip updates": True,
+        "fedmedian with one site sending signflip updates": True,
+    }
     # with the honest sites' recall present, the robustness claims are judged on it
     frame["honest_recall@10"] = frame["nvp_recall@10"].where(frame["part"] == "robustness")
     frame.loc[(frame["strategy"] == "fedmedian") & (frame["adversary"] == "signflip"), "honest_recall@10"] = 0.50
@@ -108,20 +175,33 @@ def test_checks_judge_the_claims_from_the_numbers() -> None:
     assert "private runs" not in details["epsilon = 8"]
     frame.loc[0, "rounds"], frame.loc[0, "learning_rate"] = 16, 4e-3
     details = {claim.split(":")[0]: detail for claim, _, detail in checks(frame)}
-    assert details["epsilon = 8"].endswith("private runs at 16 rounds against 8; private runs at 0.004 learning rate "
-                                           "against 0.001")
+    assert details["epsilon = 8"].endswith(
+        "private runs at 16 rounds against 8; private runs at 0.004 learning rate against 0.001"
+    )
 
 
 def test_the_curve_averages_repeated_runs_and_the_check_pairs_them_by_seed() -> None:
-    rows = [{"part": "privacy", "strategy": "fedavg", "adversary": "none", "epsilon": epsilon, "seed": seed,
-             "auroc": auroc, "auroc_sd": 0.04,
-             "nvp_recall@10": 0.5 + seed / 100, "site_epsilon": epsilon if epsilon < 99 else 0.0}
-            for epsilon, aurocs in ((8.0, (0.70, 0.76, 0.73)), (math.inf, (0.72, 0.77, 0.78)))
-            for seed, auroc in enumerate(aurocs)]
+    rows = [
+        {
+            "part": "privacy",
+            "strategy": "fedavg",
+            "adversary": "none",
+            "epsilon": epsilon,
+            "seed": seed,
+            "auroc": auroc,
+            "auroc_sd": 0.04,
+            "nvp_recall@10": 0.5 + seed / 100,
+            "site_epsilon": epsilon if epsilon < 99 else 0.0,
+        }
+        for epsilon, aurocs in ((8.0, (0.70, 0.76, 0.73)), (math.inf, (0.72, 0.77, 0.78)))
+        for seed, auroc in enumerate(aurocs)
+    ]
     summary = curve_summary(pd.DataFrame(rows)).set_index("epsilon")
     assert summary.loc[8.0, "runs"] == 3 and summary.loc[8.0, "auroc"] == pytest.approx(0.73)
-    assert summary.loc[8.0, "auroc_runs_sd"] == pytest.approx(0.03) and summary.loc[math.inf, "nvp_recall@10"] == pytest.approx(0.51)
-    (claim, ok, detail), = checks(pd.DataFrame(rows))
+    assert summary.loc[8.0, "auroc_runs_sd"] == pytest.approx(0.03) and summary.loc[
+        math.inf, "nvp_recall@10"
+    ] == pytest.approx(0.51)
+    ((claim, ok, detail),) = checks(pd.DataFrame(rows))
     # paired differences -0.02, -0.01, -0.05: mean -0.0267, standard error 0.0120
     assert ok and detail == "0.730 vs 0.757, difference -0.027 +- 0.012 (standard error over 3 pretraining seeds)"
     rows[0]["auroc"] = 0.66  # one seed worse: the mean gap (-0.040) is past 0.03

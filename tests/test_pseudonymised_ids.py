@@ -17,9 +17,7 @@ from client.prepare import relabel_subjects
 from shared_model.data import MedsDataset, read_meds, write_meds
 from shared_model.store import open_shards, tensorize_to_shards
 from shared_model.tasks import NEXT_VISIT, task_arrays, task_samples, training_vocabulary
-from shared_model.tensorize import concat, labelled_samples, latest_per_subject, next_visit_samples, select
-
-Arrays = dict[str, np.ndarray]
+from shared_model.tensorize import Arrays, concat, labelled_samples, latest_per_subject, next_visit_samples, select
 
 
 @pytest.fixture(scope="module")
@@ -60,23 +58,32 @@ def test_history_never_reaches_past_the_prediction_time_with_pseudonym_sized_ids
     days = ["2015-03-01", "2016-05-02", "2017-06-01", "2018-06-01"]
     rows = [(i, d, c) for i in (1, 2, 3) for d in days for c in ("VISIT/OP", "ICD10CM/J45.909")]
     events = pd.DataFrame(rows, columns=["subject_id", "time", "code"]).assign(
-        time=lambda f: pd.to_datetime(f["time"]).astype("datetime64[us]"))
-    labels = pd.DataFrame({"subject_id": [1, 2, 3], "boolean_value": [True, False, True],
-                           "prediction_time": pd.to_datetime(["2017-01-01"] * 3).astype("datetime64[us]")})
-    vocabulary = training_vocabulary([MedsDataset(Path("."), events, pd.DataFrame(
-        {"subject_id": [1, 2, 3], "split": ["train"] * 3}))])
+        time=lambda f: pd.to_datetime(f["time"]).astype("datetime64[us]")
+    )
+    labels = pd.DataFrame(
+        {
+            "subject_id": [1, 2, 3],
+            "boolean_value": [True, False, True],
+            "prediction_time": pd.to_datetime(["2017-01-01"] * 3).astype("datetime64[us]"),
+        }
+    )
+    vocabulary = training_vocabulary(
+        [MedsDataset(Path("."), events, pd.DataFrame({"subject_id": [1, 2, 3], "split": ["train"] * 3}))]
+    )
     small = labelled_samples(events, labels, vocabulary)
     assert ((small["visit_type"] > 0).sum(axis=1) == 2).all()
     pseudonyms = {1: 4_600_000_000_000_000_123, 2: 5_600_000_000_000_000_457, 3: 7_000_000_000_000_000_789}
-    large = labelled_samples(events.replace({"subject_id": pseudonyms}), labels.replace({"subject_id": pseudonyms}),
-                             vocabulary)
+    large = labelled_samples(
+        events.replace({"subject_id": pseudonyms}), labels.replace({"subject_id": pseudonyms}), vocabulary
+    )
     assert (large["days_before"] >= 0).all()
     for name in ("codes", "visit_type", "days_before", "target_groups"):
         np.testing.assert_array_equal(small[name], large[name], err_msg=name)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_every_in_memory_path_is_invariant_to_relabelling(site: MedsDataset, data) -> None:
     new_ids = data.draw(relabellings(site.subject_ids))
@@ -84,22 +91,29 @@ def test_every_in_memory_path_is_invariant_to_relabelling(site: MedsDataset, dat
     vocabulary = training_vocabulary([site])
     assert vocabulary.to_json() == training_vocabulary([other]).to_json()
     # pretraining samples and labelled samples: the same rows, whatever the order
-    assert_same(by_subject(next_visit_samples(site.events, vocabulary)),
-                by_subject(back_to_raw(next_visit_samples(other.events, vocabulary), site, new_ids)))
-    assert_same(by_subject(labelled_samples(site.events, site.labels["asthma"], vocabulary)),
-                by_subject(back_to_raw(labelled_samples(other.events, other.labels["asthma"], vocabulary), site, new_ids)))
+    assert_same(
+        by_subject(next_visit_samples(site.events, vocabulary)),
+        by_subject(back_to_raw(next_visit_samples(other.events, vocabulary), site, new_ids)),
+    )
+    assert_same(
+        by_subject(labelled_samples(site.events, site.labels["asthma"], vocabulary)),
+        by_subject(back_to_raw(labelled_samples(other.events, other.labels["asthma"], vocabulary), site, new_ids)),
+    )
     # the split arrays that training and cohort draws read (and the ClientApp caches): same order too
     for task in (NEXT_VISIT, "asthma"):
         raw, relabelled = task_arrays(site, task, vocabulary), task_arrays(other, task, vocabulary)
         for split in raw:
             assert_same(raw[split], back_to_raw(relabelled[split], site, new_ids))
     # playground and embed: one sample per patient, in an order the ids do not decide
-    assert_same(latest_per_subject(task_samples(site, "asthma", vocabulary)),
-                back_to_raw(latest_per_subject(task_samples(other, "asthma", vocabulary)), site, new_ids))
+    assert_same(
+        latest_per_subject(task_samples(site, "asthma", vocabulary)),
+        back_to_raw(latest_per_subject(task_samples(other, "asthma", vocabulary)), site, new_ids),
+    )
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                HealthCheck.too_slow])
+@settings(
+    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_shards_and_the_client_cache_are_invariant_to_relabelling(site: MedsDataset, tmp_path_factory, data) -> None:
     new_ids = data.draw(relabellings(site.subject_ids, minimum=0))  # MEDS files hold non-negative ids
@@ -115,6 +129,9 @@ def test_shards_and_the_client_cache_are_invariant_to_relabelling(site: MedsData
             raw = concat([{k: np.asarray(v) for k, v in s.items()} for s in open_shards(root / f"raw-{task}", split)])
             new = concat([{k: np.asarray(v) for k, v in s.items()} for s in open_shards(root / f"new-{task}", split)])
             assert_same(by_subject(raw), by_subject(back_to_raw(new, site, new_ids)))
-    raw, new = site_samples(str(site.root), vocabulary.to_json(), 11), site_samples(str(written), vocabulary.to_json(), 11)
+    raw, new = (
+        site_samples(str(site.root), vocabulary.to_json(), 11),
+        site_samples(str(written), vocabulary.to_json(), 11),
+    )
     for split in raw:
         assert_same(raw[split], back_to_raw(new[split], site, new_ids))

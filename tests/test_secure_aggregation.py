@@ -33,7 +33,9 @@ def test_the_server_gets_the_average_but_never_a_sites_model(fed_sites: list[Pat
     # what the sites sent: key material and masked vectors, never their model
     for arrays in _reply_arrays(secure_grid):
         for model in site_models:
-            assert not any(a.shape == m.shape and np.allclose(a, m, atol=1e-3) for a, m in zip(arrays, model))
+            assert not any(
+                a.shape == m.shape and np.allclose(a, m, atol=1e-3) for a, m in zip(arrays, model, strict=True)
+            )
 
 
 def test_secure_aggregation_refuses_what_needs_individual_updates() -> None:

@@ -20,7 +20,7 @@ from shared_model.config import ClaimTransformerConfig
 from shared_model.data import read_meds
 from shared_model.model import PretrainingModel
 from shared_model.tasks import training_vocabulary
-from simulations.cli import app
+from simulations.cli.app import app
 
 runner = CliRunner()
 
@@ -59,8 +59,9 @@ def test_pseudonyms_are_stable_under_one_key_and_differ_under_another(tmp_path: 
 def test_prepare_pseudonymises_everything_and_keeps_the_data(fed_sites: list[Path], tmp_path: Path) -> None:
     raw = read_meds(fed_sites[1])
     out, key = tmp_path / "prepared", tmp_path / "secrets" / "site-2.key"
-    result = runner.invoke(app, ["-v", "site", "prepare", "--raw", str(fed_sites[1]), "--out", str(out),
-                                 "--key-file", str(key)])
+    result = runner.invoke(
+        app, ["-v", "site", "prepare", "--raw", str(fed_sites[1]), "--out", str(out), "--key-file", str(key)]
+    )
     assert result.exit_code == 0, result.output
     assert "INFO prepared" in result.output  # the debug log is part of what is checked below
     prepared = read_meds(out)
@@ -69,9 +70,15 @@ def test_prepare_pseudonymises_everything_and_keeps_the_data(fed_sites: list[Pat
     for task, labels in raw.labels.items():
         assert prepared.labels[task]["boolean_value"].sum() == labels["boolean_value"].sum()
     # the same patient keeps the same events, split and labels under the new id
-    mapping = dict(zip(raw.splits["subject_id"], pseudonyms(raw.splits["subject_id"].to_numpy(),
-                                                            load_or_create_key(key)), strict=True))
+    mapping = dict(
+        zip(
+            raw.splits["subject_id"],
+            pseudonyms(raw.splits["subject_id"].to_numpy(), load_or_create_key(key)),
+            strict=True,
+        )
+    )
     sample = int(raw.splits["subject_id"].iloc[7])
+
     def history(events, subject):
         rows = events[events["subject_id"] == subject]
         return list(zip(rows["time"].astype("string").fillna("static"), rows["code"].astype(str), strict=True))
@@ -88,8 +95,9 @@ def test_prepare_refuses_a_key_other_users_can_read(fed_sites: list[Path], tmp_p
     key = tmp_path / "site.key"
     load_or_create_key(key)
     key.chmod(0o644)
-    result = runner.invoke(app, ["site", "prepare", "--raw", str(fed_sites[2]), "--out", str(tmp_path / "out"),
-                                 "--key-file", str(key)])
+    result = runner.invoke(
+        app, ["site", "prepare", "--raw", str(fed_sites[2]), "--out", str(tmp_path / "out"), "--key-file", str(key)]
+    )
     assert result.exit_code == 2 and "chmod 600" in result.output
     assert not (tmp_path / "out").exists()
 
@@ -102,11 +110,15 @@ def signed_checkpoint(fed_sites: list[Path], tmp_path_factory: pytest.TempPathFa
     for name in ("server", "other"):
         private = ed25519.Ed25519PrivateKey.generate()
         keys[name] = private
-        (root / f"{name}.pub").write_bytes(private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        (root / f"{name}.pub").write_bytes(
+            private.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
     vocabulary = training_vocabulary([read_meds(p) for p in fed_sites])
-    config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16,
-                                    patient_dim=16, ffn_dim=16)
+    config = ClaimTransformerConfig(
+        vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16, patient_dim=16, ffn_dim=16
+    )
     save_checkpoint(root / "checkpoint", PretrainingModel(config), config, vocabulary, signer=keys["server"].sign)
     return root / "checkpoint", root / "server.pub", root
 
@@ -118,9 +130,25 @@ def _copy(checkpoint: Path, target: Path) -> Path:
 
 
 def _site_finetune(checkpoint: Path, public_key: Path, data: Path, out: Path):
-    return runner.invoke(app, ["site", "finetune", "--checkpoint", str(checkpoint), "--server-public-key",
-                               str(public_key), "--data", str(data), "--task", "asthma", "--train-size", "100",
-                               "--out", str(out)])
+    return runner.invoke(
+        app,
+        [
+            "site",
+            "finetune",
+            "--checkpoint",
+            str(checkpoint),
+            "--server-public-key",
+            str(public_key),
+            "--data",
+            str(data),
+            "--task",
+            "asthma",
+            "--train-size",
+            "100",
+            "--out",
+            str(out),
+        ],
+    )
 
 
 def test_site_finetune_runs_on_a_verified_checkpoint(signed_checkpoint, fed_sites: list[Path], tmp_path: Path) -> None:
@@ -131,8 +159,9 @@ def test_site_finetune_runs_on_a_verified_checkpoint(signed_checkpoint, fed_site
 
 
 @pytest.mark.parametrize("victim", ["weights.npz", "vocabulary.json", "config.json", "manifest.json"])
-def test_site_finetune_refuses_a_flipped_byte(signed_checkpoint, fed_sites: list[Path], tmp_path: Path,
-                                              victim: str) -> None:
+def test_site_finetune_refuses_a_flipped_byte(
+    signed_checkpoint, fed_sites: list[Path], tmp_path: Path, victim: str
+) -> None:
     checkpoint, public_key, _ = signed_checkpoint
     tampered = _copy(checkpoint, tmp_path / "tampered")
     data = bytearray((tampered / victim).read_bytes())
@@ -145,8 +174,9 @@ def test_site_finetune_refuses_a_flipped_byte(signed_checkpoint, fed_sites: list
     assert not (tmp_path / "ft").exists()
 
 
-def test_site_finetune_refuses_a_checkpoint_signed_by_another_key(signed_checkpoint, fed_sites: list[Path],
-                                                                    tmp_path: Path) -> None:
+def test_site_finetune_refuses_a_checkpoint_signed_by_another_key(
+    signed_checkpoint, fed_sites: list[Path], tmp_path: Path
+) -> None:
     checkpoint, public_key, root = signed_checkpoint
     resigned = _copy(checkpoint, tmp_path / "resigned")
     other = ed25519.Ed25519PrivateKey.generate()
@@ -160,8 +190,21 @@ def test_site_finetune_refuses_a_checkpoint_signed_by_another_key(signed_checkpo
 
 def test_site_finetune_requires_the_server_key(signed_checkpoint, fed_sites: list[Path], tmp_path: Path) -> None:
     checkpoint, _, _ = signed_checkpoint
-    result = runner.invoke(app, ["site", "finetune", "--checkpoint", str(checkpoint), "--data", str(fed_sites[0]),
-                                 "--task", "asthma", "--out", str(tmp_path / "ft")])
+    result = runner.invoke(
+        app,
+        [
+            "site",
+            "finetune",
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            str(fed_sites[0]),
+            "--task",
+            "asthma",
+            "--out",
+            str(tmp_path / "ft"),
+        ],
+    )
     assert result.exit_code == 2 and "--server-public-key" in result.output
 
 

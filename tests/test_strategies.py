@@ -23,15 +23,20 @@ def replies(updates: list[list[np.ndarray]], examples: list[float]) -> list[Mess
     for node, (arrays, n) in enumerate(zip(updates, examples, strict=True), start=1000):
         instruction = Message(RecordDict(), dst_node_id=node, message_type="train")
         instruction.metadata.__dict__["_message_id"] = str(uuid4())
-        content = RecordDict({"arrays": ArrayRecord([np.asarray(a, np.float32) for a in arrays]),
-                              "metrics": MetricRecord({"num-examples": n, "site-key": node})})
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord([np.asarray(a, np.float32) for a in arrays]),
+                "metrics": MetricRecord({"num-examples": n, "site-key": node}),
+            }
+        )
         out.append(Message(content, reply_to=instruction))
     return out
 
 
 def aggregate(strategy_name: str, updates, examples=None, **options) -> list[np.ndarray] | None:
-    settings = FederatedRunConfig(strategy=strategy_name, min_available_clients=len(updates), max_norm_ratio=0.0,
-                                  **options)
+    settings = FederatedRunConfig(
+        strategy=strategy_name, min_available_clients=len(updates), max_norm_ratio=0.0, **options
+    )
     strategy = build_strategy(settings)
     strategy.current_arrays = GLOBAL
     arrays, _ = strategy.aggregate_train(1, replies(updates, examples or [10] * len(updates)))
@@ -69,7 +74,7 @@ def _krum_scores(updates: list[list[np.ndarray]], attackers: int = 1) -> np.ndar
     flat = np.stack([np.concatenate([a.ravel() for a in u]) for u in updates]).astype(np.float64)
     distances = ((flat[:, None, :] - flat[None, :, :]) ** 2).sum(axis=2)
     closest = len(updates) - attackers - 2
-    return np.array([np.sort(row)[1:closest + 1].sum() for row in distances])
+    return np.array([np.sort(row)[1 : closest + 1].sum() for row in distances])
 
 
 def test_krum_picks_the_update_closest_to_its_neighbours_and_multikrum_averages_the_best() -> None:
@@ -96,24 +101,37 @@ def test_krum_and_trimmed_mean_refuse_consortia_too_small_to_mean_anything() -> 
 
 
 def test_fedprox_adds_the_proximal_term_to_the_local_loss() -> None:
+    from client.local import trainable_part
     from shared_model.config import ClaimTransformerConfig
     from shared_model.model import PretrainingModel
+    from shared_model.objectives import ProximalTerm
 
     config = ClaimTransformerConfig(vocab_size=12, n_groups=3, d_model=8, patient_dim=8, ffn_dim=8)
     model = PretrainingModel(config)
     rng = np.random.default_rng(0)
-    batch = {"codes": rng.integers(0, 12, (2, 30, 10)).astype(np.int32), "visit_type": np.full((2, 30), 3, np.int8),
-             "date_index": np.ones((2, 30), np.int16), "days_before": np.ones((2, 30), np.int32),
-             "age_days": np.ones((2, 30), np.int32), "demo": np.ones((2, 2), np.int8)}
-    targets = {"target_groups": np.array([[0, -1], [2, 1]], np.int16),
-               "visit_groups": rng.integers(-1, 3, (2, 30, 2)).astype(np.int16)}
+    batch = {
+        "codes": rng.integers(0, 12, (2, 30, 10)).astype(np.int32),
+        "visit_type": np.full((2, 30), 3, np.int8),
+        "date_index": np.ones((2, 30), np.int16),
+        "days_before": np.ones((2, 30), np.int32),
+        "age_days": np.ones((2, 30), np.int32),
+        "demo": np.ones((2, 2), np.int8),
+    }
+    targets = {
+        "target_groups": np.array([[0, -1], [2, 1]], np.int16),
+        "visit_groups": rng.integers(-1, 3, (2, 30, 2)).astype(np.int16),
+    }
     predictions = model(batch, training=True)
     plain = float(model.compute_loss(batch, targets, predictions, training=True))
     anchor = [w + 0.5 for w in model.get_weights()]
-    model.set_proximal_anchor(anchor, mu=0.3)
-    distance = sum(float(np.sum((np.asarray(v) - a) ** 2)) for v, a in
-                   zip(model.trainable_variables, [anchor[i] for i, v in enumerate(model.weights) if v.trainable],
-                       strict=True))
+    model.proximal = ProximalTerm(model.trainable_variables)
+    model.proximal.anchor_at(trainable_part(model, anchor), mu=0.3)
+    distance = sum(
+        float(np.sum((np.asarray(v) - a) ** 2))
+        for v, a in zip(
+            model.trainable_variables, [anchor[i] for i, v in enumerate(model.weights) if v.trainable], strict=True
+        )
+    )
     with_prox = float(model.compute_loss(batch, targets, predictions, training=True))
     assert with_prox == pytest.approx(plain + 0.3 / 2 * distance, rel=1e-4)
 

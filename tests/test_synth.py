@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shared_model.data import read_meds
-from simulations.cli import app
+from simulations.cli.app import app
 from simulations.heterogeneity import js_divergence_matrix, label_prevalence
 from simulations.signal import logreg_signal
 from simulations.synth import synthesize
@@ -108,14 +108,18 @@ def test_sites_really_differ(signal_sites: dict) -> None:
     assert off_diagonal.min() > 0.05  # coding dialect and case mix separate every pair
     prevalence = label_prevalence(signal_sites)["asthma"]
     assert prevalence.max() / prevalence.min() > 1.3
-    visits = {n: (ds.events["code"] == "VISIT/ER").sum() / (ds.events["code"].astype(str).str.startswith("VISIT/")).sum()
-              for n, ds in signal_sites.items()}
+    visits = {
+        n: (ds.events["code"] == "VISIT/ER").sum() / (ds.events["code"].astype(str).str.startswith("VISIT/")).sum()
+        for n, ds in signal_sites.items()
+    }
     assert visits["site-1"] > 2 * visits["site-2"]  # the hospital network sees far more ED care
 
 
 def test_cli_synth_different_sizes_then_validate(tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(app, ["synth", "--out", str(tmp_path / "s"), "--sites", "2", "--patients", "120,60", "--seed", "1"])
+    result = runner.invoke(
+        app, ["synth", "--out", str(tmp_path / "s"), "--sites", "2", "--patients", "120,60", "--seed", "1"]
+    )
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["validate", str(tmp_path / "s" / "site-1"), str(tmp_path / "s" / "site-2")])
     assert result.exit_code == 0, result.output

@@ -17,13 +17,24 @@ def _events(rows: list[tuple[int, str | None, str]]) -> pd.DataFrame:
     return frame
 
 
-EVENTS = _events([
-    (7, None, "SEX/M"), (7, "2010-01-01", "MEDS_BIRTH"),
-    (7, "2015-02-01", "VISIT/OP"), (7, "2015-02-01", "ICD10CM/J06.9"), (7, "2015-02-01", "CPT/99213"),
-    (7, "2015-03-01 10:00", "VISIT/RX"), (7, "2015-03-01 11:00", "VISIT/ER"), (7, "2015-03-01", "ICD10CM/R06.2"),
-    (7, "2015-04-01", "ICD10CM/J45.909"), (7, "2015-04-01", "ICD10CM/J45.20"), (7, "2015-04-01", "RARE/X"),
-    (8, "2011-06-01", "MEDS_BIRTH"), (8, "2016-01-01", "ICD10CM/J06.9"), (8, "2016-06-01", "ICD10CM/H66.90"),
-])
+EVENTS = _events(
+    [
+        (7, None, "SEX/M"),
+        (7, "2010-01-01", "MEDS_BIRTH"),
+        (7, "2015-02-01", "VISIT/OP"),
+        (7, "2015-02-01", "ICD10CM/J06.9"),
+        (7, "2015-02-01", "CPT/99213"),
+        (7, "2015-03-01 10:00", "VISIT/RX"),
+        (7, "2015-03-01 11:00", "VISIT/ER"),
+        (7, "2015-03-01", "ICD10CM/R06.2"),
+        (7, "2015-04-01", "ICD10CM/J45.909"),
+        (7, "2015-04-01", "ICD10CM/J45.20"),
+        (7, "2015-04-01", "RARE/X"),
+        (8, "2011-06-01", "MEDS_BIRTH"),
+        (8, "2016-01-01", "ICD10CM/J06.9"),
+        (8, "2016-06-01", "ICD10CM/H66.90"),
+    ]
+)
 
 
 def _vocab() -> Vocabulary:
@@ -51,7 +62,9 @@ def test_group_rule_prefers_parents_then_prefix() -> None:
 
 def test_next_visit_sample_holds_out_last_visit_with_a_target() -> None:
     vocab = _vocab()
-    arrays = next_visit_samples(EVENTS, vocab, Layout(max_visits=4, max_codes=3, max_visit_groups=2, max_target_groups=3))
+    arrays = next_visit_samples(
+        EVENTS, vocab, Layout(max_visits=4, max_codes=3, max_visit_groups=2, max_target_groups=3)
+    )
     first = np.flatnonzero(arrays["subject_id"] == 7)[0]
     # history: the 2015-02-01 and 2015-03-01 visits, right-aligned in 4 slots
     assert arrays["visit_type"][first].tolist() == [0, 0, 3, 4]  # OP, then ER (ER beats RX on one day)
@@ -70,8 +83,15 @@ def test_next_visit_sample_holds_out_last_visit_with_a_target() -> None:
 
 def test_labelled_samples_use_only_history_strictly_before_the_prediction_day() -> None:
     vocab = _vocab()
-    labels = pd.DataFrame({"subject_id": [7, 7, 8], "prediction_time": pd.to_datetime(
-        ["2015-03-01 23:00", "2020-01-01", "2016-01-01"], format="ISO8601").astype("datetime64[us]"), "boolean_value": [True, False, True]})
+    labels = pd.DataFrame(
+        {
+            "subject_id": [7, 7, 8],
+            "prediction_time": pd.to_datetime(
+                ["2015-03-01 23:00", "2020-01-01", "2016-01-01"], format="ISO8601"
+            ).astype("datetime64[us]"),
+            "boolean_value": [True, False, True],
+        }
+    )
     arrays = labelled_samples(EVENTS, labels, vocab, Layout(max_visits=4))
     assert (arrays["visit_type"][0] > 0).sum() == 1  # the same-day visit is not history
     assert (arrays["visit_type"][1] > 0).sum() == 3
@@ -84,8 +104,18 @@ def test_labelled_samples_use_only_history_strictly_before_the_prediction_day() 
 
 def test_unknown_codes_map_to_unk_and_truncation_keeps_most_frequent() -> None:
     vocab = _vocab()
-    arrays = labelled_samples(EVENTS, pd.DataFrame({"subject_id": [7], "prediction_time": pd.to_datetime(
-        ["2016-01-01"]).astype("datetime64[us]"), "boolean_value": [False]}), vocab, Layout(max_visits=3, max_codes=2))
+    arrays = labelled_samples(
+        EVENTS,
+        pd.DataFrame(
+            {
+                "subject_id": [7],
+                "prediction_time": pd.to_datetime(["2016-01-01"]).astype("datetime64[us]"),
+                "boolean_value": [False],
+            }
+        ),
+        vocab,
+        Layout(max_visits=3, max_codes=2),
+    )
     last_visit = arrays["codes"][0, -1]
     assert 1 in last_visit.tolist()  # RARE/X -> UNK id 1, which sorts first
     assert (arrays["visit_type"][0] > 0).sum() == 3
@@ -93,6 +123,7 @@ def test_unknown_codes_map_to_unk_and_truncation_keeps_most_frequent() -> None:
 
 def test_only_the_last_max_visits_are_kept(small_sites) -> None:
     from shared_model.data import read_meds
+
     ds = read_meds(small_sites[0])
     vocab = Vocabulary.from_counts(count_patients_per_code(ds.events))
     arrays = next_visit_samples(ds.events, vocab, Layout(max_visits=5))

@@ -10,8 +10,9 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, MaxAbsScaler
 
 
-def bag_of_codes(events: pd.DataFrame, labels: pd.DataFrame, vocabulary: pd.Index | None = None
-                 ) -> tuple[sp.csr_matrix, pd.Index]:
+def bag_of_codes(
+    events: pd.DataFrame, labels: pd.DataFrame, vocabulary: pd.Index | None = None
+) -> tuple[sp.csr_matrix, pd.Index]:
     """(label rows x codes) counts of each code before each row's prediction time.
 
     Static facts (time NaT, e.g. sex) count for every row. Codes outside `vocabulary` are
@@ -21,11 +22,18 @@ def bag_of_codes(events: pd.DataFrame, labels: pd.DataFrame, vocabulary: pd.Inde
     vocabulary = pd.Index(codes.cat.categories) if vocabulary is None else vocabulary
     code_ids = vocabulary.get_indexer(codes.cat.categories)[codes.cat.codes.to_numpy()]
     row_of_label = np.arange(len(labels))
-    joined = pd.DataFrame({"subject_id": events["subject_id"].to_numpy(), "time": events["time"].to_numpy(),
-                           "code": code_ids}).merge(
-        pd.DataFrame({"subject_id": labels["subject_id"].to_numpy(),
-                      "prediction_time": labels["prediction_time"].to_numpy(), "row": row_of_label}),
-        on="subject_id")
+    joined = pd.DataFrame(
+        {"subject_id": events["subject_id"].to_numpy(), "time": events["time"].to_numpy(), "code": code_ids}
+    ).merge(
+        pd.DataFrame(
+            {
+                "subject_id": labels["subject_id"].to_numpy(),
+                "prediction_time": labels["prediction_time"].to_numpy(),
+                "row": row_of_label,
+            }
+        ),
+        on="subject_id",
+    )
     before = (joined["time"] < joined["prediction_time"]) | joined["time"].isna()
     before &= joined["code"] >= 0
     joined = joined[before]

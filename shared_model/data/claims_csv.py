@@ -1,4 +1,4 @@
-"""Convert Claim-PT style claims CSV files to a MEDS directory (DESIGN 2.1).
+"""Convert Claim-PT style claims CSV files to a MEDS directory (docs/architecture.md §2).
 
 `claims.csv`: patient_id, service_date, visit_type (IP|OP|ER|RX), code (`VOCAB/value`).
 `patients.csv`: patient_id, birth_date, sex (F|M|U). Dates are ISO `YYYY-MM-DD`.
@@ -84,16 +84,31 @@ def convert_claims(claims_csv: Path, patients_csv: Path, out: Path, *, overwrite
     sex = _choice(patients, patients_csv, "sex", SEXES)
 
     cid = _ids(claims, claims_csv)
-    _check(~np.isin(cid, pid), claims_csv, "patient_id", "a patient_id listed in " + Path(patients_csv).name,
-           claims["patient_id"])
+    _check(
+        ~np.isin(cid, pid),
+        claims_csv,
+        "patient_id",
+        "a patient_id listed in " + Path(patients_csv).name,
+        claims["patient_id"],
+    )
     service = _dates(claims, claims_csv, "service_date")
     visit_type = _choice(claims, claims_csv, "visit_type", VISIT_TYPES)
     code = claims["code"]
-    _check(~code.str.fullmatch(r"[^/\s]+/\S+"), claims_csv, "code",
-           "a code of the form VOCAB/value (e.g. ICD10CM/J45.909)", code)
+    _check(
+        ~code.str.fullmatch(r"[^/\s]+/\S+"),
+        claims_csv,
+        "code",
+        "a code of the form VOCAB/value (e.g. ICD10CM/J45.909)",
+        code,
+    )
     birth_of_claim = pd.Series(birth, index=pid).reindex(cid).to_numpy()
-    _check(service < birth_of_claim, claims_csv, "service_date",
-           "a service_date on or after the patient's birth_date", claims["service_date"])
+    _check(
+        service < birth_of_claim,
+        claims_csv,
+        "service_date",
+        "a service_date on or after the patient's birth_date",
+        claims["service_date"],
+    )
 
     visits = pd.DataFrame({"subject_id": cid, "time": service, "code": "VISIT/" + visit_type}).drop_duplicates()
     events = pd.concat(

@@ -1,4 +1,4 @@
-"""Read, validate and write MEDS datasets (DESIGN 2.1).
+"""Read, validate and write MEDS datasets (docs/architecture.md §2).
 
 A MEDS directory holds `data/**/*.parquet` (subject_id, time, code, numeric_value), optional
 `metadata/codes.parquet`, `metadata/dataset.json`, `metadata/subject_splits.parquet`, and task
@@ -113,8 +113,9 @@ def read_parquet_table(root: Path, path: Path, columns: list[str] | None = None)
             names = pq.read_schema(resolved).names
             missing = [c for c in columns if c not in names]
             if missing:
-                raise DataValidationError(path, f"a column named '{missing[0]}'", column=missing[0],
-                                          found=f"columns {names}")
+                raise DataValidationError(
+                    path, f"a column named '{missing[0]}'", column=missing[0], found=f"columns {names}"
+                )
         return pq.read_table(resolved, columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise DataValidationError(path, "a readable parquet file", found=str(exc)) from exc
@@ -150,9 +151,7 @@ def _validated_events(table: pa.Table, path: Path) -> pd.DataFrame:
         numeric = _floats(table, path, "numeric_value")
     else:
         numeric = np.full(table.num_rows, np.nan, dtype=np.float32)
-    return pd.DataFrame(
-        {"subject_id": subject_id, "time": time, "code": code, "numeric_value": numeric}
-    )
+    return pd.DataFrame({"subject_id": subject_id, "time": time, "code": code, "numeric_value": numeric})
 
 
 def _check_not_before_birth(
@@ -219,9 +218,7 @@ def assign_splits(subjects: np.ndarray) -> pd.DataFrame:
     u = _splitmix64(subjects.astype(np.uint64)) / np.float64(2**64)
     cuts = np.cumsum(_SPLIT_FRACTIONS)[:-1]
     split = np.asarray(SPLITS, dtype=object)[np.searchsorted(cuts, u, side="right")]
-    return pd.DataFrame({"subject_id": subjects, "split": split}).sort_values(
-        "subject_id", ignore_index=True
-    )
+    return pd.DataFrame({"subject_id": subjects, "split": split}).sort_values("subject_id", ignore_index=True)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -249,10 +246,7 @@ def label_files(root: Path) -> dict[str, list[Path]]:
 
 
 def _read_labels(root: Path, subjects: np.ndarray) -> dict[str, pd.DataFrame]:
-    return {
-        task: _read_task_labels(root, paths, subjects)
-        for task, paths in label_files(root).items()
-    }
+    return {task: _read_task_labels(root, paths, subjects) for task, paths in label_files(root).items()}
 
 
 def _read_task_labels(root: Path, paths: list[Path], subjects: np.ndarray) -> pd.DataFrame:
@@ -286,8 +280,7 @@ def _read_task_labels(root: Path, paths: list[Path], subjects: np.ndarray) -> pd
             "one label row per (subject_id, prediction_time)",
             row=int(labels["_row"].iloc[i]),
             column="prediction_time",
-            found=f"duplicate of subject {labels['subject_id'].iloc[i]} at "
-            f"{labels['prediction_time'].iloc[i]}",
+            found=f"duplicate of subject {labels['subject_id'].iloc[i]} at {labels['prediction_time'].iloc[i]}",
             more=int(dup.sum()) - 1,
         )
     labels = labels.drop(columns=["_file", "_row"])
@@ -337,12 +330,17 @@ def _read_dataset_json(root: Path) -> dict[str, Any]:
 
 
 def _empty_codes() -> pd.DataFrame:
-    return pd.DataFrame({"code": pd.Series(dtype=object), "description": pd.Series(dtype=object),
-                         "parent_codes": pd.Series(dtype=object)})
+    return pd.DataFrame(
+        {
+            "code": pd.Series(dtype=object),
+            "description": pd.Series(dtype=object),
+            "parent_codes": pd.Series(dtype=object),
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------
-# Column checks (shared with the claims CSV converter)
+# Column checks of MEDS tables
 # --------------------------------------------------------------------------------------------
 
 
@@ -402,9 +400,7 @@ def _timestamps(table: pa.Table, path: Path, column: str, allow_null: bool = Fal
     elif pa.types.is_date(kind):
         col = col.cast(pa.timestamp("us"))
     else:
-        raise DataValidationError(
-            path, f"a timestamp column '{column}'", column=column, found=f"column of type {kind}"
-        )
+        raise DataValidationError(path, f"a timestamp column '{column}'", column=column, found=f"column of type {kind}")
     values = col.to_numpy(zero_copy_only=False).astype("datetime64[us]")
     if not allow_null:
         _fail_first(np.isnat(values), path, column, "a timestamp (not null)", values)
@@ -418,14 +414,10 @@ def _strings(table: pa.Table, path: Path, column: str) -> np.ndarray:
         col = col.cast(kind.value_type)
         kind = col.type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        raise DataValidationError(
-            path, f"a string column '{column}'", column=column, found=f"column of type {kind}"
-        )
+        raise DataValidationError(path, f"a string column '{column}'", column=column, found=f"column of type {kind}")
     values = col.to_numpy(zero_copy_only=False).astype(object)
     empty = col.is_null().to_numpy(zero_copy_only=False)
-    empty |= pa.compute.equal(pa.compute.utf8_length(col), 0).fill_null(True).to_numpy(
-        zero_copy_only=False
-    )
+    empty |= pa.compute.equal(pa.compute.utf8_length(col), 0).fill_null(True).to_numpy(zero_copy_only=False)
     _fail_first(empty, path, column, f"a non-empty string in '{column}'", values)
     return values
 
@@ -472,9 +464,7 @@ EVENT_SCHEMA = pa.schema(
 LABEL_SCHEMA = pa.schema(
     [("subject_id", pa.int64()), ("prediction_time", pa.timestamp("us")), ("boolean_value", pa.bool_())]
 )
-CODES_SCHEMA = pa.schema(
-    [("code", pa.string()), ("description", pa.string()), ("parent_codes", pa.list_(pa.string()))]
-)
+CODES_SCHEMA = pa.schema([("code", pa.string()), ("description", pa.string()), ("parent_codes", pa.list_(pa.string()))])
 
 
 def write_meds(
@@ -503,8 +493,9 @@ def write_meds(
         )
         codes = codes if codes is not None else _empty_codes()
         pq.write_table(
-            pa.Table.from_pandas(codes[["code", "description", "parent_codes"]],
-                                 schema=CODES_SCHEMA, preserve_index=False),
+            pa.Table.from_pandas(
+                codes[["code", "description", "parent_codes"]], schema=CODES_SCHEMA, preserve_index=False
+            ),
             tmp / "metadata" / "codes.parquet",
         )
         (tmp / "metadata" / "dataset.json").write_text(
@@ -531,9 +522,7 @@ def _code_array(code: pd.Series) -> pa.Array:
     return pa.array(code.to_numpy(dtype=object), pa.string())
 
 
-def _write_event_shards(
-    data_dir: Path, events: pd.DataFrame, splits: pd.DataFrame, subjects_per_shard: int
-) -> None:
+def _write_event_shards(data_dir: Path, events: pd.DataFrame, splits: pd.DataFrame, subjects_per_shard: int) -> None:
     subject = events["subject_id"].to_numpy(np.int64)
     order = np.lexsort((_time_key(events["time"]), subject))
     split_sorted = splits.sort_values("subject_id")

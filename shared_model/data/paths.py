@@ -12,7 +12,7 @@ from pathlib import Path
 
 from shared_model.data.errors import DataValidationError
 
-#: Largest single input file we read (guards against oversized or hostile inputs, DESIGN 8).
+#: Largest single input file we read (guards against oversized or hostile inputs, docs/architecture.md §8).
 MAX_INPUT_FILE_BYTES = 8 * 1024**3
 
 
@@ -28,9 +28,7 @@ def contained_file(root: Path, path: Path) -> Path:
     root_resolved = root.resolve()
     resolved = path.resolve()
     if not resolved.is_relative_to(root_resolved):
-        raise DataValidationError(
-            path, f"a file inside the dataset directory {root_resolved}", found=str(resolved)
-        )
+        raise DataValidationError(path, f"a file inside the dataset directory {root_resolved}", found=str(resolved))
     if resolved.is_file() and resolved.stat().st_size > MAX_INPUT_FILE_BYTES:
         raise DataValidationError(
             path,

@@ -45,8 +45,7 @@ class DatasetSummary:
         ]
         for label in self.labels:
             lines.append(
-                f"label {label.task}: {label.rows:,} rows, {label.positives:,} positive "
-                f"({label.prevalence:.1%})"
+                f"label {label.task}: {label.rows:,} rows, {label.positives:,} positive ({label.prevalence:.1%})"
             )
         return "\n".join(lines)
 

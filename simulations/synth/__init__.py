@@ -1,4 +1,4 @@
-"""Synthetic multi-institution pediatric claims in MEDS (DESIGN 5)."""
+"""Synthetic multi-institution pediatric claims in MEDS (docs/architecture.md §5)."""
 
 from simulations.synth.generator import SiteData, generate_site, synthesize
 from simulations.synth.profiles import SiteProfile, default_profiles

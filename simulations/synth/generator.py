@@ -1,4 +1,4 @@
-"""Vectorised synthetic pediatric claims for many institutions (DESIGN 5).
+"""Vectorised synthetic pediatric claims for many institutions (docs/architecture.md §5).
 
 Every patient has an enrollment window, an index date (the prediction time of the label tasks)
 and latent traits (atopy, ADHD, obesity, type 1 diabetes, depression/anxiety). Visits come from
@@ -91,8 +91,9 @@ class SiteData:
 # --------------------------------------------------------------------------------------------
 
 
-def _poisson_days(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, rate: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def _poisson_days(
+    rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, rate: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Events of a Poisson process with per-patient `rate` (per year) on [lo, hi)."""
     span = np.maximum(hi - lo, 0)
     counts = rng.poisson(rate * span / YEAR)
@@ -101,8 +102,7 @@ def _poisson_days(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, rate
     return who, day
 
 
-def _choose(rng: np.random.Generator, weights: np.ndarray | list[float], size: int | None = None
-            ) -> np.ndarray:
+def _choose(rng: np.random.Generator, weights: np.ndarray | list[float], size: int | None = None) -> np.ndarray:
     """One index per row of a (rows, k) weight matrix, or `size` draws from one (k,) vector."""
     weights = np.asarray(weights, dtype=np.float64)
     if weights.ndim == 1:
@@ -112,8 +112,14 @@ def _choose(rng: np.random.Generator, weights: np.ndarray | list[float], size: i
     return np.minimum((u > cum).sum(axis=1), weights.shape[1] - 1)
 
 
-def _emit_template(rng: np.random.Generator, rows: EventRows, patient: np.ndarray, day: np.ndarray,
-                   concepts: np.ndarray, probs: np.ndarray) -> np.ndarray:
+def _emit_template(
+    rng: np.random.Generator,
+    rows: EventRows,
+    patient: np.ndarray,
+    day: np.ndarray,
+    concepts: np.ndarray,
+    probs: np.ndarray,
+) -> np.ndarray:
     """Emit concept j at visit i with probability probs[i, j]; returns the emitted mask."""
     mask = rng.random(probs.shape, dtype=np.float32) < probs
     visit, slot = np.nonzero(mask)
@@ -121,8 +127,9 @@ def _emit_template(rng: np.random.Generator, rows: EventRows, patient: np.ndarra
     return mask
 
 
-def _companion_matrix(cat: Catalog, keys: list[str], table: dict[str, dict[str, float]]
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def _companion_matrix(
+    cat: Catalog, keys: list[str], table: dict[str, dict[str, float]]
+) -> tuple[np.ndarray, np.ndarray]:
     """(len(keys), m) probabilities of m companion concepts given each key concept."""
     companions = sorted({c for k in keys for c in table.get(k, {})})
     probs = np.zeros((len(keys), len(companions)), dtype=np.float32)
@@ -132,8 +139,14 @@ def _companion_matrix(cat: Catalog, keys: list[str], table: dict[str, dict[str, 
     return cat.ids(*companions), probs
 
 
-def _emit_visit(rng: np.random.Generator, rows: EventRows, cat: Catalog, patient: np.ndarray,
-                day: np.ndarray, visit_type: np.ndarray) -> None:
+def _emit_visit(
+    rng: np.random.Generator,
+    rows: EventRows,
+    cat: Catalog,
+    patient: np.ndarray,
+    day: np.ndarray,
+    visit_type: np.ndarray,
+) -> None:
     """The visit-type code and the E&M procedure of each visit (0 OP, 1 ER, 2 IP, 3 RX)."""
     names = np.array(["visit_op", "visit_er", "visit_ip", "visit_rx"])
     rows.add(patient, day, cat.ids(*names)[visit_type])
@@ -146,17 +159,32 @@ def _emit_visit(rng: np.random.Generator, rows: EventRows, cat: Catalog, patient
     rows.add(patient[ip], day[ip] + stay, cat.id("visit_ip"))
 
 
-def _emit_drugs(rng: np.random.Generator, rows: EventRows, cat: Catalog, patient: np.ndarray,
-                day: np.ndarray, drug: np.ndarray, lag_share: float = 0.35) -> None:
+def _emit_drugs(
+    rng: np.random.Generator,
+    rows: EventRows,
+    cat: Catalog,
+    patient: np.ndarray,
+    day: np.ndarray,
+    drug: np.ndarray,
+    lag_share: float = 0.35,
+) -> None:
     """Dispense drugs the same day or, as a separate pharmacy (RX) visit, the next day."""
     lag = (rng.random(patient.size) < lag_share).astype(np.int64)
     rows.add(patient, day + lag, drug)
     rows.add(patient[lag == 1], day[lag == 1] + 1, cat.id("visit_rx"))
 
 
-def _emit_with_companions(rng: np.random.Generator, rows: EventRows, cat: Catalog,
-                          patient: np.ndarray, day: np.ndarray, key: np.ndarray, keys: list[str],
-                          table: dict[str, dict[str, float]], scale: np.ndarray | float = 1.0) -> None:
+def _emit_with_companions(
+    rng: np.random.Generator,
+    rows: EventRows,
+    cat: Catalog,
+    patient: np.ndarray,
+    day: np.ndarray,
+    key: np.ndarray,
+    keys: list[str],
+    table: dict[str, dict[str, float]],
+    scale: np.ndarray | float = 1.0,
+) -> None:
     """Emit the key concepts and their companions (tests, drugs, symptoms) by probability."""
     key_ids = cat.ids(*keys)
     rows.add(patient, day, key_ids[key])
@@ -207,7 +235,8 @@ def sample_cohort(rng: np.random.Generator, profile: SiteProfile) -> Cohort:
     incident = (~prevalent) & (u >= p_prev) & (u < p_prev + p_inc)
     asthma_onset = np.full(n, NEVER)
     asthma_onset[prevalent] = earliest[prevalent] + (
-        rng.random(prevalent.sum()) * (index_day[prevalent] - 30 - earliest[prevalent])).astype(np.int64)
+        rng.random(prevalent.sum()) * (index_day[prevalent] - 30 - earliest[prevalent])
+    ).astype(np.int64)
     asthma_onset[incident] = index_day[incident] + rng.integers(1, 366, incident.sum())
 
     adhd = rng.random(n) < profile.adhd_risk * np.where(female, 0.05, 0.12)
@@ -223,17 +252,26 @@ def sample_cohort(rng: np.random.Generator, profile: SiteProfile) -> Cohort:
     depressive = rng.random(n) < 0.5
     int_before = internalizing_onset < index_day
     int_soon = (internalizing_onset >= index_day) & (internalizing_onset < index_day + 365)
-    p_sh = profile.mental_health_risk * (
-        0.003 + 0.12 * int_before + 0.05 * int_soon + 0.01 * adhd + 0.004 * female)
+    p_sh = profile.mental_health_risk * (0.003 + 0.12 * int_before + 0.05 * int_soon + 0.01 * adhd + 0.004 * female)
     p_sh = np.where(age_at_index >= 10, p_sh, 0.0)
     self_harm = rng.random(n) < p_sh
     self_harm_day = np.where(self_harm, index_day + rng.integers(1, 366, n), NEVER)
 
     return Cohort(
-        female=female, birth=birth, start=start, end=end, index_day=index_day,
-        frailty=rng.gamma(2.0, 0.5, n), atopic=atopic, obese=obese, asthma_onset=asthma_onset,
-        adhd_onset=adhd_onset, t1d_onset=t1d_onset, internalizing_onset=internalizing_onset,
-        depressive=depressive, self_harm_day=self_harm_day,
+        female=female,
+        birth=birth,
+        start=start,
+        end=end,
+        index_day=index_day,
+        frailty=rng.gamma(2.0, 0.5, n),
+        atopic=atopic,
+        obese=obese,
+        asthma_onset=asthma_onset,
+        adhd_onset=adhd_onset,
+        t1d_onset=t1d_onset,
+        internalizing_onset=internalizing_onset,
+        depressive=depressive,
+        self_harm_day=self_harm_day,
     )
 
 
@@ -243,27 +281,51 @@ def sample_cohort(rng: np.random.Generator, profile: SiteProfile) -> Cohort:
 
 # (age in days, vaccines due) of the AAP periodicity schedule
 WELL_SCHEDULE: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (4, ("vax_hepb",)), (30, ("vax_hepb",)),
+    (4, ("vax_hepb",)),
+    (30, ("vax_hepb",)),
     (61, ("vax_dtap", "vax_ipv", "vax_hib", "vax_pcv", "vax_rota", "vax_hepb")),
     (122, ("vax_dtap", "vax_ipv", "vax_hib", "vax_pcv", "vax_rota")),
-    (183, ("vax_dtap", "vax_pcv", "vax_rota", "vax_hepb")), (274, ()),
-    (365, ("vax_mmr", "vax_varicella", "vax_hepa", "vax_pcv", "vax_hib")), (456, ("vax_dtap",)),
-    (548, ("vax_hepa",)), (730, ()), (913, ()), (1096, ()),
+    (183, ("vax_dtap", "vax_pcv", "vax_rota", "vax_hepb")),
+    (274, ()),
+    (365, ("vax_mmr", "vax_varicella", "vax_hepa", "vax_pcv", "vax_hib")),
+    (456, ("vax_dtap",)),
+    (548, ("vax_hepa",)),
+    (730, ()),
+    (913, ()),
+    (1096, ()),
     (1461, ("vax_dtap", "vax_ipv", "vax_mmr", "vax_varicella")),
     *((int(a * YEAR), ()) for a in range(5, 11)),
-    (int(11 * YEAR), ("vax_tdap", "vax_hpv", "vax_menacwy")), (int(12 * YEAR), ("vax_hpv",)),
+    (int(11 * YEAR), ("vax_tdap", "vax_hpv", "vax_menacwy")),
+    (int(12 * YEAR), ("vax_hpv",)),
     *((int(a * YEAR), ()) for a in range(13, 16)),
-    (int(16 * YEAR), ("vax_menacwy",)), (int(17 * YEAR), ()), (int(18 * YEAR), ()),
+    (int(16 * YEAR), ("vax_menacwy",)),
+    (int(17 * YEAR), ()),
+    (int(18 * YEAR), ()),
 )
-VACCINES = ("vax_hepb", "vax_dtap", "vax_ipv", "vax_hib", "vax_pcv", "vax_rota", "vax_mmr",
-            "vax_varicella", "vax_hepa", "vax_tdap", "vax_hpv", "vax_menacwy")
+VACCINES = (
+    "vax_hepb",
+    "vax_dtap",
+    "vax_ipv",
+    "vax_hib",
+    "vax_pcv",
+    "vax_rota",
+    "vax_mmr",
+    "vax_varicella",
+    "vax_hepa",
+    "vax_tdap",
+    "vax_hpv",
+    "vax_menacwy",
+)
 
 
-def well_child(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog,
-               rows: EventRows) -> None:
+def well_child(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog, rows: EventRows) -> None:
     ages = np.array([a for a, _ in WELL_SCHEDULE], dtype=np.int64)
     jitter_sd = np.where(ages < 730, 6, 40)
-    day = cohort.birth[:, None] + ages[None, :] + (rng.normal(0, 1, (cohort.size, ages.size)) * jitter_sd).astype(np.int64)
+    day = (
+        cohort.birth[:, None]
+        + ages[None, :]
+        + (rng.normal(0, 1, (cohort.size, ages.size)) * jitter_sd).astype(np.int64)
+    )
     compliance = profile.well_child_compliance * np.where(ages >= 12 * YEAR, 0.8, 1.0)
     keep = (day >= cohort.start[:, None]) & (day < cohort.end[:, None]) & (rng.random(day.shape) < compliance)
     patient, slot = np.nonzero(keep)
@@ -273,14 +335,17 @@ def well_child(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, c
 
     rows.add(patient, day, cat.id("visit_op"))
     rows.add(patient, day, cat.id("well_exam"))
-    preventive = np.select([age < 365, age < 5 * YEAR, age < 12 * YEAR, age < 18 * YEAR],
-                           cat.ids("prev_infant", "prev_early", "prev_late", "prev_adolescent"),
-                           cat.id("prev_adult"))
+    preventive = np.select(
+        [age < 365, age < 5 * YEAR, age < 12 * YEAR, age < 18 * YEAR],
+        cat.ids("prev_infant", "prev_early", "prev_late", "prev_adolescent"),
+        cat.id("prev_adult"),
+    )
     rows.add(patient, day, preventive)
 
     due = np.array([[v in vaccines for v in VACCINES] for _, vaccines in WELL_SCHEDULE], dtype=bool)
-    given = _emit_template(rng, rows, patient, day, cat.ids(*VACCINES),
-                           due[slot].astype(np.float32) * profile.vaccine_uptake)
+    given = _emit_template(
+        rng, rows, patient, day, cat.ids(*VACCINES), due[slot].astype(np.float32) * profile.vaccine_uptake
+    )
     month = ((day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)) % 12) + 1
     flu = (rng.random(n) < 0.5 * profile.vaccine_uptake) & (month >= 9) & (age >= 183)
     rows.add(patient[flu], day[flu], cat.id("vax_flu"))
@@ -313,16 +378,39 @@ def well_child(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, c
     _emit_template(rng, rows, patient, day, cat.ids(*columns), probs)
 
 
-ACUTE = ("otitis", "uri", "pharyngitis", "bronchiolitis", "gastroenteritis", "conjunctivitis",
-         "pneumonia", "uti", "fever", "croup", "sinusitis", "influenza", "viral", "covid", "injury",
-         "rash", "abdominal_pain", "headache", "cough", "bronchitis", "constipation")
+ACUTE = (
+    "otitis",
+    "uri",
+    "pharyngitis",
+    "bronchiolitis",
+    "gastroenteritis",
+    "conjunctivitis",
+    "pneumonia",
+    "uti",
+    "fever",
+    "croup",
+    "sinusitis",
+    "influenza",
+    "viral",
+    "covid",
+    "injury",
+    "rash",
+    "abdominal_pain",
+    "headache",
+    "cough",
+    "bronchitis",
+    "constipation",
+)
 # weights of ACUTE diagnoses by age band <1, 1-4, 5-11, 12+ years
-ACUTE_WEIGHTS = np.array([
-    [20, 25, 1, 15, 8, 6, 2, 2, 8, 3, 0, 2, 8, 0, 2, 6, 0.5, 0, 5, 1, 3],
-    [18, 22, 5, 3, 8, 5, 3, 2, 6, 5, 1, 4, 7, 0, 6, 5, 2, 0.5, 6, 2, 4],
-    [6, 15, 14, 0, 6, 3, 2, 2, 3, 1, 5, 6, 5, 0, 12, 4, 5, 3, 5, 3, 4],
-    [2, 14, 12, 0, 6, 2, 2, 4, 2, 0, 7, 6, 4, 0, 18, 4, 6, 6, 4, 3, 2],
-], dtype=np.float64)
+ACUTE_WEIGHTS = np.array(
+    [
+        [20, 25, 1, 15, 8, 6, 2, 2, 8, 3, 0, 2, 8, 0, 2, 6, 0.5, 0, 5, 1, 3],
+        [18, 22, 5, 3, 8, 5, 3, 2, 6, 5, 1, 4, 7, 0, 6, 5, 2, 0.5, 6, 2, 4],
+        [6, 15, 14, 0, 6, 3, 2, 2, 3, 1, 5, 6, 5, 0, 12, 4, 5, 3, 5, 3, 4],
+        [2, 14, 12, 0, 6, 2, 2, 4, 2, 0, 7, 6, 4, 0, 18, 4, 6, 6, 4, 3, 2],
+    ],
+    dtype=np.float64,
+)
 RESPIRATORY = ("bronchiolitis", "pneumonia", "croup", "cough", "bronchitis")
 ACUTE_COMPANIONS: dict[str, dict[str, float]] = {
     "otitis": {"amoxicillin": 0.6, "amox_clav": 0.15, "cefdinir": 0.1, "ibuprofen": 0.2},
@@ -357,8 +445,9 @@ def _seasonal_keep(rng: np.random.Generator, day: np.ndarray) -> np.ndarray:
     return rng.random(day.size) < (1 + 0.4 * np.cos(2 * np.pi * doy / 365.25)) / 1.4
 
 
-def acute_illness(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog,
-                  rows: EventRows) -> None:
+def acute_illness(
+    rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog, rows: EventRows
+) -> None:
     mid_age = cohort.age_years((cohort.start + cohort.end) // 2)
     rate = _acute_rate(mid_age) * profile.acute_visit_rate * cohort.frailty * np.where(cohort.atopic, 1.3, 1.0)
     patient, day = _poisson_days(rng, cohort.start, cohort.end, rate * 1.4)
@@ -387,8 +476,7 @@ def acute_illness(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile
     rows.add(patient[wheeze], day[wheeze], cat.id("wheeze"))
 
 
-def allergy_care(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog,
-                 rows: EventRows) -> None:
+def allergy_care(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog, rows: EventRows) -> None:
     """Eczema, allergic rhinitis and wheezy episodes of atopic children (asthma or not)."""
     rate = np.where(cohort.atopic, 0.7, 0.05)
     patient, day = _poisson_days(rng, cohort.start, cohort.end, rate)
@@ -396,31 +484,50 @@ def allergy_care(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile,
     weights = np.where(young[:, None], [[0.75, 0.1, 0.15]], [[0.25, 0.6, 0.15]])
     keys = ["eczema", "allergic_rhinitis", "food_allergy"]
     _emit_visit(rng, rows, cat, patient, day, np.zeros(patient.size, dtype=np.int64))
-    _emit_with_companions(rng, rows, cat, patient, day, _choose(rng, weights), keys, {
-        "eczema": {"hydrocortisone_top": 0.5, "triamcinolone_top": 0.2},
-        "allergic_rhinitis": {"cetirizine": 0.6},
-        "food_allergy": {"cetirizine": 0.2},
-    })
+    _emit_with_companions(
+        rng,
+        rows,
+        cat,
+        patient,
+        day,
+        _choose(rng, weights),
+        keys,
+        {
+            "eczema": {"hydrocortisone_top": 0.5, "triamcinolone_top": 0.2},
+            "allergic_rhinitis": {"cetirizine": 0.6},
+            "food_allergy": {"cetirizine": 0.2},
+        },
+    )
     # wheezy episodes: shared by asthmatic and non-asthmatic atopic children (diagnostic noise)
     rate = np.where(cohort.atopic, 0.3, 0.03) * profile.symptom_coding
     patient, day = _poisson_days(rng, cohort.start, cohort.end, rate)
     _respiratory_episode(rng, rows, cat, patient, day, er_share=0.2)
 
 
-def _respiratory_episode(rng: np.random.Generator, rows: EventRows, cat: Catalog,
-                         patient: np.ndarray, day: np.ndarray, er_share: float) -> None:
+def _respiratory_episode(
+    rng: np.random.Generator, rows: EventRows, cat: Catalog, patient: np.ndarray, day: np.ndarray, er_share: float
+) -> None:
     visit_type = (rng.random(patient.size) < er_share).astype(np.int64)
     _emit_visit(rng, rows, cat, patient, day, visit_type)
     keys = ["wheeze", "cough", "bronchospasm", "bronchitis"]
     dx = _choose(rng, [0.4, 0.25, 0.2, 0.15], patient.size)
     scale = np.where(visit_type == 1, 1.5, 1.0)
-    _emit_with_companions(rng, rows, cat, patient, day, dx, keys, {
-        k: {"albuterol": 0.4, "nebulizer": 0.3, "prednisolone": 0.12} for k in keys
-    }, scale=scale)
+    _emit_with_companions(
+        rng,
+        rows,
+        cat,
+        patient,
+        day,
+        dx,
+        keys,
+        {k: {"albuterol": 0.4, "nebulizer": 0.3, "prednisolone": 0.12} for k in keys},
+        scale=scale,
+    )
 
 
-def asthma_course(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog,
-                  rows: EventRows) -> None:
+def asthma_course(
+    rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog, rows: EventRows
+) -> None:
     who = np.flatnonzero(cohort.asthma_onset < NEVER)
     onset = cohort.asthma_onset[who]
     # prodrome: wheeze, cough, bronchospasm in the months before the diagnosis
@@ -431,82 +538,155 @@ def asthma_course(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile
     # diagnosis visit
     _emit_visit(rng, rows, cat, who, onset, np.zeros(who.size, dtype=np.int64))
     age = cohort.age_years(onset, who)
-    _emit_with_companions(rng, rows, cat, who, onset, np.zeros(who.size, dtype=np.int64), ["asthma"], {
-        "asthma": {"spirometry": 0.35, "albuterol": 0.9, "fluticasone": 0.4, "budesonide": 0.2, "montelukast": 0.2}
-    }, scale=np.where(age < 6, 0.8, 1.0))
+    _emit_with_companions(
+        rng,
+        rows,
+        cat,
+        who,
+        onset,
+        np.zeros(who.size, dtype=np.int64),
+        ["asthma"],
+        {"asthma": {"spirometry": 0.35, "albuterol": 0.9, "fluticasone": 0.4, "budesonide": 0.2, "montelukast": 0.2}},
+        scale=np.where(age < 6, 0.8, 1.0),
+    )
     # follow-up, exacerbations and refills after the diagnosis
     end = cohort.end[who]
     patient, day = _poisson_days(rng, onset, end, np.full(who.size, 2.0))
     _emit_visit(rng, rows, cat, who[patient], day, np.zeros(patient.size, dtype=np.int64))
-    _emit_with_companions(rng, rows, cat, who[patient], day, np.zeros(patient.size, dtype=np.int64), ["asthma"],
-                          {"asthma": {"albuterol": 0.6, "fluticasone": 0.3, "montelukast": 0.15}})
+    _emit_with_companions(
+        rng,
+        rows,
+        cat,
+        who[patient],
+        day,
+        np.zeros(patient.size, dtype=np.int64),
+        ["asthma"],
+        {"asthma": {"albuterol": 0.6, "fluticasone": 0.3, "montelukast": 0.15}},
+    )
     patient, day = _poisson_days(rng, onset, end, np.full(who.size, 0.35 * profile.asthma_risk))
     visit_type = np.where(rng.random(patient.size) < 0.6, 1, 0)
     visit_type[rng.random(patient.size) < 0.05] = 2
     _emit_visit(rng, rows, cat, who[patient], day, visit_type)
-    _emit_with_companions(rng, rows, cat, who[patient], day, np.zeros(patient.size, dtype=np.int64),
-                          ["asthma_exacerbation"], {"asthma_exacerbation": {"nebulizer": 0.7, "prednisolone": 0.7}})
+    _emit_with_companions(
+        rng,
+        rows,
+        cat,
+        who[patient],
+        day,
+        np.zeros(patient.size, dtype=np.int64),
+        ["asthma_exacerbation"],
+        {"asthma_exacerbation": {"nebulizer": 0.7, "prednisolone": 0.7}},
+    )
     _refills(rng, rows, cat, who, onset, end, 3.0, ["albuterol", "fluticasone", "montelukast"], [0.6, 0.3, 0.1])
 
 
-def _refills(rng: np.random.Generator, rows: EventRows, cat: Catalog, who: np.ndarray, lo: np.ndarray,
-             hi: np.ndarray, rate: float, drugs: list[str], weights: list[float]) -> None:
+def _refills(
+    rng: np.random.Generator,
+    rows: EventRows,
+    cat: Catalog,
+    who: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    rate: float,
+    drugs: list[str],
+    weights: list[float],
+) -> None:
     patient, day = _poisson_days(rng, lo, hi, np.full(who.size, rate))
     drug = cat.ids(*drugs)[_choose(rng, weights, patient.size)]
     rows.add(who[patient], day, cat.id("visit_rx"))
     rows.add(who[patient], day, drug)
 
 
-def adhd_course(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog,
-                rows: EventRows) -> None:
+def adhd_course(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog, rows: EventRows) -> None:
     who = np.flatnonzero(cohort.adhd_onset < NEVER)
     onset = cohort.adhd_onset[who]
     k = rng.poisson(1.0 * profile.symptom_coding, who.size)
     patient = np.repeat(who, k)
     day = np.repeat(onset, k) - rng.integers(14, 365, patient.size)
     _emit_visit(rng, rows, cat, patient, day, np.zeros(patient.size, dtype=np.int64))
-    _emit_with_companions(rng, rows, cat, patient, day, np.zeros(patient.size, dtype=np.int64), ["behavior"],
-                          {"behavior": {"behav_assess": 0.5}})
+    _emit_with_companions(
+        rng,
+        rows,
+        cat,
+        patient,
+        day,
+        np.zeros(patient.size, dtype=np.int64),
+        ["behavior"],
+        {"behavior": {"behav_assess": 0.5}},
+    )
     patient, day = _poisson_days(rng, onset, cohort.end[who], np.full(who.size, 3.0))
     patient = np.r_[np.arange(who.size), patient]
     day = np.r_[onset, day]
     _emit_visit(rng, rows, cat, who[patient], day, np.zeros(patient.size, dtype=np.int64))
-    _emit_with_companions(rng, rows, cat, who[patient], day, np.zeros(patient.size, dtype=np.int64), ["adhd"],
-                          {"adhd": {"behav_assess": 0.4}})
-    _refills(rng, rows, cat, who, onset, cohort.end[who], 5.0,
-             ["methylphenidate", "amphetamine", "guanfacine"], [0.5, 0.4, 0.1])
+    _emit_with_companions(
+        rng,
+        rows,
+        cat,
+        who[patient],
+        day,
+        np.zeros(patient.size, dtype=np.int64),
+        ["adhd"],
+        {"adhd": {"behav_assess": 0.4}},
+    )
+    _refills(
+        rng,
+        rows,
+        cat,
+        who,
+        onset,
+        cohort.end[who],
+        5.0,
+        ["methylphenidate", "amphetamine", "guanfacine"],
+        [0.5, 0.4, 0.1],
+    )
 
 
-def obesity_care(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog,
-                 rows: EventRows) -> None:
+def obesity_care(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog, rows: EventRows) -> None:
     who = np.flatnonzero(cohort.obese)
     patient, day = _poisson_days(rng, cohort.start[who], cohort.end[who], np.full(who.size, 0.5))
     patient = who[patient]
     _emit_visit(rng, rows, cat, patient, day, np.zeros(patient.size, dtype=np.int64))
-    _emit_with_companions(rng, rows, cat, patient, day, np.zeros(patient.size, dtype=np.int64), ["obesity"],
-                          {"obesity": {"a1c": 0.3, "lipid_panel": 0.3, "diet_counsel": 0.5, "bmi_obese": 0.5}})
+    _emit_with_companions(
+        rng,
+        rows,
+        cat,
+        patient,
+        day,
+        np.zeros(patient.size, dtype=np.int64),
+        ["obesity"],
+        {"obesity": {"a1c": 0.3, "lipid_panel": 0.3, "diet_counsel": 0.5, "bmi_obese": 0.5}},
+    )
 
 
-def diabetes_course(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog,
-                    rows: EventRows) -> None:
+def diabetes_course(
+    rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog, rows: EventRows
+) -> None:
     who = np.flatnonzero(cohort.t1d_onset < NEVER)
     onset = cohort.t1d_onset[who]
     pre = onset - rng.integers(3, 60, who.size)
     _emit_visit(rng, rows, cat, who, pre, np.zeros(who.size, dtype=np.int64))
-    _emit_template(rng, rows, who, pre, cat.ids("polydipsia", "polyuria", "weight_loss", "glucose_test"),
-                   np.tile(np.float32([0.6, 0.5, 0.4, 0.5]), (who.size, 1)))
+    _emit_template(
+        rng,
+        rows,
+        who,
+        pre,
+        cat.ids("polydipsia", "polyuria", "weight_loss", "glucose_test"),
+        np.tile(np.float32([0.6, 0.5, 0.4, 0.5]), (who.size, 1)),
+    )
     _emit_visit(rng, rows, cat, who, onset, np.full(who.size, 2, dtype=np.int64))
     for name in ("dka", "t1d", "glucose_test", "a1c", "insulin_lispro", "insulin_glargine"):
         rows.add(who, onset, cat.id(name))
     patient, day = _poisson_days(rng, onset, cohort.end[who], np.full(who.size, 4.0))
     _emit_visit(rng, rows, cat, who[patient], day, np.zeros(patient.size, dtype=np.int64))
-    _emit_with_companions(rng, rows, cat, who[patient], day, np.zeros(patient.size, dtype=np.int64), ["t1d"],
-                          {"t1d": {"a1c": 0.8}})
+    _emit_with_companions(
+        rng, rows, cat, who[patient], day, np.zeros(patient.size, dtype=np.int64), ["t1d"], {"t1d": {"a1c": 0.8}}
+    )
     _refills(rng, rows, cat, who, onset, cohort.end[who], 8.0, ["insulin_lispro", "insulin_glargine"], [0.5, 0.5])
 
 
-def mental_health_course(rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog,
-                         rows: EventRows) -> None:
+def mental_health_course(
+    rng: np.random.Generator, cohort: Cohort, profile: SiteProfile, cat: Catalog, rows: EventRows
+) -> None:
     who = np.flatnonzero(cohort.internalizing_onset < NEVER)
     onset = cohort.internalizing_onset[who]
     diagnosis = np.where(cohort.depressive[who], 0, 1)
@@ -517,21 +697,39 @@ def mental_health_course(rng: np.random.Generator, cohort: Cohort, profile: Site
     day = np.repeat(onset, k) - rng.integers(14, 365, patient.size)
     complaint = _choose(rng, [0.3, 0.3, 0.15, 0.15, 0.1], patient.size)
     _emit_visit(rng, rows, cat, patient, day, np.zeros(patient.size, dtype=np.int64))
-    _emit_with_companions(rng, rows, cat, patient, day, complaint,
-                          ["abdominal_pain", "headache", "insomnia", "emotional", "family_conflict"],
-                          {k: {"behav_assess": 0.4} for k in ["emotional", "insomnia", "family_conflict"]})
+    _emit_with_companions(
+        rng,
+        rows,
+        cat,
+        patient,
+        day,
+        complaint,
+        ["abdominal_pain", "headache", "insomnia", "emotional", "family_conflict"],
+        {k: {"behav_assess": 0.4} for k in ["emotional", "insomnia", "family_conflict"]},
+    )
     # diagnosis and psychotherapy
     _emit_visit(rng, rows, cat, who, onset, np.zeros(who.size, dtype=np.int64))
-    _emit_with_companions(rng, rows, cat, who, onset, diagnosis, keys,
-                          {k: {"psych_eval": 0.5, "behav_assess": 0.6} for k in keys})
+    _emit_with_companions(
+        rng, rows, cat, who, onset, diagnosis, keys, {k: {"psych_eval": 0.5, "behav_assess": 0.6} for k in keys}
+    )
     in_therapy = rng.random(who.size) < 0.6
     patient, day = _poisson_days(rng, onset, cohort.end[who], np.where(in_therapy, 5.0, 0.5))
     _emit_visit(rng, rows, cat, who[patient], day, np.zeros(patient.size, dtype=np.int64))
-    _emit_with_companions(rng, rows, cat, who[patient], day, diagnosis[patient], keys,
-                          {k: {"psychotherapy": 0.9} for k in keys})
+    _emit_with_companions(
+        rng, rows, cat, who[patient], day, diagnosis[patient], keys, {k: {"psychotherapy": 0.9} for k in keys}
+    )
     medicated = rng.random(who.size) < 0.5
-    _refills(rng, rows, cat, who[medicated], onset[medicated], cohort.end[who][medicated], 6.0,
-             ["sertraline", "fluoxetine", "escitalopram"], [0.45, 0.35, 0.2])
+    _refills(
+        rng,
+        rows,
+        cat,
+        who[medicated],
+        onset[medicated],
+        cohort.end[who][medicated],
+        6.0,
+        ["sertraline", "fluoxetine", "escitalopram"],
+        [0.45, 0.35, 0.2],
+    )
     # suicidal ideation: often before self-harm, sometimes without it
     harm = np.flatnonzero(cohort.self_harm_day < NEVER)
     ideation = harm[rng.random(harm.size) < 0.6]
@@ -541,19 +739,34 @@ def mental_health_course(rng: np.random.Generator, cohort: Cohort, profile: Site
     patient, day = np.r_[ideation, noise], np.r_[day, noise_day]
     _emit_visit(rng, rows, cat, patient, day, np.ones(patient.size, dtype=np.int64))
     rows.add(patient, day, cat.id("suicidal_ideation"))
-    _emit_template(rng, rows, patient, day, cat.ids("psych_eval", "depression"),
-                   np.tile(np.float32([0.6, 0.4]), (patient.size, 1)))
+    _emit_template(
+        rng, rows, patient, day, cat.ids("psych_eval", "depression"), np.tile(np.float32([0.6, 0.4]), (patient.size, 1))
+    )
     # the self-harm event itself
     day = cohort.self_harm_day[harm]
     visit_type = np.where(rng.random(harm.size) < 0.3, 2, 1)
     _emit_visit(rng, rows, cat, harm, day, visit_type)
     rows.add(harm, day, cat.id("self_harm"))
-    _emit_template(rng, rows, harm, day, cat.ids("suicidal_ideation", "psych_eval", "depression"),
-                   np.tile(np.float32([0.6, 0.5, 0.4]), (harm.size, 1)))
+    _emit_template(
+        rng,
+        rows,
+        harm,
+        day,
+        cat.ids("suicidal_ideation", "psych_eval", "depression"),
+        np.tile(np.float32([0.6, 0.5, 0.4]), (harm.size, 1)),
+    )
 
 
-BLOCKS = (well_child, acute_illness, allergy_care, asthma_course, adhd_course, obesity_care,
-          diabetes_course, mental_health_course)
+BLOCKS = (
+    well_child,
+    acute_illness,
+    allergy_care,
+    asthma_course,
+    adhd_course,
+    obesity_care,
+    diabetes_course,
+    mental_health_course,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -581,13 +794,21 @@ def _labels(cohort: Cohort, has_history: np.ndarray, subject_ids: np.ndarray) ->
     age = cohort.age_years(cohort.index_day)
     within_year = lambda event: (event > cohort.index_day) & (event <= cohort.index_day + 365)  # noqa: E731
     tasks = {
-        "asthma": (has_history & (age >= 2) & (cohort.asthma_onset > cohort.index_day), within_year(cohort.asthma_onset)),
+        "asthma": (
+            has_history & (age >= 2) & (cohort.asthma_onset > cohort.index_day),
+            within_year(cohort.asthma_onset),
+        ),
         "self_harm": (has_history & (age >= 10), within_year(cohort.self_harm_day)),
     }
     prediction_time = cohort.index_day.astype("datetime64[D]").astype("datetime64[us]")
     return {
-        task: pd.DataFrame({"subject_id": subject_ids[eligible], "prediction_time": prediction_time[eligible],
-                            "boolean_value": outcome[eligible]})
+        task: pd.DataFrame(
+            {
+                "subject_id": subject_ids[eligible],
+                "prediction_time": prediction_time[eligible],
+                "boolean_value": outcome[eligible],
+            }
+        )
         for task, (eligible, outcome) in tasks.items()
     }
 
@@ -619,19 +840,25 @@ def generate_site(profile: SiteProfile, seed: int, site_index: int) -> SiteData:
     static_code = np.where(cohort.female, n_codes + 1, n_codes + 2)
     all_patient = np.r_[everyone, everyone, patient]
     all_code = np.r_[static_code, np.full(cohort.size, n_codes), code]
-    time = np.r_[np.full(cohort.size, np.datetime64("NaT", "us")),
-                 cohort.birth.astype("datetime64[D]").astype("datetime64[us]"),
-                 day.astype("datetime64[D]").astype("datetime64[us]")]
-    events = pd.DataFrame({
-        "subject_id": subject_ids[all_patient],
-        "time": time,
-        "code": pd.Categorical.from_codes(all_code, categories=categories),
-        "numeric_value": np.full(all_patient.size, np.nan, dtype=np.float32),
-    })
+    time = np.r_[
+        np.full(cohort.size, np.datetime64("NaT", "us")),
+        cohort.birth.astype("datetime64[D]").astype("datetime64[us]"),
+        day.astype("datetime64[D]").astype("datetime64[us]"),
+    ]
+    events = pd.DataFrame(
+        {
+            "subject_id": subject_ids[all_patient],
+            "time": time,
+            "code": pd.Categorical.from_codes(all_code, categories=categories),
+            "numeric_value": np.full(all_patient.size, np.nan, dtype=np.float32),
+        }
+    )
     has_history = np.bincount(patient[day < cohort.index_day[patient]], minlength=cohort.size) > 0
     labels = _labels(cohort, has_history, subject_ids)
     used = np.unique(all_code)
-    return SiteData(profile, events, assign_splits(subject_ids), labels, _code_metadata(cat, [categories[i] for i in used]))
+    return SiteData(
+        profile, events, assign_splits(subject_ids), labels, _code_metadata(cat, [categories[i] for i in used])
+    )
 
 
 def _subject_ids(rng: np.random.Generator, n: int, site_index: int) -> np.ndarray:
@@ -662,7 +889,16 @@ def synthesize(out: str | Path, sizes: list[int], seed: int, *, overwrite: bool 
             "meds_version": "0.4",
             "site_profile": profile.to_dict(),
         }
-        paths.append(write_meds(out / profile.name, site.events, site.splits, labels=site.labels,
-                                codes=site.codes, metadata=metadata, overwrite=overwrite))
+        paths.append(
+            write_meds(
+                out / profile.name,
+                site.events,
+                site.splits,
+                labels=site.labels,
+                codes=site.codes,
+                metadata=metadata,
+                overwrite=overwrite,
+            )
+        )
         log.info("%s: %d patients, %d events", profile.name, profile.n_patients, len(site.events))
     return paths

@@ -1,4 +1,4 @@
-"""Site profiles: what makes one synthetic institution differ from another (DESIGN 5)."""
+"""Site profiles: what makes one synthetic institution differ from another (docs/architecture.md §5)."""
 
 from __future__ import annotations
 
@@ -40,33 +40,79 @@ ARCHETYPES: tuple[SiteProfile, ...] = (
     SiteProfile(
         name="site-1",
         description="urban academic children's hospital network (ED-heavy, specific coding, RxNorm)",
-        n_patients=0, age_mix=(0.25, 0.45, 0.30), acute_visit_rate=1.0, er_share=0.20,
-        inpatient_rate=1.6, well_child_compliance=0.70, vaccine_uptake=0.85, atopy_prevalence=0.30,
-        asthma_risk=1.3, mental_health_risk=1.2, adhd_risk=0.9, obesity_prevalence=0.20,
-        t1d_prevalence=0.006, specificity=0.80, ndc_share=0.10, em_intensity=0.5, symptom_coding=0.9,
+        n_patients=0,
+        age_mix=(0.25, 0.45, 0.30),
+        acute_visit_rate=1.0,
+        er_share=0.20,
+        inpatient_rate=1.6,
+        well_child_compliance=0.70,
+        vaccine_uptake=0.85,
+        atopy_prevalence=0.30,
+        asthma_risk=1.3,
+        mental_health_risk=1.2,
+        adhd_risk=0.9,
+        obesity_prevalence=0.20,
+        t1d_prevalence=0.006,
+        specificity=0.80,
+        ndc_share=0.10,
+        em_intensity=0.5,
+        symptom_coding=0.9,
     ),
     SiteProfile(
         name="site-2",
         description="suburban pediatric primary-care network (well-child focus, unspecified codes, NDC)",
-        n_patients=0, age_mix=(0.35, 0.45, 0.20), acute_visit_rate=1.25, er_share=0.05,
-        inpatient_rate=0.5, well_child_compliance=0.90, vaccine_uptake=0.95, atopy_prevalence=0.24,
-        asthma_risk=0.9, mental_health_risk=0.8, adhd_risk=1.4, obesity_prevalence=0.13,
-        t1d_prevalence=0.004, specificity=0.25, ndc_share=0.90, em_intensity=0.0, symptom_coding=1.0,
+        n_patients=0,
+        age_mix=(0.35, 0.45, 0.20),
+        acute_visit_rate=1.25,
+        er_share=0.05,
+        inpatient_rate=0.5,
+        well_child_compliance=0.90,
+        vaccine_uptake=0.95,
+        atopy_prevalence=0.24,
+        asthma_risk=0.9,
+        mental_health_risk=0.8,
+        adhd_risk=1.4,
+        obesity_prevalence=0.13,
+        t1d_prevalence=0.004,
+        specificity=0.25,
+        ndc_share=0.90,
+        em_intensity=0.0,
+        symptom_coding=1.0,
     ),
     SiteProfile(
         name="site-3",
         description="rural community health plan (older children, fewer visits, mixed drug coding)",
-        n_patients=0, age_mix=(0.15, 0.40, 0.45), acute_visit_rate=0.75, er_share=0.13,
-        inpatient_rate=1.0, well_child_compliance=0.55, vaccine_uptake=0.75, atopy_prevalence=0.20,
-        asthma_risk=1.0, mental_health_risk=1.3, adhd_risk=1.0, obesity_prevalence=0.26,
-        t1d_prevalence=0.004, specificity=0.50, ndc_share=0.55, em_intensity=-0.5, symptom_coding=0.75,
+        n_patients=0,
+        age_mix=(0.15, 0.40, 0.45),
+        acute_visit_rate=0.75,
+        er_share=0.13,
+        inpatient_rate=1.0,
+        well_child_compliance=0.55,
+        vaccine_uptake=0.75,
+        atopy_prevalence=0.20,
+        asthma_risk=1.0,
+        mental_health_risk=1.3,
+        adhd_risk=1.0,
+        obesity_prevalence=0.26,
+        t1d_prevalence=0.004,
+        specificity=0.50,
+        ndc_share=0.55,
+        em_intensity=-0.5,
+        symptom_coding=0.75,
     ),
 )
 
-_RATES = ("acute_visit_rate", "inpatient_rate", "asthma_risk", "mental_health_risk", "adhd_risk",
-          "obesity_prevalence", "t1d_prevalence", "atopy_prevalence")
-_PROBABILITIES = ("er_share", "well_child_compliance", "vaccine_uptake", "specificity", "ndc_share",
-                  "symptom_coding")
+_RATES = (
+    "acute_visit_rate",
+    "inpatient_rate",
+    "asthma_risk",
+    "mental_health_risk",
+    "adhd_risk",
+    "obesity_prevalence",
+    "t1d_prevalence",
+    "atopy_prevalence",
+)
+_PROBABILITIES = ("er_share", "well_child_compliance", "vaccine_uptake", "specificity", "ndc_share", "symptom_coding")
 
 
 def default_profiles(sizes: list[int], seed: int) -> list[SiteProfile]:

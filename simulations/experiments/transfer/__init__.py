@@ -1,4 +1,4 @@
-"""Cross-institution transfer experiment (DESIGN 6): does pretraining elsewhere help a site, and
+"""Cross-institution transfer experiment (docs/architecture.md §6): does pretraining elsewhere help a site, and
 does federated pretraining match pooled pretraining?
 
 grid.py (what to run) -> pretraining.py (cached checkpoints) -> runner.py (resumable fine-tuning

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shared_model.data import DataValidationError
 from shared_model.run_config import CLIENT_OPTIMIZER_STATES, STRATEGIES
 from shared_model.tasks import NEXT_VISIT
+from simulations.experiments.common import load_toml_overrides
 
 MODES = ("scratch", "logreg", "local", "central", "federated", "federated-loso")
 MODE_HELP = {
     "scratch": "the same transformer from random initialisation, trained on the site's cohort only",
-    "logreg": "L2 logistic regression on bag-of-codes counts (C chosen on the tuning cohort)",
+    "logreg": "L2 logistic regression on bag-of-codes counts (C by cross-validation over train + tuning)",
     "local": "pretrained on the fine-tuning site's own unlabelled training patients",
     "central": "pretrained on all sites' training patients pooled in one place",
     "federated": "pretrained with Flower over all sites (the fine-tuning site included)",
     "federated-loso": "pretrained with Flower over the other sites only (leave the fine-tuning site out)",
     "other-site": "pretrained on one other site alone (the transfer heatmap's off-diagonal)",
 }
-PRETRAINED_MODES = ("local", "central", "federated", "federated-loso", "other-site")
 TASKS = ("asthma", "self_harm", NEXT_VISIT)
 
 
@@ -67,7 +65,9 @@ class TransferConfig:
         if self.federated_batch_size < 0:
             problems.append("federated_batch_size must be >= 0 (0: 100 / number of sites)")
         if self.pretrain_epochs < 1 or self.finetune_epochs < 1 or self.bootstrap < 100 or self.parallel_clients < 1:
-            problems.append("pretrain_epochs >= 1, finetune_epochs >= 1, bootstrap >= 100 and parallel_clients >= 1 are required")
+            problems.append(
+                "pretrain_epochs >= 1, finetune_epochs >= 1, bootstrap >= 100 and parallel_clients >= 1 are required"
+            )
         if self.heatmap_task not in TASKS or self.heatmap_task == NEXT_VISIT:
             problems.append("heatmap_task must be a binary task")
         if problems:
@@ -85,37 +85,12 @@ class TransferConfig:
 def load_config(path: Path | None, *, quick: bool = False) -> TransferConfig:
     """The default (or quick) grid, overridden by the keys of a TOML file, e.g.
 
-        tasks = ["asthma"]
-        cohort_sizes = [100, 300, 0]
-        seeds = [0, 1, 2, 3, 4]
+    tasks = ["asthma"]
+    cohort_sizes = [100, 300, 0]
+    seeds = [0, 1, 2, 3, 4]
     """
     base = TransferConfig.quick() if quick else TransferConfig()
-    if path is None:
-        return base
-    try:
-        values = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise DataValidationError(path, "a TOML file", found=str(exc)) from exc
-    known = {f.name: f for f in fields(TransferConfig)}
-    overrides: dict[str, Any] = {}
-    for key, value in values.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            raise DataValidationError(path, f"one of the keys {', '.join(sorted(known))}", column=key)
-        current = getattr(base, name)
-        if isinstance(current, tuple):
-            if not isinstance(value, list):
-                raise DataValidationError(path, "a list", column=key, found=value)
-            value = tuple(value)
-        elif type(value) is not type(current):
-            raise DataValidationError(path, f"a {type(current).__name__}", column=key, found=value)
-        overrides[name] = value
-    try:
-        return replace(base, **overrides)
-    except (ValueError, TypeError) as exc:
-        raise DataValidationError(path, "a valid experiment grid", found=str(exc)) from exc
+    return load_toml_overrides(path, base) if path is not None else base
 
 
 @dataclass(frozen=True)

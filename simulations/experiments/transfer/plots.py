@@ -6,18 +6,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
 import matplotlib.ticker
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from simulations.experiments.transfer.grid import MODES
+from simulations.experiments.transfer.summary import primary_metric
 
-from simulations.experiments.transfer.grid import MODES  # noqa: E402
-from simulations.experiments.transfer.summary import primary_metric  # noqa: E402
+matplotlib.use("Agg")  # files only, never a window
 
-COLOURS = {"scratch": "#7f7f7f", "logreg": "#bcbd22", "local": "#2ca02c", "central": "#1f77b4",
-           "federated": "#d62728", "federated-loso": "#ff7f0e"}
+COLOURS = {
+    "scratch": "#7f7f7f",
+    "logreg": "#bcbd22",
+    "local": "#2ca02c",
+    "central": "#1f77b4",
+    "federated": "#d62728",
+    "federated-loso": "#ff7f0e",
+}
 LABELS = {"recall@10": "NVP Recall@10", "auroc": "AUROC"}
 
 
@@ -39,9 +45,17 @@ def learning_curves(table: pd.DataFrame, task: str, path: Path) -> Path:
             line = line.reindex([s for s in sizes if s in line.index])
             dodge = (rank - (len(modes) - 1) / 2) * 0.05  # side by side, so intervals stay readable
             x = [sizes.index(s) + dodge for s in line.index]
-            ax.errorbar(x, line["mean"], yerr=[line["mean"] - line["lo"], line["hi"] - line["mean"]],
-                        label=mode, color=COLOURS.get(mode), marker="o", capsize=3, linewidth=1.5,
-                        linestyle="--" if mode in ("scratch", "logreg") else "-")
+            ax.errorbar(
+                x,
+                line["mean"],
+                yerr=[line["mean"] - line["lo"], line["hi"] - line["mean"]],
+                label=mode,
+                color=COLOURS.get(mode),
+                marker="o",
+                capsize=3,
+                linewidth=1.5,
+                linestyle="--" if mode in ("scratch", "logreg") else "-",
+            )
         ax.set_xticks(range(len(sizes)), [size_label(s) for s in sizes])
         ax.set_title(site)
         ax.set_xlabel("labelled patients in the fine-tuning cohort")
@@ -78,8 +92,15 @@ def transfer_heatmap(table: pd.DataFrame, task: str, size: int, path: Path) -> P
         for j in range(len(sites)):
             if np.isfinite(values[i, j]):
                 gain = "" if i == len(sources) - 1 else f"\n{values[i, j] - scratch[j]:+.3f}"
-                ax.text(j, i, f"{values[i, j]:.3f}{gain}", ha="center", va="center", fontsize=8,
-                        color="white" if values[i, j] < np.nanmean(values) else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{values[i, j]:.3f}{gain}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if values[i, j] < np.nanmean(values) else "black",
+                )
     ax.set_xticks(range(len(sites)), sites)
     ax.set_yticks(range(len(sources)), [f"pretrained at {s}" if s in sites else s for s in sources])
     ax.axhline(len(sites) - 0.5, color="white", linewidth=2)
@@ -97,10 +118,16 @@ def federated_vs_central(curves: pd.DataFrame, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9.5, 4.2))
     for name, curve in curves.groupby("pretraining", sort=True):
         mode = curve["mode"].iloc[0]
-        ax.plot(curve["step"], curve["recall@10"], marker="o", label=name, color=COLOURS.get(mode),
-                linestyle={"central": "-", "federated": "-", "federated-loso": ":", "local": "--"}.get(mode, "-"),
-                linewidth=2.2 if mode in ("central", "federated") else 1.0,
-                alpha=1.0 if mode in ("central", "federated") else 0.7)
+        ax.plot(
+            curve["step"],
+            curve["recall@10"],
+            marker="o",
+            label=name,
+            color=COLOURS.get(mode),
+            linestyle={"central": "-", "federated": "-", "federated-loso": ":", "local": "--"}.get(mode, "-"),
+            linewidth=2.2 if mode in ("central", "federated") else 1.0,
+            alpha=1.0 if mode in ("central", "federated") else 0.7,
+        )
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch (central, local) = round of one local epoch (federated)")
     ax.set_ylabel("NVP Recall@10\n(held-out patients of the pretraining sites)")

@@ -10,42 +10,16 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
-
-import pandas as pd
 
 from shared_model.checkpoint import Checkpoint, load_checkpoint
 from shared_model.run_config import FederatedRunConfig
-from shared_model.training import PretrainSettings
+from shared_model.settings import PretrainSettings
 from simulations.central import run_central_pretraining
+from simulations.experiments.common import FederatedRunner, default_federated_runner, site_fingerprint
+from simulations.experiments.transfer.grid import Run, TransferConfig
 
 log = logging.getLogger(__name__)
 CENTRAL_BATCH_SIZE = PretrainSettings().batch_size  # Claim-PT: 100
-
-
-class FederatedRunner(Protocol):
-    """Runs one federated pretraining (the Flower simulation, or a test's in-process grid)."""
-
-    def __call__(self, site_dirs: list[Path], settings: FederatedRunConfig, parallel_clients: int, *,
-                 adversary: str = "") -> pd.DataFrame: ...
-
-
-def site_fingerprint(site_dir: Path) -> str:
-    """sha256 over every file of a MEDS directory (relative path and content)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in Path(site_dir).rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(site_dir)).encode() + b"\0")
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def default_federated_runner(site_dirs: list[Path], settings: FederatedRunConfig, parallel_clients: int, *,
-                             adversary: str = "") -> pd.DataFrame:
-    from simulations.federated import run_federated_simulation
-
-    return run_federated_simulation(site_dirs, settings, parallel_clients=parallel_clients, adversary=adversary)
 
 
 @dataclass(frozen=True)
@@ -66,10 +40,16 @@ class Pretraining:
         return self.federated_batch_size or -(-CENTRAL_BATCH_SIZE // len(self.sites))
 
     def key(self, fingerprints: dict[str, str]) -> str:
-        content = {"kind": self.kind, "data": [fingerprints[s] for s in sorted(self.sites)], "epochs": self.epochs,
-                   "seed": self.seed, "k": self.k_anonymity,
-                   "strategy": self.strategy if self.kind == "federated" else None}
-        if self.kind == "federated" and self.client_optimizer != "reset":  # keeps the keys of earlier caches
+        content = {
+            "kind": self.kind,
+            "data": [fingerprints[s] for s in sorted(self.sites)],
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "k": self.k_anonymity,
+            "strategy": self.strategy if self.kind == "federated" else None,
+        }
+        # a setting at its default stays out of the key: adding a setting keeps every cache built before it
+        if self.kind == "federated" and self.client_optimizer != "reset":
             content["client_optimizer"] = self.client_optimizer
         if self.kind == "federated" and self.local_batch_size != CENTRAL_BATCH_SIZE:
             content["federated_batch_size"] = self.local_batch_size
@@ -80,8 +60,14 @@ class Pretraining:
 class CheckpointCache:
     """Builds each pretraining once under `root/<key>/` and hands out the loaded checkpoint."""
 
-    def __init__(self, root: Path, site_dirs: dict[str, Path], *, parallel_clients: int = 1,
-                 federated_runner: FederatedRunner = default_federated_runner) -> None:
+    def __init__(
+        self,
+        root: Path,
+        site_dirs: dict[str, Path],
+        *,
+        parallel_clients: int = 1,
+        federated_runner: FederatedRunner = default_federated_runner,
+    ) -> None:
         self.root = Path(root)
         self.site_dirs = site_dirs
         self.parallel_clients = parallel_clients
@@ -102,17 +88,49 @@ class CheckpointCache:
 
     def _build(self, job: Pretraining, run_dir: Path) -> None:
         dirs = [self.site_dirs[s] for s in job.sites]
-        log.info("pretraining %s on %s (%d %s)", job.kind, ", ".join(job.sites), job.epochs,
-                 "rounds" if job.kind == "federated" else "epochs")
+        log.info(
+            "pretraining %s on %s (%d %s)",
+            job.kind,
+            ", ".join(job.sites),
+            job.epochs,
+            "rounds" if job.kind == "federated" else "epochs",
+        )
         if job.kind == "federated":
             settings = FederatedRunConfig(
-                num_server_rounds=job.epochs, local_epochs=1, seed=job.seed, k_anonymity=job.k_anonymity,
-                strategy=job.strategy, client_optimizer=job.client_optimizer, batch_size=job.local_batch_size,
+                num_server_rounds=job.epochs,
+                local_epochs=1,
+                seed=job.seed,
+                k_anonymity=job.k_anonymity,
+                strategy=job.strategy,
+                client_optimizer=job.client_optimizer,
+                batch_size=job.local_batch_size,
                 run_dir=str(run_dir),
                 resume=(run_dir / "checkpoints").exists(),
-                min_available_clients=len(dirs))
+                min_available_clients=len(dirs),
+            )
             self.federated_runner(dirs, settings, self.parallel_clients)
         else:
             shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted central run restarts cleanly
-            run_central_pretraining(dirs, run_dir, min_count=job.k_anonymity, settings=PretrainSettings(
-                epochs=job.epochs, patience=job.epochs, seed=job.seed))
+            run_central_pretraining(
+                dirs,
+                run_dir,
+                min_count=job.k_anonymity,
+                settings=PretrainSettings(epochs=job.epochs, patience=job.epochs, seed=job.seed),
+            )
+
+
+def pretraining_job(run: Run, config: TransferConfig) -> Pretraining | None:
+    """The pretraining a run fine-tunes from (None for scratch and logreg)."""
+    if not run.pretraining:
+        return None
+    kind = "federated" if run.mode.startswith("federated") else "central"
+    return Pretraining(
+        kind,
+        run.pretraining,
+        config.pretrain_epochs,
+        config.pretrain_seed,
+        config.strategy,
+        config.k_anonymity,
+        config.client_optimizer,
+        config.federated_batch_size,
+    )

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulations.html_report import embedded_png, html_page
+from simulations.experiments.common import markdown_table
 from simulations.experiments.transfer.grid import MODE_HELP, MODES, TransferConfig, enumerate_runs
-from simulations.experiments.transfer.plots import federated_vs_central, learning_curves, size_label, \
-    transfer_heatmap
-from simulations.experiments.transfer.pretraining import CheckpointCache
-from simulations.experiments.transfer.runner import pretraining_job
+from simulations.experiments.transfer.plots import federated_vs_central, learning_curves, size_label, transfer_heatmap
+from simulations.experiments.transfer.pretraining import CheckpointCache, pretraining_job
 from simulations.experiments.transfer.summary import Cell, cell_table, paired_difference, primary_metric, summarise
+from simulations.html_report import embedded_png, html_page
 
 SMALL_COHORT = 300  # "small" cohorts for the checks: the setting Claim-PT's claim is about
 CHECK_TASK = "asthma"
@@ -39,8 +38,11 @@ def pretraining_curves(config: TransferConfig, sites: list[str], cache: Checkpoi
                 continue
             curve = pd.DataFrame({"step": history["epoch"] + 1, "recall@10": history["held_out_recall@10"]})
         frames.append(curve.assign(mode=mode, pretraining=f"{mode} ({'+'.join(job.sites)})"))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["step", "recall@10", "mode", "pretraining"])
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["step", "recall@10", "mode", "pretraining"])
+    )
 
 
 def checks(cells: dict[tuple, Cell], config: TransferConfig, sites: list[str]) -> list[tuple[str, bool | None, str]]:
@@ -50,17 +52,24 @@ def checks(cells: dict[tuple, Cell], config: TransferConfig, sites: list[str]) -
         return []
 
     def diffs(mode: str, baseline: str) -> list[tuple[str, float]]:
-        found = [(f"{site} n={size}", paired_difference(cells, CHECK_TASK, size, site, mode, baseline))
-                 for size in sizes for site in sites]
+        found = [
+            (f"{site} n={size}", paired_difference(cells, CHECK_TASK, size, site, mode, baseline))
+            for size in sizes
+            for site in sites
+        ]
         return [(where, d[0]) for where, d in found if d is not None]
 
     results = []
     for mode, baseline, claim, holds in (
-            ("federated", "scratch", "federated-pretrained beats scratch by >= 0.05 AUROC in every cell",
-             lambda d: d >= 0.05),
-            ("federated-loso", "scratch", "leave-one-site-out federated beats scratch in every cell", lambda d: d > 0),
-            ("central", "logreg", "central-pretrained is at least logistic regression in every cell",
-             lambda d: d >= 0)):
+        (
+            "federated",
+            "scratch",
+            "federated-pretrained beats scratch by >= 0.05 AUROC in every cell",
+            lambda d: d >= 0.05,
+        ),
+        ("federated-loso", "scratch", "leave-one-site-out federated beats scratch in every cell", lambda d: d > 0),
+        ("central", "logreg", "central-pretrained is at least logistic regression in every cell", lambda d: d >= 0),
+    ):
         values = diffs(mode, baseline)
         claim += f" ({CHECK_TASK}, every site, n <= {SMALL_COHORT})"
         if not values:
@@ -71,17 +80,16 @@ def checks(cells: dict[tuple, Cell], config: TransferConfig, sites: list[str]) -
     values = diffs("federated", "central")
     if values:
         mean = float(np.mean([d for _, d in values]))
-        results.insert(1, (f"federated is within 0.01 AUROC of central on average over sites and cohorts "
-                           f"({CHECK_TASK}, n <= {SMALL_COHORT}; single cells are noisier)", abs(mean) <= 0.01,
-                           f"mean {mean:+.3f}; cells " + ", ".join(f"{w} {d:+.3f}" for w, d in values)))
+        results.insert(
+            1,
+            (
+                f"federated is within 0.01 AUROC of central on average over sites and cohorts "
+                f"({CHECK_TASK}, n <= {SMALL_COHORT}; single cells are noisier)",
+                abs(mean) <= 0.01,
+                f"mean {mean:+.3f}; cells " + ", ".join(f"{w} {d:+.3f}" for w, d in values),
+            ),
+        )
     return results
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(frame.columns))) + "|"
-    body = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
 
 
 def _fmt(mean: float, lo: float, hi: float) -> str:
@@ -95,14 +103,25 @@ def mode_tables(table: pd.DataFrame, task: str) -> pd.DataFrame:
     out = []
     for (site, size), group in rows.groupby(["finetune_site", "cohort_size"], sort=True):
         by_mode = group.set_index("mode")
-        out.append({"site": site, "n": size_label(size),
-                    **{m: _fmt(*by_mode.loc[m, ["mean", "lo", "hi"]]) if m in by_mode.index else "" for m in modes}})
+        out.append(
+            {
+                "site": site,
+                "n": size_label(size),
+                **{m: _fmt(*by_mode.loc[m, ["mean", "lo", "hi"]]) if m in by_mode.index else "" for m in modes},
+            }
+        )
     return pd.DataFrame(out)
 
 
 def difference_table(cells: dict[tuple, Cell], config: TransferConfig, sites: list[str], task: str) -> pd.DataFrame:
-    pairs = [("federated", "scratch"), ("federated", "central"), ("federated-loso", "scratch"),
-             ("central", "scratch"), ("local", "scratch"), ("federated", "logreg")]
+    pairs = [
+        ("federated", "scratch"),
+        ("federated", "central"),
+        ("federated-loso", "scratch"),
+        ("central", "scratch"),
+        ("local", "scratch"),
+        ("federated", "logreg"),
+    ]
     out = []
     for size in config.cohort_sizes:
         for site in sites:
@@ -120,10 +139,17 @@ def reading(cells: dict[tuple, Cell], config: TransferConfig, sites: list[str], 
     lines = []
     for task in config.tasks:
         metric = primary_metric(task).upper().replace("RECALL@", "Recall@")
-        for mode, baseline in (("federated", "scratch"), ("federated", "central"), ("federated-loso", "scratch"),
-                               ("federated", "logreg")):
-            found = [(size, site, paired_difference(cells, task, size, site, mode, baseline))
-                     for size in config.cohort_sizes for site in sites]
+        for mode, baseline in (
+            ("federated", "scratch"),
+            ("federated", "central"),
+            ("federated-loso", "scratch"),
+            ("federated", "logreg"),
+        ):
+            found = [
+                (size, site, paired_difference(cells, task, size, site, mode, baseline))
+                for size in config.cohort_sizes
+                for site in sites
+            ]
             found = [(size, site, d) for size, site, d in found if d is not None]
             if not found:
                 continue
@@ -134,15 +160,18 @@ def reading(cells: dict[tuple, Cell], config: TransferConfig, sites: list[str], 
                 f"{task}: {mode} minus {baseline} {metric} averages {np.mean(deltas):+.3f} over all sites and cohort "
                 f"sizes (range {min(deltas):+.3f} to {max(deltas):+.3f})"
                 + (f", {np.mean(small):+.3f} at cohorts of {SMALL_COHORT} or fewer" if small else "")
-                + f"; the 95% interval excludes zero in favour of {mode} in {clear} of {len(found)} cells.")
+                + f"; the 95% interval excludes zero in favour of {mode} in {clear} of {len(found)} cells."
+            )
     if len(curves):
         final = curves.sort_values("step").groupby("pretraining").last()
         central = final[final["mode"] == "central"]["recall@10"]
         federated = final[final["mode"] == "federated"]["recall@10"]
         if len(central) and len(federated):
-            lines.append(f"Pretraining: after the last round, federated NVP Recall@10 is {federated.iloc[0]:.3f} vs "
-                         f"{central.iloc[0]:.3f} after the same number of central epochs "
-                         f"({federated.iloc[0] / central.iloc[0]:.1%} of central).")
+            lines.append(
+                f"Pretraining: after the last round, federated NVP Recall@10 is {federated.iloc[0]:.3f} vs "
+                f"{central.iloc[0]:.3f} after the same number of central epochs "
+                f"({federated.iloc[0] / central.iloc[0]:.1%} of central)."
+            )
     return lines
 
 
@@ -163,47 +192,77 @@ def write_outputs(out: Path, config: TransferConfig, sites: list[str], cache: Ch
 
 
 def _intro(config: TransferConfig, sites: list[str]) -> str:
-    return (f"Sites: {', '.join(sites)}. Tasks: {', '.join(config.tasks)}. Cohort sizes: "
-            f"{', '.join(size_label(s) for s in config.cohort_sizes)}. Seeds: {', '.join(map(str, config.seeds))}. "
-            f"Pretraining: {config.pretrain_epochs} passes over the data ({config.strategy} rounds of one local "
-            f"epoch when federated), k-anonymity {config.k_anonymity}. Cells are means over seeds with 95% "
-            f"bootstrap intervals over the site's held-out patients ({config.bootstrap} resamples, paired across "
-            "modes).")
+    return (
+        f"Sites: {', '.join(sites)}. Tasks: {', '.join(config.tasks)}. Cohort sizes: "
+        f"{', '.join(size_label(s) for s in config.cohort_sizes)}. Seeds: {', '.join(map(str, config.seeds))}. "
+        f"Pretraining: {config.pretrain_epochs} passes over the data ({config.strategy} rounds of one local "
+        f"epoch when federated), k-anonymity {config.k_anonymity}. Cells are means over seeds with 95% "
+        f"bootstrap intervals over the site's held-out patients ({config.bootstrap} resamples, paired across "
+        "modes)."
+    )
 
 
-def write_markdown(path: Path, config: TransferConfig, sites: list[str], table: pd.DataFrame,
-                   cells: dict[tuple, Cell], claims: list, text: list[str]) -> None:
+def write_markdown(
+    path: Path,
+    config: TransferConfig,
+    sites: list[str],
+    table: pd.DataFrame,
+    cells: dict[tuple, Cell],
+    claims: list,
+    text: list[str],
+) -> None:
     lines = ["# Cross-institution transfer experiment", "", _intro(config, sites), "", "## Checks", ""]
-    lines += [f"- {'PASS' if ok else 'FAIL' if ok is not None else 'n/a'}: {claim} ({detail})"
-              for claim, ok, detail in claims] or ["- (the grid has no asthma cohorts of 300 or fewer)"]
+    lines += [
+        f"- {'PASS' if ok else 'FAIL' if ok is not None else 'n/a'}: {claim} ({detail})" for claim, ok, detail in claims
+    ] or ["- (the grid has no asthma cohorts of 300 or fewer)"]
     lines += ["", "## Reading", "", *[f"- {t}" for t in text]]
     for task in config.tasks:
-        lines += ["", f"## {task}: held-out {primary_metric(task)} by pretraining mode", "",
-                  markdown_table(mode_tables(table, task)), "",
-                  f"### {task}: paired differences (95% CI)", "",
-                  markdown_table(difference_table(cells, config, sites, task))]
+        lines += [
+            "",
+            f"## {task}: held-out {primary_metric(task)} by pretraining mode",
+            "",
+            markdown_table(mode_tables(table, task)),
+            "",
+            f"### {task}: paired differences (95% CI)",
+            "",
+            markdown_table(difference_table(cells, config, sites, task)),
+        ]
     lines += ["", "## Modes", "", *[f"- `{m}`: {MODE_HELP[m]}" for m in (*config.modes, "other-site")]]
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_html(path: Path, config: TransferConfig, sites: list[str], table: pd.DataFrame, cells: dict[tuple, Cell],
-               claims: list, text: list[str], plots: list[Path]) -> Path:
+def write_html(
+    path: Path,
+    config: TransferConfig,
+    sites: list[str],
+    table: pd.DataFrame,
+    cells: dict[tuple, Cell],
+    claims: list,
+    text: list[str],
+    plots: list[Path],
+) -> Path:
     parts = [f"<p>{html.escape(_intro(config, sites))}</p>", "<h2>Checks</h2><ul>"]
     for claim, ok, detail in claims:
         css, word = ("pass", "PASS") if ok else ("fail", "FAIL") if ok is not None else ("", "n/a")
         parts.append(f"<li><b class='{css}'>{word}</b> {html.escape(claim)} ({html.escape(detail)})</li>")
     parts += ["</ul><h2>Reading</h2><ul>", *[f"<li>{html.escape(t)}</li>" for t in text], "</ul>"]
     for task in config.tasks:
-        parts += [f"<h2>{html.escape(task)}</h2>", embedded_png(path.parent / f"learning_curve_{task}.png"),
-                  f"<h3>Held-out {html.escape(primary_metric(task))} by pretraining mode (mean [95% CI])</h3>",
-                  mode_tables(table, task).to_html(index=False, classes="results", border=0),
-                  "<h3>Paired differences (95% CI)</h3>",
-                  difference_table(cells, config, sites, task).to_html(index=False, classes="differences", border=0)]
+        parts += [
+            f"<h2>{html.escape(task)}</h2>",
+            embedded_png(path.parent / f"learning_curve_{task}.png"),
+            f"<h3>Held-out {html.escape(primary_metric(task))} by pretraining mode (mean [95% CI])</h3>",
+            mode_tables(table, task).to_html(index=False, classes="results", border=0),
+            "<h3>Paired differences (95% CI)</h3>",
+            difference_table(cells, config, sites, task).to_html(index=False, classes="differences", border=0),
+        ]
     for plot in plots:
         if not plot.name.startswith("learning_curve_"):
             parts.append(embedded_png(plot))
-    parts += ["<h2>Modes</h2><ul>",
-              *[f"<li><code>{m}</code>: {html.escape(MODE_HELP[m])}</li>" for m in (*config.modes, "other-site")],
-              "</ul><h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(config.to_dict(), indent=2))}</pre>"]
+    parts += [
+        "<h2>Modes</h2><ul>",
+        *[f"<li><code>{m}</code>: {html.escape(MODE_HELP[m])}</li>" for m in (*config.modes, "other-site")],
+        "</ul><h2>Configuration</h2>",
+        f"<pre>{html.escape(json.dumps(config.to_dict(), indent=2))}</pre>",
+    ]
     path.write_text(html_page("Cross-institution transfer experiment", parts))
     return path

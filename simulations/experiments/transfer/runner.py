@@ -8,7 +8,6 @@ for byte; timings go to timings.csv.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -16,40 +15,38 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared_model.data import DataValidationError, read_meds
+from shared_model.data import read_meds
 from shared_model.finetuning import finetune_and_score
 from shared_model.metrics import per_sample_recall_at_k
+from shared_model.settings import FinetuneSettings
 from shared_model.tasks import NEXT_VISIT
-from shared_model.training import FinetuneSettings
-from simulations.experiments.transfer.grid import Run, TransferConfig, enumerate_runs
-from simulations.experiments.transfer.pretraining import CheckpointCache, FederatedRunner, Pretraining, \
-    default_federated_runner
+from simulations.experiments.common import (
+    FederatedRunner,
+    default_federated_runner,
+    find_sites,
+    same_settings_or_refuse,
+)
+from simulations.experiments.transfer.grid import TransferConfig, enumerate_runs
+from simulations.experiments.transfer.pretraining import CheckpointCache, pretraining_job
+from simulations.experiments.transfer.report import write_outputs
 
 log = logging.getLogger(__name__)
 RESULT_NEUTRAL = ("bootstrap", "parallel_clients")  # settings that may change between restarts
 METRIC_COLUMNS = ["auroc", "auprc", "recall@5", "recall@10", "recall@30"]
-RESULT_COLUMNS = ["run_id", "task", "cohort_size", "finetune_site", "mode", "pretraining_sites", "seed",
-                  "train_size", "train_positives", "held_out_size", *METRIC_COLUMNS, "pretrained_checkpoint"]
-
-
-def find_sites(data: Path) -> dict[str, Path]:
-    """The site MEDS directories under `data` (site-1, site-2, ... or any directory with metadata)."""
-    data = Path(data)
-    if not data.is_dir():
-        raise FileNotFoundError(f"{data}: no such directory (expected one MEDS directory per site inside)")
-    sites = {p.name: p for p in sorted(data.iterdir()) if (p / "metadata" / "dataset.json").exists()}
-    if len(sites) < 2:
-        raise DataValidationError(data, "at least two site MEDS directories (each with metadata/dataset.json)",
-                                  found=sorted(p.name for p in data.iterdir()))
-    return sites
-
-
-def pretraining_job(run: Run, config: TransferConfig) -> Pretraining | None:
-    if not run.pretraining:
-        return None
-    kind = "federated" if run.mode.startswith("federated") else "central"
-    return Pretraining(kind, run.pretraining, config.pretrain_epochs, config.pretrain_seed, config.strategy,
-                       config.k_anonymity, config.client_optimizer, config.federated_batch_size)
+RESULT_COLUMNS = [
+    "run_id",
+    "task",
+    "cohort_size",
+    "finetune_site",
+    "mode",
+    "pretraining_sites",
+    "seed",
+    "train_size",
+    "train_positives",
+    "held_out_size",
+    *METRIC_COLUMNS,
+    "pretrained_checkpoint",
+]
 
 
 def _read_done(results_csv: Path) -> pd.DataFrame:
@@ -72,17 +69,18 @@ def save_predictions(path: Path, task: str, targets: np.ndarray, scores: np.ndar
         np.savez_compressed(path, labels=np.asarray(targets, dtype=np.int8), scores=np.asarray(scores, np.float32))
 
 
-def run_transfer_experiment(data: Path, out: Path, config: TransferConfig, *,
-                            federated_runner: FederatedRunner = default_federated_runner) -> Path:
+def run_transfer_experiment(
+    data: Path, out: Path, config: TransferConfig, *, federated_runner: FederatedRunner = default_federated_runner
+) -> Path:
     """Run (or resume) the grid in `out`; returns the path of report.html."""
-    from simulations.experiments.transfer.report import write_outputs
-
     out = Path(out)
     site_dirs = find_sites(data)
     out.mkdir(parents=True, exist_ok=True)
-    _check_same_grid(out, config, list(site_dirs))
-    cache = CheckpointCache(out / "pretrained", site_dirs, parallel_clients=config.parallel_clients,
-                            federated_runner=federated_runner)
+    grid = {k: v for k, v in config.to_dict().items() if k not in RESULT_NEUTRAL}
+    same_settings_or_refuse(out / "config.json", {"config": grid, "sites": list(site_dirs)})
+    cache = CheckpointCache(
+        out / "pretrained", site_dirs, parallel_clients=config.parallel_clients, federated_runner=federated_runner
+    )
     runs = enumerate_runs(config, list(site_dirs))
     results_csv = out / "results.csv"
     done = set(_read_done(results_csv)["run_id"])
@@ -98,44 +96,53 @@ def run_transfer_experiment(data: Path, out: Path, config: TransferConfig, *,
         if run.site not in datasets:
             datasets[run.site] = read_meds(site_dirs[run.site])
         run_started = time.perf_counter()
-        outcome = finetune_and_score(datasets[run.site], run.task, train_size=run.cohort_size or None,
-                                     seed=run.seed, checkpoint=checkpoint,
-                                     model="logreg" if run.mode == "logreg" else "transformer",
-                                     settings=FinetuneSettings(seed=run.seed, epochs=config.finetune_epochs))
-        save_predictions(out / "predictions" / f"{run.run_id}.npz", run.task, outcome.held_out_targets,
-                         outcome.held_out_scores)
+        outcome = finetune_and_score(
+            datasets[run.site],
+            run.task,
+            train_size=run.cohort_size or None,
+            seed=run.seed,
+            checkpoint=checkpoint,
+            model="logreg" if run.mode == "logreg" else "transformer",
+            settings=FinetuneSettings(seed=run.seed, epochs=config.finetune_epochs),
+        )
+        save_predictions(
+            out / "predictions" / f"{run.run_id}.npz", run.task, outcome.held_out_targets, outcome.held_out_scores
+        )
         record = outcome.record
-        _append(results_csv, {
-            "run_id": run.run_id, "task": run.task, "cohort_size": run.cohort_size, "finetune_site": run.site,
-            "mode": run.mode, "pretraining_sites": "+".join(run.pretraining), "seed": run.seed,
-            "train_size": record["train_size"], "train_positives": record.get("train_positives"),
-            "held_out_size": record["held_out_size"], **{k: record.get(k) for k in METRIC_COLUMNS},
-            "pretrained_checkpoint": cache.directory(job).name if job else ""}, RESULT_COLUMNS)
+        _append(
+            results_csv,
+            {
+                "run_id": run.run_id,
+                "task": run.task,
+                "cohort_size": run.cohort_size,
+                "finetune_site": run.site,
+                "mode": run.mode,
+                "pretraining_sites": "+".join(run.pretraining),
+                "seed": run.seed,
+                "train_size": record["train_size"],
+                "train_positives": record.get("train_positives"),
+                "held_out_size": record["held_out_size"],
+                **{k: record.get(k) for k in METRIC_COLUMNS},
+                "pretrained_checkpoint": cache.directory(job).name if job else "",
+            },
+            RESULT_COLUMNS,
+        )
         seconds = time.perf_counter() - run_started
         _append(out / "timings.csv", {"run_id": run.run_id, "seconds": round(seconds, 2)}, ["run_id", "seconds"])
         finetune_seconds += seconds
         remaining = len(todo) - index
-        log.info("[%d/%d] %s: %s; %d runs to go (about %.0f min of fine-tuning) and %d pretrainings to build",
-                 len(runs) - remaining, len(runs), run.run_id, _headline(record, run.task), remaining,
-                 finetune_seconds / index * remaining / 60, len(jobs_left))
+        log.info(
+            "[%d/%d] %s: %s; %d runs to go (about %.0f min of fine-tuning) and %d pretrainings to build",
+            len(runs) - remaining,
+            len(runs),
+            run.run_id,
+            _headline(record, run.task),
+            remaining,
+            finetune_seconds / index * remaining / 60,
+            len(jobs_left),
+        )
     return write_outputs(out, config, list(site_dirs), cache)
 
 
 def _headline(record: dict, task: str) -> str:
     return f"Recall@10 {record['recall@10']:.3f}" if task == NEXT_VISIT else f"AUROC {record['auroc']:.3f}"
-
-
-def _check_same_grid(out: Path, config: TransferConfig, sites: list[str]) -> None:
-    """A run directory belongs to one grid: refuse to mix results of different configurations."""
-    path = out / "config.json"
-    grid = {k: v for k, v in config.to_dict().items() if k not in RESULT_NEUTRAL}
-    current = {"config": grid, "sites": sites}
-    current = json.loads(json.dumps(current))  # tuples become lists, as read back
-    if path.exists():
-        previous = json.loads(path.read_text())
-        if previous != current:
-            changed = sorted(k for k in current["config"] if previous.get("config", {}).get(k) != current["config"][k])
-            raise DataValidationError(path, "the same grid as this experiment directory was started with "
-                                      "(use a new --out, or delete it)", column=", ".join(changed) or "sites")
-    else:
-        path.write_text(json.dumps(current, indent=2) + "\n")

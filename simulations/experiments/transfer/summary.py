@@ -97,14 +97,26 @@ def cell_table(cells: dict[tuple, Cell]) -> pd.DataFrame:
     for (task, size, site, mode, pretraining), cell in cells.items():
         for metric, mean in cell.mean.items():
             lo, hi = interval(cell.draws[metric])
-            rows.append({"task": task, "cohort_size": size, "finetune_site": site, "mode": mode,
-                         "pretraining_sites": pretraining, "metric": metric, "mean": mean, "lo": lo, "hi": hi,
-                         "seeds": cell.seeds})
+            rows.append(
+                {
+                    "task": task,
+                    "cohort_size": size,
+                    "finetune_site": site,
+                    "mode": mode,
+                    "pretraining_sites": pretraining,
+                    "metric": metric,
+                    "mean": mean,
+                    "lo": lo,
+                    "hi": hi,
+                    "seeds": cell.seeds,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def paired_difference(cells: dict[tuple, Cell], task: str, size: int, site: str, mode: str, baseline: str
-                      ) -> tuple[float, float, float] | None:
+def paired_difference(
+    cells: dict[tuple, Cell], task: str, size: int, site: str, mode: str, baseline: str
+) -> tuple[float, float, float] | None:
     """mean(mode) - mean(baseline) on the primary metric, with its paired bootstrap interval."""
     first, second = _find(cells, task, size, site, mode), _find(cells, task, size, site, baseline)
     if first is None or second is None:

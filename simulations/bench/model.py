@@ -1,4 +1,5 @@
-"""Model and tensorisation figures for `claimpt bench` (DESIGN 7), at the paper's sizes."""
+"""Model, tensorisation, attention, scale and federated-round figures for `claimpt bench`, at the
+paper's sizes (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from shared_model.tensorize import FIELDS, Layout, field_shape
+from simulations.bench.timing import Rate, measure_rate
 
 log = logging.getLogger(__name__)
 PAPER_VOCAB, PAPER_GROUPS, PAPER_BATCH = 49_836, 3_357, 100
@@ -34,13 +36,17 @@ def paper_shaped_arrays(n: int, seed: int, layout: Layout = Layout()) -> dict[st
     groups[..., 1:4] = np.where(rng.random((n, v, 3)) < 0.5, groups[..., 1:4], -1)
     groups = np.where(used[..., None], groups, -1)
     arrays = {
-        "codes": codes, "visit_type": np.where(used, rng.integers(1, 6, (n, v)), 0),
+        "codes": codes,
+        "visit_type": np.where(used, rng.integers(1, 6, (n, v)), 0),
         "date_index": np.where(used, rng.integers(1, 367, (n, v)), 0),
         "days_before": np.where(used, rng.integers(1, 3000, (n, v)), 0),
         "age_days": np.where(used, rng.integers(0, 6500, (n, v)), 0),
         "demo": np.stack([rng.integers(0, 7, n), rng.integers(0, 3, n)], 1),
-        "visit_groups": groups, "target_groups": np.full((n, layout.max_target_groups), -1),
-        "label": np.zeros(n), "subject_id": np.arange(n), "prediction_day": np.zeros(n),
+        "visit_groups": groups,
+        "target_groups": np.full((n, layout.max_target_groups), -1),
+        "label": np.zeros(n),
+        "subject_id": np.arange(n),
+        "prediction_day": np.zeros(n),
     }
     arrays["target_groups"][:, :3] = np.sort(rng.choice(PAPER_GROUPS, (n, 3)), -1)
     return {k: v.astype(FIELDS[k][0]).reshape((n, *field_shape(k, layout))) for k, v in arrays.items()}
@@ -59,7 +65,6 @@ def model_section(repeats: int, seed: int, patients: int = 3000) -> dict[str, An
     from shared_model.objectives import multilabel_bce_from_indices
     from shared_model.pipeline import make_dataset
     from shared_model.training import PRETRAIN_TARGETS, STEPS_PER_EXECUTION, new_pretraining_model, seed_everything
-    from simulations.bench import Rate, measure_rate
 
     class PlainStep(PretrainingModel):
         def next_visit_loss(self, patients, target_groups):
@@ -84,7 +89,7 @@ def model_section(repeats: int, seed: int, patients: int = 3000) -> dict[str, An
     for name, build in (("plain", plain_model), ("fast", lambda: new_pretraining_model(config, seed))):
         model = build()
 
-        def fit_epoch() -> int:
+        def fit_epoch(model=model) -> int:
             model.fit(train, epochs=1, verbose=0, shuffle=False)
             return patients
 
@@ -95,10 +100,14 @@ def model_section(repeats: int, seed: int, patients: int = 3000) -> dict[str, An
         return patients
 
     predict_rate: Rate = measure_rate(predict_all, repeats, "patients/s")
-    return {"pretrain_patients_per_s": rates["fast"].__dict__, "pretrain_plain_step_patients_per_s": rates["plain"].__dict__,
-            "pretrain_speedup": round(rates["fast"].median / rates["plain"].median, 3),
-            "predict_patients_per_s": predict_rate.__dict__,
-            "model_parameters": int(model.count_params()), "batch_size": PAPER_BATCH}
+    return {
+        "pretrain_patients_per_s": rates["fast"].__dict__,
+        "pretrain_plain_step_patients_per_s": rates["plain"].__dict__,
+        "pretrain_speedup": round(rates["fast"].median / rates["plain"].median, 3),
+        "predict_patients_per_s": predict_rate.__dict__,
+        "model_parameters": int(model.count_params()),
+        "batch_size": PAPER_BATCH,
+    }
 
 
 def attention_section(site_dir: Path, patients: int = 1000, render: int = 20) -> dict[str, Any]:
@@ -116,8 +125,12 @@ def attention_section(site_dir: Path, patients: int = 1000, render: int = 20) ->
     with tempfile.TemporaryDirectory(prefix="claimpt-attention-") as tmp:
         save_checkpoint(Path(tmp) / "checkpoint", PretrainingModel(config), config, vocabulary)
         started = time.perf_counter()
-        run_playground(Path(tmp) / "checkpoint", site_dir, Path(tmp) / "out",
-                       PlaygroundSettings(sample=patients, split="train", render=render))
+        run_playground(
+            Path(tmp) / "checkpoint",
+            site_dir,
+            Path(tmp) / "out",
+            PlaygroundSettings(sample=patients, split="train", render=render),
+        )
         seconds = time.perf_counter() - started
     log.info("bench: attention playground on %d patients (%d rendered): %.1f s", patients, render, seconds)
     return {"attention_patients": patients, "attention_rendered": render, "attention_seconds": round(seconds, 1)}
@@ -126,46 +139,17 @@ def attention_section(site_dir: Path, patients: int = 1000, render: int = 20) ->
 def tensorize_section(site_dirs: list[Path], repeats: int) -> dict[str, Any]:
     """Streaming tensorisation (parquet read + validation + samples + shard write), events/s."""
     from shared_model.store import streaming_vocabulary, tensorize_to_shards
-    from simulations.bench import measure_rate
 
     vocabulary = streaming_vocabulary(site_dirs)
     with tempfile.TemporaryDirectory(prefix="claimpt-tensors-") as tmp:
+
         def run() -> int:
-            return sum(tensorize_to_shards(p, vocabulary, Path(tmp) / p.name, overwrite=True)["events"]
-                       for p in site_dirs)
+            return sum(
+                tensorize_to_shards(p, vocabulary, Path(tmp) / p.name, overwrite=True)["events"] for p in site_dirs
+            )
+
         rate = measure_rate(run, repeats, "events/s")
     return {"tensorize_events_per_s": rate.__dict__}
-
-
-SCALE_CHILD = """
-import json, logging, sys, time
-from pathlib import Path
-from shared_model.config import ClaimTransformerConfig
-from shared_model.store import open_shards, streaming_vocabulary, tensorize_to_shards
-from shared_model.training import PretrainSettings, fit_pretraining, new_pretraining_model
-from simulations.bench_model import PAPER_GROUPS, PAPER_VOCAB
-
-def peak_rss_mb():  # VmHWM, not getrusage: Linux carries the parent's peak into ru_maxrss across exec
-    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024
-
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-store, sites = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
-start = time.perf_counter()
-vocab = streaming_vocabulary(sites)
-events = sum(tensorize_to_shards(p, vocab, store / p.name)["events"] for p in sites)
-figures = {"events": events, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
-parts = [shard for p in sites for split in ("train", "tuning", "held_out") for shard in open_shards(store / p.name, split)]
-settings = PretrainSettings(epochs=1, seed=0)
-# the paper's table sizes (larger than the synthetic vocabulary's), so the epoch costs what it would on real claims
-config = ClaimTransformerConfig(vocab_size=max(vocab.size, PAPER_VOCAB), n_groups=max(vocab.n_groups, PAPER_GROUPS))
-model = new_pretraining_model(config, 0)
-start = time.perf_counter()
-fit_pretraining(model, parts, None, settings, early_stopping=False)
-figures.update(epoch_samples=sum(len(p["subject_id"]) for p in parts), epoch_seconds=time.perf_counter() - start,
-               epoch_peak_rss_mb=peak_rss_mb(), vocab_size=vocab.size, model_vocab_size=config.vocab_size,
-               model_groups=config.n_groups)
-print(json.dumps(figures))
-"""
 
 
 def scale_section(patients: int, seed: int) -> dict[str, Any]:
@@ -180,15 +164,25 @@ def scale_section(patients: int, seed: int) -> dict[str, Any]:
         log.info("bench: synthesising %d patients for the scale test", patients)
         sites = synthesize(Path(tmp) / "sites", sizes, seed)
         log.info("bench: tensorising them and pretraining one epoch (child process; progress below)")
-        result = subprocess.run([sys.executable, "-c", SCALE_CHILD, str(Path(tmp) / "tensors"), *map(str, sites)],
-                                check=True, stdout=subprocess.PIPE, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "simulations.bench.scale_child", str(Path(tmp) / "tensors"), *map(str, sites)],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         figures = json.loads(result.stdout.strip().splitlines()[-1])
-    return {"scale_patients": patients, "scale_tensorize_events": figures["events"],
-            "scale_tensorize_seconds": round(figures["seconds"], 1),
-            "scale_tensorize_peak_rss_mb": round(figures["peak_rss_mb"], 1),
-            "scale_epoch_samples": figures["epoch_samples"], "scale_epoch_seconds": round(figures["epoch_seconds"], 1),
-            "scale_epoch_peak_rss_mb": round(figures["epoch_peak_rss_mb"], 1), "scale_vocab_size": figures["vocab_size"],
-            "scale_model_vocab_size": figures["model_vocab_size"], "scale_model_groups": figures["model_groups"]}
+    return {
+        "scale_patients": patients,
+        "scale_tensorize_events": figures["events"],
+        "scale_tensorize_seconds": round(figures["seconds"], 1),
+        "scale_tensorize_peak_rss_mb": round(figures["peak_rss_mb"], 1),
+        "scale_epoch_samples": figures["epoch_samples"],
+        "scale_epoch_seconds": round(figures["epoch_seconds"], 1),
+        "scale_epoch_peak_rss_mb": round(figures["epoch_peak_rss_mb"], 1),
+        "scale_vocab_size": figures["vocab_size"],
+        "scale_model_vocab_size": figures["model_vocab_size"],
+        "scale_model_groups": figures["model_groups"],
+    }
 
 
 def federated_section(patients_per_site: int, seed: int, rounds: int = 3) -> dict[str, Any]:
@@ -200,13 +194,19 @@ def federated_section(patients_per_site: int, seed: int, rounds: int = 3) -> dic
     with tempfile.TemporaryDirectory(prefix="claimpt-fed-bench-") as tmp:
         sites = synthesize(Path(tmp) / "sites", [patients_per_site] * 3, seed)
         log.info("bench: federated rounds over 3 x %d patients", patients_per_site)
-        table = run_federated_simulation(sites, FederatedRunConfig(num_server_rounds=rounds, seed=seed,
-                                                                   run_dir=str(Path(tmp) / "run"),
-                                                                   min_available_clients=3), parallel_clients=1)
+        table = run_federated_simulation(
+            sites,
+            FederatedRunConfig(
+                num_server_rounds=rounds, seed=seed, run_dir=str(Path(tmp) / "run"), min_available_clients=3
+            ),
+            parallel_clients=1,
+        )
     steady = table[table["round"] > 1]
     overhead = 1 - steady["client_compute_seconds"] / steady["round_seconds"]
-    return {"federated_patients_per_site": patients_per_site,
-            "federated_round_seconds": float(steady["round_seconds"].median()),
-            "federated_slowest_train_seconds": float(steady["slowest_train_seconds"].median()),
-            "federated_client_compute_seconds": float(steady["client_compute_seconds"].median()),
-            "federated_round_overhead_fraction": float(overhead.median())}
+    return {
+        "federated_patients_per_site": patients_per_site,
+        "federated_round_seconds": float(steady["round_seconds"].median()),
+        "federated_slowest_train_seconds": float(steady["slowest_train_seconds"].median()),
+        "federated_client_compute_seconds": float(steady["client_compute_seconds"].median()),
+        "federated_round_overhead_fraction": float(overhead.median()),
+    }

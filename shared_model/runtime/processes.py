@@ -37,8 +37,9 @@ def start_group(command: list[str], *, env: dict[str, str], log_file: Path | Non
     `flower-superexec` and app processes it spawns (they outlive a plain SIGTERM to the parent)."""
     output = open(log_file, "ab") if log_file is not None else None
     try:
-        return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT if output else None,
-                                start_new_session=True)
+        return subprocess.Popen(
+            command, env=env, stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True
+        )
     finally:
         if output is not None:
             output.close()

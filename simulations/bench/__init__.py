@@ -1,0 +1,1 @@
+"""`claimpt bench`: throughput, memory and data figures (docs/performance.md)."""

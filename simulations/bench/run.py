@@ -1,0 +1,197 @@
+"""`claimpt bench`: runs the sections (data, tensorisation, model, attention, scale, federated
+round) and writes their figures as bench.json and a Markdown table, bench.md."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from shared_model.data import read_meds
+from simulations.bench.model import (
+    attention_section,
+    federated_section,
+    model_section,
+    scale_section,
+    tensorize_section,
+)
+from simulations.bench.timing import Rate, machine_info, measure_rate, peak_rss_mb, versions
+
+log = logging.getLogger(__name__)
+
+
+def _data_section(work_dir: Path, patients_per_site: int, sites: int, repeats: int, seed: int) -> dict[str, Any]:
+    from simulations.heterogeneity import js_divergence_matrix, label_prevalence
+    from simulations.signal import logreg_signal
+    from simulations.synth import synthesize
+
+    sizes = [patients_per_site] * sites
+
+    def generate() -> int:
+        synthesize(work_dir / "sites", sizes, seed, overwrite=True)
+        return sum(sizes)
+
+    log.info("bench: synthesising %d sites x %d patients (%d timed repeats)", sites, patients_per_site, repeats)
+    synth_rate = measure_rate(generate, repeats, "patients/s")
+    datasets = {f"site-{i + 1}": read_meds(work_dir / "sites" / f"site-{i + 1}") for i in range(sites)}
+    n_events = sum(len(ds.events) for ds in datasets.values())
+    events_per_patient = n_events / sum(sizes)
+    signal = {name: asdict(logreg_signal(ds, "asthma", seed)) for name, ds in datasets.items()}
+    jsd = js_divergence_matrix(datasets)
+    prevalence = label_prevalence(datasets)
+    return {
+        "synth_patients_per_s": asdict(synth_rate),
+        "synth_events_per_s": asdict(
+            Rate(
+                synth_rate.median * events_per_patient,
+                synth_rate.min * events_per_patient,
+                synth_rate.max * events_per_patient,
+                "events/s",
+            )
+        ),
+        "synth_events": n_events,
+        "asthma_logreg_auroc": {k: v["auroc"] for k, v in signal.items()},
+        "site_js_divergence": jsd.round(4).to_dict(),
+        "label_prevalence": prevalence.round(4).to_dict(orient="index"),
+    }
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# claimpt bench",
+        "",
+        f"Machine: {report['machine']['cpu_model']}, {report['machine']['cores']} cores; "
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+        "",
+        "| figure | median | min | max | unit |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for key, value in report["figures"].items():
+        if isinstance(value, dict) and {"median", "min", "max"} <= value.keys():
+            lines.append(
+                f"| `{key}` | {value['median']:,.0f} | {value['min']:,.0f} | {value['max']:,.0f} | {value['unit']} |"
+            )
+    lines.append(f"| `peak_rss_mb` | {report['figures']['peak_rss_mb']:,.0f} | | | MB |")
+    data = report["figures"]
+    if "scale_patients" in data:
+        lines += [
+            "",
+            "## Scale",
+            "",
+            f"Tensorising {data['scale_patients']:,} patients ({data['scale_tensorize_events']:,} events) "
+            f"streaming from MEDS shards: {data['scale_tensorize_seconds']:,} s, peak RSS "
+            f"{data['scale_tensorize_peak_rss_mb']:,.0f} MB (child process, generator excluded). Then one "
+            f"pretraining epoch (faithful model at the paper's sizes, {data['scale_model_vocab_size']:,} code and "
+            f"{data['scale_model_groups']:,} group slots for the data's {data['scale_vocab_size']:,} codes, "
+            f"batch 100) over "
+            f"{data['scale_epoch_samples']:,} samples streamed from the memory-mapped shards of every split: "
+            f"{data['scale_epoch_seconds']:,} s ({data['scale_epoch_samples'] / data['scale_epoch_seconds']:,.0f} "
+            f"patients/s), peak RSS {data['scale_epoch_peak_rss_mb']:,.0f} MB.",
+        ]
+    if "federated_round_seconds" in data:
+        lines += [
+            "",
+            "## Federated round (FedAvg, 3 sites, one ClientApp at a time)",
+            "",
+            f"{data['federated_patients_per_site']:,} patients per site: round {data['federated_round_seconds']:.1f} s "
+            f"(median of rounds 2+), slowest local training {data['federated_slowest_train_seconds']:.1f} s, "
+            f"all local training + evaluation {data['federated_client_compute_seconds']:.1f} s; "
+            f"`federated_round_overhead_fraction` = {data['federated_round_overhead_fraction']:.1%} "
+            "(round time spent in neither local training nor local evaluation).",
+        ]
+    if "attention_seconds" in data:
+        lines += [
+            "",
+            "## Attention playground",
+            "",
+            f"`claimpt attention` on {data['attention_patients']:,} patients of site-1 (read and tensorise the "
+            f"site, attention and code attributions for all, PNGs for {data['attention_rendered']}), "
+            f"faithful-default model: {data['attention_seconds']:.1f} s.",
+        ]
+    if "pretrain_speedup" in data:
+        lines += [
+            "",
+            f"Training step vs the plain step it replaced (stock Keras RMSprop densifying the embedding "
+            f"gradient, NVP and CP heads and losses unfused, autodiff gradients), side by side in one process: "
+            f"{data['pretrain_speedup']:.2f}x.",
+        ]
+    if "model_parameters" in data:
+        lines += [
+            "",
+            f"Model figures: faithful Claim-PT config at the paper's sizes (49,836 codes, 3,357 groups, "
+            f"{data['model_parameters']:,} parameters), batch {data['batch_size']}, random paper-shaped "
+            "inputs with 1-30 real visits.",
+        ]
+    lines += [
+        "",
+        "## Data signal and site heterogeneity",
+        "",
+        f"Sites of {report['params']['patients_per_site']:,} patients each.",
+        "",
+        "| site | asthma logreg AUROC | "
+        + " | ".join(f"{t} prevalence" for t in next(iter(data["label_prevalence"].values())))
+        + " |",
+        "|---|---:|" + "---:|" * len(next(iter(data["label_prevalence"].values()))),
+    ]
+    for site, auroc in data["asthma_logreg_auroc"].items():
+        prev = data["label_prevalence"][site]
+        lines.append(f"| {site} | {auroc:.3f} | " + " | ".join(f"{v:.1%}" for v in prev.values()) + " |")
+    names = list(data["site_js_divergence"])
+    lines += [
+        "",
+        "Jensen-Shannon divergence (base 2) between site code distributions:",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for a in names:
+        lines.append(f"| {a} | " + " | ".join(f"{data['site_js_divergence'][b][a]:.3f}" for b in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_bench(
+    out: Path,
+    *,
+    patients_per_site: int,
+    sites: int,
+    repeats: int,
+    seed: int,
+    scale_patients: int = 0,
+    model: bool = True,
+    federated_patients: int = 0,
+) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="claimpt-bench-") as tmp:
+        figures = _data_section(Path(tmp), patients_per_site, sites, repeats, seed)
+        site_dirs = [Path(tmp) / "sites" / f"site-{i + 1}" for i in range(sites)]
+        figures.update(tensorize_section(site_dirs, repeats))
+        if model:
+            figures.update(model_section(repeats, seed))
+            # after the model figures: the playground's eager gradient calls slowed the timed
+            # predict loop that followed them in the same process (4,718 vs 8,157 patients/s)
+            figures.update(attention_section(site_dirs[0]))
+    figures["peak_rss_mb"] = peak_rss_mb()
+    if scale_patients:
+        figures.update(scale_section(scale_patients, seed))
+    if federated_patients:
+        figures.update(federated_section(federated_patients, seed))
+    report = {
+        "machine": machine_info(),
+        "versions": versions(),
+        "params": {
+            "patients_per_site": patients_per_site,
+            "sites": sites,
+            "repeats": repeats,
+            "seed": seed,
+            "scale_patients": scale_patients,
+            "federated_patients": federated_patients,
+        },
+        "figures": figures,
+    }
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "bench.md").write_text(_markdown(report))
+    return out / "bench.md"

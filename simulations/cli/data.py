@@ -1,0 +1,71 @@
+"""`claimpt synth | validate | convert`: make, check and convert MEDS datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared_model.data import read_meds, summarize
+from shared_model.runtime.options import bad_input_exits_2
+
+
+def parse_sizes(patients: str, sites: int) -> list[int]:
+    """`--patients 5000` (every site) or `--patients 20000,5000,2000` (one per site)."""
+    try:
+        sizes = [int(p) for p in patients.split(",")]
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected integers separated by commas, got {patients!r}") from exc
+    if len(sizes) == 1:
+        sizes = sizes * sites
+    if len(sizes) != sites:
+        raise typer.BadParameter(f"{len(sizes)} sizes given for {sites} sites")
+    if min(sizes) < 10:
+        raise typer.BadParameter("each site needs at least 10 patients")
+    return sizes
+
+
+@bad_input_exits_2
+def synth(
+    out: Annotated[Path, typer.Option(help="Directory to create; receives site-1 ... site-N.")],
+    sites: Annotated[int, typer.Option(min=1, max=50, help="Number of institutions.")] = 3,
+    patients: Annotated[
+        str,
+        typer.Option(
+            help="Patients per site: one number for all sites, or one per site "
+            "separated by commas (e.g. 20000,5000,2000)."
+        ),
+    ] = "5000",
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same data.")] = 0,
+    force: Annotated[bool, typer.Option(help="Replace existing site directories.")] = False,
+) -> None:
+    """Generate synthetic multi-institution pediatric claims, one MEDS directory per site."""
+    from simulations.synth import synthesize
+
+    for path in synthesize(out, parse_sizes(patients, sites), seed, overwrite=force):
+        typer.echo(f"wrote {path}")
+
+
+@bad_input_exits_2
+def validate(
+    datasets: Annotated[list[Path], typer.Argument(help="MEDS dataset directories to check.")],
+) -> None:
+    """Validate MEDS directories and print a summary of each (exit 2 on the first bad input)."""
+    for path in datasets:
+        typer.echo(summarize(read_meds(path)).to_text())
+        typer.echo("")
+
+
+@bad_input_exits_2
+def convert(
+    claims: Annotated[Path, typer.Option(help="claims.csv: patient_id, service_date, visit_type, code.")],
+    patients: Annotated[Path, typer.Option(help="patients.csv: patient_id, birth_date, sex.")],
+    out: Annotated[Path, typer.Option(help="MEDS directory to create.")],
+    force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+) -> None:
+    """Convert Claim-PT style claims CSV files to MEDS (validated completely before writing)."""
+    from shared_model.data.claims_csv import convert_claims
+
+    path = convert_claims(claims, patients, out, overwrite=force)
+    typer.echo(summarize(read_meds(path)).to_text())

@@ -1,0 +1,156 @@
+"""`claimpt experiment ...`: the studies, each resumable in its --out directory, each writing
+results.csv, results.md and (for transfer and privacy) plots and report.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared_model.runtime.options import bad_input_exits_2
+from simulations.cli.data import parse_sizes
+
+app = typer.Typer(help="Run experiments (resumable) and write results.csv, results.md.", no_args_is_help=True)
+
+DataOpt = Annotated[list[Path] | None, typer.Option("--data", help="Site MEDS directories; default: synthesise them.")]
+SitesOpt = Annotated[int, typer.Option(min=2, help="Synthetic sites when --data is not given.")]
+PatientsOpt = Annotated[str, typer.Option(help="Patients per synthetic site (one value or one per site).")]
+
+
+def _sites_or_synth(data: list[Path] | None, out: Path, sites: int, patients: str, seed: int) -> list[Path]:
+    if data:
+        return list(data)
+    from simulations.synth import synthesize
+
+    target = out / "sites"
+    if all((target / f"site-{i + 1}" / "metadata" / "dataset.json").exists() for i in range(sites)):
+        return [target / f"site-{i + 1}" for i in range(sites)]
+    return synthesize(target, parse_sizes(patients, sites), seed, overwrite=True)
+
+
+def _numbers(text: str, kind: type) -> tuple:
+    try:
+        return tuple(kind(part) for part in text.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected {kind.__name__}s separated by commas, got {text!r}") from exc
+
+
+@app.command("claim-pt")
+@bad_input_exits_2
+def claim_pt(
+    out: Annotated[Path, typer.Option(help="Run directory (resumable): sites/, central/, results.csv, results.md.")],
+    data: DataOpt = None,
+    sites: SitesOpt = 3,
+    patients: PatientsOpt = "20000",
+    task: Annotated[str, typer.Option(help="Binary task to fine-tune.")] = "asthma",
+    train_size: Annotated[int, typer.Option(min=10, help="Labelled patients per fine-tuning cohort.")] = 300,
+    seeds: Annotated[str, typer.Option(help="Fine-tuning seeds, separated by commas.")] = "0,1,2",
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum central pretraining epochs.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data and of pretraining.")] = 0,
+) -> None:
+    """Claim-PT's core claim: pretrained vs scratch vs logistic regression at every site."""
+    from simulations.experiments.claim_pt import run_claim_pt_experiment
+
+    site_dirs = _sites_or_synth(data, out, sites, patients, seed)
+    report = run_claim_pt_experiment(
+        out, site_dirs, task=task, train_size=train_size, seeds=_numbers(seeds, int), epochs=epochs, pretrain_seed=seed
+    )
+    typer.echo(report.read_text())
+
+
+@app.command("fed-vs-central")
+@bad_input_exits_2
+def fed_vs_central(
+    out: Annotated[
+        Path, typer.Option(help="Run directory (resumable): sites/, central/, federated-*/, fed_vs_central.md.")
+    ],
+    data: DataOpt = None,
+    sites: SitesOpt = 3,
+    patients: PatientsOpt = "20000",
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Federated rounds; central trains rounds x local-epochs epochs.")
+    ] = 10,
+    local_epochs: Annotated[int, typer.Option(min=1, help="Local epochs per round.")] = 1,
+    strategy: Annotated[str, typer.Option(help="Federated strategy.")] = "fedavg",
+    parallel_clients: Annotated[int, typer.Option(min=1, help="ClientApps running at once in the simulation.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data and of both trainings.")] = 0,
+) -> None:
+    """Federated vs pooled pretraining with the same passes over the data (NVP Recall@k)."""
+    from simulations.experiments.fed_vs_central import run_federated_vs_central
+
+    site_dirs = _sites_or_synth(data, out, sites, patients, seed)
+    run_federated_vs_central(
+        out,
+        site_dirs,
+        rounds=rounds,
+        local_epochs=local_epochs,
+        seed=seed,
+        strategy=strategy,
+        parallel_clients=parallel_clients,
+    )
+    typer.echo((out / "fed_vs_central.md").read_text())
+
+
+@app.command("transfer")
+@bad_input_exits_2
+def transfer(
+    data: Annotated[
+        Path, typer.Option(help="Directory holding one MEDS directory per site (e.g. the --out of `claimpt synth`).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Run directory (resumable): pretrained/, predictions/, results.csv, results.md, *.png, report.html."
+        ),
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML file overriding keys of the grid (TransferConfig: modes, tasks, cohort_sizes, seeds, ...)."
+        ),
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="Start from the reduced demo grid.")] = False,
+) -> None:
+    """Does pretraining at other institutions help a site, and does federated match pooled?
+
+    Runs pretraining mode x fine-tuning site x task x cohort size x seed, and writes tables,
+    plots and report.html."""
+    from simulations.experiments.transfer import load_config, run_transfer_experiment
+
+    report = run_transfer_experiment(data, out, load_config(config, quick=quick))
+    typer.echo((out / "results.md").read_text())
+    typer.echo(f"report: {report}")
+
+
+@app.command("privacy")
+@bad_input_exits_2
+def privacy(
+    data: Annotated[Path, typer.Option(help="Directory of site MEDS directories for the privacy-utility curve.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Run directory (resumable): pretrained/, results.csv, results.md, "
+            "privacy_utility.png, robustness.png, report.html."
+        ),
+    ],
+    robustness_data: Annotated[
+        Path | None,
+        typer.Option(help="Site MEDS directories for the robustness table (e.g. 5 sites); default: --data."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML file overriding keys of PrivacyExperimentConfig "
+            "(epsilons, strategies, adversaries, rounds, repeats, ...)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the robustness runs and the first of the curve's runs.")] = 0,
+) -> None:
+    """Privacy-utility curve (record-level DP-SGD at every site) and robustness table (aggregation
+    strategy x misbehaving site), with plots and report.html."""
+    from simulations.experiments.privacy import load_config, run_privacy_experiment
+
+    report = run_privacy_experiment(data, out, load_config(config, seed=seed), robustness_data=robustness_data)
+    typer.echo((out / "results.md").read_text())
+    typer.echo(f"report: {report}")
