@@ -14,7 +14,9 @@ from shared_model.checkpoint import save_checkpoint
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import read_meds
 from shared_model.metrics import group_frequency_scores, recall_at_k
+from shared_model.store import SPLITS, open_shards, streaming_vocabulary, tensorize_to_shards
 from shared_model.tasks import NEXT_VISIT, task_arrays, training_vocabulary
+from shared_model.tensorize import Arrays
 from shared_model.training import HeldOutRecall, PretrainSettings, evaluate_nvp, pretrain
 
 log = logging.getLogger(__name__)
@@ -28,22 +30,33 @@ def run_central_pretraining(
     model_options: dict[str, Any] | None = None,
     min_count: int = 1,
     max_vocab: int | None = None,
+    stream: bool = False,
 ) -> dict[str, Any]:
     """Pool the sites, build the vocabulary on their train splits, pretrain NVP + CP with early
-    stopping on the pooled tuning split; write RUN/checkpoint, RUN/history.csv, RUN/metrics.json."""
+    stopping on the pooled tuning split; write RUN/checkpoint, RUN/history.csv, RUN/metrics.json.
+
+    With `stream`, every site is first tensorised file by file into memory-mapped shards
+    (RUN/shards/<site>/, shared_model.store) and training reads them from disk: peak memory is
+    bounded by one MEDS data file and a batch, whatever the cohort's size."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sites = [read_meds(p) for p in data_dirs]
-    vocabulary = training_vocabulary(sites, min_count=min_count, max_size=max_vocab)
+    if stream:
+        vocabulary = streaming_vocabulary(data_dirs, min_count=min_count, max_size=max_vocab)
+        for path in data_dirs:
+            tensorize_to_shards(path, vocabulary, out / "shards" / Path(path).name, overwrite=True)
+        splits = [{name: open_shards(out / "shards" / Path(p).name, name) for name in SPLITS} for p in data_dirs]
+    else:
+        sites = [read_meds(p) for p in data_dirs]
+        vocabulary = training_vocabulary(sites, min_count=min_count, max_size=max_vocab)
+        splits = [{name: [part] for name, part in task_arrays(site, NEXT_VISIT, vocabulary).items()} for site in sites]
     log.info("vocabulary: %d codes, %d target groups", len(vocabulary.codes), vocabulary.n_groups)
     config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, **(model_options or {}))
-    splits = [task_arrays(site, NEXT_VISIT, vocabulary) for site in sites]
     model, history = pretrain(
         config,
-        [s["train"] for s in splits],
-        [s["tuning"] for s in splits],
+        [part for s in splits for part in s["train"]],
+        [part for s in splits for part in s["tuning"]],
         settings,
-        callbacks=[HeldOutRecall([s["held_out"] for s in splits])],
+        callbacks=[HeldOutRecall([part for s in splits for part in s["held_out"]])],
     )
     save_checkpoint(
         out / "checkpoint",
@@ -64,15 +77,18 @@ def run_central_pretraining(
     return metrics
 
 
-def nvp_report(model, splits: list[dict], names: list[str], n_groups: int) -> dict[str, Any]:
-    """NVP Recall@k on the held-out splits (pooled and per site) and the most-frequent-groups baseline."""
-    held_out = [s["held_out"] for s in splits]
-    train_targets = np.concatenate([s["train"]["target_groups"] for s in splits])
-    pooled_targets = np.concatenate([h["target_groups"] for h in held_out])
+def nvp_report(model, splits: list[dict[str, list[Arrays]]], names: list[str], n_groups: int) -> dict[str, Any]:
+    """NVP Recall@k on the held-out splits (pooled and per site) and the most-frequent-groups
+    baseline; `splits` holds each site's parts per split."""
+    held_out = [part for s in splits for part in s["held_out"]]
+    train_targets = np.concatenate([part["target_groups"] for s in splits for part in s["train"]])
+    pooled_targets = np.concatenate([part["target_groups"] for part in held_out])
     baseline = recall_at_k(pooled_targets, group_frequency_scores(train_targets, n_groups, len(pooled_targets)))
     return {
         "nvp_held_out": evaluate_nvp(model, held_out),
-        "nvp_held_out_by_site": {name: evaluate_nvp(model, [h]) for name, h in zip(names, held_out, strict=True)},
+        "nvp_held_out_by_site": {
+            name: evaluate_nvp(model, site["held_out"]) for name, site in zip(names, splits, strict=True)
+        },
         "most_frequent_groups_baseline": baseline,
         "held_out_samples": int(len(pooled_targets)),
     }

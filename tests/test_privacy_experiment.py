@@ -9,12 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from shared_model.data import DataValidationError
 from shared_model.run_config import FederatedRunConfig
 from simulations.experiments.common import find_sites
 from simulations.experiments.privacy.plan import PrivacyExperimentConfig, plan_runs
 from simulations.experiments.privacy.plots import privacy_utility_plot
-from simulations.experiments.privacy.runner import held_out_recall, run_privacy_experiment
+from simulations.experiments.privacy.runner import held_out_recall, keyed, run_privacy_experiment
 from simulations.experiments.privacy.summary import checks, curve_summary
 from tests.inprocess_grid import run_inprocess_federation
 
@@ -51,9 +50,8 @@ def test_privacy_experiment_writes_the_curve_the_table_and_the_report(fed_sites:
     # sites evaluate with only the codes each has seen in >= k patients; the experimenter with all of them)
     sites = find_sites(fed_sites[0].parent)
     clean = robust[robust["adversary"] == "none"].iloc[0]
-    assert held_out_recall(out / "pretrained" / clean["run"] / "checkpoint", sites) == pytest.approx(
-        clean["nvp_recall@10"], abs=0.02
-    )
+    clean_dir = next((out / "pretrained").glob(f"{clean['run']}-*"))  # <name>-<content digest>
+    assert held_out_recall(clean_dir / "checkpoint", sites) == pytest.approx(clean["nvp_recall@10"], abs=0.02)
     assert (robust["dropped_updates"] == 0).all()  # the bare rules run without the validation filter
     html = report.read_text()
     assert html.count("data:image/png;base64") == 2 and "Privacy-utility curve" in html
@@ -73,11 +71,23 @@ def test_privacy_experiment_writes_the_curve_the_table_and_the_report(fed_sites:
         federated_runner=run_inprocess_federation,
     )
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    # other settings in the same directory are refused, not mixed with these runs
-    with pytest.raises(DataValidationError, match="dp-clip-norm"):
-        run_privacy_experiment(
-            fed_sites[0].parent, out, replace(CONFIG, clip_norm=0.5), federated_runner=run_inprocess_federation
-        )
+    assert len(list((out / "pretrained").iterdir())) == len(stamps)  # and made no new run
+
+
+def test_a_run_is_keyed_by_its_data_and_every_setting_that_shapes_it(tmp_path: Path) -> None:
+    """Content-keyed run directories: other settings or other data make another run beside the
+    first (never a mix); a switched-off mechanism's parameters change nothing."""
+    private, plain = [run for run in plan_runs(CONFIG, ["a", "b"], ["a", "b"], tmp_path) if run.part == "privacy"]
+    assert private.epsilon == 4.0 and math.isinf(plain.epsilon)
+
+    def directory(run, clip_norm: float = CONFIG.clip_norm, data: str = "data") -> str:
+        settings = replace(run.settings, dp_clip_norm=clip_norm)
+        return Path(keyed(replace(run, settings=settings), [data]).settings.run_dir).name
+
+    assert directory(private).startswith(private.name + "-")
+    assert directory(private, clip_norm=0.5) != directory(private)
+    assert directory(private, data="other") != directory(private)
+    assert directory(plain, clip_norm=0.5) == directory(plain)  # no DP: the clip norm does not shape it
 
 
 def test_private_runs_take_their_own_rounds_batch_and_learning_rate(tmp_path: Path) -> None:

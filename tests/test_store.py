@@ -31,3 +31,24 @@ def test_shards_equal_in_memory_samples(small_sites: list[Path], tmp_path: Path,
         for name in want:
             np.testing.assert_array_equal(got[name][order_got], want[name][order_want].astype(got[name].dtype), name)
         assert stats["samples"][split] == len(want["subject_id"])
+
+
+def test_central_pretraining_streams_from_shards(small_sites: list[Path], tmp_path: Path) -> None:
+    """`claimpt pretrain central --stream`: the sites go to shards first and training reads them
+    memory-mapped; the vocabulary and the held-out samples are those of the in-memory path."""
+    from typer.testing import CliRunner
+
+    from shared_model.checkpoint import load_checkpoint
+    from simulations.cli.app import app
+
+    args = ["pretrain", "central", "--data", str(small_sites[2]), "--out", str(tmp_path / "run"), "--stream",
+            "--epochs", "1", "--d-model", "16", "--ffn-dim", "16"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert open_shards(tmp_path / "run" / "shards" / small_sites[2].name, "train")
+    dataset = read_meds(small_sites[2])
+    vocabulary = training_vocabulary([dataset])
+    assert load_checkpoint(tmp_path / "run" / "checkpoint").vocabulary == vocabulary
+    metrics = (tmp_path / "run" / "metrics.json").read_text()
+    held_out = len(task_arrays(dataset, "next_visit", vocabulary)["held_out"]["subject_id"])
+    assert f'"held_out_samples": {held_out}' in metrics

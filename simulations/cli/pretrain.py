@@ -27,6 +27,13 @@ def central(
     out: Annotated[Path, typer.Option(help="Run directory: receives checkpoint/, history.csv, metrics.json.")],
     min_count: Annotated[int, typer.Option(min=1, help="Keep codes seen in at least this many training patients.")] = 1,
     max_vocab: Annotated[int | None, typer.Option(help="Keep at most this many codes (most frequent first).")] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            help="Tensorise each site file by file into memory-mapped shards (RUN/shards/) and train from them: "
+            "for cohorts larger than memory."
+        ),
+    ] = False,
     settings: dict[str, Any] | None = None,
     architecture: dict[str, Any] | None = None,
 ) -> None:
@@ -40,7 +47,13 @@ def central(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     metrics = run_central_pretraining(
-        data, out, settings=pretraining, model_options=model_options, min_count=min_count, max_vocab=max_vocab
+        data,
+        out,
+        settings=pretraining,
+        model_options=model_options,
+        min_count=min_count,
+        max_vocab=max_vocab,
+        stream=stream,
     )
     typer.echo(json.dumps({k: metrics[k] for k in ("nvp_held_out", "most_frequent_groups_baseline")}, indent=2))
 

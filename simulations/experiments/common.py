@@ -1,6 +1,6 @@
-"""What every experiment shares: finding the site directories, the federated runner, a file
-fingerprint for content-keyed caches, the "this directory was started with other settings" check,
-TOML overrides of an experiment's config, and the Markdown table of its results."""
+"""What every experiment shares: finding the site directories, the federated runner, the keys of
+content-keyed run caches (site fingerprints, digests), the "this directory was started with other
+settings" check, TOML overrides of an experiment's config, and the Markdown table of its results."""
 
 from __future__ import annotations
 
@@ -59,6 +59,13 @@ def site_fingerprint(site_dir: Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def content_digest(content: dict[str, Any]) -> str:
+    """The key of a cached run: 12 hex digits of sha256 over `content` (the fingerprints of its data
+    and every setting that changes it) as sorted JSON. Equal keys: the run would be rebuilt
+    identically, so the cached one is used; any change makes a new directory beside it."""
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def same_settings_or_refuse(path: Path, current: dict[str, Any]) -> None:

@@ -10,8 +10,8 @@ report).
 2. The robustness table: aggregation strategy x misbehaving site (one site sends 10x-scaled or
    sign-flipped updates every round), same metrics, on its own set of sites.
 
-Every federated run is written under RUN/pretrained/<name>/ and reused when complete, so an
-interrupted experiment resumes; the same seed gives the same tables.
+Every federated run is written under RUN/pretrained/<name>-<content digest>/ and reused when
+complete, so an interrupted experiment resumes; the same seed gives the same tables.
 """
 
 from simulations.experiments.privacy.plan import PrivacyExperimentConfig, load_config

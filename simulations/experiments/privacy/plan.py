@@ -26,18 +26,14 @@ class PrivacyExperimentConfig:
     adversaries: tuple[str, ...] = ADVERSARIES
     rounds: int = 4  # of the privacy curve
     repeats: int = 3  # federated runs per epsilon of the curve, at seeds seed, seed + 1, ...
-    robustness_rounds: int = 8  # of the robustness table: excluding one of five sites costs less as training converges
+    robustness_rounds: int = 8  # of the robustness table
     clip_norm: float = FederatedRunConfig.dp_clip_norm  # DP-SGD's bounds: the run config's defaults
     embedding_share: float = FederatedRunConfig.dp_embedding_share
-    dp_batch_size: int = 0  # expected batch of the private runs (0: the non-private 100); DP favours larger
-    # learning rates of the curve's runs, each side's chosen on its held-out pretraining loss (never on the
-    # downstream AUROC) over 1e-3 (the framework's default), 2e-3, 4e-3, 8e-3 (and 1.6e-2 under DP),
-    # 3 seeds each, epsilon 8, 4 rounds: clipped, noisy training converges slower and wants a faster rate
+    dp_batch_size: int = 0  # expected batch of the private runs (0: the non-private 100)
+    # each side's learning rate was chosen on held-out pretraining loss (docs/results/privacy.md)
     learning_rate: float = 2e-3
     dp_learning_rate: float = 8e-3
-    dp_rounds: int = (
-        0  # federated rounds of the private runs (0: `rounds`, as the non-private run); DP converges slower
-    )
+    dp_rounds: int = 0  # federated rounds of the private runs (0: `rounds`, as the non-private run)
     task: str = "asthma"
     cohort_size: int = 300
     seeds: tuple[int, ...] = (0, 1, 2)

@@ -12,18 +12,18 @@ import numpy as np
 import pandas as pd
 
 from shared_model.checkpoint import assign_weights, load_checkpoint
-from shared_model.data import DataValidationError, read_meds
+from shared_model.data import read_meds
 from shared_model.finetuning import finetune_and_score
 from shared_model.model import PretrainingModel
-from shared_model.run_config import FederatedRunConfig
 from shared_model.settings import FinetuneSettings
 from shared_model.tasks import NEXT_VISIT, task_arrays
 from shared_model.training import evaluate_nvp
 from simulations.experiments.common import (
     FederatedRunner,
+    content_digest,
     default_federated_runner,
     find_sites,
-    same_settings_or_refuse,
+    site_fingerprint,
 )
 from simulations.experiments.privacy.plan import FederatedRun, PrivacyExperimentConfig, adversary_site, plan_runs
 from simulations.experiments.privacy.report import write_report
@@ -57,23 +57,24 @@ def run_privacy_experiment(
         )
         + "\n"
     )
-    runs = plan_runs(config, list(privacy_sites), list(robustness_sites), out / "pretrained")
+    fingerprints = {path: site_fingerprint(path) for path in {*privacy_sites.values(), *robustness_sites.values()}}
+    planned = plan_runs(config, list(privacy_sites), list(robustness_sites), out / "pretrained")
     attacker = adversary_site(list(robustness_sites))
     honest = {name: path for name, path in robustness_sites.items() if name != attacker}
     rows = []
-    for index, run in enumerate(runs, start=1):
+    for index, run in enumerate(planned, start=1):
         sites = privacy_sites if run.part == "privacy" else robustness_sites
+        run = keyed(run, [fingerprints[path] for path in sites.values()])
         run_dir = Path(run.settings.run_dir)
-        _check_same_settings(run_dir, run.settings, run.attack)
         if not (run_dir / "checkpoint" / "manifest.json").exists():
-            log.info("[%d/%d] federated pretraining %s", index, len(runs), run.name)
+            log.info("[%d/%d] federated pretraining %s", index, len(planned), run.name)
             resume = (run_dir / "checkpoints").exists()
             federated_runner(list(sites.values()), replace(run.settings, resume=resume), 2, adversary=run.attack)
         rows.append(_score(run, sites, honest, config))
         log.info(
             "[%d/%d] %s: %s",
             index,
-            len(runs),
+            len(planned),
             run.name,
             {k: round(v, 4) for k, v in rows[-1].items() if isinstance(v, float)},
         )
@@ -82,12 +83,15 @@ def run_privacy_experiment(
     return write_report(out, results, config, list(privacy_sites), list(robustness_sites))
 
 
-def _check_same_settings(run_dir: Path, settings: FederatedRunConfig, attack: str) -> None:
-    """A run directory holds one federated run: refuse to resume or reuse it under other settings."""
-    path = run_dir / "settings.json"
-    if not path.exists() and run_dir.exists() and any(run_dir.iterdir()):
-        raise DataValidationError(run_dir, "a run directory written by this experiment (it has no settings.json)")
-    same_settings_or_refuse(path, _effective({**settings.to_run_config(), "adversary": attack}))
+def keyed(run: FederatedRun, fingerprints: list[str]) -> FederatedRun:
+    """The run in its content-keyed directory, `<name>-<digest>` under the planned one's parent: the
+    digest covers the sites' data and every setting that shapes the run, so a finished run is
+    reused exactly when it would be rebuilt identically, and other settings never mix with it."""
+    content = {"data": fingerprints, **_effective({**run.settings.to_run_config(), "adversary": run.attack})}
+    run_dir = Path(run.settings.run_dir)
+    return replace(
+        run, settings=replace(run.settings, run_dir=str(run_dir.with_name(f"{run_dir.name}-{content_digest(content)}")))
+    )
 
 
 def _effective(run_config: dict) -> dict:
@@ -102,20 +106,18 @@ def _effective(run_config: dict) -> dict:
 
 def _score(run: FederatedRun, sites: dict[str, Path], honest: dict[str, Path], config: PrivacyExperimentConfig) -> dict:
     """The run's metrics, kept in its directory (score.json) for the same downstream settings, so
-    a resumed experiment does not fine-tune again (a metric added later is computed alone).
-    `honest`: the robustness sites but the misbehaving one (robustness runs only)."""
+    a resumed experiment does not fine-tune again. `honest`: the robustness sites but the
+    misbehaving one (robustness runs only)."""
     cache = Path(run.settings.run_dir) / "score.json"
     key = {"task": config.task, "cohort_size": config.cohort_size, "seeds": list(config.seeds), "sites": sorted(sites)}
     cached = json.loads(cache.read_text()) if cache.exists() else {}
     row = (
         {**cached["row"], "part": run.part, "run": run.name}
         if cached.get("key") == key
-        else _measure(run, sites, config)
+        else _measure(run, sites, honest, config)
     )
     # what the private runs may do differently from the non-private one, shown next to the verdict
     row.update(seed=run.settings.seed, rounds=run.settings.num_server_rounds, learning_rate=run.settings.learning_rate)
-    if run.part == "robustness" and HONEST_RECALL not in row:
-        row[HONEST_RECALL] = held_out_recall(Path(run.settings.run_dir) / "checkpoint", honest)
     if row != cached.get("row"):
         cache.write_text(json.dumps({"key": key, "row": row}, indent=2) + "\n")
     return row
@@ -132,7 +134,9 @@ def held_out_recall(checkpoint_dir: Path, sites: dict[str, Path]) -> float:
     return float(evaluate_nvp(model, held_out, ks=(10,))["recall@10"])
 
 
-def _measure(run: FederatedRun, sites: dict[str, Path], config: PrivacyExperimentConfig) -> dict:
+def _measure(
+    run: FederatedRun, sites: dict[str, Path], honest: dict[str, Path], config: PrivacyExperimentConfig
+) -> dict:
     run_dir = Path(run.settings.run_dir)
     rounds = pd.read_csv(run_dir / "rounds.csv")
     last = rounds.iloc[-1]
@@ -150,7 +154,7 @@ def _measure(run: FederatedRun, sites: dict[str, Path], config: PrivacyExperimen
                 settings=FinetuneSettings(seed=seed),
             )
             aurocs.append(outcome.record["auroc"])
-    return {
+    row = {
         "part": run.part,
         "run": run.name,
         "epsilon": run.epsilon,
@@ -162,3 +166,6 @@ def _measure(run: FederatedRun, sites: dict[str, Path], config: PrivacyExperimen
         "auroc_sd": float(np.std(aurocs, ddof=1)) if len(aurocs) > 1 else 0.0,
         "dropped_updates": int(rounds["dropped"].sum()),
     }
+    if run.part == "robustness":
+        row[HONEST_RECALL] = held_out_recall(run_dir / "checkpoint", honest)
+    return row

@@ -16,7 +16,7 @@ HONEST_RECALL = "honest_recall@10"
 def checks(results: pd.DataFrame) -> list[tuple[str, bool | None, str]]:
     out: list[tuple[str, bool | None, str]] = []
     curve = results[results["part"] == "privacy"]
-    curve = curve.assign(seed=curve["seed"] if "seed" in curve else 0)
+    curve = curve.assign(seed=curve["seed"] if "seed" in curve else 0)  # one run per point needs no seed
     private, plain = curve[curve["epsilon"] == 8.0], curve[np.isinf(curve["epsilon"])]
     if len(private) and len(plain):
         gap = private["auroc"].mean() - plain["auroc"].mean()

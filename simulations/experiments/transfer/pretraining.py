@@ -4,8 +4,6 @@ in the same directory) reuses a checkpoint exactly when it would be rebuilt iden
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -15,7 +13,7 @@ from shared_model.checkpoint import Checkpoint, load_checkpoint
 from shared_model.run_config import FederatedRunConfig
 from shared_model.settings import PretrainSettings
 from simulations.central import run_central_pretraining
-from simulations.experiments.common import FederatedRunner, default_federated_runner, site_fingerprint
+from simulations.experiments.common import FederatedRunner, content_digest, default_federated_runner, site_fingerprint
 from simulations.experiments.transfer.grid import Run, TransferConfig
 
 log = logging.getLogger(__name__)
@@ -53,8 +51,7 @@ class Pretraining:
             content["client_optimizer"] = self.client_optimizer
         if self.kind == "federated" and self.local_batch_size != CENTRAL_BATCH_SIZE:
             content["federated_batch_size"] = self.local_batch_size
-        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
-        return f"{self.kind}-{'+'.join(self.sites)}-{digest}"
+        return f"{self.kind}-{'+'.join(self.sites)}-{content_digest(content)}"
 
 
 class CheckpointCache:
