@@ -184,10 +184,11 @@ def site_finetune(
     from shared_model.checkpoint import load_checkpoint
     from shared_model.signing import load_verifier
 
+    finetuning = _settings(settings)  # bad options stop here, before the site's state is touched
     loaded = load_checkpoint(checkpoint, verify_signature=load_verifier(server_public_key))
     log.info("%s: hashes and signature verified under %s", checkpoint, server_public_key)
     refuse_rollback(loaded.manifest, checkpoint, state or data.with_name(data.name + ".site-state"), min_round)
-    _finetune(data, task, out, loaded, checkpoint, settings, train_size=train_size, signature_verified=True)
+    _finetune(data, task, out, loaded, checkpoint, finetuning, train_size=train_size, signature_verified=True)
 
 
 @bad_input_exits_2
@@ -217,6 +218,7 @@ def finetune(
     from shared_model.checkpoint import CheckpointError, load_checkpoint
     from shared_model.signing import load_verifier
 
+    finetuning = _settings(settings)
     loaded = None
     if checkpoint is not None:
         verify = load_verifier(server_public_key) if server_public_key is not None else None
@@ -235,12 +237,19 @@ def finetune(
         out,
         loaded,
         checkpoint,
-        settings,
+        finetuning,
         train_size=train_size,
         model=model,
         model_config=model_config,
         signature_verified=server_public_key is not None,
     )
+
+
+def _settings(values: dict[str, Any]) -> FinetuneSettings:
+    try:
+        return FinetuneSettings(**values)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def _finetune(
@@ -249,7 +258,7 @@ def _finetune(
     out: Path,
     loaded,
     checkpoint: Path | None,
-    settings: dict[str, Any],
+    finetuning: FinetuneSettings,
     *,
     train_size: int | None,
     signature_verified: bool,
@@ -260,10 +269,6 @@ def _finetune(
     from shared_model.data import read_meds
     from shared_model.finetuning import run_finetune
 
-    try:
-        finetuning = FinetuneSettings(**settings)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
     dataset = read_meds(data)
     out.mkdir(parents=True, exist_ok=True)
     record = run_finetune(

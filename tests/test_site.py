@@ -234,3 +234,24 @@ def test_a_manifest_must_list_the_model_files_by_plain_names(signed_checkpoint, 
     load_checkpoint(checkpoint)  # the original loads
     with pytest.raises(CheckpointError, match=expected):
         load_checkpoint(forged)
+
+
+def test_bad_options_stop_before_the_site_state_is_touched(fed_sites: list[Path], tmp_path: Path) -> None:
+    """`site finetune --adaptation nonsense` exits 2 before the rollback guard records the
+    checkpoint's run and round in the site's state."""
+    private = ed25519.Ed25519PrivateKey.generate()
+    (tmp_path / "server.pub").write_bytes(
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    vocabulary = training_vocabulary([read_meds(fed_sites[0])])
+    config = ClaimTransformerConfig(
+        vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16, patient_dim=16, ffn_dim=16
+    )
+    checkpoint = tmp_path / "checkpoint"
+    save_checkpoint(checkpoint, PretrainingModel(config), config, vocabulary, signer=private.sign,
+                    extra={"mode": "federated", "run_id": "run-a", "round": 3})  # fmt: skip
+    args = ["site", "finetune", "--checkpoint", str(checkpoint), "--server-public-key", str(tmp_path / "server.pub"),
+            "--data", str(fed_sites[0]), "--task", "asthma", "--out", str(tmp_path / "ft"),
+            "--state", str(tmp_path / "state")]  # fmt: skip
+    result = runner.invoke(app, [*args, "--adaptation", "nonsense"])
+    assert result.exit_code == 2 and not (tmp_path / "state").exists()
