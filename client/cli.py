@@ -266,10 +266,14 @@ def _finetune(
     model_config: ClaimTransformerConfig | None = None,
 ) -> None:
     """What both fine-tuning commands do once the checkpoint is checked: fine-tune, write metrics.json."""
-    from shared_model.data import read_meds
+    from shared_model.data import DataValidationError, read_meds
     from shared_model.finetuning import run_finetune
+    from shared_model.tasks import NEXT_VISIT
 
     dataset = read_meds(data)
+    if task != NEXT_VISIT and task not in dataset.labels:
+        raise DataValidationError(data, f"labels for task {task!r} (labels/{task}.parquet) or next_visit",
+                                  found=", ".join(sorted(dataset.labels)) or "no labels")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     record = run_finetune(
         dataset,

@@ -49,6 +49,9 @@ MEDS_ROW_CASES = [
     ),
     ("null code", "data", _set("code", 1, None), 2, "code"),
     ("empty code", "data", _set("code", 3, ""), 4, "code"),
+    ("whitespace-only code", "data", _set("code", 3, " "), 4, "code"),
+    ("newline code", "data", _set("code", 2, "\n"), 3, "code"),
+    ("control character inside a code", "data", _set("code", 4, "ICD10CM/J45\x00"), 5, "code"),
     ("event before birth", "data", None, None, "time"),
     (
         "duplicate label rows",
@@ -153,6 +156,7 @@ CLAIMS = (
 CSV_CASES = [
     ("unparseable service date", "claims", CLAIMS.replace("2016-03-04", "03/04/2016"), 3, "service_date"),
     ("unparseable birth date", "patients", PATIENTS.replace("2012-05-05", "2012-13-45"), 2, "birth_date"),
+    ("service date past 2262", "claims", CLAIMS.replace("2016-03-04", "2999-03-04"), 3, "service_date"),
     ("negative id", "claims", CLAIMS.replace("11,2016", "-11,2016"), 3, "patient_id"),
     ("non-integer id", "patients", PATIENTS.replace("10,2010", "P10,2010"), 1, "patient_id"),
     ("unknown visit type", "claims", CLAIMS.replace(",ER,", ",XX,"), 3, "visit_type"),
@@ -212,3 +216,9 @@ def test_cli_validate_exits_2_on_bad_dataset(tiny_meds: Path) -> None:
     result = CliRunner().invoke(app, ["validate", str(tiny_meds)])
     assert result.exit_code == 2
     assert "column 'subject_id'" in result.output and "row 1" in result.output
+
+
+def test_deeply_nested_dataset_json_is_bad_input(tiny_meds: Path) -> None:
+    (tiny_meds / "metadata" / "dataset.json").write_text("[" * 100_000 + "]" * 100_000)
+    result = CliRunner().invoke(app, ["validate", str(tiny_meds)])
+    assert result.exit_code == 2 and "dataset.json" in result.output and "Traceback" not in result.output

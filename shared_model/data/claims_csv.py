@@ -63,7 +63,8 @@ def _ids(frame: pd.DataFrame, path: Path) -> np.ndarray:
 
 def _dates(frame: pd.DataFrame, path: Path, column: str) -> np.ndarray:
     parsed = pd.to_datetime(frame[column], format="%Y-%m-%d", errors="coerce")
-    _check(parsed.isna(), path, column, "a date in YYYY-MM-DD format", frame[column])
+    outside = parsed.isna() | (parsed < pd.Timestamp.min) | (parsed > pd.Timestamp.max)  # what timestamps can hold
+    _check(outside, path, column, "a date in YYYY-MM-DD format between 1678 and 2261", frame[column])
     return parsed.to_numpy().astype("datetime64[us]")
 
 

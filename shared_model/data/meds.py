@@ -146,7 +146,7 @@ def _validated_events(table: pa.Table, path: Path) -> pd.DataFrame:
     _require_columns(table, path, ("subject_id", "time", "code"))
     subject_id = _integer_ids(table, path, "subject_id")
     time = _timestamps(table, path, "time", allow_null=True)
-    code = _strings(table, path, "code")
+    code = _codes(table, path)
     if "numeric_value" in table.column_names:
         numeric = _floats(table, path, "numeric_value")
     else:
@@ -298,7 +298,7 @@ def _read_codes(root: Path) -> pd.DataFrame:
         return _empty_codes()
     table = read_parquet_table(root, path)
     _require_columns(table, path, ("code",))
-    codes = pd.DataFrame({"code": _strings(table, path, "code")})
+    codes = pd.DataFrame({"code": _codes(table, path)})
     if "description" in table.column_names:
         codes["description"] = table.column("description").to_pandas()
     else:
@@ -324,6 +324,8 @@ def _read_dataset_json(root: Path) -> dict[str, Any]:
         value = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataValidationError(path, "valid JSON", found=str(exc)) from exc
+    except RecursionError as exc:  # `[[[[...` deeper than the parser's stack
+        raise DataValidationError(path, "a JSON object (not nested thousands of levels deep)") from exc
     if not isinstance(value, dict):
         raise DataValidationError(path, "a JSON object", found=type(value).__name__)
     return value
@@ -419,6 +421,20 @@ def _strings(table: pa.Table, path: Path, column: str) -> np.ndarray:
     empty = col.is_null().to_numpy(zero_copy_only=False)
     empty |= pa.compute.equal(pa.compute.utf8_length(col), 0).fill_null(True).to_numpy(zero_copy_only=False)
     _fail_first(empty, path, column, f"a non-empty string in '{column}'", values)
+    return values
+
+
+def _codes(table: pa.Table, path: Path) -> np.ndarray:
+    """The `code` column: non-empty strings that are not whitespace only and hold no control
+    characters (each distinct code checked once)."""
+    values = _strings(table, path, "code")
+    column = table.column("code")
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    encoded = pa.compute.dictionary_encode(column.combine_chunks())
+    bad = pa.compute.match_substring_regex(encoded.dictionary, r"[\x00-\x1f\x7f]|^\s+$")
+    mask = bad.take(encoded.indices).to_numpy(zero_copy_only=False)
+    _fail_first(mask, path, "code", "a code with no control characters and not only whitespace", values)
     return values
 
 
