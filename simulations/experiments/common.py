@@ -1,10 +1,12 @@
 """What every experiment shares: finding the site directories, the federated runner, the keys of
 content-keyed run caches (site fingerprints, digests), the "this directory was started with other
-settings" check, TOML overrides of an experiment's config, and the Markdown table of its results."""
+settings" check, TOML overrides of an experiment's config, and the checks and Markdown tables of
+its report."""
 
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import tomllib
 from dataclasses import fields, replace
@@ -124,6 +126,28 @@ def load_toml_overrides(path: Path, base: Config) -> Config:
         return replace(base, **overrides)
     except (ValueError, TypeError) as exc:
         raise DataValidationError(path, "valid experiment settings", found=str(exc)) from exc
+
+
+#: an experiment's claim checked on its own numbers: (claim, verdict or None when the grid cannot tell, detail)
+Check = tuple[str, bool | None, str]
+
+
+def check_lines(checks: list[Check]) -> list[str]:
+    """The checks as Markdown list items: PASS, FAIL or n/a, the claim, the numbers."""
+    return [f"- {_verdict(ok)[1]}: {claim} ({detail})" for claim, ok, detail in checks]
+
+
+def check_items(checks: list[Check]) -> list[str]:
+    """The checks as HTML list items, the verdict styled by html_report's pass/fail classes."""
+    items = []
+    for claim, ok, detail in checks:
+        css, word = _verdict(ok)
+        items.append(f"<li><b class='{css}'>{word}</b> {html.escape(claim)} ({html.escape(detail)})</li>")
+    return items
+
+
+def _verdict(ok: bool | None) -> tuple[str, str]:
+    return ("pass", "PASS") if ok else ("fail", "FAIL") if ok is not None else ("", "n/a")
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

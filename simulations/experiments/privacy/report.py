@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from simulations.experiments.common import markdown_table
+from simulations.experiments.common import check_items, check_lines, markdown_table
 from simulations.experiments.privacy.plan import PrivacyExperimentConfig, curve_training
 from simulations.experiments.privacy.plots import privacy_utility_plot, robustness_plot
 from simulations.experiments.privacy.summary import checks, curve_summary, robustness_metric
@@ -61,7 +61,7 @@ def write_report(
         f"labelled patients per site, probe, fine-tuning seeds {', '.join(map(str, config.seeds))}."
     )
     lines = ["# Privacy and robustness experiment", "", intro, "", "## Checks", ""]
-    lines += [f"- {'PASS' if ok else 'FAIL' if ok is not None else 'n/a'}: {c} ({d})" for c, ok, d in claims]
+    lines += check_lines(claims)
     lines += [
         "",
         "## Privacy-utility curve",
@@ -75,10 +75,7 @@ def write_report(
         markdown_table(robust),
     ]
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    parts = [f"<p>{html.escape(intro)}</p>", "<h2>Checks</h2><ul>"]
-    for claim, ok, detail in claims:
-        css, word = ("pass", "PASS") if ok else ("fail", "FAIL") if ok is not None else ("", "n/a")
-        parts.append(f"<li><b class='{css}'>{word}</b> {html.escape(claim)} ({html.escape(detail)})</li>")
+    parts = [f"<p>{html.escape(intro)}</p>", "<h2>Checks</h2><ul>", *check_items(claims)]
     parts += [
         "</ul><h2>Privacy-utility curve</h2>",
         embedded_png(plots[0]),

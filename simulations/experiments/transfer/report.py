@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulations.experiments.common import markdown_table
+from simulations.experiments.common import check_items, check_lines, markdown_table
 from simulations.experiments.transfer.grid import MODE_HELP, MODES, TransferConfig, enumerate_runs
 from simulations.experiments.transfer.plots import federated_vs_central, learning_curves, size_label, transfer_heatmap
 from simulations.experiments.transfer.pretraining import CheckpointCache, pretraining_job
@@ -212,9 +212,7 @@ def write_markdown(
     text: list[str],
 ) -> None:
     lines = ["# Cross-institution transfer experiment", "", _intro(config, sites), "", "## Checks", ""]
-    lines += [
-        f"- {'PASS' if ok else 'FAIL' if ok is not None else 'n/a'}: {claim} ({detail})" for claim, ok, detail in claims
-    ] or ["- (the grid has no asthma cohorts of 300 or fewer)"]
+    lines += check_lines(claims) or ["- (the grid has no asthma cohorts of 300 or fewer)"]
     lines += ["", "## Reading", "", *[f"- {t}" for t in text]]
     for task in config.tasks:
         lines += [
@@ -241,10 +239,7 @@ def write_html(
     text: list[str],
     plots: list[Path],
 ) -> Path:
-    parts = [f"<p>{html.escape(_intro(config, sites))}</p>", "<h2>Checks</h2><ul>"]
-    for claim, ok, detail in claims:
-        css, word = ("pass", "PASS") if ok else ("fail", "FAIL") if ok is not None else ("", "n/a")
-        parts.append(f"<li><b class='{css}'>{word}</b> {html.escape(claim)} ({html.escape(detail)})</li>")
+    parts = [f"<p>{html.escape(_intro(config, sites))}</p>", "<h2>Checks</h2><ul>", *check_items(claims)]
     parts += ["</ul><h2>Reading</h2><ul>", *[f"<li>{html.escape(t)}</li>" for t in text], "</ul>"]
     for task in config.tasks:
         parts += [
