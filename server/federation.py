@@ -112,7 +112,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             grid,
             k=settings.k_anonymity,
             minimum_sites=settings.min_available_clients,
-            max_vocab=settings.max_vocab or None,
+            settings=settings.vocabulary(),
         )
         config = ClaimTransformerConfig(
             vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, **settings.model_options()

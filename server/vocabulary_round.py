@@ -10,6 +10,7 @@ from collections import defaultdict
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from shared_model.settings import VocabularySettings
 from shared_model.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,11 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout: float = 600.0) -> list[int
 
 
 def vocabulary_round(
-    grid: Grid, *, k: int, minimum_sites: int, max_vocab: int | None
+    grid: Grid,
+    *,
+    k: int,
+    minimum_sites: int,
+    settings: VocabularySettings,
 ) -> tuple[Vocabulary, dict[int, int]]:
     """The consortium vocabulary, and each node's reported training patients (which cap its
     FedAvg weight later)."""
@@ -53,7 +58,7 @@ def vocabulary_round(
             totals[str(code)] += int(count)
             if parent and code not in parents:
                 parents[str(code)] = [str(parent)]
-    vocabulary = Vocabulary.from_counts(dict(totals), parents=parents, max_size=max_vocab)
+    vocabulary = Vocabulary.from_counts(dict(totals), parents=parents, settings=settings)
     log.info(
         "vocabulary round: %d sites, %d codes, %d target groups",
         len(replies),

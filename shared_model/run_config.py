@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared_model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
-from shared_model.settings import setting
+from shared_model.settings import VocabularySettings, setting
 
 CLIENT_OPTIMIZER_STATES = ("reset", "keep")
 CLIENT_DP_CLIPPING = ("fixed", "adaptive")
@@ -35,6 +35,11 @@ def _architecture(name: str) -> Any:
     return setting(_MODEL_FIELDS[name].default, _MODEL_FIELDS[name].metadata["help"])
 
 
+def _vocabulary(name: str) -> Any:
+    field = {f.name: f for f in dataclasses.fields(VocabularySettings)}[name]
+    return setting(field.default, field.metadata["help"])
+
+
 @dataclass(frozen=True)
 class FederatedRunConfig:
     num_server_rounds: int = setting(3, "Federated training rounds.")
@@ -51,7 +56,9 @@ class FederatedRunConfig:
     k_anonymity: int = setting(
         11, "Sites report and use only codes seen in at least k patients (a site's policy may raise it)."
     )
-    max_vocab: int = setting(0, "Keep at most this many codes, most frequent first (0: every code reported).")
+    max_vocab: int = _vocabulary("max_vocab")
+    target_vocabularies: str = _vocabulary("target_vocabularies")
+    max_groups: int = _vocabulary("max_groups")
     min_available_clients: int = setting(2, "Sites required to start and to continue a round.")
     proximal_mu: float = setting(0.01, "FedProx: weight of the proximal term.")
     server_learning_rate: float = setting(0.01, "FedAdam / FedAvgM: the server's learning rate.")
@@ -127,14 +134,21 @@ class FederatedRunConfig:
             )
         if self.num_server_rounds < 1 or self.local_epochs < 1 or self.k_anonymity < 1 or self.batch_size < 1:
             raise ValueError("num-server-rounds, local-epochs, k-anonymity and batch-size must be >= 1")
-        if self.max_vocab < 0 or self.min_available_clients < 1:
-            raise ValueError("max-vocab must be >= 0 and min-available-clients >= 1")
+        if self.min_available_clients < 1:
+            raise ValueError("min-available-clients must be >= 1")
+        self.vocabulary()  # checks max-vocab, target-vocabularies and max-groups
         needed = ROBUST_MINIMUM_SITES.get(self.strategy, 0)
         if self.min_available_clients < needed:
             raise ValueError(
                 f"{self.strategy} means nothing with {self.min_available_clients} sites: it needs "
                 f"min-available-clients >= {needed} ({ROBUST_RULES[self.strategy]})"
             )
+
+    def vocabulary(self) -> VocabularySettings:
+        """The vocabulary settings of the run (k-anonymity plays min-count's part)."""
+        return VocabularySettings(
+            max_vocab=self.max_vocab, target_vocabularies=self.target_vocabularies, max_groups=self.max_groups
+        )
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FederatedRunConfig:

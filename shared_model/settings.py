@@ -17,6 +17,35 @@ def setting(default: Any, help: str) -> Any:
 
 
 @dataclass(frozen=True)
+class VocabularySettings:
+    """Which codes the model embeds and which code groups it learns to predict in pretraining
+    (shared_model.vocabulary)."""
+
+    min_count: int = setting(1, "Keep codes seen in at least this many training patients.")
+    max_vocab: int = setting(0, "Keep at most this many codes, most frequent first (0: every code).")
+    target_vocabularies: str = setting(
+        "ICD10CM",
+        "Coding systems whose code groups are the pretraining targets, separated by commas; * for every "
+        "system but event markers (also the fallback when none is in the data).",
+    )
+    max_groups: int = setting(1000, "Keep at most this many target groups, most frequent first.")
+
+    def __post_init__(self) -> None:
+        if self.min_count < 1 or self.max_vocab < 0 or self.max_groups < 1:
+            raise ValueError("min-count and max-groups must be >= 1, max-vocab >= 0")
+        systems = tuple(s.strip() for s in self.target_vocabularies.split(","))
+        if not all(systems) or any("/" in s for s in systems):
+            raise ValueError(
+                "target-vocabularies must be coding systems separated by commas (or *), "
+                f"got {self.target_vocabularies!r}"
+            )
+
+    @property
+    def target_systems(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.target_vocabularies.split(","))
+
+
+@dataclass(frozen=True)
 class PretrainSettings:
     epochs: int = setting(10, "Maximum passes over the pooled training data.")
     batch_size: int = setting(100, "Patients per step (Claim-PT: 100).")

@@ -16,6 +16,7 @@ import pandas as pd
 
 from shared_model.data.meds import iter_event_files, label_files, read_codes, read_labels, read_splits, subject_ids
 from shared_model.data.paths import atomic_directory
+from shared_model.settings import VocabularySettings
 from shared_model.tasks import NEXT_VISIT
 from shared_model.tensorize import FIELDS, Arrays, Layout, labelled_samples, next_visit_samples, select
 from shared_model.vocabulary import Vocabulary, count_patients_per_code, parents_from_metadata
@@ -36,7 +37,7 @@ def streaming_code_counts(root: str | Path) -> pd.Series:
     return (total if total is not None else pd.Series(dtype=np.int64)).astype(np.int64)
 
 
-def streaming_vocabulary(roots: list[str | Path], *, min_count: int = 1, max_size: int | None = None) -> Vocabulary:
+def streaming_vocabulary(roots: list[str | Path], settings: VocabularySettings = VocabularySettings()) -> Vocabulary:
     """The pooled vocabulary of several MEDS directories, read one data file at a time."""
     total: pd.Series | None = None
     for root in roots:
@@ -45,8 +46,7 @@ def streaming_vocabulary(roots: list[str | Path], *, min_count: int = 1, max_siz
     return Vocabulary.from_counts(
         (total if total is not None else pd.Series(dtype=np.int64)).astype(np.int64),
         parents=parents_from_metadata(read_codes(r) for r in roots),
-        min_count=min_count,
-        max_size=max_size,
+        settings=settings,
     )
 
 

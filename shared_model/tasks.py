@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from shared_model.data import MedsDataset
+from shared_model.settings import VocabularySettings
 from shared_model.tensorize import Arrays, Layout, content_order, labelled_samples, next_visit_samples, select
 from shared_model.vocabulary import Vocabulary, count_patients_per_code, parents_from_metadata
 
@@ -53,7 +54,7 @@ def train_code_counts(dataset: MedsDataset) -> pd.Series:
     return count_patients_per_code(dataset.events[dataset.events["subject_id"].isin(train)])
 
 
-def training_vocabulary(datasets: list[MedsDataset], *, min_count: int = 1, max_size: int | None = None) -> Vocabulary:
+def training_vocabulary(datasets: list[MedsDataset], settings: VocabularySettings = VocabularySettings()) -> Vocabulary:
     """Vocabulary from the train-split subjects of the given (pooled) datasets."""
     counts = None
     for ds in datasets:
@@ -62,6 +63,5 @@ def training_vocabulary(datasets: list[MedsDataset], *, min_count: int = 1, max_
     return Vocabulary.from_counts(
         counts.astype(np.int64),
         parents=parents_from_metadata(d.codes for d in datasets),
-        min_count=min_count,
-        max_size=max_size,
+        settings=settings,
     )

@@ -2,24 +2,45 @@
 
 Ids: 0 padding, 1 unknown (UNK), codes from 2 in order of patient count (desc), then code (asc),
 so "most frequent codes first" within a visit is simply "smallest ids first".
+
+Pretraining targets (next-visit and per-visit category prediction) are groups of codes from the
+target coding systems (`target_vocabularies`, default ICD-10-CM). When the data holds none of
+them, a dataset from another coding world still pretrains: every coding system becomes a target
+except event markers (admission, discharge, transfer, lab measurements, MEDS_* events), and the
+`max_groups` most frequent groups are kept (docs/architecture.md §2).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import meds
 import numpy as np
 import pandas as pd
+
+from shared_model.settings import VocabularySettings
+
+log = logging.getLogger(__name__)
 
 PAD_ID = 0
 UNK_ID = 1
 FIRST_CODE_ID = 2
 SPECIAL_PREFIXES = ("VISIT/", "SEX/")
-BIRTH_CODE = "MEDS_BIRTH"
-DEFAULT_TARGET_VOCABULARIES = ("ICD10CM",)
+BIRTH_CODE = meds.birth_code
+ALL_CODING_SYSTEMS = "*"  # as a target vocabulary: every coding system except event markers
+#: coding systems (the part before the first "/") that mark events rather than describe the
+#: patient's conditions: inputs to the model, never pretraining targets
+MARKER_SYSTEMS = frozenset(
+    {
+        "ADMISSION", "DISCHARGE", "TRANSFER", "TRANSFER_TO", "HOSPITAL_ADMISSION", "HOSPITAL_DISCHARGE",
+        "ED_REGISTRATION", "ED_OUT", "ICU_ADMISSION", "ICU_DISCHARGE", "LAB", "LABS", "MEASUREMENT",
+        "VITALS", "VISIT", "SEX", "GENDER",
+    }
+)  # fmt: skip
 FORMAT_VERSION = 1
 
 
@@ -28,6 +49,17 @@ def is_clinical_code(codes: pd.Index | np.ndarray) -> np.ndarray:
     text = pd.Index(np.asarray(codes, dtype=object)).astype(str)
     special = text.str.startswith(SPECIAL_PREFIXES) | (text == BIRTH_CODE)
     return ~np.asarray(special)
+
+
+def coding_system(codes: pd.Series) -> pd.Series:
+    """The coding system of each code: the part before the first "/" (the whole code when none)."""
+    return codes.astype(str).str.partition("/")[0]
+
+
+def is_marker(codes: pd.Series) -> np.ndarray:
+    """True for event markers (MEDS_* events, admission/discharge/transfer, labs, visit and sex)."""
+    system = coding_system(codes).str.upper()
+    return np.asarray(system.isin(MARKER_SYSTEMS) | system.str.startswith("MEDS_"))
 
 
 def default_group(code: str, parents: Mapping[str, list[str]] | None = None) -> str:
@@ -61,7 +93,7 @@ class Vocabulary:
     counts: tuple[int, ...]
     groups: tuple[str, ...]
     code_group: tuple[int, ...]
-    target_vocabularies: tuple[str, ...] = DEFAULT_TARGET_VOCABULARIES
+    target_vocabularies: tuple[str, ...] = ("ICD10CM",)
     _index: dict[str, int] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -98,23 +130,31 @@ class Vocabulary:
         counts: Mapping[str, int] | pd.Series,
         *,
         parents: Mapping[str, list[str]] | None = None,
-        min_count: int = 1,
-        max_size: int | None = None,
-        target_vocabularies: tuple[str, ...] = DEFAULT_TARGET_VOCABULARIES,
+        settings: VocabularySettings = VocabularySettings(),
     ) -> Vocabulary:
-        """Keep codes seen in >= min_count patients, the `max_size` most frequent, deterministically."""
+        """Keep codes seen in >= min_count patients, the `max_vocab` most frequent, deterministically;
+        their groups in the target coding systems (see the module docstring) become targets."""
         series = pd.Series(dict(counts) if not isinstance(counts, pd.Series) else counts, dtype=np.int64)
-        series = series[(series >= min_count) & is_clinical_code(series.index)]
+        series = series[(series >= settings.min_count) & is_clinical_code(series.index)]
         frame = pd.DataFrame({"code": series.index.astype(str), "count": series.to_numpy()})
         frame = frame.sort_values(["count", "code"], ascending=[False, True], kind="mergesort")
-        if max_size is not None:
-            frame = frame.head(max_size)
+        if settings.max_vocab:
+            frame = frame.head(settings.max_vocab)
         frame["group"] = [default_group(c, parents) for c in frame["code"]]
-        vocab_of = frame["code"].str.partition("/")[0]
-        is_target = vocab_of.isin(target_vocabularies) if "*" not in target_vocabularies else True
-        targets = frame[is_target]
-        group_totals = targets.groupby("group")["count"].sum().reset_index()
+        target_vocabularies, max_groups = settings.target_systems, settings.max_groups
+        is_target = _is_target(frame["code"], target_vocabularies)
+        if len(frame) and not is_target.any() and ALL_CODING_SYSTEMS not in target_vocabularies:
+            log.warning(
+                "no %s codes in the data: pretraining targets fall back to every coding system but event "
+                "markers (the %d most frequent groups)",
+                "/".join(target_vocabularies),
+                max_groups,
+            )
+            target_vocabularies = (ALL_CODING_SYSTEMS,)
+            is_target = _is_target(frame["code"], target_vocabularies)
+        group_totals = frame[is_target].groupby("group")["count"].sum().reset_index()
         group_totals = group_totals.sort_values(["count", "group"], ascending=[False, True], kind="mergesort")
+        group_totals = group_totals.head(max_groups)
         group_ids = {g: i for i, g in enumerate(group_totals["group"])}
         code_group = np.where(is_target, frame["group"].map(group_ids).fillna(-1), -1).astype(int)
         return cls(
@@ -163,3 +203,9 @@ def parents_from_metadata(codes_frames: Iterable[pd.DataFrame]) -> dict[str, lis
             if parent_list is not None and len(parent_list) and code not in parents:
                 parents[str(code)] = [str(p) for p in parent_list]
     return parents
+
+
+def _is_target(codes: pd.Series, target_vocabularies: tuple[str, ...]) -> np.ndarray:
+    if ALL_CODING_SYSTEMS in target_vocabularies:
+        return ~is_marker(codes)
+    return np.asarray(coding_system(codes).isin(target_vocabularies))

@@ -14,6 +14,7 @@ from shared_model.checkpoint import save_checkpoint
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import read_meds
 from shared_model.metrics import group_frequency_scores, recall_at_k
+from shared_model.settings import VocabularySettings
 from shared_model.store import SPLITS, open_shards, streaming_vocabulary, tensorize_to_shards
 from shared_model.tasks import NEXT_VISIT, task_arrays, training_vocabulary
 from shared_model.tensorize import Arrays
@@ -28,8 +29,7 @@ def run_central_pretraining(
     *,
     settings: PretrainSettings,
     model_options: dict[str, Any] | None = None,
-    min_count: int = 1,
-    max_vocab: int | None = None,
+    vocabulary_settings: VocabularySettings = VocabularySettings(),
     stream: bool = False,
 ) -> dict[str, Any]:
     """Pool the sites, build the vocabulary on their train splits, pretrain NVP + CP with early
@@ -41,13 +41,13 @@ def run_central_pretraining(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if stream:
-        vocabulary = streaming_vocabulary(data_dirs, min_count=min_count, max_size=max_vocab)
+        vocabulary = streaming_vocabulary(data_dirs, vocabulary_settings)
         for path in data_dirs:
             tensorize_to_shards(path, vocabulary, out / "shards" / Path(path).name, overwrite=True)
         splits = [{name: open_shards(out / "shards" / Path(p).name, name) for name in SPLITS} for p in data_dirs]
     else:
         sites = [read_meds(p) for p in data_dirs]
-        vocabulary = training_vocabulary(sites, min_count=min_count, max_size=max_vocab)
+        vocabulary = training_vocabulary(sites, vocabulary_settings)
         splits = [{name: [part] for name, part in task_arrays(site, NEXT_VISIT, vocabulary).items()} for site in sites]
     log.info("vocabulary: %d codes, %d target groups", len(vocabulary.codes), vocabulary.n_groups)
     config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, **(model_options or {}))

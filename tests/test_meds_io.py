@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared_model.data import read_meds, summarize
-from shared_model.data.meds import assign_splits, write_meds
+from shared_model.data import DataValidationError, read_meds, summarize
+from shared_model.data.meds import SPLITS, assign_splits, write_meds
 from tests.conftest import tiny_events
 
 
@@ -83,3 +85,57 @@ def test_reads_meds_testing_helpers_generated_dataset(tmp_path: Path) -> None:
     assert ds.events["subject_id"].nunique() == 60
     assert ds.codes.empty or "code" in ds.codes  # its codes.parquet may be empty
     assert len(ds.splits) == 60
+
+
+# --- layouts: the MEDS root, the data/ folder itself, splits from folder names ---
+
+
+def _bare_copy(tiny_meds: Path, target: Path, *, keep_metadata: bool) -> Path:
+    """The dataset as another tool hands it over: `data/` contents only (split folders)."""
+    shutil.copytree(tiny_meds / "data", target)
+    if keep_metadata:
+        shutil.copytree(tiny_meds / "metadata", target.parent / "metadata")
+        shutil.copytree(tiny_meds / "labels", target.parent / "labels")
+    return target
+
+
+def test_reads_the_data_folder_itself_with_split_folders_as_splits(tiny_meds: Path, tmp_path: Path) -> None:
+    bare = _bare_copy(tiny_meds, tmp_path / "export", keep_metadata=False)
+    (bare / "labels").mkdir()  # a bare folder's labels/ is not read as events
+    shutil.copy(tiny_meds / "labels" / "asthma.parquet", bare / "labels" / "asthma.parquet")
+    original, ds = read_meds(tiny_meds), read_meds(bare)
+    assert len(ds.events) == len(original.events)
+    pd.testing.assert_frame_equal(ds.splits, original.splits)  # from data/<split>/ folder names
+    assert list(ds.labels) == ["asthma"]
+
+
+def test_the_data_folder_of_a_meds_root_finds_its_metadata(tiny_meds: Path, tmp_path: Path) -> None:
+    data = _bare_copy(tiny_meds, tmp_path / "root" / "data", keep_metadata=True)
+    ds = read_meds(data)
+    assert ds.root == tmp_path / "root" and ds.metadata["dataset_name"] == "tiny" and "asthma" in ds.labels
+
+
+def test_unknown_split_folder_is_refused(tiny_meds: Path, tmp_path: Path) -> None:
+    bare = _bare_copy(tiny_meds, tmp_path / "export", keep_metadata=False)
+    (bare / "test").mkdir()  # beside train/: a split name this tool does not know
+    shutil.copy(sorted(bare.glob("*/*.parquet"))[0], bare / "test" / "0.parquet")
+    with pytest.raises(DataValidationError, match=r"export/test.*split folders only.*train, tuning or held_out"):
+        read_meds(bare)
+
+
+def test_subject_in_two_split_folders_is_refused(tiny_meds: Path, tmp_path: Path) -> None:
+    bare = _bare_copy(tiny_meds, tmp_path / "export", keep_metadata=False)
+    first = sorted(bare.glob("*/*.parquet"))[0]
+    other = next(s for s in SPLITS if s != first.parent.name)
+    (bare / other).mkdir(exist_ok=True)
+    shutil.copy(first, bare / other / "copy.parquet")
+    with pytest.raises(DataValidationError, match="one split folder"):
+        read_meds(bare)
+
+
+def test_unknown_split_name_in_subject_splits_is_refused(tiny_meds: Path) -> None:
+    path = tiny_meds / "metadata" / "subject_splits.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(1, "split", pa.array(["train", "test"][: table.num_rows])), path)
+    with pytest.raises(DataValidationError, match=r"row 2.*column 'split'.*train, tuning or held_out.*test"):
+        read_meds(tiny_meds)

@@ -2,7 +2,9 @@
 
 A MEDS directory holds `data/**/*.parquet` (subject_id, time, code, numeric_value), optional
 `metadata/codes.parquet`, `metadata/dataset.json`, `metadata/subject_splits.parquet`, and task
-labels in `labels/<task>.parquet` or `labels|task_labels/<task>/**/*.parquet`.
+labels in `labels/<task>.parquet` or `labels|task_labels/<task>/**/*.parquet`. The `data/` folder
+itself is accepted too (what MEDS pipelines hand over); without `subject_splits.parquet`, split
+folders (`data/train/`, `data/tuning/`, `data/held_out/`) give the splits.
 
 Validation is vectorised: every check computes a mask over all rows and reports the first
 offending row (1-based within its file) with the count of the others.
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import meds
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -27,10 +30,11 @@ from shared_model.data.paths import atomic_directory, contained_file
 
 log = logging.getLogger(__name__)
 
-BIRTH_CODE = "MEDS_BIRTH"
-SPLITS = ("train", "tuning", "held_out")
+BIRTH_CODE = meds.birth_code
+SPLITS = (meds.train_split, meds.tuning_split, meds.held_out_split)
 LABEL_DIRS = ("labels", "task_labels")
 _SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+_SPLIT_NAMES = "a split named " + ", ".join(SPLITS[:-1]) + " or " + SPLITS[-1]
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,25 +58,69 @@ class MedsDataset:
 
 
 # --------------------------------------------------------------------------------------------
+# Layout
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MedsLayout:
+    """Where a dataset's parts lie: `root` holds metadata/ and labels/; `data` the event files."""
+
+    root: Path
+    data: Path
+
+    @classmethod
+    def of(cls, path: str | Path) -> MedsLayout:
+        """A MEDS root (with data/), or the data/ folder itself (its parent is the root when that
+        holds metadata/ or labels/, else the folder is root and data at once)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise DataValidationError(path, "a MEDS dataset directory", found="no such directory")
+        if (path / meds.data_subdirectory).is_dir():
+            return cls(path, path / meds.data_subdirectory)
+        parent = path.parent
+        if path.name == meds.data_subdirectory and any((parent / d).is_dir() for d in ("metadata", *LABEL_DIRS)):
+            return cls(parent, path)
+        return cls(path, path)
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "metadata"
+
+    def data_files(self) -> list[Path]:
+        """The event parquet files (a bare data folder's own metadata/ and labels/ excluded)."""
+        files = [
+            p
+            for p in sorted(self.data.glob("**/*.parquet"))
+            if p.relative_to(self.data).parts[0] not in ("metadata", *LABEL_DIRS)
+        ]
+        if not files:
+            raise DataValidationError(
+                self.data, "a MEDS dataset: parquet event files in data/ (or in the folder itself)"
+            )
+        return files
+
+    def split_folder(self, path: Path) -> str | None:
+        """The first folder of a data file below the data folder (None for a file directly in it)."""
+        parts = path.relative_to(self.data).parts
+        return parts[0] if len(parts) > 1 else None
+
+
+# --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
 
 
 def read_meds(root: str | Path) -> MedsDataset:
     """Read and validate a MEDS directory; raise DataValidationError on any bad input."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataValidationError(root, "a MEDS dataset directory", found="no such directory")
-    files = sorted((root / "data").glob("**/*.parquet"))
-    if not files:
-        raise DataValidationError(root / "data", "at least one parquet file under data/")
-    events = _concat_validated_events(root, files)
+    layout = MedsLayout.of(root)
+    events = _concat_validated_events(layout.root, layout.data_files())
     subjects = np.unique(events["subject_id"].to_numpy())
-    splits = _read_splits(root, subjects)
-    labels = _read_labels(root, subjects)
-    codes = _read_codes(root)
-    metadata = _read_dataset_json(root)
-    return MedsDataset(root, events, splits, labels, codes, metadata)
+    splits = _read_splits(layout, subjects)
+    labels = _read_labels(layout.root, subjects)
+    codes = _read_codes(layout.root)
+    metadata = _read_dataset_json(layout.root)
+    return MedsDataset(layout.root, events, splits, labels, codes, metadata)
 
 
 def iter_event_files(root: str | Path) -> Iterator[tuple[Path, pd.DataFrame]]:
@@ -80,12 +128,9 @@ def iter_event_files(root: str | Path) -> Iterator[tuple[Path, pd.DataFrame]]:
 
     MEDS keeps each subject in one shard, so the birth check runs per file here.
     """
-    root = Path(root)
-    files = sorted((root / "data").glob("**/*.parquet"))
-    if not files:
-        raise DataValidationError(root / "data", "at least one parquet file under data/")
-    for path in files:
-        table = read_parquet_table(root, path)
+    layout = MedsLayout.of(root)
+    for path in layout.data_files():
+        table = read_parquet_table(layout.root, path)
         if table.num_rows == 0:
             continue
         events = _validated_events(table, path)
@@ -95,12 +140,14 @@ def iter_event_files(root: str | Path) -> Iterator[tuple[Path, pd.DataFrame]]:
 
 def subject_ids(root: str | Path) -> np.ndarray:
     """All subject ids of a MEDS directory, reading only that column of each data file."""
-    root = Path(root)
-    ids = []
-    for path in sorted((root / "data").glob("**/*.parquet")):
-        table = read_parquet_table(root, path, columns=["subject_id"])
-        ids.append(_integer_ids(table, path, "subject_id"))
-    return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+    layout = MedsLayout.of(root)
+    ids = [_file_subjects(layout, path) for path in layout.data_files()]
+    return np.unique(np.concatenate(ids))
+
+
+def _file_subjects(layout: MedsLayout, path: Path) -> np.ndarray:
+    table = read_parquet_table(layout.root, path, columns=["subject_id"])
+    return _integer_ids(table, path, "subject_id")
 
 
 def read_parquet_table(root: Path, path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -176,20 +223,24 @@ def _check_not_before_birth(
 
 
 def read_splits(root: str | Path, subjects: np.ndarray) -> pd.DataFrame:
-    """The subject splits of a MEDS directory (hash-assigned where missing)."""
-    return _read_splits(Path(root), np.asarray(subjects))
+    """The subject splits of a MEDS directory: metadata/subject_splits.parquet, else the split
+    folders of the data files, else assigned by a hash of the subject id."""
+    return _read_splits(MedsLayout.of(root), np.asarray(subjects))
 
 
 def read_labels(root: str | Path, subjects: np.ndarray) -> dict[str, pd.DataFrame]:
-    return _read_labels(Path(root), np.asarray(subjects))
+    return _read_labels(MedsLayout.of(root).root, np.asarray(subjects))
 
 
-def _read_splits(root: Path, subjects: np.ndarray) -> pd.DataFrame:
-    path = root / "metadata" / "subject_splits.parquet"
+def _read_splits(layout: MedsLayout, subjects: np.ndarray) -> pd.DataFrame:
+    path = layout.root / meds.subject_splits_filepath
     if not path.exists():
-        log.info("%s not found: assigning splits 80/10/10 by subject id hash", path)
+        by_folder = _folder_splits(layout)
+        if by_folder is not None:
+            return by_folder[by_folder["subject_id"].isin(subjects)].reset_index(drop=True)
+        log.info("%s not found and no split folders: assigning splits 80/10/10 by subject id hash", path)
         return assign_splits(subjects)
-    table = read_parquet_table(root, path)
+    table = read_parquet_table(layout.root, path)
     _require_columns(table, path, ("subject_id", "split"))
     splits = pd.DataFrame(
         {
@@ -204,12 +255,40 @@ def _read_splits(root: Path, subjects: np.ndarray) -> pd.DataFrame:
         "each subject in exactly one split",
         splits["subject_id"].to_numpy(),
     )
+    _fail_first(~splits["split"].isin(SPLITS).to_numpy(), path, "split", _SPLIT_NAMES, splits["split"].to_numpy())
     known = splits[splits["subject_id"].isin(subjects)]
     missing = np.setdiff1d(subjects, known["subject_id"].to_numpy())
     if missing.size:
         log.warning("%d subject(s) have no split in %s; assigned by hash", missing.size, path)
         known = pd.concat([known, assign_splits(missing)], ignore_index=True)
     return known.sort_values("subject_id", ignore_index=True)
+
+
+def _folder_splits(layout: MedsLayout) -> pd.DataFrame | None:
+    """Splits from folder names (`data/train/*.parquet`, ...), or None when no folder is named
+    after a split (then folders are mere shards). A folder or file outside the split folders, or
+    a subject in two of them, is refused: those subjects would silently leave every task."""
+    files = layout.data_files()
+    folders = [layout.split_folder(p) for p in files]
+    if not any(f in SPLITS for f in folders):
+        return None
+    frames = []
+    for path, folder in zip(files, folders, strict=True):
+        if folder not in SPLITS:
+            place = layout.data / folder if folder else path
+            raise DataValidationError(place, f"data files in split folders only: {_SPLIT_NAMES}", found=str(folder))
+        frames.append(pd.DataFrame({"subject_id": np.unique(_file_subjects(layout, path)), "split": folder}))
+    splits = pd.concat(frames, ignore_index=True).drop_duplicates()
+    twice = splits["subject_id"].duplicated()
+    if twice.any():
+        subject = int(splits["subject_id"][twice].iloc[0])
+        raise DataValidationError(
+            layout.data,
+            "each subject's files in one split folder",
+            found=f"a subject in {sorted(splits.loc[splits['subject_id'] == subject, 'split'])}",
+            more=int(twice.sum()) - 1,
+        )
+    return splits.sort_values("subject_id", ignore_index=True)
 
 
 def assign_splits(subjects: np.ndarray) -> pd.DataFrame:
@@ -229,8 +308,9 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return (z ^ (z >> np.uint64(31))).astype(np.float64)
 
 
-def label_files(root: Path) -> dict[str, list[Path]]:
+def label_files(root: str | Path) -> dict[str, list[Path]]:
     """Task name -> its label parquet files (flat `labels/<task>.parquet` or sharded dirs)."""
+    root = MedsLayout.of(root).root
     found: dict[str, list[Path]] = {}
     for dirname in LABEL_DIRS:
         base = root / dirname
@@ -289,11 +369,11 @@ def _read_task_labels(root: Path, paths: list[Path], subjects: np.ndarray) -> pd
 
 def read_codes(root: str | Path) -> pd.DataFrame:
     """`metadata/codes.parquet` (code, description, parent_codes), empty when absent."""
-    return _read_codes(Path(root))
+    return _read_codes(MedsLayout.of(root).root)
 
 
 def _read_codes(root: Path) -> pd.DataFrame:
-    path = root / "metadata" / "codes.parquet"
+    path = root / meds.code_metadata_filepath
     if not path.exists():
         return _empty_codes()
     table = read_parquet_table(root, path)
@@ -316,7 +396,7 @@ def _read_codes(root: Path) -> pd.DataFrame:
 
 
 def _read_dataset_json(root: Path) -> dict[str, Any]:
-    path = root / "metadata" / "dataset.json"
+    path = root / meds.dataset_metadata_filepath
     if not path.exists():
         return {}
     contained_file(root, path)

@@ -13,7 +13,7 @@ import typer
 from shared_model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
 from shared_model.run_config import FederatedRunConfig
 from shared_model.runtime.options import bad_input_exits_2, options_from
-from shared_model.settings import PretrainSettings
+from shared_model.settings import PretrainSettings, VocabularySettings
 
 app = typer.Typer(help="Pretrain the shared model centrally (pooled) or federated.", no_args_is_help=True)
 
@@ -21,12 +21,11 @@ app = typer.Typer(help="Pretrain the shared model centrally (pooled) or federate
 @app.command("central")
 @bad_input_exits_2
 @options_from(PretrainSettings, into="settings")
+@options_from(VocabularySettings, into="vocabulary")
 @options_from(ClaimTransformerConfig, fields=ARCHITECTURE, into="architecture")
 def central(
     data: Annotated[list[Path], typer.Option("--data", help="A site's MEDS directory; repeat for every site to pool.")],
     out: Annotated[Path, typer.Option(help="Run directory: receives checkpoint/, history.csv, metrics.json.")],
-    min_count: Annotated[int, typer.Option(min=1, help="Keep codes seen in at least this many training patients.")] = 1,
-    max_vocab: Annotated[int | None, typer.Option(help="Keep at most this many codes (most frequent first).")] = None,
     stream: Annotated[
         bool,
         typer.Option(
@@ -35,6 +34,7 @@ def central(
         ),
     ] = False,
     settings: dict[str, Any] | None = None,
+    vocabulary: dict[str, Any] | None = None,
     architecture: dict[str, Any] | None = None,
 ) -> None:
     """Pretrain NVP + CP on the pooled sites; write RUN/checkpoint and NVP Recall@k."""
@@ -42,6 +42,7 @@ def central(
 
     try:
         pretraining = PretrainSettings(**settings)
+        vocabulary_settings = VocabularySettings(**vocabulary)
         model_options = architecture_options(architecture)
         ClaimTransformerConfig(vocab_size=3, n_groups=1, **model_options)  # checked before the data is read
     except ValueError as exc:
@@ -51,8 +52,7 @@ def central(
         out,
         settings=pretraining,
         model_options=model_options,
-        min_count=min_count,
-        max_vocab=max_vocab,
+        vocabulary_settings=vocabulary_settings,
         stream=stream,
     )
     typer.echo(json.dumps({k: metrics[k] for k in ("nvp_held_out", "most_frequent_groups_baseline")}, indent=2))

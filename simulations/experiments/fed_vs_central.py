@@ -15,6 +15,7 @@ from shared_model.checkpoint import assign_weights, load_checkpoint
 from shared_model.data import read_meds
 from shared_model.model import PretrainingModel
 from shared_model.run_config import FederatedRunConfig
+from shared_model.settings import VocabularySettings
 from shared_model.tasks import NEXT_VISIT, task_arrays
 from shared_model.training import PretrainSettings, evaluate_nvp
 from simulations.central import run_central_pretraining
@@ -50,7 +51,7 @@ def run_federated_vs_central(
         run_central_pretraining(
             site_dirs,
             out / "central",
-            min_count=k_anonymity,
+            vocabulary_settings=VocabularySettings(min_count=k_anonymity),
             settings=PretrainSettings(epochs=passes, patience=passes, seed=seed),
         )
     federated_dir = out / f"federated-{strategy}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from shared_model.checkpoint import Checkpoint, load_checkpoint
 from shared_model.run_config import FederatedRunConfig
-from shared_model.settings import PretrainSettings
+from shared_model.settings import PretrainSettings, VocabularySettings
 from simulations.central import run_central_pretraining
 from simulations.experiments.common import FederatedRunner, content_digest, default_federated_runner, site_fingerprint
 from simulations.experiments.transfer.grid import Run, TransferConfig
@@ -111,7 +111,7 @@ class CheckpointCache:
             run_central_pretraining(
                 dirs,
                 run_dir,
-                min_count=job.k_anonymity,
+                vocabulary_settings=VocabularySettings(min_count=job.k_anonymity),
                 settings=PretrainSettings(epochs=job.epochs, patience=job.epochs, seed=job.seed),
             )
 
