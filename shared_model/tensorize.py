@@ -255,6 +255,8 @@ def content_order(arrays: Arrays) -> np.ndarray:
     batched and split the same way whatever the ids are (raw or pseudonymised); rows with the
     same content are interchangeable."""
     n = len(arrays["subject_id"])
+    if n == 0:
+        return np.zeros(0, np.int64)
     columns = [
         np.ascontiguousarray(arrays[name]).reshape(n, -1).view(np.uint8).reshape(n, -1)
         for name in FIELDS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,40 @@ import pandas as pd
 
 from shared_model.checkpoint import save_checkpoint
 from shared_model.config import ClaimTransformerConfig
-from shared_model.data import read_meds
+from shared_model.data import DataValidationError, read_meds
 from shared_model.metrics import group_frequency_scores, recall_at_k
 from shared_model.settings import VocabularySettings
 from shared_model.store import SPLITS, open_shards, streaming_vocabulary, tensorize_to_shards
 from shared_model.tasks import NEXT_VISIT, task_arrays, training_vocabulary
 from shared_model.tensorize import Arrays
 from shared_model.training import HeldOutRecall, PretrainSettings, evaluate_nvp, pretrain
+from shared_model.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
+
+
+def _pretraining_data(
+    data_dirs: list[Path], out: Path, settings: VocabularySettings, stream: bool
+) -> tuple[Vocabulary, list[dict[str, list[Arrays]]]]:
+    """The pooled vocabulary and every site's next-visit samples per split (in memory, or in
+    memory-mapped shards under RUN/shards/)."""
+    if stream:
+        vocabulary = streaming_vocabulary(data_dirs, settings)
+        for path in data_dirs:
+            tensorize_to_shards(path, vocabulary, out / "shards" / Path(path).name, overwrite=True)
+        splits = [{name: open_shards(out / "shards" / Path(p).name, name) for name in SPLITS} for p in data_dirs]
+    else:
+        sites = [read_meds(p) for p in data_dirs]
+        vocabulary = training_vocabulary(sites, settings)
+        splits = [{name: [part] for name, part in task_arrays(site, NEXT_VISIT, vocabulary).items()} for site in sites]
+    if not any(len(part["subject_id"]) for s in splits for part in s["train"]):
+        raise DataValidationError(
+            ", ".join(str(p) for p in data_dirs),
+            "train-split subjects with events on at least two days, a later one holding a code of the target "
+            f"coding systems ({', '.join(vocabulary.target_vocabularies)}): next-visit pretraining has no sample",
+            found="none",
+        )
+    return vocabulary, splits
 
 
 def run_central_pretraining(
@@ -39,16 +65,14 @@ def run_central_pretraining(
     (RUN/shards/<site>/, shared_model.store) and training reads them from disk: peak memory is
     bounded by one MEDS data file and a batch, whatever the cohort's size."""
     out = Path(out)
+    fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    if stream:
-        vocabulary = streaming_vocabulary(data_dirs, vocabulary_settings)
-        for path in data_dirs:
-            tensorize_to_shards(path, vocabulary, out / "shards" / Path(path).name, overwrite=True)
-        splits = [{name: open_shards(out / "shards" / Path(p).name, name) for name in SPLITS} for p in data_dirs]
-    else:
-        sites = [read_meds(p) for p in data_dirs]
-        vocabulary = training_vocabulary(sites, vocabulary_settings)
-        splits = [{name: [part] for name, part in task_arrays(site, NEXT_VISIT, vocabulary).items()} for site in sites]
+    try:
+        vocabulary, splits = _pretraining_data(data_dirs, out, vocabulary_settings, stream)
+    except DataValidationError:
+        if fresh:  # bad input writes nothing
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     log.info("vocabulary: %d codes, %d target groups", len(vocabulary.codes), vocabulary.n_groups)
     config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, **(model_options or {}))
     model, history = pretrain(

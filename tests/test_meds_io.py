@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -65,26 +63,6 @@ def test_reads_meds_testing_helpers_static_dataset(simple_static_MEDS: Path) -> 
     ds = read_meds(simple_static_MEDS)
     assert ds.labels == {}
     assert len(ds.events) > 0 and ds.codes["code"].size >= 1
-
-
-def test_reads_meds_testing_helpers_generated_dataset(tmp_path: Path) -> None:
-    out = tmp_path / "generated"
-    subprocess.run(
-        [
-            str(Path(sys.executable).parent / "build_sample_MEDS_dataset"),
-            "seed=3",
-            "N_subjects=60",
-            "do_overwrite=False",
-            f"output_dir={out}",
-            "dataset_spec/data_generator=sample",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    ds = read_meds(out)
-    assert ds.events["subject_id"].nunique() == 60
-    assert ds.codes.empty or "code" in ds.codes  # its codes.parquet may be empty
-    assert len(ds.splits) == 60
 
 
 # --- layouts: the MEDS root, the data/ folder itself, splits from folder names ---

@@ -38,12 +38,23 @@ def synth(
         ),
     ] = "5000",
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same data.")] = 0,
+    style: Annotated[
+        str,
+        typer.Option(
+            help="claims: MEDS roots with ICD-10-CM/CPT/RxNorm codes and metadata; foreign: the same patients "
+            "in another vocabulary (no ICD10CM/ prefix, admission and lab events) as bare data folders."
+        ),
+    ] = "claims",
     force: Annotated[bool, typer.Option(help="Replace existing site directories.")] = False,
 ) -> None:
     """Generate synthetic multi-institution pediatric claims, one MEDS directory per site."""
     from simulations.synth import synthesize
+    from simulations.synth.foreign import synthesize_foreign
 
-    for path in synthesize(out, parse_sizes(patients, sites), seed, overwrite=force):
+    writers = {"claims": synthesize, "foreign": synthesize_foreign}
+    if style not in writers:
+        raise typer.BadParameter(f"--style must be one of {sorted(writers)}, got {style!r}")
+    for path in writers[style](out, parse_sizes(patients, sites), seed, overwrite=force):
         typer.echo(f"wrote {path}")
 
 

@@ -1,0 +1,104 @@
+"""Any MEDS dataset, end to end through the command line: a foreign vocabulary in a bare data
+folder, and the meds-testing-helpers datasets (validate -> pretrain -> finetune)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from shared_model.checkpoint import load_checkpoint
+from shared_model.settings import VocabularySettings
+from shared_model.vocabulary import Vocabulary, is_marker
+from simulations.cli.app import app
+
+TINY = ["--d-model", "16", "--ffn-dim", "16", "--epochs", "1"]
+
+
+def _claimpt(*args: str) -> str:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _validate_pretrain_finetune(data: Path, task: str, tmp_path: Path) -> tuple[Path, dict]:
+    _claimpt("validate", data)
+    _claimpt("pretrain", "central", "--data", data, "--out", tmp_path / "run", *TINY)
+    ft = tmp_path / "ft"
+    _claimpt("finetune", "--data", data, "--task", task, "--checkpoint", tmp_path / "run" / "checkpoint", "--out", ft)
+    return tmp_path / "run" / "checkpoint", json.loads((ft / "metrics.json").read_text())
+
+
+def test_foreign_vocabulary_in_a_bare_data_folder_runs_end_to_end(tmp_path: Path) -> None:
+    _claimpt("synth", "--out", tmp_path / "sites", "--sites", "1", "--patients", "1200", "--style", "foreign")
+    data = tmp_path / "sites" / "site-1"
+    assert not (data / "data").exists() and (data / "train").is_dir()  # the bare layout
+    checkpoint, metrics = _validate_pretrain_finetune(data, "asthma", tmp_path)
+    vocabulary = load_checkpoint(checkpoint).vocabulary
+    assert vocabulary.target_vocabularies == ("*",)  # no ICD10CM/ code: the documented fallback
+    groups = pd.Series(vocabulary.groups)
+    assert len(groups) > 50 and not is_marker(groups).any()
+    assert {"ADMISSION", "LAB/GL"} <= set(vocabulary.codes)  # markers stay inputs
+    assert metrics["pretrained"] and metrics["held_out_positives"] > 0 and 0 <= metrics["auroc"] <= 1
+
+
+def test_meds_testing_helpers_generated_dataset_runs_end_to_end(tmp_path: Path) -> None:
+    data = tmp_path / "generated"
+    builder = Path(sys.executable).parent / "build_sample_MEDS_dataset"
+    subprocess.run(
+        [
+            builder,
+            "seed=1",
+            "N_subjects=200",
+            "do_overwrite=False",
+            f"output_dir={data}",
+            "dataset_spec/data_generator=sample",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    checkpoint, metrics = _validate_pretrain_finetune(data, "next_visit", tmp_path)
+    assert load_checkpoint(checkpoint).vocabulary.n_groups > 0
+    assert 0 < metrics["recall@10"] <= 1
+
+
+def test_meds_testing_helpers_static_dataset_pretraining_is_refused_clearly(
+    simple_static_MEDS_dataset_with_task: Path, tmp_path: Path
+) -> None:
+    """One visit day per subject: nothing to pretrain on, said in one line (exit 2, nothing
+    written); fine-tuning its task from scratch still works."""
+    data = simple_static_MEDS_dataset_with_task
+    _claimpt("validate", data)
+    result = CliRunner().invoke(app, ["pretrain", "central", "--data", str(data), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "next-visit pretraining has no sample" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+    _claimpt("finetune", "--data", data, "--task", "boolean_value_task", "--out", tmp_path / "ft", *TINY)
+    assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["train_size"] > 0
+
+
+@pytest.mark.parametrize(
+    ("targets", "expected_groups"),
+    [
+        ("ICD10CM", ["ICD10CM/J45"]),
+        ("CPT", ["CPT/992"]),
+        ("*", ["ICD10CM/J45", "CPT/992", "DE10"]),
+        ("SNOMED", ["ICD10CM/J45", "CPT/992", "DE10"]),  # none in the data: the fallback
+    ],
+)
+def test_target_vocabularies_setting_and_fallback(targets: str, expected_groups: list[str]) -> None:
+    counts = {"ICD10CM/J45.909": 9, "CPT/99213": 8, "DE10": 7, "ADMISSION": 50, "LAB//GL": 40, "MEDS_DEATH": 3}
+    vocabulary = Vocabulary.from_counts(counts, settings=VocabularySettings(target_vocabularies=targets))
+    assert list(vocabulary.groups) == expected_groups
+    assert len(vocabulary.codes) == len(counts)  # markers still embedded as inputs
+
+
+def test_group_budget_keeps_the_most_frequent_groups() -> None:
+    counts = {f"DX{i:03d}": 100 - i for i in range(30)}
+    vocabulary = Vocabulary.from_counts(counts, settings=VocabularySettings(target_vocabularies="*", max_groups=5))
+    assert list(vocabulary.groups) == ["DX000", "DX001", "DX002", "DX003", "DX004"]
+    assert sum(g >= 0 for g in vocabulary.code_group) == 5
