@@ -14,7 +14,7 @@ import typer
 
 from shared_model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
 from shared_model.runtime.options import bad_input_exits_2, options_from
-from shared_model.settings import FinetuneSettings
+from shared_model.settings import MODELS, FinetuneSettings
 
 log = logging.getLogger(__name__)
 site_app = typer.Typer(
@@ -131,8 +131,8 @@ def join(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    check_files(settings)
     dataset = read_meds(data)
+    check_files(settings)
     if "pseudonymisation" not in dataset.metadata:
         log.warning("%s was not written by `claimpt site prepare`: its subject ids are not pseudonymised", data)
     if insecure:
@@ -228,6 +228,8 @@ def finetune(
                 f"{checkpoint}: round {loaded.manifest.get('round', 0)} is older than --min-round {min_round}"
             )
     try:
+        if model not in MODELS:
+            raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
         model_config = ClaimTransformerConfig(vocab_size=3, n_groups=1, **architecture_options(architecture))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

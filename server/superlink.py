@@ -126,6 +126,8 @@ def server_environment(settings: SuperLinkSettings) -> dict[str, str]:
 
 def start_superlink(settings: SuperLinkSettings, *, timeout: float = 60.0) -> subprocess.Popen:
     """Start the SuperLink in its own process group and wait until it listens."""
+    if settings.certs is not None and not settings.insecure:
+        check_certificates(settings.certs)  # before anything is written
     settings.state.mkdir(parents=True, exist_ok=True, mode=0o700)
     if settings.insecure:
         log.warning(
@@ -133,9 +135,6 @@ def start_superlink(settings: SuperLinkSettings, *, timeout: float = 60.0) -> su
             "anyone who can reach port %d can join and read the model; use only for local tests",
             settings.port,
         )
-    else:
-        assert settings.certs is not None
-        check_certificates(settings.certs)
     write_connection(settings)
     process = start_group(
         superlink_command(settings), env=server_environment(settings), log_file=settings.state / "superlink.log"

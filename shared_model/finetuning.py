@@ -22,12 +22,12 @@ from shared_model.data import MedsDataset
 from shared_model.metrics import binary_metrics, recall_at_k
 from shared_model.model import PretrainingModel, build_encoder
 from shared_model.model_selection import choose_c
+from shared_model.settings import MODELS
 from shared_model.tasks import NEXT_VISIT, task_arrays, task_kind, task_target, training_vocabulary
 from shared_model.tensorize import Arrays, select
 from shared_model.training import FinetuneSettings, finetune, predict_task, seed_everything
 
 log = logging.getLogger(__name__)
-MODELS = ("transformer", "logreg")
 MIN_TUNING = 100
 LOGREG_C = (0.01, 0.1, 1.0)
 

@@ -13,7 +13,7 @@ from shared_model.runtime.options import bad_input_exits_2
 @bad_input_exits_2
 def bench(
     out: Annotated[Path, typer.Option(help="Directory for bench.json and bench.md.")],
-    patients: Annotated[int, typer.Option(help="Patients per site for the data benchmarks.")] = 100_000,
+    patients: Annotated[int, typer.Option(min=10, help="Patients per site for the data benchmarks.")] = 100_000,
     sites: Annotated[int, typer.Option(min=2, help="Number of synthetic sites.")] = 3,
     repeats: Annotated[int, typer.Option(min=1, help="Repeats per timing (median, min, max reported).")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,

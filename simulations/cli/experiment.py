@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from shared_model.data.meds import MedsLayout
+from shared_model.run_config import STRATEGIES
 from shared_model.runtime.options import bad_input_exits_2
 from simulations.cli.data import parse_sizes
 
@@ -20,6 +22,8 @@ PatientsOpt = Annotated[str, typer.Option(help="Patients per synthetic site (one
 
 def _sites_or_synth(data: list[Path] | None, out: Path, sites: int, patients: str, seed: int) -> list[Path]:
     if data:
+        for path in data:
+            MedsLayout.of(path)  # a missing directory is refused before anything is written
         return list(data)
     from simulations.synth import synthesize
 
@@ -52,9 +56,10 @@ def claim_pt(
     """Claim-PT's core claim: pretrained vs scratch vs logistic regression at every site."""
     from simulations.experiments.claim_pt import run_claim_pt_experiment
 
+    seed_list = _numbers(seeds, int)
     site_dirs = _sites_or_synth(data, out, sites, patients, seed)
     report = run_claim_pt_experiment(
-        out, site_dirs, task=task, train_size=train_size, seeds=_numbers(seeds, int), epochs=epochs, pretrain_seed=seed
+        out, site_dirs, task=task, train_size=train_size, seeds=seed_list, epochs=epochs, pretrain_seed=seed
     )
     typer.echo(report.read_text())
 
@@ -79,6 +84,8 @@ def fed_vs_central(
     """Federated vs pooled pretraining with the same passes over the data (NVP Recall@k)."""
     from simulations.experiments.fed_vs_central import run_federated_vs_central
 
+    if strategy not in STRATEGIES:
+        raise typer.BadParameter(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     site_dirs = _sites_or_synth(data, out, sites, patients, seed)
     run_federated_vs_central(
         out,

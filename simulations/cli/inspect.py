@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from shared_model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
+from shared_model.data import DataValidationError
 from shared_model.runtime.options import bad_input_exits_2, options_from
 
 PublicKeyOpt = Annotated[
@@ -16,6 +17,7 @@ PublicKeyOpt = Annotated[
 ]
 
 
+@bad_input_exits_2
 def summarize(
     metrics: Annotated[list[Path], typer.Argument(help="metrics.json files written by `claimpt finetune`.")],
 ) -> None:
@@ -24,7 +26,7 @@ def summarize(
 
     rows = []
     for path in metrics:
-        record = json.loads(path.read_text())
+        record = _metrics_record(path)
         model = (
             record["model"] if record["model"] == "logreg" else ("pretrained" if record["pretrained"] else "scratch")
         )
@@ -39,6 +41,22 @@ def summarize(
             }
         )
     typer.echo(pd.DataFrame(rows).sort_values(["task", "site", "model"]).to_string(index=False))
+
+
+def _metrics_record(path: Path) -> dict:
+    expected = "a metrics.json written by `claimpt finetune`"
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise DataValidationError(path, expected, found="no such file") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DataValidationError(path, expected, found=type(exc).__name__) from exc
+    missing = [
+        k for k in ("model", "pretrained", "task", "train_size") if not isinstance(record, dict) or k not in record
+    ]
+    if missing:
+        raise DataValidationError(path, expected, found=f"no key {missing[0]!r}")
+    return record
 
 
 @options_from(ClaimTransformerConfig, fields=ARCHITECTURE, into="architecture")

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from shared_model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
+from shared_model.data.meds import MedsLayout
 from shared_model.run_config import FederatedRunConfig
 from shared_model.runtime.options import bad_input_exits_2, options_from
 from shared_model.settings import PretrainSettings, VocabularySettings
@@ -87,7 +88,13 @@ def federated(
     try:
         parse_adversaries(adversary)
         settings = FederatedRunConfig(**run_config, run_dir=str(out))
+        if len(data) < settings.min_available_clients:
+            raise ValueError(
+                f"{len(data)} --data site(s) given, --min-available-clients is {settings.min_available_clients}"
+            )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    for path in data:
+        MedsLayout.of(path)  # a missing directory is refused before anything is written
     table = run_federated_simulation(data, settings, adversary=adversary)
     typer.echo(table.to_string(index=False))
