@@ -549,18 +549,16 @@ def _time_key(times: pd.Series) -> np.ndarray:
 # Writing
 # --------------------------------------------------------------------------------------------
 
-EVENT_SCHEMA = pa.schema(
-    [
-        ("subject_id", pa.int64()),
-        ("time", pa.timestamp("us")),
-        ("code", pa.string()),
-        ("numeric_value", pa.float32()),
-    ]
-)
+# What we write, from the `meds` package's schemas: the columns we fill (no text_value, and only
+# boolean labels). Reading does not use them: meds' validation names neither row nor value, and
+# we accept more than they do (float or date columns that convert exactly), so the checks above
+# are ours.
+EVENT_SCHEMA = pa.schema([meds.DataSchema.schema().field(c) for c in ("subject_id", "time", "code", "numeric_value")])
 LABEL_SCHEMA = pa.schema(
-    [("subject_id", pa.int64()), ("prediction_time", pa.timestamp("us")), ("boolean_value", pa.bool_())]
+    [meds.LabelSchema.schema().field(c) for c in ("subject_id", "prediction_time", "boolean_value")]
 )
-CODES_SCHEMA = pa.schema([("code", pa.string()), ("description", pa.string()), ("parent_codes", pa.list_(pa.string()))])
+CODES_SCHEMA = meds.CodeMetadataSchema.schema()
+SPLITS_SCHEMA = meds.SubjectSplitSchema.schema()
 
 
 def write_meds(
@@ -584,17 +582,17 @@ def write_meds(
         _write_event_shards(tmp / "data", events, splits, subjects_per_shard)
         (tmp / "metadata").mkdir()
         pq.write_table(
-            pa.Table.from_pandas(splits[["subject_id", "split"]], preserve_index=False),
-            tmp / "metadata" / "subject_splits.parquet",
+            pa.Table.from_pandas(splits[["subject_id", "split"]], schema=SPLITS_SCHEMA, preserve_index=False),
+            tmp / meds.subject_splits_filepath,
         )
         codes = codes if codes is not None else _empty_codes()
         pq.write_table(
             pa.Table.from_pandas(
                 codes[["code", "description", "parent_codes"]], schema=CODES_SCHEMA, preserve_index=False
             ),
-            tmp / "metadata" / "codes.parquet",
+            tmp / meds.code_metadata_filepath,
         )
-        (tmp / "metadata" / "dataset.json").write_text(
+        (tmp / meds.dataset_metadata_filepath).write_text(
             json.dumps(dict(metadata or {}), indent=2, sort_keys=True) + "\n"
         )
         if labels:
