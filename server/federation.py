@@ -17,6 +17,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 
+from server.dashboard import RoundDashboard
 from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, export_state, restore_state
 from server.validation import RoundReport
@@ -127,6 +128,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         "model-config": config.to_json(),
         "local-epochs": settings.local_epochs,
     }
+    dashboard = RoundDashboard(run_dir)
     for server_round in range(start, settings.num_server_rounds + 1):
         started = time.perf_counter()
         log.info("round %d/%d: training", server_round, settings.num_server_rounds)
@@ -177,7 +179,9 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         }
         rows.append(row)
         _write_rounds(run_dir, rows)
+        dashboard.write(server_round, row, report)
         log.info("round %d: %s", server_round, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+    dashboard.close()
     save_checkpoint(
         run_dir / "checkpoint",
         model,

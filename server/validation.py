@@ -13,6 +13,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 log = logging.getLogger(__name__)
+SITE_METRICS = ("train-loss", "train-seconds", "dp-epsilon", "num-examples")  # kept per site for the dashboard
 
 
 @dataclass
@@ -26,6 +27,7 @@ class RoundReport:
     total_train_seconds: float = 0.0
     total_eval_seconds: float = 0.0
     site_epsilon: float = 0.0  # the largest record-level epsilon a site reported spending so far
+    site_metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # node id -> what it reported
 
 
 def _site_key(message: Message) -> float:
@@ -156,6 +158,14 @@ class UpdateValidation(Strategy):
         report.site_epsilon = max(
             (float(next(iter(m.content.metric_records.values())).get("dp-epsilon", 0.0)) for m in valid), default=0.0
         )
+        report.site_metrics = {
+            m.metadata.src_node_id: {
+                k: float(v)
+                for k, v in next(iter(m.content.metric_records.values())).items()
+                if k in SITE_METRICS and isinstance(v, int | float)
+            }
+            for m in valid
+        }
         self.reports[server_round] = report
         if len(valid) < self.min_valid:
             log.warning(

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import pandas as pd
 
@@ -80,7 +81,10 @@ def run_central_pretraining(
         [part for s in splits for part in s["train"]],
         [part for s in splits for part in s["tuning"]],
         settings,
-        callbacks=[HeldOutRecall([part for s in splits for part in s["held_out"]])],
+        callbacks=[
+            HeldOutRecall([part for s in splits for part in s["held_out"]]),  # before TensorBoard: it logs these
+            keras.callbacks.TensorBoard(out / "tensorboard", write_graph=False, profile_batch=0),
+        ],
     )
     save_checkpoint(
         out / "checkpoint",

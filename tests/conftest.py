@@ -92,3 +92,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the order within each file is kept
+
+
+def tensorboard_events(log_dir: Path) -> dict[str, list[tuple[int, object]]]:
+    """Every tag of the TensorBoard event files in `log_dir`: [(step, value)], read back with
+    TensorBoard's own reader (scalars as floats, text as str)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    events = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    found: dict[str, list[tuple[int, object]]] = {}
+    for tag in events.Tags()["tensors"]:
+        for event in events.Tensors(tag):
+            value = make_ndarray(event.tensor_proto).item()
+            found.setdefault(tag, []).append((event.step, value.decode() if isinstance(value, bytes) else float(value)))
+    return found

@@ -14,6 +14,7 @@ from server.federation import run_federation
 from shared_model.checkpoint import load_checkpoint
 from shared_model.privacy import epsilon_spent
 from shared_model.run_config import FederatedRunConfig
+from tests.conftest import tensorboard_events
 from tests.inprocess_grid import InProcessGrid
 from tests.test_federation import TINY, federate
 
@@ -31,6 +32,9 @@ def test_record_level_dp_spends_exactly_the_target_epsilon(fed_sites: list[Path]
     assert all(set(r) <= allowed for r in replies)
     weights = load_checkpoint(tmp_path / "run" / "checkpoint").weights
     assert all(np.isfinite(w).all() for w in weights)
+    spent = [v for tag, values in tensorboard_events(tmp_path / "run" / "tensorboard").items()
+             if tag.endswith("/dp-epsilon") for _, v in values]  # fmt: skip
+    assert spent == [pytest.approx(4.0, rel=0.01)] * 3  # epsilon spent, per site, on the dashboard
 
 
 def test_a_site_with_its_own_budget_refuses_to_overspend_or_to_train_without_dp(

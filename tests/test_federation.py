@@ -18,6 +18,7 @@ from shared_model.data import read_meds
 from shared_model.run_config import FederatedRunConfig
 from shared_model.tasks import NEXT_VISIT, task_arrays
 from simulations.adversary import AdversaryMod
+from tests.conftest import tensorboard_events
 from tests.inprocess_grid import InProcessGrid
 
 TINY = {"d_model": 16, "ffn_dim": 16, "k_anonymity": 5}
@@ -66,6 +67,14 @@ def test_nan_weights_are_rejected_and_the_model_stays_finite(fed_sites: list[Pat
 def test_scaled_update_is_dropped_by_the_norm_ratio(fed_sites: list[Path], tmp_path: Path) -> None:
     _, rounds = federate(fed_sites, tmp_path / "run", adversary="site-1:scale=50", num_server_rounds=1)
     assert rounds["dropped"].tolist() == [1]
+    # the server's dashboard (RUN/tensorboard) says the same, per round and per site, and why
+    events = tensorboard_events(tmp_path / "run" / "tensorboard")
+    assert events["round/dropped"] == [(1, 1.0)] and events["round/clients"] == [(1, 2.0)]
+    assert events["round/eval_recall@10"][0][1] == pytest.approx(rounds["eval_recall@10"][0], rel=1e-5)
+    assert events["round/round_seconds"][0][1] > 0
+    assert "median" in events["dropped"][0][1]  # the norm-ratio reason
+    site_losses = [tag for tag in events if tag.startswith("site/node-") and tag.endswith("/train-loss")]
+    assert len(site_losses) == 2  # the two sites whose updates were kept
 
 
 def test_resume_after_a_kill_reaches_the_uninterrupted_weights(fed_sites: list[Path], tmp_path: Path) -> None:

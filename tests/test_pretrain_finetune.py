@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from shared_model.checkpoint import load_checkpoint
 from simulations.cli.app import app
+from tests.conftest import tensorboard_events
 
 TINY = ["--d-model", "16", "--ffn-dim", "16"]
 
@@ -51,6 +53,14 @@ def test_central_pretraining_writes_checkpoint_and_beats_nothing_trivially(pretr
     )
     assert set(metrics["nvp_held_out_by_site"]) == {"site-1", "site-2", "site-3"}
     assert (pretrained / "history.csv").read_text().startswith("epoch,")
+    train = tensorboard_events(pretrained / "tensorboard" / "train")  # per epoch: losses, recall, learning rate
+    for tag in ("epoch_loss", "epoch_nvp_loss", "epoch_cp_loss", "epoch_held_out_recall@10", "epoch_learning_rate"):
+        assert [step for step, _ in train[tag]] == [0, 1], tag
+    assert train["epoch_learning_rate"][0][1] == pytest.approx(1e-3)
+    assert train["epoch_held_out_recall@10"][-1][1] == pytest.approx(
+        pd.read_csv(pretrained / "history.csv")["held_out_recall@10"].iloc[-1], rel=1e-5
+    )
+    assert "epoch_loss" in tensorboard_events(pretrained / "tensorboard" / "validation")
 
 
 @pytest.mark.parametrize(
