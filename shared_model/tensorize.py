@@ -17,9 +17,13 @@ from shared_model.vocabulary import BIRTH_CODE, FIRST_CODE_ID, Vocabulary, is_cl
 
 #: visit-type ids; a day's type is the highest-precedence VISIT code (IP > ER > OP > RX), else OTHER
 VISIT_TYPE_IDS = {"VISIT/RX": 2, "VISIT/OP": 3, "VISIT/ER": 4, "VISIT/IP": 5}
+#: event markers of other MEDS producers that say the same (by coding system, upper case)
+MARKER_VISIT_TYPES = {"ADMISSION": 5, "HOSPITAL_ADMISSION": 5, "ED_REGISTRATION": 4, "ED_ADMISSION": 4}
 OTHER_VISIT = 1
 N_VISIT_TYPES = 6
 SEX_IDS = {"SEX/F": 1, "SEX/M": 2}
+SEX_SYSTEMS = ("SEX", "GENDER")  # SEX/F, GENDER//F, GENDER//FEMALE, ...
+SEX_VALUES = {"F": 1, "FEMALE": 1, "M": 2, "MALE": 2}
 N_SEX = 3
 AGE_BUCKET_EDGES_YEARS = (1, 2, 5, 12, 18)  # bucket 0 = unknown age
 N_AGE_BUCKETS = len(AGE_BUCKET_EDGES_YEARS) + 2
@@ -70,6 +74,17 @@ class _Visits:
     first_of_subject: np.ndarray  # per visit: index of the subject's first visit
 
 
+def visit_type_of(code: str) -> int:
+    """A code's visit-type id: VISIT/* codes, or an admission / ED marker; 0 for any other code."""
+    return VISIT_TYPE_IDS.get(code) or MARKER_VISIT_TYPES.get(code.partition("/")[0].upper(), 0)
+
+
+def sex_of(code: str) -> int:
+    """A static code's sex id (SEX/F, GENDER//MALE, ...); 0 when it states none."""
+    system, _, value = code.partition("/")
+    return SEX_VALUES.get(value.strip("/").upper(), 0) if system.upper() in SEX_SYSTEMS else 0
+
+
 def _ranked_pairs(visit: np.ndarray, item: np.ndarray, width: int, n_visits: int, fill: int) -> np.ndarray:
     """Distinct (visit, item) pairs, smallest items first, into a (n_visits, width) matrix."""
     span = int(item.max(initial=0)) + 1
@@ -89,7 +104,7 @@ def _visits(events: pd.DataFrame, vocab: Vocabulary, layout: Layout) -> tuple[_V
     code = timed["code"].astype("category")
     categories = pd.Index(code.cat.categories.astype(str))
     category_code_id = np.where(is_clinical_code(categories), vocab.encode(categories), 0)
-    category_visit_type = np.array([VISIT_TYPE_IDS.get(c, 0) for c in categories], dtype=np.int64)
+    category_visit_type = np.array([visit_type_of(c) for c in categories], dtype=np.int64)
     cat_idx = code.cat.codes.to_numpy()
 
     subject = timed["subject_id"].to_numpy(np.int64)
@@ -97,7 +112,7 @@ def _visits(events: pd.DataFrame, vocab: Vocabulary, layout: Layout) -> tuple[_V
     is_birth = (categories == BIRTH_CODE)[cat_idx]
     births = pd.Series(day[is_birth], index=subject[is_birth]).groupby(level=0).min()
     static = events[events["time"].isna()]
-    sex = pd.Series([SEX_IDS.get(c, 0) for c in static["code"].astype(str)], index=static["subject_id"].to_numpy())
+    sex = pd.Series([sex_of(c) for c in static["code"].astype(str)], index=static["subject_id"].to_numpy())
     sex = sex[sex > 0].groupby(level=0).max()
 
     keep = ~is_birth

@@ -133,3 +133,17 @@ def test_only_the_last_max_visits_are_kept(small_sites) -> None:
     used = arrays["visit_type"] > 0
     assert (np.diff(used.astype(int), axis=1) >= 0).all()
     assert (arrays["days_before"][used] > 0).all()
+
+
+def test_other_producers_markers_give_the_same_visit_types_and_sex() -> None:
+    """ADMISSION / ED_REGISTRATION markers and GENDER//F codes (other MEDS producers) set the visit
+    type and sex as our VISIT/IP, VISIT/ER and SEX/F do."""
+    ours = EVENTS.assign(code=EVENTS["code"].astype(str))
+    foreign = ours.replace({"code": {"SEX/M": "GENDER//MALE", "VISIT/ER": "ED_REGISTRATION", "VISIT/OP": "ADMISSION"}})
+    expected_ours = ours.replace({"code": {"VISIT/OP": "VISIT/IP"}})
+    vocab = _vocab()
+    a = next_visit_samples(expected_ours.assign(code=expected_ours["code"].astype("category")), vocab)
+    b = next_visit_samples(foreign.assign(code=foreign["code"].astype("category")), vocab)
+    np.testing.assert_array_equal(a["visit_type"], b["visit_type"])
+    np.testing.assert_array_equal(a["demo"], b["demo"])
+    assert (a["visit_type"] == 5).any() and (a["demo"][:, 1] == 2).any()  # an inpatient visit, a male
