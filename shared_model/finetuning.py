@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from shared_model.baselines import bag_of_codes, fit_logreg, logreg_pipeline
 from shared_model.checkpoint import KIND_PRETRAINING, KIND_TASK, Checkpoint, assign_weights, save_checkpoint
@@ -22,12 +23,14 @@ from shared_model.data import MedsDataset
 from shared_model.metrics import binary_metrics, recall_at_k
 from shared_model.model import PretrainingModel, build_encoder
 from shared_model.model_selection import choose_c
+from shared_model.predictions import meds_predictions, probabilities, write_predictions
 from shared_model.settings import MODELS
 from shared_model.tasks import NEXT_VISIT, task_arrays, task_kind, task_target, training_vocabulary
 from shared_model.tensorize import Arrays, select
 from shared_model.training import FinetuneSettings, finetune, predict_task, seed_everything
 
 log = logging.getLogger(__name__)
+PREDICTIONS_FILE = "predictions.parquet"  # the held-out split's, MEDS-DEV format
 MIN_TUNING = 100
 LOGREG_C = (0.01, 0.1, 1.0)
 
@@ -92,6 +95,7 @@ class FinetuneOutcome:
     record: dict[str, Any]
     held_out_targets: np.ndarray
     held_out_scores: np.ndarray
+    predictions: pa.Table | None = None  # binary tasks: the held-out predictions, MEDS-DEV format
 
 
 def run_finetune(dataset: MedsDataset, task: str, **options: Any) -> dict[str, Any]:
@@ -177,6 +181,14 @@ def finetune_and_score(
                 extra={"task": task, "task_kind": task_kind(task), "n_outputs": n_outputs},
             )
     targets = cohort.held_out["target_groups" if task == NEXT_VISIT else "label"]
+    predictions = None
+    if task != NEXT_VISIT:
+        # binary metrics are those of the published probabilities (float32, as MEDS-DEV stores them),
+        # so that any tool reading predictions.parquet finds the same numbers
+        scores = probabilities(scores, logits=model != "logreg")
+        predictions = meds_predictions(cohort.held_out, scores, dataset.labels[task])
+        if out is not None:
+            write_predictions(out / PREDICTIONS_FILE, predictions)
     record.update(recall_at_k(targets, scores) if task == NEXT_VISIT else binary_metrics(targets, scores))
     record["seconds"] = round(time.perf_counter() - started, 2)
     log.info(
@@ -186,4 +198,4 @@ def finetune_and_score(
         record["train_size"],
         {k: round(v, 4) for k, v in record.items() if k.startswith(("auroc", "auprc", "recall"))},
     )
-    return FinetuneOutcome(record, targets, scores)
+    return FinetuneOutcome(record, targets, scores, predictions)

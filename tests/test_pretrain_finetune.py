@@ -7,10 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
+from meds_evaluation.evaluate import evaluate_binary_classification
 from typer.testing import CliRunner
 
 from shared_model.checkpoint import load_checkpoint
+from shared_model.data import read_meds
 from simulations.cli.app import app
 from tests.conftest import tensorboard_events
 
@@ -100,6 +103,15 @@ def test_finetune_variants_write_metrics(
     assert metrics["train_size"] == 200 and metrics["pretrained"] is pretrained_flag
     assert 0.0 <= metrics["auroc"] <= 1.0 and 0.0 <= metrics["auprc"] <= 1.0
     assert metrics["held_out_positives"] > 0
+    # the held-out predictions in the MEDS-DEV format: meds-evaluation reads them, finds our AUROC
+    predictions = pl.read_parquet(tmp_path / "ft" / "predictions.parquet")
+    assert len(predictions) == metrics["held_out_size"]
+    scored = evaluate_binary_classification(predictions)["samples_equally_weighted"]
+    assert scored["roc_auc_score"] == pytest.approx(metrics["auroc"], abs=1e-6)
+    labels = read_meds(small_sites[0]).labels["asthma"]
+    assert predictions.join(
+        pl.from_pandas(labels), on=["subject_id", "prediction_time", "boolean_value"]
+    ).height == len(predictions)  # every row is one of the task's label rows
 
 
 def test_next_visit_finetuning_reports_recall(pretrained: Path, small_sites: list[Path], tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
+from meds_evaluation.evaluate import evaluate_binary_classification
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from shared_model.data import DataValidationError
@@ -56,6 +58,11 @@ def test_results_cover_the_whole_grid(experiment: Path, fed_sites: list[Path]) -
         for site, sites in zip(loso["finetune_site"], loso["pretraining_sites"], strict=True)
     )
     assert results["auroc"].between(0, 1).all()
+    # every binary run's held-out predictions in the MEDS-DEV format, read by meds-evaluation
+    for run in results[results["task"] != "next_visit"].itertuples():
+        predictions = pl.read_parquet(experiment / "predictions" / f"{run.run_id}.parquet")
+        scored = evaluate_binary_classification(predictions)["samples_equally_weighted"]
+        assert scored["roc_auc_score"] == pytest.approx(float(run.auroc), abs=1e-6), run.run_id
     # each pretraining was built once and reused: 1 central + 1 federated + 3 local + 3 leave-one-out
     assert len(list((experiment / "pretrained").iterdir())) == 8
 
