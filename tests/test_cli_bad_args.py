@@ -28,6 +28,12 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--data", "{tiny}", "--task", "asthma", "--out", "{out}", "--model", "oracle"],
         ["--data", "{tiny}", "--task", "no_such_task", "--out", "{out}"],
     ],
+    "task extract": [
+        ["--config", "{missing}", "--data", "{tiny}"],
+        ["--config", "{junk}", "--data", "{tiny}"],
+        ["--config", "{toml}", "--data", "{missing}"],
+        ["--config", "{toml}", "--data", "{tiny}", "--name", "../escape"],
+    ],
     "summarize": [["{missing}"], ["{junk}"]],
     "model-info": [
         ["--vocab-size", "-1", "--groups", "10"],

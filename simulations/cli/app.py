@@ -13,7 +13,7 @@ import typer
 
 from client.cli import finetune, site_app
 from server.cli import certs, server_app
-from simulations.cli import bench, data, experiment, inspect, pretrain
+from simulations.cli import bench, data, experiment, inspect, pretrain, task
 
 app = typer.Typer(
     name="claimpt",
@@ -38,6 +38,7 @@ def main(
 
 for command in (data.synth, data.validate, data.convert, certs):
     app.command()(command)
+app.add_typer(task.app, name="task")
 app.add_typer(pretrain.app, name="pretrain")
 app.command("finetune")(finetune)
 app.command("summarize")(inspect.summarize)

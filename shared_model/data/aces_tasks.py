@@ -1,0 +1,85 @@
+"""Task labels the standard way: an ACES task configuration (package `es-aces`) run over a MEDS
+dataset, one data file at a time (MEDS keeps each subject in one file), written as
+`labels/<task>.parquet` with the MEDS label schema.
+
+Any ACES configuration works (predicates on codes and values, windows relative to a trigger); its
+`label` window gives `boolean_value` and its `index_timestamp` the `prediction_time`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared_model.data.errors import DataValidationError
+from shared_model.data.meds import LABEL_SCHEMA, MedsLayout, read_parquet_table
+from shared_model.data.paths import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+
+def load_task_config(path: Path):
+    """The ACES task configuration at `path`, or a DataValidationError naming what is wrong."""
+    from aces.config import TaskExtractorConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError(path, "an ACES task configuration (YAML)", found="no such file")
+    try:
+        return TaskExtractorConfig.load(config_path=path)
+    except Exception as exc:  # ACES raises ValueError, KeyError, TypeError, yaml errors... on bad configs
+        raise DataValidationError(
+            path, "a valid ACES task configuration", found=f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def extract_labels(config_path: Path, data: Path) -> pd.DataFrame:
+    """subject_id, prediction_time, boolean_value of every subject and trigger the task selects."""
+    from aces import predicates, query
+    from omegaconf import OmegaConf
+
+    config = load_task_config(config_path)
+    layout = MedsLayout.of(data)
+    frames = []
+    for path in layout.data_files():
+        read_parquet_table(layout.root, path)  # inside the dataset, readable
+        data_config = OmegaConf.create({"path": str(path), "standard": "meds"})
+        try:
+            result = query.query(config, predicates.get_predicates_df(config, data_config))
+        except Exception as exc:  # a predicate on a column this file lacks, a window that cannot be built...
+            raise DataValidationError(
+                path, "data the ACES task can be run on", found=f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if len(result) and "label" not in result.columns:
+            raise DataValidationError(config_path, "a task configuration with a `label` window (binary task)")
+        if len(result):
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "subject_id": result["subject_id"].to_numpy(),
+                        "prediction_time": result["index_timestamp"].to_numpy().astype("datetime64[us]"),
+                        "boolean_value": result["label"].to_numpy() > 0,
+                    }
+                )
+            )
+    if not frames:
+        raise DataValidationError(data, f"subjects selected by the task {Path(config_path).name}", found="none")
+    labels = pd.concat(frames, ignore_index=True).drop_duplicates(["subject_id", "prediction_time"])
+    return labels.sort_values(["subject_id", "prediction_time"], ignore_index=True)
+
+
+def write_labels(labels: pd.DataFrame, target: Path) -> Path:
+    """`labels` as a MEDS label file, written atomically."""
+    table = pa.Table.from_pandas(labels, schema=LABEL_SCHEMA, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, sink.getvalue().to_pybytes())
+    return target
+
+
+def _said(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
