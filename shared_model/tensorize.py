@@ -115,7 +115,10 @@ def _visits(events: pd.DataFrame, vocab: Vocabulary, layout: Layout) -> tuple[_V
     sex = pd.Series([sex_of(c) for c in static["code"].astype(str)], index=static["subject_id"].to_numpy())
     sex = sex[sex > 0].groupby(level=0).max()
 
-    keep = ~is_birth
+    # a day's events form a visit if they are clinical codes or say the visit's type: birth and
+    # index-date markers do not
+    forms_visit = is_clinical_code(categories) | (category_visit_type > 0)
+    keep = forms_visit[cat_idx]
     subject, day, cat_idx = subject[keep], day[keep], cat_idx[keep]
     order = np.lexsort((day, subject))
     subject, day, cat_idx = subject[order], day[order], cat_idx[order]

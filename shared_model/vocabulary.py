@@ -31,6 +31,7 @@ UNK_ID = 1
 FIRST_CODE_ID = 2
 SPECIAL_PREFIXES = ("VISIT/", "SEX/")
 BIRTH_CODE = meds.birth_code
+INDEX_CODE = "INDEX_DATE"  # a task's index date (the synthetic data's prediction times): a trigger, never an input
 ALL_CODING_SYSTEMS = "*"  # as a target vocabulary: every coding system except event markers
 #: coding systems (the part before the first "/") that mark events rather than describe the
 #: patient's conditions: inputs to the model, never pretraining targets
@@ -45,9 +46,9 @@ FORMAT_VERSION = 1
 
 
 def is_clinical_code(codes: pd.Index | np.ndarray) -> np.ndarray:
-    """True for codes that enter visits; False for visit-type, sex and birth markers."""
+    """True for codes that enter visits; False for visit-type, sex, birth and index-date markers."""
     text = pd.Index(np.asarray(codes, dtype=object)).astype(str)
-    special = text.str.startswith(SPECIAL_PREFIXES) | (text == BIRTH_CODE)
+    special = text.str.startswith(SPECIAL_PREFIXES) | text.isin((BIRTH_CODE, INDEX_CODE))
     return ~np.asarray(special)
 
 

@@ -15,7 +15,9 @@ app = typer.Typer(help="Define prediction tasks the standard way (ACES task conf
 @app.command("extract")
 @bad_input_exits_2
 def extract(
-    config: Annotated[Path, typer.Option(help="ACES task configuration (YAML), e.g. docs/examples/aces/*.yaml.")],
+    config: Annotated[
+        Path, typer.Option(help="ACES task configuration (YAML), e.g. simulations/synth/tasks/asthma.yaml.")
+    ],
     data: Annotated[Path, typer.Option(help="The MEDS dataset (its root or its data/ folder).")],
     name: Annotated[str | None, typer.Option(help="Task name (default: the configuration's file name).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing labels/<task>.parquet.")] = False,

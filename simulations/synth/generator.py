@@ -12,6 +12,7 @@ turns concepts into code strings. No Python loop runs per patient or per event.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from shared_model.data.meds import BIRTH_CODE, assign_splits, write_meds
+from shared_model.vocabulary import INDEX_CODE
 from simulations.synth.catalog import Catalog, build_catalog
 from simulations.synth.profiles import SiteProfile, default_profiles
 
@@ -29,7 +31,7 @@ NEVER = np.int64(10**7)  # a day far beyond any window
 WINDOW_FIRST = int(np.datetime64("2016-01-01", "D").astype(np.int64))
 WINDOW_LAST = int(np.datetime64("2024-01-01", "D").astype(np.int64))
 COVID_START = int(np.datetime64("2020-03-01", "D").astype(np.int64))
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: an INDEX_DATE event per patient; labels defined on the data
 
 
 @dataclass(frozen=True, eq=False)
@@ -790,15 +792,32 @@ def dialect_probabilities(cat: Catalog, profile: SiteProfile) -> np.ndarray:
     return probs / probs.sum(axis=1, keepdims=True)
 
 
-def _labels(cohort: Cohort, has_history: np.ndarray, subject_ids: np.ndarray) -> dict[str, pd.DataFrame]:
-    age = cohort.age_years(cohort.index_day)
-    within_year = lambda event: (event > cohort.index_day) & (event <= cohort.index_day + 365)  # noqa: E731
+#: the built-in tasks' outcome codes (each task's ACES configuration, simulations/synth/tasks/, says the same)
+ASTHMA_CODES = re.compile(r"^ICD10CM/J45")
+SELF_HARM_CODES = re.compile(r"^ICD10CM/(X7[1-9]|X8[0-3]|T14\.91|T(3[6-9]|[45][0-9]|6[0-5])\.[0-9A-Z]{2}2)")
+
+
+def _labels(
+    cohort: Cohort, patient: np.ndarray, day: np.ndarray, code: np.ndarray, codes: list[str], subject_ids: np.ndarray
+) -> dict[str, pd.DataFrame]:
+    """The built-in tasks, defined on the data alone (so that ACES reproduces them): at the
+    patient's index date (the INDEX_DATE event), with at least one claim before it and aged at
+    least 2 (asthma; and no asthma code yet) or 10 (self-harm): an outcome code in the next 365 days."""
+    index = cohort.index_day[patient]
+    has_history = np.bincount(patient[day < index], minlength=cohort.size) > 0
+    age_days = cohort.index_day - cohort.birth
+
+    def patients_with(pattern: re.Pattern, when: np.ndarray) -> np.ndarray:
+        matches = np.array([bool(pattern.match(c)) for c in codes])[code]
+        return np.bincount(patient[matches & when], minlength=cohort.size) > 0
+
+    next_year = (day > index) & (day <= index + 365)
     tasks = {
         "asthma": (
-            has_history & (age >= 2) & (cohort.asthma_onset > cohort.index_day),
-            within_year(cohort.asthma_onset),
+            has_history & (age_days >= 731) & ~patients_with(ASTHMA_CODES, day <= index),
+            patients_with(ASTHMA_CODES, next_year),
         ),
-        "self_harm": (has_history & (age >= 10), within_year(cohort.self_harm_day)),
+        "self_harm": (has_history & (age_days >= 3653), patients_with(SELF_HARM_CODES, next_year)),
     }
     prediction_time = cohort.index_day.astype("datetime64[D]").astype("datetime64[us]")
     return {
@@ -834,15 +853,16 @@ def generate_site(profile: SiteProfile, seed: int, site_index: int) -> SiteData:
     patient, day, code = patient[distinct], day[distinct], code[distinct]
 
     subject_ids = _subject_ids(rng, profile.n_patients, site_index)
-    categories = [*cat.code_strings, BIRTH_CODE, "SEX/F", "SEX/M"]
+    categories = [*cat.code_strings, BIRTH_CODE, "SEX/F", "SEX/M", INDEX_CODE]
     n_codes = len(cat.code_strings)
     everyone = np.arange(cohort.size)
     static_code = np.where(cohort.female, n_codes + 1, n_codes + 2)
-    all_patient = np.r_[everyone, everyone, patient]
-    all_code = np.r_[static_code, np.full(cohort.size, n_codes), code]
+    all_patient = np.r_[everyone, everyone, everyone, patient]
+    all_code = np.r_[static_code, np.full(cohort.size, n_codes), np.full(cohort.size, n_codes + 3), code]
     time = np.r_[
         np.full(cohort.size, np.datetime64("NaT", "us")),
         cohort.birth.astype("datetime64[D]").astype("datetime64[us]"),
+        cohort.index_day.astype("datetime64[D]").astype("datetime64[us]"),
         day.astype("datetime64[D]").astype("datetime64[us]"),
     ]
     events = pd.DataFrame(
@@ -853,8 +873,7 @@ def generate_site(profile: SiteProfile, seed: int, site_index: int) -> SiteData:
             "numeric_value": np.full(all_patient.size, np.nan, dtype=np.float32),
         }
     )
-    has_history = np.bincount(patient[day < cohort.index_day[patient]], minlength=cohort.size) > 0
-    labels = _labels(cohort, has_history, subject_ids)
+    labels = _labels(cohort, patient, day, code, cat.code_strings, subject_ids)
     used = np.unique(all_code)
     return SiteData(
         profile, events, assign_splits(subject_ids), labels, _code_metadata(cat, [categories[i] for i in used])
@@ -870,7 +889,8 @@ def _subject_ids(rng: np.random.Generator, n: int, site_index: int) -> np.ndarra
 
 def _code_metadata(cat: Catalog, codes: list[str]) -> pd.DataFrame:
     parents = sorted({cat.parents[c] for c in codes if c in cat.parents})
-    rows = [(c, cat.descriptions.get(c), [cat.parents[c]] if c in cat.parents else []) for c in codes]
+    described = {**cat.descriptions, INDEX_CODE: "Index date: the prediction time of the built-in tasks"}
+    rows = [(c, described.get(c), [cat.parents[c]] if c in cat.parents else []) for c in codes]
     rows += [(p, cat.descriptions.get(p), []) for p in parents if p not in codes]
     return pd.DataFrame(rows, columns=["code", "description", "parent_codes"])
 
