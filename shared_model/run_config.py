@@ -27,16 +27,12 @@ ROBUST_RULES = {
     "krum": "Krum assumes one attacker and needs n >= 2f + 3",
     "multikrum": "Krum assumes one attacker and needs n >= 2f + 3",
 }
-_MODEL = ClaimTransformerConfig  # the architecture's defaults and help, read from the model's own config
-_MODEL_FIELDS = {f.name: f for f in dataclasses.fields(_MODEL)}
 
 
-def _architecture(name: str) -> Any:
-    return setting(_MODEL_FIELDS[name].default, _MODEL_FIELDS[name].metadata["help"])
-
-
-def _vocabulary(name: str) -> Any:
-    field = {f.name: f for f in dataclasses.fields(VocabularySettings)}[name]
+def _field_of(config: type, name: str) -> Any:
+    """The setting `name` of another config (the model's architecture, the vocabulary), with its
+    default and help: written once, there."""
+    field = {f.name: f for f in dataclasses.fields(config)}[name]
     return setting(field.default, field.metadata["help"])
 
 
@@ -56,9 +52,9 @@ class FederatedRunConfig:
     k_anonymity: int = setting(
         11, "Sites report and use only codes seen in at least k patients (a site's policy may raise it)."
     )
-    max_vocab: int = _vocabulary("max_vocab")
-    target_vocabularies: str = _vocabulary("target_vocabularies")
-    max_groups: int = _vocabulary("max_groups")
+    max_vocab: int = _field_of(VocabularySettings, "max_vocab")
+    target_vocabularies: str = _field_of(VocabularySettings, "target_vocabularies")
+    max_groups: int = _field_of(VocabularySettings, "max_groups")
     min_available_clients: int = setting(2, "Sites required to start and to continue a round.")
     proximal_mu: float = setting(0.01, "FedProx: weight of the proximal term.")
     server_learning_rate: float = setting(0.01, "FedAdam / FedAvgM: the server's learning rate.")
@@ -100,13 +96,13 @@ class FederatedRunConfig:
         "The server's Ed25519 private key (signing.key from `claimpt certs`) that "
         "signs every checkpoint (default: $CLAIMPT_SIGNING_KEY).",
     )
-    d_model: int = _architecture("d_model")
-    n_layers: int = _architecture("n_layers")
-    n_heads: int = _architecture("n_heads")
-    ffn_dim: int = _architecture("ffn_dim")
-    dropout: float = _architecture("dropout")
-    pre_layer_norm: bool = _architecture("pre_layer_norm")
-    time_encoding: str = _architecture("time_encoding")
+    d_model: int = _field_of(ClaimTransformerConfig, "d_model")
+    n_layers: int = _field_of(ClaimTransformerConfig, "n_layers")
+    n_heads: int = _field_of(ClaimTransformerConfig, "n_heads")
+    ffn_dim: int = _field_of(ClaimTransformerConfig, "ffn_dim")
+    dropout: float = _field_of(ClaimTransformerConfig, "dropout")
+    pre_layer_norm: bool = _field_of(ClaimTransformerConfig, "pre_layer_norm")
+    time_encoding: str = _field_of(ClaimTransformerConfig, "time_encoding")
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
