@@ -82,7 +82,10 @@ LONGEST_FIRST = (
     "test_privacy.py",
     "test_pretrain_finetune.py",
     "test_hostile_server.py",
+    "test_any_meds.py",
     "test_model.py",
+    "test_cli_bad_args.py",
+    "test_damaged_inputs.py",
 )
 
 
