@@ -10,7 +10,8 @@ import typer
 
 from shared_model.data.meds import MedsLayout
 from shared_model.run_config import STRATEGIES
-from shared_model.runtime.options import bad_input_exits_2
+from shared_model.runtime.options import bad_input_exits_2, options_from
+from shared_model.settings import VocabularySettings
 from simulations.cli.data import parse_sizes
 
 app = typer.Typer(help="Run experiments (resumable) and write results.csv, results.md.", no_args_is_help=True)
@@ -42,6 +43,7 @@ def _numbers(text: str, kind: type) -> tuple:
 
 @app.command("claim-pt")
 @bad_input_exits_2
+@options_from(VocabularySettings, into="vocabulary")
 def claim_pt(
     out: Annotated[Path, typer.Option(help="Run directory (resumable): sites/, central/, results.csv, results.md.")],
     data: DataOpt = None,
@@ -52,14 +54,26 @@ def claim_pt(
     seeds: Annotated[str, typer.Option(help="Fine-tuning seeds, separated by commas.")] = "0,1,2",
     epochs: Annotated[int, typer.Option(min=1, help="Maximum central pretraining epochs.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic data and of pretraining.")] = 0,
+    vocabulary: dict | None = None,
 ) -> None:
     """Claim-PT's core claim: pretrained vs scratch vs logistic regression at every site."""
     from simulations.experiments.claim_pt import run_claim_pt_experiment
 
     seed_list = _numbers(seeds, int)
+    try:
+        vocabulary_settings = VocabularySettings(**vocabulary)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     site_dirs = _sites_or_synth(data, out, sites, patients, seed)
     report = run_claim_pt_experiment(
-        out, site_dirs, task=task, train_size=train_size, seeds=seed_list, epochs=epochs, pretrain_seed=seed
+        out,
+        site_dirs,
+        task=task,
+        train_size=train_size,
+        seeds=seed_list,
+        epochs=epochs,
+        pretrain_seed=seed,
+        vocabulary=vocabulary_settings,
     )
     typer.echo(report.read_text())
 

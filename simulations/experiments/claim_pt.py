@@ -7,6 +7,7 @@ regression, over several seeds. Resumable: finished rows of results.csv are not 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -17,8 +18,10 @@ import pandas as pd
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
 from shared_model.finetuning import run_finetune
+from shared_model.settings import VocabularySettings
 from shared_model.training import FinetuneSettings, PretrainSettings
 from simulations.central import run_central_pretraining
+from simulations.experiments.common import same_settings_or_refuse
 
 log = logging.getLogger(__name__)
 MODES = ("pretrained", "pretrained-ft", "pretrained-plain", "scratch", "logreg")
@@ -55,13 +58,21 @@ def run_claim_pt_experiment(
     seeds: tuple[int, ...] = (0, 1, 2),
     epochs: int = 10,
     pretrain_seed: int = 0,
+    vocabulary: VocabularySettings = VocabularySettings(),
 ) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    pretraining = {"epochs": epochs, "seed": pretrain_seed, "vocabulary": dataclasses.asdict(vocabulary)}
+    same_settings_or_refuse(out / "pretraining.json", pretraining)  # the cached checkpoint is of these
     central = out / "central"
     if not (central / "checkpoint" / "manifest.json").exists():
         log.info("central pretraining on %d sites", len(site_dirs))
-        run_central_pretraining(site_dirs, central, settings=PretrainSettings(epochs=epochs, seed=pretrain_seed))
+        run_central_pretraining(
+            site_dirs,
+            central,
+            settings=PretrainSettings(epochs=epochs, seed=pretrain_seed),
+            vocabulary_settings=vocabulary,
+        )
     checkpoint = load_checkpoint(central / "checkpoint")
     results_csv = out / "results.csv"
     done = _done(results_csv)
