@@ -59,6 +59,7 @@ def meds_predictions(samples: Arrays, probabilities: np.ndarray, labels: pd.Data
 
 
 def write_predictions(path: Path, table: pa.Table) -> Path:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     atomic_write_bytes(Path(path), sink.getvalue().to_pybytes())

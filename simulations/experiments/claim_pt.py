@@ -17,7 +17,8 @@ import pandas as pd
 
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
-from shared_model.finetuning import run_finetune
+from shared_model.finetuning import finetune_and_score
+from shared_model.predictions import write_predictions
 from shared_model.settings import VocabularySettings
 from shared_model.training import FinetuneSettings, PretrainSettings
 from simulations.central import run_central_pretraining
@@ -82,7 +83,7 @@ def run_claim_pt_experiment(
         if ((done[KEY] == pd.Series(key, index=KEY)).all(axis=1)).any():
             continue
         log.info("[%d/%d] %s %s seed %d", i, len(grid), site.name, mode, seed)
-        record = run_finetune(
+        outcome = finetune_and_score(
             read_meds(site),
             task,
             train_size=train_size,
@@ -91,6 +92,9 @@ def run_claim_pt_experiment(
             model="logreg" if mode == "logreg" else "transformer",
             settings=mode_settings(mode, seed),
         )
+        record = outcome.record
+        if outcome.predictions is not None:  # held-out predictions, MEDS-DEV format
+            write_predictions(out / "predictions" / f"{site.name}-{mode}-seed{seed}.parquet", outcome.predictions)
         row = {
             "site": site.name,
             "task": task,
