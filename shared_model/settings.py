@@ -26,8 +26,9 @@ class VocabularySettings:
     max_vocab: int = setting(0, "Keep at most this many codes, most frequent first (0: every code).")
     target_vocabularies: str = setting(
         "ICD10CM",
-        "Coding systems whose code groups are the pretraining targets, separated by commas; * for every "
-        "system but event markers (also the fallback when none is in the data).",
+        "Coding systems whose code groups are the pretraining targets, separated by commas; patterns "
+        "match too (D* for every code starting with D); * for every system but event markers (also "
+        "the fallback when none is in the data).",
     )
     max_groups: int = setting(1000, "Keep at most this many target groups, most frequent first.")
 

@@ -4,15 +4,17 @@ Ids: 0 padding, 1 unknown (UNK), codes from 2 in order of patient count (desc), 
 so "most frequent codes first" within a visit is simply "smallest ids first".
 
 Pretraining targets (next-visit and per-visit category prediction) are groups of codes from the
-target coding systems (`target_vocabularies`, default ICD-10-CM). When the data holds none of
-them, a dataset from another coding world still pretrains: every coding system becomes a target
-except event markers (admission, discharge, transfer, lab measurements, MEDS_* events), and the
-`max_groups` most frequent groups are kept (docs/architecture.md §2).
+target coding systems (`target_vocabularies`: names or patterns such as `D*`, default ICD-10-CM).
+When the data holds none of them, a dataset from another coding world still pretrains: every
+coding system becomes a target except event markers (admission, discharge, transfer, lab
+measurements, MEDS_* events), and the `max_groups` most frequent groups are kept
+(docs/architecture.md §2).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -207,6 +209,10 @@ def parents_from_metadata(codes_frames: Iterable[pd.DataFrame]) -> dict[str, lis
 
 
 def _is_target(codes: pd.Series, target_vocabularies: tuple[str, ...]) -> np.ndarray:
-    if ALL_CODING_SYSTEMS in target_vocabularies:
-        return ~is_marker(codes)
-    return np.asarray(coding_system(codes).isin(target_vocabularies))
+    """Codes whose coding system matches one of the patterns (fnmatch: `ICD10CM`, `D*`, `*`);
+    event markers never."""
+    systems = coding_system(codes)
+    matches = np.zeros(len(codes), dtype=bool)
+    for pattern in target_vocabularies:
+        matches |= np.asarray(systems.map(lambda s, p=pattern: fnmatch.fnmatchcase(s, p)), dtype=bool)
+    return matches & ~is_marker(codes)

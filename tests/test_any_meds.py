@@ -87,6 +87,8 @@ def test_meds_testing_helpers_static_dataset_pretraining_is_refused_clearly(
         ("ICD10CM", ["ICD10CM/J45"]),
         ("CPT", ["CPT/992"]),
         ("*", ["ICD10CM/J45", "CPT/992", "DE10"]),
+        ("D*", ["DE10"]),  # a pattern: the home-grown diagnosis codes
+        ("CPT,D*", ["CPT/992", "DE10"]),
         ("SNOMED", ["ICD10CM/J45", "CPT/992", "DE10"]),  # none in the data: the fallback
     ],
 )
