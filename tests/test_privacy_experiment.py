@@ -42,6 +42,8 @@ def test_privacy_experiment_writes_the_curve_the_table_and_the_report(fed_sites:
         ("fedmedian", "scale=10"),
     ]
     assert results["auroc"].between(0, 1).all() and results["nvp_recall@10"].between(0, 1).all()
+    predictions = sorted(out.glob("pretrained/*/predictions/*.parquet"))  # MEDS-DEV format, per site and seed
+    assert len(predictions) == len(results) * len(fed_sites) * len(CONFIG.seeds)
     assert (
         robust["honest_recall@10"].between(0, 1).all()
         and results.loc[results["part"] == "privacy", "honest_recall@10"].isna().all()

@@ -15,6 +15,7 @@ from shared_model.checkpoint import assign_weights, load_checkpoint
 from shared_model.data import read_meds
 from shared_model.finetuning import finetune_and_score
 from shared_model.model import PretrainingModel
+from shared_model.predictions import write_predictions
 from shared_model.settings import FinetuneSettings
 from shared_model.tasks import NEXT_VISIT, task_arrays
 from shared_model.training import evaluate_nvp
@@ -142,7 +143,7 @@ def _measure(
     last = rounds.iloc[-1]
     checkpoint = load_checkpoint(run_dir / "checkpoint")
     aurocs = []
-    for site_dir in sites.values():
+    for site, site_dir in sites.items():
         dataset = read_meds(site_dir)
         for seed in config.seeds:
             outcome = finetune_and_score(
@@ -154,6 +155,8 @@ def _measure(
                 settings=FinetuneSettings(seed=seed),
             )
             aurocs.append(outcome.record["auroc"])
+            if outcome.predictions is not None:  # held-out predictions, MEDS-DEV format
+                write_predictions(run_dir / "predictions" / f"{site}-seed{seed}.parquet", outcome.predictions)
     row = {
         "part": run.part,
         "run": run.name,
