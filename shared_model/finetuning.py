@@ -20,10 +20,11 @@ from shared_model.baselines import bag_of_codes, fit_logreg, logreg_pipeline
 from shared_model.checkpoint import KIND_PRETRAINING, KIND_TASK, Checkpoint, assign_weights, save_checkpoint
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import MedsDataset
+from shared_model.data.paths import atomic_write_parquet
 from shared_model.metrics import binary_metrics, recall_at_k
 from shared_model.model import PretrainingModel, build_encoder
 from shared_model.model_selection import choose_c
-from shared_model.predictions import meds_predictions, probabilities, write_predictions
+from shared_model.predictions import meds_predictions, probabilities
 from shared_model.settings import MODELS
 from shared_model.tasks import NEXT_VISIT, task_arrays, task_kind, task_target, training_vocabulary
 from shared_model.tensorize import Arrays, select
@@ -188,7 +189,7 @@ def finetune_and_score(
         scores = probabilities(scores, logits=model != "logreg")
         predictions = meds_predictions(cohort.held_out, scores, dataset.labels[task])
         if out is not None:
-            write_predictions(out / PREDICTIONS_FILE, predictions)
+            atomic_write_parquet(out / PREDICTIONS_FILE, predictions)
     record.update(recall_at_k(targets, scores) if task == NEXT_VISIT else binary_metrics(targets, scores))
     record["seconds"] = round(time.perf_counter() - started, 2)
     log.info(

@@ -4,15 +4,11 @@ predicted_boolean_value and predicted_boolean_probability."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import meds
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from shared_model.data.paths import atomic_write_bytes
 from shared_model.tensorize import Arrays
 
 PREDICTION_SCHEMA = pa.schema(
@@ -56,11 +52,3 @@ def meds_predictions(samples: Arrays, probabilities: np.ndarray, labels: pd.Data
     matched["predicted_boolean_value"] = matched["predicted_boolean_probability"] >= THRESHOLD
     matched = matched.sort_values(["subject_id", "prediction_time"], kind="mergesort")
     return pa.Table.from_pandas(matched[PREDICTION_SCHEMA.names], schema=PREDICTION_SCHEMA, preserve_index=False)
-
-
-def write_predictions(path: Path, table: pa.Table) -> Path:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    atomic_write_bytes(Path(path), sink.getvalue().to_pybytes())
-    return Path(path)

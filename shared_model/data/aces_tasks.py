@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from shared_model.data.errors import DataValidationError
-from shared_model.data.meds import LABEL_SCHEMA, MedsLayout, read_parquet_table
-from shared_model.data.paths import atomic_write_bytes
+from shared_model.data.meds import LABEL_SCHEMA, iter_event_files
+from shared_model.data.paths import atomic_write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +30,7 @@ def load_task_config(path: Path):
     try:
         return TaskExtractorConfig.load(config_path=path)
     except Exception as exc:  # ACES raises ValueError, KeyError, TypeError, yaml errors... on bad configs
-        raise DataValidationError(
-            path, "a valid ACES task configuration", found=f"{type(exc).__name__}: {exc}"
-        ) from exc
+        raise DataValidationError(path, "a valid ACES task configuration", found=_said(exc)) from exc
 
 
 def extract_labels(config_path: Path, data: Path) -> pd.DataFrame:
@@ -42,17 +39,13 @@ def extract_labels(config_path: Path, data: Path) -> pd.DataFrame:
     from omegaconf import OmegaConf
 
     config = load_task_config(config_path)
-    layout = MedsLayout.of(data)
     frames = []
-    for path in layout.data_files():
-        read_parquet_table(layout.root, path)  # inside the dataset, readable
+    for path, _ in iter_event_files(data):  # each file passes our own checks before ACES reads it
         data_config = OmegaConf.create({"path": str(path), "standard": "meds"})
         try:
             result = query.query(config, predicates.get_predicates_df(config, data_config))
         except Exception as exc:  # a predicate on a column this file lacks, a window that cannot be built...
-            raise DataValidationError(
-                path, "data the ACES task can be run on", found=f"{type(exc).__name__}: {exc}"
-            ) from exc
+            raise DataValidationError(path, "data the ACES task can be run on", found=_said(exc)) from exc
         if len(result) and "label" not in result.columns:
             raise DataValidationError(config_path, "a task configuration with a `label` window (binary task)")
         if len(result):
@@ -73,12 +66,7 @@ def extract_labels(config_path: Path, data: Path) -> pd.DataFrame:
 
 def write_labels(labels: pd.DataFrame, target: Path) -> Path:
     """`labels` as a MEDS label file, written atomically."""
-    table = pa.Table.from_pandas(labels, schema=LABEL_SCHEMA, preserve_index=False)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(target, sink.getvalue().to_pybytes())
-    return target
+    return atomic_write_parquet(target, pa.Table.from_pandas(labels, schema=LABEL_SCHEMA, preserve_index=False))
 
 
 def _said(exc: Exception) -> str:

@@ -10,6 +10,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from shared_model.data.errors import DataValidationError
 
 #: Largest single input file we read (guards against oversized or hostile inputs, docs/architecture.md §8).
@@ -101,3 +104,13 @@ def atomic_directory(target: Path, *, overwrite: bool = False) -> Iterator[Path]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def atomic_write_parquet(target: Path, table: pa.Table) -> Path:
+    """A parquet file written like `atomic_write_bytes` (its folder made if missing)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(target, sink.getvalue().to_pybytes())
+    return target

@@ -17,8 +17,8 @@ import pandas as pd
 
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
+from shared_model.data.paths import atomic_write_parquet
 from shared_model.finetuning import finetune_and_score
-from shared_model.predictions import write_predictions
 from shared_model.settings import VocabularySettings
 from shared_model.training import FinetuneSettings, PretrainSettings
 from simulations.central import run_central_pretraining
@@ -94,7 +94,7 @@ def run_claim_pt_experiment(
         )
         record = outcome.record
         if outcome.predictions is not None:  # held-out predictions, MEDS-DEV format
-            write_predictions(out / "predictions" / f"{site.name}-{mode}-seed{seed}.parquet", outcome.predictions)
+            atomic_write_parquet(out / "predictions" / f"{site.name}-{mode}-seed{seed}.parquet", outcome.predictions)
         row = {
             "site": site.name,
             "task": task,

@@ -13,9 +13,9 @@ import pandas as pd
 
 from shared_model.checkpoint import assign_weights, load_checkpoint
 from shared_model.data import read_meds
+from shared_model.data.paths import atomic_write_parquet
 from shared_model.finetuning import finetune_and_score
 from shared_model.model import PretrainingModel
-from shared_model.predictions import write_predictions
 from shared_model.settings import FinetuneSettings
 from shared_model.tasks import NEXT_VISIT, task_arrays
 from shared_model.training import evaluate_nvp
@@ -156,7 +156,7 @@ def _measure(
             )
             aurocs.append(outcome.record["auroc"])
             if outcome.predictions is not None:  # held-out predictions, MEDS-DEV format
-                write_predictions(run_dir / "predictions" / f"{site}-seed{seed}.parquet", outcome.predictions)
+                atomic_write_parquet(run_dir / "predictions" / f"{site}-seed{seed}.parquet", outcome.predictions)
     row = {
         "part": run.part,
         "run": run.name,

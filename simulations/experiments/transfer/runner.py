@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from shared_model.data import read_meds
+from shared_model.data.paths import atomic_write_parquet
 from shared_model.finetuning import finetune_and_score
 from shared_model.metrics import per_sample_recall_at_k
-from shared_model.predictions import write_predictions
 from shared_model.settings import FinetuneSettings
 from shared_model.tasks import NEXT_VISIT
 from simulations.experiments.common import (
@@ -110,7 +110,7 @@ def run_transfer_experiment(
             out / "predictions" / f"{run.run_id}.npz", run.task, outcome.held_out_targets, outcome.held_out_scores
         )
         if outcome.predictions is not None:  # the same, for MEDS tools (meds-evaluation, MEDS-DEV)
-            write_predictions(out / "predictions" / f"{run.run_id}.parquet", outcome.predictions)
+            atomic_write_parquet(out / "predictions" / f"{run.run_id}.parquet", outcome.predictions)
         record = outcome.record
         _append(
             results_csv,
