@@ -205,7 +205,11 @@ def finetune(
         Path | None, typer.Option(help="Refuse a checkpoint whose manifest signature does not verify under this key.")
     ] = None,
     model: Annotated[
-        str, typer.Option(help="transformer, or logreg (bag-of-codes logistic regression).")
+        str,
+        typer.Option(
+            help="transformer, logreg (logistic regression on code counts) or gbm (LightGBM on code counts "
+            "over 30 days, 365 days and all history, plus age)."
+        ),
     ] = "transformer",
     train_size: TrainSizeOpt = None,
     min_round: MinRoundOpt = 0,

@@ -1,13 +1,16 @@
 """Fine-tune one task at one site on a small labelled cohort; evaluate on the site's held-out split.
 
-Models: "transformer" (from a pretrained checkpoint, or from scratch without one) and "logreg"
-(bag-of-codes logistic regression, C by cross-validation over train + tuning). All draw the same cohort.
+Models: "transformer" (from a pretrained checkpoint, or from scratch without one), and the
+count-feature baselines "logreg" (bag-of-codes logistic regression) and "gbm" (LightGBM on
+windowed code counts), their one parameter by cross-validation over train + tuning. All draw the
+same cohort.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from shared_model.baselines import bag_of_codes, fit_logreg, logreg_pipeline
+from shared_model.baselines import TREES, bag_of_codes, gbm_classifier, logreg_pipeline, windowed_counts
 from shared_model.checkpoint import KIND_PRETRAINING, KIND_TASK, Checkpoint, assign_weights, save_checkpoint
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import MedsDataset
@@ -66,26 +69,29 @@ def _labels_frame(arrays: Arrays) -> pd.DataFrame:
     )
 
 
-def logreg_scores(dataset: MedsDataset, cohort: Cohort, seed: int) -> tuple[np.ndarray, float]:
-    """Bag-of-codes logistic regression, C chosen the same way as the transformer's probe
-    (model_selection.choose_c); returns held-out scores and the chosen C."""
+#: baseline -> (features, classifier for a parameter value, candidate values simplest first, record key)
+BASELINES: dict[str, tuple[Callable, Callable, tuple, str]] = {
+    "logreg": (bag_of_codes, lambda c, seed: logreg_pipeline(seed=seed, C=c), LOGREG_C, "logreg_c"),
+    "gbm": (windowed_counts, lambda trees, seed: gbm_classifier(seed=seed, trees=trees), TREES, "gbm_trees"),
+}
+
+
+def baseline_scores(model: str, dataset: MedsDataset, cohort: Cohort, seed: int) -> tuple[np.ndarray, float]:
+    """A count-feature baseline (logistic regression or gradient-boosted trees) whose one parameter
+    is chosen like the transformer's probe (model_selection.choose_c: cross-validation over train +
+    tuning, the simplest candidate within one standard error); returns held-out probabilities and
+    the chosen value. Fitted on the train cohort only."""
+    features, classifier, candidates, _ = BASELINES[model]
     train, tuning, held_out = (_labels_frame(a) for a in (cohort.train, cohort.tuning, cohort.held_out))
-    x_train, vocabulary = bag_of_codes(dataset.events, train)
-    x_tuning, _ = bag_of_codes(dataset.events, tuning, vocabulary)
-    x_held_out, _ = bag_of_codes(dataset.events, held_out, vocabulary)
+    x_train, vocabulary = features(dataset.events, train)
+    x_tuning, _ = features(dataset.events, tuning, vocabulary)
+    x_held_out, _ = features(dataset.events, held_out, vocabulary)
     y_train = train["boolean_value"].to_numpy()
     if len(np.unique(y_train)) < 2:
         return np.full(len(held_out), float(y_train.mean())), float("nan")
-    c = choose_c(
-        lambda c: logreg_pipeline(seed=seed, C=c),
-        LOGREG_C,
-        x_train,
-        y_train,
-        x_tuning,
-        tuning["boolean_value"].to_numpy(),
-        seed,
-    )
-    return fit_logreg(x_train, y_train, seed=seed, C=c).predict_proba(x_held_out)[:, 1], c
+    y_tuning = tuning["boolean_value"].to_numpy()
+    chosen = choose_c(lambda value: classifier(value, seed), candidates, x_train, y_train, x_tuning, y_tuning, seed)
+    return classifier(chosen, seed).fit(x_train, y_train).predict_proba(x_held_out)[:, 1], chosen
 
 
 @dataclass(frozen=True)
@@ -119,8 +125,8 @@ def finetune_and_score(
     """Draw the cohort, fit the model, score the site's held-out split."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    if model == "logreg" and task == NEXT_VISIT:
-        raise ValueError("the logistic-regression baseline supports binary tasks only")
+    if model in BASELINES and task == NEXT_VISIT:
+        raise ValueError(f"the {model} baseline supports binary tasks only")
     settings = settings or FinetuneSettings(seed=seed)
     started = time.perf_counter()
     if checkpoint is not None:
@@ -147,9 +153,8 @@ def finetune_and_score(
     if task != NEXT_VISIT:
         record["held_out_positives"] = int(cohort.held_out["label"].sum())
         record["train_positives"] = int(cohort.train["label"].sum())
-    if model == "logreg":
-        scores, c = logreg_scores(dataset, cohort, seed)
-        record["logreg_c"] = c
+    if model in BASELINES:
+        scores, record[BASELINES[model][3]] = baseline_scores(model, dataset, cohort, seed)
     else:
         seed_everything(seed)
         if checkpoint is not None:
@@ -186,7 +191,7 @@ def finetune_and_score(
     if task != NEXT_VISIT:
         # binary metrics are those of the published probabilities (float32, as MEDS-DEV stores them),
         # so that any tool reading predictions.parquet finds the same numbers
-        scores = probabilities(scores, logits=model != "logreg")
+        scores = probabilities(scores, logits=model not in BASELINES)
         predictions = meds_predictions(cohort.held_out, scores, dataset.labels[task])
         if out is not None:
             atomic_write_parquet(out / PREDICTIONS_FILE, predictions)

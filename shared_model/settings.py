@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ADAPTATIONS = ("probe", "probe-then-finetune", "finetune")
-MODELS = ("transformer", "logreg")  # fine-tuned models: the transformer, or the bag-of-codes baseline
+MODELS = ("transformer", "logreg", "gbm")  # the transformer, or a count-feature baseline
 
 
 def setting(default: Any, help: str) -> Any:

@@ -74,6 +74,7 @@ def test_central_pretraining_writes_checkpoint_and_beats_nothing_trivially(pretr
         (["--model", "transformer", "--adaptation", "finetune"], True),
         (["--model", "transformer", *TINY], False),
         (["--model", "logreg"], False),
+        (["--model", "gbm"], False),
     ],
 )
 def test_finetune_variants_write_metrics(

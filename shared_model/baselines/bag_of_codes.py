@@ -11,12 +11,14 @@ from sklearn.preprocessing import FunctionTransformer, MaxAbsScaler
 
 
 def bag_of_codes(
-    events: pd.DataFrame, labels: pd.DataFrame, vocabulary: pd.Index | None = None
+    events: pd.DataFrame, labels: pd.DataFrame, vocabulary: pd.Index | None = None, *, window_days: int | None = None
 ) -> tuple[sp.csr_matrix, pd.Index]:
     """(label rows x codes) counts of each code before each row's prediction time.
 
     Static facts (time NaT, e.g. sex) count for every row. Codes outside `vocabulary` are
-    dropped, so features built at another site line up column for column.
+    dropped, so features built at another site line up column for column. With `window_days`,
+    only events in the last `window_days` days before the prediction time count (and no static
+    fact).
     """
     codes = events["code"].astype("category")
     vocabulary = pd.Index(codes.cat.categories) if vocabulary is None else vocabulary
@@ -35,6 +37,8 @@ def bag_of_codes(
         on="subject_id",
     )
     before = (joined["time"] < joined["prediction_time"]) | joined["time"].isna()
+    if window_days is not None:
+        before &= joined["time"] >= joined["prediction_time"] - np.timedelta64(window_days, "D")
     before &= joined["code"] >= 0
     joined = joined[before]
     matrix = sp.coo_matrix(
