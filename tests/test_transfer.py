@@ -46,6 +46,7 @@ def test_results_cover_the_whole_grid(experiment: Path, fed_sites: list[Path]) -
     assert set(results["mode"]) == {
         "scratch",
         "logreg",
+        "gbm",
         "local",
         "central",
         "federated",

@@ -10,10 +10,12 @@ from shared_model.run_config import CLIENT_OPTIMIZER_STATES, STRATEGIES
 from shared_model.tasks import NEXT_VISIT
 from simulations.experiments.common import load_toml_overrides
 
-MODES = ("scratch", "logreg", "local", "central", "federated", "federated-loso")
+MODES = ("scratch", "logreg", "gbm", "local", "central", "federated", "federated-loso")
+BASELINE_MODES = ("logreg", "gbm")  # count-feature baselines: binary tasks only, no pretraining
 MODE_HELP = {
     "scratch": "the same transformer from random initialisation, trained on the site's cohort only",
     "logreg": "L2 logistic regression on bag-of-codes counts (C by cross-validation over train + tuning)",
+    "gbm": "LightGBM on code counts over 30 days, 365 days and all history, plus age (rounds by the same rule)",
     "local": "pretrained on the fine-tuning site's own unlabelled training patients",
     "central": "pretrained on all sites' training patients pooled in one place",
     "federated": "pretrained with Flower over all sites (the fine-tuning site included)",
@@ -129,7 +131,7 @@ def enumerate_runs(config: TransferConfig, sites: list[str]) -> list[Run]:
             for site in sites:
                 for seed in config.seeds:
                     for mode in config.modes:
-                        if mode == "logreg" and task == NEXT_VISIT:
+                        if mode in BASELINE_MODES and task == NEXT_VISIT:
                             continue
                         if mode == "federated-loso" and len(sites) < 3:
                             continue  # a federation needs at least two other sites

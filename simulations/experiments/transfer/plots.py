@@ -11,7 +11,7 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
-from simulations.experiments.transfer.grid import MODES
+from simulations.experiments.transfer.grid import BASELINE_MODES, MODES
 from simulations.experiments.transfer.summary import primary_metric
 
 matplotlib.use("Agg")  # files only, never a window
@@ -19,6 +19,7 @@ matplotlib.use("Agg")  # files only, never a window
 COLOURS = {
     "scratch": "#7f7f7f",
     "logreg": "#bcbd22",
+    "gbm": "#8c564b",
     "local": "#2ca02c",
     "central": "#1f77b4",
     "federated": "#d62728",
@@ -54,7 +55,7 @@ def learning_curves(table: pd.DataFrame, task: str, path: Path) -> Path:
                 marker="o",
                 capsize=3,
                 linewidth=1.5,
-                linestyle="--" if mode in ("scratch", "logreg") else "-",
+                linestyle="--" if mode in ("scratch", *BASELINE_MODES) else "-",
             )
         ax.set_xticks(range(len(sizes)), [size_label(s) for s in sizes])
         ax.set_title(site)

@@ -117,7 +117,7 @@ class CheckpointCache:
 
 
 def pretraining_job(run: Run, config: TransferConfig) -> Pretraining | None:
-    """The pretraining a run fine-tunes from (None for scratch and logreg)."""
+    """The pretraining a run fine-tunes from (None for scratch and the count-feature baselines)."""
     if not run.pretraining:
         return None
     kind = "federated" if run.mode.startswith("federated") else "central"

@@ -121,6 +121,7 @@ def difference_table(cells: dict[tuple, Cell], config: TransferConfig, sites: li
         ("central", "scratch"),
         ("local", "scratch"),
         ("federated", "logreg"),
+        ("federated", "gbm"),
     ]
     out = []
     for size in config.cohort_sizes:
@@ -144,6 +145,7 @@ def reading(cells: dict[tuple, Cell], config: TransferConfig, sites: list[str], 
             ("federated", "central"),
             ("federated-loso", "scratch"),
             ("federated", "logreg"),
+            ("federated", "gbm"),
         ):
             found = [
                 (size, site, paired_difference(cells, task, size, site, mode, baseline))

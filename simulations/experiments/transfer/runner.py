@@ -27,7 +27,7 @@ from simulations.experiments.common import (
     find_sites,
     same_settings_or_refuse,
 )
-from simulations.experiments.transfer.grid import TransferConfig, enumerate_runs
+from simulations.experiments.transfer.grid import BASELINE_MODES, TransferConfig, enumerate_runs
 from simulations.experiments.transfer.pretraining import CheckpointCache, pretraining_job
 from simulations.experiments.transfer.report import write_outputs
 
@@ -103,7 +103,7 @@ def run_transfer_experiment(
             train_size=run.cohort_size or None,
             seed=run.seed,
             checkpoint=checkpoint,
-            model="logreg" if run.mode == "logreg" else "transformer",
+            model=run.mode if run.mode in BASELINE_MODES else "transformer",
             settings=FinetuneSettings(seed=run.seed, epochs=config.finetune_epochs),
         )
         save_predictions(
