@@ -30,9 +30,13 @@ class RoundReport:
     site_metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # node id -> what it reported
 
 
+def _reply_metrics(message: Message) -> MetricRecord:
+    """The metrics a site's reply carries (empty when it carries none)."""
+    return next(iter(message.content.metric_records.values()), MetricRecord())
+
+
 def _site_key(message: Message) -> float:
-    metrics = next(iter(message.content.metric_records.values()), MetricRecord())
-    return float(metrics.get("site-key", message.metadata.src_node_id))
+    return float(_reply_metrics(message).get("site-key", message.metadata.src_node_id))
 
 
 class UpdateValidation(Strategy):
@@ -152,17 +156,13 @@ class UpdateValidation(Strategy):
                     )
                     usable.remove((message, norm))
         valid = [m for m, _ in usable]
-        seconds = [float(next(iter(m.content.metric_records.values())).get("train-seconds", 0.0)) for m in valid]
+        seconds = [float(_reply_metrics(m).get("train-seconds", 0.0)) for m in valid]
         report.slowest_train_seconds = max(seconds, default=0.0)
         report.total_train_seconds = sum(seconds)
-        report.site_epsilon = max(
-            (float(next(iter(m.content.metric_records.values())).get("dp-epsilon", 0.0)) for m in valid), default=0.0
-        )
+        report.site_epsilon = max((float(_reply_metrics(m).get("dp-epsilon", 0.0)) for m in valid), default=0.0)
         report.site_metrics = {
             m.metadata.src_node_id: {
-                k: float(v)
-                for k, v in next(iter(m.content.metric_records.values())).items()
-                if k in SITE_METRICS and isinstance(v, int | float)
+                k: float(v) for k, v in _reply_metrics(m).items() if k in SITE_METRICS and isinstance(v, int | float)
             }
             for m in valid
         }

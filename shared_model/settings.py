@@ -35,7 +35,7 @@ class VocabularySettings:
     def __post_init__(self) -> None:
         if self.min_count < 1 or self.max_vocab < 0 or self.max_groups < 1:
             raise ValueError("min-count and max-groups must be >= 1, max-vocab >= 0")
-        systems = tuple(s.strip() for s in self.target_vocabularies.split(","))
+        systems = self.target_systems
         if not all(systems) or any("/" in s for s in systems):
             raise ValueError(
                 "target-vocabularies must be coding systems separated by commas (or *), "

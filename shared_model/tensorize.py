@@ -103,7 +103,8 @@ def _visits(events: pd.DataFrame, vocab: Vocabulary, layout: Layout) -> tuple[_V
     timed = events[events["time"].notna()]
     code = timed["code"].astype("category")
     categories = pd.Index(code.cat.categories.astype(str))
-    category_code_id = np.where(is_clinical_code(categories), vocab.encode(categories), 0)
+    clinical_category = is_clinical_code(categories)
+    category_code_id = np.where(clinical_category, vocab.encode(categories), 0)
     category_visit_type = np.array([visit_type_of(c) for c in categories], dtype=np.int64)
     cat_idx = code.cat.codes.to_numpy()
 
@@ -117,7 +118,7 @@ def _visits(events: pd.DataFrame, vocab: Vocabulary, layout: Layout) -> tuple[_V
 
     # a day's events form a visit if they are clinical codes or say the visit's type: birth and
     # index-date markers do not
-    forms_visit = is_clinical_code(categories) | (category_visit_type > 0)
+    forms_visit = clinical_category | (category_visit_type > 0)
     keep = forms_visit[cat_idx]
     subject, day, cat_idx = subject[keep], day[keep], cat_idx[keep]
     order = np.lexsort((day, subject))

@@ -7,7 +7,6 @@ Any ACES configuration works (predicates on codes and values, windows relative t
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pandas as pd
@@ -16,8 +15,6 @@ import pyarrow as pa
 from shared_model.data.errors import DataValidationError
 from shared_model.data.meds import LABEL_SCHEMA, iter_event_files
 from shared_model.data.paths import atomic_write_parquet
-
-log = logging.getLogger(__name__)
 
 
 def load_task_config(path: Path):

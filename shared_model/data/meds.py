@@ -83,10 +83,6 @@ class MedsLayout:
             return cls(parent, path)
         return cls(path, path)
 
-    @property
-    def metadata(self) -> Path:
-        return self.root / "metadata"
-
     def data_files(self) -> list[Path]:
         """The event parquet files (a bare data folder's own metadata/ and labels/ excluded)."""
         files = [
