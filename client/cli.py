@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -149,6 +150,14 @@ OutOpt = Annotated[Path, typer.Option(help="Run directory: receives metrics.json
 TrainSizeOpt = Annotated[
     int | None, typer.Option(help="Labelled training patients drawn from the train split (default: all).")
 ]
+TestFromOpt = Annotated[
+    datetime | None,
+    typer.Option(
+        formats=["%Y-%m-%d"],
+        help="Out-of-time validation: train and tune on prediction times before this date, "
+        "evaluate on held-out prediction times from it on.",
+    ),
+]
 MinRoundOpt = Annotated[int, typer.Option(min=0, help="Refuse a checkpoint of an earlier federated round than this.")]
 
 
@@ -165,6 +174,7 @@ def site_finetune(
     task: TaskOpt,
     out: OutOpt,
     train_size: TrainSizeOpt = None,
+    test_from: TestFromOpt = None,
     min_round: MinRoundOpt = 0,
     state: Annotated[
         Path | None,
@@ -188,7 +198,17 @@ def site_finetune(
     loaded = load_checkpoint(checkpoint, verify_signature=load_verifier(server_public_key))
     log.info("%s: hashes and signature verified under %s", checkpoint, server_public_key)
     refuse_rollback(loaded.manifest, checkpoint, state or data.with_name(data.name + ".site-state"), min_round)
-    _finetune(data, task, out, loaded, checkpoint, finetuning, train_size=train_size, signature_verified=True)
+    _finetune(
+        data,
+        task,
+        out,
+        loaded,
+        checkpoint,
+        finetuning,
+        train_size=train_size,
+        test_from=test_from.date() if test_from else None,
+        signature_verified=True,
+    )
 
 
 @bad_input_exits_2
@@ -212,6 +232,7 @@ def finetune(
         ),
     ] = "transformer",
     train_size: TrainSizeOpt = None,
+    test_from: TestFromOpt = None,
     min_round: MinRoundOpt = 0,
     settings: dict[str, Any] | None = None,
     architecture: dict[str, Any] | None = None,
@@ -245,6 +266,7 @@ def finetune(
         checkpoint,
         finetuning,
         train_size=train_size,
+        test_from=test_from.date() if test_from else None,
         model=model,
         model_config=model_config,
         signature_verified=server_public_key is not None,
@@ -268,6 +290,7 @@ def _finetune(
     *,
     train_size: int | None,
     signature_verified: bool,
+    test_from: date | None = None,
     model: str = "transformer",
     model_config: ClaimTransformerConfig | None = None,
 ) -> None:
@@ -291,6 +314,7 @@ def _finetune(
         settings=finetuning,
         model_config=model_config,
         out=out,
+        test_from=test_from,
     )
     record["data"], record["checkpoint"] = str(data), str(checkpoint) if checkpoint else None
     record["signature_verified"] = signature_verified

@@ -8,6 +8,7 @@ same cohort.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -22,13 +23,14 @@ import pyarrow as pa
 from shared_model.baselines import TREES, bag_of_codes, gbm_classifier, logreg_pipeline, windowed_counts
 from shared_model.checkpoint import KIND_PRETRAINING, KIND_TASK, Checkpoint, assign_weights, save_checkpoint
 from shared_model.config import ClaimTransformerConfig
-from shared_model.data import MedsDataset
+from shared_model.data import DataValidationError, MedsDataset
 from shared_model.data.paths import atomic_write_parquet
 from shared_model.metrics import binary_metrics, recall_at_k
 from shared_model.model import PretrainingModel, build_encoder
 from shared_model.model_selection import choose_c
 from shared_model.predictions import meds_predictions, probabilities
 from shared_model.settings import MODELS
+from shared_model.subgroups import demographic_groups
 from shared_model.tasks import NEXT_VISIT, task_arrays, task_kind, task_target, training_vocabulary
 from shared_model.tensorize import Arrays, select
 from shared_model.training import FinetuneSettings, finetune, predict_task, seed_everything
@@ -46,17 +48,50 @@ class Cohort:
     held_out: Arrays
 
 
+def out_of_time(splits: dict[str, Arrays], test_from: dt.date, source: Path) -> dict[str, Arrays]:
+    """Temporal validation: train and tune on prediction times before `test_from`, evaluate on
+    held-out patients' prediction times from that day on (coding practice drifts between years).
+    A training sample's label window may still reach past the cut, as when a model is trained on
+    last year's patients and used from today."""
+    cut = (np.datetime64(test_from, "D") - np.datetime64(0, "D")).astype(np.int64)
+    kept = {
+        name: select(
+            arrays, (arrays["prediction_day"] >= cut) if name == "held_out" else (arrays["prediction_day"] < cut)
+        )
+        for name, arrays in splits.items()
+    }
+    empty = [name for name, arrays in kept.items() if not len(arrays["subject_id"])]
+    if empty:
+        side = {"held_out": f"from {test_from} on"}
+        raise DataValidationError(
+            source,
+            f"prediction times on both sides of the out-of-time cut {test_from}",
+            found="no sample in " + ", ".join(f"{name} ({side.get(name, f'before {test_from}')})" for name in empty),
+        )
+    return kept
+
+
+def _first(arrays: Arrays, count: int, seed: int) -> np.ndarray:
+    """The `count` samples ranked first by a seeded hash of (subject, prediction day), in order.
+
+    A sample's rank depends on nothing else, so models whose vocabularies keep slightly different
+    samples (one lacking a patient whose codes are all rare) still draw the same cohort, save
+    that patient, and the comparison between them stays paired."""
+    keys = pd.DataFrame({"subject_id": arrays["subject_id"], "prediction_day": arrays["prediction_day"]})
+    hashes = pd.util.hash_pandas_object(keys.assign(seed=seed), index=False).to_numpy()
+    return np.sort(np.lexsort((keys["prediction_day"], keys["subject_id"], hashes))[:count])
+
+
 def draw_cohort(splits: dict[str, Arrays], train_size: int | None, seed: int) -> Cohort:
     """`train_size` samples from the train split (None: all), and a tuning set of a quarter of that
     size (at least 100) from the tuning split, for early stopping and model choice."""
-    rng = np.random.default_rng([seed, 0xC0])
     n_train = len(splits["train"]["subject_id"])
-    n_tuning = len(splits["tuning"]["subject_id"])
     size = n_train if train_size is None else min(train_size, n_train)
-    tuning_size = min(n_tuning, max(MIN_TUNING, size // 4))
-    train_rows = np.sort(rng.choice(n_train, size, replace=False))
-    tuning_rows = np.sort(rng.choice(n_tuning, tuning_size, replace=False))
-    return Cohort(select(splits["train"], train_rows), select(splits["tuning"], tuning_rows), splits["held_out"])
+    tuning_size = min(len(splits["tuning"]["subject_id"]), max(MIN_TUNING, size // 4))
+    train, tuning = splits["train"], splits["tuning"]
+    return Cohort(
+        select(train, _first(train, size, seed)), select(tuning, _first(tuning, tuning_size, seed)), splits["held_out"]
+    )
 
 
 def _labels_frame(arrays: Arrays) -> pd.DataFrame:
@@ -102,6 +137,7 @@ class FinetuneOutcome:
     record: dict[str, Any]
     held_out_targets: np.ndarray
     held_out_scores: np.ndarray
+    held_out_groups: dict[str, np.ndarray]  # sex and age band of each held-out sample
     predictions: pa.Table | None = None  # binary tasks: the held-out predictions, MEDS-DEV format
 
 
@@ -121,8 +157,10 @@ def finetune_and_score(
     settings: FinetuneSettings | None = None,
     model_config: ClaimTransformerConfig | None = None,
     out: Path | None = None,
+    test_from: dt.date | None = None,
 ) -> FinetuneOutcome:
-    """Draw the cohort, fit the model, score the site's held-out split."""
+    """Draw the cohort, fit the model, score the site's held-out split (with `test_from`: only
+    its prediction times from that day on, the cohort's before it)."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if model in BASELINES and task == NEXT_VISIT:
@@ -140,6 +178,9 @@ def finetune_and_score(
             {**config.to_dict(), "vocab_size": vocabulary.size, "n_groups": vocabulary.n_groups}
         )
     splits = task_arrays(dataset, task, vocabulary)
+    if test_from is not None:
+        source = dataset.root / "labels" / f"{task}.parquet" if task != NEXT_VISIT else dataset.root
+        splits = out_of_time(splits, test_from, source)
     cohort = draw_cohort(splits, train_size, seed)
     record: dict[str, Any] = {
         "task": task,
@@ -150,6 +191,8 @@ def finetune_and_score(
         "tuning_size": len(cohort.tuning["subject_id"]),
         "held_out_size": len(cohort.held_out["subject_id"]),
     }
+    if test_from is not None:
+        record["test_from"] = test_from.isoformat()
     if task != NEXT_VISIT:
         record["held_out_positives"] = int(cohort.held_out["label"].sum())
         record["train_positives"] = int(cohort.train["label"].sum())
@@ -204,4 +247,4 @@ def finetune_and_score(
         record["train_size"],
         {k: round(v, 4) for k, v in record.items() if k.startswith(("auroc", "auprc", "recall"))},
     )
-    return FinetuneOutcome(record, targets, scores, predictions)
+    return FinetuneOutcome(record, targets, scores, demographic_groups(cohort.held_out), predictions)

@@ -5,14 +5,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+CALIBRATION_BINS = 10
 
 
-def binary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Discrimination (AUROC, AUPRC) and calibration (Brier score, expected calibration error) of
+    predicted probabilities."""
     labels = np.asarray(labels).astype(int)
+    calibration = {
+        "brier": float(brier_score_loss(labels, probabilities, pos_label=1)),
+        "ece": expected_calibration_error(labels, probabilities),
+    }
     if labels.min() == labels.max():
-        return {"auroc": float("nan"), "auprc": float("nan")}
-    return {"auroc": float(roc_auc_score(labels, scores)), "auprc": float(average_precision_score(labels, scores))}
+        return {"auroc": float("nan"), "auprc": float("nan"), **calibration}
+    return {
+        "auroc": auroc(labels, probabilities),
+        "auprc": float(average_precision_score(labels, probabilities)),
+        **calibration,
+    }
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AUROC of any scores (logits or probabilities); NaN when only one class is present."""
+    labels = np.asarray(labels).astype(int)
+    return float(roc_auc_score(labels, scores)) if labels.min() < labels.max() else float("nan")
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """Mean |observed rate - mean predicted probability| over equal-width probability bins,
+    weighted by the share of patients in each bin (Naeini et al., 2015)."""
+    labels, probabilities = np.asarray(labels, dtype=np.float64), np.asarray(probabilities, dtype=np.float64)
+    which = np.clip((probabilities * bins).astype(int), 0, bins - 1)
+    gap = np.abs(np.bincount(which, labels, bins) - np.bincount(which, probabilities, bins))
+    return float(gap.sum() / max(len(labels), 1))
 
 
 def recall_at_k(target_indices: np.ndarray, scores: np.ndarray, ks: Sequence[int] = (5, 10, 30)) -> dict[str, float]:

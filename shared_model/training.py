@@ -12,7 +12,7 @@ import tensorflow as tf
 from sklearn.linear_model import LogisticRegression
 
 from shared_model.config import ClaimTransformerConfig
-from shared_model.metrics import binary_metrics, recall_at_k
+from shared_model.metrics import auroc, recall_at_k
 from shared_model.model import TASK_BINARY, HeadOnly, PretrainingModel, TaskModel, layer_depths, task_loss
 from shared_model.model_selection import choose_c
 from shared_model.optimizers import GradualUnfreezing, LayerwiseAdam, SparseRMSprop
@@ -188,7 +188,7 @@ def finetune(
     def tuning_score() -> float:
         """Higher is better: AUROC for binary tasks (the reported metric), else minus the loss."""
         if kind == TASK_BINARY:
-            return binary_metrics(tuning["label"], predict_task(model, tuning, target))["auroc"]
+            return auroc(tuning["label"], predict_task(model, tuning, target))
         return -float(task_loss(kind, predict_task(model, tuning, target), tuning[target]))
 
     if settings.adaptation not in ADAPTATIONS:
@@ -244,7 +244,7 @@ def logistic_probe(model: TaskModel, train: Arrays, tuning: Arrays, seed: int) -
     probe = make_probe(c).fit(x_train, y_train)
     kernel, bias = model.head.get_weights()
     model.head.set_weights([probe.coef_.T.astype(kernel.dtype), probe.intercept_.astype(bias.dtype)])
-    return float(binary_metrics(y_tuning, probe.decision_function(x_tuning))["auroc"])
+    return auroc(y_tuning, probe.decision_function(x_tuning))
 
 
 def head_probe(model: TaskModel, train: Arrays, tuning: Arrays, target: str, settings: FinetuneSettings) -> None:

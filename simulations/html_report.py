@@ -10,8 +10,8 @@ STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
     "text-align:right;white-space:nowrap}th{background:#f3f3f3}img{max-width:100%}.pass{color:#1a7f37}"
-    ".fail{color:#cf222e}figure{margin:1.5em 0}figcaption{color:#666;font-size:12px}"
-    "td.text{text-align:left;white-space:normal}"
+    ".fail{color:#cf222e}.undecided{color:#9a6700}figure{margin:1.5em 0}figcaption{color:#666;font-size:12px}"
+    "td.text{text-align:left;white-space:normal}.lead{font-size:17px;line-height:1.5;max-width:60em}"
 )
 
 

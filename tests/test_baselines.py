@@ -42,3 +42,44 @@ def test_windowed_counts_count_each_window_and_age() -> None:
     assert dense[1, 2 * n + visit] == 1 and dense[1, visit] == 0
     # the all-history block is the logistic regression's bag of codes
     np.testing.assert_array_equal(dense[:, 2 * n : 3 * n], bag_of_codes(_events(), LABELS, vocabulary)[0].toarray())
+
+
+def _samples(subjects: np.ndarray) -> dict[str, np.ndarray]:
+    return {"subject_id": subjects, "prediction_day": 18_000 + subjects % 7, "label": (subjects % 5 == 0) * 1.0}
+
+
+def test_every_model_draws_the_same_cohort_even_when_its_vocabulary_drops_a_patient() -> None:
+    """The cohort depends on the samples, not on their positions: a model whose vocabulary loses
+    one patient (all their codes rare) trains on the same cohort minus that patient."""
+    from shared_model.finetuning import draw_cohort
+
+    subjects = np.arange(1000, 1600)
+    full = {name: _samples(subjects) for name in ("train", "tuning", "held_out")}
+    cohort = draw_cohort(full, 100, seed=3)
+    dropped = int(cohort.train["subject_id"][10])
+    fewer = {**full, "train": _samples(subjects[subjects != dropped])}
+    other = draw_cohort(fewer, 100, seed=3)
+    assert set(cohort.train["subject_id"]) - set(other.train["subject_id"]) == {dropped}
+    assert len(set(other.train["subject_id"]) - set(cohort.train["subject_id"])) == 1  # the next in line
+    assert (cohort.tuning["subject_id"] == other.tuning["subject_id"]).all()
+    assert set(draw_cohort(full, 100, seed=4).train["subject_id"]) != set(cohort.train["subject_id"])
+
+
+def test_subgroups_name_sex_and_age_band_from_the_demographics_field() -> None:
+    from shared_model.subgroups import demographic_groups
+
+    groups = demographic_groups({"demo": np.array([[3, 1], [6, 2], [0, 0], [1, 2]], dtype=np.int8)})
+    assert groups["sex"].tolist() == ["female", "male", "unknown", "male"]
+    assert groups["age_band"].tolist() == ["2-5", "18+", "unknown", "<1"]
+
+
+def test_calibration_metrics_by_hand() -> None:
+    from shared_model.metrics import binary_metrics, expected_calibration_error
+
+    labels, probabilities = np.array([0, 1, 1, 1]), np.array([0.05, 0.05, 0.95, 0.95])
+    # bin 0: predicted 0.05, observed 0.5, half the patients; bin 9: 0.95 vs 1.0, the other half
+    assert expected_calibration_error(labels, probabilities) == pytest.approx(0.45 / 2 + 0.05 / 2)
+    assert binary_metrics(labels, probabilities)["brier"] == pytest.approx((0.05**2 + 0.95**2 + 2 * 0.05**2) / 4)
+    rng = np.random.default_rng(0)
+    calibrated = rng.random(200_000)
+    assert expected_calibration_error(rng.random(200_000) < calibrated, calibrated) < 0.01

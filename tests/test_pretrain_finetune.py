@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from typer.testing import CliRunner
 
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
+from shared_model.finetuning import out_of_time
+from shared_model.tasks import task_arrays, training_vocabulary
 from simulations.cli.app import app
 from tests.conftest import tensorboard_events
 
@@ -169,6 +172,27 @@ def test_finetune_rejects_unknown_task(small_sites: list[Path], tmp_path: Path) 
     )
     assert result.exit_code == 2 and "diabetes" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "x").exists()  # nothing written
+
+
+def test_out_of_time_trains_before_the_cut_and_tests_from_it(small_sites: list[Path], tmp_path: Path) -> None:
+    cut = "2020-07-01"
+    base = ["finetune", "--data", str(small_sites[0]), "--task", "asthma", "--model", "gbm"]
+    result = CliRunner().invoke(app, [*base, "--train-size", "150", "--test-from", cut, "--out", str(tmp_path / "ft")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["test_from"] == cut
+    predictions = pl.read_parquet(tmp_path / "ft" / "predictions.parquet").to_pandas()
+    assert (predictions["prediction_time"] >= pd.Timestamp(cut)).all()
+    dataset = read_meds(small_sites[0])
+    splits = task_arrays(dataset, "asthma", training_vocabulary([dataset]))
+    kept = out_of_time(splits, date.fromisoformat(cut), tmp_path)
+    day = (np.datetime64(cut) - np.datetime64(0, "D")).astype(int)
+    assert all((kept[name]["prediction_day"] < day).all() for name in ("train", "tuning"))
+    assert (kept["held_out"]["prediction_day"] >= day).all() and len(kept["held_out"]["label"]) > 0
+    assert len(kept["held_out"]["label"]) < len(splits["held_out"]["label"])
+    for bad, says in (("2099-01-01", "no sample in held_out"), ("2020-13-01", "Invalid value")):
+        result = CliRunner().invoke(app, [*base, "--test-from", bad, "--out", str(tmp_path / bad)])
+        assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output, result.output
+        assert not (tmp_path / bad / "metrics.json").exists()
 
 
 def test_summarize_puts_results_side_by_side(tmp_path: Path) -> None:

@@ -70,11 +70,25 @@ def test_results_cover_the_whole_grid(experiment: Path, fed_sites: list[Path]) -
 
 def test_report_contains_every_plot_and_the_table(experiment: Path) -> None:
     plots = sorted(p.name for p in experiment.glob("*.png"))
-    assert plots == ["federated_vs_central.png", "learning_curve_asthma.png", "transfer_heatmap.png"]
+    assert plots == [
+        "federated_vs_central.png",
+        "few_shot_asthma.png",
+        "labelled_patients.png",
+        "learning_curve_asthma.png",
+        "reliability_asthma.png",
+        "transfer_heatmap.png",
+    ]
     report = (experiment / "report.html").read_text()
     embedded = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', report)
     assert sorted(embedded) == sorted(p.removesuffix(".png") for p in plots)
     assert "<table" in report and "federated-loso" in report
+    # it opens with the plain-language paragraph and the figure a clinician reads
+    body = report.split("</h1>", 1)[1]
+    assert body.startswith("\n<p class='lead'>In plain words: at 3 hospitals")
+    assert body.index('alt="labelled_patients"') < body.index("<h2>")
+    markdown = (experiment / "results.md").read_text()
+    for heading in ("best baseline and scratch", "calibration, Brier score", "AUROC by subgroup"):
+        assert heading in report and heading in markdown
     results = pd.read_csv(experiment / "results.csv")
     for value in results.loc[results["mode"] == "federated", "auroc"]:
         # every cell of the results table appears (rounded) in both the report and results.md
@@ -152,3 +166,53 @@ def test_pretraining_cache_key_follows_every_federated_setting() -> None:
         for size in (100, 34)
     }
     assert len(central) == 1
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (make test installs Debian's)")
+def test_report_renders_in_a_headless_browser(experiment: Path) -> None:
+    """Opened as a reader would: no console error or warning, no failed request, every image
+    decoded to a real picture."""
+    from playwright.sync_api import sync_playwright
+
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page()
+        page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.on("requestfailed", lambda request: problems.append(f"failed request: {request.url[:80]}"))
+        page.goto((experiment / "report.html").as_uri(), wait_until="load")
+        images = page.evaluate("Array.from(document.images, i => [i.alt, i.complete && i.naturalWidth > 0])")
+        lead = page.locator("p.lead").inner_text()
+        browser.close()
+    assert not problems
+    assert sorted(alt for alt, _ in images) == sorted(p.stem for p in experiment.glob("*.png"))
+    assert all(decoded for _, decoded in images), [alt for alt, decoded in images if not decoded]
+    assert "AUROC" in lead
+
+
+def test_a_check_passes_or_fails_only_on_a_decisive_interval() -> None:
+    from simulations.experiments.common import UNDECIDED
+    from simulations.experiments.transfer.report import judge_every, judge_within
+    from simulations.experiments.transfer.summary import Difference
+
+    def difference(lo: float, hi: float) -> Difference:
+        draws = np.linspace(lo, hi, 1001)
+        return Difference(float(draws.mean()), draws)
+
+    clear, straddles, below = difference(0.03, 0.08), difference(0.0, 0.05), difference(-0.05, 0.01)
+    assert judge_every([("a", clear)], 0.02)[0] is True
+    assert judge_every([("a", clear), ("b", straddles)], 0.02) == (
+        UNDECIDED,
+        "not decided at this scale: +0.025 [+0.001, +0.049] at b straddles +0.02",
+    )
+    assert judge_every([("a", clear), ("b", straddles), ("c", below)], 0.02)[0] is False
+    assert judge_within(difference(-0.005, 0.008), 0.01)[0] is True
+    assert judge_within(difference(-0.02, 0.0), 0.01)[0] == UNDECIDED
+    assert judge_within(difference(0.02, 0.04), 0.01)[0] is False

@@ -128,8 +128,10 @@ def load_toml_overrides(path: Path, base: Config) -> Config:
         raise DataValidationError(path, "valid experiment settings", found=str(exc)) from exc
 
 
-#: an experiment's claim checked on its own numbers: (claim, verdict or None when the grid cannot tell, detail)
-Check = tuple[str, bool | None, str]
+UNDECIDED = "undecided"  # a verdict: the interval straddles the claim's threshold at this scale
+#: an experiment's claim checked on its own numbers: (claim, verdict, detail); the verdict is True
+#: (PASS), False (FAIL), UNDECIDED, or None when the grid has no cell to judge it on
+Check = tuple[str, bool | str | None, str]
 
 
 def check_lines(checks: list[Check]) -> list[str]:
@@ -146,8 +148,10 @@ def check_items(checks: list[Check]) -> list[str]:
     return items
 
 
-def _verdict(ok: bool | None) -> tuple[str, str]:
-    return ("pass", "PASS") if ok else ("fail", "FAIL") if ok is not None else ("", "n/a")
+def _verdict(ok: bool | str | None) -> tuple[str, str]:
+    if ok == UNDECIDED:
+        return "undecided", "NOT DECIDED"
+    return ("pass", "PASS") if ok is True else ("fail", "FAIL") if ok is False else ("", "n/a")
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

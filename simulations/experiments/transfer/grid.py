@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class TransferConfig:
     heatmap_size: int = 300
     bootstrap: int = 1000
     parallel_clients: int = 1
+    test_from: str = ""  # an ISO date: out-of-time validation (cohorts before it, held-out from it on)
 
     def __post_init__(self) -> None:
         problems = [f"unknown mode {m!r} (choose from {', '.join(MODES)})" for m in self.modes if m not in MODES]
@@ -72,8 +74,17 @@ class TransferConfig:
             )
         if self.heatmap_task not in TASKS or self.heatmap_task == NEXT_VISIT:
             problems.append("heatmap_task must be a binary task")
+        if self.test_from:
+            try:
+                dt.date.fromisoformat(self.test_from)
+            except ValueError:
+                problems.append(f"test_from must be an ISO date (YYYY-MM-DD) or empty, got {self.test_from!r}")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def test_from_date(self) -> dt.date | None:
+        return dt.date.fromisoformat(self.test_from) if self.test_from else None
 
     @classmethod
     def quick(cls) -> TransferConfig:

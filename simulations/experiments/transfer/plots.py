@@ -17,6 +17,7 @@ from simulations.experiments.transfer.summary import primary_metric
 matplotlib.use("Agg")  # files only, never a window
 
 COLOURS = {
+    "best-baseline": "#8c564b",
     "scratch": "#7f7f7f",
     "logreg": "#bcbd22",
     "gbm": "#8c564b",
@@ -135,6 +136,97 @@ def federated_vs_central(curves: pd.DataFrame, path: Path) -> Path:
     ax.set_title("Pretraining: federated rounds vs central epochs, same passes over the data")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+PLAIN_NAMES = {
+    "best-baseline": "best conventional model (trees or regression on code counts)",
+    "scratch": "same network, trained on this hospital's labels only",
+    "central": "pretrained on all hospitals' records pooled (not possible in practice)",
+    "federated": "pretrained across hospitals without sharing records (federated)",
+}
+
+
+def labelled_patients_figure(frame: pd.DataFrame, task: str, path: Path) -> Path:
+    """The report's first figure, for readers who are not modellers: AUROC averaged over sites
+    against labelled patients, for the best baseline, scratch, federated and central."""
+    sizes = sorted(frame["cohort_size"].unique(), key=lambda s: (s == 0, s))
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    for mode in PLAIN_NAMES:
+        line = frame[frame["mode"] == mode].set_index("cohort_size").reindex(sizes).dropna(subset=["mean"])
+        if not len(line):
+            continue
+        x = [sizes.index(s) for s in line.index]
+        ax.plot(
+            x,
+            line["mean"],
+            marker="o",
+            color=COLOURS[mode],
+            label=PLAIN_NAMES[mode],
+            linewidth=2.2,
+            linestyle="--" if mode in ("scratch", "best-baseline") else "-",
+        )
+        ax.fill_between(x, line["lo"], line["hi"], color=COLOURS[mode], alpha=0.12)
+    ax.set_xticks(range(len(sizes)), [size_label(s) for s in sizes])
+    ax.set_xlabel("patients with a known outcome used to train at the hospital")
+    ax.set_ylabel("AUROC on the hospital's other patients\n(0.5 = chance, 1 = perfect; average of hospitals)")
+    ax.set_title(f"Predicting {task.replace('_', ' ')}: how much labelled data each approach needs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def few_shot_curve(frame: pd.DataFrame, task: str, path: Path) -> Path:
+    """EHRSHOT-style: AUROC (site average, 95% CI) against labelled positives in the cohort, log x."""
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    for mode in [m for m in (*MODES, "best-baseline") if m in set(frame["mode"])]:
+        line = frame[frame["mode"] == mode].sort_values("positives")
+        ax.errorbar(
+            line["positives"],
+            line["mean"],
+            yerr=[line["mean"] - line["lo"], line["hi"] - line["mean"]],
+            label=mode,
+            color=COLOURS.get(mode),
+            marker="o",
+            capsize=3,
+            linestyle="--" if mode in ("scratch", "best-baseline", *BASELINE_MODES) else "-",
+        )
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("labelled positives in the fine-tuning cohort (mean over sites and seeds)")
+    ax.set_ylabel("held-out AUROC (site average, 95% CI)")
+    ax.set_title(f"{task}: few-shot curve")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def reliability_plot(frame: pd.DataFrame, task: str, size: int, path: Path) -> Path:
+    """Observed outcome rate against predicted probability, one panel per site, one line per mode."""
+    sites = sorted(frame["site"].unique())
+    fig, axes = plt.subplots(1, len(sites), figsize=(4.2 * len(sites), 4.0), sharey=True, squeeze=False)
+    top = float(max(frame["predicted"].max(), frame["observed"].max(), 0.05)) * 1.05
+    for ax, site in zip(axes[0], sites, strict=True):
+        ax.plot([0, top], [0, top], color="black", linewidth=0.8, linestyle=":")
+        for mode, line in frame[frame["site"] == site].groupby("mode", sort=False):
+            ax.plot(line["predicted"], line["observed"], marker="o", markersize=3, label=mode, color=COLOURS.get(mode))
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.set_title(site)
+        ax.set_xlabel("mean predicted probability (deciles)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("observed rate")
+    axes[0][-1].legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"{task}, {size_label(size)} labelled patients: reliability (seeds pooled)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from shared_model.data import read_meds
 from shared_model.data.paths import atomic_write_parquet
-from shared_model.finetuning import finetune_and_score
+from shared_model.finetuning import FinetuneOutcome, finetune_and_score
 from shared_model.metrics import per_sample_recall_at_k
 from shared_model.settings import FinetuneSettings
 from shared_model.tasks import NEXT_VISIT
@@ -33,7 +33,7 @@ from simulations.experiments.transfer.report import write_outputs
 
 log = logging.getLogger(__name__)
 RESULT_NEUTRAL = ("bootstrap", "parallel_clients")  # settings that may change between restarts
-METRIC_COLUMNS = ["auroc", "auprc", "recall@5", "recall@10", "recall@30"]
+METRIC_COLUMNS = ["auroc", "auprc", "brier", "ece", "recall@5", "recall@10", "recall@30"]
 RESULT_COLUMNS = [
     "run_id",
     "task",
@@ -61,13 +61,20 @@ def _append(path: Path, row: dict, columns: list[str]) -> None:
     frame.to_csv(path, mode="a", header=not path.exists(), index=False)
 
 
-def save_predictions(path: Path, task: str, targets: np.ndarray, scores: np.ndarray) -> None:
-    """What the bootstrap needs: labels and scores (binary) or per-sample Recall@5/10/30 (next visit)."""
+def save_predictions(path: Path, task: str, outcome: FinetuneOutcome) -> None:
+    """What the summaries need: labels, probabilities, sex and age band (binary tasks), or
+    per-sample Recall@5/10/30 (next visit)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    targets, scores = outcome.held_out_targets, outcome.held_out_scores
     if task == NEXT_VISIT:
         np.savez_compressed(path, per_sample_recall=per_sample_recall_at_k(targets, scores).astype(np.float32))
     else:
-        np.savez_compressed(path, labels=np.asarray(targets, dtype=np.int8), scores=np.asarray(scores, np.float32))
+        np.savez_compressed(
+            path,
+            labels=np.asarray(targets, dtype=np.int8),
+            scores=np.asarray(scores, np.float32),
+            **outcome.held_out_groups,
+        )
 
 
 def run_transfer_experiment(
@@ -105,10 +112,9 @@ def run_transfer_experiment(
             checkpoint=checkpoint,
             model=run.mode if run.mode in BASELINE_MODES else "transformer",
             settings=FinetuneSettings(seed=run.seed, epochs=config.finetune_epochs),
+            test_from=config.test_from_date,
         )
-        save_predictions(
-            out / "predictions" / f"{run.run_id}.npz", run.task, outcome.held_out_targets, outcome.held_out_scores
-        )
+        save_predictions(out / "predictions" / f"{run.run_id}.npz", run.task, outcome)
         if outcome.predictions is not None:  # the same, for MEDS tools (meds-evaluation, MEDS-DEV)
             atomic_write_parquet(out / "predictions" / f"{run.run_id}.parquet", outcome.predictions)
         record = outcome.record

@@ -1,14 +1,19 @@
 """Means over seeds with 95% bootstrap intervals, and paired differences between modes.
 
-Every cell resamples the site's held-out patients (the same resamples for every mode of one site,
-task and cohort size, so differences between modes are paired) and averages the metric over
-seeds within each resample: the interval is the held-out sampling uncertainty of the seed mean.
+Every cell resamples the site's held-out patients (the same resamples for every mode and cohort
+size of one site and task, so differences between modes, and between cohort sizes, are paired)
+and averages the metric over seeds within each resample: the interval is the held-out sampling
+uncertainty of the seed mean.
+
+"best-baseline" is, per site, task and cohort size, whichever count-feature baseline (logistic
+regression or gradient-boosted trees) has the higher held-out mean: chosen on the test data, so
+it favours the baselines, and a pretrained model that beats it beats each of them.
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +24,8 @@ from shared_model.tasks import NEXT_VISIT
 
 CELL = ["task", "cohort_size", "finetune_site", "mode", "pretraining_sites"]
 LEVEL = 0.95
+BEST_BASELINE = "best-baseline"
+BASELINES = ("logreg", "gbm")
 
 
 def primary_metric(task: str) -> str:
@@ -26,20 +33,25 @@ def primary_metric(task: str) -> str:
 
 
 def metrics_of(task: str) -> tuple[str, ...]:
-    return ("recall@5", "recall@10", "recall@30") if task == NEXT_VISIT else ("auroc", "auprc")
+    return ("recall@5", "recall@10", "recall@30") if task == NEXT_VISIT else ("auroc", "auprc", "brier")
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One cell of the grid: its seed-mean and the bootstrap distribution of that mean."""
+    """One cell of the grid: its seed-mean, the bootstrap distribution of that mean, the runs'
+    prediction files, and the bootstrap weights they were resampled with."""
 
     mean: dict[str, float]
     draws: dict[str, np.ndarray]
     seeds: int
+    predictions: tuple[Path, ...]
+    weights: np.ndarray
+    train_positives: float  # mean over seeds (NaN for next_visit)
+    source: str = ""  # best-baseline: the baseline it is
 
 
-def _resample_seed(task: str, size: int, site: str, n: int) -> list[int]:
-    return [zlib.crc32(f"{task}|{size}|{site}".encode()), n]
+def _resample_seed(task: str, site: str, n: int) -> list[int]:
+    return [zlib.crc32(f"{task}|{site}".encode()), n]
 
 
 def cell_draws(predictions: list[Path], task: str, weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -52,8 +64,10 @@ def cell_draws(predictions: list[Path], task: str, weights: np.ndarray) -> dict[
                 for i, name in enumerate(metrics_of(task)):
                     per_run[name].append(weights @ recall[:, i] / weights.sum(axis=1))
             else:
-                per_run["auroc"].append(weighted_auroc(stored["labels"], stored["scores"], weights))
-                per_run["auprc"].append(weighted_average_precision(stored["labels"], stored["scores"], weights))
+                labels, scores = stored["labels"], stored["scores"].astype(np.float64)
+                per_run["auroc"].append(weighted_auroc(labels, scores, weights))
+                per_run["auprc"].append(weighted_average_precision(labels, scores, weights))
+                per_run["brier"].append(weights @ (scores - labels) ** 2 / weights.sum(axis=1))
     return {name: np.mean(values, axis=0) for name, values in per_run.items()}
 
 
@@ -64,18 +78,33 @@ def summarise(out: Path, n_boot: int) -> dict[tuple, Cell]:
     cells: dict[tuple, Cell] = {}
     weights_cache: dict[tuple, np.ndarray] = {}
     for key, group in results.groupby(CELL, sort=True):
-        task, size, site = key[0], int(key[1]), key[2]
+        task, site = key[0], key[2]
         paths = [out / "predictions" / f"{run_id}.npz" for run_id in group["run_id"]]
         n = _rows(paths[0], task)
         if any(_rows(p, task) != n for p in paths):
             raise ValueError(f"runs of {key} were scored on held-out sets of different sizes")
-        wkey = (task, size, site, n)
+        wkey = (task, site, n)
         if wkey not in weights_cache:
-            weights_cache[wkey] = bootstrap_weights(n, n_boot, _resample_seed(task, size, site, n))
+            weights_cache[wkey] = bootstrap_weights(n, n_boot, _resample_seed(task, site, n))
         draws = cell_draws(paths, task, weights_cache[wkey])
         mean = {m: float(group[m].mean()) for m in metrics_of(task)}
-        cells[key] = Cell(mean, draws, len(group))
-    return cells
+        positives = float(pd.to_numeric(group["train_positives"], errors="coerce").mean())
+        cells[key] = Cell(mean, draws, len(group), tuple(paths), weights_cache[wkey], positives)
+    return {**cells, **best_baselines(cells)}
+
+
+def best_baselines(cells: dict[tuple, Cell]) -> dict[tuple, Cell]:
+    """Per (task, cohort size, site) with both baselines: the better one's cell, named best-baseline."""
+    found: dict[tuple, list[tuple[str, Cell]]] = {}
+    for (task, size, site, mode, _), cell in cells.items():
+        if mode in BASELINES:
+            found.setdefault((task, size, site), []).append((mode, cell))
+    best = {}
+    for (task, size, site), candidates in found.items():
+        if len(candidates) == len(BASELINES):
+            mode, cell = max(candidates, key=lambda c: np.nan_to_num(c[1].mean[primary_metric(task)], nan=-1.0))
+            best[(task, size, site, BEST_BASELINE, "")] = replace(cell, source=mode)
+    return best
 
 
 def _rows(path: Path, task: str) -> int:
@@ -109,21 +138,51 @@ def cell_table(cells: dict[tuple, Cell]) -> pd.DataFrame:
                     "lo": lo,
                     "hi": hi,
                     "seeds": cell.seeds,
+                    "train_positives": cell.train_positives,
+                    "source": cell.source,
                 }
             )
     return pd.DataFrame(rows)
 
 
+@dataclass(frozen=True)
+class Difference:
+    """mean(mode) - mean(baseline) on the primary metric, its paired bootstrap draws and interval."""
+
+    mean: float
+    draws: np.ndarray
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return interval(self.draws)
+
+    def __str__(self) -> str:
+        lo, hi = self.interval
+        return f"{self.mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
 def paired_difference(
-    cells: dict[tuple, Cell], task: str, size: int, site: str, mode: str, baseline: str
-) -> tuple[float, float, float] | None:
-    """mean(mode) - mean(baseline) on the primary metric, with its paired bootstrap interval."""
-    first, second = _find(cells, task, size, site, mode), _find(cells, task, size, site, baseline)
+    cells: dict[tuple, Cell],
+    task: str,
+    size: int,
+    site: str,
+    mode: str,
+    baseline: str,
+    baseline_size: int | None = None,
+) -> Difference | None:
+    """mode at `size` minus baseline at `baseline_size` (default the same size), on the site's
+    held-out patients resampled alike."""
+    first = _find(cells, task, size, site, mode)
+    second = _find(cells, task, size if baseline_size is None else baseline_size, site, baseline)
     if first is None or second is None:
         return None
     metric = primary_metric(task)
-    lo, hi = interval(first.draws[metric] - second.draws[metric])
-    return first.mean[metric] - second.mean[metric], lo, hi
+    return Difference(first.mean[metric] - second.mean[metric], first.draws[metric] - second.draws[metric])
+
+
+def mean_difference(differences: list[Difference]) -> Difference:
+    """The average of differences at independent sites or sizes, with the draws averaged alike."""
+    return Difference(float(np.mean([d.mean for d in differences])), np.mean([d.draws for d in differences], axis=0))
 
 
 def _find(cells: dict[tuple, Cell], task: str, size: int, site: str, mode: str) -> Cell | None:
