@@ -157,8 +157,9 @@ def test_pretraining_cache_key_follows_every_federated_setting() -> None:
         Pretraining("federated", ("site-1", "site-2"), 6, 0, "fedavg", 11, client_optimizer="keep").key(prints),
         Pretraining("federated", ("site-1", "site-2"), 6, 0, "fedavg", 11, federated_batch_size=100).key(prints),
         Pretraining("federated", ("site-1", "site-2"), 6, 1, "fedavg", 11).key(prints),
+        Pretraining("federated", ("site-1", "site-2"), 6, 0, "fedavg", 11, time_encoding="days_before+age").key(prints),
     }
-    assert len(keys) == 4
+    assert len(keys) == 5
     # central pretraining ignores the federated settings: one cached checkpoint serves every grid
     central = {
         Pretraining("central", ("site-1", "site-2"), 6, 0, strategy, 11, federated_batch_size=size).key(prints)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from shared_model.checkpoint import Checkpoint, load_checkpoint
+from shared_model.config import ClaimTransformerConfig
 from shared_model.run_config import FederatedRunConfig
 from shared_model.settings import PretrainSettings, VocabularySettings
 from simulations.central import run_central_pretraining
@@ -18,6 +19,7 @@ from simulations.experiments.transfer.grid import Run, TransferConfig
 
 log = logging.getLogger(__name__)
 CENTRAL_BATCH_SIZE = PretrainSettings().batch_size  # Claim-PT: 100
+CLAIM_PT_TIME_ENCODING = next(f.default for f in fields(ClaimTransformerConfig) if f.name == "time_encoding")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Pretraining:
     k_anonymity: int
     client_optimizer: str = "reset"
     federated_batch_size: int = 0  # 0: ceil(central batch / sites), as many sequential steps as central
+    time_encoding: str = CLAIM_PT_TIME_ENCODING
 
     @property
     def local_batch_size(self) -> int:
@@ -51,6 +54,8 @@ class Pretraining:
             content["client_optimizer"] = self.client_optimizer
         if self.kind == "federated" and self.local_batch_size != CENTRAL_BATCH_SIZE:
             content["federated_batch_size"] = self.local_batch_size
+        if self.time_encoding != CLAIM_PT_TIME_ENCODING:
+            content["time_encoding"] = self.time_encoding
         return f"{self.kind}-{'+'.join(self.sites)}-{content_digest(content)}"
 
 
@@ -101,6 +106,7 @@ class CheckpointCache:
                 strategy=job.strategy,
                 client_optimizer=job.client_optimizer,
                 batch_size=job.local_batch_size,
+                time_encoding=job.time_encoding,
                 run_dir=str(run_dir),
                 resume=(run_dir / "checkpoints").exists(),
                 min_available_clients=len(dirs),
@@ -113,6 +119,7 @@ class CheckpointCache:
                 run_dir,
                 vocabulary_settings=VocabularySettings(min_count=job.k_anonymity),
                 settings=PretrainSettings(epochs=job.epochs, patience=job.epochs, seed=job.seed),
+                model_options={"time_encoding": job.time_encoding},
             )
 
 
@@ -130,4 +137,5 @@ def pretraining_job(run: Run, config: TransferConfig) -> Pretraining | None:
         config.k_anonymity,
         config.client_optimizer,
         config.federated_batch_size,
+        config.time_encoding,
     )

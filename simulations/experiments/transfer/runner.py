@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shared_model.config import ClaimTransformerConfig
 from shared_model.data import read_meds
 from shared_model.data.paths import atomic_write_parquet
 from shared_model.finetuning import FinetuneOutcome, finetune_and_score
@@ -95,6 +96,7 @@ def run_transfer_experiment(
     todo = [r for r in runs if r.run_id not in done]
     log.info("transfer grid: %d runs, %d already done, %d to run", len(runs), len(runs) - len(todo), len(todo))
     datasets = {}
+    scratch_config = ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=config.time_encoding)
     finetune_seconds = 0.0
     jobs_left = {pretraining_job(r, config) for r in todo} - {None}
     for index, run in enumerate(todo, start=1):
@@ -112,6 +114,7 @@ def run_transfer_experiment(
             checkpoint=checkpoint,
             model=run.mode if run.mode in BASELINE_MODES else "transformer",
             settings=FinetuneSettings(seed=run.seed, epochs=config.finetune_epochs),
+            model_config=scratch_config,  # a pretrained checkpoint brings its own
             test_from=config.test_from_date,
         )
         save_predictions(out / "predictions" / f"{run.run_id}.npz", run.task, outcome)
