@@ -140,8 +140,8 @@ def transfer(
     from simulations.experiments.transfer import load_config, run_transfer_experiment
 
     report = run_transfer_experiment(data, out, load_config(config, quick=quick))
-    typer.echo((out / "results.md").read_text())
-    typer.echo(f"report: {report}")
+    typer.echo(report.console())
+    typer.echo(f"\nall tables: {out / 'results.md'}\nreport: {out / 'report.html'}")
 
 
 @app.command("privacy")

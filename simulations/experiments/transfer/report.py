@@ -324,8 +324,16 @@ class Report:
         sizes = [s for s in self.config.cohort_sizes if 0 < s <= SMALL_COHORT] or list(self.config.cohort_sizes)
         return max(sizes)
 
+    def console(self) -> str:
+        """What the command prints: the plain summary, the checks and the headline tables."""
+        lines = [self.summary, "", "Checks:", *check_lines(self.claims)]
+        for task in self.config.tasks:
+            lines += ["", f"{task}:", markdown_table(headline_table(self.cells, self.config, self.sites, task))]
+        return "\n".join(lines)
 
-def write_outputs(out: Path, config: TransferConfig, sites: list[str], cache: CheckpointCache) -> Path:
+
+def write_outputs(out: Path, config: TransferConfig, sites: list[str], cache: CheckpointCache) -> Report:
+    """results.md, summary.csv, the plots and report.html in `out`; returns what they show."""
     cells = summarise(out, config.bootstrap)
     table = cell_table(cells)
     table.to_csv(out / "summary.csv", index=False, float_format="%.6f")
@@ -359,7 +367,8 @@ def write_outputs(out: Path, config: TransferConfig, sites: list[str], cache: Ch
         if len(frame):
             plots.append(reliability_plot(frame, task, report.clinical_size(), out / f"reliability_{task}.png"))
     write_markdown(out / "results.md", report)
-    return write_html(out / "report.html", report)
+    write_html(out / "report.html", report)
+    return report
 
 
 def _intro(config: TransferConfig, sites: list[str]) -> str:
@@ -427,7 +436,7 @@ def write_markdown(path: Path, report: Report) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_html(path: Path, report: Report) -> Path:
+def write_html(path: Path, report: Report) -> None:
     config = report.config
     parts = []
     if report.summary:
@@ -447,4 +456,3 @@ def write_html(path: Path, report: Report) -> Path:
         f"<pre>{html.escape(json.dumps(config.to_dict(), indent=2))}</pre>",
     ]
     path.write_text(html_page("Cross-institution transfer experiment", parts))
-    return path

@@ -30,7 +30,7 @@ from simulations.experiments.common import (
 )
 from simulations.experiments.transfer.grid import BASELINE_MODES, TransferConfig, enumerate_runs
 from simulations.experiments.transfer.pretraining import CheckpointCache, pretraining_job
-from simulations.experiments.transfer.report import write_outputs
+from simulations.experiments.transfer.report import Report, write_outputs
 
 log = logging.getLogger(__name__)
 RESULT_NEUTRAL = ("bootstrap", "parallel_clients")  # settings that may change between restarts
@@ -80,8 +80,8 @@ def save_predictions(path: Path, task: str, outcome: FinetuneOutcome) -> None:
 
 def run_transfer_experiment(
     data: Path, out: Path, config: TransferConfig, *, federated_runner: FederatedRunner = default_federated_runner
-) -> Path:
-    """Run (or resume) the grid in `out`; returns the path of report.html."""
+) -> Report:
+    """Run (or resume) the grid in `out` and write its report (results.md, report.html, plots)."""
     out = Path(out)
     site_dirs = find_sites(data)
     out.mkdir(parents=True, exist_ok=True)
