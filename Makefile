@@ -24,7 +24,7 @@ DEMO_SITES := $(DEMO_DIR)/sites/site-1 $(DEMO_DIR)/sites/site-2 $(DEMO_DIR)/site
 
 demo: install
 	rm -rf $(DEMO_DIR)
-	$(CLAIMPT) synth --out $(DEMO_DIR)/sites --sites 3 --patients 9000,6000,4000 --seed $(SEED)
+	$(CLAIMPT) synth --out $(DEMO_DIR)/sites --sites 3 --patients 10000,8000,6000 --seed $(SEED)
 	$(CLAIMPT) validate $(DEMO_SITES)
 	$(CLAIMPT) experiment transfer --data $(DEMO_DIR)/sites --out $(DEMO_DIR)/transfer --quick
 	@echo "open $(DEMO_DIR)/transfer/report.html"

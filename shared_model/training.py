@@ -234,7 +234,12 @@ def logistic_probe(model: TaskModel, train: Arrays, tuning: Arrays, seed: int) -
     cheap start for small cohorts."""
     x_train, x_tuning = patient_vectors(model.encoder, train), patient_vectors(model.encoder, tuning)
     y_train, y_tuning = train["label"] > 0.5, tuning["label"] > 0.5
+    kernel, bias = model.head.get_weights()
     if y_train.min() == y_train.max():
+        # one class only (no positive in a tiny cohort): predict its rate for everyone, as the
+        # count-feature baselines do, rather than leave a random head's probabilities
+        rate = np.clip(y_train.mean(), 1e-4, 1 - 1e-4)
+        model.head.set_weights([np.zeros_like(kernel), np.full_like(bias, np.log(rate / (1 - rate)))])
         return float("nan")
 
     def make_probe(c: float) -> LogisticRegression:
@@ -242,7 +247,6 @@ def logistic_probe(model: TaskModel, train: Arrays, tuning: Arrays, seed: int) -
 
     c = choose_c(make_probe, PROBE_C, x_train, y_train, x_tuning, y_tuning, seed)
     probe = make_probe(c).fit(x_train, y_train)
-    kernel, bias = model.head.get_weights()
     model.head.set_weights([probe.coef_.T.astype(kernel.dtype), probe.intercept_.astype(bias.dtype)])
     return auroc(y_tuning, probe.decision_function(x_tuning))
 

@@ -297,3 +297,18 @@ def test_sparse_rmsprop_mixes_sparse_and_dense_embedding_gradients() -> None:
         results.append((table.numpy(), [v.numpy() for v in optimizer.variables if "velocity" in v.path][0]))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
+
+
+def test_a_cohort_without_positives_gets_its_rate_not_a_random_head(config: ClaimTransformerConfig) -> None:
+    """The logistic probe cannot fit one class: the head then predicts that class's rate for
+    every patient (as the count-feature baselines do), so its Brier score is not a coin flip's."""
+    from shared_model.model import TASK_BINARY, TaskModel, build_encoder
+    from shared_model.training import logistic_probe, predict_task
+
+    rng = np.random.default_rng(2)
+    arrays, _ = random_batch(rng, 40, config.vocab_size, config.n_groups, rng.integers(1, 6, 40))
+    arrays |= {"label": np.zeros(40, np.float32), "subject_id": np.arange(40), "prediction_day": np.zeros(40, int)}
+    model = TaskModel(build_encoder(config), TASK_BINARY, 1)
+    logistic_probe(model, arrays, arrays, seed=0)
+    probabilities = 1 / (1 + np.exp(-predict_task(model, arrays, "label")))
+    assert np.allclose(probabilities, 1e-4, rtol=1e-3)
