@@ -9,6 +9,7 @@ same cohort.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -71,15 +72,24 @@ def out_of_time(splits: dict[str, Arrays], test_from: dt.date, source: Path) -> 
     return kept
 
 
-def _first(arrays: Arrays, count: int, seed: int) -> np.ndarray:
-    """The `count` samples ranked first by a seeded hash of (subject, prediction day), in order.
+#: what a sample holds that neither the subject's id nor the vocabulary changes
+VOCABULARY_FREE = ("prediction_day", "label", "demo", "visit_type", "date_index", "days_before", "age_days")
 
-    A sample's rank depends on nothing else, so models whose vocabularies keep slightly different
-    samples (one lacking a patient whose codes are all rare) still draw the same cohort, save
-    that patient, and the comparison between them stays paired."""
-    keys = pd.DataFrame({"subject_id": arrays["subject_id"], "prediction_day": arrays["prediction_day"]})
-    hashes = pd.util.hash_pandas_object(keys.assign(seed=seed), index=False).to_numpy()
-    return np.sort(np.lexsort((keys["prediction_day"], keys["subject_id"], hashes))[:count])
+
+def _first(arrays: Arrays, count: int, seed: int) -> np.ndarray:
+    """The `count` samples ranked first by a seeded hash of their vocabulary-free content, in
+    order. The rank depends on neither the subject id (raw and pseudonymised data draw the same
+    cohort) nor the codes' vocabulary ids, so models whose vocabularies keep slightly different
+    samples (one lacking a patient whose codes are all rare) draw the same cohort save that
+    patient, and the comparison between them stays paired."""
+    n = len(arrays["subject_id"])
+    columns = [
+        np.ascontiguousarray(arrays[name]).reshape(n, -1).view(np.uint8).reshape(n, -1) for name in VOCABULARY_FREE
+    ]
+    rows = np.concatenate(columns, axis=1) if n else np.zeros((0, 0), np.uint8)
+    key = seed.to_bytes(8, "little", signed=True)
+    keys = [hashlib.blake2b(row.tobytes(), digest_size=8, key=key).digest() for row in rows]
+    return np.sort(np.argsort(np.array(keys, dtype="S8"), kind="stable")[:count])
 
 
 def draw_cohort(splits: dict[str, Arrays], train_size: int | None, seed: int) -> Cohort:

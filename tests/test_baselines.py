@@ -44,24 +44,42 @@ def test_windowed_counts_count_each_window_and_age() -> None:
     np.testing.assert_array_equal(dense[:, 2 * n : 3 * n], bag_of_codes(_events(), LABELS, vocabulary)[0].toarray())
 
 
-def _samples(subjects: np.ndarray) -> dict[str, np.ndarray]:
-    return {"subject_id": subjects, "prediction_day": 18_000 + subjects % 7, "label": (subjects % 5 == 0) * 1.0}
+def _samples(subjects: np.ndarray, *, code_shift: int = 0) -> dict[str, np.ndarray]:
+    n = len(subjects)
+    visits = (subjects[:, None] * 7 + np.arange(4)[None, :]) % 997  # distinct per patient, not ids
+    return {
+        "subject_id": subjects,
+        "codes": (visits[:, :, None] + code_shift).astype(np.int32),  # vocabulary ids
+        "prediction_day": (18_000 + subjects % 7).astype(np.int32),
+        "label": (subjects % 5 == 0).astype(np.float32),
+        "demo": np.stack([subjects % 6, subjects % 2 + 1], axis=1).astype(np.int8),
+        "visit_type": np.ones((n, 4), np.int8),
+        "date_index": (visits % 366 + 1).astype(np.int16),
+        "days_before": visits.astype(np.int32),
+        "age_days": (visits + 3_000).astype(np.int32),
+    }
 
 
-def test_every_model_draws_the_same_cohort_even_when_its_vocabulary_drops_a_patient() -> None:
-    """The cohort depends on the samples, not on their positions: a model whose vocabulary loses
-    one patient (all their codes rare) trains on the same cohort minus that patient."""
+def test_every_model_draws_the_same_cohort_whatever_its_vocabulary_or_the_ids() -> None:
+    """The cohort depends on what the samples hold, not on ids, code ids or positions: a model
+    whose vocabulary numbers codes differently and loses one patient (all their codes rare)
+    trains on the same cohort minus that patient, and pseudonymised ids draw the same patients."""
     from shared_model.finetuning import draw_cohort
 
     subjects = np.arange(1000, 1600)
     full = {name: _samples(subjects) for name in ("train", "tuning", "held_out")}
     cohort = draw_cohort(full, 100, seed=3)
     dropped = int(cohort.train["subject_id"][10])
-    fewer = {**full, "train": _samples(subjects[subjects != dropped])}
-    other = draw_cohort(fewer, 100, seed=3)
+    other_vocabulary = {**full, "train": _samples(subjects[subjects != dropped], code_shift=5)}
+    other = draw_cohort(other_vocabulary, 100, seed=3)
     assert set(cohort.train["subject_id"]) - set(other.train["subject_id"]) == {dropped}
     assert len(set(other.train["subject_id"]) - set(cohort.train["subject_id"])) == 1  # the next in line
     assert (cohort.tuning["subject_id"] == other.tuning["subject_id"]).all()
+    pseudonymised = {
+        name: {**arrays, "subject_id": arrays["subject_id"] * 7919 % 100_003} for name, arrays in full.items()
+    }
+    assert (draw_cohort(pseudonymised, 100, seed=3).train["prediction_day"] == cohort.train["prediction_day"]).all()
+    assert (draw_cohort(pseudonymised, 100, seed=3).train["days_before"] == cohort.train["days_before"]).all()
     assert set(draw_cohort(full, 100, seed=4).train["subject_id"]) != set(cohort.train["subject_id"])
 
 
