@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -206,7 +206,7 @@ def site_finetune(
         checkpoint,
         finetuning,
         train_size=train_size,
-        test_from=test_from.date() if test_from else None,
+        test_from=test_from,
         signature_verified=True,
     )
 
@@ -266,7 +266,7 @@ def finetune(
         checkpoint,
         finetuning,
         train_size=train_size,
-        test_from=test_from.date() if test_from else None,
+        test_from=test_from,
         model=model,
         model_config=model_config,
         signature_verified=server_public_key is not None,
@@ -290,7 +290,7 @@ def _finetune(
     *,
     train_size: int | None,
     signature_verified: bool,
-    test_from: date | None = None,
+    test_from: datetime | None = None,
     model: str = "transformer",
     model_config: ClaimTransformerConfig | None = None,
 ) -> None:
@@ -314,7 +314,7 @@ def _finetune(
         settings=finetuning,
         model_config=model_config,
         out=out,
-        test_from=test_from,
+        test_from=test_from.date() if test_from else None,
     )
     record["data"], record["checkpoint"] = str(data), str(checkpoint) if checkpoint else None
     record["signature_verified"] = signature_verified

@@ -18,13 +18,9 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, f
         "brier": float(brier_score_loss(labels, probabilities, pos_label=1)),
         "ece": expected_calibration_error(labels, probabilities),
     }
-    if labels.min() == labels.max():
-        return {"auroc": float("nan"), "auprc": float("nan"), **calibration}
-    return {
-        "auroc": auroc(labels, probabilities),
-        "auprc": float(average_precision_score(labels, probabilities)),
-        **calibration,
-    }
+    one_class = labels.min() == labels.max()
+    auprc = float("nan") if one_class else float(average_precision_score(labels, probabilities))
+    return {"auroc": auroc(labels, probabilities), "auprc": auprc, **calibration}
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:

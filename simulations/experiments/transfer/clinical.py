@@ -14,7 +14,7 @@ from sklearn.calibration import calibration_curve
 
 from shared_model.metrics import auroc, expected_calibration_error, weighted_auroc
 from simulations.experiments.transfer.plots import size_label
-from simulations.experiments.transfer.summary import Cell, interval, primary_metric
+from simulations.experiments.transfer.summary import Cell, format_cell, interval, primary_metric
 
 MIN_CLASS = 5  # a subgroup AUROC with fewer positives (or negatives) in the held-out set is not shown
 SUBGROUPS = {"sex": "sex", "age_band": "age band"}
@@ -32,10 +32,6 @@ def _load(cell: Cell) -> list[dict[str, np.ndarray]]:
     return runs
 
 
-def _fmt(mean: float, lo: float, hi: float) -> str:
-    return "n/a" if not np.isfinite(mean) else f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
 def calibration_table(cells: dict[tuple, Cell], task: str, sizes: list[int], modes: list[str]) -> pd.DataFrame:
     """Rows (site, cohort size), columns modes: 'Brier [95% CI] / ECE' (ECE: mean over seeds)."""
     out = []
@@ -46,7 +42,7 @@ def calibration_table(cells: dict[tuple, Cell], task: str, sizes: list[int], mod
                 continue
             ece = np.mean([expected_calibration_error(r["labels"], r["scores"]) for r in _load(cell)])
             brier = cell.mean["brier"], *interval(cell.draws["brier"])
-            by_site.setdefault(site, {})[mode] = f"{_fmt(*brier)} / {ece:.3f}"
+            by_site.setdefault(site, {})[mode] = f"{format_cell(*brier)} / {ece:.3f}"
         out += [{"site": site, "n": size_label(size), **row} for site, row in by_site.items()]
     return pd.DataFrame(out)
 
@@ -68,11 +64,13 @@ def reliability(cells: dict[tuple, Cell], task: str, size: int, modes: list[str]
 def subgroup_table(cells: dict[tuple, Cell], task: str, size: int, modes: list[str]) -> pd.DataFrame:
     """AUROC [95% CI] by sex and by age band, per site and mode (mean over seeds)."""
     out = []
-    for site in sorted({site for site, _ in _binary_cells(cells, task, size)}):
-        at_site = {m: c for (s, m), c in _binary_cells(cells, task, size).items() if s == site and m in modes}
-        if not at_site:
-            continue
-        first = _load(next(iter(at_site.values())))[0]
+    by_site: dict[str, dict[str, Cell]] = {}
+    for (site, mode), cell in sorted(_binary_cells(cells, task, size).items()):
+        if mode in modes:
+            by_site.setdefault(site, {})[mode] = cell
+    for site, at_site in by_site.items():
+        runs = {mode: _load(cell) for mode, cell in at_site.items()}
+        first = next(iter(runs.values()))[0]  # every run of a site scores the same held-out patients
         for column, label in SUBGROUPS.items():
             if column not in first:
                 continue  # predictions stored before subgroups were
@@ -88,17 +86,20 @@ def subgroup_table(cells: dict[tuple, Cell], task: str, size: int, modes: list[s
                 enough = MIN_CLASS <= positives <= mask.sum() - MIN_CLASS
                 for mode in modes:
                     if mode in at_site:
-                        row[mode] = _fmt(*_subgroup_auroc(at_site[mode], column, value)) if enough else "too few"
+                        auroc_of = _subgroup_auroc(runs[mode], at_site[mode].weights, column, value)
+                        row[mode] = format_cell(*auroc_of) if enough else "too few"
                 out.append(row)
     return pd.DataFrame(out)
 
 
-def _subgroup_auroc(cell: Cell, column: str, value: str) -> tuple[float, float, float]:
+def _subgroup_auroc(
+    runs: list[dict[str, np.ndarray]], weights: np.ndarray, column: str, value: str
+) -> tuple[float, float, float]:
     means, draws = [], []
-    for run in _load(cell):
+    for run in runs:
         mask = run[column] == value
         means.append(auroc(run["labels"][mask], run["scores"][mask]))
-        draws.append(weighted_auroc(run["labels"][mask], run["scores"][mask], cell.weights[:, mask]))
+        draws.append(weighted_auroc(run["labels"][mask], run["scores"][mask], weights[:, mask]))
     return float(np.mean(means)), *interval(np.mean(draws, axis=0))
 
 

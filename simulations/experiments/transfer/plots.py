@@ -27,6 +27,21 @@ COLOURS = {
     "federated-loso": "#ff7f0e",
 }
 LABELS = {"recall@10": "NVP Recall@10", "auroc": "AUROC"}
+UNPRETRAINED = ("scratch", "best-baseline", *BASELINE_MODES)  # drawn dashed: no pretrained encoder
+
+
+def _with_interval(ax: plt.Axes, x, line: pd.DataFrame, mode: str, label: str, **style) -> None:
+    """One mode's means (`mean`) with their 95% intervals (`lo`, `hi`) as error bars."""
+    ax.errorbar(
+        x,
+        line["mean"],
+        yerr=[line["mean"] - line["lo"], line["hi"] - line["mean"]],
+        label=label,
+        color=COLOURS.get(mode),
+        marker="o",
+        linestyle="--" if mode in UNPRETRAINED else "-",
+        **style,
+    )
 
 
 def size_label(size: int) -> str:
@@ -47,17 +62,7 @@ def learning_curves(table: pd.DataFrame, task: str, path: Path) -> Path:
             line = line.reindex([s for s in sizes if s in line.index])
             dodge = (rank - (len(modes) - 1) / 2) * 0.05  # side by side, so intervals stay readable
             x = [sizes.index(s) + dodge for s in line.index]
-            ax.errorbar(
-                x,
-                line["mean"],
-                yerr=[line["mean"] - line["lo"], line["hi"] - line["mean"]],
-                label=mode,
-                color=COLOURS.get(mode),
-                marker="o",
-                capsize=3,
-                linewidth=1.5,
-                linestyle="--" if mode in ("scratch", *BASELINE_MODES) else "-",
-            )
+            _with_interval(ax, x, line, mode, mode, capsize=3, linewidth=1.5)
         ax.set_xticks(range(len(sizes)), [size_label(s) for s in sizes])
         ax.set_title(site)
         ax.set_xlabel("labelled patients in the fine-tuning cohort")
@@ -160,17 +165,7 @@ def labelled_patients_figure(frame: pd.DataFrame, task: str, path: Path) -> Path
         if not len(line):
             continue
         x = [sizes.index(s) + (rank - 1.5) * 0.04 for s in line.index]  # side by side: intervals stay readable
-        ax.errorbar(
-            x,
-            line["mean"],
-            yerr=[line["mean"] - line["lo"], line["hi"] - line["mean"]],
-            marker="o",
-            capsize=4,
-            color=COLOURS[mode],
-            label=PLAIN_NAMES[mode],
-            linewidth=2.2,
-            linestyle="--" if mode in ("scratch", "best-baseline") else "-",
-        )
+        _with_interval(ax, x, line, mode, PLAIN_NAMES[mode], capsize=4, linewidth=2.2)
     ax.set_xticks(range(len(sizes)), [size_label(s) for s in sizes])
     ax.set_xlabel("patients with a known outcome used to train at the hospital")
     ax.set_ylabel("AUROC on the hospital's other patients\n(0.5 = chance, 1 = perfect; average of hospitals)")
@@ -188,16 +183,7 @@ def few_shot_curve(frame: pd.DataFrame, task: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.6))
     for mode in [m for m in MODES if m in set(frame["mode"])]:  # best-baseline is logreg or gbm, both shown
         line = frame[frame["mode"] == mode].sort_values("positives")
-        ax.errorbar(
-            line["positives"],
-            line["mean"],
-            yerr=[line["mean"] - line["lo"], line["hi"] - line["mean"]],
-            label=mode,
-            color=COLOURS.get(mode),
-            marker="o",
-            capsize=3,
-            linestyle="--" if mode in ("scratch", "best-baseline", *BASELINE_MODES) else "-",
-        )
+        _with_interval(ax, line["positives"], line, mode, mode, capsize=3)
     ax.set_xscale("log")
     low, high = frame["positives"].min(), frame["positives"].max()
     ax.set_xticks([t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000) if low * 0.8 <= t <= high * 1.25])

@@ -29,6 +29,7 @@ from simulations.experiments.transfer.summary import (
     Cell,
     Difference,
     cell_table,
+    format_cell,
     interval,
     mean_difference,
     paired_difference,
@@ -143,10 +144,6 @@ def checks(cells: dict[tuple, Cell], config: TransferConfig, sites: list[str]) -
     return results
 
 
-def _fmt(mean: float, lo: float, hi: float) -> str:
-    return "n/a" if not np.isfinite(mean) else f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
 def mode_tables(table: pd.DataFrame, task: str) -> pd.DataFrame:
     """Rows (site, cohort size), columns modes, cells 'mean [95% CI]' of the primary metric."""
     rows = table[(table["task"] == task) & (table["metric"] == primary_metric(task)) & (table["mode"] != "other-site")]
@@ -158,7 +155,7 @@ def mode_tables(table: pd.DataFrame, task: str) -> pd.DataFrame:
             {
                 "site": site,
                 "n": size_label(size),
-                **{m: _fmt(*by_mode.loc[m, ["mean", "lo", "hi"]]) if m in by_mode.index else "" for m in modes},
+                **{m: format_cell(*by_mode.loc[m, ["mean", "lo", "hi"]]) if m in by_mode.index else "" for m in modes},
             }
         )
     return pd.DataFrame(out)
@@ -182,7 +179,7 @@ def headline_table(cells: dict[tuple, Cell], config: TransferConfig, sites: list
                 row["positives"] = f"{next(iter(found.values())).train_positives:.1f}"
             for mode in HEADLINE_MODES:
                 if mode in found:
-                    row[mode] = _fmt(found[mode].mean[metric], *interval(found[mode].draws[metric]))
+                    row[mode] = format_cell(found[mode].mean[metric], *interval(found[mode].draws[metric]))
                     if found[mode].source:
                         row[mode] += f" ({found[mode].source})"
             for baseline in (BEST_BASELINE, "scratch"):

@@ -21,11 +21,11 @@ import pandas as pd
 
 from shared_model.metrics import bootstrap_weights, weighted_auroc, weighted_average_precision
 from shared_model.tasks import NEXT_VISIT
+from simulations.experiments.transfer.grid import BASELINE_MODES
 
 CELL = ["task", "cohort_size", "finetune_site", "mode", "pretraining_sites"]
 LEVEL = 0.95
 BEST_BASELINE = "best-baseline"
-BASELINES = ("logreg", "gbm")
 
 
 def primary_metric(task: str) -> str:
@@ -97,11 +97,11 @@ def best_baselines(cells: dict[tuple, Cell]) -> dict[tuple, Cell]:
     """Per (task, cohort size, site) with both baselines: the better one's cell, named best-baseline."""
     found: dict[tuple, list[tuple[str, Cell]]] = {}
     for (task, size, site, mode, _), cell in cells.items():
-        if mode in BASELINES:
+        if mode in BASELINE_MODES:
             found.setdefault((task, size, site), []).append((mode, cell))
     best = {}
     for (task, size, site), candidates in found.items():
-        if len(candidates) == len(BASELINES):
+        if len(candidates) == len(BASELINE_MODES):
             mode, cell = max(candidates, key=lambda c: np.nan_to_num(c[1].mean[primary_metric(task)], nan=-1.0))
             best[(task, size, site, BEST_BASELINE, "")] = replace(cell, source=mode)
     return best
@@ -110,6 +110,11 @@ def best_baselines(cells: dict[tuple, Cell]) -> dict[tuple, Cell]:
 def _rows(path: Path, task: str) -> int:
     with np.load(path) as stored:
         return len(stored["per_sample_recall" if task == NEXT_VISIT else "labels"])
+
+
+def format_cell(mean: float, lo: float, hi: float) -> str:
+    """'mean [lo, hi]' to three decimals, or n/a for a cell with no finite value."""
+    return "n/a" if not np.isfinite(mean) else f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def interval(draws: np.ndarray) -> tuple[float, float]:
