@@ -9,7 +9,7 @@ EXPERIMENT_DIR ?= runs
 EXPERIMENT_PATIENTS ?= 20000
 SEED ?= 0
 
-.PHONY: install demo test browser lint format test-deployment bench experiment experiment-claim-pt experiment-fed-vs-central experiment-privacy clean
+.PHONY: install demo test browser lint format test-deployment bench experiment experiment-claim-pt experiment-fed-vs-central experiment-privacy experiment-few-shot experiment-out-of-time clean
 
 install: $(STAMP)
 
@@ -68,6 +68,14 @@ experiment: install
 		$(CLAIMPT) synth --out $(EXPERIMENT_DIR)/sites --sites 3 --patients $(EXPERIMENT_PATIENTS) --seed $(SEED)
 	$(CLAIMPT) experiment transfer --data $(EXPERIMENT_DIR)/sites --out $(EXPERIMENT_DIR)/transfer
 	@echo "open $(EXPERIMENT_DIR)/transfer/report.html"
+
+GRIDS := simulations/experiments/transfer/grids
+
+experiment-few-shot experiment-out-of-time: experiment-%: install
+	test -d $(EXPERIMENT_DIR)/transfer/pretrained || (echo "run make experiment first: this grid reuses its encoders" && exit 2)
+	$(CLAIMPT) experiment transfer --data $(EXPERIMENT_DIR)/sites --out $(EXPERIMENT_DIR)/$* \
+		--config $(GRIDS)/$(subst -,_,$*).toml --pretrained $(EXPERIMENT_DIR)/transfer/pretrained
+	@echo "open $(EXPERIMENT_DIR)/$*/report.html"
 
 experiment-privacy: install
 	test -f $(EXPERIMENT_DIR)/privacy-data/site-3/metadata/dataset.json || \

@@ -116,6 +116,32 @@ def test_a_different_grid_in_the_same_directory_is_refused(experiment: Path, fed
         run_transfer_experiment(fed_sites[0].parent, experiment, TransferConfig(**{**GRID.to_dict(), "seeds": (0, 1)}))
 
 
+def test_a_second_grid_reuses_the_first_grids_encoders(experiment: Path, fed_sites: list[Path], tmp_path: Path) -> None:
+    def must_not_pretrain(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the encoder was rebuilt instead of reused")
+
+    second = TransferConfig(**{**GRID.to_dict(), "modes": ("federated",), "cohort_sizes": (40,), "heatmap": False})
+    before = sorted(p.name for p in (experiment / "pretrained").iterdir())
+    run_transfer_experiment(
+        fed_sites[0].parent,
+        tmp_path / "second",
+        second,
+        pretrained=experiment / "pretrained",
+        federated_runner=must_not_pretrain,
+    )
+    results = pd.read_csv(tmp_path / "second" / "results.csv")
+    assert len(results) == len(fed_sites) and set(results["cohort_size"]) == {40}
+    assert not (tmp_path / "second" / "pretrained").exists()
+    assert sorted(p.name for p in (experiment / "pretrained").iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "grid_file", sorted((Path(__file__).parents[1] / "simulations/experiments/transfer/grids").glob("*.toml"))
+)
+def test_the_measured_grids_load(grid_file: Path) -> None:
+    assert load_config(grid_file) != TransferConfig()  # each key is known and valid, or this raises
+
+
 def test_config_file_overrides_and_rejects_unknown_keys(tmp_path: Path) -> None:
     good = tmp_path / "grid.toml"
     good.write_text('tasks = ["asthma", "next_visit"]\ncohort-sizes = [100, 0]\nseeds = [3]\n')

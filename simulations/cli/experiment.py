@@ -132,6 +132,10 @@ def transfer(
         ),
     ] = None,
     quick: Annotated[bool, typer.Option(help="Start from the reduced demo grid.")] = False,
+    pretrained: Annotated[
+        Path | None,
+        typer.Option(help="Directory of pretrained encoders to build into and reuse (default OUT/pretrained)."),
+    ] = None,
 ) -> None:
     """Does pretraining at other institutions help a site, and does federated match pooled?
 
@@ -139,7 +143,7 @@ def transfer(
     plots and report.html."""
     from simulations.experiments.transfer import load_config, run_transfer_experiment
 
-    report = run_transfer_experiment(data, out, load_config(config, quick=quick))
+    report = run_transfer_experiment(data, out, load_config(config, quick=quick), pretrained=pretrained)
     typer.echo(report.console())
     typer.echo(f"\nall tables: {out / 'results.md'}\nreport: {out / 'report.html'}")
 

@@ -80,10 +80,13 @@ class CheckpointCache:
     def directory(self, job: Pretraining) -> Path:
         return self.root / job.key(self.fingerprints)
 
+    def built(self, job: Pretraining) -> bool:
+        return (self.directory(job) / "checkpoint" / "manifest.json").exists()
+
     def get(self, job: Pretraining) -> Checkpoint:
         run_dir = self.directory(job)
         if run_dir.name not in self._loaded:
-            if not (run_dir / "checkpoint" / "manifest.json").exists():
+            if not self.built(job):
                 self._build(job, run_dir)
             self._loaded[run_dir.name] = load_checkpoint(run_dir / "checkpoint")
         return self._loaded[run_dir.name]

@@ -79,16 +79,28 @@ def save_predictions(path: Path, task: str, outcome: FinetuneOutcome) -> None:
 
 
 def run_transfer_experiment(
-    data: Path, out: Path, config: TransferConfig, *, federated_runner: FederatedRunner = default_federated_runner
+    data: Path,
+    out: Path,
+    config: TransferConfig,
+    *,
+    pretrained: Path | None = None,
+    federated_runner: FederatedRunner = default_federated_runner,
 ) -> Report:
-    """Run (or resume) the grid in `out` and write its report (results.md, report.html, plots)."""
+    """Run (or resume) the grid in `out` and write its report (results.md, report.html, plots).
+
+    `pretrained` (default `out/pretrained`) is where encoders are built and looked up; another
+    grid's directory lets a second grid on the same sites reuse its encoders (each is keyed by its
+    settings and the sites' data fingerprints, so a mismatch is rebuilt, never reused)."""
     out = Path(out)
     site_dirs = find_sites(data)
     out.mkdir(parents=True, exist_ok=True)
     grid = {k: v for k, v in config.to_dict().items() if k not in RESULT_NEUTRAL}
     same_settings_or_refuse(out / "config.json", {"config": grid, "sites": list(site_dirs)})
     cache = CheckpointCache(
-        out / "pretrained", site_dirs, parallel_clients=config.parallel_clients, federated_runner=federated_runner
+        pretrained or out / "pretrained",
+        site_dirs,
+        parallel_clients=config.parallel_clients,
+        federated_runner=federated_runner,
     )
     runs = enumerate_runs(config, list(site_dirs))
     results_csv = out / "results.csv"
@@ -98,7 +110,7 @@ def run_transfer_experiment(
     datasets = {}
     scratch_config = ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=config.time_encoding)
     finetune_seconds = 0.0
-    jobs_left = {pretraining_job(r, config) for r in todo} - {None}
+    jobs_left = {job for job in (pretraining_job(r, config) for r in todo) if job and not cache.built(job)}
     for index, run in enumerate(todo, start=1):
         job = pretraining_job(run, config)
         checkpoint = cache.get(job) if job else None
