@@ -16,7 +16,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,original]"
 	touch $(STAMP)
 
 CLAIMPT := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/claimpt
@@ -60,8 +60,13 @@ format: install
 test-deployment: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m deployment
 
+# ORIGINAL=path/to/Claim-PT (a checkout of github.com/2g-XzenG/Claim-PT) adds the original model's
+# figures, measured side by side in the same run.
+ORIGINAL ?=
+
 bench: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/claimpt bench --out $(BENCH_DIR) --seed $(SEED) --scale 1000000 --federated 20000
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/claimpt bench --out $(BENCH_DIR) --seed $(SEED) --scale 1000000 \
+		--federated 20000 $(if $(ORIGINAL),--original $(ORIGINAL))
 
 experiment: install
 	test -f $(EXPERIMENT_DIR)/sites/site-3/metadata/dataset.json || \

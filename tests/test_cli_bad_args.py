@@ -47,7 +47,11 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--checkpoint", "{missing}", "--data", "{tiny}", "--out", "{out}"],
         ["--checkpoint", "{junk}", "--data", "{tiny}", "--out", "{out}"],
     ],
-    "bench": [["--out", "{out}", "--sites", "1"], ["--out", "{out}", "--patients", "-5"]],
+    "bench": [
+        ["--out", "{out}", "--sites", "1"],
+        ["--out", "{out}", "--patients", "-5"],
+        ["--out", "{out}", "--original", "{empty}"],
+    ],
     "pretrain central": [
         ["--data", "{missing}", "--out", "{out}"],
         ["--data", "{tiny}", "--out", "{out}", "--epochs", "0"],

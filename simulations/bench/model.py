@@ -3,6 +3,7 @@ paper's sizes (docs/performance.md)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import subprocess
@@ -14,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from shared_model.data import DataValidationError
 from shared_model.tensorize import FIELDS, Layout, field_shape
 from simulations.bench.timing import Rate, measure_rate
 
 log = logging.getLogger(__name__)
 PAPER_VOCAB, PAPER_GROUPS, PAPER_BATCH = 49_836, 3_357, 100
+MODEL_PATIENTS = 10_000  # per timed epoch, for this project's step and the original's alike
 
 
 def paper_shaped_arrays(n: int, seed: int, layout: Layout = Layout()) -> dict[str, np.ndarray]:
@@ -52,7 +55,7 @@ def paper_shaped_arrays(n: int, seed: int, layout: Layout = Layout()) -> dict[st
     return {k: v.astype(FIELDS[k][0]).reshape((n, *field_shape(k, layout))) for k, v in arrays.items()}
 
 
-def model_section(repeats: int, seed: int, patients: int = 3000) -> dict[str, Any]:
+def model_section(repeats: int, seed: int, patients: int = MODEL_PATIENTS) -> dict[str, Any]:
     """Training and inference at the paper's sizes. Training is also timed, side by side, with
     the plain step the fast one replaced (stock Keras RMSprop densifying the embedding gradient,
     NVP and CP heads and losses as separate TF ops differentiated by autodiff): same loss, same
@@ -108,6 +111,40 @@ def model_section(repeats: int, seed: int, patients: int = 3000) -> dict[str, An
         "model_parameters": int(model.count_params()),
         "batch_size": PAPER_BATCH,
     }
+
+
+def check_original_checkout(checkout: Path) -> None:
+    """Before any timing: the path must hold the original's model and tf-keras must be installed."""
+    if not (checkout / "pretraining" / "cpt.py").is_file():
+        raise DataValidationError(
+            checkout,
+            "a checkout of the original Claim-PT holding pretraining/cpt.py "
+            "(git clone https://github.com/2g-XzenG/Claim-PT)",
+        )
+    if importlib.util.find_spec("tf_keras") is None:
+        raise DataValidationError(checkout, "tf-keras installed to run it: pip install -e '.[original]'")
+
+
+def original_section(checkout: Path, patients: int, repeats: int, seed: int) -> dict[str, Any]:
+    """The original Claim-PT model from the user's checkout, timed on the same paper-shaped
+    patients in a child process (it needs tf-keras in place of Keras 3: simulations.bench.original_child)."""
+    check_original_checkout(checkout)
+    log.info("bench: the original Claim-PT model from %s, %d patients per timed epoch", checkout, patients)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulations.bench.original_child",
+            str(checkout),
+            str(patients),
+            str(repeats),
+            str(seed),
+        ],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def attention_section(site_dir: Path, patients: int = 1000, render: int = 20) -> dict[str, Any]:

@@ -12,9 +12,12 @@ from typing import Any
 
 from shared_model.data import read_meds
 from simulations.bench.model import (
+    MODEL_PATIENTS,
     attention_section,
+    check_original_checkout,
     federated_section,
     model_section,
+    original_section,
     scale_section,
     tensorize_section,
 )
@@ -118,6 +121,19 @@ def _markdown(report: dict[str, Any]) -> str:
             f"gradient, NVP and CP heads and losses unfused, autodiff gradients), side by side in one process: "
             f"{data['pretrain_speedup']:.2f}x.",
         ]
+    if "pretrain_vs_original" in data:
+        lines += [
+            "",
+            "## Side by side with the original Claim-PT",
+            "",
+            f"The original model (its unchanged cpt.py under tf-keras, compiled as its train.py does; "
+            f"{data['original_parameters']:,} parameters), fed the same paper-shaped patients by a numpy batch "
+            f"generator, timed in the same run: training {data['original_pretrain_patients_per_s']['median']:,.0f} "
+            f"patients/s against this project's {data['pretrain_patients_per_s']['median']:,.0f} "
+            f"(**{data['pretrain_vs_original']:.2f}x**); inference "
+            f"{data['original_predict_patients_per_s']['median']:,.0f} against "
+            f"{data['predict_patients_per_s']['median']:,.0f} (**{data['predict_vs_original']:.2f}x**).",
+        ]
     if "model_parameters" in data:
         lines += [
             "",
@@ -162,7 +178,10 @@ def run_bench(
     scale_patients: int = 0,
     model: bool = True,
     federated_patients: int = 0,
+    original: Path | None = None,
 ) -> Path:
+    if original is not None:
+        check_original_checkout(original)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="claimpt-bench-") as tmp:
@@ -171,6 +190,14 @@ def run_bench(
         figures.update(tensorize_section(site_dirs, repeats))
         if model:
             figures.update(model_section(repeats, seed))
+            if original is not None:
+                figures.update(original_section(original, MODEL_PATIENTS, repeats, seed))
+                for figure in ("pretrain", "predict"):
+                    figures[f"{figure}_vs_original"] = round(
+                        figures[f"{figure}_patients_per_s"]["median"]
+                        / figures[f"original_{figure}_patients_per_s"]["median"],
+                        2,
+                    )
             # after the model figures: the playground's eager gradient calls slowed the timed
             # predict loop that followed them in the same process (4,718 vs 8,157 patients/s)
             figures.update(attention_section(site_dirs[0]))

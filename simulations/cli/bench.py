@@ -29,6 +29,13 @@ def bench(
     federated: Annotated[
         int, typer.Option(min=0, help="Also time FedAvg rounds over 3 sites of this many patients (0: skip).")
     ] = 0,
+    original: Annotated[
+        Path | None,
+        typer.Option(
+            help="A checkout of the original Claim-PT (github.com/2g-XzenG/Claim-PT): time its model side by side "
+            "with this project's (needs tf-keras: pip install -e '.[original]').",
+        ),
+    ] = None,
 ) -> None:
     """Measure throughput and data properties; write bench.json and bench.md."""
     from simulations.bench.run import run_bench
@@ -42,5 +49,6 @@ def bench(
         scale_patients=scale,
         model=model,
         federated_patients=federated,
+        original=original,
     )
     typer.echo(report.read_text())

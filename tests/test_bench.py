@@ -1,0 +1,34 @@
+"""The feeding of the original Claim-PT model in `claimpt bench --original`: the same patients as
+this project's figures, in the original's layout (its model itself is not in this project)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulations.bench.model import PAPER_GROUPS, paper_shaped_arrays
+from simulations.bench.original_child import multi_hot, original_layout
+
+
+def test_the_original_sees_the_same_visits_left_aligned() -> None:
+    arrays = paper_shaped_arrays(50, seed=3)
+    layout = original_layout(arrays)
+    for patient in range(50):
+        real = arrays["visit_type"][patient] > 0
+        n = int(real.sum())
+        np.testing.assert_array_equal(layout["code_feature"][patient, :n], arrays["codes"][patient][real])
+        np.testing.assert_array_equal(layout["visit_groups"][patient, :n], arrays["visit_groups"][patient][real])
+        assert (layout["code_feature"][patient, n:] == 0).all() and (layout["date_feature"][patient, n:] == 0).all()
+        assert (layout["util_feature"][patient, :n] > 0).all() and (layout["util_feature"][patient, n:] == 0).all()
+    assert layout["date_feature"].max() <= 365 and layout["util_feature"].max() <= 3
+    ages, sexes = layout["demo_feature"][:, 0], layout["demo_feature"][:, 1]
+    assert ages.min() >= 1 and sexes.min() > ages.max()  # one vocabulary, no token shared
+
+
+def test_multi_hot_targets_mark_exactly_the_target_groups() -> None:
+    groups = paper_shaped_arrays(20, seed=4)["visit_groups"]
+    dense = multi_hot(groups, PAPER_GROUPS)
+    assert dense.shape == (*groups.shape[:-1], PAPER_GROUPS)
+    for index in np.ndindex(groups.shape[:-1]):
+        expected = np.zeros(PAPER_GROUPS, np.float32)
+        expected[groups[index][groups[index] >= 0]] = 1
+        np.testing.assert_array_equal(dense[index], expected)
