@@ -19,12 +19,21 @@ log = logging.getLogger(__name__)
 
 
 def run_federated_simulation(
-    site_dirs: list[Path], settings: FederatedRunConfig, *, parallel_clients: int = 2, adversary: str = ""
+    site_dirs: list[Path],
+    settings: FederatedRunConfig,
+    *,
+    parallel_clients: int = 2,
+    adversary: str = "",
+    ray_address: str = "",
 ) -> pd.DataFrame:
     """Run the ServerApp and one ClientApp per site; returns the per-round table (rounds.csv).
 
     `parallel_clients` ClientApps run at once, each with cores / parallel_clients CPUs;
-    `adversary` makes sites misbehave (simulations.adversary; simulation only)."""
+    `adversary` makes sites misbehave (simulations.adversary; simulation only). With
+    `ray_address` ("auto" or HOST:PORT of a cluster started by `ray start --head`, other machines
+    joined with `ray start --address`), the ClientApps run on that cluster, one CPU each, wherever
+    Ray places them; every node needs this project installed and the site directories at the same
+    paths."""
     from flwr.simulation import run_simulation
 
     if len(site_dirs) < settings.min_available_clients:
@@ -41,6 +50,11 @@ def run_federated_simulation(
         "client_resources": {"num_cpus": max(1, cores // max(1, parallel_clients)), "num_gpus": 0.0},
         "init_args": {"num_cpus": cores, "include_dashboard": False},
     }
+    if ray_address:  # the cluster has its own CPUs: one per ClientApp
+        backend_config = {
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"address": ray_address},
+        }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         client_app = make_client_app(overrides, mods=[AdversaryMod(adversary)] if adversary else [])

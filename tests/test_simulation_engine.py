@@ -1,13 +1,23 @@
-"""Federated pretraining through Flower's real simulation engine (Ray), as `claimpt` runs it."""
+"""Federated pretraining through Flower's real simulation engine (Ray), as `claimpt` runs it:
+on a Ray instance of its own, and on a two-node Ray cluster started outside it."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 from typer.testing import CliRunner
 
 from shared_model.checkpoint import load_checkpoint
+from shared_model.runtime.processes import executable, start_group, stop_group
 from simulations.cli.app import app
 
 
@@ -67,3 +77,80 @@ def test_secure_aggregation_in_the_simulation_engine(fed_sites: list[Path], tmp_
     )
     manifest = load_checkpoint(tmp_path / "run" / "checkpoint").manifest
     assert manifest["secure_aggregation"] is True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _alive_nodes(address: str) -> int:
+    status = subprocess.run(
+        [executable("ray"), "status", "--address", address], capture_output=True, text=True, timeout=60, check=False
+    )
+    healthy = status.stdout.split("Healthy:", 1)[-1].split("Pending:", 1)[0]
+    return sum("node_" in line for line in healthy.splitlines()) if status.returncode == 0 else 0
+
+
+@contextmanager
+def two_node_ray_cluster(logs: Path) -> Iterator[str]:
+    """`ray start --head` with no CPU for tasks and a second node joining with one CPU, both on
+    127.0.0.1 and in the foreground (--block), so stopping their process groups stops exactly
+    this cluster. Anything that needs a CPU can only run on the node that joined."""
+    port = _free_port()
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--block", "--disable-usage-stats"]
+    head = start_group(
+        [executable("ray"), "start", "--head", f"--port={port}", "--num-cpus=0", f"--temp-dir={temp}", *common],
+        env=env,
+        log_file=logs / "ray-head.log",
+    )
+    nodes = [head]
+    try:
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while _alive_nodes(address) < 1 and time.monotonic() < deadline:
+            time.sleep(1)
+        nodes.append(
+            start_group(
+                [executable("ray"), "start", f"--address={address}", "--num-cpus=1", *common],
+                env=env,
+                log_file=logs / "ray-worker.log",
+            )
+        )
+        while _alive_nodes(address) < 2 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert _alive_nodes(address) == 2, (logs / "ray-head.log").read_text() + (logs / "ray-worker.log").read_text()
+        yield address
+    finally:
+        for node in reversed(nodes):
+            stop_group(node, grace_seconds=20)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_pretrain_federated_on_a_ray_cluster_started_outside_it(fed_sites: list[Path], tmp_path: Path) -> None:
+    with two_node_ray_cluster(tmp_path) as address:
+        args = [
+            "pretrain",
+            "federated",
+            *[a for p in fed_sites for a in ("--data", str(p))],
+            "--out",
+            str(tmp_path / "run"),
+            "--num-server-rounds",
+            "1",
+            "--d-model",
+            "16",
+            "--ffn-dim",
+            "16",
+            "--k-anonymity",
+            "5",
+            "--ray-address",
+            address,
+        ]
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
+    assert rounds["clients"].tolist() == [3] and rounds["failed"].tolist() == [0]
+    assert load_checkpoint(tmp_path / "run" / "checkpoint").manifest["round"] == 1

@@ -78,6 +78,13 @@ def federated(
             "noise."
         ),
     ] = "",
+    ray_address: Annotated[
+        str,
+        typer.Option(
+            help="Run the ClientApps on an existing Ray cluster: 'auto' or HOST:PORT of `ray start --head` "
+            "(other machines join with `ray start --address`). Default: a Ray instance on this machine."
+        ),
+    ] = "",
     run_config: dict[str, Any] | None = None,
 ) -> None:
     """Federated pretraining in Flower's simulation engine, one SuperNode per site. The options are
@@ -96,5 +103,5 @@ def federated(
         raise typer.BadParameter(str(exc)) from exc
     for path in data:
         MedsLayout.of(path)  # a missing directory is refused before anything is written
-    table = run_federated_simulation(data, settings, adversary=adversary)
+    table = run_federated_simulation(data, settings, adversary=adversary, ray_address=ray_address)
     typer.echo(table.to_string(index=False))
