@@ -3,10 +3,12 @@ on a Ray instance of its own, and on a two-node Ray cluster started outside it."
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -85,6 +87,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+PLACEMENT = """
+import json, ray, ray._private.state as state
+ray.init(address=%r, logging_level="ERROR")
+cpus = {n["NodeID"]: n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]}
+actors = [a for a in state.actors().values() if "ClientApp" in a["ActorClassName"]]
+print(json.dumps([cpus.get(a["Address"]["NodeID"], -1) for a in actors]))
+"""
+
+
+def _client_actor_node_cpus(address: str) -> list[float]:
+    """For every ClientApp actor the cluster has run, the CPU count of the node it ran on."""
+    result = subprocess.run(
+        [sys.executable, "-c", PLACEMENT % address], capture_output=True, text=True, timeout=120, check=True
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def _alive_nodes(address: str) -> int:
     status = subprocess.run(
         [executable("ray"), "status", "--address", address], capture_output=True, text=True, timeout=60, check=False
@@ -150,7 +169,9 @@ def test_pretrain_federated_on_a_ray_cluster_started_outside_it(fed_sites: list[
             address,
         ]
         result = CliRunner().invoke(app, args)
+        placed_on = _client_actor_node_cpus(address)
     assert result.exit_code == 0, result.output
+    assert placed_on and set(placed_on) == {1}  # every ClientApp ran on the node that joined
     rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
     assert rounds["clients"].tolist() == [3] and rounds["failed"].tolist() == [0]
     assert load_checkpoint(tmp_path / "run" / "checkpoint").manifest["round"] == 1
