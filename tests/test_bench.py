@@ -3,7 +3,10 @@ this project's figures, in the original's layout (its model itself is not in thi
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 
 from simulations.bench.model import PAPER_GROUPS, paper_shaped_arrays
 from simulations.bench.original_child import multi_hot, original_layout
@@ -32,3 +35,21 @@ def test_multi_hot_targets_mark_exactly_the_target_groups() -> None:
         expected = np.zeros(PAPER_GROUPS, np.float32)
         expected[groups[index][groups[index] >= 0]] = 1
         np.testing.assert_array_equal(dense[index], expected)
+
+
+def test_the_bench_runs_on_the_smallest_sites_it_accepts(tmp_path) -> None:
+    """10 patients a site (the CLI's minimum) leave some sites without a positive patient: the
+    data signal is reported as not measurable instead of failing the bench."""
+    from typer.testing import CliRunner
+
+    from simulations.cli.app import app
+
+    result = CliRunner().invoke(
+        app, ["bench", "--out", str(tmp_path), "--patients", "10", "--repeats", "1", "--no-model"]
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads((tmp_path / "bench.json").read_text(), parse_constant=lambda name: pytest.fail(name))[
+        "figures"
+    ]
+    assert set(figures["asthma_logreg_auroc"]) == {"site-1", "site-2", "site-3"}
+    assert (tmp_path / "bench.md").read_text().startswith("# claimpt bench")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -56,7 +57,7 @@ def _data_section(work_dir: Path, patients_per_site: int, sites: int, repeats: i
             )
         ),
         "synth_events": n_events,
-        "asthma_logreg_auroc": {k: v["auroc"] for k, v in signal.items()},
+        "asthma_logreg_auroc": {k: None if math.isnan(v["auroc"]) else v["auroc"] for k, v in signal.items()},
         "site_js_divergence": jsd.round(4).to_dict(),
         "label_prevalence": prevalence.round(4).to_dict(orient="index"),
     }
@@ -154,7 +155,8 @@ def _markdown(report: dict[str, Any]) -> str:
     ]
     for site, auroc in data["asthma_logreg_auroc"].items():
         prev = data["label_prevalence"][site]
-        lines.append(f"| {site} | {auroc:.3f} | " + " | ".join(f"{v:.1%}" for v in prev.values()) + " |")
+        shown = "n/a" if auroc is None else f"{auroc:.3f}"
+        lines.append(f"| {site} | {shown} | " + " | ".join(f"{v:.1%}" for v in prev.values()) + " |")
     names = list(data["site_js_divergence"])
     lines += [
         "",
