@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from shared_model.data import read_meds
+from shared_model.data import DataValidationError, read_meds
 from simulations.bench.model import (
     MODEL_PATIENTS,
     attention_section,
@@ -183,6 +183,8 @@ def run_bench(
     original: Path | None = None,
 ) -> Path:
     if original is not None:
+        if not model:
+            raise DataValidationError(original, "the model figures (--model) to time the original beside")
         check_original_checkout(original)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
