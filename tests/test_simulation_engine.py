@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,27 +20,32 @@ from typer.testing import CliRunner
 from shared_model.checkpoint import load_checkpoint
 from shared_model.runtime.processes import executable, start_group, stop_group
 from simulations.cli.app import app
+from tests.test_deployment import free_port
 
 
-def test_pretrain_federated_in_the_simulation_engine(fed_sites: list[Path], tmp_path: Path) -> None:
+def pretrain_federated(fed_sites: list[Path], out: Path, rounds: int, *extra: str):
+    """`claimpt pretrain federated` on the test sites with a small model, as a user runs it."""
     args = [
         "pretrain",
         "federated",
         *[a for p in fed_sites for a in ("--data", str(p))],
         "--out",
-        str(tmp_path / "run"),
+        str(out),
         "--num-server-rounds",
-        "2",
+        str(rounds),
         "--d-model",
         "16",
         "--ffn-dim",
         "16",
         "--k-anonymity",
         "5",
-        "--seed",
-        "4",
+        *extra,
     ]
-    result = CliRunner().invoke(app, args)
+    return CliRunner().invoke(app, args)
+
+
+def test_pretrain_federated_in_the_simulation_engine(fed_sites: list[Path], tmp_path: Path) -> None:
+    result = pretrain_federated(fed_sites, tmp_path / "run", 2, "--seed", "4")
     assert result.exit_code == 0, result.output
     rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
     assert rounds["round"].tolist() == [1, 2] and (rounds["clients"] == 3).all()
@@ -53,23 +57,7 @@ def test_pretrain_federated_in_the_simulation_engine(fed_sites: list[Path], tmp_
 
 def test_secure_aggregation_in_the_simulation_engine(fed_sites: list[Path], tmp_path: Path) -> None:
     """SecAgg+'s four stages through Flower's real transport (messages serialised between apps)."""
-    args = [
-        "pretrain",
-        "federated",
-        *[a for p in fed_sites for a in ("--data", str(p))],
-        "--out",
-        str(tmp_path / "run"),
-        "--num-server-rounds",
-        "1",
-        "--d-model",
-        "16",
-        "--ffn-dim",
-        "16",
-        "--k-anonymity",
-        "5",
-        "--secure-aggregation",
-    ]
-    result = CliRunner().invoke(app, args)
+    result = pretrain_federated(fed_sites, tmp_path / "run", 1, "--secure-aggregation")
     assert result.exit_code == 0, result.output
     rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
     assert (
@@ -79,12 +67,6 @@ def test_secure_aggregation_in_the_simulation_engine(fed_sites: list[Path], tmp_
     )
     manifest = load_checkpoint(tmp_path / "run" / "checkpoint").manifest
     assert manifest["secure_aggregation"] is True
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 PLACEMENT = """
@@ -117,7 +99,7 @@ def two_node_ray_cluster(logs: Path) -> Iterator[str]:
     """`ray start --head` with no CPU for tasks and a second node joining with one CPU, both on
     127.0.0.1 and in the foreground (--block), so stopping their process groups stops exactly
     this cluster. Anything that needs a CPU can only run on the node that joined."""
-    port = _free_port()
+    port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths have a length limit
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--block", "--disable-usage-stats"]
@@ -151,24 +133,7 @@ def two_node_ray_cluster(logs: Path) -> Iterator[str]:
 
 def test_pretrain_federated_on_a_ray_cluster_started_outside_it(fed_sites: list[Path], tmp_path: Path) -> None:
     with two_node_ray_cluster(tmp_path) as address:
-        args = [
-            "pretrain",
-            "federated",
-            *[a for p in fed_sites for a in ("--data", str(p))],
-            "--out",
-            str(tmp_path / "run"),
-            "--num-server-rounds",
-            "1",
-            "--d-model",
-            "16",
-            "--ffn-dim",
-            "16",
-            "--k-anonymity",
-            "5",
-            "--ray-address",
-            address,
-        ]
-        result = CliRunner().invoke(app, args)
+        result = pretrain_federated(fed_sites, tmp_path / "run", 1, "--ray-address", address)
         placed_on = _client_actor_node_cpus(address)
     assert result.exit_code == 0, result.output
     assert placed_on and set(placed_on) == {1}  # every ClientApp ran on the node that joined
