@@ -37,8 +37,9 @@ from client.local import (
     site_samples,
     train_locally,
 )
-from client.policy import POLICY_KEY, STATE_DIR_KEY, SitePolicy, SiteRefusal, load_policy
-from client.replies import errors_stay_at_the_site
+from client.node_config import DATA_PATH_KEY, POLICY_KEY, SITE_ID_KEY, STATE_DIR_KEY
+from client.policy import SitePolicy, load_policy
+from client.replies import SiteRefusal, errors_stay_at_the_site
 from shared_model.config import ClaimTransformerConfig
 from shared_model.privacy import default_delta, plan_site_privacy
 from shared_model.run_config import SECAGG_CLIPPING_RANGE, FederatedRunConfig
@@ -53,9 +54,9 @@ def site_of(context: Context, settings: FederatedRunConfig) -> tuple[str, str]:
     """(data path, site id): node config `data-path`/`site-id` in deployment; in simulation the
     `data-paths` run-config entry selected by `partition-id`."""
     node = context.node_config
-    if "data-path" in node:
-        path = str(node["data-path"])
-        return path, str(node.get("site-id", Path(path).name))
+    if DATA_PATH_KEY in node:
+        path = str(node[DATA_PATH_KEY])
+        return path, str(node.get(SITE_ID_KEY, Path(path).name))
     paths = settings.site_paths()
     partition = int(node["partition-id"])
     if partition >= len(paths):

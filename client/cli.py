@@ -107,12 +107,23 @@ def join(
     max_retries: Annotated[
         int | None, typer.Option(help="Give up after this many failed connection attempts (default: retry forever).")
     ] = None,
+    site_worker: Annotated[
+        bool,
+        typer.Option(
+            help=(
+                "Answer the server's messages in this process, which keeps TensorFlow, the site's data and the "
+                "compiled model loaded between rounds. --no-site-worker: a fresh process per message (Flower's "
+                "default; each then imports TensorFlow and reads the data again)."
+            )
+        ),
+    ] = True,
     insecure: Annotated[bool, typer.Option(help="No TLS and no authentication. Local tests only.")] = False,
 ) -> None:
     """Validate the site data, then run flower-supernode with TLS and node authentication.
 
-    The SuperNode replaces this process: stop it with Ctrl-C, or SIGTERM to its process group."""
-    from client.supernode import SuperNodeSettings, check_files, supernode_command
+    This process becomes the site worker and the SuperNode its child (or, with --no-site-worker,
+    the SuperNode replaces it): stop it with Ctrl-C, or SIGTERM."""
+    from client.supernode import SuperNodeSettings, check_files, node_config, supernode_command
     from shared_model.data import read_meds
     from shared_model.runtime.processes import flower_environment
 
@@ -129,6 +140,7 @@ def join(
             policy=policy,
             state=state,
             trusted_entities=trusted_entities,
+            site_worker=site_worker,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -140,7 +152,11 @@ def join(
         log.warning("joining WITHOUT TLS or authentication (--insecure): local tests only")
     log.info("site %s: %d patients; starting flower-supernode", settings.site_id or data.name, len(dataset.splits))
     command = supernode_command(settings)
-    os.execvpe(command[0], command, flower_environment())
+    if settings.worker_socket is None:
+        os.execvpe(command[0], command, flower_environment())
+    from client.worker import run_site_worker
+
+    raise typer.Exit(run_site_worker(settings.worker_socket, node_config(settings), command, flower_environment()))
 
 
 CheckpointOpt = Annotated[Path, typer.Option(help="The consortium's pretrained checkpoint directory.")]

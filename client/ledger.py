@@ -21,7 +21,7 @@ from pathlib import Path
 
 from flwr.app import ConfigRecord, RecordDict
 
-from client.policy import SiteRefusal
+from client.replies import SiteRefusal
 from shared_model.data.paths import fsync_directory
 from shared_model.privacy import epsilon_of_rounds
 

@@ -26,15 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from client.replies import SiteRefusal
 from shared_model.data import DataValidationError
-
-POLICY_KEY = "policy"  # node config: the site's policy file
-STATE_DIR_KEY = "state-dir"  # node config: the site's state directory (privacy ledger, errors.log)
-
-
-class SiteRefusal(RuntimeError):
-    """The site refuses a message under its policy. `str()` is a fixed sentence safe to send to
-    the server: it names the rule, never a data value, id, date or path."""
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,14 @@ from pathlib import Path
 from flwr.app import Context, Error, Message
 from flwr.common.constant import ErrorCode
 
-from client.policy import STATE_DIR_KEY, SiteRefusal
+from client.node_config import STATE_DIR_KEY
 
 log = logging.getLogger(__name__)
+
+
+class SiteRefusal(RuntimeError):
+    """The site refuses a message under its policy. `str()` is a fixed sentence safe to send to
+    the server: it names the rule, never a data value, id, date or path."""
 
 
 def public_reason(exc: BaseException, reference: str) -> str:

@@ -11,7 +11,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.policy import POLICY_KEY, STATE_DIR_KEY, load_policy
+from client.node_config import DATA_PATH_KEY, POLICY_KEY, SITE_ID_KEY, STATE_DIR_KEY, WORKER_KEY
+from client.policy import load_policy
+from client.worker import socket_path_for
 from shared_model.data.paths import require_owner_only
 from shared_model.runtime.processes import executable
 
@@ -29,10 +31,15 @@ class SuperNodeSettings:
     policy: Path | None = None  # the site's privacy policy file (client.policy); None: the default policy
     trusted_entities: Path | None = None  # app-signing keys whose bundles this site runs; None only when insecure
     state: Path | None = None  # the site's state directory (privacy ledger, errors.log); default <data>.site-state
+    site_worker: bool = True  # answer messages in one long-lived process (client.worker); False: Flower's default
 
     @property
     def state_dir(self) -> Path:
         return (self.state or self.data.with_name(self.data.name + ".site-state")).resolve()
+
+    @property
+    def worker_socket(self) -> Path | None:
+        return socket_path_for(self.state_dir) if self.site_worker else None
 
     def __post_init__(self) -> None:
         host, _, port = self.superlink.rpartition(":")
@@ -40,6 +47,8 @@ class SuperNodeSettings:
             raise ValueError(f"--superlink must be HOST:PORT, got {self.superlink!r}")
         if not self.insecure and (self.key is None or self.ca is None or self.trusted_entities is None):
             raise ValueError("--ca, --key and --trusted-entities are required (or --insecure, for a local test only)")
+        if self.site_worker:
+            socket_path_for(self.state_dir)  # fails now if the path is too long for a Unix socket
 
 
 def check_files(settings: SuperNodeSettings) -> None:
@@ -56,20 +65,27 @@ def check_files(settings: SuperNodeSettings) -> None:
     settings.state_dir.chmod(0o700)
 
 
-def supernode_command(settings: SuperNodeSettings) -> list[str]:
-    site_id = settings.site_id or settings.data.name
-    node_config = (
-        f"data-path={json.dumps(str(settings.data.resolve()))} site-id={json.dumps(site_id)} "
-        f"{STATE_DIR_KEY}={json.dumps(str(settings.state_dir))}"
-    )
+def node_config(settings: SuperNodeSettings) -> dict[str, str]:
+    """What the ClientApp learns about the site, set by the site alone."""
+    config = {
+        DATA_PATH_KEY: str(settings.data.resolve()),
+        SITE_ID_KEY: settings.site_id or settings.data.name,
+        STATE_DIR_KEY: str(settings.state_dir),
+    }
     if settings.policy is not None:
-        node_config += f" {POLICY_KEY}={json.dumps(str(settings.policy.resolve()))}"
+        config[POLICY_KEY] = str(settings.policy.resolve())
+    if settings.worker_socket is not None:
+        config[WORKER_KEY] = str(settings.worker_socket)
+    return config
+
+
+def supernode_command(settings: SuperNodeSettings) -> list[str]:
     command = [
         executable("flower-supernode"),
         "--superlink",
         settings.superlink,
         "--node-config",
-        node_config,
+        " ".join(f"{key}={json.dumps(value)}" for key, value in node_config(settings).items()),
         "--host",
         "127.0.0.1",
         "--port",

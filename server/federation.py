@@ -45,6 +45,7 @@ ROUND_COLUMNS = [
     "site_epsilon",
     "client_epsilon",
     "slowest_train_seconds",
+    "slowest_eval_seconds",
     "client_compute_seconds",
     "round_seconds",
 ]
@@ -174,6 +175,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             "site_epsilon": report.site_epsilon if report else 0.0,
             "client_epsilon": client_level_epsilon(settings, server_round),
             "slowest_train_seconds": report.slowest_train_seconds if report else 0.0,
+            "slowest_eval_seconds": report.slowest_eval_seconds if report else 0.0,
             "client_compute_seconds": report.total_train_seconds + report.total_eval_seconds if report else 0.0,
             "round_seconds": time.perf_counter() - started,
         }

@@ -26,6 +26,7 @@ class RoundReport:
     slowest_train_seconds: float = 0.0
     total_train_seconds: float = 0.0
     total_eval_seconds: float = 0.0
+    slowest_eval_seconds: float = 0.0
     site_epsilon: float = 0.0  # the largest record-level epsilon a site reported spending so far
     site_metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # node id -> what it reported
 
@@ -185,7 +186,7 @@ class UpdateValidation(Strategy):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         valid = [r for r in replies if not r.has_error()]
         if server_round in self.reports:
-            self.reports[server_round].total_eval_seconds = sum(
-                float(next(iter(r.content.metric_records.values())).get("eval-seconds", 0.0)) for r in valid
-            )
+            seconds = [float(_reply_metrics(r).get("eval-seconds", 0.0)) for r in valid]
+            self.reports[server_round].total_eval_seconds = sum(seconds)
+            self.reports[server_round].slowest_eval_seconds = max(seconds, default=0.0)
         return self.strategy.aggregate_evaluate(server_round, valid)

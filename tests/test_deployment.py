@@ -8,12 +8,8 @@ also when a test fails."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,188 +17,43 @@ import numpy as np
 import pytest
 
 from client.prepare import prepare_site
-from server.certs import CertificateSettings, write_certificates
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
-from shared_model.runtime.processes import executable, flower_environment, group_alive, start_group, stop_group
+from shared_model.runtime.processes import executable, flower_environment, group_alive
 from shared_model.signing import load_verifier
+from simulations.local_deployment import CLAIMPT, REPO, Deployment, free_port, launched, local_deployment, wait_for
 from simulations.synth import synthesize
 from tests.test_site import files_mentioning
 
 pytestmark = pytest.mark.deployment
-REPO = Path(__file__).resolve().parents[1]
-CLAIMPT = str(Path(sys.executable).parent / "claimpt")
 SITES = ("site-1", "site-2")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
-class Launcher:
-    """Starts processes in their own groups and remembers every group to stop."""
+class SiteDeployment(Deployment):
+    """The running deployment, the sites' prepared data and the raw ids that must appear nowhere."""
 
-    logs: Path
-    groups: list[subprocess.Popen] = field(default_factory=list)
-    extra_pgids: list[int] = field(default_factory=list)
-
-    def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
-        process = start_group(command, env=env, log_file=self.logs / f"{name}.log")
-        self.groups.append(process)
-        return process
-
-    def log(self, name: str) -> str:
-        path = self.logs / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop_all(self) -> None:
-        for process in [*reversed(self.groups), *self.extra_pgids]:
-            stop_group(process, grace_seconds=30)
-
-
-@contextmanager
-def launched(logs: Path) -> Iterator[Launcher]:
-    launcher = Launcher(logs)
-    try:
-        yield launcher
-    finally:
-        launcher.stop_all()
-
-
-def wait_for(predicate, what: str, timeout: float, process: subprocess.Popen | None = None, log: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what}: process exited with {process.returncode}\n{log}")
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not after {timeout:.0f} s")
-
-
-@dataclass
-class Deployment:
-    root: Path
-    certs: Path
-    state: Path
-    port: int
-    prepared: dict[str, Path]
-    raw_ids: np.ndarray
-    launcher: Launcher
-
-    @property
-    def flwr_env(self) -> dict[str, str]:
-        return flower_environment({"FLWR_HOME": str(self.state / "flwr-home")})
-
-    def nodes(self) -> list[dict]:
-        result = subprocess.run(
-            [executable("flwr"), "supernode", "list", "claimpt", "--format", "json"],
-            env=self.flwr_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        try:
-            return json.loads(result.stdout).get("nodes", [])
-        except json.JSONDecodeError:
-            return []
-
-    def join(self, name: str, key: Path, data: Path, *, extra: tuple[str, ...] = ()) -> subprocess.Popen:
-        home = self.root / "homes" / name
-        home.mkdir(parents=True, exist_ok=True)
-        command = [
-            CLAIMPT,
-            "site",
-            "join",
-            "--superlink",
-            f"127.0.0.1:{self.port}",
-            "--ca",
-            str(self.certs / "ca.crt"),
-            "--key",
-            str(key),
-            "--trusted-entities",
-            str(self.certs / "trusted-entities.yaml"),
-            "--data",
-            str(data),
-            "--runtime-port",
-            str(free_port()),
-            *extra,
-        ]
-        return self.launcher.start(name, command, flower_environment({"FLWR_HOME": str(home)}))
+    prepared: dict[str, Path] = field(default_factory=dict)
+    raw_ids: np.ndarray = field(default_factory=lambda: np.array([]))
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteDeployment]:
     root = tmp_path_factory.mktemp("deployment")
-    certs = write_certificates(
-        root / "certs", CertificateSettings(hosts=("localhost", "127.0.0.1"), sites=(*SITES, "unregistered"))
-    )
     raw_sites = synthesize(root / "raw", [300, 300], seed=21)
     prepared = {
         site: prepare_site(raw, root / "prepared" / site, root / "keys" / f"{site}.key").out
         for site, raw in zip(SITES, raw_sites, strict=True)
     }
     raw_ids = np.concatenate([read_meds(raw).splits["subject_id"].to_numpy() for raw in raw_sites])
-    (root / "logs").mkdir()
-    with launched(root / "logs") as launcher:
-        port, state = free_port(), root / "state"
-        server = launcher.start(
-            "server",
-            [
-                CLAIMPT,
-                "server",
-                "start",
-                "--certs",
-                str(certs),
-                "--state",
-                str(state),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--control-port",
-                str(free_port()),
-                *[a for s in SITES for a in ("--site-key", str(certs / "supernodes" / f"{s}.pub"))],
-            ],
-            flower_environment(),
-        )
-        wait_for(
-            lambda: "SuperLink ready" in launcher.log("server"), "server start", 90, server, launcher.log("server")
-        )
-        launcher.extra_pgids.append(int((state / "superlink.pid").read_text()))
-        deployment = Deployment(root, certs, state, port, prepared, raw_ids, launcher)
-        for site in SITES:
-            deployment.join(site, certs / "supernodes" / site, prepared[site])
-        wait_for(lambda: sum(n["status"] == "online" for n in deployment.nodes()) == 2, "two SuperNodes online", 90)
-        yield deployment
+    with local_deployment(root, prepared) as running:
+        yield SiteDeployment(**vars(running), prepared=prepared, raw_ids=raw_ids)
 
 
-def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: Deployment) -> None:
+def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: SiteDeployment) -> None:
     run_dir = deployment.root / "run"
-    result = subprocess.run(
-        [
-            CLAIMPT,
-            "server",
-            "submit",
-            "--app",
-            str(REPO),
-            "--state",
-            str(deployment.state),
-            "--app-key",
-            str(deployment.certs / "app-signing.key"),
-            "--run-config",
-            f"num-server-rounds=1 min-available-clients=2 batch-size=32 d-model=32 ffn-dim=32 run-dir='{run_dir}'",
-        ],
-        cwd=REPO,
-        env=flower_environment(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    result = deployment.submit(
+        f"num-server-rounds=1 min-available-clients=2 batch-size=32 d-model=32 ffn-dim=32 run-dir='{run_dir}'"
     )
     (deployment.root / "logs" / "flwr-run.log").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -212,6 +63,9 @@ def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: De
     round_one = load_checkpoint(run_dir / "checkpoints" / "round-001", verify_signature=verify)
     assert round_one.manifest["run_id"] == checkpoint.manifest["run_id"]
     rounds = (run_dir / "rounds.csv").read_text().splitlines()
+    for site in SITES:  # every message was answered by the site's long-lived worker
+        assert "site worker: answered train" in deployment.launcher.log(site)
+        assert "site worker: answered evaluate" in deployment.launcher.log(site)
     assert [line.split(",")[:3] for line in rounds[1:]] == [["1", "2", "0"]]
 
     finetune = subprocess.run(
@@ -276,7 +130,7 @@ def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: De
     }
 
 
-def test_raw_ids_appear_in_no_output_or_log(deployment: Deployment) -> None:
+def test_raw_ids_appear_in_no_output_or_log(deployment: SiteDeployment) -> None:
     searched = [deployment.root / name for name in ("prepared", "state", "logs", "homes", "run", "finetune-site-1")]
     assert all(path.exists() for path in searched[:4])
     for path in searched:
@@ -285,13 +139,13 @@ def test_raw_ids_appear_in_no_output_or_log(deployment: Deployment) -> None:
     assert files_mentioning(deployment.root / "raw", deployment.raw_ids)  # the check finds raw ids where they are
 
 
-def test_an_unregistered_node_key_is_refused(deployment: Deployment) -> None:
+def test_an_unregistered_node_key_is_refused(deployment: SiteDeployment) -> None:
     before = {n["node-id"] for n in deployment.nodes()}
     rogue = deployment.join(
         "unregistered",
         deployment.certs / "supernodes" / "unregistered",
         deployment.prepared["site-1"],
-        extra=("--max-retries", "1"),
+        extra=("--max-retries", "1", "--state", str(deployment.root / "rogue-state")),
     )
     wait_for(lambda: rogue.poll() is not None, "unregistered SuperNode gives up", 120)
     assert rogue.returncode != 0
@@ -299,7 +153,14 @@ def test_an_unregistered_node_key_is_refused(deployment: Deployment) -> None:
     assert {n["node-id"] for n in deployment.nodes()} == before
 
 
-def test_a_supernode_without_the_ca_certificate_cannot_connect(deployment: Deployment) -> None:
+def test_a_second_join_on_a_running_sites_state_is_refused(deployment: SiteDeployment) -> None:
+    second = deployment.join("second-site-1", deployment.certs / "supernodes" / "site-1", deployment.prepared["site-1"])
+    wait_for(lambda: second.poll() is not None, "a second worker on the same state directory gives up", 120)
+    assert second.returncode == 2
+    assert "another site worker is running" in deployment.launcher.log("second-site-1")
+
+
+def test_a_supernode_without_the_ca_certificate_cannot_connect(deployment: SiteDeployment) -> None:
     command = [
         executable("flower-supernode"),
         "--superlink",
@@ -321,7 +182,7 @@ def test_a_supernode_without_the_ca_certificate_cannot_connect(deployment: Deplo
     assert "CERTIFICATE_VERIFY_FAILED" in deployment.launcher.log("no-ca")
 
 
-def site_connection(deployment: Deployment) -> dict[str, str]:
+def site_connection(deployment: SiteDeployment) -> dict[str, str]:
     """A `flwr` configuration from a site's position: the sites' port and ca.crt, nothing else."""
     home = deployment.root / "homes" / "site-operator"
     home.mkdir(parents=True, exist_ok=True)
@@ -332,7 +193,7 @@ def site_connection(deployment: Deployment) -> dict[str, str]:
     return flower_environment({"FLWR_HOME": str(home)})
 
 
-def test_a_site_cannot_use_the_control_plane(deployment: Deployment) -> None:
+def test_a_site_cannot_use_the_control_plane(deployment: SiteDeployment) -> None:
     import http.client
     import ssl
 
@@ -361,7 +222,7 @@ def test_a_site_cannot_use_the_control_plane(deployment: Deployment) -> None:
         connection.close()
 
 
-def test_supernodes_refuse_unsigned_and_foreign_signed_bundles(deployment: Deployment, tmp_path: Path) -> None:
+def test_supernodes_refuse_unsigned_and_foreign_signed_bundles(deployment: SiteDeployment, tmp_path: Path) -> None:
     """The coordinator's own control plane, with a bundle the consortium did not sign: one with
     no signature and one signed by another key under the consortium key's id."""
     import shutil

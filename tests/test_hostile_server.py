@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.clientapp import ClientApp
 
 from client.app import make_client_app
 from shared_model.config import ClaimTransformerConfig
@@ -36,8 +37,7 @@ def site(fed_sites: list[Path]) -> Path:
     return fed_sites[1]
 
 
-@pytest.fixture(scope="module")
-def model_and_vocabulary(site: Path):
+def probing_model_and_vocabulary(site: Path):
     """A vocabulary with every code the site has, rare ones included (what a server that wants
     to probe rare codes would send), and a small model over it."""
     vocabulary = training_vocabulary([read_meds(site)])
@@ -47,13 +47,20 @@ def model_and_vocabulary(site: Path):
     return [np.asarray(w) for w in PretrainingModel(config).get_weights()], config, vocabulary
 
 
+@pytest.fixture(scope="module")
+def model_and_vocabulary(site: Path):
+    return probing_model_and_vocabulary(site)
+
+
 class Server:
     """The coordinator's side of one site: sends crafted messages to the production ClientApp."""
 
-    def __init__(self, site: Path, node_config: dict | None = None, run_id: int = 1, **run_config) -> None:
+    def __init__(
+        self, site: Path, node_config: dict | None = None, run_id: int = 1, app: ClientApp | None = None, **run_config
+    ) -> None:
         self.run_config = {**FederatedRunConfig(**run_config).to_run_config(), **{"data-paths": str(site)}}
         self.grid = InProcessGrid(
-            make_client_app(), [{"partition-id": 0, **(node_config or {})}], self.run_config, run_id=run_id
+            app or make_client_app(), [{"partition-id": 0, **(node_config or {})}], self.run_config, run_id=run_id
         )
 
     def send(self, message_type: str, content: RecordDict) -> Message:

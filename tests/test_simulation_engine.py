@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from shared_model.checkpoint import load_checkpoint
 from shared_model.runtime.processes import executable, start_group, stop_group
 from simulations.cli.app import app
-from tests.test_deployment import free_port
+from simulations.local_deployment import free_port
 
 
 def pretrain_federated(fed_sites: list[Path], out: Path, rounds: int, *extra: str):

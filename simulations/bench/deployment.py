@@ -1,0 +1,66 @@
+"""Round time in a real deployment: a TLS SuperLink and two `claimpt site join` SuperNodes on
+127.0.0.1, once with every message answered by a fresh `flwr-clientapp` process (Flower's
+default) and once with the site worker that `claimpt site join` keeps running (client.worker).
+
+The overhead of a round is the share of its time spent in neither local training nor local
+evaluation at the slowest site: process start, imports, reading and tensorising the site's data,
+building the model, moving weights, aggregating and signing the checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from client.prepare import prepare_site
+from simulations.local_deployment import local_deployment
+from simulations.synth import synthesize
+
+log = logging.getLogger(__name__)
+MODES = {"per_message": ("--no-site-worker",), "site_worker": ()}
+
+
+def _steady_rounds(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "rounds.csv", newline="") as handle:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    return [row for row in rows if row["round"] > 1]  # round 1 also reads the data and builds the model
+
+
+def _mode_figures(rows: list[dict[str, float]]) -> dict[str, float]:
+    rounds = [row["round_seconds"] for row in rows]
+    local = [row["slowest_train_seconds"] + row["slowest_eval_seconds"] for row in rows]
+    return {
+        "round_seconds": round(statistics.median(rounds), 2),
+        "local_seconds": round(statistics.median(local), 2),
+        "overhead_fraction": round(statistics.median(1 - lo / r for lo, r in zip(local, rounds, strict=True)), 4),
+    }
+
+
+def deployment_section(patients_per_site: int, seed: int, rounds: int = 3) -> dict[str, Any]:
+    """Two sites of `patients_per_site` patients, `rounds` FedAvg rounds of the default model in
+    each mode; figures are medians over rounds 2+."""
+    figures: dict[str, Any] = {"deployment_patients_per_site": patients_per_site, "deployment_rounds": rounds}
+    with tempfile.TemporaryDirectory(prefix="claimpt-deploy-bench-") as tmp:
+        root = Path(tmp)
+        log.info("bench: synthesising and preparing 2 sites x %d patients for the deployment rounds", patients_per_site)
+        raw = synthesize(root / "raw", [patients_per_site] * 2, seed)
+        sites = {
+            f"site-{i + 1}": prepare_site(path, root / "prepared" / f"site-{i + 1}", root / "keys" / f"{i}.key").out
+            for i, path in enumerate(raw)
+        }
+        for mode, options in MODES.items():
+            log.info("bench: %d deployment rounds, %s", rounds, mode.replace("_", " "))
+            with local_deployment(root / mode, sites, join_options=options) as deployment:
+                run_dir = root / mode / "run"
+                result = deployment.submit(
+                    f"num-server-rounds={rounds} min-available-clients=2 seed={seed} run-dir='{run_dir}'",
+                    timeout=3600,
+                )
+                if result.returncode != 0:
+                    raise RuntimeError(f"the deployment run ({mode}) failed:\n{result.stdout}\n{result.stderr}")
+            figures.update({f"deployment_{mode}_{k}": v for k, v in _mode_figures(_steady_rounds(run_dir)).items()})
+    return figures
