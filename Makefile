@@ -66,7 +66,7 @@ ORIGINAL ?=
 
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/claimpt bench --out $(BENCH_DIR) --seed $(SEED) --scale 1000000 \
-		--federated 20000 $(if $(ORIGINAL),--original $(ORIGINAL))
+		--federated 20000 --deployment 20000 $(if $(ORIGINAL),--original $(ORIGINAL))
 
 experiment: install
 	test -f $(EXPERIMENT_DIR)/sites/site-3/metadata/dataset.json || \

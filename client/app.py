@@ -43,6 +43,7 @@ from client.replies import SiteRefusal, errors_stay_at_the_site
 from shared_model.config import ClaimTransformerConfig
 from shared_model.privacy import default_delta, plan_site_privacy
 from shared_model.run_config import SECAGG_CLIPPING_RANGE, FederatedRunConfig
+from shared_model.wire import arrays_packed_on_the_wire
 
 log = logging.getLogger(__name__)
 OPTIMIZER_STATE = "local-optimizer-state"
@@ -152,7 +153,7 @@ def _count(context: Context, what: str) -> None:
 def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod] = ()) -> ClientApp:
     """A ClientApp whose run config is Flower's, updated by `overrides`; `mods` are extra Flower
     mods innermost (simulations add their adversary here; the deployed app has none)."""
-    app = ClientApp(mods=[errors_stay_at_the_site, secure_aggregation_mod, *mods])
+    app = ClientApp(mods=[errors_stay_at_the_site, arrays_packed_on_the_wire, secure_aggregation_mod, *mods])
 
     def settings_of(context: Context) -> FederatedRunConfig:
         return FederatedRunConfig.from_run_config({**dict(context.run_config), **(overrides or {})})

@@ -18,6 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 
 from server.dashboard import RoundDashboard
+from server.exchange import send_and_receive
 from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, export_state, restore_state
 from server.validation import RoundReport
@@ -143,14 +144,14 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             sites = len(list(grid.get_node_ids()))  # all or none: SecAgg+ yields the sum or halts
             strategy.reports[server_round] = RoundReport(received=sites, failed=0 if aggregated is not None else sites)
         else:
-            replies = grid.send_and_receive(
-                strategy.configure_train(server_round, arrays, ConfigRecord(dict(shared)), grid)
+            replies = send_and_receive(
+                grid, strategy.configure_train(server_round, arrays, ConfigRecord(dict(shared)), grid)
             )
             aggregated, train_metrics = strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
             arrays = aggregated
-        eval_replies = grid.send_and_receive(
-            strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(shared)), grid)
+        eval_replies = send_and_receive(
+            grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(shared)), grid)
         )
         eval_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
         model.set_weights(arrays.to_numpy_ndarrays())

@@ -10,6 +10,7 @@ from collections import defaultdict
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from server.exchange import send_and_receive
 from shared_model.settings import VocabularySettings
 from shared_model.vocabulary import Vocabulary
 
@@ -42,7 +43,7 @@ def vocabulary_round(
         )
         for node in nodes
     ]
-    replies = [r for r in grid.send_and_receive(messages) if not _failed(r)]
+    replies = [r for r in send_and_receive(grid, messages) if not _failed(r)]
     if len(replies) < minimum_sites:
         raise RuntimeError(f"vocabulary round: {len(replies)} site(s) answered, {minimum_sites} required")
     totals: dict[str, int] = defaultdict(int)

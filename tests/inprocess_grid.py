@@ -27,6 +27,7 @@ class InProcessGrid(Grid):
         self.run_config = run_config or {}
         self.sent: list[Message] = []  # every reply a client produced, for privacy checks
         self.states = {node: RecordDict() for node in self.node_configs}
+        self.waiting: dict[str, Message] = {}  # replies pushed and not yet pulled, by the message they answer
         # Flower stamps every Message with the identity of the task running in this process
         TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
 
@@ -46,11 +47,16 @@ class InProcessGrid(Grid):
     def create_message(self, *args, **kwargs):  # pragma: no cover
         raise NotImplementedError
 
-    def push_messages(self, messages):  # pragma: no cover
-        raise NotImplementedError
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Delivers each message at once; its reply waits for `pull_messages`."""
+        pushed = []
+        for reply in self.send_and_receive(messages):
+            self.waiting[reply.metadata.reply_to_message_id] = reply
+            pushed.append(reply.metadata.reply_to_message_id)
+        return pushed
 
-    def pull_messages(self, message_ids):  # pragma: no cover
-        raise NotImplementedError
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self.waiting.pop(i) for i in list(message_ids) if i in self.waiting]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         replies = []

@@ -17,6 +17,7 @@ from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
 from shared_model.run_config import FederatedRunConfig
 from shared_model.tasks import NEXT_VISIT, task_arrays
+from shared_model.wire import is_packed
 from simulations.adversary import AdversaryMod
 from tests.conftest import tensorboard_events
 from tests.inprocess_grid import InProcessGrid
@@ -42,8 +43,10 @@ STATEFUL = ("fedavgm", "fedadam", "fedprox")
 
 @pytest.mark.parametrize("strategy", STATEFUL)
 def test_strategies_run_end_to_end(fed_sites: list[Path], tmp_path: Path, strategy: str) -> None:
-    _, rounds = federate(fed_sites, tmp_path / strategy, strategy=strategy)
+    grid, rounds = federate(fed_sites, tmp_path / strategy, strategy=strategy)
     assert rounds["round"].tolist() == [1, 2]
+    with_arrays = [r.content for r in grid.sent if r.has_content() and r.content.array_records]
+    assert with_arrays and all(is_packed(c) and len(c.array_records) == 1 for c in with_arrays)  # one blob each
     assert rounds["eval_loss"].notna().all() and (rounds["clients"] >= 2).all()
     checkpoint = load_checkpoint(tmp_path / strategy / "checkpoint")
     assert checkpoint.manifest["strategy"] == strategy and checkpoint.manifest["round"] == 2

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shared_model.data import DataValidationError, read_meds
+from simulations.bench.deployment import deployment_section
 from simulations.bench.model import (
     MODEL_PATIENTS,
     attention_section,
@@ -106,6 +107,27 @@ def _markdown(report: dict[str, Any]) -> str:
             f"`federated_round_overhead_fraction` = {data['federated_round_overhead_fraction']:.1%} "
             "(round time spent in neither local training nor local evaluation).",
         ]
+    if "deployment_rounds" in data:
+        per_message, worker = (
+            {k: data[f"deployment_{mode}_{k}"] for k in ("round_seconds", "local_seconds", "overhead_fraction")}
+            for mode in ("per_message", "site_worker")
+        )
+        lines += [
+            "",
+            "## Rounds in a real deployment (TLS SuperLink + 2 SuperNodes on this machine)",
+            "",
+            f"2 sites of {data['deployment_patients_per_site']:,} patients, FedAvg, default model, median of rounds "
+            f"2-{data['deployment_rounds']}. Overhead: the share of the round spent in neither local training nor "
+            "local evaluation at the slowest site.",
+            "",
+            "| ClientApp | round (s) | local training + evaluation (s) | overhead |",
+            "|---|---:|---:|---:|",
+            "| a fresh process per message (Flower's default, `--no-site-worker`) "
+            f"| {per_message['round_seconds']:.1f} | {per_message['local_seconds']:.1f} "
+            f"| {per_message['overhead_fraction']:.1%} |",
+            f"| the site worker (`claimpt site join`) | {worker['round_seconds']:.1f} | {worker['local_seconds']:.1f} "
+            f"| {worker['overhead_fraction']:.1%} |",
+        ]
     if "attention_seconds" in data:
         lines += [
             "",
@@ -180,6 +202,7 @@ def run_bench(
     scale_patients: int = 0,
     model: bool = True,
     federated_patients: int = 0,
+    deployment_patients: int = 0,
     original: Path | None = None,
 ) -> Path:
     if original is not None:
@@ -210,6 +233,8 @@ def run_bench(
         figures.update(scale_section(scale_patients, seed))
     if federated_patients:
         figures.update(federated_section(federated_patients, seed))
+    if deployment_patients:
+        figures.update(deployment_section(deployment_patients, seed))
     report = {
         "machine": machine_info(),
         "versions": versions(),
@@ -220,6 +245,7 @@ def run_bench(
             "seed": seed,
             "scale_patients": scale_patients,
             "federated_patients": federated_patients,
+            "deployment_patients": deployment_patients,
         },
         "figures": figures,
     }

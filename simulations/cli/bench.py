@@ -29,6 +29,14 @@ def bench(
     federated: Annotated[
         int, typer.Option(min=0, help="Also time FedAvg rounds over 3 sites of this many patients (0: skip).")
     ] = 0,
+    deployment: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also time rounds in a real TLS deployment (SuperLink + 2 SuperNodes on 127.0.0.1) of 2 sites of "
+            "this many patients, per-message processes against the site worker (0: skip).",
+        ),
+    ] = 0,
     original: Annotated[
         Path | None,
         typer.Option(
@@ -49,6 +57,7 @@ def bench(
         scale_patients=scale,
         model=model,
         federated_patients=federated,
+        deployment_patients=deployment,
         original=original,
     )
     typer.echo(report.read_text())
