@@ -53,3 +53,28 @@ def test_the_bench_runs_on_the_smallest_sites_it_accepts(tmp_path) -> None:
     ]
     assert set(figures["asthma_logreg_auroc"]) == {"site-1", "site-2", "site-3"}
     assert (tmp_path / "bench.md").read_text().startswith("# claimpt bench")
+
+
+def test_the_original_without_the_model_figures_is_refused(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from simulations.cli.app import app
+
+    result = CliRunner().invoke(
+        app, ["bench", "--out", str(tmp_path / "out"), "--no-model", "--original", str(tmp_path)]
+    )
+    assert result.exit_code == 2 and "--model" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_deployment_overhead_is_the_round_outside_the_slowest_sites_local_work(tmp_path) -> None:
+    from simulations.bench.deployment import _mode_figures, _steady_rounds
+
+    (tmp_path / "rounds.csv").write_text(
+        "round,slowest_train_seconds,slowest_eval_seconds,round_seconds\n1,50,9,100\n2,14,2,20\n3,15,1,32\n4,16,2,24\n"
+    )
+    rows = _steady_rounds(tmp_path)
+    assert [row["round"] for row in rows] == [2, 3, 4]  # round 1 also reads the data and builds the model
+    figures = _mode_figures(rows)
+    assert figures["round_seconds"] == 24 and figures["local_seconds"] == 16
+    assert figures["overhead_fraction"] == pytest.approx(0.25)  # median of 0.2, 0.5, 0.25
