@@ -50,8 +50,8 @@ class InProcessGrid(Grid):
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Delivers each message at once; its reply waits for `pull_messages`."""
         pushed = []
-        for reply in self.send_and_receive(messages):
-            self.waiting[reply.metadata.reply_to_message_id] = reply
+        for reply in self.send_and_receive(messages):  # `sent` keeps the reply as it crossed the wire
+            self.waiting[reply.metadata.reply_to_message_id] = copy.deepcopy(reply)
             pushed.append(reply.metadata.reply_to_message_id)
         return pushed
 

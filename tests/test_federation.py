@@ -3,6 +3,7 @@ logic and ClientApp over an in-process transport (the Ray engine has its own tes
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
 from shared_model.run_config import FederatedRunConfig
 from shared_model.tasks import NEXT_VISIT, task_arrays
-from shared_model.wire import is_packed
+from shared_model.wire import LAYOUT, is_packed, unpack
 from simulations.adversary import AdversaryMod
 from tests.conftest import tensorboard_events
 from tests.inprocess_grid import InProcessGrid
@@ -136,7 +137,10 @@ def test_clients_send_only_weights_metrics_and_k_anonymous_counts(fed_sites: lis
     assert all(OPTIMIZER_STATE not in state.array_records for state in grid.states.values())  # "reset" keeps none
     for reply in grid.sent:
         assert not reply.has_error()
-        for name, record in reply.content.items():
+        if is_packed(reply.content):  # besides the blob, the layout: array names, dtypes, shapes, sizes
+            layout = json.loads(str(reply.content.config_records[LAYOUT]["layout"]))
+            assert {entry[0] for entry in layout} == {"arrays"} and {entry[2] for entry in layout} == {"float32"}
+        for name, record in unpack(reply.content).items():
             if isinstance(record, ArrayRecord):
                 kinds.add("arrays")
                 arrays = record.to_numpy_ndarrays()
@@ -189,6 +193,7 @@ def test_kept_client_optimizer_state_stays_on_the_node_and_accumulates(fed_sites
     assert sorted(steps) == sorted(2 * b for b in batches)
     n_weights = len(load_checkpoint(tmp_path / "keep" / "checkpoint").weights)
     for reply in grid.sent:  # replies carry the weights only, never the optimizer's slots
-        assert set(reply.content.keys()) <= {"arrays", "metrics", "vocabulary"}
-        if "arrays" in reply.content:
-            assert len(reply.content["arrays"]) == n_weights
+        content = unpack(reply.content)
+        assert set(content.keys()) <= {"arrays", "metrics", "vocabulary"}
+        if "arrays" in content:
+            assert len(content["arrays"]) == n_weights

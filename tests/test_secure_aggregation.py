@@ -9,6 +9,7 @@ import pytest
 
 from shared_model.checkpoint import load_checkpoint
 from shared_model.run_config import FederatedRunConfig
+from shared_model.wire import unpack
 from tests.test_federation import federate
 
 
@@ -16,7 +17,8 @@ def _reply_arrays(grid) -> list[list[np.ndarray]]:
     out = []
     for message in grid.sent:
         if not message.has_error():
-            out += [record.to_numpy_ndarrays() for record in message.content.array_records.values() if len(record)]
+            records = unpack(message.content).array_records.values()  # as the site sent them
+            out += [record.to_numpy_ndarrays() for record in records if len(record)]
     return out
 
 
