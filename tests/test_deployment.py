@@ -145,7 +145,7 @@ def test_an_unregistered_node_key_is_refused(deployment: SiteDeployment) -> None
         "unregistered",
         deployment.certs / "supernodes" / "unregistered",
         deployment.prepared["site-1"],
-        extra=("--max-retries", "1", "--state", str(deployment.root / "rogue-state")),
+        extra=("--max-retries", "1", "--state", str(deployment.root / "rogue-state"), "--no-site-worker"),
     )
     wait_for(lambda: rogue.poll() is not None, "unregistered SuperNode gives up", 120)
     assert rogue.returncode != 0
