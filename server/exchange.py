@@ -9,31 +9,44 @@ ClientApp unpacks and answers in kind.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 
-from flwr.app import Message
+from flwr.app import Error, Message
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from shared_model.wire import pack, unpack
 
+log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
 
 
 def send_and_receive(grid: Grid, messages: Iterable[Message]) -> list[Message]:
-    """Every reply to `messages` (an error reply for a site that failed), as Grid.send_and_receive."""
+    """Every reply to `messages` (an error reply for a site that failed, or whose arrays do not
+    unpack: a broken or hostile site must not stop the round), as Grid.send_and_receive."""
     outgoing = list(messages)
     for message in outgoing:
         message.content = pack(message.content)
     waiting = set(grid.push_messages(outgoing))
+    sent = {message.metadata.message_id: message for message in outgoing}  # ids set by the push
     replies: list[Message] = []
     while waiting:
         arrived = list(grid.pull_messages(waiting))
-        for reply in arrived:
-            if reply.has_content():
-                reply.content = unpack(reply.content)
-        replies += arrived
+        replies += [_unpacked(reply, sent[reply.metadata.reply_to_message_id]) for reply in arrived]
         waiting -= {reply.metadata.reply_to_message_id for reply in arrived}
         if waiting:
             time.sleep(POLL_SECONDS)
     return replies
+
+
+def _unpacked(reply: Message, question: Message) -> Message:
+    if not reply.has_content():
+        return reply
+    try:
+        reply.content = unpack(reply.content)
+    except Exception as exc:  # noqa: BLE001 - whatever a site sent, the round goes on without it
+        log.warning("node %s: its reply does not unpack (%s): counted as failed", question.metadata.dst_node_id, exc)
+        return Message(Error(code=ErrorCode.UNKNOWN, reason="the reply's arrays did not unpack"), reply_to=question)
+    return reply

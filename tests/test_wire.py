@@ -51,3 +51,25 @@ def test_a_blob_that_does_not_match_its_layout_is_refused() -> None:
     packed[LAYOUT] = ConfigRecord({"layout": json.dumps(layout)})
     with pytest.raises(ValueError, match="does not match its layout"):
         unpack(packed)
+
+
+def test_a_reply_that_does_not_unpack_is_a_failed_site_not_a_failed_round() -> None:
+    from flwr.app import Message
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from server.exchange import send_and_receive
+    from tests.inprocess_grid import InProcessGrid
+
+    def broken_blob(message: Message, context) -> Message:
+        """A site whose reply claims more bytes than its blob holds."""
+        packed = pack(RecordDict({"arrays": ArrayRecord([np.ones(3, np.float32)])}))
+        layout = [["arrays", "0", "float32", [3], "numpy.ndarray", 999]]
+        packed[LAYOUT] = ConfigRecord({"layout": json.dumps(layout)})
+        return Message(packed, reply_to=message)
+
+    grid = InProcessGrid(broken_blob, [{}, {}])
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    questions = [Message(content(), dst_node_id=node, message_type="train") for node in grid.get_node_ids()]
+    replies = send_and_receive(grid, questions)
+    assert len(replies) == 2 and all(r.has_error() and "did not unpack" in r.error.reason for r in replies)
+    assert sorted(r.metadata.src_node_id for r in replies) == sorted(grid.get_node_ids())
