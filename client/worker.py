@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from client.node_config import DATA_PATH_KEY
 from client.relay import PROTOCOL, SiteWorkerUnavailable, decode, encode, receive_frame, send_frames
 
@@ -64,7 +66,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 send_frames(connection, b"refused", b"the ClientApp and the site worker speak different protocols")
                 return
             message, context = decode(receive_frame(connection), receive_frame(connection))
-        except (SiteWorkerUnavailable, ValueError, OSError) as exc:
+        except (SiteWorkerUnavailable, DecodeError, ValueError, OSError) as exc:
             log.warning("site worker: a malformed request (%s)", type(exc).__name__)
             return
         context.node_config = dict(self.server.node_config)  # the site's own, whatever was relayed

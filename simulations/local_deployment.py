@@ -18,8 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from client.prepare import prepare_site
 from server.certs import CertificateSettings, write_certificates
 from shared_model.runtime.processes import executable, flower_environment, start_group, stop_group
+from simulations.synth import synthesize
 
 CLAIMPT = str(Path(sys.executable).parent / "claimpt")
 REPO = Path(__file__).resolve().parents[1]
@@ -158,6 +160,17 @@ class Deployment:
             timeout=timeout,
             check=False,
         )
+
+
+def prepared_sites(root: Path, sizes: list[int], seed: int) -> tuple[list[Path], dict[str, Path]]:
+    """Synthesise one raw MEDS site per size under `root/raw` and prepare each under
+    `root/prepared` with its own pseudonym key; returns the raw sites and {site name: prepared site}."""
+    raw = synthesize(root / "raw", sizes, seed)
+    prepared = {
+        path.name: prepare_site(path, root / "prepared" / path.name, root / "keys" / f"{path.name}.key").out
+        for path in raw
+    }
+    return raw, prepared
 
 
 @contextmanager

@@ -16,13 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.prepare import prepare_site
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
 from shared_model.runtime.processes import executable, flower_environment, group_alive
 from shared_model.signing import load_verifier
-from simulations.local_deployment import CLAIMPT, REPO, Deployment, free_port, launched, local_deployment, wait_for
-from simulations.synth import synthesize
+from simulations.local_deployment import (
+    CLAIMPT,
+    REPO,
+    Deployment,
+    free_port,
+    launched,
+    local_deployment,
+    prepared_sites,
+    wait_for,
+)
 from tests.test_site import files_mentioning
 
 pytestmark = pytest.mark.deployment
@@ -40,11 +47,8 @@ class SiteDeployment(Deployment):
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteDeployment]:
     root = tmp_path_factory.mktemp("deployment")
-    raw_sites = synthesize(root / "raw", [300, 300], seed=21)
-    prepared = {
-        site: prepare_site(raw, root / "prepared" / site, root / "keys" / f"{site}.key").out
-        for site, raw in zip(SITES, raw_sites, strict=True)
-    }
+    raw_sites, prepared = prepared_sites(root, [300, 300], seed=21)
+    assert tuple(prepared) == SITES
     raw_ids = np.concatenate([read_meds(raw).splits["subject_id"].to_numpy() for raw in raw_sites])
     with local_deployment(root, prepared) as running:
         yield SiteDeployment(**vars(running), prepared=prepared, raw_ids=raw_ids)

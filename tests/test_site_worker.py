@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from client.node_config import DATA_PATH_KEY, POLICY_KEY, SITE_ID_KEY, STATE_DIR_KEY, WORKER_KEY
+from client.relay import PROTOCOL, send_frames
 from client.relay import app as relay_app
 from client.worker import SiteWorkerServer, socket_path_for
 from tests.test_hostile_server import Server, probing_model_and_vocabulary, refused, write_policy
@@ -31,10 +32,11 @@ def model_and_vocabulary(site: Path):
 
 
 @contextmanager
-def running_worker(state: Path, node_config: dict) -> Iterator[Path]:
+def running_worker(state: Path, node_config: dict, *, load: bool = True) -> Iterator[Path]:
     state.mkdir(mode=0o700, exist_ok=True)
     server = SiteWorkerServer(socket_path_for(state), {STATE_DIR_KEY: str(state), **node_config})
-    server.load()
+    if load:
+        server.load()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -106,3 +108,20 @@ def test_a_missing_worker_is_an_error_reply_without_the_sites_paths(
 def test_a_socket_path_too_long_for_unix_is_refused_before_anything_starts(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="shorter --state"):
         socket_path_for(tmp_path / ("s" * 120))
+
+
+def test_a_garbled_request_is_logged_by_kind_and_the_worker_keeps_serving(
+    site: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def ask(*frames: bytes) -> bytes:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.connect(str(worker))
+            send_frames(connection, *frames)
+            connection.shutdown(socket.SHUT_WR)
+            return connection.recv(1 << 16)
+
+    with running_worker(tmp_path / "state", {DATA_PATH_KEY: str(site)}, load=False) as worker:
+        with caplog.at_level("WARNING", logger="client.worker"):
+            assert ask(PROTOCOL, b"\xff\xfe not a protobuf message", b"\xff\xfe") == b""  # no reply, no traceback
+            assert ask(b"claimpt-relay/0") != b""  # still serving: the next caller is told the protocol differs
+    assert "a malformed request (DecodeError)" in caplog.text

@@ -16,9 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from client.prepare import prepare_site
-from simulations.local_deployment import local_deployment
-from simulations.synth import synthesize
+from simulations.local_deployment import local_deployment, prepared_sites
 
 log = logging.getLogger(__name__)
 MODES = {"per_message": ("--no-site-worker",), "site_worker": ()}
@@ -47,11 +45,7 @@ def deployment_section(patients_per_site: int, seed: int, rounds: int = 3) -> di
     with tempfile.TemporaryDirectory(prefix="claimpt-deploy-bench-") as tmp:
         root = Path(tmp)
         log.info("bench: synthesising and preparing 2 sites x %d patients for the deployment rounds", patients_per_site)
-        raw = synthesize(root / "raw", [patients_per_site] * 2, seed)
-        sites = {
-            f"site-{i + 1}": prepare_site(path, root / "prepared" / f"site-{i + 1}", root / "keys" / f"{i}.key").out
-            for i, path in enumerate(raw)
-        }
+        _, sites = prepared_sites(root, [patients_per_site] * 2, seed)
         for mode, options in MODES.items():
             log.info("bench: %d deployment rounds, %s", rounds, mode.replace("_", " "))
             with local_deployment(root / mode, sites, join_options=options) as deployment:
