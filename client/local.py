@@ -27,7 +27,7 @@ from shared_model.training import (
     compile_pretraining,
     evaluate_nvp,
     fit_pretraining,
-    seed_everything,
+    seed_round,
 )
 from shared_model.vocabulary import Vocabulary
 
@@ -159,8 +159,8 @@ def train_locally(
     `optimizer_state`, this site's optimizer state after its previous round, when given); with
     `privacy`, DP-SGD on Poisson-sampled batches (an epoch is then 1 / q steps)."""
     round_seed = local_seed(seed, server_round, key)
-    seed_everything(round_seed)
     model = _compiled_model(config.to_json(), learning_rate)
+    seed_round(model, round_seed)
     _start_round(model, weights, optimizer_state)
     if proximal_mu > 0 or model.proximal is not None:  # once set, the compiled step keeps the term (mu may be 0)
         model.proximal = model.proximal or ProximalTerm(model.trainable_variables)

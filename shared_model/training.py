@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Sequence
 
@@ -10,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from sklearn.linear_model import LogisticRegression
+from tensorflow.python.eager import context as tf_context
 
 from shared_model.config import ClaimTransformerConfig
 from shared_model.metrics import auroc, recall_at_k
@@ -28,10 +30,32 @@ STEPS_PER_EXECUTION = 10
 PROBE_C = (0.001, 0.01, 0.1, 1.0, 10.0)  # candidate inverse L2 strengths of the logistic probe
 
 
+PROCESS_SEED = 0  # TensorFlow's global seed while a long-lived model trains round after round
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow and make TF kernels deterministic: same seed, same weights."""
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def seed_round(model: keras.Model, seed: int) -> None:
+    """Seed one more round of training of an already compiled model, whatever this process ran before.
+
+    Not seed_everything: tf.random.set_seed empties TensorFlow's kernel cache, and the next fit
+    then rebuilds its whole compiled step (1-2 s per round even for a tiny model). So TensorFlow's
+    global seed is set to PROCESS_SEED once per process, the round's random ops take explicit
+    seeds from `seed` (data order, Poisson sampling; DP noise has its own generator), and the
+    model's dropout seed generators restart from `seed`.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    if tf_context.global_seed() != PROCESS_SEED:
+        tf.random.set_seed(PROCESS_SEED)
+    tf.config.experimental.enable_op_determinism()
+    generators = [g for layer in model._flatten_layers() for g in getattr(layer, "_seed_generators", [])]
+    for index, generator in enumerate(generators):
+        generator.state.assign(np.array([(seed * 7919 + index) % 2**31, 0], dtype=generator.state.dtype))
 
 
 def new_pretraining_model(config: ClaimTransformerConfig, seed: int, learning_rate: float = 1e-3) -> PretrainingModel:

@@ -1,0 +1,38 @@
+"""A site's round of local training on its long-lived model (client.local): the same round gives
+the same weights whatever the process trained or seeded before it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from client.local import site_samples, train_locally
+from shared_model.config import ClaimTransformerConfig
+from shared_model.data import read_meds
+from shared_model.model import PretrainingModel
+from shared_model.tasks import training_vocabulary
+
+
+def test_a_round_trains_the_same_whatever_ran_before_it_in_the_process(fed_sites: list[Path]) -> None:
+    site = fed_sites[2]
+    vocabulary = training_vocabulary([read_meds(site)])
+    config = ClaimTransformerConfig(
+        vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16, patient_dim=16, ffn_dim=16, dropout=0.3
+    )
+    weights = [np.asarray(w) for w in PretrainingModel(config).get_weights()]
+    samples = site_samples(str(site), vocabulary.to_json(), 5)
+
+    def round_weights(server_round: int) -> list[np.ndarray]:
+        options = {"epochs": 1, "batch_size": 64, "learning_rate": 1e-3, "seed": 0, "key": 3}
+        return train_locally(weights, config, samples, server_round=server_round, **options).weights
+
+    first, second = round_weights(1), round_weights(2)
+    again = round_weights(1)  # after another round: the dropout masks and the data order start over
+    tf.random.set_seed(123)  # and after anything else in the process seeded TensorFlow
+    once_more = round_weights(1)
+    for a, b, c in zip(first, again, once_more, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True))
