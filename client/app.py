@@ -1,8 +1,9 @@
 """The Flower ClientApp (Message API): one per site, inside the site's network (docs/architecture.md §4).
 
 Handles `query.vocabulary` (k-anonymised code counts), `train` (local epochs from the global
-weights) and `evaluate` (held-out loss and NVP Recall@k). Only model arrays, scalar metrics and
-counts of codes seen in at least k patients leave this module.
+weights) and `evaluate` (held-out loss and NVP Recall@k). Only model arrays, scalar metrics,
+counts of codes seen in at least k patients and the site's privacy statement (client.statement)
+leave this module.
 
 Every message is held against the site's own policy (client.policy, from the node config that
 only the site sets) before patient data is touched; what the server asks for can raise the
@@ -27,20 +28,21 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
-from client.ledger import FileLedger, Ledger, LedgerEntry, StateLedger
+from client.ledger import LedgerEntry, ledger_of
 from client.local import (
     LocalPrivacy,
     evaluate_locally,
     k_anonymous_code_counts,
     load_site,
-    site_key,
     site_samples,
     train_locally,
 )
-from client.node_config import DATA_PATH_KEY, POLICY_KEY, SITE_ID_KEY, STATE_DIR_KEY
+from client.node_config import DATA_PATH_KEY, POLICY_KEY, SITE_ID_KEY
 from client.policy import SitePolicy, load_policy
 from client.replies import SiteRefusal, errors_stay_at_the_site
+from client.statement import privacy_statement
 from shared_model.config import ClaimTransformerConfig
+from shared_model.passport import STATEMENT, site_key
 from shared_model.privacy import default_delta, plan_site_privacy
 from shared_model.run_config import SECAGG_CLIPPING_RANGE, FederatedRunConfig
 from shared_model.wire import arrays_packed_on_the_wire
@@ -71,11 +73,6 @@ def policy_of(context: Context) -> SitePolicy:
     return load_policy(str(path)) if path else SitePolicy()
 
 
-def ledger_of(context: Context) -> Ledger:
-    state_dir = context.node_config.get(STATE_DIR_KEY)
-    return FileLedger(Path(str(state_dir)) / "privacy-ledger.jsonl") if state_dir else StateLedger(context.state)
-
-
 def site_privacy(
     context: Context,
     policy: SitePolicy,
@@ -86,11 +83,12 @@ def site_privacy(
 ) -> LocalPrivacy | None:
     """This round's record-level DP (None without), after the policy's checks; the round is
     written to the site's ledger before it trains."""
-    if settings.dp_epsilon <= 0:
+    target = policy.epsilon_for(settings.dp_epsilon)  # the site's own epsilon where it sets one
+    if target <= 0:
         if policy.dp_required:
             raise SiteRefusal("this site trains only with record-level DP (dp-epsilon)")
         return None
-    if policy.max_run_epsilon and settings.dp_epsilon > policy.max_run_epsilon:
+    if policy.max_run_epsilon and target > policy.max_run_epsilon:
         raise SiteRefusal("dp-epsilon is above this site's ceiling")
     if local_epochs != settings.local_epochs:
         raise SiteRefusal("local epochs differ from the run's DP noise plan")
@@ -102,7 +100,7 @@ def site_privacy(
         settings.batch_size,
         local_epochs,
         settings.num_server_rounds,
-        settings.dp_epsilon,
+        target,
         delta=delta,
         accountant=settings.dp_accountant,
     )
@@ -174,7 +172,8 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
                 "site-key": site_key(site),
             }
         )
-        return Message(RecordDict({"vocabulary": record}), reply_to=msg)
+        statement = privacy_statement(context, policy, k, site_key(site))
+        return Message(RecordDict({"vocabulary": record, STATEMENT: statement}), reply_to=msg)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -208,6 +207,9 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
         k = policy.k_for(settings.k_anonymity)
         samples = site_samples(path, str(config["vocabulary"]), k)
         local_epochs = int(config.get("local-epochs", settings.local_epochs))
+        proximal_mu = float(config.get("proximal-mu", 0.0))
+        if proximal_mu > 0 and policy.epsilon_for(settings.dp_epsilon) > 0:
+            raise SiteRefusal("this site trains with record-level DP, which has no FedProx proximal term")
         privacy = site_privacy(
             context, policy, settings, len(samples["train"]["subject_id"]), server_round, local_epochs
         )
@@ -223,7 +225,7 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
             seed=settings.seed,
             server_round=server_round,
             key=site_key(site),
-            proximal_mu=float(config.get("proximal-mu", 0.0)),
+            proximal_mu=proximal_mu,
             optimizer_state=stored.to_numpy_ndarrays() if stored is not None else None,
             privacy=privacy,
         )
@@ -259,7 +261,8 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
             msg.content["arrays"].to_numpy_ndarrays(), model_config, samples, learning_rate=settings.learning_rate
         )
         metrics = MetricRecord({"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics})
-        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+        statement = privacy_statement(context, policy, k, site_key(site))
+        return Message(RecordDict({"metrics": metrics, STATEMENT: statement}), reply_to=msg)
 
     return app
 

@@ -85,9 +85,10 @@ def join(
         Path | None,
         typer.Option(
             help=(
-                "This site's privacy policy (TOML: k_anonymity, require_dp, max_run_epsilon, lifetime_epsilon, "
-                "max_delta, min_noise_multiplier, require_secure_aggregation, max_evaluations_per_run). Nothing the "
-                "server sends can lower it. Default: k 11, delta <= 1/n, no DP required."
+                "This site's privacy policy (TOML: k_anonymity, require_dp, dp_epsilon, max_run_epsilon, "
+                "lifetime_epsilon, max_delta, min_noise_multiplier, require_secure_aggregation, "
+                "max_evaluations_per_run). Nothing the server sends can lower it. Default: k 11, delta <= 1/n, "
+                "no DP required."
             )
         ),
     ] = None,

@@ -19,11 +19,14 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from flwr.app import ConfigRecord, RecordDict
+from flwr.app import ConfigRecord, Context, RecordDict
 
+from client.node_config import STATE_DIR_KEY
 from client.replies import SiteRefusal
 from shared_model.data.paths import fsync_directory
 from shared_model.privacy import epsilon_of_rounds
+
+LEDGER_FILE = "privacy-ledger.jsonl"  # in the site's state directory
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,21 @@ class Ledger:
     def append(self, entry: LedgerEntry) -> None:
         raise NotImplementedError
 
-    def epsilon(self, delta: float, *, run: int | None = None, extra: LedgerEntry | None = None) -> float:
-        """Epsilon at `delta` of every entry (of `run` only, when given), plus `extra`."""
-        chosen = [e for e in self.entries() if run is None or e.run == run] + ([extra] if extra else [])
+    def epsilon(
+        self,
+        delta: float,
+        *,
+        run: int | None = None,
+        through_round: int | None = None,
+        extra: LedgerEntry | None = None,
+    ) -> float:
+        """Epsilon at `delta` of every entry (of `run` only, and up to `through_round`, when
+        given), plus `extra`."""
+        chosen = [
+            e
+            for e in self.entries()
+            if (run is None or e.run == run) and (through_round is None or e.round <= through_round)
+        ] + ([extra] if extra else [])
         return epsilon_of_rounds([(e.sampling_rate, e.noise_multiplier, e.steps) for e in chosen], delta)
 
     def rounds_in(self, run: int) -> int:
@@ -97,3 +112,9 @@ class StateLedger(Ledger):
     def append(self, entry: LedgerEntry) -> None:
         lines = [json.dumps(asdict(e), sort_keys=True) for e in [*self.entries(), entry]]
         self.state[self.KEY] = ConfigRecord({"entries": lines})
+
+
+def ledger_of(context: Context) -> Ledger:
+    """The site's ledger: its state directory's file in deployment, Flower's node state in simulation."""
+    state_dir = context.node_config.get(STATE_DIR_KEY)
+    return FileLedger(Path(str(state_dir)) / LEDGER_FILE) if state_dir else StateLedger(context.state)

@@ -4,7 +4,6 @@ evaluation of the shared model on the site's own tensorised data (never sent any
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -32,11 +31,6 @@ from shared_model.training import (
 from shared_model.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
-
-
-def site_key(site_id: str) -> int:
-    """A stable number for a site id (orders replies and seeds local training)."""
-    return int(hashlib.sha256(site_id.encode()).hexdigest()[:8], 16) % (2**31 - 1)
 
 
 @functools.lru_cache(maxsize=4)

@@ -9,6 +9,7 @@ quietly adjusted down.
 ```toml
 k_anonymity = 11                  # codes reported and used only if seen in >= k of this site's patients
 require_dp = true                 # train only with record-level DP-SGD
+dp_epsilon = 4.0                  # DP-SGD at this epsilon per run even if the run asks none (0: the run's)
 max_run_epsilon = 8.0             # refuse runs asking for a larger epsilon (0: no ceiling)
 lifetime_epsilon = 20.0           # this site's total over every run, kept in its privacy ledger (0: none)
 max_delta = 1e-5                  # refuse a larger delta (0: 1 / n, n = the site's training patients)
@@ -34,6 +35,7 @@ from shared_model.data import DataValidationError
 class SitePolicy:
     k_anonymity: int = 11
     require_dp: bool = False
+    dp_epsilon: float = 0.0
     max_run_epsilon: float = 0.0
     lifetime_epsilon: float = 0.0
     max_delta: float = 0.0
@@ -44,7 +46,7 @@ class SitePolicy:
     def __post_init__(self) -> None:
         if self.k_anonymity < 2:
             raise ValueError(f"k_anonymity must be an integer >= 2, got {self.k_anonymity}")
-        for name in ("max_run_epsilon", "lifetime_epsilon", "max_delta", "min_noise_multiplier"):
+        for name in ("dp_epsilon", "max_run_epsilon", "lifetime_epsilon", "max_delta", "min_noise_multiplier"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_delta >= 1:
@@ -56,6 +58,14 @@ class SitePolicy:
     def dp_required(self) -> bool:
         """A lifetime budget or a noise floor only means something if every round is private."""
         return self.require_dp or self.lifetime_epsilon > 0 or self.min_noise_multiplier > 0
+
+    def epsilon_for(self, requested: float) -> float:
+        """The record-level epsilon this site trains a run with when the server asks for
+        `requested` (0: no DP): the smaller of the two where both are set, the site's own when the
+        run asks for none."""
+        if self.dp_epsilon and requested > 0:
+            return min(self.dp_epsilon, requested)
+        return self.dp_epsilon or requested
 
     def k_for(self, requested: Any) -> int:
         """The k this site applies when the server asks for `requested`: the larger of the two.

@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 
 from server.dashboard import RoundDashboard
 from server.exchange import send_and_receive
+from server.passport import PassportRecorder
 from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, export_state, restore_state
 from server.validation import RoundReport
@@ -27,6 +28,7 @@ from shared_model.checkpoint import Checkpoint, CheckpointError, assign_weights,
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data.paths import atomic_write_bytes
 from shared_model.model import PretrainingModel
+from shared_model.passport import MANIFEST_KEY as PASSPORT_KEY
 from shared_model.privacy import epsilon_spent
 from shared_model.run_config import FederatedRunConfig
 from shared_model.training import seed_everything
@@ -101,6 +103,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
     if checkpoint is not None:
         vocabulary, config = checkpoint.vocabulary, checkpoint.config
         run_id = str(checkpoint.manifest.get("run_id", uuid.uuid4().hex))
+        passport = PassportRecorder(settings, run_id, checkpoint.manifest.get(PASSPORT_KEY))
         model = PretrainingModel(config)
         assign_weights(model, checkpoint)
         state = round_dir(run_dir, done) / STATE_FILE
@@ -111,7 +114,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
     else:
         if (run_dir / "checkpoints").exists() and latest_round(run_dir):
             raise CheckpointError(f"{run_dir} already holds round checkpoints: use --resume or a new run directory")
-        vocabulary, strategy.example_caps = vocabulary_round(
+        vocabulary, strategy.example_caps, statements = vocabulary_round(
             grid,
             k=settings.k_anonymity,
             minimum_sites=settings.min_available_clients,
@@ -123,6 +126,8 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         seed_everything(settings.seed)
         model = PretrainingModel(config)
         run_id, rows = uuid.uuid4().hex, []
+        passport = PassportRecorder(settings, run_id)
+        passport.read_replies(statements)
     _write_rounds(run_dir, rows)
     arrays = ArrayRecord([np.asarray(w) for w in model.get_weights()])
     shared = {
@@ -141,18 +146,25 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
                 ),
                 None,
             )
-            sites = len(list(grid.get_node_ids()))  # all or none: SecAgg+ yields the sum or halts
-            strategy.reports[server_round] = RoundReport(received=sites, failed=0 if aggregated is not None else sites)
+            nodes = sorted(grid.get_node_ids())  # all or none: SecAgg+ yields the sum or halts
+            strategy.reports[server_round] = (
+                RoundReport(received=len(nodes), accepted=nodes)
+                if aggregated is not None
+                else RoundReport(received=len(nodes), failures=[(n, "secure aggregation halted") for n in nodes])
+            )
         else:
             replies = send_and_receive(
                 grid, strategy.configure_train(server_round, arrays, ConfigRecord(dict(shared)), grid)
             )
+            passport.read_replies(replies)
             aggregated, train_metrics = strategy.aggregate_train(server_round, replies)
+        passport.training_round(server_round, strategy.reports[server_round])
         if aggregated is not None:
             arrays = aggregated
         eval_replies = send_and_receive(
             grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(shared)), grid)
         )
+        passport.read_replies(eval_replies)
         eval_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
         model.set_weights(arrays.to_numpy_ndarrays())
         save_checkpoint(
@@ -161,7 +173,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             config,
             vocabulary,
             signer=signer,
-            extra=_manifest_extra(settings, server_round, run_id),
+            extra=_manifest_extra(settings, server_round, run_id, passport),
             extra_files={STATE_FILE: export_state(strategy)},
         )
         report = strategy.reports.get(server_round)
@@ -191,7 +203,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         config,
         vocabulary,
         signer=signer,
-        extra=_manifest_extra(settings, settings.num_server_rounds, run_id),
+        extra=_manifest_extra(settings, settings.num_server_rounds, run_id, passport),
     )
     keras.backend.clear_session()
     return {"rounds": settings.num_server_rounds, "run_dir": str(run_dir)}
@@ -205,9 +217,13 @@ def client_level_epsilon(settings: FederatedRunConfig, rounds: int) -> float:
     return epsilon_spent(1.0, settings.client_dp_noise, rounds, settings.client_dp_delta, settings.dp_accountant)
 
 
-def _manifest_extra(settings: FederatedRunConfig, server_round: int, run_id: str) -> dict[str, Any]:
-    """Signed with the manifest: which run and round this is (a site refuses rollbacks by them)."""
+def _manifest_extra(
+    settings: FederatedRunConfig, server_round: int, run_id: str, passport: PassportRecorder
+) -> dict[str, Any]:
+    """Signed with the manifest: which run and round this is (a site refuses rollbacks by them),
+    and the privacy passport of the rounds so far."""
     return {
+        PASSPORT_KEY: passport.document(server_round, client_level_epsilon(settings, server_round)),
         "mode": "federated",
         "run_id": run_id,
         "round": server_round,

@@ -21,14 +21,19 @@ class RoundReport:
     """What the wrapper saw in one training round (for rounds.csv and the bench)."""
 
     received: int = 0
-    failed: int = 0
-    dropped: list[tuple[int, str]] = field(default_factory=list)
+    accepted: list[int] = field(default_factory=list)  # node ids whose update went into the aggregate
+    failures: list[tuple[int, str]] = field(default_factory=list)  # (node id, the reason its reply gave)
+    dropped: list[tuple[int, str]] = field(default_factory=list)  # (node id, why the server dropped it)
     slowest_train_seconds: float = 0.0
     total_train_seconds: float = 0.0
     total_eval_seconds: float = 0.0
     slowest_eval_seconds: float = 0.0
     site_epsilon: float = 0.0  # the largest record-level epsilon a site reported spending so far
     site_metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # node id -> what it reported
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
 
 
 def _reply_metrics(message: Message) -> MetricRecord:
@@ -38,6 +43,17 @@ def _reply_metrics(message: Message) -> MetricRecord:
 
 def _site_key(message: Message) -> float:
     return float(_reply_metrics(message).get("site-key", message.metadata.src_node_id))
+
+
+def _keep_common_metrics(replies: list[Message]) -> None:
+    """Flower's strategies average metrics only when every reply has the same keys; a site that
+    trains with its own record-level DP sends its epsilon and no training loss, the others the
+    reverse. What is not common to all is kept per site in the RoundReport, not averaged."""
+    common = set.intersection(*(set(_reply_metrics(m)) for m in replies)) if replies else set()
+    for message in replies:
+        for record in message.content.metric_records.values():
+            for key in set(record) - common:
+                del record[key]
 
 
 class UpdateValidation(Strategy):
@@ -131,7 +147,7 @@ class UpdateValidation(Strategy):
         usable: list[tuple[Message, float]] = []
         for message in replies:
             if message.has_error():
-                report.failed += 1
+                report.failures.append((message.metadata.src_node_id, message.error.reason))
                 log.warning(
                     "round %d: node %d failed: %s", server_round, message.metadata.src_node_id, message.error.reason
                 )
@@ -175,7 +191,11 @@ class UpdateValidation(Strategy):
                 len(valid),
                 self.min_valid,
             )
+            reason = f"fewer than {self.min_valid} usable updates: the round kept the previous model"
+            report.dropped += [(m.metadata.src_node_id, reason) for m in valid]
             return None, None
+        report.accepted = [m.metadata.src_node_id for m in valid]
+        _keep_common_metrics(valid)
         return self.strategy.aggregate_train(server_round, valid)
 
     def configure_evaluate(

@@ -33,9 +33,9 @@ def vocabulary_round(
     k: int,
     minimum_sites: int,
     settings: VocabularySettings,
-) -> tuple[Vocabulary, dict[int, int]]:
-    """The consortium vocabulary, and each node's reported training patients (which cap its
-    FedAvg weight later)."""
+) -> tuple[Vocabulary, dict[int, int], list[Message]]:
+    """The consortium vocabulary, each node's reported training patients (which cap its FedAvg
+    weight later) and the replies used (their privacy statements start the passport)."""
     nodes = wait_for_nodes(grid, minimum_sites)
     messages = [
         Message(
@@ -66,7 +66,7 @@ def vocabulary_round(
         len(vocabulary.codes),
         vocabulary.n_groups,
     )
-    return vocabulary, patients
+    return vocabulary, patients, replies
 
 
 def _failed(reply: Message) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message
 
-from client.local import site_key
+from shared_model.passport import site_key
 
 log = logging.getLogger(__name__)
 KINDS = ("raise", "nan", "scale", "signflip", "noise")

@@ -35,6 +35,11 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--config", "{toml}", "--data", "{tiny}", "--name", "../escape"],
     ],
     "summarize": [["{missing}"], ["{junk}"]],
+    "passport": [
+        ["{missing}", "--server-public-key", "{missing}", "--json", "{out}"],
+        ["{empty}", "--server-public-key", "{junk}", "--json", "{out}"],
+        ["{empty}", "--server-public-key", "{missing}", "--site-state", "{empty}"],
+    ],
     "model-info": [
         ["--vocab-size", "-1", "--groups", "10"],
         ["--vocab-size", "100", "--groups", "10", "--n-heads", "7"],

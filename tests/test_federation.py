@@ -3,6 +3,7 @@ logic and ClientApp over an in-process transport (the Ray engine has its own tes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -13,9 +14,11 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 
 from client.app import OPTIMIZER_STATE, make_client_app
+from client.policy import SitePolicy
 from server.federation import run_federation
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
+from shared_model.passport import STATEMENT
 from shared_model.run_config import FederatedRunConfig
 from shared_model.tasks import NEXT_VISIT, task_arrays
 from shared_model.wire import LAYOUT, is_packed, unpack
@@ -113,6 +116,19 @@ def test_starting_over_an_existing_run_needs_resume(fed_sites: list[Path], tmp_p
         federate(fed_sites, tmp_path / "run", num_server_rounds=1)
 
 
+STATEMENT_KEYS = {
+    "site-key",
+    "k-anonymity",
+    "policy",
+    "policy-sha256",
+    "dp-rounds",
+    "dp-epsilon",
+    "dp-delta",
+    "dp-noise-multiplier",
+    "dp-accountant",
+}
+
+
 def test_clients_send_only_weights_metrics_and_k_anonymous_counts(fed_sites: list[Path], tmp_path: Path) -> None:
     k = 25
     grid, _ = federate(fed_sites, tmp_path / "run", k_anonymity=k, num_server_rounds=1)
@@ -150,13 +166,18 @@ def test_clients_send_only_weights_metrics_and_k_anonymous_counts(fed_sites: lis
                 assert set(record) <= allowed_metrics, set(record) - allowed_metrics
                 assert all(isinstance(v, int | float) for v in record.values())
                 assert not (set(record.values()) & subject_ids - {record.get("num-examples")})
+            elif name == STATEMENT:  # the site's privacy statement: its settings and its DP accounting
+                kinds.add("statement")
+                assert set(record) == STATEMENT_KEYS
+                assert set(json.loads(str(record["policy"]))) == {f.name for f in dataclasses.fields(SitePolicy)}
+                assert not ({v for v in record.values() if isinstance(v, int)} & subject_ids)
             else:
                 assert isinstance(record, ConfigRecord) and name == "vocabulary"
                 kinds.add("counts")
                 assert set(record) == {"codes", "counts", "parents", "patients", "site-key"}
                 assert min(record["counts"]) >= k
                 _assert_counts_are_true_patient_counts(record, datasets, k)
-    assert kinds == {"arrays", "metrics", "counts"}
+    assert kinds == {"arrays", "metrics", "counts", "statement"}
 
 
 def _assert_counts_are_true_patient_counts(record: ConfigRecord, datasets, k: int) -> None:
@@ -194,6 +215,6 @@ def test_kept_client_optimizer_state_stays_on_the_node_and_accumulates(fed_sites
     n_weights = len(load_checkpoint(tmp_path / "keep" / "checkpoint").weights)
     for reply in grid.sent:  # replies carry the weights only, never the optimizer's slots
         content = unpack(reply.content)
-        assert set(content.keys()) <= {"arrays", "metrics", "vocabulary"}
+        assert set(content.keys()) <= {"arrays", "metrics", "vocabulary", STATEMENT}
         if "arrays" in content:
             assert len(content["arrays"]) == n_weights

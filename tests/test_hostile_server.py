@@ -160,6 +160,22 @@ def test_the_lifetime_budget_holds_across_runs_and_a_restart(site: Path, model_a
     assert refused(Server(site, node, run_id=3, num_server_rounds=1).train(weights, config, vocabulary))
 
 
+def test_a_sites_own_epsilon_holds_whatever_the_run_asks(site: Path, model_and_vocabulary, tmp_path: Path) -> None:
+    weights, config, vocabulary = model_and_vocabulary
+    policy = write_policy(tmp_path / "policy.toml", dp_epsilon=2.0)
+    for asked in (0.0, 8.0):  # no DP, or more epsilon than the site allows: the site trains at its own
+        reply = Server(site, {"policy": str(policy)}, dp_epsilon=asked, batch_size=25, num_server_rounds=1).train(
+            weights, config, vocabulary
+        )
+        assert reply.content["metrics"]["dp-epsilon"] == pytest.approx(2.0, rel=0.01)
+        assert not {"train-loss", "train-nvp-loss", "train-cp-loss"} & set(reply.content["metrics"])
+    # FedProx's proximal term does not exist under DP-SGD: refused, not trained without it
+    fedprox = Server(site, {"policy": str(policy)}, batch_size=25).train(
+        weights, config, vocabulary, **{"proximal-mu": 0.1}
+    )
+    assert refused(fedprox, "FedProx")
+
+
 def test_local_epochs_must_match_the_noise_plan(site: Path, model_and_vocabulary) -> None:
     weights, config, vocabulary = model_and_vocabulary
     reply = Server(site, dp_epsilon=4.0, batch_size=25).train(weights, config, vocabulary, **{"local-epochs": 5})

@@ -1,0 +1,109 @@
+"""Builds the privacy passport (shared_model.passport) round by round as the run goes.
+
+Two sources, kept apart in the record: what the server saw (each round, whose update it used,
+dropped or got an error from, from the strategy's RoundReport) and what each site stated about
+itself (client.statement, in its vocabulary and evaluation replies: k, policy, the record-level
+DP its own ledger spent). The passport goes into every checkpoint's signed manifest, so a resumed
+run continues from the last checkpoint's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from flwr.app import Message
+
+from server.validation import RoundReport
+from shared_model.passport import FORMAT, STATEMENT, pseudonym
+from shared_model.run_config import FederatedRunConfig
+
+MAX_REASON = 200  # characters of a failure reason kept (a site's error text is its own choice)
+
+
+def _new_site() -> dict[str, Any]:
+    return {
+        "k_anonymity": None,
+        "policy": None,
+        "policy_sha256": None,
+        "rounds_joined": [],
+        "updates_dropped": [],
+        "rounds_failed": [],
+        "record_level_dp": {"rounds": 0, "epsilon": 0.0, "delta": 0.0, "noise_multiplier": 0.0, "accountant": "rdp"},
+    }
+
+
+class PassportRecorder:
+    def __init__(self, settings: FederatedRunConfig, run_id: str, previous: dict[str, Any] | None = None) -> None:
+        self.settings, self.run_id = settings, run_id
+        self.sites: dict[str, dict[str, Any]] = copy.deepcopy(previous["sites"]) if previous else {}
+        self.flower_run: int | None = previous.get("flower_run") if previous else None
+        self.site_keys: dict[int, int] = {}  # node id -> the site key it stated
+
+    def _site(self, node: int) -> dict[str, Any]:
+        name = pseudonym(self.site_keys[node]) if node in self.site_keys else f"node-{node}"
+        return self.sites.setdefault(name, _new_site())
+
+    def read_replies(self, replies: list[Message]) -> None:
+        """Learn which site each node is (the site key its replies carry) and take each site's
+        statement from its vocabulary or evaluation reply."""
+        for reply in replies:
+            if self.flower_run is None:
+                self.flower_run = int(reply.metadata.run_id)
+            if reply.has_error():
+                continue
+            node = reply.metadata.src_node_id
+            metrics = next(iter(reply.content.metric_records.values()), None)
+            if metrics is not None and "site-key" in metrics:
+                self.site_keys[node] = int(metrics["site-key"])
+            if STATEMENT not in reply.content.config_records:
+                continue
+            statement = reply.content.config_records[STATEMENT]
+            self.site_keys[node] = int(statement["site-key"])
+            site = self._site(node)
+            site["k_anonymity"] = int(statement["k-anonymity"])
+            site["policy"] = json.loads(str(statement["policy"]))
+            site["policy_sha256"] = str(statement["policy-sha256"])
+            site["record_level_dp"] = {
+                "rounds": int(statement["dp-rounds"]),
+                "epsilon": float(statement["dp-epsilon"]),
+                "delta": float(statement["dp-delta"]),
+                "noise_multiplier": float(statement["dp-noise-multiplier"]),
+                "accountant": str(statement["dp-accountant"]),
+            }
+
+    def training_round(self, server_round: int, report: RoundReport) -> None:
+        for node in report.accepted:
+            self._site(node)["rounds_joined"].append(server_round)
+        for node, reason in report.dropped:
+            self._site(node)["updates_dropped"].append({"round": server_round, "reason": reason[:MAX_REASON]})
+        for node, reason in report.failures:
+            self._site(node)["rounds_failed"].append({"round": server_round, "reason": reason[:MAX_REASON]})
+
+    def document(self, through_round: int, client_level_epsilon: float) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "format": FORMAT,
+            "run_id": self.run_id,
+            "flower_run": self.flower_run,
+            "through_round": through_round,
+            "strategy": s.strategy,
+            "secure_aggregation": s.secure_aggregation,
+            "k_anonymity_requested": s.k_anonymity,
+            "record_level_dp_requested": {
+                "epsilon": s.dp_epsilon,
+                "delta": s.dp_delta,
+                "clip_norm": s.dp_clip_norm,
+                "accountant": s.dp_accountant,
+            },
+            "client_level_dp": {
+                "noise_multiplier": s.client_dp_noise,
+                "clipping": s.client_dp_clipping,
+                "clip_norm": s.client_dp_clip_norm,
+                "delta": s.client_dp_delta,
+                "accountant": s.dp_accountant,
+                "epsilon": client_level_epsilon,
+            },
+            "sites": copy.deepcopy(self.sites),
+        }

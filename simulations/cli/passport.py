@@ -1,0 +1,57 @@
+"""`claimpt passport`: verify a federated checkpoint's privacy passport and print it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared_model.runtime.options import bad_input_exits_2
+
+DISAGREES_EXIT = 1
+
+
+@bad_input_exits_2
+def passport(
+    checkpoint: Annotated[Path, typer.Argument(help="A federated checkpoint directory (a round's or the final one).")],
+    server_public_key: Annotated[
+        Path, typer.Option(help="The consortium's signing.pub: the manifest's signature must verify under it.")
+    ],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the verified passport to this JSON file.")
+    ] = None,
+    site_state: Annotated[
+        Path | None,
+        typer.Option(help="A site's state directory (claimpt site join --state): check its privacy ledger agrees."),
+    ] = None,
+    site_id: Annotated[str, typer.Option(help="With --site-state: the site's id (claimpt site join --site-id).")] = "",
+) -> None:
+    """Verify the checkpoint (every file's sha256 and the manifest's signature) and print its
+    privacy passport: per site, the rounds its update was used, dropped or failed, the k it
+    applied, its record-level DP, its policy; the run's client-level DP and SecAgg+. With
+    --site-state, also check the site's own ledger against it (exit 1 if they disagree)."""
+    from client.ledger import LEDGER_FILE, FileLedger
+    from client.passport_check import disagreements
+    from shared_model.passport import read_passport, render_page
+    from shared_model.signing import load_verifier
+
+    if site_state is not None and not site_id:
+        raise typer.BadParameter("--site-state needs --site-id (the id the site joined with)")
+    document = read_passport(checkpoint, load_verifier(server_public_key))
+    fingerprint = hashlib.sha256(server_public_key.read_bytes()).hexdigest()[:16]
+    typer.echo(render_page(document, checkpoint=str(checkpoint), key_fingerprint=fingerprint))
+    if json_out is not None:
+        json_out.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    if site_state is not None:
+        ledger = site_state / LEDGER_FILE
+        if not ledger.is_file():
+            raise FileNotFoundError(f"{ledger}: no privacy ledger in this state directory")
+        problems = disagreements(document, FileLedger(ledger), site_id)
+        for problem in problems:
+            typer.echo(f"disagrees: {problem}", err=True)
+        if problems:
+            raise typer.Exit(DISAGREES_EXIT)
+        typer.echo(f"the ledger in {site_state} agrees with the passport")

@@ -1,0 +1,109 @@
+"""The privacy passport: signed into the checkpoint of a federated run, printed and checked by
+`claimpt passport`, refused when altered, and caught by a site's ledger when the server lies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from typer.testing import CliRunner
+
+from client.app import make_client_app
+from client.node_config import POLICY_KEY, STATE_DIR_KEY
+from server.federation import run_federation
+from shared_model.passport import pseudonym, site_key
+from shared_model.run_config import FederatedRunConfig
+from simulations.cli.app import app
+from tests.inprocess_grid import InProcessGrid
+from tests.test_hostile_server import write_policy
+
+OWN_EPSILON = 6.0  # sites 1 and 2 apply record-level DP of their own; the run asks for none
+
+
+@pytest.fixture(scope="module")
+def run(fed_sites: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("passport")
+    key = ed25519.Ed25519PrivateKey.generate()
+    (root / "signing.pub").write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    nodes = []
+    for index, site in enumerate(fed_sites):
+        own_dp = {"dp_epsilon": OWN_EPSILON} if index < 2 else {}
+        policy = write_policy(root / f"{site.name}.toml", k_anonymity=7, **own_dp)
+        nodes.append({"partition-id": index, POLICY_KEY: str(policy), STATE_DIR_KEY: str(root / f"{site.name}.state")})
+    settings = FederatedRunConfig(
+        d_model=16,
+        ffn_dim=16,
+        k_anonymity=5,
+        num_server_rounds=2,
+        run_dir=str(root / "run"),
+        data_paths=",".join(map(str, fed_sites)),
+    )
+    run_federation(InProcessGrid(make_client_app(settings.to_run_config()), nodes), settings, signer=key.sign)
+    return {"root": root, "checkpoint": root / "run" / "checkpoint", "public": root / "signing.pub", "key": key}
+
+
+def passport(*args: str):
+    return CliRunner().invoke(app, ["passport", *args])
+
+
+def test_the_passport_says_what_each_site_gave(run: dict, fed_sites: list[Path]) -> None:
+    out = run["root"] / "passport.json"
+    result = passport(str(run["checkpoint"]), "--server-public-key", str(run["public"]), "--json", str(out))
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    names = [pseudonym(site_key(site.name)) for site in fed_sites]
+    assert sorted(document["sites"]) == sorted(names) and document["through_round"] == 2
+    assert not document["secure_aggregation"] and document["client_level_dp"]["noise_multiplier"] == 0
+    for index, name in enumerate(names):
+        site = document["sites"][name]
+        assert site["rounds_joined"] + [d["round"] for d in site["updates_dropped"]] == [1, 2]
+        assert site["rounds_failed"] == [] and site["k_anonymity"] == 7 and site["policy"]["k_anonymity"] == 7
+        dp = site["record_level_dp"]
+        if index < 2:  # DP on at the two sites whose policy asks for it, as their ledgers spent it
+            assert dp["rounds"] == 2 and 0 < dp["epsilon"] <= OWN_EPSILON * 1.01 and dp["noise_multiplier"] > 0
+            assert f"{name}\n\n" in result.output and "Record-level DP (the site's own ledger): on" in result.output
+        else:
+            assert dp == {**dp, "rounds": 0, "epsilon": 0.0}
+        assert name in result.output
+    assert result.output.count("Record-level DP (the site's own ledger): off") == 1
+    text = out.read_text()  # pseudonyms only: neither a site's id nor its data's path
+    assert not any(f'"{site.name}"' in text or str(site.parent) in text for site in fed_sites)
+
+
+def test_one_changed_byte_is_refused(run: dict, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "checkpoint"
+    shutil.copytree(run["checkpoint"], copy)
+    manifest = copy / "manifest.json"
+    text = manifest.read_text()
+    at = text.index('"rounds_joined"')
+    manifest.write_text(text[:at] + text[at:].replace("1", "3", 1))  # one digit of one site's rounds
+    result = passport(str(copy), "--server-public-key", str(run["public"]))
+    assert result.exit_code == 2 and "does not verify" in result.output
+    assert "Privacy passport" not in result.output
+
+
+def test_a_sites_ledger_agrees_and_catches_a_signed_lie(run: dict, fed_sites: list[Path], tmp_path: Path) -> None:
+    import shutil
+
+    site = fed_sites[0]
+    state = run["root"] / f"{site.name}.state"
+    check = ["--server-public-key", str(run["public"]), "--site-state", str(state), "--site-id", site.name]
+    honest = passport(str(run["checkpoint"]), *check)
+    assert honest.exit_code == 0 and "agrees with the passport" in honest.output, honest.output
+    # a coordinator that signs a passport understating what the site spent
+    forged = tmp_path / "checkpoint"
+    shutil.copytree(run["checkpoint"], forged)
+    manifest = json.loads((forged / "manifest.json").read_text())
+    manifest["passport"]["sites"][pseudonym(site_key(site.name))]["record_level_dp"]["epsilon"] /= 2
+    data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    (forged / "manifest.json").write_bytes(data)
+    (forged / "manifest.sig").write_bytes(run["key"].sign(data))
+    lie = passport(str(forged), *check)
+    assert lie.exit_code == 1 and "disagrees" in lie.output and "epsilon" in lie.output
