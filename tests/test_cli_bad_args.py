@@ -14,7 +14,13 @@ from simulations.cli.app import app
 # Placeholders: {tiny} a valid MEDS dataset, {out} a new output path, {missing} a path that does
 # not exist, {junk} a file of random bytes, {empty} an empty directory, {toml} a broken TOML file.
 BAD_ARGUMENTS: dict[str, list[list[str]]] = {
-    "synth": [["--out", "{out}", "--patients", "many"], ["--out", "{out}", "--style", "klingon"]],
+    "synth": [
+        ["--out", "{out}", "--patients", "many"],
+        ["--out", "{out}", "--style", "klingon"],
+        ["--out", "{out}", "--shift", "dialect=2"],
+        ["--out", "{out}", "--shift", "9"],
+        ["--out", "{out}", "--shift", "size"],
+    ],
     "validate": [["{missing}"], ["{junk}"], ["{empty}"]],
     "convert": [
         ["--claims", "{missing}", "--patients", "{missing}", "--out", "{out}"],

@@ -18,6 +18,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from shared_model.checkpoint import load_checkpoint
+from shared_model.passport import pseudonym, site_key
 from shared_model.runtime.processes import executable, start_group, stop_group
 from simulations.cli.app import app
 from simulations.local_deployment import free_port
@@ -44,29 +45,24 @@ def pretrain_federated(fed_sites: list[Path], out: Path, rounds: int, *extra: st
     return CliRunner().invoke(app, args)
 
 
-def test_pretrain_federated_in_the_simulation_engine(fed_sites: list[Path], tmp_path: Path) -> None:
-    result = pretrain_federated(fed_sites, tmp_path / "run", 2, "--seed", "4")
+def test_pretrain_federated_with_secure_aggregation_in_the_simulation_engine(
+    fed_sites: list[Path], tmp_path: Path
+) -> None:
+    """Two rounds through Flower's real transport (messages serialised between apps), SecAgg+'s
+    four stages in each; the passport says every site's update was summed in both."""
+    result = pretrain_federated(fed_sites, tmp_path / "run", 2, "--seed", "4", "--secure-aggregation")
     assert result.exit_code == 0, result.output
     rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
-    assert rounds["round"].tolist() == [1, 2] and (rounds["clients"] == 3).all()
+    assert rounds["round"].tolist() == [1, 2] and (rounds["clients"] == 3).all() and (rounds["failed"] == 0).all()
     assert rounds["eval_recall@10"].between(0, 1).all()
     assert "eval_recall@10" in result.output  # the per-round table is printed
-    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint")
-    assert checkpoint.manifest["mode"] == "federated" and checkpoint.manifest["round"] == 2
-
-
-def test_secure_aggregation_in_the_simulation_engine(fed_sites: list[Path], tmp_path: Path) -> None:
-    """SecAgg+'s four stages through Flower's real transport (messages serialised between apps)."""
-    result = pretrain_federated(fed_sites, tmp_path / "run", 1, "--secure-aggregation")
-    assert result.exit_code == 0, result.output
-    rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
-    assert (
-        rounds["clients"].tolist() == [3]
-        and rounds["failed"].tolist() == [0]
-        and rounds["eval_recall@10"].between(0, 1).all()
-    )
     manifest = load_checkpoint(tmp_path / "run" / "checkpoint").manifest
-    assert manifest["secure_aggregation"] is True
+    assert manifest["mode"] == "federated" and manifest["round"] == 2 and manifest["secure_aggregation"] is True
+    passport = manifest["passport"]
+    assert passport["secure_aggregation"] and sorted(passport["sites"]) == sorted(
+        pseudonym(site_key(site.name)) for site in fed_sites
+    )
+    assert all(site["rounds_joined"] == [1, 2] and site["k_anonymity"] >= 5 for site in passport["sites"].values())
 
 
 PLACEMENT = """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from shared_model.data import read_meds
 from simulations.cli.app import app
 from simulations.heterogeneity import js_divergence_matrix, label_prevalence
 from simulations.signal import logreg_signal
-from simulations.synth import synthesize
+from simulations.synth import ConsortiumShift, synthesize
+from simulations.synth.profiles import consortium_profiles
 
 
 def _parquet_contents(root: Path) -> dict[str, pd.DataFrame]:
@@ -131,3 +133,21 @@ def test_cli_synth_different_sizes_then_validate(tmp_path: Path) -> None:
 def test_cli_rejects_wrong_number_of_sizes(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--sites", "3", "--patients", "10,20"])
     assert result.exit_code == 2
+
+
+def test_a_consortiums_heterogeneity_is_controlled_by_its_shift(tmp_path: Path) -> None:
+    """Shift 0: every site has the same profile; 1, 2: the mean pairwise divergence of the sites'
+    code distributions grows with it (two seeds, not one)."""
+    same = consortium_profiles([400] * 4, 0, ConsortiumShift(age_mix=0, care_setting=0, coding_dialect=0, prevalence=0))
+    varying = ("name", "description", "n_patients")
+    assert len({dataclasses.replace(p, **dict.fromkeys(varying, "")) for p in same}) == 1
+    assert [p.n_patients for p in same] == [400] * 4
+    assert len({p.n_patients for p in consortium_profiles([400] * 4, 0, ConsortiumShift(size=1))}) == 4
+    for seed in (0, 1):
+        divergence = []
+        for factor in (0.0, 1.0, 2.0):
+            shift = ConsortiumShift(age_mix=factor, care_setting=factor, coding_dialect=factor, prevalence=factor)
+            sites = synthesize(tmp_path / f"{seed}-{factor}", [300] * 4, seed, shift=shift)
+            matrix = js_divergence_matrix({p.name: read_meds(p) for p in sites}).to_numpy()
+            divergence.append(float(matrix[np.triu_indices(4, 1)].mean()))
+        assert divergence[2] > 1.5 * divergence[1] and divergence[1] > 4 * divergence[0], divergence

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from shared_model.data import read_meds, summarize
 from shared_model.runtime.options import bad_input_exits_2
+
+if TYPE_CHECKING:
+    from simulations.synth import ConsortiumShift
 
 
 def parse_sizes(patients: str, sites: int) -> list[int]:
@@ -45,17 +49,50 @@ def synth(
             "in another vocabulary (no ICD10CM/ prefix, admission and lab events) as bare data folders."
         ),
     ] = "claims",
+    shift: Annotated[
+        str,
+        typer.Option(
+            help="A consortium drifting from the archetype sites: one factor for every axis (e.g. 1.5) or "
+            "axis=factor pairs (size, age_mix, care_setting, coding_dialect, prevalence; e.g. "
+            "coding_dialect=2,size=1). 1 is the drift of sites beyond the third; empty: the archetypes."
+        ),
+    ] = "",
     force: Annotated[bool, typer.Option(help="Replace existing site directories.")] = False,
 ) -> None:
     """Generate synthetic multi-institution pediatric claims, one MEDS directory per site."""
     from simulations.synth import synthesize
     from simulations.synth.foreign import synthesize_foreign
 
-    writers = {"claims": synthesize, "foreign": synthesize_foreign}
-    if style not in writers:
-        raise typer.BadParameter(f"--style must be one of {sorted(writers)}, got {style!r}")
-    for path in writers[style](out, parse_sizes(patients, sites), seed, overwrite=force):
+    if style not in ("claims", "foreign"):
+        raise typer.BadParameter(f"--style must be one of claims, foreign, got {style!r}")
+    sizes = parse_sizes(patients, sites)
+    if style == "foreign":
+        if shift:
+            raise typer.BadParameter("--shift applies to --style claims only")
+        paths = synthesize_foreign(out, sizes, seed, overwrite=force)
+    else:
+        paths = synthesize(out, sizes, seed, overwrite=force, shift=parse_shift(shift))
+    for path in paths:
         typer.echo(f"wrote {path}")
+
+
+def parse_shift(text: str) -> ConsortiumShift | None:
+    """`--shift`: empty (None), one factor for every axis, or axis=factor pairs."""
+    from simulations.synth import ConsortiumShift
+
+    if not text.strip():
+        return None
+    axes = [f.name for f in dataclasses.fields(ConsortiumShift)]
+    try:
+        if "=" not in text:
+            return ConsortiumShift(**dict.fromkeys(axes, float(text)))
+        pairs = dict(item.split("=", 1) for item in text.split(","))
+        unknown = sorted(set(pairs) - set(axes))
+        if unknown:
+            raise typer.BadParameter(f"--shift: unknown axis {', '.join(unknown)} (axes: {', '.join(axes)})")
+        return ConsortiumShift(**{axis: float(value) for axis, value in pairs.items()})
+    except ValueError as exc:
+        raise typer.BadParameter(f"--shift {text!r}: {exc}") from exc
 
 
 @bad_input_exits_2

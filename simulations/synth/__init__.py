@@ -1,6 +1,6 @@
 """Synthetic multi-institution pediatric claims in MEDS (docs/architecture.md §5)."""
 
 from simulations.synth.generator import SiteData, generate_site, synthesize
-from simulations.synth.profiles import SiteProfile, default_profiles
+from simulations.synth.profiles import ConsortiumShift, SiteProfile, default_profiles
 
-__all__ = ["SiteData", "SiteProfile", "default_profiles", "generate_site", "synthesize"]
+__all__ = ["ConsortiumShift", "SiteData", "SiteProfile", "default_profiles", "generate_site", "synthesize"]

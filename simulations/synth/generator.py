@@ -22,7 +22,7 @@ import pandas as pd
 from shared_model.data.meds import BIRTH_CODE, assign_splits, write_meds
 from shared_model.vocabulary import INDEX_CODE
 from simulations.synth.catalog import Catalog, build_catalog
-from simulations.synth.profiles import SiteProfile, default_profiles
+from simulations.synth.profiles import ConsortiumShift, SiteProfile, consortium_profiles, default_profiles
 
 log = logging.getLogger(__name__)
 
@@ -895,11 +895,15 @@ def _code_metadata(cat: Catalog, codes: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["code", "description", "parent_codes"])
 
 
-def synthesize(out: str | Path, sizes: list[int], seed: int, *, overwrite: bool = False) -> list[Path]:
-    """Write `out/site-1 ... out/site-N`, one MEDS directory per site (each written atomically)."""
+def synthesize(
+    out: str | Path, sizes: list[int], seed: int, *, overwrite: bool = False, shift: ConsortiumShift | None = None
+) -> list[Path]:
+    """Write `out/site-1 ... out/site-N`, one MEDS directory per site (each written atomically):
+    the archetype sites, or with `shift` a consortium drifting from them by that much."""
     out = Path(out)
     paths = []
-    for index, profile in enumerate(default_profiles(sizes, seed)):
+    profiles = consortium_profiles(sizes, seed, shift) if shift is not None else default_profiles(sizes, seed)
+    for index, profile in enumerate(profiles):
         site = generate_site(profile, seed, index)
         metadata = {
             "dataset_name": f"claimpt-synth/{profile.name}",
