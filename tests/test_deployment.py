@@ -18,6 +18,7 @@ import pytest
 
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
+from shared_model.passport import pseudonym, site_key
 from shared_model.runtime.processes import executable, flower_environment, group_alive
 from shared_model.signing import load_verifier
 from simulations.local_deployment import (
@@ -71,6 +72,25 @@ def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: Si
         assert "site worker: answered train" in deployment.launcher.log(site)
         assert "site worker: answered evaluate" in deployment.launcher.log(site)
     assert [line.split(",")[:3] for line in rounds[1:]] == [["1", "2", "0"]]
+    passport = subprocess.run(  # what each site gave, and site-1's own ledger agrees (no DP in this run)
+        [
+            CLAIMPT,
+            "passport",
+            str(run_dir / "checkpoint"),
+            "--server-public-key",
+            str(deployment.certs / "signing.pub"),
+            "--site-state",
+            str(deployment.prepared["site-1"].with_name("site-1.site-state")),
+            "--site-id",
+            "site-1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert passport.returncode == 0 and "agrees with the passport" in passport.stdout, passport.stderr
+    assert all(f"## {pseudonym(site_key(site))}" in passport.stdout for site in SITES)
 
     finetune = subprocess.run(
         [

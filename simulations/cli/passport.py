@@ -46,10 +46,10 @@ def passport(
     if json_out is not None:
         json_out.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     if site_state is not None:
-        ledger = site_state / LEDGER_FILE
-        if not ledger.is_file():
-            raise FileNotFoundError(f"{ledger}: no privacy ledger in this state directory")
-        problems = disagreements(document, FileLedger(ledger), site_id)
+        if not site_state.is_dir():
+            raise FileNotFoundError(f"{site_state}: not a site state directory")
+        # no ledger file: the site never trained with record-level DP
+        problems = disagreements(document, FileLedger(site_state / LEDGER_FILE), site_id)
         for problem in problems:
             typer.echo(f"disagrees: {problem}", err=True)
         if problems:
