@@ -26,9 +26,9 @@ GRID = TransferConfig(
     cohort_sizes=(60,),
     seeds=(0,),
     pretrain_epochs=1,
-    finetune_epochs=3,
+    finetune_epochs=2,
     heatmap_size=60,
-    bootstrap=200,
+    bootstrap=100,
 )
 
 
