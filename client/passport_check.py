@@ -18,34 +18,39 @@ from shared_model.passport import pseudonym, site_key
 
 
 def disagreements(passport: dict[str, Any], ledger: Ledger, site_id: str) -> list[str]:
-    """What the passport says of `site_id` that its ledger does not (empty: they agree)."""
+    """What the passport says of `site_id` that its ledger does not (empty: they agree). A run
+    resumed after a crash is a new Flower run: each is compared on its own."""
     name = pseudonym(site_key(site_id))
     site = passport["sites"].get(name)
     if site is None:
         return [f"{name} (site id {site_id!r}) is not in the passport"]
-    run, through = passport["flower_run"], passport["through_round"]
-    entries = [e for e in ledger.entries() if e.run == run and e.round <= through]
-    stated = site["record_level_dp"]
-    problems = []
-    if len(entries) != stated["rounds"]:
-        problems.append(
-            f"{name}: the ledger has {len(entries)} private round(s) in run {run} up to round {through}, "
-            f"the passport {stated['rounds']}"
-        )
-    if entries:
-        delta = entries[-1].delta
-        epsilon = ledger.epsilon(delta, run=run, through_round=through)
-        if not math.isclose(epsilon, stated["epsilon"], rel_tol=1e-6, abs_tol=1e-9) or not math.isclose(
-            delta, stated["delta"], rel_tol=1e-9
-        ):
+    through, problems, private_rounds = passport["through_round"], [], set()
+    for run in passport["flower_runs"]:
+        entries = [e for e in ledger.entries() if e.run == run and e.round <= through]
+        private_rounds |= {e.round for e in entries}
+        stated = site["record_level_dp"].get(str(run), {"rounds": 0, "epsilon": 0.0, "delta": 0.0})
+        if len(entries) != stated["rounds"]:
             problems.append(
-                f"{name}: the ledger spent epsilon {epsilon:.6g} at delta {delta:.3g}, the passport says "
-                f"{stated['epsilon']:.6g} at {stated['delta']:.3g}"
+                f"{name}: the ledger has {len(entries)} private round(s) in Flower run {run} up to round {through}, "
+                f"the passport {stated['rounds']}"
             )
+        if entries:
+            delta = entries[-1].delta
+            epsilon = ledger.epsilon(delta, run=run, through_round=through)
+            if not math.isclose(epsilon, stated["epsilon"], rel_tol=1e-6, abs_tol=1e-9) or not math.isclose(
+                delta, stated["delta"], rel_tol=1e-9
+            ):
+                problems.append(
+                    f"{name}: in Flower run {run} the ledger spent epsilon {epsilon:.6g} at delta {delta:.3g}, "
+                    f"the passport says {stated['epsilon']:.6g} at {stated['delta']:.3g}"
+                )
+        elif stated["epsilon"] > 0:
+            problems.append(
+                f"{name}: the passport says epsilon {stated['epsilon']:.6g}; the ledger has no private round"
+            )
+    if private_rounds:
         sent = set(site["rounds_joined"]) | {d["round"] for d in site["updates_dropped"]}
-        unaccounted = sorted(sent - {e.round for e in entries})
+        unaccounted = sorted(sent - private_rounds)
         if unaccounted:
             problems.append(f"{name}: the passport has updates of round(s) {unaccounted}, the ledger no private round")
-    elif stated["epsilon"] > 0:
-        problems.append(f"{name}: the passport says epsilon {stated['epsilon']:.6g}; the ledger has no private round")
     return problems

@@ -30,7 +30,7 @@ def _new_site() -> dict[str, Any]:
         "rounds_joined": [],
         "updates_dropped": [],
         "rounds_failed": [],
-        "record_level_dp": {"rounds": 0, "epsilon": 0.0, "delta": 0.0, "noise_multiplier": 0.0, "accountant": "rdp"},
+        "record_level_dp": {},  # Flower run id (a resumed run is a new one) -> what the site's ledger spent in it
     }
 
 
@@ -38,7 +38,7 @@ class PassportRecorder:
     def __init__(self, settings: FederatedRunConfig, run_id: str, previous: dict[str, Any] | None = None) -> None:
         self.settings, self.run_id = settings, run_id
         self.sites: dict[str, dict[str, Any]] = copy.deepcopy(previous["sites"]) if previous else {}
-        self.flower_run: int | None = previous.get("flower_run") if previous else None
+        self.flower_runs: list[int] = list(previous["flower_runs"]) if previous else []
         self.site_keys: dict[int, int] = {}  # node id -> the site key it stated
 
     def _site(self, node: int) -> dict[str, Any]:
@@ -49,8 +49,9 @@ class PassportRecorder:
         """Learn which site each node is (the site key its replies carry) and take each site's
         statement from its vocabulary or evaluation reply."""
         for reply in replies:
-            if self.flower_run is None:
-                self.flower_run = int(reply.metadata.run_id)
+            run = int(reply.metadata.run_id)
+            if run not in self.flower_runs:
+                self.flower_runs.append(run)
             if reply.has_error():
                 continue
             node = reply.metadata.src_node_id
@@ -65,7 +66,7 @@ class PassportRecorder:
             site["k_anonymity"] = int(statement["k-anonymity"])
             site["policy"] = json.loads(str(statement["policy"]))
             site["policy_sha256"] = str(statement["policy-sha256"])
-            site["record_level_dp"] = {
+            site["record_level_dp"][str(run)] = {
                 "rounds": int(statement["dp-rounds"]),
                 "epsilon": float(statement["dp-epsilon"]),
                 "delta": float(statement["dp-delta"]),
@@ -86,7 +87,7 @@ class PassportRecorder:
         return {
             "format": FORMAT,
             "run_id": self.run_id,
-            "flower_run": self.flower_run,
+            "flower_runs": self.flower_runs,
             "through_round": through_round,
             "strategy": s.strategy,
             "secure_aggregation": s.secure_aggregation,

@@ -51,12 +51,14 @@ def read_passport(checkpoint_dir: str | Path, verify_signature) -> dict[str, Any
     return passport
 
 
-def _dp_line(dp: dict[str, Any]) -> str:
-    if not dp.get("rounds"):
+def _dp_line(by_run: dict[str, dict[str, Any]]) -> str:
+    spent = {run: dp for run, dp in by_run.items() if dp["rounds"]}
+    if not spent:
         return "off"
-    return (
-        f"on: epsilon {dp['epsilon']:.3g} at delta {dp['delta']:.3g} over {dp['rounds']} round(s), "
+    return "on: " + "; ".join(
+        f"Flower run {run}: epsilon {dp['epsilon']:.3g} at delta {dp['delta']:.3g} over {dp['rounds']} round(s), "
         f"noise multiplier {dp['noise_multiplier']:.3g}, {dp['accountant'].upper()} accountant"
+        for run, dp in sorted(spent.items())
     )
 
 
@@ -75,7 +77,8 @@ def render_page(passport: dict[str, Any], *, checkpoint: str = "", key_fingerpri
         f"Checkpoint: `{checkpoint}`" if checkpoint else "",
         f"Signature: verified with the server key `{key_fingerprint}`" if key_fingerprint else "",
         "",
-        f"- Run `{run['run_id']}` (Flower run {run['flower_run']}), rounds 1 to {run['through_round']}, "
+        f"- Run `{run['run_id']}` (Flower run(s) {', '.join(map(str, run['flower_runs']))}), rounds 1 to "
+        f"{run['through_round']}, "
         f"strategy {run['strategy']}",
         f"- Secure aggregation (SecAgg+): {'on' if run['secure_aggregation'] else 'off'}",
         f"- k-anonymity asked by the server: {run['k_anonymity_requested']}",

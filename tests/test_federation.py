@@ -102,6 +102,7 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_weights(fed_sites: list[P
     full = load_checkpoint(tmp_path / "full" / "checkpoint")
     resumed = load_checkpoint(tmp_path / "killed" / "checkpoint")
     assert resumed.manifest["run_id"] == full.manifest["run_id"]
+    assert resumed.manifest["passport"] == full.manifest["passport"]  # carried over from round 1's checkpoint
     for a, b in zip(full.weights, resumed.weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 

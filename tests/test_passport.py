@@ -12,7 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from typer.testing import CliRunner
 
 from client.app import make_client_app
+from client.ledger import LEDGER_FILE, FileLedger, LedgerEntry
 from client.node_config import POLICY_KEY, STATE_DIR_KEY
+from client.passport_check import disagreements
 from server.federation import run_federation
 from shared_model.passport import pseudonym, site_key
 from shared_model.run_config import FederatedRunConfig
@@ -63,7 +65,8 @@ def test_the_passport_says_what_each_site_gave(run: dict, fed_sites: list[Path])
         site = document["sites"][name]
         assert site["rounds_joined"] + [d["round"] for d in site["updates_dropped"]] == [1, 2]
         assert site["rounds_failed"] == [] and site["k_anonymity"] == 7 and site["policy"]["k_anonymity"] == 7
-        dp = site["record_level_dp"]
+        (flower_run,) = document["flower_runs"]
+        dp = site["record_level_dp"][str(flower_run)]
         if index < 2:  # DP on at the two sites whose policy asks for it, as their ledgers spent it
             assert dp["rounds"] == 2 and 0 < dp["epsilon"] <= OWN_EPSILON * 1.01 and dp["noise_multiplier"] > 0
             assert f"{name}\n\n" in result.output and "Record-level DP (the site's own ledger): on" in result.output
@@ -101,9 +104,29 @@ def test_a_sites_ledger_agrees_and_catches_a_signed_lie(run: dict, fed_sites: li
     forged = tmp_path / "checkpoint"
     shutil.copytree(run["checkpoint"], forged)
     manifest = json.loads((forged / "manifest.json").read_text())
-    manifest["passport"]["sites"][pseudonym(site_key(site.name))]["record_level_dp"]["epsilon"] /= 2
+    (flower_run,) = manifest["passport"]["flower_runs"]
+    manifest["passport"]["sites"][pseudonym(site_key(site.name))]["record_level_dp"][str(flower_run)]["epsilon"] /= 2
     data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     (forged / "manifest.json").write_bytes(data)
     (forged / "manifest.sig").write_bytes(run["key"].sign(data))
     lie = passport(str(forged), *check)
     assert lie.exit_code == 1 and "disagrees" in lie.output and "epsilon" in lie.output
+
+
+def test_a_resumed_run_is_checked_flower_run_by_flower_run(tmp_path: Path) -> None:
+    """A coordinator that resumes after a crash starts a new Flower run: the site's ledger has
+    rounds under both, and a passport that kept only the second understates what the site spent."""
+    ledger = FileLedger(tmp_path / LEDGER_FILE)
+    for run, server_round in ((5, 1), (5, 2), (9, 3)):
+        ledger.append(LedgerEntry(run, server_round, sampling_rate=0.3, noise_multiplier=1.0, steps=4, delta=1e-4))
+
+    def spent(run: int, rounds: int) -> dict:
+        return {"rounds": rounds, "epsilon": ledger.epsilon(1e-4, run=run), "delta": 1e-4}
+
+    name = pseudonym(site_key("hospital-a"))
+    site = {"rounds_joined": [1, 2, 3], "updates_dropped": [], "record_level_dp": {"5": spent(5, 2), "9": spent(9, 1)}}
+    document = {"through_round": 3, "flower_runs": [5, 9], "sites": {name: site}}
+    assert disagreements(document, ledger, "hospital-a") == []
+    del site["record_level_dp"]["5"]
+    assert any("Flower run 5" in problem for problem in disagreements(document, ledger, "hospital-a"))
+    assert "is not in the passport" in disagreements(document, ledger, "hospital-b")[0]
