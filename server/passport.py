@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from typing import Any
 
 from flwr.app import Message
@@ -19,6 +20,7 @@ from server.validation import RoundReport
 from shared_model.passport import FORMAT, STATEMENT, pseudonym
 from shared_model.run_config import FederatedRunConfig
 
+log = logging.getLogger(__name__)
 MAX_REASON = 200  # characters of a failure reason kept (a site's error text is its own choice)
 
 
@@ -60,19 +62,35 @@ class PassportRecorder:
                 self.site_keys[node] = int(metrics["site-key"])
             if STATEMENT not in reply.content.config_records:
                 continue
-            statement = reply.content.config_records[STATEMENT]
-            self.site_keys[node] = int(statement["site-key"])
-            site = self._site(node)
-            site["k_anonymity"] = int(statement["k-anonymity"])
-            site["policy"] = json.loads(str(statement["policy"]))
-            site["policy_sha256"] = str(statement["policy-sha256"])
-            site["record_level_dp"][str(run)] = {
+            try:
+                self._take_statement(node, run, reply.content.config_records[STATEMENT])
+            except (KeyError, TypeError, ValueError) as exc:  # a careless or hostile site stops nothing
+                log.warning("node %d sent a privacy statement that does not read (%s): ignored", node, exc)
+
+    def _take_statement(self, node: int, run: int, statement) -> None:
+        read = {
+            "site-key": int(statement["site-key"]),
+            "k_anonymity": int(statement["k-anonymity"]),
+            "policy": json.loads(str(statement["policy"])),
+            "policy_sha256": str(statement["policy-sha256"]),
+            "dp": {
                 "rounds": int(statement["dp-rounds"]),
                 "epsilon": float(statement["dp-epsilon"]),
                 "delta": float(statement["dp-delta"]),
                 "noise_multiplier": float(statement["dp-noise-multiplier"]),
                 "accountant": str(statement["dp-accountant"]),
-            }
+            },
+        }
+        if not isinstance(read["policy"], dict):
+            raise TypeError("the policy is not a table")
+        self.site_keys[node] = read["site-key"]
+        site = self._site(node)
+        site["k_anonymity"], site["policy"], site["policy_sha256"] = (
+            read["k_anonymity"],
+            read["policy"],
+            read["policy_sha256"],
+        )
+        site["record_level_dp"][str(run)] = read["dp"]
 
     def training_round(self, server_round: int, report: RoundReport) -> None:
         for node in report.accepted:

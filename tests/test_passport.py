@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from flwr.app import ConfigRecord, Message, RecordDict
 from typer.testing import CliRunner
 
 from client.app import make_client_app
@@ -16,7 +18,8 @@ from client.ledger import LEDGER_FILE, FileLedger, LedgerEntry
 from client.node_config import POLICY_KEY, STATE_DIR_KEY
 from client.passport_check import disagreements
 from server.federation import run_federation
-from shared_model.passport import pseudonym, site_key
+from server.passport import PassportRecorder
+from shared_model.passport import STATEMENT, pseudonym, site_key
 from shared_model.run_config import FederatedRunConfig
 from simulations.cli.app import app
 from tests.inprocess_grid import InProcessGrid
@@ -130,3 +133,20 @@ def test_a_resumed_run_is_checked_flower_run_by_flower_run(tmp_path: Path) -> No
     del site["record_level_dp"]["5"]
     assert any("Flower run 5" in problem for problem in disagreements(document, ledger, "hospital-a"))
     assert "is not in the passport" in disagreements(document, ledger, "hospital-b")[0]
+
+
+def test_a_statement_that_does_not_read_stops_nothing() -> None:
+    """A careless or hostile site's malformed statement is ignored (logged), the others are kept."""
+    InProcessGrid(None, [])  # stamps Flower's task identity, as a transport would
+    settings = FederatedRunConfig(data_paths="unused")
+    recorder = PassportRecorder(settings, "run")
+    good = {"site-key": 7, "k-anonymity": 11, "policy": "{}", "policy-sha256": "x", "dp-rounds": 0, "dp-epsilon": 0.0}
+    good |= {"dp-delta": 0.0, "dp-noise-multiplier": 0.0, "dp-accountant": "rdp"}
+    statements = [good, {**good, "site-key": 8, "policy": "not json"}, {**good, "site-key": 9, "k-anonymity": "many"}]
+    replies = []
+    for node, statement in enumerate(statements, start=1000):
+        instruction = Message(RecordDict(), dst_node_id=node, message_type="evaluate")
+        instruction.metadata.__dict__["_message_id"] = str(uuid4())
+        replies.append(Message(RecordDict({STATEMENT: ConfigRecord(statement)}), reply_to=instruction))
+    recorder.read_replies(replies)
+    assert sorted(recorder.sites) == [pseudonym(7)] and recorder.sites[pseudonym(7)]["k_anonymity"] == 11
