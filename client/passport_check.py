@@ -25,8 +25,9 @@ def disagreements(passport: dict[str, Any], ledger: Ledger, site_id: str) -> lis
     if site is None:
         return [f"{name} (site id {site_id!r}) is not in the passport"]
     through, problems, private_rounds = passport["through_round"], [], set()
+    recorded = ledger.entries()  # read once
     for run in passport["flower_runs"]:
-        entries = [e for e in ledger.entries() if e.run == run and e.round <= through]
+        entries = [e for e in recorded if e.run == run and e.round <= through]
         private_rounds |= {e.round for e in entries}
         stated = site["record_level_dp"].get(str(run), {"rounds": 0, "epsilon": 0.0, "delta": 0.0})
         if len(entries) != stated["rounds"]:

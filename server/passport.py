@@ -68,29 +68,27 @@ class PassportRecorder:
                 log.warning("node %d sent a privacy statement that does not read (%s): ignored", node, exc)
 
     def _take_statement(self, node: int, run: int, statement) -> None:
-        read = {
-            "site-key": int(statement["site-key"]),
-            "k_anonymity": int(statement["k-anonymity"]),
-            "policy": json.loads(str(statement["policy"])),
-            "policy_sha256": str(statement["policy-sha256"]),
-            "dp": {
-                "rounds": int(statement["dp-rounds"]),
-                "epsilon": float(statement["dp-epsilon"]),
-                "delta": float(statement["dp-delta"]),
-                "noise_multiplier": float(statement["dp-noise-multiplier"]),
-                "accountant": str(statement["dp-accountant"]),
-            },
-        }
-        if not isinstance(read["policy"], dict):
+        """Everything is read before anything is recorded: a statement that does not read changes nothing."""
+        key = int(statement["site-key"])
+        policy = json.loads(str(statement["policy"]))
+        if not isinstance(policy, dict):
             raise TypeError("the policy is not a table")
-        self.site_keys[node] = read["site-key"]
+        stated = {
+            "k_anonymity": int(statement["k-anonymity"]),
+            "policy": policy,
+            "policy_sha256": str(statement["policy-sha256"]),
+        }
+        spent = {
+            "rounds": int(statement["dp-rounds"]),
+            "epsilon": float(statement["dp-epsilon"]),
+            "delta": float(statement["dp-delta"]),
+            "noise_multiplier": float(statement["dp-noise-multiplier"]),
+            "accountant": str(statement["dp-accountant"]),
+        }
+        self.site_keys[node] = key
         site = self._site(node)
-        site["k_anonymity"], site["policy"], site["policy_sha256"] = (
-            read["k_anonymity"],
-            read["policy"],
-            read["policy_sha256"],
-        )
-        site["record_level_dp"][str(run)] = read["dp"]
+        site.update(stated)
+        site["record_level_dp"][str(run)] = spent
 
     def training_round(self, server_round: int, report: RoundReport) -> None:
         for node in report.accepted:
