@@ -287,11 +287,11 @@ def _folder_splits(layout: MedsLayout) -> pd.DataFrame | None:
     return splits.sort_values("subject_id", ignore_index=True)
 
 
-def assign_splits(subjects: np.ndarray) -> pd.DataFrame:
-    """Deterministic 80/10/10 train/tuning/held_out split from a hash of each subject id."""
+def assign_splits(subjects: np.ndarray, fractions: tuple[float, float, float] = _SPLIT_FRACTIONS) -> pd.DataFrame:
+    """Deterministic train/tuning/held_out split (80/10/10 by default) from a hash of each subject id."""
     subjects = np.asarray(subjects, dtype=np.int64)
     u = _splitmix64(subjects.astype(np.uint64)) / np.float64(2**64)
-    cuts = np.cumsum(_SPLIT_FRACTIONS)[:-1]
+    cuts = np.cumsum(fractions)[:-1]
     split = np.asarray(SPLITS, dtype=object)[np.searchsorted(cuts, u, side="right")]
     return pd.DataFrame({"subject_id": subjects, "split": split}).sort_values("subject_id", ignore_index=True)
 

@@ -179,3 +179,33 @@ def privacy(
     report = run_privacy_experiment(data, out, load_config(config, seed=seed), robustness_data=robustness_data)
     typer.echo((out / "results.md").read_text())
     typer.echo(f"report: {report}")
+
+
+@app.command("advisor")
+@bad_input_exits_2
+def advisor(
+    out: Annotated[
+        Path,
+        typer.Option(help="Run directory (resumable): consortium-*/, gains.csv, predictor.json, results.md, *.png."),
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML file overriding keys of AdvisorConfig (consortia, sites, patients, max_shift, ...)."),
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="Start from the small test-sized configuration.")] = False,
+    only: Annotated[
+        str,
+        typer.Option(help="Measure only these consortia (numbers from 1, separated by commas), without the report."),
+    ] = "",
+) -> None:
+    """Does the transfer advisor predict who helps whom? Simulated consortia, their measured gain
+    matrices, and the predictor judged on consortia it was not fitted on."""
+    from simulations.experiments.advisor import load_advisor_config, run_advisor_experiment
+
+    settings = load_advisor_config(config, quick=quick)
+    consortia = _numbers(only, int) if only else None
+    if consortia and not all(1 <= c <= settings.consortia for c in consortia):
+        raise typer.BadParameter(f"--only: consortia are numbered 1 to {settings.consortia}")
+    report = run_advisor_experiment(out, settings, consortia)
+    if report is not None:
+        typer.echo(report.read_text())

@@ -832,8 +832,9 @@ def _labels(
     }
 
 
-def generate_site(profile: SiteProfile, seed: int, site_index: int) -> SiteData:
-    """All events, splits, labels and code metadata of one site; deterministic in (seed, site)."""
+def generate_site(profile: SiteProfile, seed: int, site_index: int, held_out_share: float = 0.1) -> SiteData:
+    """All events, splits, labels and code metadata of one site; deterministic in (seed, site).
+    The tuning split is a tenth of the patients, the held-out split `held_out_share`."""
     rng = np.random.default_rng([seed, site_index])
     cat = build_catalog()
     cohort = sample_cohort(rng, profile)
@@ -876,7 +877,11 @@ def generate_site(profile: SiteProfile, seed: int, site_index: int) -> SiteData:
     labels = _labels(cohort, patient, day, code, cat.code_strings, subject_ids)
     used = np.unique(all_code)
     return SiteData(
-        profile, events, assign_splits(subject_ids), labels, _code_metadata(cat, [categories[i] for i in used])
+        profile,
+        events,
+        assign_splits(subject_ids, (0.9 - held_out_share, 0.1, held_out_share)),
+        labels,
+        _code_metadata(cat, [categories[i] for i in used]),
     )
 
 
@@ -896,15 +901,24 @@ def _code_metadata(cat: Catalog, codes: list[str]) -> pd.DataFrame:
 
 
 def synthesize(
-    out: str | Path, sizes: list[int], seed: int, *, overwrite: bool = False, shift: ConsortiumShift | None = None
+    out: str | Path,
+    sizes: list[int],
+    seed: int,
+    *,
+    overwrite: bool = False,
+    shift: ConsortiumShift | None = None,
+    held_out_share: float = 0.1,
 ) -> list[Path]:
     """Write `out/site-1 ... out/site-N`, one MEDS directory per site (each written atomically):
-    the archetype sites, or with `shift` a consortium drifting from them by that much."""
+    the archetype sites, or with `shift` a consortium drifting from them by that much. A larger
+    `held_out_share` (the transfer advisor's experiment) scores small differences more exactly."""
+    if not 0.05 <= held_out_share <= 0.6:
+        raise ValueError(f"held_out_share must be between 0.05 and 0.6, got {held_out_share}")
     out = Path(out)
     paths = []
     profiles = consortium_profiles(sizes, seed, shift) if shift is not None else default_profiles(sizes, seed)
     for index, profile in enumerate(profiles):
-        site = generate_site(profile, seed, index)
+        site = generate_site(profile, seed, index, held_out_share)
         metadata = {
             "dataset_name": f"claimpt-synth/{profile.name}",
             "dataset_version": f"seed-{seed}",

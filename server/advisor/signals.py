@@ -1,0 +1,72 @@
+"""How a partner set differs from a site, measured on their k-anonymised summaries only.
+
+Each signal is a number per (site, partner set); the predictor learns on simulated consortia
+which of them, and how, foretell the gain of pretraining on the partners. A partner set is read
+as one pooled summary, so one site and a set of five are described alike."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from shared_model.site_summary import SiteSummary
+
+SIGNALS = (
+    "code_jsd",  # Jensen-Shannon divergence (bits) of the patients-per-code distributions
+    "code_coverage",  # share of the site's code mentions on codes the partners also release
+    "partner_coverage",  # share of the partners' code mentions on codes the site releases
+    "prevalence_gap",  # mean |log ratio| of per-patient code prevalence on shared codes
+    "age_distance",  # total variation distance of the age-band mixes
+    "log_partner_patients",  # log of the partners' train patients
+    "log_size_ratio",  # log(partners' patients / site's patients)
+)
+
+
+def _distribution(counts: dict[str, int], keys: list[str]) -> np.ndarray:
+    values = np.array([counts.get(k, 0) for k in keys], dtype=np.float64)
+    total = values.sum()
+    return values / total if total > 0 else values
+
+
+def _jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
+    m = (p + q) / 2
+
+    def kl(a: np.ndarray) -> float:
+        mask = a > 0
+        return float(np.sum(a[mask] * np.log2(a[mask] / m[mask])))
+
+    return (kl(p) + kl(q)) / 2
+
+
+def _coverage(own: dict[str, int], other: dict[str, int]) -> float:
+    total = sum(own.values())
+    return sum(n for code, n in own.items() if code in other) / total if total else 0.0
+
+
+def _prevalence_gap(site: SiteSummary, partners: SiteSummary) -> float:
+    shared = [c for c in site.code_counts if c in partners.code_counts]
+    if not shared or not site.patients or not partners.patients:
+        return 0.0
+    weights = np.array([site.code_counts[c] for c in shared], dtype=np.float64)
+    ratio = np.array(
+        [(site.code_counts[c] / site.patients) / (partners.code_counts[c] / partners.patients) for c in shared]
+    )
+    return float(np.average(np.abs(np.log(ratio)), weights=weights))
+
+
+def pair_signals(site: SiteSummary, partners: SiteSummary) -> dict[str, float]:
+    """Every signal of SIGNALS for one site and one (pooled) partner set."""
+    codes = sorted(set(site.code_counts) | set(partners.code_counts))
+    bands = sorted(set(site.age_band_counts) | set(partners.age_band_counts))
+    age_site = _distribution(site.age_band_counts, bands)
+    age_partners = _distribution(partners.age_band_counts, bands)
+    return {
+        "code_jsd": _jensen_shannon(_distribution(site.code_counts, codes), _distribution(partners.code_counts, codes)),
+        "code_coverage": _coverage(site.code_counts, partners.code_counts),
+        "partner_coverage": _coverage(partners.code_counts, site.code_counts),
+        "prevalence_gap": _prevalence_gap(site, partners),
+        "age_distance": float(np.abs(age_site - age_partners).sum() / 2),
+        "log_partner_patients": math.log(max(partners.patients, 1)),
+        "log_size_ratio": math.log(max(partners.patients, 1) / max(site.patients, 1)),
+    }

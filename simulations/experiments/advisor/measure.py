@@ -1,0 +1,119 @@
+"""A consortium's measured transfer: every site fine-tuned from scratch and from an encoder
+pretrained on each candidate partner set, one row per (site, partner set, seed) in results.csv.
+
+Rows are appended as they finish, so a killed run resumes where it stopped; pretrained encoders
+are cached by content (simulations/experiments/transfer/pretraining.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from shared_model.config import ClaimTransformerConfig
+from shared_model.data import read_meds
+from shared_model.finetuning import finetune_and_score
+from shared_model.settings import FinetuneSettings
+from shared_model.site_summary import SiteSummary, site_summary
+from simulations.experiments.advisor.config import AdvisorConfig
+from simulations.experiments.advisor.consortia import partner_sets
+from simulations.experiments.transfer.pretraining import CheckpointCache, Pretraining
+
+log = logging.getLogger(__name__)
+RESULT_COLUMNS = ["site", "partners", "seed", "auroc", "train_positives"]
+SCRATCH = ""  # the partners of a run trained from scratch
+
+
+def write_summaries(site_dirs: dict[str, Path], out: Path, k: int) -> dict[str, SiteSummary]:
+    """Each site's releasable summary, as the site itself would compute and send it."""
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = {}
+    for name, path in site_dirs.items():
+        target = out / f"{name}.json"
+        if not target.exists():
+            target.write_text(site_summary(read_meds(path), k).to_json() + "\n")
+        summaries[name] = SiteSummary.from_json(target.read_text())
+    return summaries
+
+
+def _pretraining(partners: tuple[str, ...], config: AdvisorConfig) -> Pretraining:
+    return Pretraining(
+        "central",
+        tuple(sorted(partners)),
+        config.pretrain_epochs,
+        config.seed,
+        "fedavg",
+        config.k_anonymity,
+        time_encoding=config.time_encoding,
+    )
+
+
+def measure_consortium(config: AdvisorConfig, site_dirs: dict[str, Path], out: Path) -> pd.DataFrame:
+    """Run (or resume) the consortium's fine-tunes; returns its results.csv."""
+    results_csv = out / "results.csv"
+    done = pd.read_csv(results_csv, keep_default_na=False) if results_csv.exists() else None
+    finished = set() if done is None else set(zip(done["site"], done["partners"], done["seed"], strict=True))
+    names = list(site_dirs)
+    runs = [
+        (site, "+".join(partners), seed)
+        for site in names
+        for partners in [(), *partner_sets(site, names, config.max_partners)]
+        for seed in config.seeds
+    ]
+    todo = [run for run in runs if run not in finished]
+    log.info("%s: %d fine-tunes, %d to run", out.name, len(runs), len(todo))
+    cache = CheckpointCache(out / "pretrained", site_dirs)
+    scratch_config = ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=config.time_encoding)
+    datasets = {}
+    started = time.perf_counter()
+    for index, (site, partners, seed) in enumerate(todo, start=1):
+        checkpoint = cache.get(_pretraining(tuple(partners.split("+")), config)) if partners else None
+        if site not in datasets:
+            datasets[site] = read_meds(site_dirs[site])
+        outcome = finetune_and_score(
+            datasets[site],
+            config.task,
+            train_size=config.cohort_size,
+            seed=seed,
+            checkpoint=checkpoint,
+            settings=FinetuneSettings(seed=seed, epochs=config.finetune_epochs),
+            model_config=scratch_config,
+        )
+        row = {
+            "site": site,
+            "partners": partners,
+            "seed": seed,
+            "auroc": outcome.record["auroc"],
+            "train_positives": outcome.record.get("train_positives"),
+        }
+        pd.DataFrame([row], columns=RESULT_COLUMNS).to_csv(
+            results_csv, mode="a", header=not results_csv.exists(), index=False
+        )
+        elapsed = time.perf_counter() - started
+        log.info(
+            "%s [%d/%d] %s from %s, seed %d: AUROC %.3f (about %.0f min to go)",
+            out.name,
+            len(runs) - len(todo) + index,
+            len(runs),
+            site,
+            partners or "scratch",
+            seed,
+            row["auroc"],
+            elapsed / index * (len(todo) - index) / 60,
+        )
+    return pd.read_csv(results_csv, keep_default_na=False)
+
+
+def measured_gains(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (site, partner set): AUROC minus scratch's, paired by seed and averaged over seeds."""
+    scratch = results[results["partners"] == SCRATCH].set_index(["site", "seed"])["auroc"]
+    pretrained = results[results["partners"] != SCRATCH].copy()
+    pretrained["gain"] = (
+        pretrained["auroc"].to_numpy()
+        - scratch.loc[list(zip(pretrained["site"], pretrained["seed"], strict=True))].to_numpy()
+    )
+    return pretrained.groupby(["site", "partners"], as_index=False).agg(
+        gain=("gain", "mean"), gain_sd=("gain", "std"), auroc=("auroc", "mean")
+    )
