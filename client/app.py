@@ -1,9 +1,10 @@
 """The Flower ClientApp (Message API): one per site, inside the site's network (docs/architecture.md §4).
 
-Handles `query.vocabulary` (k-anonymised code counts), `train` (local epochs from the global
+Handles `query.vocabulary` (k-anonymised code counts), `query.summary` (the transfer advisor's
+k-anonymised site summary: code and age-band counts), `train` (local epochs from the global
 weights) and `evaluate` (held-out loss and NVP Recall@k). Only model arrays, scalar metrics,
-counts of codes seen in at least k patients and the site's privacy statement (client.statement)
-leave this module.
+counts of at least k patients and the site's privacy statement (client.statement) leave this
+module.
 
 Every message is held against the site's own policy (client.policy, from the node config that
 only the site sets) before patient data is touched; what the server asks for can raise the
@@ -45,6 +46,7 @@ from shared_model.config import ClaimTransformerConfig
 from shared_model.passport import STATEMENT, site_key
 from shared_model.privacy import default_delta, plan_site_privacy
 from shared_model.run_config import SECAGG_CLIPPING_RANGE, FederatedRunConfig
+from shared_model.site_summary import site_summary
 from shared_model.wire import arrays_packed_on_the_wire
 
 log = logging.getLogger(__name__)
@@ -174,6 +176,18 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
         )
         statement = privacy_statement(context, policy, k, site_key(site))
         return Message(RecordDict({"vocabulary": record, STATEMENT: statement}), reply_to=msg)
+
+    @app.query("summary")
+    def summary(msg: Message, context: Context) -> Message:
+        """The transfer advisor's question: the site's summary under its own k (never below it)."""
+        policy, settings = policy_of(context), settings_of(context)
+        path, site = site_of(context, settings)
+        k = policy.k_for(msg.content["config"].get("k-anonymity", settings.k_anonymity))
+        released = site_summary(load_site(path), k)
+        log.info("%s: reporting its summary (%d codes, age bands) at k=%d", site, len(released.code_counts), k)
+        record = ConfigRecord({"summary": released.to_json(), "site-key": site_key(site)})
+        statement = privacy_statement(context, policy, k, site_key(site))
+        return Message(RecordDict({"summary": record, STATEMENT: statement}), reply_to=msg)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -17,6 +17,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 
+from server.advisory_round import run_advisory_round
 from server.dashboard import RoundDashboard
 from server.exchange import send_and_receive
 from server.passport import PassportRecorder
@@ -97,6 +98,11 @@ def _metric(record: MetricRecord | None, key: str) -> float:
 def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> dict[str, Any]:
     run_dir = Path(settings.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if settings.advise_only:
+        advice = run_advisory_round(
+            grid, k=settings.k_anonymity, minimum_sites=settings.min_available_clients, run_dir=run_dir
+        )
+        return {"advice": advice.recommended}
     strategy = build_strategy(settings)
     done, checkpoint = last_intact_round(run_dir) if settings.resume else (0, None)
     start = done + 1

@@ -86,6 +86,11 @@ class FederatedRunConfig:
         "SecAgg+: the server learns only the sum of the sites' models "
         "(fedavg, sites weighted equally, no update validation).",
     )
+    advise_only: bool = setting(
+        False,
+        "Only the advisory round: each site sends its k-anonymised summary, the server writes "
+        "advice.json and advice.md (who helps whom) in run-dir and trains nothing.",
+    )
     run_dir: str = setting("", "Where the server writes round checkpoints, rounds.csv and the final checkpoint.")
     resume: bool = setting(False, "Continue from the last intact round checkpoint in run-dir.")
     data_paths: str = setting(

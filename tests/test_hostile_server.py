@@ -25,6 +25,7 @@ from shared_model.config import ClaimTransformerConfig
 from shared_model.data import read_meds
 from shared_model.model import PretrainingModel
 from shared_model.run_config import FederatedRunConfig
+from shared_model.site_summary import SiteSummary
 from shared_model.tasks import training_vocabulary
 from shared_model.vocabulary import FIRST_CODE_ID, count_patients_per_code
 from tests.inprocess_grid import InProcessGrid
@@ -110,6 +111,16 @@ def test_k_too_low_is_raised_to_the_sites_floor_and_invalid_k_is_refused(site: P
     assert sum(train_patient_counts(site).between(2, SITE_K - 1)) > 0  # codes the server wanted to see exist
     for bad in (0, -3, 2.5, "11", True):
         assert refused(server.vocabulary_query(bad)), bad
+
+
+def test_the_advisory_summary_keeps_the_sites_k(site: Path) -> None:
+    server = Server(site)
+    reply = server.send("query.summary", RecordDict({"config": ConfigRecord({"k-anonymity": 2})}))
+    summary = SiteSummary.from_json(reply.content["summary"]["summary"])
+    assert summary.k == SITE_K and min(summary.code_counts.values()) >= SITE_K
+    assert min(summary.age_band_counts.values()) >= SITE_K
+    assert not set(summary.code_counts) & set(train_patient_counts(site).loc[lambda n: n < SITE_K].index)
+    assert refused(server.send("query.summary", RecordDict({"config": ConfigRecord({"k-anonymity": 0})})))
 
 
 def test_a_rare_code_slipped_into_the_vocabulary_learns_nothing(site: Path, model_and_vocabulary) -> None:

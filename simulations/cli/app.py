@@ -13,7 +13,7 @@ import typer
 
 from client.cli import finetune, site_app
 from server.cli import certs, server_app
-from simulations.cli import bench, data, experiment, inspect, passport, pretrain, task
+from simulations.cli import advise, bench, data, experiment, inspect, passport, pretrain, task
 
 app = typer.Typer(
     name="claimpt",
@@ -48,5 +48,6 @@ app.command()(inspect.embed)
 app.add_typer(experiment.app, name="experiment")
 app.command("bench")(bench.bench)
 app.command("passport")(passport.passport)
+app.command("advise")(advise.advise)
 app.add_typer(site_app, name="site")
 app.add_typer(server_app, name="server")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -45,12 +44,3 @@ def build_consortium(config: AdvisorConfig, index: int, root: Path) -> list[Path
     )
     (root / consortium_name(index) / "shift.json").write_text(json.dumps(asdict(shift), indent=2) + "\n")
     return paths
-
-
-def partner_sets(site: str, sites: list[str], max_partners: int) -> list[tuple[str, ...]]:
-    """The candidate partner sets of `site`: every set of 1..max_partners other sites, and all of them."""
-    others = [s for s in sites if s != site]
-    candidates = [c for n in range(1, max_partners + 1) for c in itertools.combinations(others, n)]
-    if tuple(others) not in candidates:
-        candidates.append(tuple(others))
-    return candidates

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from server.advisor import partner_sets
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import read_meds
 from shared_model.finetuning import finetune_and_score
 from shared_model.settings import FinetuneSettings
 from shared_model.site_summary import SiteSummary, site_summary
 from simulations.experiments.advisor.config import AdvisorConfig
-from simulations.experiments.advisor.consortia import partner_sets
 from simulations.experiments.transfer.pretraining import CheckpointCache, Pretraining
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def _pretraining(partners: tuple[str, ...], config: AdvisorConfig) -> Pretrainin
 def measure_consortium(config: AdvisorConfig, site_dirs: dict[str, Path], out: Path) -> pd.DataFrame:
     """Run (or resume) the consortium's fine-tunes; returns its results.csv."""
     results_csv = out / "results.csv"
-    done = pd.read_csv(results_csv, keep_default_na=False) if results_csv.exists() else None
+    done = _read_results(results_csv) if results_csv.exists() else None
     finished = set() if done is None else set(zip(done["site"], done["partners"], done["seed"], strict=True))
     names = list(site_dirs)
     runs = [
@@ -103,17 +103,17 @@ def measure_consortium(config: AdvisorConfig, site_dirs: dict[str, Path], out: P
             row["auroc"],
             elapsed / index * (len(todo) - index) / 60,
         )
-    return pd.read_csv(results_csv, keep_default_na=False)
+    return _read_results(results_csv)
+
+
+def _read_results(path: Path) -> pd.DataFrame:
+    """results.csv, an empty AUROC (a held-out set of one class) as NaN, scratch's partners as ''."""
+    return pd.read_csv(path, keep_default_na=False, na_values={"auroc": [""]})
 
 
 def measured_gains(results: pd.DataFrame) -> pd.DataFrame:
-    """Per (site, partner set): AUROC minus scratch's, paired by seed and averaged over seeds."""
+    """Per (site, partner set, seed): AUROC minus scratch's on the same cohort (the same seed)."""
     scratch = results[results["partners"] == SCRATCH].set_index(["site", "seed"])["auroc"]
-    pretrained = results[results["partners"] != SCRATCH].copy()
-    pretrained["gain"] = (
-        pretrained["auroc"].to_numpy()
-        - scratch.loc[list(zip(pretrained["site"], pretrained["seed"], strict=True))].to_numpy()
-    )
-    return pretrained.groupby(["site", "partners"], as_index=False).agg(
-        gain=("gain", "mean"), gain_sd=("gain", "std"), auroc=("auroc", "mean")
-    )
+    pretrained = results[results["partners"] != SCRATCH]
+    paired = scratch.loc[list(zip(pretrained["site"], pretrained["seed"], strict=True))].to_numpy()
+    return pretrained.assign(gain=pretrained["auroc"].to_numpy() - paired)[["site", "partners", "seed", "gain"]]

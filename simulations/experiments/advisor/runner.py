@@ -18,7 +18,7 @@ RESULT_NEUTRAL = ("ridge_alpha",)  # changes the fit, not the measurements
 
 
 def measure_all(out: Path, config: AdvisorConfig, only: tuple[int, ...] | None = None) -> pd.DataFrame:
-    """Every consortium's gains with its summaries' signals, one row per (consortium, site, partners)."""
+    """Every consortium's measured gains, one row per (consortium, site, partners, seed)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     measured = {k: v for k, v in config.to_dict().items() if k not in RESULT_NEUTRAL}

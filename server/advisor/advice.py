@@ -1,0 +1,113 @@
+"""From the sites' summaries and a predictor to advice: the predicted gain of every candidate
+partner set for every site, and the set to recommend.
+
+A site is recommended the candidate with the largest predicted gain, and no partners at all when
+no candidate is predicted to gain more than `margin` AUROC: the advisor would rather say "train
+on your own" than send a site into a federation expected to hurt it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from server.advisor.predictor import TransferPredictor
+from server.advisor.signals import pair_signals
+from shared_model.data.paths import atomic_write_bytes
+from shared_model.site_summary import SiteSummary, pooled
+
+NO_PARTNERS = ()
+
+
+def partner_sets(site: str, sites: list[str], max_partners: int) -> list[tuple[str, ...]]:
+    """The candidates for `site`: every set of 1..max_partners other sites, and all of them."""
+    others = [s for s in sites if s != site]
+    candidates = [c for n in range(1, max_partners + 1) for c in itertools.combinations(others, n)]
+    if tuple(others) not in candidates:
+        candidates.append(tuple(others))
+    return candidates
+
+
+def signal_table(summaries: dict[str, SiteSummary], pairs: list[tuple[str, tuple[str, ...]]]) -> pd.DataFrame:
+    """One row per (site, partner set): the partners joined by '+' and every signal."""
+    rows = []
+    for site, partners in pairs:
+        signals = pair_signals(summaries[site], pooled([summaries[p] for p in partners]))
+        rows.append({"site": site, "partners": "+".join(partners), **signals})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Advice:
+    """`candidates`: site, partners, size and predicted_gain per candidate; `recommended`: the set
+    per site (empty: train without partners)."""
+
+    candidates: pd.DataFrame
+    recommended: dict[str, tuple[str, ...]]
+    margin: float
+
+    def pair_matrix(self) -> pd.DataFrame:
+        """Predicted gain of each single partner (columns) for each site (rows)."""
+        singles = self.candidates[self.candidates["size"] == 1]
+        return singles.pivot(index="site", columns="partners", values="predicted_gain")
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "margin": self.margin,
+                "recommended": {site: list(p) for site, p in self.recommended.items()},
+                "candidates": self.candidates[["site", "partners", "predicted_gain"]].to_dict(orient="records"),
+            },
+            indent=2,
+        )
+
+    def write(self, out: Path) -> None:
+        """advice.json and advice.md in `out` (each written whole or not at all)."""
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "advice.json", (self.to_json() + "\n").encode())
+        atomic_write_bytes(out / "advice.md", (self.to_markdown() + "\n").encode())
+
+    def to_markdown(self) -> str:
+        lines = [
+            "| site | recommended partners | predicted AUROC gain | all others |",
+            "|---|---|---|---|",
+        ]
+        for site, partners in self.recommended.items():
+            mine = self.candidates[self.candidates["site"] == site]
+            everyone = mine.loc[mine["size"].idxmax(), "predicted_gain"]
+            if partners:
+                chosen = mine.loc[mine["partners"] == "+".join(partners), "predicted_gain"].iloc[0]
+                lines.append(f"| {site} | {', '.join(partners)} | {chosen:+.3f} | {everyone:+.3f} |")
+            else:
+                lines.append(f"| {site} | none: train without partners | 0 | {everyone:+.3f} |")
+        return "\n".join(lines)
+
+
+def advise(
+    summaries: dict[str, SiteSummary],
+    predictor: TransferPredictor,
+    *,
+    max_partners: int = 2,
+    margin: float = 0.0,
+) -> Advice:
+    """Predicted gains of every candidate partner set of every site, and each site's recommendation."""
+    names = sorted(summaries)
+    if len(names) < 2:
+        raise ValueError("advice needs at least two sites")
+    pairs = [(site, partners) for site in names for partners in partner_sets(site, names, max_partners)]
+    candidates = signal_table(summaries, pairs)
+    candidates["size"] = [len(p) for _, p in pairs]
+    candidates["predicted_gain"] = predictor.predict(candidates)
+    return Advice(candidates, recommend(candidates, margin), margin)
+
+
+def recommend(candidates: pd.DataFrame, margin: float) -> dict[str, tuple[str, ...]]:
+    """Per site, the candidate with the largest `predicted_gain` if above `margin`, else none."""
+    recommended: dict[str, tuple[str, ...]] = {}
+    for site, mine in candidates.groupby("site", sort=True):
+        best = mine.loc[mine["predicted_gain"].idxmax()]
+        recommended[str(site)] = tuple(best["partners"].split("+")) if best["predicted_gain"] > margin else NO_PARTNERS
+    return recommended

@@ -1,0 +1,92 @@
+"""The transfer predictor: a ridge regression from a (site, partner set) pair's signals to the
+AUROC the site gains by fine-tuning from the partners' pretrained encoder instead of from scratch.
+
+It is fitted on simulated consortia (`make experiment-advisor`, never on the consortium it is
+judged on) and stored as plain numbers in JSON: a site can read exactly what it computes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import Ridge
+from sklearn.preprocessing import StandardScaler
+
+from server.advisor.signals import SIGNALS
+
+FORMAT = "claimpt-transfer-predictor/1"
+DEFAULT_PREDICTOR = Path(__file__).with_name("predictor.json")
+
+
+@dataclass(frozen=True)
+class TransferPredictor:
+    """gain = intercept + sum(coefficient * (signal - mean) / scale), over `features`."""
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coefficients: tuple[float, ...]
+    intercept: float
+    fitted_on: str = ""
+
+    def __post_init__(self) -> None:
+        sizes = {len(self.features), len(self.mean), len(self.scale), len(self.coefficients)}
+        if len(sizes) != 1 or set(self.features) - set(SIGNALS):
+            known = ", ".join(SIGNALS)
+            raise ValueError(f"a predictor needs one mean, scale and coefficient per known signal ({known})")
+
+    @classmethod
+    def fit(cls, rows: pd.DataFrame, *, alpha: float = 1.0, fitted_on: str = "") -> TransferPredictor:
+        """Fit on rows holding every signal of SIGNALS and the measured `gain`."""
+        features = rows[list(SIGNALS)].to_numpy(np.float64)
+        scaler = StandardScaler().fit(features)
+        model = Ridge(alpha=alpha).fit(scaler.transform(features), rows["gain"].to_numpy(np.float64))
+        return cls(
+            SIGNALS,
+            tuple(float(x) for x in scaler.mean_),
+            tuple(float(x) for x in scaler.scale_),
+            tuple(float(x) for x in model.coef_),
+            float(model.intercept_),
+            fitted_on,
+        )
+
+    def predict(self, signals: pd.DataFrame) -> np.ndarray:
+        standardised = (signals[list(self.features)].to_numpy(np.float64) - self.mean) / self.scale
+        return self.intercept + standardised @ np.asarray(self.coefficients)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": FORMAT,
+                "fitted_on": self.fitted_on,
+                "intercept": self.intercept,
+                "features": {
+                    name: {"mean": m, "scale": s, "coefficient": c}
+                    for name, m, s, c in zip(self.features, self.mean, self.scale, self.coefficients, strict=True)
+                },
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> TransferPredictor:
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"not a transfer predictor (expected format {FORMAT!r})")
+        features = data["features"]
+        return cls(
+            tuple(features),
+            tuple(float(f["mean"]) for f in features.values()),
+            tuple(float(f["scale"]) for f in features.values()),
+            tuple(float(f["coefficient"]) for f in features.values()),
+            float(data["intercept"]),
+            str(data.get("fitted_on", "")),
+        )
+
+
+def load_predictor(path: Path | None = None) -> TransferPredictor:
+    """The predictor at `path`, or the one fitted on every consortium of `make experiment-advisor`."""
+    return TransferPredictor.from_json(Path(path or DEFAULT_PREDICTOR).read_text())

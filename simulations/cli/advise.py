@@ -1,0 +1,50 @@
+"""`claimpt advise`: which partners would help each site, predicted from releasable summaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared_model.runtime.options import bad_input_exits_2
+
+
+@bad_input_exits_2
+def advise(
+    data: Annotated[list[Path], typer.Option("--data", help="A site's MEDS directory (repeat: one per site).")],
+    out: Annotated[Path, typer.Option(help="Where advice.json, advice.md, advice.png and summaries/ go.")],
+    predictor: Annotated[
+        Path | None,
+        typer.Option(help="A predictor.json from `make experiment-advisor` (default: the one shipped with claimpt)."),
+    ] = None,
+    k_anonymity: Annotated[int, typer.Option(min=1, help="Each site's summary leaves out counts below k.")] = 11,
+    max_partners: Annotated[
+        int, typer.Option(min=1, help="Candidate partner sets: 1..max-partners sites, and all the others.")
+    ] = 2,
+    margin: Annotated[
+        float, typer.Option(help="Recommend partners only when their predicted AUROC gain exceeds this.")
+    ] = 0.0,
+) -> None:
+    """Predict, for every ordered pair of sites and every candidate partner set, the AUROC a site
+    gains by pretraining on the partners, and recommend each site its partners. Each site's input
+    is the k-anonymised summary it would release in a federation (summaries/*.json), never rows."""
+    from server.advisor import advise as predict_advice
+    from server.advisor import load_predictor
+    from shared_model.data import read_meds
+    from shared_model.site_summary import site_summary
+    from simulations.experiments.advisor.report import plot_advice
+
+    names = [path.name for path in data]
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise typer.BadParameter("--data: give at least two site directories with different names")
+    model = load_predictor(predictor)
+    summaries = {path.name: site_summary(read_meds(path), k_anonymity) for path in data}
+    advice = predict_advice(summaries, model, max_partners=max_partners, margin=margin)
+    (out / "summaries").mkdir(parents=True, exist_ok=True)
+    for name, summary in summaries.items():
+        (out / "summaries" / f"{name}.json").write_text(summary.to_json() + "\n")
+    advice.write(out)
+    plot_advice(advice, out / "advice.png")
+    typer.echo(advice.to_markdown())
+    typer.echo(f"\npredictor: {model.fitted_on or predictor}\nwritten: {out / 'advice.json'}, {out / 'advice.png'}")

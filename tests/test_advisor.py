@@ -1,0 +1,193 @@
+"""The transfer advisor: site summaries, pair signals, the predictor, the advice, its experiment
+(on a consortium small enough for a test), `claimpt advise`, and the advisory round."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+from typer.testing import CliRunner
+
+from client.app import make_client_app
+from server.advisor import SIGNALS, TransferPredictor, load_predictor, pair_signals, partner_sets, recommend
+from server.federation import run_federation
+from shared_model.data import read_meds
+from shared_model.run_config import FederatedRunConfig
+from shared_model.site_summary import SiteSummary, pooled, site_summary
+from shared_model.tasks import train_code_counts
+from simulations.cli.app import app as cli
+from simulations.experiments.advisor import AdvisorConfig, run_advisor_experiment
+from simulations.experiments.advisor.evaluation import judge
+from simulations.experiments.advisor.measure import measured_gains
+from tests.inprocess_grid import InProcessGrid
+
+TINY = AdvisorConfig(
+    consortia=2,
+    sites=3,
+    patients=240,
+    held_out_share=0.3,
+    cohort_size=30,
+    seeds=(0,),
+    pretrain_epochs=1,
+    finetune_epochs=1,
+    max_partners=1,
+)
+
+
+def test_a_summary_holds_only_counts_of_at_least_k(fed_sites: list[Path]) -> None:
+    dataset = read_meds(fed_sites[0])
+    summary = site_summary(dataset, 11)
+    counts = train_code_counts(dataset)
+    assert set(summary.code_counts) == set(counts[counts >= 11].index) and (counts < 11).any()
+    assert min(summary.age_band_counts.values()) >= 11
+    assert sum(summary.age_band_counts.values()) <= summary.patients == (dataset.splits["split"] == "train").sum()
+    assert SiteSummary.from_json(summary.to_json()) == summary
+    with pytest.raises(ValueError, match="counts >= k"):
+        SiteSummary(100, {"ICD10CM/J45.909": 3}, {}, k=5)
+
+
+def test_signals_tell_identical_sites_from_disjoint_ones() -> None:
+    site = SiteSummary(100, {"A": 50, "B": 20}, {"0-2": 40, "2-5": 60}, 11)
+    same = pair_signals(site, site)
+    assert same["code_jsd"] == pytest.approx(0) and same["age_distance"] == pytest.approx(0)
+    assert same["code_coverage"] == same["partner_coverage"] == 1 and same["log_size_ratio"] == 0
+    other = SiteSummary(400, {"C": 50}, {"10-15": 400}, 11)
+    apart = pair_signals(site, other)
+    assert apart["code_jsd"] == pytest.approx(1) and apart["age_distance"] == pytest.approx(1)
+    assert apart["code_coverage"] == 0 and apart["log_size_ratio"] == pytest.approx(math.log(4))
+    both = pooled([site, other])
+    assert both.patients == 500 and both.code_counts == {"A": 50, "B": 20, "C": 50}
+
+
+def test_the_predictor_learns_a_rule_from_signals_and_reads_back_from_json() -> None:
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame(rng.uniform(0, 1, size=(200, len(SIGNALS))), columns=list(SIGNALS))
+    rows["gain"] = 0.2 * rows["code_coverage"] - 0.1 * rows["age_distance"] + rng.normal(0, 0.01, 200)
+    predictor = TransferPredictor.fit(rows.iloc[:150], alpha=0.1)
+    held_out = rows.iloc[150:]
+    assert spearmanr(predictor.predict(held_out), held_out["gain"]).statistic > 0.9
+    again = TransferPredictor.from_json(predictor.to_json())
+    assert again.predict(held_out) == pytest.approx(predictor.predict(held_out))
+    with pytest.raises(ValueError, match="not a transfer predictor"):
+        TransferPredictor.from_json(json.dumps({"format": "something else"}))
+
+
+def test_partners_are_recommended_only_when_they_are_predicted_to_help() -> None:
+    assert partner_sets("a", ["a", "b", "c", "d"], 1) == [("b",), ("c",), ("d",), ("b", "c", "d")]
+    candidates = pd.DataFrame(
+        {
+            "site": ["a", "a", "b", "b"],
+            "partners": ["b", "c", "a", "c"],
+            "predicted_gain": [0.02, 0.05, -0.01, 0.004],
+        }
+    )
+    assert recommend(candidates, margin=0.0) == {"a": ("c",), "b": ("c",)}
+    assert recommend(candidates, margin=0.01) == {"a": ("c",), "b": ()}  # b: train without partners
+
+
+def _judged_table(predicted: list[float]) -> pd.DataFrame:
+    measured = [0.10, 0.02, -0.03, 0.04, 0.08, 0.01]
+    return pd.DataFrame(
+        {
+            "consortium": "c",
+            "site": ["a", "a", "a", "b", "b", "b"],
+            "partners": ["b", "c", "b+c", "a", "c", "a+c"],
+            "size": [1, 1, 2, 1, 1, 2],
+            "gain": measured,
+            "gain_first_half": measured,
+            "gain_second_half": measured,
+            "predicted_gain": predicted,
+        }
+    )
+
+
+def test_the_judge_scores_perfect_and_misleading_advice() -> None:
+    perfect, sites = judge(_judged_table([0.10, 0.02, -0.03, 0.04, 0.08, 0.01]))
+    assert perfect.loc[0, "spearman_pairs"] == pytest.approx(1) and perfect.loc[0, "share_of_best"] == 1
+    assert list(sites["recommended"]) == ["b", "c"] and perfect.loc[0, "sites_worse_than_scratch"] == 0
+    # predicting the opposite sends site a to its only harmful set, and b away from every partner
+    misleading, sites = judge(_judged_table([-0.10, -0.02, 0.03, -0.04, -0.08, -0.01]))
+    assert misleading.loc[0, "spearman_pairs"] == pytest.approx(-1)
+    assert misleading.loc[0, "sites_worse_than_scratch"] == 1 and list(sites["recommended"]) == ["b+c", "none"]
+    assert misleading.loc[0, "share_of_best"] == pytest.approx(-0.03 / (0.10 + 0.08))
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny experiment; to halve the test's training, consortium 2 is a copy of consortium 1's
+    measurement (the evaluation then only reads it, as when resuming a finished consortium)."""
+    out = tmp_path_factory.mktemp("advisor") / "run"
+    assert run_advisor_experiment(out, TINY, only=(1,)) is None  # measured only: no report yet
+    assert not (out / "results.md").exists()
+    shutil.copytree(out / "consortium-1", out / "consortium-2")
+    run_advisor_experiment(out, TINY)
+    return out
+
+
+def test_the_experiment_measures_every_candidate_and_judges_each_consortium_held_out(experiment: Path) -> None:
+    predictions = pd.read_csv(experiment / "predictions.csv", keep_default_na=False)
+    for consortium in ("consortium-1", "consortium-2"):
+        results = pd.read_csv(experiment / consortium / "results.csv", keep_default_na=False, na_values={"auroc": [""]})
+        # 3 sites x (scratch, 2 single partners, the pair of both)
+        assert len(results) == 3 * 4 and results["auroc"].dropna().between(0, 1).all()
+        measured = measured_gains(results).dropna()  # a held-out set of one class has no gain
+        judged = predictions[predictions["consortium"] == consortium]
+        assert len(judged) == len(measured) > 0 and judged["predicted_gain"].notna().all()
+        assert sorted(p.name for p in (experiment / consortium / "summaries").iterdir()) == [
+            "site-1.json",
+            "site-2.json",
+            "site-3.json",
+        ]
+    report = (experiment / "results.md").read_text()
+    assert "Spearman of predicted and measured pair gains" in report and "consortium-2" in report
+    assert {"advisor_matrices.png", "advisor_scatter.png", "predictor.json"} <= {p.name for p in experiment.iterdir()}
+    TransferPredictor.from_json((experiment / "predictor.json").read_text())
+
+
+def test_a_rerun_resumes_without_training_again(experiment: Path) -> None:
+    results = experiment / "consortium-1" / "results.csv"
+    before = results.read_bytes()
+    (experiment / "results.md").unlink()
+    run_advisor_experiment(experiment, TINY)
+    assert results.read_bytes() == before and (experiment / "results.md").exists()
+
+
+def test_claimpt_advise_recommends_partners_from_summaries(
+    experiment: Path, fed_sites: list[Path], tmp_path: Path
+) -> None:
+    args = ["advise", *[a for p in fed_sites for a in ("--data", str(p))], "--predictor"]
+    result = CliRunner().invoke(cli, [*args, str(experiment / "predictor.json"), "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    advice = json.loads((tmp_path / "a" / "advice.json").read_text())
+    assert set(advice["recommended"]) == {p.name for p in fed_sites}
+    assert len(advice["candidates"]) == 3 * 3 and (tmp_path / "a" / "advice.png").exists()
+    duplicate = CliRunner().invoke(cli, ["advise", "--data", str(fed_sites[0]), "--data", str(fed_sites[0])])
+    assert duplicate.exit_code == 2
+
+
+def test_the_advisory_round_writes_advice_under_pseudonyms_and_trains_nothing(
+    fed_sites: list[Path], tmp_path: Path
+) -> None:
+    settings = FederatedRunConfig(
+        advise_only=True,
+        run_dir=str(tmp_path / "run"),
+        min_available_clients=3,
+        data_paths=",".join(str(p) for p in fed_sites),
+    )
+    grid = InProcessGrid(make_client_app(settings.to_run_config()), [{"partition-id": i} for i in range(3)])
+    outcome = run_federation(grid, settings)
+    assert len(outcome["advice"]) == 3
+    advice = json.loads((tmp_path / "run" / "advice.json").read_text())
+    assert len(advice["recommended"]) == 3 and all(name.startswith("site-") for name in advice["recommended"])
+    assert not {p.name for p in fed_sites} & set(advice["recommended"])  # pseudonyms, not the sites' names
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "rounds.csv").exists()
+
+
+def test_the_shipped_predictor_reads() -> None:
+    assert load_predictor().features == SIGNALS and load_predictor().fitted_on
