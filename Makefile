@@ -9,7 +9,7 @@ EXPERIMENT_DIR ?= runs
 EXPERIMENT_PATIENTS ?= 20000
 SEED ?= 0
 
-.PHONY: install demo test browser lint format test-deployment bench experiment experiment-claim-pt experiment-fed-vs-central experiment-privacy experiment-few-shot experiment-out-of-time clean
+.PHONY: install demo test browser lint format test-deployment bench experiment experiment-claim-pt experiment-fed-vs-central experiment-privacy experiment-advisor experiment-few-shot experiment-out-of-time clean
 
 install: $(STAMP)
 
@@ -34,7 +34,7 @@ demo: install
 TEST_WORKERS ?= 2
 
 test: install lint browser
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # The report's test renders report.html in Debian's Chromium, installed here when missing (as root);
 # elsewhere that one test is skipped with the reason.
@@ -90,6 +90,12 @@ experiment-privacy: install
 	$(CLAIMPT) experiment privacy --data $(EXPERIMENT_DIR)/privacy-data \
 		--robustness-data $(EXPERIMENT_DIR)/robustness-data --out $(EXPERIMENT_DIR)/privacy --seed $(SEED)
 	@echo "open $(EXPERIMENT_DIR)/privacy/report.html"
+
+# The transfer advisor judged on simulated consortia it never saw: about 3 hours on 2 cores
+# (resumable; `claimpt experiment advisor --only 1,3` measures some consortia, e.g. in parallel).
+experiment-advisor: install
+	$(CLAIMPT) experiment advisor --out $(EXPERIMENT_DIR)/advisor
+	@echo "see $(EXPERIMENT_DIR)/advisor/results.md"
 
 experiment-claim-pt: install
 	$(CLAIMPT) experiment claim-pt --out $(EXPERIMENT_DIR)/claim-pt --seed $(SEED)

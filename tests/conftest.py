@@ -74,6 +74,7 @@ def tiny_meds(tmp_path: Path) -> Path:
 #: xdist workers (one file at a time each) do not end with one of them alone on a long file
 LONGEST_FIRST = (
     "test_transfer.py",
+    "test_advisor.py",
     "test_deployment.py",
     "test_federation.py",
     "test_simulation_engine.py",

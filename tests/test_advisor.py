@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from flwr.app import Context, Message
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
@@ -191,3 +192,22 @@ def test_the_advisory_round_writes_advice_under_pseudonyms_and_trains_nothing(
 
 def test_the_shipped_predictor_reads() -> None:
     assert load_predictor().features == SIGNALS and load_predictor().fitted_on
+
+
+def test_a_site_whose_summary_does_not_read_is_left_out_of_the_advice(fed_sites: list[Path], tmp_path: Path) -> None:
+    def garbles_its_summary(msg: Message, context: Context, call_next) -> Message:
+        reply = call_next(msg, context)
+        if msg.metadata.message_type == "query.summary" and context.node_config["partition-id"] == 0:
+            below_k = {"patients": 5, "k": 11, "code_counts": {"ICD10CM/E10.9": 1}, "age_band_counts": {}}
+            reply.content["summary"]["summary"] = json.dumps({"format": "claimpt-site-summary/1", **below_k})
+        return reply
+
+    settings = FederatedRunConfig(
+        advise_only=True,
+        run_dir=str(tmp_path / "run"),
+        min_available_clients=2,
+        data_paths=",".join(str(p) for p in fed_sites),
+    )
+    app = make_client_app(settings.to_run_config(), mods=[garbles_its_summary])
+    outcome = run_federation(InProcessGrid(app, [{"partition-id": i} for i in range(3)]), settings)
+    assert len(outcome["advice"]) == 2  # the other two sites are advised; the run did not stop
