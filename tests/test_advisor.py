@@ -24,7 +24,7 @@ from shared_model.site_summary import SiteSummary, pooled, site_summary
 from shared_model.tasks import train_code_counts
 from simulations.cli.app import app as cli
 from simulations.experiments.advisor import AdvisorConfig, run_advisor_experiment
-from simulations.experiments.advisor.evaluation import judge
+from simulations.experiments.advisor.evaluation import judge, leave_one_consortium_out
 from simulations.experiments.advisor.measure import measured_gains
 from tests.inprocess_grid import InProcessGrid
 
@@ -211,3 +211,15 @@ def test_a_site_whose_summary_does_not_read_is_left_out_of_the_advice(fed_sites:
     app = make_client_app(settings.to_run_config(), mods=[garbles_its_summary])
     outcome = run_federation(InProcessGrid(app, [{"partition-id": i} for i in range(3)]), settings)
     assert len(outcome["advice"]) == 2  # the other two sites are advised; the run did not stop
+
+
+def test_each_consortium_is_predicted_by_a_fit_that_never_saw_it() -> None:
+    rng = np.random.default_rng(1)
+    frames = []
+    for consortium, sign, rows in (("a", 1.0, 60), ("b", -1.0, 30)):
+        signals = pd.DataFrame(rng.uniform(0, 1, size=(rows, len(SIGNALS))), columns=list(SIGNALS))
+        frames.append(signals.assign(consortium=consortium, gain=sign * signals["code_coverage"]))
+    predicted = leave_one_consortium_out(pd.concat(frames, ignore_index=True), (0.1, 10.0))
+    held_out_a = predicted[predicted["consortium"] == "a"]
+    # fitted on b only, where the rule is reversed (a fit that saw a's 60 rows would follow a's rule)
+    assert spearmanr(held_out_a["predicted_gain"], held_out_a["gain"]).statistic < -0.9

@@ -35,7 +35,7 @@ class AdvisorConfig:
     max_partners: int = 2  # partner sets of 1..max_partners sites, and all the other sites
     k_anonymity: int = 11
     time_encoding: str = "days_before+age"
-    ridge_alpha: float = 1.0
+    ridge_alphas: tuple[float, ...] = (0.3, 3.0, 30.0, 300.0)  # chosen by leave-one-consortium-out
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -56,8 +56,8 @@ class AdvisorConfig:
             problems.append("max_partners must be >= 1 and below sites - 1 (all the others are always a candidate)")
         if self.time_encoding not in TIME_ENCODINGS:
             problems.append(f"time_encoding must be one of {', '.join(TIME_ENCODINGS)}")
-        if self.ridge_alpha <= 0:
-            problems.append("ridge_alpha must be > 0")
+        if not self.ridge_alphas or min(self.ridge_alphas) <= 0:
+            problems.append("ridge_alphas must be non-empty and > 0")
         if problems:
             raise ValueError("; ".join(problems))
 

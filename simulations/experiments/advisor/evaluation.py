@@ -4,6 +4,7 @@ predict its gains, and compare with what the transfer measurement found."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,14 +48,36 @@ def gain_table(out: Path, gains: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def leave_one_consortium_out(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    """`table` with `predicted_gain` from a predictor fitted on the other consortia only."""
-    predicted = pd.Series(np.nan, index=table.index)
+def _held_out_predictions(table: pd.DataFrame, alpha_for: Callable[[pd.DataFrame], float]) -> pd.DataFrame:
+    """Each consortium's gains predicted by a ridge fitted on the other consortia only, with the
+    penalty `alpha_for` picks from those other consortia: `predicted_gain` and `alpha` columns."""
+    predicted = table.assign(predicted_gain=np.nan, alpha=np.nan)
     for consortium in table["consortium"].unique():
         held_out = table["consortium"] == consortium
-        predictor = TransferPredictor.fit(table[~held_out], alpha=alpha)
-        predicted[held_out] = predictor.predict(table[held_out])
-    return table.assign(predicted_gain=predicted)
+        alpha = alpha_for(table[~held_out])
+        model = TransferPredictor.fit(table[~held_out], alpha=alpha)
+        predicted.loc[held_out, "predicted_gain"] = model.predict(table[held_out])
+        predicted.loc[held_out, "alpha"] = alpha
+    return predicted
+
+
+def choose_alpha(table: pd.DataFrame, alphas: tuple[float, ...]) -> float:
+    """The ridge penalty whose leave-one-consortium-out predictions within `table` rank the
+    measured gains best (mean Spearman over consortia): the only tuning, and on training data."""
+    if table["consortium"].nunique() < 2:
+        return alphas[len(alphas) // 2]
+
+    def score(alpha: float) -> float:
+        predicted = _held_out_predictions(table, lambda _: alpha).groupby("consortium")
+        return float(np.nanmean([_spearman(g["predicted_gain"], g["gain"]) for _, g in predicted]))
+
+    return max(alphas, key=score)
+
+
+def leave_one_consortium_out(table: pd.DataFrame, alphas: tuple[float, ...]) -> pd.DataFrame:
+    """`table` with `predicted_gain` from a predictor fitted on the other consortia only, its
+    penalty (`alpha`) chosen among `alphas` on those other consortia too."""
+    return _held_out_predictions(table, lambda training: choose_alpha(training, alphas))
 
 
 def _spearman(a: pd.Series, b: pd.Series) -> float:
@@ -109,11 +132,11 @@ def evaluate_and_report(out: Path, config: AdvisorConfig, gains: pd.DataFrame) -
     from simulations.experiments.advisor.report import write_report
 
     table = gain_table(out, gains)
-    predicted = leave_one_consortium_out(table, config.ridge_alpha)
+    predicted = leave_one_consortium_out(table, config.ridge_alphas)
     consortia, sites = judge(predicted)
     predicted.to_csv(out / "predictions.csv", index=False)
-    final = TransferPredictor.fit(
-        table, alpha=config.ridge_alpha, fitted_on=f"{table['consortium'].nunique()} simulated consortia ({out.name})"
-    )
+    alpha = choose_alpha(table, config.ridge_alphas)
+    fitted_on = f"{table['consortium'].nunique()} simulated consortia ({out.name}), ridge alpha {alpha:g}"
+    final = TransferPredictor.fit(table, alpha=alpha, fitted_on=fitted_on)
     (out / "predictor.json").write_text(final.to_json() + "\n")
     return write_report(out, config, predicted, consortia, sites, final)

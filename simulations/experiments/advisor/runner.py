@@ -14,7 +14,7 @@ from simulations.experiments.advisor.measure import measure_consortium, measured
 from simulations.experiments.common import same_settings_or_refuse
 
 log = logging.getLogger(__name__)
-RESULT_NEUTRAL = ("ridge_alpha",)  # changes the fit, not the measurements
+RESULT_NEUTRAL = ("ridge_alphas",)  # changes the fit, not the measurements
 
 
 def measure_all(out: Path, config: AdvisorConfig, only: tuple[int, ...] | None = None) -> pd.DataFrame:
