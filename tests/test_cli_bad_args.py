@@ -86,6 +86,17 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--data", "{empty}", "--out", "{out}"],
         ["--data", "{empty}", "--out", "{out}", "--config", "{toml}"],
     ],
+    "experiment advisor": [
+        ["--out", "{out}", "--config", "{toml}"],
+        ["--out", "{out}", "--only", "9"],
+        ["--out", "{out}", "--only", "one"],
+    ],
+    "advise": [
+        ["--data", "{missing}", "--data", "{tiny}", "--out", "{out}"],
+        ["--data", "{tiny}", "--out", "{out}"],  # one site: nobody to partner with
+        ["--data", "{tiny}", "--data", "{empty}", "--out", "{out}", "--predictor", "{junk}"],
+        ["--data", "{tiny}", "--data", "{empty}", "--out", "{out}"],
+    ],
     "experiment privacy": [
         ["--data", "{missing}", "--out", "{out}"],
         ["--data", "{empty}", "--out", "{out}", "--config", "{toml}"],

@@ -38,7 +38,10 @@ def advise(
     names = [path.name for path in data]
     if len(set(names)) != len(names) or len(names) < 2:
         raise typer.BadParameter("--data: give at least two site directories with different names")
-    model = load_predictor(predictor)
+    try:
+        model = load_predictor(predictor)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise typer.BadParameter(f"--predictor {predictor}: not a transfer predictor ({exc})") from exc
     summaries = {path.name: site_summary(read_meds(path), k_anonymity) for path in data}
     advice = predict_advice(summaries, model, max_partners=max_partners, margin=margin)
     (out / "summaries").mkdir(parents=True, exist_ok=True)
