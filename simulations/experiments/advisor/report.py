@@ -11,8 +11,9 @@ import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
-from server.advisor import Advice, TransferPredictor
+from server.advisor import SIGNALS, Advice, TransferPredictor
 from simulations.experiments.advisor.config import AdvisorConfig
 from simulations.experiments.common import Check, check_lines, markdown_table
 
@@ -79,6 +80,16 @@ def plot_scatter(predicted: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def signal_table_by_consortium(predicted: pd.DataFrame) -> pd.DataFrame:
+    """Each signal's own Spearman with the measured gain, per consortium (every candidate set):
+    which signals predict on their own, and whether they agree across consortia."""
+    rows = []
+    for signal in SIGNALS:
+        per = {str(c): spearmanr(g[signal], g["gain"]).statistic for c, g in predicted.groupby("consortium", sort=True)}
+        rows.append({"signal": signal, **{c: round(float(v), 2) for c, v in per.items()}})
+    return pd.DataFrame(rows)
+
+
 def checks(consortia: pd.DataFrame) -> list[Check]:
     held_out = len(consortia)
     rho = consortia["spearman_pairs"]
@@ -139,6 +150,12 @@ def write_report(
         "## Per site: the advice followed",
         "",
         markdown_table(sites.round(3)),
+        "",
+        "## Each signal on its own",
+        "",
+        "Spearman of the signal with the measured gain over every candidate partner set of a consortium.",
+        "",
+        markdown_table(signal_table_by_consortium(predicted)),
         "",
         "## The predictor fitted on every consortium (predictor.json)",
         "",
