@@ -143,7 +143,8 @@ def write_report(
         "## Per held-out consortium",
         "",
         "`seed_halves_pairs`: Spearman of the pair gains measured with the first half of the seeds against the "
-        "second half, the agreement the measurement's own noise allows.",
+        "second half: how reproducible the measurement itself is (a low value means the measured ranking is "
+        "mostly noise, which no predictor can match).",
         "",
         markdown_table(shown),
         "",
