@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 from client.app import make_client_app
 from server.advisor import SIGNALS, TransferPredictor, load_predictor, pair_signals, partner_sets, recommend
 from server.federation import run_federation
-from shared_model.data import read_meds
+from shared_model.data import DataValidationError, read_meds
 from shared_model.run_config import FederatedRunConfig
 from shared_model.site_summary import SiteSummary, pooled, site_summary
 from shared_model.tasks import train_code_counts
@@ -26,6 +27,7 @@ from simulations.cli.app import app as cli
 from simulations.experiments.advisor import AdvisorConfig, run_advisor_experiment
 from simulations.experiments.advisor.evaluation import judge, leave_one_consortium_out
 from simulations.experiments.advisor.measure import measured_gains
+from simulations.experiments.advisor.runner import measure_all
 from tests.inprocess_grid import InProcessGrid
 
 TINY = AdvisorConfig(
@@ -157,6 +159,18 @@ def test_a_rerun_resumes_without_training_again(experiment: Path) -> None:
     (experiment / "results.md").unlink()
     run_advisor_experiment(experiment, TINY)
     assert results.read_bytes() == before and (experiment / "results.md").exists()
+
+
+def test_more_seeds_extend_a_finished_run_and_a_run_judges_only_its_own_seeds(experiment: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(experiment, run)
+    results = run / "consortium-1" / "results.csv"
+    rows = pd.read_csv(results, keep_default_na=False)
+    rows.assign(seed=7, auroc=0.0).to_csv(results, mode="a", header=False, index=False)  # another seed's rows
+    gains = measure_all(run, TINY)  # nothing left to train for seed 0
+    assert set(gains["seed"]) == {0} and len(pd.read_csv(results)) == 2 * len(rows)
+    with pytest.raises(DataValidationError):  # what is measured may not change
+        measure_all(run, dataclasses.replace(TINY, cohort_size=40))
 
 
 def test_claimpt_advise_recommends_partners_from_summaries(

@@ -14,7 +14,9 @@ from simulations.experiments.advisor.measure import measure_consortium, measured
 from simulations.experiments.common import same_settings_or_refuse
 
 log = logging.getLogger(__name__)
-RESULT_NEUTRAL = ("ridge_alphas",)  # changes the fit, not the measurements
+# the fit's penalties change no measurement; more seeds or consortia extend a finished run (its rows
+# are per seed, its consortia per index), and a run judges only the seeds it is given
+RESULT_NEUTRAL = ("ridge_alphas", "seeds", "consortia")
 
 
 def measure_all(out: Path, config: AdvisorConfig, only: tuple[int, ...] | None = None) -> pd.DataFrame:
@@ -31,7 +33,8 @@ def measure_all(out: Path, config: AdvisorConfig, only: tuple[int, ...] | None =
         site_dirs = {p.name: p for p in paths}
         consortium_dir = out / consortium_name(index)
         write_summaries(site_dirs, consortium_dir / "summaries", config.k_anonymity)
-        gains = measured_gains(measure_consortium(config, site_dirs, consortium_dir))
+        results = measure_consortium(config, site_dirs, consortium_dir)
+        gains = measured_gains(results[results["seed"].isin(config.seeds)])
         frames.append(gains.assign(consortium=consortium_name(index)))
     return pd.concat(frames, ignore_index=True)
 
