@@ -158,36 +158,41 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
     def settings_of(context: Context) -> FederatedRunConfig:
         return FederatedRunConfig.from_run_config({**dict(context.run_config), **(overrides or {})})
 
-    @app.query("vocabulary")
-    def vocabulary(msg: Message, context: Context) -> Message:
+    def asked_under_site_k(msg: Message, context: Context) -> tuple[SitePolicy, str, str, int]:
+        """A query's policy, data path, site id and k: the k the server asks for, raised to the
+        site's own floor (never lowered), for every count the site releases."""
         policy, settings = policy_of(context), settings_of(context)
         path, site = site_of(context, settings)
-        k = policy.k_for(msg.content["config"].get("k-anonymity", settings.k_anonymity))
+        return policy, path, site, policy.k_for(msg.content["config"].get("k-anonymity", settings.k_anonymity))
+
+    def released(
+        msg: Message, context: Context, name: str, record: dict, policy: SitePolicy, site: str, k: int
+    ) -> Message:
+        """The reply to a query: `record` (with the site key) under `name`, and the site's statement."""
+        record = ConfigRecord({**record, "site-key": site_key(site)})
+        statement = privacy_statement(context, policy, k, site_key(site))
+        return Message(RecordDict({name: record, STATEMENT: statement}), reply_to=msg)
+
+    @app.query("vocabulary")
+    def vocabulary(msg: Message, context: Context) -> Message:
+        policy, path, site, k = asked_under_site_k(msg, context)
         counts = k_anonymous_code_counts(load_site(path), k)
         log.info("%s: reporting %d codes seen in >= %d patients", site, len(counts.codes), k)
-        record = ConfigRecord(
-            {
-                "codes": counts.codes,
-                "counts": counts.counts,
-                "parents": counts.parents,
-                "patients": counts.patients,
-                "site-key": site_key(site),
-            }
-        )
-        statement = privacy_statement(context, policy, k, site_key(site))
-        return Message(RecordDict({"vocabulary": record, STATEMENT: statement}), reply_to=msg)
+        record = {
+            "codes": counts.codes,
+            "counts": counts.counts,
+            "parents": counts.parents,
+            "patients": counts.patients,
+        }
+        return released(msg, context, "vocabulary", record, policy, site, k)
 
     @app.query("summary")
     def summary(msg: Message, context: Context) -> Message:
         """The transfer advisor's question: the site's summary under its own k (never below it)."""
-        policy, settings = policy_of(context), settings_of(context)
-        path, site = site_of(context, settings)
-        k = policy.k_for(msg.content["config"].get("k-anonymity", settings.k_anonymity))
-        released = site_summary(load_site(path), k)
-        log.info("%s: reporting its summary (%d codes, age bands) at k=%d", site, len(released.code_counts), k)
-        record = ConfigRecord({"summary": released.to_json(), "site-key": site_key(site)})
-        statement = privacy_statement(context, policy, k, site_key(site))
-        return Message(RecordDict({"summary": record, STATEMENT: statement}), reply_to=msg)
+        policy, path, site, k = asked_under_site_k(msg, context)
+        summary_of_site = site_summary(load_site(path), k)
+        log.info("%s: reporting its summary (%d codes, age bands) at k=%d", site, len(summary_of_site.code_counts), k)
+        return released(msg, context, "summary", {"summary": summary_of_site.to_json()}, policy, site, k)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

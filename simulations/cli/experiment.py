@@ -186,7 +186,9 @@ def privacy(
 def advisor(
     out: Annotated[
         Path,
-        typer.Option(help="Run directory (resumable): consortium-*/, gains.csv, predictor.json, results.md, *.png."),
+        typer.Option(
+            help="Run directory (resumable): consortium-*/, predictions.csv, predictor.json, results.md, *.png."
+        ),
     ],
     config: Annotated[
         Path | None,

@@ -128,7 +128,7 @@ def judge(predicted: pd.DataFrame, margin: float = MARGIN) -> tuple[pd.DataFrame
 
 
 def evaluate_and_report(out: Path, config: AdvisorConfig, gains: pd.DataFrame) -> Path:
-    """gains.csv, predictions.csv, predictor.json (fitted on every consortium), plots, results.md."""
+    """predictions.csv, predictor.json (fitted on every consortium), the plots and results.md in `out`."""
     from simulations.experiments.advisor.report import write_report
 
     table = gain_table(out, gains)
