@@ -1,4 +1,9 @@
-"""Keras layers of the Claim-PT transformer: one class per concept, each round-trips get_config."""
+"""Keras layers of the Claim-PT transformer: one class per concept, each round-trips get_config.
+
+Each layer builds its sublayers and states its output shape itself: otherwise Keras builds a layer
+by tracing its `call` on symbolic inputs, and traces it again for the output shape, every time an
+encoder is made (most of the time it takes to make one). The initial weights are the same either
+way: each initializer draws its seed when its layer is made, not when it is built."""
 
 from __future__ import annotations
 
@@ -27,6 +32,18 @@ class VisitEmbedding(keras.layers.Layer):
                 DAYS_BEFORE_BUCKETS, d_model, name="days_before_embedding"
             )
             self.age_embedding = keras.layers.Embedding(AGE_MONTH_BUCKETS, d_model, name="age_embedding")
+
+    def build(self, codes_shape):
+        self.code_embedding.build()
+        self.type_embedding.build()
+        if self.time_encoding == "day_of_year":
+            self.date_embedding.build()
+        else:
+            self.days_before_embedding.build()
+            self.age_embedding.build()
+
+    def compute_output_shape(self, codes_shape):
+        return (*codes_shape[:2], self.d_model)
 
     def call(self, codes, visit_type, date_index, days_before, age_days, code_gate=None, code_vectors=None):
         """`code_gate` (B, V, C), 1 by default, scales each code's embedding: the derivative of an
@@ -83,6 +100,13 @@ class DemographicToken(keras.layers.Layer):
         self.age_embedding = keras.layers.Embedding(N_AGE_BUCKETS, d_model, name="age_bucket_embedding")
         self.sex_embedding = keras.layers.Embedding(N_SEX, d_model, name="sex_embedding")
 
+    def build(self, demo_shape):
+        self.age_embedding.build()
+        self.sex_embedding.build()
+
+    def compute_output_shape(self, demo_shape):
+        return (demo_shape[0], 1, self.d_model)
+
     def call(self, demo):
         token = self.age_embedding(demo[:, 0]) + self.sex_embedding(demo[:, 1])
         return ops.expand_dims(token, 1)
@@ -106,6 +130,17 @@ class TransformerBlock(keras.layers.Layer):
         self.norm_attention = keras.layers.LayerNormalization(epsilon=1e-6, name="norm_attention")
         self.norm_ffn = keras.layers.LayerNormalization(epsilon=1e-6, name="norm_ffn")
         self.dropout = keras.layers.Dropout(dropout)
+
+    def build(self, x_shape):
+        self.attention.build(x_shape, x_shape)
+        self.norm_attention.build(x_shape)
+        self.ffn_in.build(x_shape)
+        self.ffn_out.build((*x_shape[:-1], self.ffn_dim))
+        self.norm_ffn.build(x_shape)
+
+    def compute_output_shape(self, x_shape):
+        """The block's output and its attention weights (batch, heads, tokens, tokens)."""
+        return x_shape, (x_shape[0], self.n_heads, x_shape[1], x_shape[1])
 
     def call(self, x, attention_mask, training=None):
         """`attention_mask`: (batch, tokens, tokens) booleans; padded keys get zero weight."""

@@ -100,6 +100,18 @@ def test_padding_never_changes_outputs(config: ClaimTransformerConfig, options: 
     np.testing.assert_allclose(encoder(single)["patient"][0], reference["patient"][2], atol=1e-5)
 
 
+@pytest.mark.parametrize("pre_layer_norm", [False, True])
+def test_the_encoders_declared_output_shapes_are_those_it_computes(
+    config: ClaimTransformerConfig, pre_layer_norm: bool
+) -> None:
+    """The layers state their output shapes instead of being traced for them (shared_model.layers)."""
+    encoder = build_encoder(ClaimTransformerConfig.from_dict({**config.to_dict(), "pre_layer_norm": pre_layer_norm}))
+    batch, _ = random_batch(np.random.default_rng(2), 3, config.vocab_size, config.n_groups, np.array([2, 5, 30]))
+    computed = encoder(batch)
+    for name, declared in encoder.output.items():
+        assert (3, *declared.shape[1:]) == tuple(computed[name].shape), name
+
+
 def test_attention_rows_sum_to_one_and_ignore_padding(config: ClaimTransformerConfig) -> None:
     encoder = build_encoder(config)
     batch, _ = random_batch(np.random.default_rng(1), 3, config.vocab_size, config.n_groups, np.array([2, 5, 30]))
