@@ -25,6 +25,11 @@ from shared_model.tensorize import MODEL_INPUTS
 TASK_BINARY = "binary"
 TASK_MULTILABEL = "multilabel"
 CP_ROW_BUCKET = 256  # real visits per batch are padded to a multiple of this for the fused CP loss
+NVP_ROW_BUCKET = 128  # and the patients of a batch (100 by default; last and validation batches vary)
+
+# The NVP and CP heads fused with their losses by XLA (shared_model.objectives): one function for
+# every model, so that XLA compiles each input shape once per process, not once per model made.
+fused_head_loss = tf.function(dense_multilabel_bce_sum, jit_compile=True)
 
 
 def model_inputs(config: ClaimTransformerConfig) -> dict[str, keras.KerasTensor]:
@@ -128,8 +133,6 @@ class PretrainingModel(keras.Model):
         # does not track them, so their variables never become part of model.weights):
         self.proximal: ProximalTerm | None = None  # FedProx's term, added to the loss
         self.privacy: DPSGD | None = None  # DP-SGD's noisy clipped gradients replace the plain ones
-        # one XLA-compiled head + loss per model (NVP and CP; its trace cache follows this model's shapes)
-        self.fused_head_loss = tf.function(dense_multilabel_bce_sum, jit_compile=True)
 
     def use_privacy(self, privacy: DPSGD | None) -> None:
         """Train with DP-SGD's gradients (or, with None, plain ones) from the next fit on."""
@@ -180,29 +183,29 @@ class PretrainingModel(keras.Model):
     def next_visit_loss(self, patients, target_groups):
         """Mean NVP loss, its head fused with the loss like the CP head's (the training loss does
         not use the `nvp` logits `call` returns for inference)."""
-        weight = tf.ones_like(patients[:, 0])
-        total = self.fused_head_loss(
-            self.nvp_head.kernel.value, self.nvp_head.bias.value, patients, target_groups, weight
-        )
-        return total / tf.maximum(tf.reduce_sum(weight), 1.0)
+        return _mean_head_loss(self.nvp_head, patients, target_groups, NVP_ROW_BUCKET)
 
     def category_loss(self, visits, valid, visit_groups):
-        """Mean CP loss over real visits only (padded slots skip the head's cost entirely). The
-        real visits are gathered and padded with zero-weight rows to a multiple of CP_ROW_BUCKET,
-        so the XLA-fused head + loss sees a handful of shapes, not one per batch."""
-        real_visits = tf.boolean_mask(visits, valid)
-        groups = tf.boolean_mask(visit_groups, valid)
-        count = tf.shape(real_visits)[0]
-        padding = -count % CP_ROW_BUCKET
-        weight = tf.cast(tf.range(count + padding) < count, real_visits.dtype)
-        total = self.fused_head_loss(
-            self.cp_head.kernel.value,
-            self.cp_head.bias.value,
-            tf.pad(real_visits, [[0, padding], [0, 0]]),
-            tf.pad(groups, [[0, padding], [0, 0]], constant_values=-1),
-            weight,
+        """Mean CP loss over real visits only (padded slots skip the head's cost entirely)."""
+        return _mean_head_loss(
+            self.cp_head, tf.boolean_mask(visits, valid), tf.boolean_mask(visit_groups, valid), CP_ROW_BUCKET
         )
-        return total / tf.maximum(tf.cast(count, total.dtype), 1.0)
+
+
+def _mean_head_loss(head: keras.layers.Dense, rows, target_groups, bucket: int):
+    """The mean over `rows` of the XLA-fused head + loss. The rows are padded with zero-weight rows
+    to a multiple of `bucket`, so XLA sees a handful of shapes, not one per batch."""
+    count = tf.shape(rows)[0]
+    padding = -count % bucket
+    weight = tf.cast(tf.range(count + padding) < count, rows.dtype)
+    total = fused_head_loss(
+        head.kernel.value,
+        head.bias.value,
+        tf.pad(rows, [[0, padding], [0, 0]]),
+        tf.pad(target_groups, [[0, padding], [0, 0]], constant_values=-1),
+        weight,
+    )
+    return total / tf.maximum(tf.cast(count, total.dtype), 1.0)
 
 
 class TaskModel(keras.Model):
