@@ -157,7 +157,8 @@ def train_locally(
     seed_round(model, round_seed)
     _start_round(model, weights, optimizer_state)
     if proximal_mu > 0 or model.proximal is not None:  # once set, the compiled step keeps the term (mu may be 0)
-        model.proximal = model.proximal or ProximalTerm(model.trainable_variables)
+        if model.proximal is None:
+            model.use_proximal(ProximalTerm(model.trainable_variables))
         model.proximal.anchor_at(trainable_part(model, weights), proximal_mu)
     n_train = len(samples["train"]["subject_id"])
     if privacy is not None:
@@ -167,8 +168,10 @@ def train_locally(
             privacy.plan.sampling_rate * n_train,
             privacy.embedding_share,
         )
-        if model.privacy is None or not model.privacy.reconfigure(settings, privacy.noise_seed):
-            model.use_privacy(DPSGD(model, settings, privacy.noise_seed))
+        step = model.privacy or model.last_privacy
+        if step is None or not step.reconfigure(settings, privacy.noise_seed):
+            step = DPSGD(model, settings, privacy.noise_seed)
+        model.use_privacy(step)
     else:
         model.use_privacy(None)
     started = time.perf_counter()

@@ -133,10 +133,21 @@ class PretrainingModel(keras.Model):
         # does not track them, so their variables never become part of model.weights):
         self.proximal: ProximalTerm | None = None  # FedProx's term, added to the loss
         self.privacy: DPSGD | None = None  # DP-SGD's noisy clipped gradients replace the plain ones
+        self.last_privacy: DPSGD | None = None  # the last one used, kept while training without
+
+    def use_proximal(self, proximal: ProximalTerm) -> None:
+        """Add FedProx's term to the loss from the next fit on (the compiled step keeps it, with
+        whatever mu and anchor it is given)."""
+        if proximal is not self.proximal:
+            self.proximal = proximal
+            self.train_function = None  # the loss changes: Keras traces the step again
 
     def use_privacy(self, privacy: DPSGD | None) -> None:
-        """Train with DP-SGD's gradients (or, with None, plain ones) from the next fit on."""
+        """Train with DP-SGD's gradients (or, with None, plain ones) from the next fit on. The last
+        DP-SGD step is kept in `last_privacy`: a simulation whose sites take turns with and without
+        DP reconfigures it (DPSGD.reconfigure) instead of compiling a new one every round."""
         if privacy is not self.privacy:
+            self.last_privacy = self.privacy or self.last_privacy
             self.privacy = privacy
             self.train_function = None  # the step changes: Keras traces it again
 

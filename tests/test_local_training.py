@@ -36,3 +36,23 @@ def test_a_round_trains_the_same_whatever_ran_before_it_in_the_process(fed_sites
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
     assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_fedprox_binds_a_round_also_after_rounds_without_it_in_the_process(fed_sites: list[Path]) -> None:
+    """A long-lived site worker may train a FedAvg run, then a FedProx run: its compiled step must
+    take up the proximal term (a strong term keeps the weights near the global ones)."""
+    site = fed_sites[2]
+    vocabulary = training_vocabulary([read_meds(site)])
+    config = ClaimTransformerConfig(
+        vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16, patient_dim=16, ffn_dim=16
+    )
+    weights = [np.asarray(w) for w in PretrainingModel(config).get_weights()]
+    samples = site_samples(str(site), vocabulary.to_json(), 5)
+    options = {"epochs": 1, "batch_size": 64, "learning_rate": 1e-2, "seed": 0, "key": 3, "server_round": 1}
+
+    def moved(proximal_mu: float) -> float:
+        trained = train_locally(weights, config, samples, proximal_mu=proximal_mu, **options).weights
+        return sum(float(np.sum((a - b) ** 2)) for a, b in zip(trained, weights, strict=True))
+
+    free = moved(0.0)
+    assert moved(1e4) < free / 100
