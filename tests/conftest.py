@@ -73,21 +73,21 @@ def tiny_meds(tmp_path: Path) -> Path:
 #: the longest test files (minutes each on 2 cores), started first so that `make test`'s two
 #: xdist workers (one file at a time each) do not end with one of them alone on a long file
 LONGEST_FIRST = (
-    "test_transfer.py",
-    "test_advisor.py",
     "test_deployment.py",
+    "test_transfer.py",
     "test_federation.py",
-    "test_simulation_engine.py",
+    "test_advisor.py",
+    "test_privacy_experiment.py",
     "test_privacy.py",
     "test_federated_privacy.py",
-    "test_privacy_experiment.py",
-    "test_passport.py",
+    "test_simulation_engine.py",
     "test_pretrain_finetune.py",
     "test_hostile_server.py",
+    "test_passport.py",
     "test_any_meds.py",
     "test_model.py",
-    "test_cli_bad_args.py",
     "test_damaged_inputs.py",
+    "test_cli_bad_args.py",
 )
 
 

@@ -291,6 +291,22 @@ def test_checkpoint_for_another_architecture_is_refused(tmp_path: Path, config: 
         assign_weights(PretrainingModel(other), load_checkpoint(tmp_path / "ckpt"))
 
 
+def test_models_share_the_compiled_head_loss_but_each_computes_with_its_own_weights(
+    config: ClaimTransformerConfig,
+) -> None:
+    """The XLA-fused head + loss is one function for every model (shared_model.model): a second
+    model's compiled loss must read the second model's heads, not those it was first traced with."""
+    x, y = random_batch(np.random.default_rng(4), 4, config.vocab_size, config.n_groups, np.array([3, 5, 7, 30]))
+    first, second = PretrainingModel(config), PretrainingModel(config)
+    second.nvp_head.kernel.assign(first.nvp_head.kernel.numpy() + 1.0)
+    second.cp_head.kernel.assign(first.cp_head.kernel.numpy() - 1.0)
+    for model in (first, second):
+        model.compile(optimizer="sgd")
+        compiled = model.evaluate(tf.data.Dataset.from_tensors((x, y)), verbose=0, return_dict=True)["loss"]
+        eager = float(model.compute_loss(x, y, model(x, training=False), training=False))
+        assert compiled == pytest.approx(eager, rel=1e-5)
+
+
 def test_sparse_rmsprop_mixes_sparse_and_dense_embedding_gradients() -> None:
     """DP-SGD hands the embedding a dense gradient, plain steps a sparse one: both give Keras' update."""
     rng = np.random.default_rng(0)
