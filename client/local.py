@@ -18,7 +18,7 @@ from shared_model.objectives import ProximalTerm
 from shared_model.pipeline import make_dataset
 from shared_model.privacy import DPSGD, DPSettings, SitePrivacyPlan
 from shared_model.run_config import local_seed
-from shared_model.tasks import NEXT_VISIT, task_arrays, train_code_counts
+from shared_model.tasks import NEXT_VISIT, k_anonymous_train_code_counts, task_arrays, train_patients
 from shared_model.tensorize import Arrays
 from shared_model.training import (
     PRETRAIN_TARGETS,
@@ -61,8 +61,7 @@ class CodeCounts:
 
 
 def k_anonymous_code_counts(dataset: MedsDataset, k: int) -> CodeCounts:
-    counts = train_code_counts(dataset)
-    counts = counts[counts >= k].sort_index()
+    counts = k_anonymous_train_code_counts(dataset, k)
     parent_of = {
         c: p[0]
         for c, p in zip(dataset.codes["code"], dataset.codes["parent_codes"], strict=True)
@@ -73,7 +72,7 @@ def k_anonymous_code_counts(dataset: MedsDataset, k: int) -> CodeCounts:
         codes,
         [int(n) for n in counts.to_numpy()],
         [str(parent_of.get(c, "")) for c in codes],
-        int((dataset.splits["split"] == "train").sum()),
+        train_patients(dataset),
     )
 
 

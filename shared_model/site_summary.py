@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from shared_model.data import MedsDataset
-from shared_model.tasks import train_code_counts
+from shared_model.tasks import k_anonymous_train_code_counts, train_patients
 from shared_model.vocabulary import BIRTH_CODE
 
 #: lower edges of the age bands (years at the patient's last recorded event)
@@ -94,11 +94,10 @@ def age_band_counts(dataset: MedsDataset) -> pd.Series:
 
 def site_summary(dataset: MedsDataset, k: int) -> SiteSummary:
     """The site's releasable summary under its k (codes and bands below k are left out)."""
-    codes = train_code_counts(dataset)
     bands = age_band_counts(dataset)
     return SiteSummary(
-        patients=int((dataset.splits["split"] == "train").sum()),
-        code_counts={str(c): int(n) for c, n in codes[codes >= k].items()},
+        patients=train_patients(dataset),
+        code_counts={str(c): int(n) for c, n in k_anonymous_train_code_counts(dataset, k).items()},
         age_band_counts={str(b): int(n) for b, n in bands[bands >= k].items()},
         k=k,
     )

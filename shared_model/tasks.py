@@ -54,6 +54,17 @@ def train_code_counts(dataset: MedsDataset) -> pd.Series:
     return count_patients_per_code(dataset.events[dataset.events["subject_id"].isin(train)])
 
 
+def k_anonymous_train_code_counts(dataset: MedsDataset, k: int) -> pd.Series:
+    """`train_code_counts` without the codes fewer than `k` patients have, sorted by code: what a
+    site may release (the vocabulary round, the advisory round's summary)."""
+    counts = train_code_counts(dataset)
+    return counts[counts >= k].sort_index()
+
+
+def train_patients(dataset: MedsDataset) -> int:
+    return int((dataset.splits["split"] == "train").sum())
+
+
 def training_vocabulary(datasets: list[MedsDataset], settings: VocabularySettings = VocabularySettings()) -> Vocabulary:
     """Vocabulary from the train-split subjects of the given (pooled) datasets."""
     counts = None
