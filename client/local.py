@@ -95,9 +95,7 @@ def _compiled_model(config_json: str, learning_rate: float) -> PretrainingModel:
 
 
 def _optimizer_slots(model: PretrainingModel) -> list:
-    """The optimizer's state variables (step count, RMSprop accumulators), built if need be."""
-    if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+    """The optimizer's state variables (step count, RMSprop accumulators; built at compile)."""
     return [v for v in model.optimizer.variables if v.name != "learning_rate"]
 
 

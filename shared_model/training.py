@@ -74,8 +74,8 @@ def compile_pretraining(model: PretrainingModel, learning_rate: float) -> None:
 
 def compile_built(model: keras.Model, optimizer: keras.optimizers.Optimizer, **options: Any) -> None:
     """`model.compile`, then the optimizer's slots created at once: Keras would create them while
-    tracing the first train step, and TensorFlow traces a step that creates variables twice
-    (about a second of a small fine-tuning's three on 2 cores)."""
+    tracing the first train step, and TensorFlow traces a step that creates variables twice (on a
+    small fine-tuning, the second trace is a third of its time)."""
     model.compile(optimizer=optimizer, **options)
     optimizer.build(model.trainable_variables)
 
