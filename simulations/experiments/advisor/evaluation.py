@@ -69,7 +69,7 @@ def choose_alpha(table: pd.DataFrame, alphas: tuple[float, ...]) -> float:
 
     def score(alpha: float) -> float:
         predicted = _held_out_predictions(table, lambda _: alpha).groupby("consortium")
-        return float(np.nanmean([_spearman(g["predicted_gain"], g["gain"]) for _, g in predicted]))
+        return float(np.nanmean([spearman(g["predicted_gain"], g["gain"]) for _, g in predicted]))
 
     return max(alphas, key=score)
 
@@ -80,7 +80,8 @@ def leave_one_consortium_out(table: pd.DataFrame, alphas: tuple[float, ...]) -> 
     return _held_out_predictions(table, lambda training: choose_alpha(training, alphas))
 
 
-def _spearman(a: pd.Series, b: pd.Series) -> float:
+def spearman(a: pd.Series, b: pd.Series) -> float:
+    """Spearman over the rows where both are known; NaN with fewer than 3."""
     ok = a.notna() & b.notna()
     return float(spearmanr(a[ok], b[ok]).statistic) if ok.sum() >= 3 else float("nan")
 
@@ -92,12 +93,12 @@ def judge(predicted: pd.DataFrame, margin: float = MARGIN) -> tuple[pd.DataFrame
     per_site, per_consortium = [], []
     for consortium, mine in predicted.groupby("consortium", sort=True):
         singles = mine[mine["size"] == 1]
-        chosen = recommend(mine, margin)
+        chosen, rows = recommend(mine, margin), []
         for site, partners in chosen.items():
             at_site = mine[mine["site"] == site]
             gain = at_site.set_index("partners")["gain"]
             everyone = at_site.loc[at_site["size"].idxmax(), "partners"]
-            per_site.append(
+            rows.append(
                 {
                     "consortium": consortium,
                     "site": site,
@@ -108,13 +109,14 @@ def judge(predicted: pd.DataFrame, margin: float = MARGIN) -> tuple[pd.DataFrame
                     "all_others_gain": float(gain[everyone]),
                 }
             )
-        sites = pd.DataFrame([r for r in per_site if r["consortium"] == consortium])
+        per_site.extend(rows)
+        sites = pd.DataFrame(rows)
         per_consortium.append(
             {
                 "consortium": consortium,
-                "spearman_pairs": _spearman(singles["predicted_gain"], singles["gain"]),
-                "spearman_all_sets": _spearman(mine["predicted_gain"], mine["gain"]),
-                "seed_halves_pairs": _spearman(singles["gain_first_half"], singles["gain_second_half"]),
+                "spearman_pairs": spearman(singles["predicted_gain"], singles["gain"]),
+                "spearman_all_sets": spearman(mine["predicted_gain"], mine["gain"]),
+                "seed_halves_pairs": spearman(singles["gain_first_half"], singles["gain_second_half"]),
                 "recommended_gain": sites["recommended_gain"].mean(),
                 "best_gain": sites["best_gain"].mean(),
                 "all_others_gain": sites["all_others_gain"].mean(),

@@ -11,10 +11,10 @@ import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from server.advisor import SIGNALS, Advice, TransferPredictor
 from simulations.experiments.advisor.config import AdvisorConfig
+from simulations.experiments.advisor.evaluation import spearman
 from simulations.experiments.common import Check, check_lines, markdown_table
 
 matplotlib.use("Agg")  # files only, never a window
@@ -85,7 +85,7 @@ def signal_table_by_consortium(predicted: pd.DataFrame) -> pd.DataFrame:
     which signals predict on their own, and whether they agree across consortia."""
     rows = []
     for signal in SIGNALS:
-        per = {str(c): spearmanr(g[signal], g["gain"]).statistic for c, g in predicted.groupby("consortium", sort=True)}
+        per = {str(c): spearman(g[signal], g["gain"]) for c, g in predicted.groupby("consortium", sort=True)}
         rows.append({"signal": signal, **{c: round(float(v), 2) for c, v in per.items()}})
     return pd.DataFrame(rows)
 
