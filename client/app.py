@@ -190,8 +190,14 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
     def summary(msg: Message, context: Context) -> Message:
         """The transfer advisor's question: the site's summary under its own k (never below it)."""
         policy, path, site, k = asked_under_site_k(msg, context)
-        summary_of_site = site_summary(load_site(path), k)
-        log.info("%s: reporting its summary (%d codes, age bands) at k=%d", site, len(summary_of_site.code_counts), k)
+        summary_of_site = site_summary(load_site(path), k, with_tasks=policy.share_task_counts)
+        log.info(
+            "%s: reporting its summary (%d codes, age bands, %d task(s)) at k=%d",
+            site,
+            len(summary_of_site.code_counts),
+            len(summary_of_site.task_counts),
+            k,
+        )
         return released(msg, context, "summary", {"summary": summary_of_site.to_json()}, policy, site, k)
 
     @app.train()

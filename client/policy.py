@@ -16,6 +16,7 @@ max_delta = 1e-5                  # refuse a larger delta (0: 1 / n, n = the sit
 min_noise_multiplier = 0.5        # refuse DP-SGD with less noise (0: no floor)
 require_secure_aggregation = false  # refuse plain (non-SecAgg+) training rounds
 max_evaluations_per_run = 0       # federated evaluations answered per run (0: one per training round, + 1)
+share_task_counts = true          # the advisory summary may say, per task, how many patients are labelled and positive
 ```
 """
 
@@ -42,6 +43,7 @@ class SitePolicy:
     min_noise_multiplier: float = 0.0
     require_secure_aggregation: bool = False
     max_evaluations_per_run: int = 0
+    share_task_counts: bool = True
 
     def __post_init__(self) -> None:
         if self.k_anonymity < 2:

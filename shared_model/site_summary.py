@@ -4,12 +4,15 @@ The transfer advisor (server/advisor/) predicts from these summaries which partn
 site. Every count in a summary covers at least k train-split patients (a smaller count is left
 out, as in the vocabulary round), so a summary says nothing the vocabulary round does not already
 allow: which codes are common and how common, the age mix in broad bands, and the cohort's size.
+Per labelled task it also says how many train patients have a label and how many of them a
+positive one (both counts, and the negatives, >= k): a task's base rate decides how much a small
+cohort can learn on its own, and so how much a site stands to gain from partners.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -25,17 +28,27 @@ FORMAT = "claimpt-site-summary/1"
 
 @dataclass(frozen=True)
 class SiteSummary:
-    """Patients per code and per age band, each count >= k, and the number of train patients."""
+    """Patients per code and per age band, each count >= k, the number of train patients, and per
+    task (labelled train patients, of whom positive) with the positives and negatives >= k."""
 
     patients: int
     code_counts: dict[str, int]
     age_band_counts: dict[str, int]
     k: int
+    task_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        small = [n for n in (*self.code_counts.values(), *self.age_band_counts.values()) if n < self.k]
-        if small or self.patients < 0 or self.k < 1:
+        tasks = [n for labelled, positive in self.task_counts.values() for n in (positive, labelled - positive)]
+        counts = [*self.code_counts.values(), *self.age_band_counts.values(), *tasks]
+        if any(n < self.k for n in counts) or self.patients < 0 or self.k < 1:
             raise ValueError(f"a site summary holds only counts >= k={self.k} (and k >= 1)")
+
+    def task_rate(self, task: str | None) -> float:
+        """The share of labelled train patients with a positive label for `task` (NaN if unknown)."""
+        if task not in self.task_counts:
+            return float("nan")
+        labelled, positive = self.task_counts[task]
+        return positive / labelled
 
     def to_json(self) -> str:
         return json.dumps(
@@ -45,6 +58,7 @@ class SiteSummary:
                 "k": self.k,
                 "code_counts": self.code_counts,
                 "age_band_counts": self.age_band_counts,
+                "task_counts": {t: {"labelled": n, "positive": p} for t, (n, p) in self.task_counts.items()},
             },
             sort_keys=True,
         )
@@ -59,11 +73,15 @@ class SiteSummary:
             code_counts={str(c): int(n) for c, n in data["code_counts"].items()},
             age_band_counts={str(b): int(n) for b, n in data["age_band_counts"].items()},
             k=int(data["k"]),
+            task_counts={
+                str(t): (int(c["labelled"]), int(c["positive"])) for t, c in data.get("task_counts", {}).items()
+            },
         )
 
 
 def pooled(summaries: list[SiteSummary]) -> SiteSummary:
-    """The summary of several sites together (what a partner set looks like to the advisor)."""
+    """The summary of several sites together (what a partner set looks like to the advisor); a
+    task's counts are pooled only when every site reports them."""
     codes: dict[str, int] = {}
     bands: dict[str, int] = {}
     for summary in summaries:
@@ -71,7 +89,12 @@ def pooled(summaries: list[SiteSummary]) -> SiteSummary:
             codes[code] = codes.get(code, 0) + n
         for band, n in summary.age_band_counts.items():
             bands[band] = bands.get(band, 0) + n
-    return SiteSummary(sum(s.patients for s in summaries), codes, bands, min(s.k for s in summaries))
+    everyones = set.intersection(*(set(s.task_counts) for s in summaries))
+    tasks = {
+        task: (sum(s.task_counts[task][0] for s in summaries), sum(s.task_counts[task][1] for s in summaries))
+        for task in sorted(everyones)
+    }
+    return SiteSummary(sum(s.patients for s in summaries), codes, bands, min(s.k for s in summaries), tasks)
 
 
 def band_label(lower: int) -> str:
@@ -92,12 +115,28 @@ def age_band_counts(dataset: MedsDataset) -> pd.Series:
     return pd.Series(labels, dtype=object).value_counts()
 
 
-def site_summary(dataset: MedsDataset, k: int) -> SiteSummary:
-    """The site's releasable summary under its k (codes and bands below k are left out)."""
+def task_counts(dataset: MedsDataset, k: int) -> dict[str, tuple[int, int]]:
+    """Per labelled task: (train patients with a label, those with a positive one), for the tasks
+    whose positives and negatives both number at least k (others are left out)."""
+    train = dataset.splits.loc[dataset.splits["split"] == "train", "subject_id"]
+    counts = {}
+    for task, labels in sorted(dataset.labels.items()):
+        mine = labels[labels["subject_id"].isin(train)]
+        labelled = int(mine["subject_id"].nunique())
+        positive = int(mine.loc[mine["boolean_value"], "subject_id"].nunique())
+        if min(positive, labelled - positive) >= k:
+            counts[str(task)] = (labelled, positive)
+    return counts
+
+
+def site_summary(dataset: MedsDataset, k: int, *, with_tasks: bool = True) -> SiteSummary:
+    """The site's releasable summary under its k (codes, bands and tasks below k are left out);
+    without `with_tasks` (the site's policy), no task counts at all."""
     bands = age_band_counts(dataset)
     return SiteSummary(
         patients=train_patients(dataset),
         code_counts={str(c): int(n) for c, n in k_anonymous_train_code_counts(dataset, k).items()},
         age_band_counts={str(b): int(n) for b, n in bands[bands >= k].items()},
         k=k,
+        task_counts=task_counts(dataset, k) if with_tasks else {},
     )

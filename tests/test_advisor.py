@@ -55,6 +55,23 @@ def test_a_summary_holds_only_counts_of_at_least_k(fed_sites: list[Path]) -> Non
         SiteSummary(100, {"ICD10CM/J45.909": 3}, {}, k=5)
 
 
+def test_a_summary_gives_a_tasks_counts_only_when_its_positives_and_negatives_reach_k(fed_sites: list[Path]) -> None:
+    dataset = read_meds(fed_sites[0])
+    train = dataset.splits.loc[dataset.splits["split"] == "train", "subject_id"]
+    labels = dataset.labels["asthma"][lambda t: t["subject_id"].isin(train)]
+    positive = labels.loc[labels["boolean_value"], "subject_id"].nunique()
+    labelled = labels["subject_id"].nunique()
+    assert site_summary(dataset, 11).task_counts["asthma"] == (labelled, positive)
+    assert site_summary(dataset, 11).task_rate("asthma") == pytest.approx(positive / labelled)
+    smallest = min(positive, labelled - positive)
+    assert "asthma" in site_summary(dataset, smallest).task_counts
+    assert "asthma" not in site_summary(dataset, smallest + 1).task_counts
+    assert site_summary(dataset, 11, with_tasks=False).task_counts == {}
+    for few_negatives in ((100, 97), (100, 3)):  # 3 negatives, or 3 positives, at k=5
+        with pytest.raises(ValueError, match="counts >= k"):
+            SiteSummary(200, {}, {}, k=5, task_counts={"asthma": few_negatives})
+
+
 def test_signals_tell_identical_sites_from_disjoint_ones() -> None:
     site = SiteSummary(100, {"A": 50, "B": 20}, {"0-2": 40, "2-5": 60}, 11)
     same = pair_signals(site, site)
@@ -68,6 +85,16 @@ def test_signals_tell_identical_sites_from_disjoint_ones() -> None:
     assert both.patients == 500 and both.code_counts == {"A": 50, "B": 20, "C": 50}
 
 
+def test_the_task_signals_read_the_task_the_advice_is_for() -> None:
+    site = SiteSummary(100, {"A": 50}, {}, 11, task_counts={"asthma": (80, 20), "adhd": (80, 40)})
+    partners = [SiteSummary(300, {"A": 90}, {}, 11, task_counts={"asthma": (200, 20)}), site]
+    signals = pair_signals(site, pooled(partners), "asthma")
+    assert signals["task_rate"] == pytest.approx(0.25) and signals["partner_task_rate"] == pytest.approx(40 / 280)
+    unknown = pair_signals(site, pooled(partners), "adhd")  # a partner does not give its counts
+    assert unknown["task_rate"] == pytest.approx(0.5) and math.isnan(unknown["partner_task_rate"])
+    assert math.isnan(pair_signals(site, site)["task_rate"])
+
+
 def test_the_predictor_learns_a_rule_from_signals_and_reads_back_from_json() -> None:
     rng = np.random.default_rng(0)
     rows = pd.DataFrame(rng.uniform(0, 1, size=(200, len(SIGNALS))), columns=list(SIGNALS))
@@ -79,6 +106,21 @@ def test_the_predictor_learns_a_rule_from_signals_and_reads_back_from_json() -> 
     assert again.predict(held_out) == pytest.approx(predictor.predict(held_out))
     with pytest.raises(ValueError, match="not a transfer predictor"):
         TransferPredictor.from_json(json.dumps({"format": "something else"}))
+
+
+def test_a_signal_a_summary_does_not_give_counts_as_its_mean() -> None:
+    rng = np.random.default_rng(1)
+    rows = pd.DataFrame(rng.uniform(0, 1, size=(100, len(SIGNALS))), columns=list(SIGNALS))
+    rows["gain"] = -0.3 * rows["task_rate"] + rng.normal(0, 0.01, 100)
+    rows.loc[:19, "task_rate"] = np.nan  # sites that keep their task counts to themselves
+    predictor = TransferPredictor.fit(rows, alpha=0.1, task="asthma")
+    assert predictor.mean[SIGNALS.index("task_rate")] == pytest.approx(rows["task_rate"].mean())
+    known = rows.iloc[20:]
+    assert spearmanr(predictor.predict(known), known["gain"]).statistic > 0.9
+    missing = known.assign(task_rate=np.nan)
+    at_mean = known.assign(task_rate=rows["task_rate"].mean())
+    assert predictor.predict(missing) == pytest.approx(predictor.predict(at_mean))
+    assert TransferPredictor.from_json(predictor.to_json()).task == "asthma"
 
 
 def test_partners_are_recommended_only_when_they_are_predicted_to_help() -> None:
@@ -205,7 +247,8 @@ def test_the_advisory_round_writes_advice_under_pseudonyms_and_trains_nothing(
 
 
 def test_the_shipped_predictor_reads() -> None:
-    assert load_predictor().features == SIGNALS and load_predictor().fitted_on
+    shipped = load_predictor()
+    assert shipped.features and set(shipped.features) <= set(SIGNALS) and shipped.fitted_on
 
 
 def test_a_site_whose_summary_does_not_read_is_left_out_of_the_advice(fed_sites: list[Path], tmp_path: Path) -> None:

@@ -121,6 +121,15 @@ def test_the_advisory_summary_keeps_the_sites_k(site: Path) -> None:
     assert min(summary.age_band_counts.values()) >= SITE_K
     assert not set(summary.code_counts) & set(train_patient_counts(site).loc[lambda n: n < SITE_K].index)
     assert refused(server.send("query.summary", RecordDict({"config": ConfigRecord({"k-anonymity": 0})})))
+    assert summary.task_counts and all(min(p, n - p) >= SITE_K for n, p in summary.task_counts.values())
+
+
+def test_a_site_that_keeps_its_task_counts_sends_none_whatever_the_server_asks(site: Path, tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy.toml", share_task_counts=False)
+    server = Server(site, {"policy": str(policy)})
+    reply = server.send("query.summary", RecordDict({"config": ConfigRecord({"k-anonymity": SITE_K})}))
+    summary = SiteSummary.from_json(reply.content["summary"]["summary"])
+    assert summary.code_counts and summary.task_counts == {}
 
 
 def test_a_rare_code_slipped_into_the_vocabulary_learns_nothing(site: Path, model_and_vocabulary) -> None:

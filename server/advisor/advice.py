@@ -31,11 +31,13 @@ def partner_sets(site: str, sites: list[str], max_partners: int) -> list[tuple[s
     return candidates
 
 
-def signal_table(summaries: dict[str, SiteSummary], pairs: list[tuple[str, tuple[str, ...]]]) -> pd.DataFrame:
-    """One row per (site, partner set): the partners joined by '+' and every signal."""
+def signal_table(
+    summaries: dict[str, SiteSummary], pairs: list[tuple[str, tuple[str, ...]]], task: str | None
+) -> pd.DataFrame:
+    """One row per (site, partner set): the partners joined by '+' and every signal (for `task`)."""
     rows = []
     for site, partners in pairs:
-        signals = pair_signals(summaries[site], pooled([summaries[p] for p in partners]))
+        signals = pair_signals(summaries[site], pooled([summaries[p] for p in partners]), task)
         rows.append({"site": site, "partners": "+".join(partners), **signals})
     return pd.DataFrame(rows)
 
@@ -93,12 +95,13 @@ def advise(
     max_partners: int = 2,
     margin: float = 0.0,
 ) -> Advice:
-    """Predicted gains of every candidate partner set of every site, and each site's recommendation."""
+    """Predicted gains of every candidate partner set of every site, and each site's recommendation
+    (for the task the predictor was fitted on)."""
     names = sorted(summaries)
     if len(names) < 2:
         raise ValueError("advice needs at least two sites")
     pairs = [(site, partners) for site in names for partners in partner_sets(site, names, max_partners)]
-    candidates = signal_table(summaries, pairs)
+    candidates = signal_table(summaries, pairs, predictor.task)
     candidates["size"] = [len(p) for _, p in pairs]
     candidates["predicted_gain"] = predictor.predict(candidates)
     return Advice(candidates, recommend(candidates, margin), margin)

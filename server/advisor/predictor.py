@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import Ridge
-from sklearn.preprocessing import StandardScaler
 
 from server.advisor.signals import SIGNALS
 
@@ -23,13 +22,16 @@ DEFAULT_PREDICTOR = Path(__file__).with_name("predictor.json")
 
 @dataclass(frozen=True)
 class TransferPredictor:
-    """gain = intercept + sum(coefficient * (signal - mean) / scale), over `features`."""
+    """gain = intercept + sum(coefficient * (signal - mean) / scale), over `features`, for the
+    fine-tuning `task` whose gains it was fitted on. A signal a summary does not give (NaN) counts
+    as its mean: it moves the prediction neither way."""
 
     features: tuple[str, ...]
     mean: tuple[float, ...]
     scale: tuple[float, ...]
     coefficients: tuple[float, ...]
     intercept: float
+    task: str = ""
     fitted_on: str = ""
 
     def __post_init__(self) -> None:
@@ -39,28 +41,42 @@ class TransferPredictor:
             raise ValueError(f"a predictor needs one mean, scale and coefficient per known signal ({known})")
 
     @classmethod
-    def fit(cls, rows: pd.DataFrame, *, alpha: float = 1.0, fitted_on: str = "") -> TransferPredictor:
-        """Fit on rows holding every signal of SIGNALS and the measured `gain`."""
-        features = rows[list(SIGNALS)].to_numpy(np.float64)
-        scaler = StandardScaler().fit(features)
-        model = Ridge(alpha=alpha).fit(scaler.transform(features), rows["gain"].to_numpy(np.float64))
+    def fit(
+        cls,
+        rows: pd.DataFrame,
+        *,
+        alpha: float = 1.0,
+        features: tuple[str, ...] = SIGNALS,
+        task: str = "",
+        fitted_on: str = "",
+    ) -> TransferPredictor:
+        """Fit on rows holding the `features` (signals of SIGNALS) and the measured `gain` of `task`."""
+        values = rows[list(features)].to_numpy(np.float64)
+        known = np.maximum((~np.isnan(values)).sum(axis=0), 1)
+        mean = np.nansum(values, axis=0) / known  # over the rows that give the signal
+        spread = np.sqrt(np.nansum((values - mean) ** 2, axis=0) / known)
+        scale = np.where(spread > 0, spread, 1.0)
+        standardised = _standardise(rows, features, mean, scale)
+        model = Ridge(alpha=alpha).fit(standardised, rows["gain"].to_numpy(np.float64))
         return cls(
-            SIGNALS,
-            tuple(float(x) for x in scaler.mean_),
-            tuple(float(x) for x in scaler.scale_),
+            tuple(features),
+            tuple(float(x) for x in mean),
+            tuple(float(x) for x in scale),
             tuple(float(x) for x in model.coef_),
             float(model.intercept_),
+            task,
             fitted_on,
         )
 
     def predict(self, signals: pd.DataFrame) -> np.ndarray:
-        standardised = (signals[list(self.features)].to_numpy(np.float64) - self.mean) / self.scale
+        standardised = _standardise(signals, self.features, np.asarray(self.mean), np.asarray(self.scale))
         return self.intercept + standardised @ np.asarray(self.coefficients)
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "format": FORMAT,
+                "task": self.task,
                 "fitted_on": self.fitted_on,
                 "intercept": self.intercept,
                 "features": {
@@ -83,8 +99,14 @@ class TransferPredictor:
             tuple(float(f["scale"]) for f in features.values()),
             tuple(float(f["coefficient"]) for f in features.values()),
             float(data["intercept"]),
+            str(data.get("task", "")),
             str(data.get("fitted_on", "")),
         )
+
+
+def _standardise(rows: pd.DataFrame, features: tuple[str, ...], mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(signal - mean) / scale, a missing signal (NaN) as 0: the mean's."""
+    return np.nan_to_num((rows[list(features)].to_numpy(np.float64) - mean) / scale, nan=0.0)
 
 
 def load_predictor(path: Path | None = None) -> TransferPredictor:

@@ -20,6 +20,8 @@ SIGNALS = (
     "age_distance",  # total variation distance of the age-band mixes
     "log_partner_patients",  # log of the partners' train patients
     "log_size_ratio",  # log(partners' patients / site's patients)
+    "task_rate",  # the site's share of labelled patients with a positive label (NaN if not released)
+    "partner_task_rate",  # the same share among the partners' patients
 )
 
 
@@ -55,8 +57,9 @@ def _prevalence_gap(site: SiteSummary, partners: SiteSummary) -> float:
     return float(np.average(np.abs(np.log(ratio)), weights=weights))
 
 
-def pair_signals(site: SiteSummary, partners: SiteSummary) -> dict[str, float]:
-    """Every signal of SIGNALS for one site and one (pooled) partner set."""
+def pair_signals(site: SiteSummary, partners: SiteSummary, task: str | None = None) -> dict[str, float]:
+    """Every signal of SIGNALS for one site and one (pooled) partner set; the task signals are
+    NaN without a `task` or when a summary does not release its counts."""
     codes = sorted(set(site.code_counts) | set(partners.code_counts))
     bands = sorted(set(site.age_band_counts) | set(partners.age_band_counts))
     age_site = _distribution(site.age_band_counts, bands)
@@ -69,4 +72,6 @@ def pair_signals(site: SiteSummary, partners: SiteSummary) -> dict[str, float]:
         "age_distance": float(np.abs(age_site - age_partners).sum() / 2),
         "log_partner_patients": math.log(max(partners.patients, 1)),
         "log_size_ratio": math.log(max(partners.patients, 1) / max(site.patients, 1)),
+        "task_rate": site.task_rate(task),
+        "partner_task_rate": partners.task_rate(task),
     }

@@ -50,4 +50,5 @@ def advise(
     advice.write(out)
     plot_advice(advice, out / "advice.png")
     typer.echo(advice.to_markdown())
-    typer.echo(f"\npredictor: {model.fitted_on or predictor}\nwritten: {out / 'advice.json'}, {out / 'advice.png'}")
+    typer.echo(f"\npredicted gains for: {model.task or 'no particular task'}")
+    typer.echo(f"predictor: {model.fitted_on or predictor}\nwritten: {out / 'advice.json'}, {out / 'advice.png'}")

@@ -23,7 +23,7 @@ def read_summaries(consortium_dir: Path) -> dict[str, SiteSummary]:
     return {p.stem: SiteSummary.from_json(p.read_text()) for p in sorted((consortium_dir / "summaries").glob("*.json"))}
 
 
-def gain_table(out: Path, gains: pd.DataFrame) -> pd.DataFrame:
+def gain_table(out: Path, gains: pd.DataFrame, task: str) -> pd.DataFrame:
     """One row per (consortium, site, partner set): the measured gain (mean over seeds), its
     first and second halves of the seeds (how reproducible the measurement is), and every signal."""
     frames = []
@@ -41,7 +41,8 @@ def gain_table(out: Path, gains: pd.DataFrame) -> pd.DataFrame:
         measured["gain_first_half"] = first.reindex(keys).to_numpy()
         measured["gain_second_half"] = second.reindex(keys).to_numpy()
         pairs = [(s, tuple(p.split("+"))) for s, p in zip(measured["site"], measured["partners"], strict=True)]
-        signals = signal_table(read_summaries(out / str(consortium)), pairs).drop(columns=["site", "partners"])
+        summaries = read_summaries(out / str(consortium))
+        signals = signal_table(summaries, pairs, task).drop(columns=["site", "partners"])
         frames.append(pd.concat([measured, signals], axis=1).assign(consortium=consortium))
     table = pd.concat(frames, ignore_index=True)
     table["size"] = table["partners"].str.count(r"\+") + 1
@@ -133,12 +134,12 @@ def evaluate_and_report(out: Path, config: AdvisorConfig, gains: pd.DataFrame) -
     """predictions.csv, predictor.json (fitted on every consortium), the plots and results.md in `out`."""
     from simulations.experiments.advisor.report import write_report
 
-    table = gain_table(out, gains)
+    table = gain_table(out, gains, config.task)
     predicted = leave_one_consortium_out(table, config.ridge_alphas)
     consortia, sites = judge(predicted)
     predicted.to_csv(out / "predictions.csv", index=False)
     alpha = choose_alpha(table, config.ridge_alphas)
     fitted_on = f"{table['consortium'].nunique()} simulated consortia ({out.name}), ridge alpha {alpha:g}"
-    final = TransferPredictor.fit(table, alpha=alpha, fitted_on=fitted_on)
+    final = TransferPredictor.fit(table, alpha=alpha, task=config.task, fitted_on=fitted_on)
     (out / "predictor.json").write_text(final.to_json() + "\n")
     return write_report(out, config, predicted, consortia, sites, final)
