@@ -154,8 +154,22 @@ def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: Si
     }
 
 
+def test_the_advisory_round_runs_over_tls_and_advises_by_pseudonym(deployment: SiteDeployment) -> None:
+    run_dir = deployment.root / "advice"
+    result = deployment.submit(f"advise-only=true min-available-clients=2 run-dir='{run_dir}'")
+    (deployment.root / "logs" / "flwr-advise.log").write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout + result.stderr
+    advice = json.loads((run_dir / "advice.json").read_text())
+    assert set(advice["recommended"]) == {pseudonym(site_key(site)) for site in SITES}
+    assert not (run_dir / "checkpoint").exists() and not (run_dir / "rounds.csv").exists()
+    for site in SITES:
+        assert "site worker: answered query.summary" in deployment.launcher.log(site)
+
+
 def test_raw_ids_appear_in_no_output_or_log(deployment: SiteDeployment) -> None:
-    searched = [deployment.root / name for name in ("prepared", "state", "logs", "homes", "run", "finetune-site-1")]
+    searched = [
+        deployment.root / name for name in ("prepared", "state", "logs", "homes", "run", "advice", "finetune-site-1")
+    ]
     assert all(path.exists() for path in searched[:4])
     for path in searched:
         if path.exists():
