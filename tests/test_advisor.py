@@ -25,7 +25,7 @@ from shared_model.site_summary import SiteSummary, pooled, site_summary
 from shared_model.tasks import train_code_counts
 from simulations.cli.app import app as cli
 from simulations.experiments.advisor import AdvisorConfig, run_advisor_experiment
-from simulations.experiments.advisor.evaluation import judge, leave_one_consortium_out
+from simulations.experiments.advisor.evaluation import judge, leave_one_consortium_out, tune
 from simulations.experiments.advisor.measure import measured_gains
 from simulations.experiments.advisor.runner import measure_all
 from tests.inprocess_grid import InProcessGrid
@@ -148,6 +148,7 @@ def _judged_table(predicted: list[float]) -> pd.DataFrame:
             "gain_first_half": measured,
             "gain_second_half": measured,
             "predicted_gain": predicted,
+            "margin": 0.0,
         }
     )
 
@@ -161,6 +162,27 @@ def test_the_judge_scores_perfect_and_misleading_advice() -> None:
     assert misleading.loc[0, "spearman_pairs"] == pytest.approx(-1)
     assert misleading.loc[0, "sites_worse_than_scratch"] == 1 and list(sites["recommended"]) == ["b+c", "none"]
     assert misleading.loc[0, "share_of_best"] == pytest.approx(-0.03 / (0.10 + 0.08))
+
+
+def _consortia_gaining(gains: list[float]) -> pd.DataFrame:
+    """One consortium per gain, every candidate of every site measured at about that gain, the signals noise."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for index, gain in enumerate(gains):
+        rows = pd.DataFrame(rng.uniform(0, 1, size=(6, len(SIGNALS))), columns=list(SIGNALS))
+        rows["site"], rows["partners"], rows["size"] = ["a", "a", "b", "b", "c", "c"], ["x", "y"] * 3, 1
+        measured = gain + rng.normal(0, 0.001, 6)
+        frames.append(
+            rows.assign(consortium=f"c{index}", gain=measured, gain_first_half=measured, gain_second_half=measured)
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_the_margin_is_the_one_that_would_have_kept_training_sites_from_losing() -> None:
+    # held out, a losing consortium is predicted to gain a little (the others mostly gain): following
+    # that advice loses, so a margin above the small predicted gain is chosen
+    assert tune(_consortia_gaining([0.05, 0.05, -0.08, -0.08]), (1000.0,), (0.0, 0.01)).margin == 0.01
+    assert tune(_consortia_gaining([0.05, 0.05, 0.05]), (1000.0,), (0.0, 0.01)).margin == 0.0
 
 
 @pytest.fixture(scope="module")

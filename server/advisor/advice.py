@@ -93,10 +93,10 @@ def advise(
     predictor: TransferPredictor,
     *,
     max_partners: int = 2,
-    margin: float = 0.0,
+    margin: float | None = None,
 ) -> Advice:
     """Predicted gains of every candidate partner set of every site, and each site's recommendation
-    (for the task the predictor was fitted on)."""
+    (for the task the predictor was fitted on; `margin` None: the predictor's own)."""
     names = sorted(summaries)
     if len(names) < 2:
         raise ValueError("advice needs at least two sites")
@@ -104,6 +104,7 @@ def advise(
     candidates = signal_table(summaries, pairs, predictor.task)
     candidates["size"] = [len(p) for _, p in pairs]
     candidates["predicted_gain"] = predictor.predict(candidates)
+    margin = predictor.margin if margin is None else margin
     return Advice(candidates, recommend(candidates, margin), margin)
 
 

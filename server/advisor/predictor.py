@@ -24,7 +24,8 @@ DEFAULT_PREDICTOR = Path(__file__).with_name("predictor.json")
 class TransferPredictor:
     """gain = intercept + sum(coefficient * (signal - mean) / scale), over `features`, for the
     fine-tuning `task` whose gains it was fitted on. A signal a summary does not give (NaN) counts
-    as its mean: it moves the prediction neither way."""
+    as its mean: it moves the prediction neither way. `margin`: the predicted gain partners must
+    exceed to be recommended, chosen with the fit (on simulated consortia, never the one judged)."""
 
     features: tuple[str, ...]
     mean: tuple[float, ...]
@@ -32,6 +33,7 @@ class TransferPredictor:
     coefficients: tuple[float, ...]
     intercept: float
     task: str = ""
+    margin: float = 0.0
     fitted_on: str = ""
 
     def __post_init__(self) -> None:
@@ -48,6 +50,7 @@ class TransferPredictor:
         alpha: float = 1.0,
         features: tuple[str, ...] = SIGNALS,
         task: str = "",
+        margin: float = 0.0,
         fitted_on: str = "",
     ) -> TransferPredictor:
         """Fit on rows holding the `features` (signals of SIGNALS) and the measured `gain` of `task`."""
@@ -65,6 +68,7 @@ class TransferPredictor:
             tuple(float(x) for x in model.coef_),
             float(model.intercept_),
             task,
+            margin,
             fitted_on,
         )
 
@@ -77,6 +81,7 @@ class TransferPredictor:
             {
                 "format": FORMAT,
                 "task": self.task,
+                "margin": self.margin,
                 "fitted_on": self.fitted_on,
                 "intercept": self.intercept,
                 "features": {
@@ -100,6 +105,7 @@ class TransferPredictor:
             tuple(float(f["coefficient"]) for f in features.values()),
             float(data["intercept"]),
             str(data.get("task", "")),
+            float(data.get("margin", 0.0)),
             str(data.get("fitted_on", "")),
         )
 

@@ -23,8 +23,11 @@ def advise(
         int, typer.Option(min=1, help="Candidate partner sets: 1..max-partners sites, and all the others.")
     ] = 2,
     margin: Annotated[
-        float, typer.Option(help="Recommend partners only when their predicted AUROC gain exceeds this.")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            help="Recommend partners only when their predicted AUROC gain exceeds this (default: the predictor's)."
+        ),
+    ] = None,
 ) -> None:
     """Predict, for every ordered pair of sites and every candidate partner set, the AUROC a site
     gains by pretraining on the partners, and recommend each site its partners. Each site's input

@@ -36,6 +36,7 @@ class AdvisorConfig:
     k_anonymity: int = 11
     time_encoding: str = "days_before+age"
     ridge_alphas: tuple[float, ...] = (0.3, 3.0, 30.0, 300.0)  # chosen by leave-one-consortium-out
+    margins: tuple[float, ...] = (0.0, 0.01, 0.02, 0.03)  # likewise: the predicted gain partners must exceed
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -58,6 +59,8 @@ class AdvisorConfig:
             problems.append(f"time_encoding must be one of {', '.join(TIME_ENCODINGS)}")
         if not self.ridge_alphas or min(self.ridge_alphas) <= 0:
             problems.append("ridge_alphas must be non-empty and > 0")
+        if not self.margins or min(self.margins) < 0:
+            problems.append("margins must be non-empty and >= 0")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,6 @@ from shared_model.site_summary import SiteSummary
 from simulations.experiments.advisor.config import AdvisorConfig
 
 log = logging.getLogger(__name__)
-MARGIN = 0.0  # the advisor's default: recommend partners only when it predicts a gain
 
 
 def read_summaries(consortium_dir: Path) -> dict[str, SiteSummary]:
@@ -49,36 +49,54 @@ def gain_table(out: Path, gains: pd.DataFrame, task: str) -> pd.DataFrame:
     return table
 
 
-def _held_out_predictions(table: pd.DataFrame, alpha_for: Callable[[pd.DataFrame], float]) -> pd.DataFrame:
-    """Each consortium's gains predicted by a ridge fitted on the other consortia only, with the
-    penalty `alpha_for` picks from those other consortia: `predicted_gain` and `alpha` columns."""
-    predicted = table.assign(predicted_gain=np.nan, alpha=np.nan)
+@dataclass(frozen=True)
+class Tuning:
+    """The predictor's two choices, both made on training consortia only: the ridge penalty and
+    the margin a predicted gain must exceed before partners are recommended."""
+
+    alpha: float
+    margin: float
+
+
+def _held_out_predictions(table: pd.DataFrame, tuning_for: Callable[[pd.DataFrame], Tuning]) -> pd.DataFrame:
+    """Each consortium's gains predicted by a ridge fitted on the other consortia only, tuned by
+    `tuning_for` on those other consortia: `predicted_gain`, `alpha` and `margin` columns."""
+    predicted = table.assign(predicted_gain=np.nan, alpha=np.nan, margin=np.nan)
     for consortium in table["consortium"].unique():
         held_out = table["consortium"] == consortium
-        alpha = alpha_for(table[~held_out])
-        model = TransferPredictor.fit(table[~held_out], alpha=alpha)
+        tuning = tuning_for(table[~held_out])
+        model = TransferPredictor.fit(table[~held_out], alpha=tuning.alpha)
         predicted.loc[held_out, "predicted_gain"] = model.predict(table[held_out])
-        predicted.loc[held_out, "alpha"] = alpha
+        predicted.loc[held_out, ["alpha", "margin"]] = tuning.alpha, tuning.margin
     return predicted
 
 
-def choose_alpha(table: pd.DataFrame, alphas: tuple[float, ...]) -> float:
-    """The ridge penalty whose leave-one-consortium-out predictions within `table` rank the
-    measured gains best (mean Spearman over consortia): the only tuning, and on training data."""
+def tune(table: pd.DataFrame, alphas: tuple[float, ...], margins: tuple[float, ...]) -> Tuning:
+    """Leave one consortium of `table` out at a time: the penalty whose predictions rank the
+    measured gains best (mean Spearman over consortia), then the margin whose advice, from those
+    predictions, gives the sites the largest mean gain (the smallest such margin on a tie)."""
     if table["consortium"].nunique() < 2:
-        return alphas[len(alphas) // 2]
+        return Tuning(alphas[len(alphas) // 2], min(margins))
+    inner = {alpha: _held_out_predictions(table, lambda _, a=alpha: Tuning(a, 0.0)) for alpha in alphas}
 
-    def score(alpha: float) -> float:
-        predicted = _held_out_predictions(table, lambda _: alpha).groupby("consortium")
-        return float(np.nanmean([spearman(g["predicted_gain"], g["gain"]) for _, g in predicted]))
+    def ranking(alpha: float) -> float:
+        by_consortium = inner[alpha].groupby("consortium")
+        return float(np.nanmean([spearman(g["predicted_gain"], g["gain"]) for _, g in by_consortium]))
 
-    return max(alphas, key=score)
+    alpha = max(alphas, key=ranking)
+
+    def advised_gain(margin: float) -> float:
+        return float(judge(inner[alpha].assign(margin=margin))[1]["recommended_gain"].mean())
+
+    return Tuning(alpha, max(sorted(margins), key=advised_gain))
 
 
-def leave_one_consortium_out(table: pd.DataFrame, alphas: tuple[float, ...]) -> pd.DataFrame:
+def leave_one_consortium_out(
+    table: pd.DataFrame, alphas: tuple[float, ...], margins: tuple[float, ...] = (0.0,)
+) -> pd.DataFrame:
     """`table` with `predicted_gain` from a predictor fitted on the other consortia only, its
-    penalty (`alpha`) chosen among `alphas` on those other consortia too."""
-    return _held_out_predictions(table, lambda training: choose_alpha(training, alphas))
+    penalty (`alpha`) and `margin` chosen on those other consortia too."""
+    return _held_out_predictions(table, lambda training: tune(training, alphas, margins))
 
 
 def spearman(a: pd.Series, b: pd.Series) -> float:
@@ -87,14 +105,15 @@ def spearman(a: pd.Series, b: pd.Series) -> float:
     return float(spearmanr(a[ok], b[ok]).statistic) if ok.sum() >= 3 else float("nan")
 
 
-def judge(predicted: pd.DataFrame, margin: float = MARGIN) -> tuple[pd.DataFrame, pd.DataFrame]:
+def judge(predicted: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per consortium: Spearman of predicted and measured gains (single partners, and every
     candidate), the seed halves' own agreement (the ceiling noise allows), and what following the
-    advice gives each site against the best candidate and all the other sites. Also per site."""
+    advice (at the consortium's `margin`) gives each site against the best candidate and all the
+    other sites. Also per site."""
     per_site, per_consortium = [], []
     for consortium, mine in predicted.groupby("consortium", sort=True):
         singles = mine[mine["size"] == 1]
-        chosen, rows = recommend(mine, margin), []
+        chosen, rows = recommend(mine, float(mine["margin"].iloc[0])), []
         for site, partners in chosen.items():
             at_site = mine[mine["site"] == site]
             gain = at_site.set_index("partners")["gain"]
@@ -115,6 +134,7 @@ def judge(predicted: pd.DataFrame, margin: float = MARGIN) -> tuple[pd.DataFrame
         per_consortium.append(
             {
                 "consortium": consortium,
+                "margin": float(mine["margin"].iloc[0]),
                 "spearman_pairs": spearman(singles["predicted_gain"], singles["gain"]),
                 "spearman_all_sets": spearman(mine["predicted_gain"], mine["gain"]),
                 "seed_halves_pairs": spearman(singles["gain_first_half"], singles["gain_second_half"]),
@@ -135,11 +155,13 @@ def evaluate_and_report(out: Path, config: AdvisorConfig, gains: pd.DataFrame) -
     from simulations.experiments.advisor.report import write_report
 
     table = gain_table(out, gains, config.task)
-    predicted = leave_one_consortium_out(table, config.ridge_alphas)
+    predicted = leave_one_consortium_out(table, config.ridge_alphas, config.margins)
     consortia, sites = judge(predicted)
     predicted.to_csv(out / "predictions.csv", index=False)
-    alpha = choose_alpha(table, config.ridge_alphas)
-    fitted_on = f"{table['consortium'].nunique()} simulated consortia ({out.name}), ridge alpha {alpha:g}"
-    final = TransferPredictor.fit(table, alpha=alpha, task=config.task, fitted_on=fitted_on)
+    tuning = tune(table, config.ridge_alphas, config.margins)
+    fitted_on = f"{table['consortium'].nunique()} simulated consortia ({out.name}), ridge alpha {tuning.alpha:g}"
+    final = TransferPredictor.fit(
+        table, alpha=tuning.alpha, task=config.task, margin=tuning.margin, fitted_on=fitted_on
+    )
     (out / "predictor.json").write_text(final.to_json() + "\n")
     return write_report(out, config, predicted, consortia, sites, final)

@@ -134,7 +134,9 @@ def write_report(
         f"{config.consortia} simulated consortia of {config.sites} sites (about {config.patients:,} patients each, "
         f"shift per axis uniform in [0, {config.max_shift}]); task {config.task}, {config.cohort_size} labelled "
         f"patients, seeds {', '.join(map(str, config.seeds))}. Gain: held-out AUROC fine-tuned from the partners' "
-        "pooled pretraining minus from scratch. Each consortium is predicted by a ridge fitted on the others only.",
+        "pooled pretraining minus from scratch. Each consortium is predicted by a ridge fitted on the others only, "
+        "its penalty and its margin (the predicted gain partners must exceed to be recommended) chosen on those "
+        "others too.",
         "",
         "## Checks",
         "",
@@ -162,7 +164,7 @@ def write_report(
         "",
         markdown_table(coefficients),
         "",
-        f"intercept {predictor.intercept:+.4f}",
+        f"intercept {predictor.intercept:+.4f}; task {predictor.task}; margin {predictor.margin:g}",
         "",
         "![matrices](advisor_matrices.png)",
         "",
