@@ -156,10 +156,12 @@ def _judged_table(predicted: list[float]) -> pd.DataFrame:
 def test_the_judge_scores_perfect_and_misleading_advice() -> None:
     perfect, sites = judge(_judged_table([0.10, 0.02, -0.03, 0.04, 0.08, 0.01]))
     assert perfect.loc[0, "spearman_pairs"] == pytest.approx(1) and perfect.loc[0, "share_of_best"] == 1
+    assert perfect.loc[0, "spearman_within_sites"] == pytest.approx(1)
     assert list(sites["recommended"]) == ["b", "c"] and perfect.loc[0, "sites_worse_than_scratch"] == 0
     # predicting the opposite sends site a to its only harmful set, and b away from every partner
     misleading, sites = judge(_judged_table([-0.10, -0.02, 0.03, -0.04, -0.08, -0.01]))
     assert misleading.loc[0, "spearman_pairs"] == pytest.approx(-1)
+    assert misleading.loc[0, "spearman_within_sites"] == pytest.approx(-1)
     assert misleading.loc[0, "sites_worse_than_scratch"] == 1 and list(sites["recommended"]) == ["b+c", "none"]
     assert misleading.loc[0, "share_of_best"] == pytest.approx(-0.03 / (0.10 + 0.08))
 

@@ -81,7 +81,7 @@ def tune(table: pd.DataFrame, alphas: tuple[float, ...], margins: tuple[float, .
 
     def ranking(alpha: float) -> float:
         by_consortium = inner[alpha].groupby("consortium")
-        return float(np.nanmean([spearman(g["predicted_gain"], g["gain"]) for _, g in by_consortium]))
+        return mean_known([spearman(g["predicted_gain"], g["gain"]) for _, g in by_consortium])
 
     alpha = max(alphas, key=ranking)
 
@@ -105,11 +105,17 @@ def spearman(a: pd.Series, b: pd.Series) -> float:
     return float(spearmanr(a[ok], b[ok]).statistic) if ok.sum() >= 3 else float("nan")
 
 
+def mean_known(values: list[float]) -> float:
+    """The mean of the values that are not NaN; NaN when none is."""
+    known = [v for v in values if not np.isnan(v)]
+    return float(np.mean(known)) if known else float("nan")
+
+
 def judge(predicted: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per consortium: Spearman of predicted and measured gains (single partners, and every
-    candidate), the seed halves' own agreement (the ceiling noise allows), and what following the
-    advice (at the consortium's `margin`) gives each site against the best candidate and all the
-    other sites. Also per site."""
+    """Per consortium: Spearman of predicted and measured gains (single partners, every candidate,
+    and each site's own candidates: how well it ranks one site's options), the seed halves' own
+    agreement (the ceiling noise allows), and what following the advice (at the consortium's
+    `margin`) gives each site against the best candidate and all the other sites. Also per site."""
     per_site, per_consortium = [], []
     for consortium, mine in predicted.groupby("consortium", sort=True):
         singles = mine[mine["size"] == 1]
@@ -137,6 +143,9 @@ def judge(predicted: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "margin": float(mine["margin"].iloc[0]),
                 "spearman_pairs": spearman(singles["predicted_gain"], singles["gain"]),
                 "spearman_all_sets": spearman(mine["predicted_gain"], mine["gain"]),
+                "spearman_within_sites": mean_known(
+                    [spearman(g["predicted_gain"], g["gain"]) for _, g in mine.groupby("site")]
+                ),
                 "seed_halves_pairs": spearman(singles["gain_first_half"], singles["gain_second_half"]),
                 "recommended_gain": sites["recommended_gain"].mean(),
                 "best_gain": sites["best_gain"].mean(),
