@@ -91,7 +91,7 @@ experiment-privacy: install
 		--robustness-data $(EXPERIMENT_DIR)/robustness-data --out $(EXPERIMENT_DIR)/privacy --seed $(SEED)
 	@echo "open $(EXPERIMENT_DIR)/privacy/report.html"
 
-# The transfer advisor judged on simulated consortia it never saw: about 1.5 hours on 2 cores
+# The transfer advisor judged on simulated consortia it never saw: about 2 hours on 2 cores
 # (resumable; `claimpt experiment advisor --only 1,3` measures some consortia, e.g. in parallel).
 experiment-advisor: install
 	$(CLAIMPT) experiment advisor --out $(EXPERIMENT_DIR)/advisor
