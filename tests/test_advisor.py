@@ -187,13 +187,6 @@ def test_the_margin_is_the_one_that_would_have_kept_training_sites_from_losing()
     assert tune(_consortia_gaining([0.05, 0.05, 0.05]), (1000.0,), (0.0, 0.01)).margin == 0.0
 
 
-def test_only_signals_that_predict_are_kept() -> None:
-    table = _consortia_gaining([0.0, 0.0, 0.0, 0.0])
-    table["gain"] = table["gain_first_half"] = table["gain_second_half"] = 0.1 * table["code_coverage"]
-    tuning = tune(table, (0.3, 300.0), (0.0,))
-    assert tuning.features == ("code_coverage",)  # the noise signals never improve the ranking
-
-
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny experiment; to halve the test's training, consortium 2 is a copy of consortium 1's

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from server.advisor import SIGNALS, TransferPredictor, recommend, signal_table
+from server.advisor import TransferPredictor, recommend, signal_table
 from shared_model.site_summary import SiteSummary
 from simulations.experiments.advisor.config import AdvisorConfig
 
@@ -51,10 +51,9 @@ def gain_table(out: Path, gains: pd.DataFrame, task: str) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Tuning:
-    """The predictor's choices, all made on training consortia only: which signals it reads, the
-    ridge penalty, and the margin a predicted gain must exceed before partners are recommended."""
+    """The predictor's two choices, both made on training consortia only: the ridge penalty and
+    the margin a predicted gain must exceed before partners are recommended."""
 
-    features: tuple[str, ...]
     alpha: float
     margin: float
 
@@ -66,48 +65,37 @@ def _held_out_predictions(table: pd.DataFrame, tuning_for: Callable[[pd.DataFram
     for consortium in table["consortium"].unique():
         held_out = table["consortium"] == consortium
         tuning = tuning_for(table[~held_out])
-        model = TransferPredictor.fit(table[~held_out], alpha=tuning.alpha, features=tuning.features)
+        model = TransferPredictor.fit(table[~held_out], alpha=tuning.alpha)
         predicted.loc[held_out, "predicted_gain"] = model.predict(table[held_out])
         predicted.loc[held_out, ["alpha", "margin"]] = tuning.alpha, tuning.margin
     return predicted
 
 
 def tune(table: pd.DataFrame, alphas: tuple[float, ...], margins: tuple[float, ...]) -> Tuning:
-    """Leave one consortium of `table` out at a time. Signals are added one at a time, each time
-    the one (with its best penalty) whose predictions rank the measured gains best (mean Spearman
-    over consortia), for as long as the ranking improves: a signal is kept only if it predicts.
-    Then the margin whose advice, from those predictions, gives the sites the largest mean gain
-    (the smallest such margin on a tie)."""
+    """Leave one consortium of `table` out at a time: the penalty whose predictions rank the
+    measured gains best (mean Spearman over consortia), then the margin whose advice, from those
+    predictions, gives the sites the largest mean gain (the smallest such margin on a tie)."""
     if table["consortium"].nunique() < 2:
-        return Tuning(SIGNALS, alphas[len(alphas) // 2], min(margins))
-    inner: dict[tuple[tuple[str, ...], float], pd.DataFrame] = {}
+        return Tuning(alphas[len(alphas) // 2], min(margins))
+    inner = {alpha: _held_out_predictions(table, lambda _, a=alpha: Tuning(a, 0.0)) for alpha in alphas}
 
-    def ranking(features: tuple[str, ...], alpha: float) -> float:
-        inner[features, alpha] = _held_out_predictions(table, lambda _: Tuning(features, alpha, 0.0))
-        by_consortium = inner[features, alpha].groupby("consortium")
+    def ranking(alpha: float) -> float:
+        by_consortium = inner[alpha].groupby("consortium")
         return mean_known([spearman(g["predicted_gain"], g["gain"]) for _, g in by_consortium])
 
-    chosen: tuple[str, ...] = ()
-    best_score, best_alpha = -np.inf, alphas[0]
-    while len(chosen) < len(SIGNALS):
-        options = [(chosen + (s,), a) for s in SIGNALS if s not in chosen for a in alphas]
-        scores = [ranking(features, alpha) for features, alpha in options]
-        top = int(np.nanargmax(scores)) if not np.isnan(scores).all() else 0
-        if not scores[top] > best_score:
-            break
-        (chosen, best_alpha), best_score = options[top], scores[top]
+    alpha = max(alphas, key=ranking)
 
     def advised_gain(margin: float) -> float:
-        return float(judge(inner[chosen, best_alpha].assign(margin=margin))[1]["recommended_gain"].mean())
+        return float(judge(inner[alpha].assign(margin=margin))[1]["recommended_gain"].mean())
 
-    return Tuning(chosen, best_alpha, max(sorted(margins), key=advised_gain))
+    return Tuning(alpha, max(sorted(margins), key=advised_gain))
 
 
 def leave_one_consortium_out(
     table: pd.DataFrame, alphas: tuple[float, ...], margins: tuple[float, ...] = (0.0,)
 ) -> pd.DataFrame:
     """`table` with `predicted_gain` from a predictor fitted on the other consortia only, its
-    signals, penalty (`alpha`) and `margin` chosen on those other consortia too."""
+    penalty (`alpha`) and `margin` chosen on those other consortia too."""
     return _held_out_predictions(table, lambda training: tune(training, alphas, margins))
 
 
@@ -182,12 +170,7 @@ def evaluate_and_report(out: Path, config: AdvisorConfig, gains: pd.DataFrame) -
     tuning = tune(table, config.ridge_alphas, config.margins)
     fitted_on = f"{table['consortium'].nunique()} simulated consortia ({out.name}), ridge alpha {tuning.alpha:g}"
     final = TransferPredictor.fit(
-        table,
-        alpha=tuning.alpha,
-        features=tuning.features,
-        task=config.task,
-        margin=tuning.margin,
-        fitted_on=fitted_on,
+        table, alpha=tuning.alpha, task=config.task, margin=tuning.margin, fitted_on=fitted_on
     )
     (out / "predictor.json").write_text(final.to_json() + "\n")
     return write_report(out, config, predicted, consortia, sites, final)
