@@ -48,21 +48,20 @@ class TransferPredictor:
         rows: pd.DataFrame,
         *,
         alpha: float = 1.0,
-        features: tuple[str, ...] = SIGNALS,
         task: str = "",
         margin: float = 0.0,
         fitted_on: str = "",
     ) -> TransferPredictor:
-        """Fit on rows holding the `features` (signals of SIGNALS) and the measured `gain` of `task`."""
-        values = rows[list(features)].to_numpy(np.float64)
+        """Fit on rows holding every signal of SIGNALS and the measured `gain` of `task`."""
+        values = rows[list(SIGNALS)].to_numpy(np.float64)
         known = np.maximum((~np.isnan(values)).sum(axis=0), 1)
         mean = np.nansum(values, axis=0) / known  # over the rows that give the signal
         spread = np.sqrt(np.nansum((values - mean) ** 2, axis=0) / known)
         scale = np.where(spread > 0, spread, 1.0)
-        standardised = _standardise(rows, features, mean, scale)
+        standardised = _standardise(rows, SIGNALS, mean, scale)
         model = Ridge(alpha=alpha).fit(standardised, rows["gain"].to_numpy(np.float64))
         return cls(
-            tuple(features),
+            SIGNALS,
             tuple(float(x) for x in mean),
             tuple(float(x) for x in scale),
             tuple(float(x) for x in model.coef_),
@@ -99,7 +98,7 @@ class TransferPredictor:
             raise ValueError(f"not a transfer predictor (expected format {FORMAT!r})")
         features = data["features"]
         return cls(
-            tuple(features),
+            SIGNALS,
             tuple(float(f["mean"]) for f in features.values()),
             tuple(float(f["scale"]) for f in features.values()),
             tuple(float(f["coefficient"]) for f in features.values()),
