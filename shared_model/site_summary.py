@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from shared_model.data import MedsDataset
-from shared_model.tasks import k_anonymous_train_code_counts, train_patients
+from shared_model.tasks import k_anonymous_train_code_counts, train_patients, train_subjects
 from shared_model.vocabulary import BIRTH_CODE
 
 #: lower edges of the age bands (years at the patient's last recorded event)
@@ -104,7 +104,7 @@ def band_label(lower: int) -> str:
 
 def age_band_counts(dataset: MedsDataset) -> pd.Series:
     """Train-split patients per age band (age at the last recorded event)."""
-    train = dataset.splits.loc[dataset.splits["split"] == "train", "subject_id"]
+    train = train_subjects(dataset)
     events = dataset.events[dataset.events["subject_id"].isin(train)]
     timed = events.dropna(subset=["time"])
     birth = timed[timed["code"] == BIRTH_CODE].groupby("subject_id")["time"].min()
@@ -118,7 +118,7 @@ def age_band_counts(dataset: MedsDataset) -> pd.Series:
 def task_counts(dataset: MedsDataset, k: int) -> dict[str, tuple[int, int]]:
     """Per labelled task: (train patients with a label, those with a positive one), for the tasks
     whose positives and negatives both number at least k (others are left out)."""
-    train = dataset.splits.loc[dataset.splits["split"] == "train", "subject_id"]
+    train = train_subjects(dataset)
     counts = {}
     for task, labels in sorted(dataset.labels.items()):
         mine = labels[labels["subject_id"].isin(train)]

@@ -50,8 +50,7 @@ def task_arrays(
 def train_code_counts(dataset: MedsDataset) -> pd.Series:
     """Patients per clinical code among the dataset's train-split subjects: what vocabularies are
     built from, centrally and (k-anonymised) by each site."""
-    train = dataset.splits.loc[dataset.splits["split"] == "train", "subject_id"]
-    return count_patients_per_code(dataset.events[dataset.events["subject_id"].isin(train)])
+    return count_patients_per_code(dataset.events[dataset.events["subject_id"].isin(train_subjects(dataset))])
 
 
 def k_anonymous_train_code_counts(dataset: MedsDataset, k: int) -> pd.Series:
@@ -61,8 +60,13 @@ def k_anonymous_train_code_counts(dataset: MedsDataset, k: int) -> pd.Series:
     return counts[counts >= k].sort_index()
 
 
+def train_subjects(dataset: MedsDataset) -> pd.Series:
+    """The subject ids of the dataset's train split: whom every count a site releases covers."""
+    return dataset.splits.loc[dataset.splits["split"] == "train", "subject_id"]
+
+
 def train_patients(dataset: MedsDataset) -> int:
-    return int((dataset.splits["split"] == "train").sum())
+    return len(train_subjects(dataset))
 
 
 def training_vocabulary(datasets: list[MedsDataset], settings: VocabularySettings = VocabularySettings()) -> Vocabulary:
