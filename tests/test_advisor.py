@@ -27,6 +27,7 @@ from simulations.cli.app import app as cli
 from simulations.experiments.advisor import AdvisorConfig, run_advisor_experiment
 from simulations.experiments.advisor.evaluation import judge, leave_one_consortium_out, tune
 from simulations.experiments.advisor.measure import measured_gains
+from simulations.experiments.advisor.report import checks
 from simulations.experiments.advisor.runner import measure_all
 from tests.inprocess_grid import InProcessGrid
 
@@ -37,6 +38,7 @@ TINY = AdvisorConfig(
     held_out_share=0.3,
     cohort_size=30,
     seeds=(0,),
+    scratch_seeds=(0,),
     pretrain_epochs=1,
     finetune_epochs=1,
     max_partners=1,
@@ -157,13 +159,43 @@ def test_the_judge_scores_perfect_and_misleading_advice() -> None:
     perfect, sites = judge(_judged_table([0.10, 0.02, -0.03, 0.04, 0.08, 0.01]))
     assert perfect.loc[0, "spearman_pairs"] == pytest.approx(1) and perfect.loc[0, "share_of_best"] == 1
     assert perfect.loc[0, "spearman_within_sites"] == pytest.approx(1)
+    assert perfect.loc[0, "spearman_pairs_site_means_known"] == pytest.approx(1)
     assert list(sites["recommended"]) == ["b", "c"] and perfect.loc[0, "sites_worse_than_scratch"] == 0
     # predicting the opposite sends site a to its only harmful set, and b away from every partner
     misleading, sites = judge(_judged_table([-0.10, -0.02, 0.03, -0.04, -0.08, -0.01]))
     assert misleading.loc[0, "spearman_pairs"] == pytest.approx(-1)
     assert misleading.loc[0, "spearman_within_sites"] == pytest.approx(-1)
+    assert misleading.loc[0, "spearman_pairs_site_means_known"] == pytest.approx(-1)
     assert misleading.loc[0, "sites_worse_than_scratch"] == 1 and list(sites["recommended"]) == ["b+c", "none"]
     assert misleading.loc[0, "share_of_best"] == pytest.approx(-0.03 / (0.10 + 0.08))
+    assert misleading.loc[0, "all_others_share_of_best"] == pytest.approx((-0.03 + 0.01) / (0.10 + 0.08))
+
+
+def test_the_report_asks_whether_the_advice_beats_joining_everyone() -> None:
+    def verdict(predicted: list[float]) -> bool:
+        consortia, sites = judge(_judged_table(predicted))
+        return next(ok for claim, ok, _ in checks(consortia, sites) if "all the other sites" in claim)
+
+    assert verdict([0.10, 0.02, -0.03, 0.04, 0.08, 0.01])  # b and c, where a and b with everyone lose
+    assert not verdict([-0.10, -0.02, 0.03, -0.04, -0.08, -0.01])  # a to everyone, b to no one
+
+
+def test_the_judge_tells_a_wrong_site_level_from_a_wrong_ranking_of_partners() -> None:
+    # each site's partners in the right order, but site b predicted to gain 0.2 less than it does
+    shifted, _ = judge(_judged_table([0.10, 0.02, -0.03, -0.16, -0.12, -0.19]))
+    assert shifted.loc[0, "spearman_within_sites"] == pytest.approx(1)
+    assert shifted.loc[0, "spearman_pairs"] < 0.5
+    assert shifted.loc[0, "spearman_pairs_site_means_known"] == pytest.approx(1)
+
+
+def test_a_gain_is_the_partners_mean_over_its_seeds_minus_scratchs_over_more_seeds() -> None:
+    scratch = pd.DataFrame({"site": "a", "partners": "", "seed": [0, 1, 2, 3, 9], "auroc": [0.5, 0.7, 0.6, 0.8, 0.0]})
+    pretrained = pd.DataFrame({"site": "a", "partners": "b", "seed": [0, 1, 9], "auroc": [0.70, 0.80, 0.0]})
+    gains = measured_gains(pd.concat([scratch, pretrained]), seeds=(0, 1), scratch_seeds=(0, 1, 2, 3))
+    assert gains[["site", "partners"]].values.tolist() == [["a", "b"]]  # seed 9 is neither kind's
+    assert gains.loc[0, "gain"] == pytest.approx(0.75 - 0.65)
+    assert gains.loc[0, "gain_first_half"] == pytest.approx(0.70 - 0.60)  # seed 0 against scratch seeds 0 and 1
+    assert gains.loc[0, "gain_second_half"] == pytest.approx(0.80 - 0.70)
 
 
 def _consortia_gaining(gains: list[float]) -> pd.DataFrame:
@@ -205,7 +237,7 @@ def test_the_experiment_measures_every_candidate_and_judges_each_consortium_held
         results = pd.read_csv(experiment / consortium / "results.csv", keep_default_na=False, na_values={"auroc": [""]})
         # 3 sites x (scratch, 2 single partners, the pair of both)
         assert len(results) == 3 * 4 and results["auroc"].dropna().between(0, 1).all()
-        measured = measured_gains(results).dropna()  # a held-out set of one class has no gain
+        measured = measured_gains(results, TINY.seeds, TINY.scratch_seeds).dropna(subset=["gain"])  # none: one class
         judged = predictions[predictions["consortium"] == consortium]
         assert len(judged) == len(measured) > 0 and judged["predicted_gain"].notna().all()
         assert sorted(p.name for p in (experiment / consortium / "summaries").iterdir()) == [
@@ -232,9 +264,11 @@ def test_more_seeds_extend_a_finished_run_and_a_run_judges_only_its_own_seeds(ex
     shutil.copytree(experiment, run)
     results = run / "consortium-1" / "results.csv"
     rows = pd.read_csv(results, keep_default_na=False)
+    before = measure_all(run, TINY)
     rows.assign(seed=7, auroc=0.0).to_csv(results, mode="a", header=False, index=False)  # another seed's rows
     gains = measure_all(run, TINY)  # nothing left to train for seed 0
-    assert set(gains["seed"]) == {0} and len(pd.read_csv(results)) == 2 * len(rows)
+    pd.testing.assert_frame_equal(gains, before)
+    assert len(pd.read_csv(results)) == 2 * len(rows)
     with pytest.raises(DataValidationError):  # what is measured may not change
         measure_all(run, dataclasses.replace(TINY, cohort_size=40))
 

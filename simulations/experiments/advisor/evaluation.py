@@ -24,26 +24,18 @@ def read_summaries(consortium_dir: Path) -> dict[str, SiteSummary]:
 
 
 def gain_table(out: Path, gains: pd.DataFrame, task: str) -> pd.DataFrame:
-    """One row per (consortium, site, partner set): the measured gain (mean over seeds), its
-    first and second halves of the seeds (how reproducible the measurement is), and every signal."""
+    """The measured gains (one row per consortium, site and partner set, as `measured_gains`
+    gives them) with every signal, from the consortium's summaries."""
     frames = []
-    for consortium, group in gains.groupby("consortium", sort=True):
-        seeds = sorted(group["seed"].unique())
-        half = seeds[: max(len(seeds) // 2, 1)]
-        measured = group.groupby(["site", "partners"], as_index=False).agg(gain=("gain", "mean"))
+    for consortium, measured in gains.groupby("consortium", sort=True):
         unmeasured = measured["gain"].isna()  # a held-out set of one class has no AUROC
         if unmeasured.any():
             log.warning("%s: %d candidate(s) without a measured gain left out", consortium, int(unmeasured.sum()))
-            measured = measured[~unmeasured].reset_index(drop=True)
-        first = group[group["seed"].isin(half)].groupby(["site", "partners"])["gain"].mean()
-        second = group[~group["seed"].isin(half)].groupby(["site", "partners"])["gain"].mean()
-        keys = pd.MultiIndex.from_frame(measured[["site", "partners"]])
-        measured["gain_first_half"] = first.reindex(keys).to_numpy()
-        measured["gain_second_half"] = second.reindex(keys).to_numpy()
+        measured = measured[~unmeasured].reset_index(drop=True)
         pairs = [(s, tuple(p.split("+"))) for s, p in zip(measured["site"], measured["partners"], strict=True)]
         summaries = read_summaries(out / str(consortium))
         signals = signal_table(summaries, pairs, task).drop(columns=["site", "partners"])
-        frames.append(pd.concat([measured, signals], axis=1).assign(consortium=consortium))
+        frames.append(pd.concat([measured, signals], axis=1))
     table = pd.concat(frames, ignore_index=True)
     table["size"] = table["partners"].str.count(r"\+") + 1
     return table
@@ -111,11 +103,26 @@ def mean_known(values: list[float]) -> float:
     return float(np.mean(known)) if known else float("nan")
 
 
+def with_site_means_known(singles: pd.DataFrame) -> pd.Series:
+    """The predicted gains shifted, site by site, so that their mean is the site's measured mean:
+    a predictor that knew how much each site gains on average, and ranked its partners as this one
+    does. Its Spearman against the measured gains tells which part of the ranking fails."""
+    by_site = singles.groupby("site")
+    return singles["predicted_gain"] - by_site["predicted_gain"].transform("mean") + by_site["gain"].transform("mean")
+
+
+def _share(gains: pd.Series, best: pd.Series) -> float:
+    """The sites' summed gain as a share of what the best candidates would have given them."""
+    return float(gains.sum() / best.sum()) if best.sum() > 0 else float("nan")
+
+
 def judge(predicted: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per consortium: Spearman of predicted and measured gains (single partners, every candidate,
-    and each site's own candidates: how well it ranks one site's options), the seed halves' own
-    agreement (the ceiling noise allows), and what following the advice (at the consortium's
-    `margin`) gives each site against the best candidate and all the other sites. Also per site."""
+    each site's own candidates: how well it ranks one site's options, and the single partners
+    again with each site's mean gain known: how well it would rank them if only the site level
+    were right), the seed halves' own agreement (the ceiling noise allows), and what following the
+    advice (at the consortium's `margin`) gives each site against the best candidate and against
+    the advice any site could follow without an advisor: all the other sites. Also per site."""
     per_site, per_consortium = [], []
     for consortium, mine in predicted.groupby("consortium", sort=True):
         singles = mine[mine["size"] == 1]
@@ -146,13 +153,13 @@ def judge(predicted: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "spearman_within_sites": mean_known(
                     [spearman(g["predicted_gain"], g["gain"]) for _, g in mine.groupby("site")]
                 ),
+                "spearman_pairs_site_means_known": spearman(with_site_means_known(singles), singles["gain"]),
                 "seed_halves_pairs": spearman(singles["gain_first_half"], singles["gain_second_half"]),
                 "recommended_gain": sites["recommended_gain"].mean(),
                 "best_gain": sites["best_gain"].mean(),
                 "all_others_gain": sites["all_others_gain"].mean(),
-                "share_of_best": sites["recommended_gain"].sum() / sites["best_gain"].sum()
-                if sites["best_gain"].sum() > 0
-                else float("nan"),
+                "share_of_best": _share(sites["recommended_gain"], sites["best_gain"]),
+                "all_others_share_of_best": _share(sites["all_others_gain"], sites["best_gain"]),
                 "sites_worse_than_scratch": int((sites["recommended_gain"] < 0).sum()),
             }
         )

@@ -59,9 +59,10 @@ def measure_consortium(config: AdvisorConfig, site_dirs: dict[str, Path], out: P
     runs = [
         (site, "+".join(partners), seed)
         for site in names
-        for partners in [(), *partner_sets(site, names, config.max_partners)]
+        for partners in partner_sets(site, names, config.max_partners)
         for seed in config.seeds
     ]
+    runs = [(site, SCRATCH, seed) for site in names for seed in config.scratch_seeds] + runs
     todo = [run for run in runs if run not in finished]
     log.info("%s: %d fine-tunes, %d to run", out.name, len(runs), len(todo))
     cache = CheckpointCache(out / "pretrained", site_dirs)
@@ -111,9 +112,26 @@ def _read_results(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values={"auroc": [""]})
 
 
-def measured_gains(results: pd.DataFrame) -> pd.DataFrame:
-    """Per (site, partner set, seed): AUROC minus scratch's on the same cohort (the same seed)."""
-    scratch = results[results["partners"] == SCRATCH].set_index(["site", "seed"])["auroc"]
-    pretrained = results[results["partners"] != SCRATCH]
-    paired = scratch.loc[list(zip(pretrained["site"], pretrained["seed"], strict=True))].to_numpy()
-    return pretrained.assign(gain=pretrained["auroc"].to_numpy() - paired)[["site", "partners", "seed", "gain"]]
+def measured_gains(results: pd.DataFrame, seeds: tuple[int, ...], scratch_seeds: tuple[int, ...]) -> pd.DataFrame:
+    """Per (site, partner set): the mean AUROC over `seeds` minus the site's mean from scratch over
+    `scratch_seeds` (`gain`), and the same from the first and from the second half of each kind's
+    seeds (`gain_first_half`, `gain_second_half`: how reproducible the measurement is). Rows of
+    other seeds are ignored; a held-out set of one class (no AUROC) leaves the gain NaN."""
+    scratch = results[(results["partners"] == SCRATCH) & results["seed"].isin(scratch_seeds)]
+    pretrained = results[(results["partners"] != SCRATCH) & results["seed"].isin(seeds)]
+
+    def gain(pretrained: pd.DataFrame, scratch: pd.DataFrame) -> pd.Series:
+        level = scratch.groupby("site")["auroc"].agg(lambda a: a.mean(skipna=False))
+        means = pretrained.groupby(["site", "partners"])["auroc"].agg(lambda a: a.mean(skipna=False))
+        return means - level.reindex(means.index.get_level_values("site")).to_numpy()
+
+    def halves(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        ordered = sorted(rows["seed"].unique())
+        first = rows["seed"].isin(ordered[: max(len(ordered) // 2, 1)])
+        return rows[first], rows[~first]
+
+    (pretrained_1, pretrained_2), (scratch_1, scratch_2) = halves(pretrained), halves(scratch)
+    table = gain(pretrained, scratch).rename("gain").to_frame()
+    table["gain_first_half"] = gain(pretrained_1, scratch_1).reindex(table.index)
+    table["gain_second_half"] = gain(pretrained_2, scratch_2).reindex(table.index)
+    return table.reset_index()

@@ -90,8 +90,9 @@ def signal_table_by_consortium(predicted: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def checks(consortia: pd.DataFrame) -> list[Check]:
+def checks(consortia: pd.DataFrame, sites: pd.DataFrame) -> list[Check]:
     held_out = len(consortia)
+    advised, everyone = sites["recommended_gain"].mean(), sites["all_others_gain"].mean()
     rho = consortia["spearman_pairs"]
     share = consortia["share_of_best"]
     worse = int(consortia["sites_worse_than_scratch"].sum())
@@ -107,6 +108,11 @@ def checks(consortia: pd.DataFrame) -> list[Check]:
             f"{', '.join(f'{s:.0%}' for s in share)}",
         ),
         ("no site is recommended a set that leaves it worse than scratch", worse == 0, f"{worse} site(s)"),
+        (
+            "the advice gives the sites more than joining all the other sites would (no advisor needed for that)",
+            bool(advised > everyone),
+            f"{advised:.3f} against {everyone:.3f} mean AUROC gain over the {len(sites)} sites",
+        ),
     ]
 
 
@@ -140,13 +146,16 @@ def write_report(
         "",
         "## Checks",
         "",
-        *check_lines(checks(consortia)),
+        *check_lines(checks(consortia, sites)),
         "",
         "## Per held-out consortium",
         "",
         "`seed_halves_pairs`: Spearman of the pair gains measured with the first half of the seeds against the "
         "second half: how reproducible the measurement itself is (a low value means the measured ranking is "
-        "mostly noise, which no predictor can match).",
+        "mostly noise, which no predictor can match). `spearman_pairs_site_means_known`: the same ranking as "
+        "`spearman_pairs` had the predictor known each site's mean gain (its partners still ranked as it predicts "
+        "them): the gap between the two is what predicting how much a site gains at all costs, the rest what "
+        "ranking its partners costs.",
         "",
         markdown_table(shown),
         "",

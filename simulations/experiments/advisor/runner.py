@@ -16,11 +16,11 @@ from simulations.experiments.common import same_settings_or_refuse
 log = logging.getLogger(__name__)
 # the fit's penalties and margins change no measurement; more seeds or consortia extend a finished run (its rows
 # are per seed, its consortia per index), and a run judges only the seeds it is given
-RESULT_NEUTRAL = ("ridge_alphas", "margins", "seeds", "consortia")
+RESULT_NEUTRAL = ("ridge_alphas", "margins", "seeds", "scratch_seeds", "consortia")
 
 
 def measure_all(out: Path, config: AdvisorConfig, only: tuple[int, ...] | None = None) -> pd.DataFrame:
-    """Every consortium's measured gains, one row per (consortium, site, partners, seed)."""
+    """Every consortium's measured gains, one row per (consortium, site, partners)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     measured = {k: v for k, v in config.to_dict().items() if k not in RESULT_NEUTRAL}
@@ -34,7 +34,7 @@ def measure_all(out: Path, config: AdvisorConfig, only: tuple[int, ...] | None =
         consortium_dir = out / consortium_name(index)
         write_summaries(site_dirs, consortium_dir / "summaries", config.k_anonymity)
         results = measure_consortium(config, site_dirs, consortium_dir)
-        gains = measured_gains(results[results["seed"].isin(config.seeds)])
+        gains = measured_gains(results, config.seeds, config.scratch_seeds)
         frames.append(gains.assign(consortium=consortium_name(index)))
     return pd.concat(frames, ignore_index=True)
 
