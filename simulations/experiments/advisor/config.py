@@ -25,7 +25,7 @@ class AdvisorConfig:
     Pooled pretraining stands in for a federation of the partners: the fed-vs-central experiment
     measures the two as equivalent at these scales (docs/results/fed_vs_central.md)."""
 
-    consortia: int = 6
+    consortia: int = 8
     sites: int = 5
     patients: int = 2500  # each site's size before the size shift spreads them
     held_out_share: float = 0.4  # of each site's patients, scored (the other half pretrains and fine-tunes)
