@@ -108,6 +108,14 @@ def test_the_predictor_learns_a_rule_from_signals_and_reads_back_from_json() -> 
     assert again.predict(held_out) == pytest.approx(predictor.predict(held_out))
     with pytest.raises(ValueError, match="not a transfer predictor"):
         TransferPredictor.from_json(json.dumps({"format": "something else"}))
+    stored = json.loads(predictor.to_json())
+    stored["features"] = dict(reversed(stored["features"].items()))  # signals are read by name
+    assert TransferPredictor.from_json(json.dumps(stored)).predict(held_out) == pytest.approx(
+        predictor.predict(held_out)
+    )
+    del stored["features"]["code_jsd"]
+    with pytest.raises(ValueError, match="every signal by name"):
+        TransferPredictor.from_json(json.dumps(stored))
 
 
 def test_a_signal_a_summary_does_not_give_counts_as_its_mean() -> None:

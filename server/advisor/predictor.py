@@ -97,11 +97,14 @@ class TransferPredictor:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"not a transfer predictor (expected format {FORMAT!r})")
         features = data["features"]
+        if not isinstance(features, dict) or set(features) != set(SIGNALS):
+            raise ValueError(f"a transfer predictor gives every signal by name ({', '.join(SIGNALS)})")
+        ordered = [features[name] for name in SIGNALS]  # by name: the file's order does not matter
         return cls(
             SIGNALS,
-            tuple(float(f["mean"]) for f in features.values()),
-            tuple(float(f["scale"]) for f in features.values()),
-            tuple(float(f["coefficient"]) for f in features.values()),
+            tuple(float(f["mean"]) for f in ordered),
+            tuple(float(f["scale"]) for f in ordered),
+            tuple(float(f["coefficient"]) for f in ordered),
             float(data["intercept"]),
             str(data.get("task", "")),
             float(data.get("margin", 0.0)),
