@@ -13,7 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,16 +121,19 @@ BASELINES: dict[str, tuple[Callable, Callable, tuple, str]] = {
 }
 
 
-def baseline_scores(model: str, dataset: MedsDataset, cohort: Cohort, seed: int) -> tuple[np.ndarray, float]:
+def baseline_scores(
+    model: str, dataset: MedsDataset, cohort: Cohort, seed: int, scored: MedsDataset | None = None
+) -> tuple[np.ndarray, float]:
     """A count-feature baseline (logistic regression or gradient-boosted trees) whose one parameter
     is chosen like the transformer's probe (model_selection.choose_c: cross-validation over train +
-    tuning, the simplest candidate within one standard error); returns held-out probabilities and
-    the chosen value. Fitted on the train cohort only."""
+    tuning, the simplest candidate within one standard error); returns held-out probabilities (of
+    the held-out patients in `scored`, by default `dataset`) and the chosen value. Fitted on the
+    train cohort only."""
     features, classifier, candidates, _ = BASELINES[model]
     train, tuning, held_out = (_labels_frame(a) for a in (cohort.train, cohort.tuning, cohort.held_out))
     x_train, vocabulary = features(dataset.events, train)
     x_tuning, _ = features(dataset.events, tuning, vocabulary)
-    x_held_out, _ = features(dataset.events, held_out, vocabulary)
+    x_held_out, _ = features((dataset if scored is None else scored).events, held_out, vocabulary)
     y_train = train["boolean_value"].to_numpy()
     if len(np.unique(y_train)) < 2:
         return np.full(len(held_out), float(y_train.mean())), float("nan")
@@ -168,13 +171,17 @@ def finetune_and_score(
     model_config: ClaimTransformerConfig | None = None,
     out: Path | None = None,
     test_from: dt.date | None = None,
+    scored_on: MedsDataset | None = None,
 ) -> FinetuneOutcome:
     """Draw the cohort, fit the model, score the site's held-out split (with `test_from`: only
-    its prediction times from that day on, the cohort's before it)."""
+    its prediction times from that day on, the cohort's before it; with `scored_on`: that
+    dataset's held-out split instead, such as a simulated site's population sample)."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if model in BASELINES and task == NEXT_VISIT:
         raise ValueError(f"the {model} baseline supports binary tasks only")
+    if scored_on is not None and test_from is not None:
+        raise ValueError("scored_on and test_from cannot be combined")
     settings = settings or FinetuneSettings(seed=seed)
     started = time.perf_counter()
     if checkpoint is not None:
@@ -192,6 +199,9 @@ def finetune_and_score(
         source = dataset.root / "labels" / f"{task}.parquet" if task != NEXT_VISIT else dataset.root
         splits = out_of_time(splits, test_from, source)
     cohort = draw_cohort(splits, train_size, seed)
+    scored = dataset if scored_on is None else scored_on
+    if scored_on is not None:
+        cohort = replace(cohort, held_out=task_arrays(scored_on, task, vocabulary)["held_out"])
     record: dict[str, Any] = {
         "task": task,
         "model": model,
@@ -207,7 +217,7 @@ def finetune_and_score(
         record["held_out_positives"] = int(cohort.held_out["label"].sum())
         record["train_positives"] = int(cohort.train["label"].sum())
     if model in BASELINES:
-        scores, record[BASELINES[model][3]] = baseline_scores(model, dataset, cohort, seed)
+        scores, record[BASELINES[model][3]] = baseline_scores(model, dataset, cohort, seed, scored)
     else:
         seed_everything(seed)
         if checkpoint is not None:
@@ -245,7 +255,7 @@ def finetune_and_score(
         # binary metrics are those of the published probabilities (float32, as MEDS-DEV stores them),
         # so that any tool reading predictions.parquet finds the same numbers
         scores = probabilities(scores, logits=model not in BASELINES)
-        predictions = meds_predictions(cohort.held_out, scores, dataset.labels[task])
+        predictions = meds_predictions(cohort.held_out, scores, scored.labels[task])
         if out is not None:
             atomic_write_parquet(out / PREDICTIONS_FILE, predictions)
     record.update(recall_at_k(targets, scores) if task == NEXT_VISIT else binary_metrics(targets, scores))

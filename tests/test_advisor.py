@@ -19,8 +19,11 @@ from typer.testing import CliRunner
 from client.app import make_client_app
 from server.advisor import SIGNALS, TransferPredictor, load_predictor, pair_signals, partner_sets, recommend
 from server.federation import run_federation
+from shared_model.config import ClaimTransformerConfig
 from shared_model.data import DataValidationError, read_meds
+from shared_model.finetuning import finetune_and_score
 from shared_model.run_config import FederatedRunConfig
+from shared_model.settings import FinetuneSettings
 from shared_model.site_summary import SiteSummary, pooled, site_summary
 from shared_model.tasks import train_code_counts
 from simulations.cli.app import app as cli
@@ -36,6 +39,7 @@ TINY = AdvisorConfig(
     sites=3,
     patients=240,
     held_out_share=0.3,
+    population_patients=150,
     cohort_size=30,
     seeds=(0,),
     scratch_seeds=(0,),
@@ -253,6 +257,19 @@ def test_the_experiment_measures_every_candidate_and_judges_each_consortium_held
             "site-2.json",
             "site-3.json",
         ]
+    site, population = (experiment / "consortium-1" / kind / "site-1" for kind in ("sites", "populations"))
+    scratch = finetune_and_score(
+        read_meds(site),
+        TINY.task,
+        train_size=TINY.cohort_size,
+        seed=0,
+        settings=FinetuneSettings(seed=0, epochs=TINY.finetune_epochs),
+        model_config=ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=TINY.time_encoding),
+        scored_on=read_meds(population),
+    )
+    assert scratch.record["held_out_size"] == len(read_meds(population).labels[TINY.task])  # scored on all of it
+    measured = results[(results["site"] == "site-1") & (results["partners"] == "") & (results["seed"] == 0)]
+    assert measured["auroc"].item() == pytest.approx(scratch.record["auroc"])
     report = (experiment / "results.md").read_text()
     assert "Spearman of predicted and measured pair gains" in report and "consortium-2" in report
     assert {"advisor_matrices.png", "advisor_scatter.png", "predictor.json"} <= {p.name for p in experiment.iterdir()}

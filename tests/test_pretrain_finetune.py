@@ -15,9 +15,11 @@ from typer.testing import CliRunner
 
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
-from shared_model.finetuning import out_of_time
+from shared_model.finetuning import finetune_and_score, out_of_time
+from shared_model.settings import FinetuneSettings
 from shared_model.tasks import task_arrays, training_vocabulary
 from simulations.cli.app import app
+from simulations.synth import synthesize_populations
 from tests.conftest import tensorboard_events
 
 TINY = ["--d-model", "16", "--ffn-dim", "16"]
@@ -209,3 +211,32 @@ def test_summarize_puts_results_side_by_side(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "pretrained" in result.output and "logreg" in result.output and "0.812" in result.output
+
+
+@pytest.mark.parametrize("model", ["transformer", "logreg"])
+def test_a_model_can_be_scored_on_another_sample_of_the_sites_population(
+    model: str, small_sites: list[Path], tmp_path: Path
+) -> None:
+    """`scored_on`: every held-out patient of that dataset is scored, on its own events, and
+    nothing of the site's own held-out split."""
+    population = read_meds(synthesize_populations(tmp_path, [1500, 1000, 800], 11, 300)[0])
+    outcome = finetune_and_score(
+        read_meds(small_sites[0]),
+        "asthma",
+        train_size=200,
+        seed=0,
+        model=model,
+        settings=FinetuneSettings(seed=0, epochs=1),
+        scored_on=population,
+    )
+    labels = population.labels["asthma"]
+    assert (
+        outcome.record["held_out_size"] == len(labels)
+        and outcome.record["held_out_positives"] == labels["boolean_value"].sum()
+    )
+    assert set(outcome.predictions.column("subject_id").to_pylist()) == set(labels["subject_id"])
+    assert len(np.unique(outcome.held_out_scores)) > 10  # read from the population's events, not a blank
+    with pytest.raises(ValueError, match="cannot be combined"):
+        finetune_and_score(
+            read_meds(small_sites[0]), "asthma", train_size=50, seed=0, scored_on=population, test_from=date(2020, 1, 1)
+        )

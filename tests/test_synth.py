@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from shared_model.data import read_meds
 from simulations.cli.app import app
 from simulations.heterogeneity import js_divergence_matrix, label_prevalence
 from simulations.signal import logreg_signal
-from simulations.synth import ConsortiumShift, synthesize
+from simulations.synth import ConsortiumShift, generate_site, population_sample, synthesize, synthesize_populations
 from simulations.synth.profiles import consortium_profiles
 
 
@@ -151,3 +152,27 @@ def test_a_consortiums_heterogeneity_is_controlled_by_its_shift(tmp_path: Path) 
             matrix = js_divergence_matrix({p.name: read_meds(p) for p in sites}).to_numpy()
             divergence.append(float(matrix[np.triu_indices(4, 1)].mean()))
         assert divergence[2] > 1.5 * divergence[1] and divergence[1] > 4 * divergence[0], divergence
+
+
+def test_a_population_sample_is_new_patients_of_the_same_site(tmp_path: Path) -> None:
+    """Each site's sample has the site's profile and none of its patients: drawn with the site's
+    size it still differs from the site, all of it held out, and it sits nearer in its codes to
+    its own site than to any other site of a strongly shifted consortium."""
+    shift = ConsortiumShift(size=0.5, age_mix=2.0, care_setting=2.0, coding_dialect=2.5, prevalence=2.0)
+    sites = synthesize(tmp_path / "sites", [400] * 3, 4, shift=shift)
+    populations = synthesize_populations(tmp_path / "populations", [400] * 3, 4, 500, shift=shift)
+    site_data = {p.name: read_meds(p) for p in sites}
+    population_data = {p.name: read_meds(p) for p in populations}
+    for name, population in population_data.items():
+        assert set(population.splits["split"]) == {"held_out"} and population.splits["subject_id"].nunique() == 500
+        profile = json.loads((sites[int(name[-1]) - 1] / "metadata" / "dataset.json").read_text())["site_profile"]
+        sampled = json.loads((tmp_path / "populations" / name / "metadata" / "dataset.json").read_text())
+        assert sampled["site_profile"] == {**profile, "n_patients": 500}
+    profile = consortium_profiles([400] * 3, 4, shift)[0]
+    same_size = population_sample(profile, 4, 0, profile.n_patients).events.drop(columns="subject_id")
+    own = generate_site(profile, 4, 0).events.drop(columns="subject_id")
+    assert not same_size.equals(own)
+    divergence = js_divergence_matrix({**site_data, **{f"sample-{n}": d for n, d in population_data.items()}})
+    for name in site_data:
+        row = divergence.loc[f"sample-{name}", list(site_data)]
+        assert row.idxmin() == name, row

@@ -11,6 +11,7 @@ turns concepts into code strings. No Python loop runs per patient or per event.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ WINDOW_FIRST = int(np.datetime64("2016-01-01", "D").astype(np.int64))
 WINDOW_LAST = int(np.datetime64("2024-01-01", "D").astype(np.int64))
 COVID_START = int(np.datetime64("2020-03-01", "D").astype(np.int64))
 GENERATOR_VERSION = "2"  # 2: an INDEX_DATE event per patient; labels defined on the data
+POPULATION_STREAM = 0x909  # the random stream of a site's population sample, apart from the site's own
 
 
 @dataclass(frozen=True, eq=False)
@@ -836,6 +838,23 @@ def generate_site(profile: SiteProfile, seed: int, site_index: int, held_out_sha
     """All events, splits, labels and code metadata of one site; deterministic in (seed, site).
     The tuning split is a tenth of the patients, the held-out split `held_out_share`."""
     rng = np.random.default_rng([seed, site_index])
+    return _generate(rng, profile, site_index, (0.9 - held_out_share, 0.1, held_out_share))
+
+
+def population_sample(profile: SiteProfile, seed: int, site_index: int, patients: int) -> SiteData:
+    """`patients` new patients of the same site: its profile, a random stream of their own, every
+    one in the held-out split. A simulation scores a site's models on it to measure them on the
+    site's population, where the site's own held-out split (a few dozen positives at a small
+    site) would add its sampling error to every comparison."""
+    if patients < 1:
+        raise ValueError(f"patients must be >= 1, got {patients}")
+    rng = np.random.default_rng([seed, site_index, POPULATION_STREAM])
+    return _generate(rng, dataclasses.replace(profile, n_patients=patients), site_index, (0.0, 0.0, 1.0))
+
+
+def _generate(
+    rng: np.random.Generator, profile: SiteProfile, site_index: int, fractions: tuple[float, float, float]
+) -> SiteData:
     cat = build_catalog()
     cohort = sample_cohort(rng, profile)
     rows = EventRows()
@@ -879,7 +898,7 @@ def generate_site(profile: SiteProfile, seed: int, site_index: int, held_out_sha
     return SiteData(
         profile,
         events,
-        assign_splits(subject_ids, (0.9 - held_out_share, 0.1, held_out_share)),
+        assign_splits(subject_ids, fractions),
         labels,
         _code_metadata(cat, [categories[i] for i in used]),
     )
@@ -914,29 +933,51 @@ def synthesize(
     `held_out_share` (the transfer advisor's experiment) scores small differences more exactly."""
     if not 0.05 <= held_out_share <= 0.6:
         raise ValueError(f"held_out_share must be between 0.05 and 0.6, got {held_out_share}")
-    out = Path(out)
-    paths = []
-    profiles = consortium_profiles(sizes, seed, shift) if shift is not None else default_profiles(sizes, seed)
-    for index, profile in enumerate(profiles):
-        site = generate_site(profile, seed, index, held_out_share)
-        metadata = {
-            "dataset_name": f"claimpt-synth/{profile.name}",
-            "dataset_version": f"seed-{seed}",
-            "etl_name": "claimpt.synth",
-            "etl_version": GENERATOR_VERSION,
-            "meds_version": "0.4",
-            "site_profile": profile.to_dict(),
-        }
-        paths.append(
-            write_meds(
-                out / profile.name,
-                site.events,
-                site.splits,
-                labels=site.labels,
-                codes=site.codes,
-                metadata=metadata,
-                overwrite=overwrite,
-            )
-        )
-        log.info("%s: %d patients, %d events", profile.name, profile.n_patients, len(site.events))
-    return paths
+    return [
+        _write_site(Path(out), seed, generate_site(profile, seed, index, held_out_share), overwrite)
+        for index, profile in enumerate(_profiles(sizes, seed, shift))
+    ]
+
+
+def synthesize_populations(
+    out: str | Path,
+    sizes: list[int],
+    seed: int,
+    patients: int,
+    *,
+    overwrite: bool = False,
+    shift: ConsortiumShift | None = None,
+) -> list[Path]:
+    """Write `out/site-1 ... out/site-N`: `patients` new patients of each site that `synthesize`
+    with the same sizes, seed and shift writes, all held out (see `population_sample`)."""
+    return [
+        _write_site(Path(out), seed, population_sample(profile, seed, index, patients), overwrite)
+        for index, profile in enumerate(_profiles(sizes, seed, shift))
+    ]
+
+
+def _profiles(sizes: list[int], seed: int, shift: ConsortiumShift | None) -> list[SiteProfile]:
+    return consortium_profiles(sizes, seed, shift) if shift is not None else default_profiles(sizes, seed)
+
+
+def _write_site(out: Path, seed: int, site: SiteData, overwrite: bool) -> Path:
+    profile = site.profile
+    metadata = {
+        "dataset_name": f"claimpt-synth/{profile.name}",
+        "dataset_version": f"seed-{seed}",
+        "etl_name": "claimpt.synth",
+        "etl_version": GENERATOR_VERSION,
+        "meds_version": "0.4",
+        "site_profile": profile.to_dict(),
+    }
+    path = write_meds(
+        out / profile.name,
+        site.events,
+        site.splits,
+        labels=site.labels,
+        codes=site.codes,
+        metadata=metadata,
+        overwrite=overwrite,
+    )
+    log.info("%s: %d patients, %d events", profile.name, profile.n_patients, len(site.events))
+    return path

@@ -22,13 +22,18 @@ class AdvisorConfig:
     varies about twice as much between seeds (cohort draws) as fine-tuning a pretrained encoder,
     and its error would shift every candidate of a site alike; it needs no pretraining, so it is
     measured with more seeds: the gain is the mean over `seeds` minus the mean over `scratch_seeds`.
+    Every model is scored on `population_patients` new patients of the site's population (the
+    generator draws them like the site's own): a small site's held-out split holds a dozen or two
+    positives, and its sampling error would shift every candidate of that site alike, unseen by
+    any summary and by the seeds.
     Pooled pretraining stands in for a federation of the partners: the fed-vs-central experiment
     measures the two as equivalent at these scales (docs/results/fed_vs_central.md)."""
 
     consortia: int = 8
     sites: int = 5
     patients: int = 2500  # each site's size before the size shift spreads them
-    held_out_share: float = 0.4  # of each site's patients, scored (the other half pretrains and fine-tunes)
+    held_out_share: float = 0.4  # of each site's patients, kept out of pretraining and fine-tuning
+    population_patients: int = 4000  # new patients of each site's population, every model scored on them
     max_shift: float = 2.5
     task: str = "asthma"
     cohort_size: int = 200
@@ -53,8 +58,8 @@ class AdvisorConfig:
             problems.append("max_shift must be between 0 and 3")
         if not 0.05 <= self.held_out_share <= 0.6:
             problems.append("held_out_share must be between 0.05 and 0.6")
-        if self.patients < 100 or self.cohort_size < 20:
-            problems.append("patients >= 100 and cohort_size >= 20 are required")
+        if self.patients < 100 or self.cohort_size < 20 or self.population_patients < 100:
+            problems.append("patients >= 100, population_patients >= 100 and cohort_size >= 20 are required")
         if (
             not self.seeds
             or not self.scratch_seeds
@@ -83,6 +88,7 @@ class AdvisorConfig:
             consortia=3,
             patients=300,
             held_out_share=0.1,
+            population_patients=200,
             cohort_size=60,
             seeds=(0,),
             scratch_seeds=(0,),

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from simulations.experiments.advisor.config import AdvisorConfig
-from simulations.synth import synthesize
+from simulations.synth import synthesize, synthesize_populations
 from simulations.synth.profiles import ConsortiumShift
 
 
@@ -27,20 +27,23 @@ def consortium_seed(config: AdvisorConfig, index: int) -> int:
     return config.seed * 1000 + index
 
 
-def build_consortium(config: AdvisorConfig, index: int, root: Path) -> list[Path]:
-    """The consortium's site directories, generated once (a finished site is reused)."""
-    sites_dir = root / consortium_name(index) / "sites"
+def build_consortium(config: AdvisorConfig, index: int, root: Path) -> tuple[list[Path], list[Path]]:
+    """The consortium's site directories and, in the same order, each site's population sample
+    (AdvisorConfig.population_patients), generated once (finished ones are reused)."""
+    directory = root / consortium_name(index)
     names = [f"site-{i + 1}" for i in range(config.sites)]
-    if all((sites_dir / name / "metadata" / "dataset.json").exists() for name in names):
-        return [sites_dir / name for name in names]
     shift = consortium_shift(config, index)
-    paths = synthesize(
-        sites_dir,
-        [config.patients] * config.sites,
-        consortium_seed(config, index),
-        overwrite=True,
-        shift=shift,
-        held_out_share=config.held_out_share,
+    sizes, seed = [config.patients] * config.sites, consortium_seed(config, index)
+    sites = _built(directory / "sites", names) or synthesize(
+        directory / "sites", sizes, seed, overwrite=True, shift=shift, held_out_share=config.held_out_share
     )
-    (root / consortium_name(index) / "shift.json").write_text(json.dumps(asdict(shift), indent=2) + "\n")
-    return paths
+    populations = _built(directory / "populations", names) or synthesize_populations(
+        directory / "populations", sizes, seed, config.population_patients, overwrite=True, shift=shift
+    )
+    (directory / "shift.json").write_text(json.dumps(asdict(shift), indent=2) + "\n")
+    return sites, populations
+
+
+def _built(directory: Path, names: list[str]) -> list[Path] | None:
+    done = all((directory / name / "metadata" / "dataset.json").exists() for name in names)
+    return [directory / name for name in names] if done else None

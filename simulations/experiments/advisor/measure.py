@@ -50,8 +50,11 @@ def _pretraining(partners: tuple[str, ...], config: AdvisorConfig) -> Pretrainin
     )
 
 
-def measure_consortium(config: AdvisorConfig, site_dirs: dict[str, Path], out: Path) -> pd.DataFrame:
-    """Run (or resume) the consortium's fine-tunes; returns its results.csv."""
+def measure_consortium(
+    config: AdvisorConfig, site_dirs: dict[str, Path], population_dirs: dict[str, Path], out: Path
+) -> pd.DataFrame:
+    """Run (or resume) the consortium's fine-tunes, each scored on its site's population sample;
+    returns its results.csv."""
     results_csv = out / "results.csv"
     done = _read_results(results_csv) if results_csv.exists() else None
     finished = set() if done is None else set(zip(done["site"], done["partners"], done["seed"], strict=True))
@@ -67,12 +70,12 @@ def measure_consortium(config: AdvisorConfig, site_dirs: dict[str, Path], out: P
     log.info("%s: %d fine-tunes, %d to run", out.name, len(runs), len(todo))
     cache = CheckpointCache(out / "pretrained", site_dirs)
     scratch_config = ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=config.time_encoding)
-    datasets = {}
+    datasets, populations = {}, {}
     started = time.perf_counter()
     for index, (site, partners, seed) in enumerate(todo, start=1):
         checkpoint = cache.get(_pretraining(tuple(partners.split("+")), config)) if partners else None
         if site not in datasets:
-            datasets[site] = read_meds(site_dirs[site])
+            datasets[site], populations[site] = read_meds(site_dirs[site]), read_meds(population_dirs[site])
         outcome = finetune_and_score(
             datasets[site],
             config.task,
@@ -81,6 +84,7 @@ def measure_consortium(config: AdvisorConfig, site_dirs: dict[str, Path], out: P
             checkpoint=checkpoint,
             settings=FinetuneSettings(seed=seed, epochs=config.finetune_epochs),
             model_config=scratch_config,
+            scored_on=populations[site],
         )
         row = {
             "site": site,

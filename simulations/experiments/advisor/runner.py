@@ -29,11 +29,11 @@ def measure_all(out: Path, config: AdvisorConfig, only: tuple[int, ...] | None =
     for index in range(config.consortia):
         if only is not None and index + 1 not in only:
             continue
-        paths = build_consortium(config, index, out)
-        site_dirs = {p.name: p for p in paths}
+        sites, populations = build_consortium(config, index, out)
+        site_dirs = {p.name: p for p in sites}
         consortium_dir = out / consortium_name(index)
         write_summaries(site_dirs, consortium_dir / "summaries", config.k_anonymity)
-        results = measure_consortium(config, site_dirs, consortium_dir)
+        results = measure_consortium(config, site_dirs, {p.name: p for p in populations}, consortium_dir)
         gains = measured_gains(results, config.seeds, config.scratch_seeds)
         frames.append(gains.assign(consortium=consortium_name(index)))
     return pd.concat(frames, ignore_index=True)
