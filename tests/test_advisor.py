@@ -29,7 +29,7 @@ from shared_model.tasks import train_code_counts
 from simulations.cli.app import app as cli
 from simulations.experiments.advisor import AdvisorConfig, run_advisor_experiment
 from simulations.experiments.advisor.evaluation import judge, leave_one_consortium_out, tune
-from simulations.experiments.advisor.measure import measured_gains
+from simulations.experiments.advisor.measure import measured_gains, own_aurocs
 from simulations.experiments.advisor.report import checks
 from simulations.experiments.advisor.runner import measure_all
 from tests.inprocess_grid import InProcessGrid
@@ -43,6 +43,7 @@ TINY = AdvisorConfig(
     cohort_size=30,
     seeds=(0,),
     scratch_seeds=(0,),
+    own_seeds=(100,),
     pretrain_epochs=1,
     finetune_epochs=1,
     max_partners=1,
@@ -270,6 +271,16 @@ def test_the_experiment_measures_every_candidate_and_judges_each_consortium_held
     assert scratch.record["held_out_size"] == len(read_meds(population).labels[TINY.task])  # scored on all of it
     measured = results[(results["site"] == "site-1") & (results["partners"] == "") & (results["seed"] == 0)]
     assert measured["auroc"].item() == pytest.approx(scratch.record["auroc"])
+    alone = finetune_and_score(  # the site's own estimate: scored on its own held-out split
+        read_meds(site),
+        TINY.task,
+        train_size=TINY.cohort_size,
+        seed=100,
+        settings=FinetuneSettings(seed=100, epochs=TINY.finetune_epochs),
+        model_config=ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=TINY.time_encoding),
+    )
+    assert own_aurocs(experiment / "consortium-1")["site-1"] == pytest.approx(alone.record["auroc"])
+    assert len(pd.read_csv(experiment / "consortium-1" / "own.csv")) == 3 * len(TINY.own_seeds)
     report = (experiment / "results.md").read_text()
     assert "Spearman of predicted and measured pair gains" in report and "consortium-2" in report
     assert {"advisor_matrices.png", "advisor_scatter.png", "predictor.json"} <= {p.name for p in experiment.iterdir()}

@@ -25,7 +25,9 @@ class AdvisorConfig:
     Every model is scored on `population_patients` new patients of the site's population (the
     generator draws them like the site's own): a small site's held-out split holds a dozen or two
     positives, and its sampling error would shift every candidate of that site alike, unseen by
-    any summary and by the seeds.
+    any summary and by the seeds. Each site also estimates alone, before anyone trains, what it
+    reaches from scratch: on its own held-out split, over `own_seeds` (a candidate signal of how
+    much it stands to gain).
     Pooled pretraining stands in for a federation of the partners: the fed-vs-central experiment
     measures the two as equivalent at these scales (docs/results/fed_vs_central.md)."""
 
@@ -39,6 +41,7 @@ class AdvisorConfig:
     cohort_size: int = 200
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7)  # fewer leave the measured ranking mostly noise
     scratch_seeds: tuple[int, ...] = tuple(range(32))
+    own_seeds: tuple[int, ...] = tuple(range(100, 116))  # a site's own estimate from scratch, on its held-out split
     pretrain_epochs: int = 4
     finetune_epochs: int = 40
     max_partners: int = 2  # partner sets of 1..max_partners sites, and all the other sites
@@ -63,12 +66,14 @@ class AdvisorConfig:
         if (
             not self.seeds
             or not self.scratch_seeds
+            or not self.own_seeds
             or self.pretrain_epochs < 1
             or self.finetune_epochs < 1
             or self.k_anonymity < 1
         ):
             problems.append(
-                "seeds and scratch_seeds must be non-empty; pretrain_epochs, finetune_epochs and k_anonymity >= 1"
+                "seeds, scratch_seeds and own_seeds must be non-empty; pretrain_epochs, finetune_epochs and"
+                " k_anonymity >= 1"
             )
         if not 1 <= self.max_partners < self.sites - 1:
             problems.append("max_partners must be >= 1 and below sites - 1 (all the others are always a candidate)")
@@ -92,6 +97,7 @@ class AdvisorConfig:
             cohort_size=60,
             seeds=(0,),
             scratch_seeds=(0,),
+            own_seeds=(100,),
             pretrain_epochs=1,
             finetune_epochs=2,
             max_partners=1,

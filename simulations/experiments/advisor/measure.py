@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from server.advisor import partner_sets
 from shared_model.config import ClaimTransformerConfig
-from shared_model.data import read_meds
+from shared_model.data import MedsDataset, read_meds
 from shared_model.finetuning import finetune_and_score
 from shared_model.settings import FinetuneSettings
 from shared_model.site_summary import SiteSummary, site_summary
@@ -24,6 +25,7 @@ from simulations.experiments.transfer.pretraining import CheckpointCache, Pretra
 log = logging.getLogger(__name__)
 RESULT_COLUMNS = ["site", "partners", "seed", "auroc", "train_positives"]
 SCRATCH = ""  # the partners of a run trained from scratch
+OWN_FILE = "own.csv"  # each site's own estimate of its AUROC from scratch (`own_aurocs`)
 
 
 def write_summaries(site_dirs: dict[str, Path], out: Path, k: int) -> dict[str, SiteSummary]:
@@ -53,62 +55,93 @@ def _pretraining(partners: tuple[str, ...], config: AdvisorConfig) -> Pretrainin
 def measure_consortium(
     config: AdvisorConfig, site_dirs: dict[str, Path], population_dirs: dict[str, Path], out: Path
 ) -> pd.DataFrame:
-    """Run (or resume) the consortium's fine-tunes, each scored on its site's population sample;
-    returns its results.csv."""
-    results_csv = out / "results.csv"
-    done = _read_results(results_csv) if results_csv.exists() else None
-    finished = set() if done is None else set(zip(done["site"], done["partners"], done["seed"], strict=True))
+    """Run (or resume) the consortium's fine-tunes, each scored on its site's population sample
+    (results.csv), and each site's own estimate of what it reaches alone (own.csv, `own_aurocs`);
+    returns results.csv."""
     names = list(site_dirs)
-    runs = [
+    runs = [(site, SCRATCH, seed) for site in names for seed in config.scratch_seeds] + [
         (site, "+".join(partners), seed)
         for site in names
         for partners in partner_sets(site, names, config.max_partners)
         for seed in config.seeds
     ]
-    runs = [(site, SCRATCH, seed) for site in names for seed in config.scratch_seeds] + runs
-    todo = [run for run in runs if run not in finished]
-    log.info("%s: %d fine-tunes, %d to run", out.name, len(runs), len(todo))
-    cache = CheckpointCache(out / "pretrained", site_dirs)
-    scratch_config = ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=config.time_encoding)
-    datasets, populations = {}, {}
-    started = time.perf_counter()
-    for index, (site, partners, seed) in enumerate(todo, start=1):
-        checkpoint = cache.get(_pretraining(tuple(partners.split("+")), config)) if partners else None
-        if site not in datasets:
-            datasets[site], populations[site] = read_meds(site_dirs[site]), read_meds(population_dirs[site])
+    own = [(site, SCRATCH, seed) for site in names for seed in config.own_seeds]
+    fine_tune = _FineTunes(config, site_dirs, population_dirs, out / "pretrained")
+    _measure(out / OWN_FILE, own, lambda run: fine_tune(*run, on_population=False), f"{out.name} own")
+    return _measure(out / "results.csv", runs, lambda run: fine_tune(*run, on_population=True), out.name)
+
+
+class _FineTunes:
+    """One fine-tune of the consortium's task at a site, from scratch or from a partner set's
+    pretrained encoder, scored on the site's population sample or on its own held-out split."""
+
+    def __init__(
+        self, config: AdvisorConfig, site_dirs: dict[str, Path], population_dirs: dict[str, Path], cache_dir: Path
+    ) -> None:
+        self.config, self.site_dirs, self.population_dirs = config, site_dirs, population_dirs
+        self.cache = CheckpointCache(cache_dir, site_dirs)
+        self.scratch_config = ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=config.time_encoding)
+        self.datasets: dict[str, tuple[MedsDataset, MedsDataset]] = {}
+
+    def __call__(self, site: str, partners: str, seed: int, *, on_population: bool) -> dict:
+        config = self.config
+        checkpoint = self.cache.get(_pretraining(tuple(partners.split("+")), config)) if partners else None
+        if site not in self.datasets:
+            self.datasets[site] = read_meds(self.site_dirs[site]), read_meds(self.population_dirs[site])
+        dataset, population = self.datasets[site]
         outcome = finetune_and_score(
-            datasets[site],
+            dataset,
             config.task,
             train_size=config.cohort_size,
             seed=seed,
             checkpoint=checkpoint,
             settings=FinetuneSettings(seed=seed, epochs=config.finetune_epochs),
-            model_config=scratch_config,
-            scored_on=populations[site],
+            model_config=self.scratch_config,
+            scored_on=population if on_population else None,
         )
-        row = {
+        return {
             "site": site,
             "partners": partners,
             "seed": seed,
             "auroc": outcome.record["auroc"],
             "train_positives": outcome.record.get("train_positives"),
         }
-        pd.DataFrame([row], columns=RESULT_COLUMNS).to_csv(
-            results_csv, mode="a", header=not results_csv.exists(), index=False
-        )
+
+
+def _measure(
+    path: Path, runs: list[tuple[str, str, int]], fine_tune: Callable[[tuple], dict], label: str
+) -> pd.DataFrame:
+    """The runs not yet in `path`, each appended as it finishes (a killed run resumes); returns `path`."""
+    done = _read_results(path) if path.exists() else None
+    finished = set() if done is None else set(zip(done["site"], done["partners"], done["seed"], strict=True))
+    todo = [run for run in runs if run not in finished]
+    log.info("%s: %d fine-tunes, %d to run", label, len(runs), len(todo))
+    started = time.perf_counter()
+    for index, run in enumerate(todo, start=1):
+        row = fine_tune(run)
+        pd.DataFrame([row], columns=RESULT_COLUMNS).to_csv(path, mode="a", header=not path.exists(), index=False)
         elapsed = time.perf_counter() - started
         log.info(
             "%s [%d/%d] %s from %s, seed %d: AUROC %.3f (about %.0f min to go)",
-            out.name,
+            label,
             len(runs) - len(todo) + index,
             len(runs),
-            site,
-            partners or "scratch",
-            seed,
+            row["site"],
+            row["partners"] or "scratch",
+            row["seed"],
             row["auroc"],
             elapsed / index * (len(todo) - index) / 60,
         )
-    return _read_results(results_csv)
+    return _read_results(path) if path.exists() else pd.DataFrame(columns=RESULT_COLUMNS)
+
+
+def own_aurocs(consortium_dir: Path) -> pd.Series:
+    """Each site's mean AUROC over its `own_seeds`, trained from scratch and scored on its own
+    held-out split: what a site can measure alone, before anyone trains (NaN if none)."""
+    path = consortium_dir / OWN_FILE
+    if not path.exists():
+        return pd.Series(dtype=float, name="own_auroc")
+    return _read_results(path).groupby("site")["auroc"].mean().rename("own_auroc")
 
 
 def _read_results(path: Path) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from simulations.experiments.common import same_settings_or_refuse
 log = logging.getLogger(__name__)
 # the fit's penalties and margins change no measurement; more seeds or consortia extend a finished run (its rows
 # are per seed, its consortia per index), and a run judges only the seeds it is given
-RESULT_NEUTRAL = ("ridge_alphas", "margins", "seeds", "scratch_seeds", "consortia")
+RESULT_NEUTRAL = ("ridge_alphas", "margins", "seeds", "scratch_seeds", "own_seeds", "consortia")
 
 
 def measure_all(out: Path, config: AdvisorConfig, only: tuple[int, ...] | None = None) -> pd.DataFrame:
