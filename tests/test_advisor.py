@@ -279,7 +279,7 @@ def test_the_experiment_measures_every_candidate_and_judges_each_consortium_held
         settings=FinetuneSettings(seed=100, epochs=TINY.finetune_epochs),
         model_config=ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=TINY.time_encoding),
     )
-    assert own_aurocs(experiment / "consortium-1")["site-1"] == pytest.approx(alone.record["auroc"])
+    assert own_aurocs(experiment / "consortium-1", TINY.own_seeds)["site-1"] == pytest.approx(alone.record["auroc"])
     assert len(pd.read_csv(experiment / "consortium-1" / "own.csv")) == 3 * len(TINY.own_seeds)
     report = (experiment / "results.md").read_text()
     assert "Spearman of predicted and measured pair gains" in report and "consortium-2" in report
@@ -305,6 +305,9 @@ def test_more_seeds_extend_a_finished_run_and_a_run_judges_only_its_own_seeds(ex
     gains = measure_all(run, TINY)  # nothing left to train for seed 0
     pd.testing.assert_frame_equal(gains, before)
     assert len(pd.read_csv(results)) == 2 * len(rows)
+    own, own_before = run / "consortium-1" / "own.csv", own_aurocs(run / "consortium-1", TINY.own_seeds)
+    pd.read_csv(own, keep_default_na=False).assign(seed=7, auroc=0.0).to_csv(own, mode="a", header=False, index=False)
+    pd.testing.assert_series_equal(own_aurocs(run / "consortium-1", TINY.own_seeds), own_before)
     with pytest.raises(DataValidationError):  # what is measured may not change
         measure_all(run, dataclasses.replace(TINY, cohort_size=40))
 

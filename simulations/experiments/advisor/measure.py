@@ -1,5 +1,7 @@
 """A consortium's measured transfer: every site fine-tuned from scratch and from an encoder
-pretrained on each candidate partner set, one row per (site, partner set, seed) in results.csv.
+pretrained on each candidate partner set, scored on the site's population sample, one row per
+(site, partner set, seed) in results.csv; and each site's own AUROC from scratch, scored on its
+own held-out split as the site could measure it alone, one row per seed in own.csv.
 
 Rows are appended as they finish, so a killed run resumes where it stopped; pretrained encoders
 are cached by content (simulations/experiments/transfer/pretraining.py)."""
@@ -135,13 +137,15 @@ def _measure(
     return _read_results(path) if path.exists() else pd.DataFrame(columns=RESULT_COLUMNS)
 
 
-def own_aurocs(consortium_dir: Path) -> pd.Series:
-    """Each site's mean AUROC over its `own_seeds`, trained from scratch and scored on its own
-    held-out split: what a site can measure alone, before anyone trains (NaN if none)."""
+def own_aurocs(consortium_dir: Path, seeds: tuple[int, ...]) -> pd.Series:
+    """Each site's mean AUROC over `seeds` (its `own_seeds`), trained from scratch and scored on
+    its own held-out split: what a site can measure alone, before anyone trains. Empty when not
+    measured; a seed without an AUROC (a held-out split of one class) is left out of the mean."""
     path = consortium_dir / OWN_FILE
     if not path.exists():
         return pd.Series(dtype=float, name="own_auroc")
-    return _read_results(path).groupby("site")["auroc"].mean().rename("own_auroc")
+    rows = _read_results(path)
+    return rows[rows["seed"].isin(seeds)].groupby("site")["auroc"].mean().rename("own_auroc")
 
 
 def _read_results(path: Path) -> pd.DataFrame:
