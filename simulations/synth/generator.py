@@ -11,10 +11,9 @@ turns concepts into code strings. No Python loop runs per patient or per event.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -849,7 +848,7 @@ def population_sample(profile: SiteProfile, seed: int, site_index: int, patients
     if patients < 1:
         raise ValueError(f"patients must be >= 1, got {patients}")
     rng = np.random.default_rng([seed, site_index, POPULATION_STREAM])
-    return _generate(rng, dataclasses.replace(profile, n_patients=patients), site_index, (0.0, 0.0, 1.0))
+    return _generate(rng, replace(profile, n_patients=patients), site_index, (0.0, 0.0, 1.0))
 
 
 def _generate(
