@@ -122,18 +122,18 @@ BASELINES: dict[str, tuple[Callable, Callable, tuple, str]] = {
 
 
 def baseline_scores(
-    model: str, dataset: MedsDataset, cohort: Cohort, seed: int, scored: MedsDataset | None = None
+    model: str, dataset: MedsDataset, cohort: Cohort, seed: int, scored: MedsDataset
 ) -> tuple[np.ndarray, float]:
     """A count-feature baseline (logistic regression or gradient-boosted trees) whose one parameter
     is chosen like the transformer's probe (model_selection.choose_c: cross-validation over train +
     tuning, the simplest candidate within one standard error); returns held-out probabilities (of
-    the held-out patients in `scored`, by default `dataset`) and the chosen value. Fitted on the
+    the held-out patients in `scored`: `dataset` or a sample scored in its place) and the chosen value. Fitted on the
     train cohort only."""
     features, classifier, candidates, _ = BASELINES[model]
     train, tuning, held_out = (_labels_frame(a) for a in (cohort.train, cohort.tuning, cohort.held_out))
     x_train, vocabulary = features(dataset.events, train)
     x_tuning, _ = features(dataset.events, tuning, vocabulary)
-    x_held_out, _ = features((dataset if scored is None else scored).events, held_out, vocabulary)
+    x_held_out, _ = features(scored.events, held_out, vocabulary)
     y_train = train["boolean_value"].to_numpy()
     if len(np.unique(y_train)) < 2:
         return np.full(len(held_out), float(y_train.mean())), float("nan")

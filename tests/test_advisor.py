@@ -20,7 +20,7 @@ from client.app import make_client_app
 from server.advisor import SIGNALS, TransferPredictor, load_predictor, pair_signals, partner_sets, recommend
 from server.federation import run_federation
 from shared_model.config import ClaimTransformerConfig
-from shared_model.data import DataValidationError, read_meds
+from shared_model.data import DataValidationError, MedsDataset, read_meds
 from shared_model.finetuning import finetune_and_score
 from shared_model.run_config import FederatedRunConfig
 from shared_model.settings import FinetuneSettings
@@ -258,28 +258,27 @@ def test_the_experiment_measures_every_candidate_and_judges_each_consortium_held
             "site-2.json",
             "site-3.json",
         ]
-    site, population = (experiment / "consortium-1" / kind / "site-1" for kind in ("sites", "populations"))
-    scratch = finetune_and_score(
-        read_meds(site),
-        TINY.task,
-        train_size=TINY.cohort_size,
-        seed=0,
-        settings=FinetuneSettings(seed=0, epochs=TINY.finetune_epochs),
-        model_config=ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=TINY.time_encoding),
-        scored_on=read_meds(population),
-    )
-    assert scratch.record["held_out_size"] == len(read_meds(population).labels[TINY.task])  # scored on all of it
+    site, population = (read_meds(experiment / "consortium-1" / kind / "site-1") for kind in ("sites", "populations"))
+
+    def from_scratch(seed: int, scored_on: MedsDataset | None) -> dict:
+        settings = FinetuneSettings(seed=seed, epochs=TINY.finetune_epochs)
+        model_config = ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=TINY.time_encoding)
+        return finetune_and_score(
+            site,
+            TINY.task,
+            train_size=TINY.cohort_size,
+            seed=seed,
+            settings=settings,
+            model_config=model_config,
+            scored_on=scored_on,
+        ).record
+
+    scratch = from_scratch(0, population)
+    assert scratch["held_out_size"] == len(population.labels[TINY.task])  # scored on all of it
     measured = results[(results["site"] == "site-1") & (results["partners"] == "") & (results["seed"] == 0)]
-    assert measured["auroc"].item() == pytest.approx(scratch.record["auroc"])
-    alone = finetune_and_score(  # the site's own estimate: scored on its own held-out split
-        read_meds(site),
-        TINY.task,
-        train_size=TINY.cohort_size,
-        seed=100,
-        settings=FinetuneSettings(seed=100, epochs=TINY.finetune_epochs),
-        model_config=ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=TINY.time_encoding),
-    )
-    assert own_aurocs(experiment / "consortium-1", TINY.own_seeds)["site-1"] == pytest.approx(alone.record["auroc"])
+    assert measured["auroc"].item() == pytest.approx(scratch["auroc"])
+    alone = from_scratch(100, None)  # the site's own estimate: scored on its own held-out split
+    assert own_aurocs(experiment / "consortium-1", TINY.own_seeds)["site-1"] == pytest.approx(alone["auroc"])
     assert len(pd.read_csv(experiment / "consortium-1" / "own.csv")) == 3 * len(TINY.own_seeds)
     report = (experiment / "results.md").read_text()
     assert "Spearman of predicted and measured pair gains" in report and "consortium-2" in report
