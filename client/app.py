@@ -1,7 +1,8 @@
 """The Flower ClientApp (Message API): one per site, inside the site's network (docs/architecture.md §4).
 
 Handles `query.vocabulary` (k-anonymised code counts), `query.summary` (the transfer advisor's
-k-anonymised site summary: code and age-band counts), `train` (local epochs from the global
+k-anonymised site summary: code and age-band counts, task counts and the AUROC the site reaches
+alone, as its policy allows), `train` (local epochs from the global
 weights) and `evaluate` (held-out loss and NVP Recall@k). Only model arrays, scalar metrics,
 counts of at least k patients and the site's privacy statement (client.statement) leave this
 module.
@@ -14,6 +15,7 @@ protection, never lower it. Errors leave the site as a class name and a referenc
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Sequence
@@ -35,6 +37,7 @@ from client.local import (
     evaluate_locally,
     k_anonymous_code_counts,
     load_site,
+    own_auroc,
     site_samples,
     train_locally,
 )
@@ -43,6 +46,7 @@ from client.policy import SitePolicy, load_policy
 from client.replies import SiteRefusal, errors_stay_at_the_site
 from client.statement import privacy_statement
 from shared_model.config import ClaimTransformerConfig
+from shared_model.own_auroc import OwnAurocRecipe
 from shared_model.passport import STATEMENT, site_key
 from shared_model.privacy import default_delta, plan_site_privacy
 from shared_model.run_config import SECAGG_CLIPPING_RANGE, FederatedRunConfig
@@ -53,6 +57,23 @@ log = logging.getLogger(__name__)
 OPTIMIZER_STATE = "local-optimizer-state"
 ACTIVITY = "site-activity"  # node state: rounds trained and evaluations answered in this run
 LEGACY_FIT_PARAMETERS = "fitins.parameters"  # how Flower's legacy SecAgg+ workflow sends the model
+
+
+def own_auroc_asked(config: ConfigRecord, policy: SitePolicy, path: str, k: int) -> dict[str, float]:
+    """The own AUROC a summary query asks for (`task` and the predictor's `own-auroc` recipe, as
+    JSON), measured here, if the site's policy shares it and it may be released at `k`; a recipe
+    that does not read or asks beyond its bounds is refused."""
+    if "own-auroc" not in config or not policy.share_own_auroc:
+        return {}
+    task = config.get("task")
+    try:
+        recipe = OwnAurocRecipe.from_dict(json.loads(str(config["own-auroc"])))
+    except (ValueError, TypeError) as exc:
+        raise SiteRefusal("the own-AUROC recipe is not one the site follows") from exc
+    if not isinstance(task, str):
+        raise SiteRefusal("an own-AUROC query names its task")
+    value = own_auroc(path, task, recipe, k)
+    return {task: value} if value is not None else {}
 
 
 def site_of(context: Context, settings: FederatedRunConfig) -> tuple[str, str]:
@@ -188,14 +209,18 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
 
     @app.query("summary")
     def summary(msg: Message, context: Context) -> Message:
-        """The transfer advisor's question: the site's summary under its own k (never below it)."""
+        """The transfer advisor's question: the site's summary under its own k (never below it),
+        with the AUROC it reaches alone on the advice's `task` when the server sends the predictor's
+        recipe (`own-auroc`) and the site's policy shares it."""
         policy, path, site, k = asked_under_site_k(msg, context)
-        summary_of_site = site_summary(load_site(path), k, with_tasks=policy.share_task_counts)
+        own = own_auroc_asked(msg.content["config"], policy, path, k)
+        summary_of_site = site_summary(load_site(path), k, with_tasks=policy.share_task_counts, own_auroc=own)
         log.info(
-            "%s: reporting its summary (%d codes, age bands, %d task(s)) at k=%d",
+            "%s: reporting its summary (%d codes, age bands, %d task(s), %d own AUROC(s)) at k=%d",
             site,
             len(summary_of_site.code_counts),
             len(summary_of_site.task_counts),
+            len(summary_of_site.own_auroc),
             k,
         )
         return released(msg, context, "summary", {"summary": summary_of_site.to_json()}, policy, site, k)

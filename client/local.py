@@ -15,6 +15,7 @@ from shared_model.config import ClaimTransformerConfig
 from shared_model.data import MedsDataset, read_meds
 from shared_model.model import PretrainingModel
 from shared_model.objectives import ProximalTerm
+from shared_model.own_auroc import OwnAurocRecipe, measure_own_auroc
 from shared_model.pipeline import make_dataset
 from shared_model.privacy import DPSGD, DPSettings, SitePrivacyPlan
 from shared_model.run_config import local_seed
@@ -37,6 +38,14 @@ log = logging.getLogger(__name__)
 def load_site(path: str) -> MedsDataset:
     """The site's validated dataset, read once per process (Flower calls the app per message)."""
     return read_meds(path)
+
+
+@functools.lru_cache(maxsize=8)
+def own_auroc(path: str, task: str, recipe: OwnAurocRecipe, k: int) -> float | None:
+    """The AUROC the site reaches alone on `task`, as it may release it (None: not at `k`);
+    measured once per process: asking again costs the site nothing."""
+    log.info("measuring the site's own AUROC on %s (%d seeds)", task, len(recipe.seeds))
+    return measure_own_auroc(load_site(path), task, recipe, k)
 
 
 @functools.lru_cache(maxsize=4)

@@ -17,6 +17,7 @@ min_noise_multiplier = 0.5        # refuse DP-SGD with less noise (0: no floor)
 require_secure_aggregation = false  # refuse plain (non-SecAgg+) training rounds
 max_evaluations_per_run = 0       # federated evaluations answered per run (0: one per training round, + 1)
 share_task_counts = true          # the advisory summary may say, per task, how many patients are labelled and positive
+share_own_auroc = true            # ... and the AUROC it reaches alone (to 0.01; >= k held-out positives, negatives)
 ```
 """
 
@@ -44,6 +45,7 @@ class SitePolicy:
     require_secure_aggregation: bool = False
     max_evaluations_per_run: int = 0
     share_task_counts: bool = True
+    share_own_auroc: bool = True
 
     def __post_init__(self) -> None:
         if self.k_anonymity < 2:

@@ -1,29 +1,40 @@
 """The advisory round (docs/architecture.md §4): before a consortium trains anything, the server
-asks each site for its k-anonymised summary (shared_model/site_summary.py), predicts who helps
-whom and writes the advice in the run directory. Sites appear under their pseudonyms."""
+asks each site for its summary (shared_model/site_summary.py), predicts who helps whom and writes
+the advice and the summaries in the run directory. Sites appear under their pseudonyms."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from server.advisor import Advice, advise, load_predictor
+from server.advisor import Advice, TransferPredictor, advise
 from server.exchange import send_and_receive
 from server.vocabulary_round import wait_for_nodes
+from shared_model.data.paths import atomic_write_bytes
 from shared_model.passport import pseudonym
 from shared_model.site_summary import SiteSummary
 
 log = logging.getLogger(__name__)
 
 
-def advisory_round(grid: Grid, *, k: int, minimum_sites: int) -> dict[str, SiteSummary]:
+def summary_query(k: int, predictor: TransferPredictor) -> ConfigRecord:
+    """What the server asks: summaries at `k`, and, when the predictor uses it, the AUROC each site
+    reaches alone on the predictor's task, measured by the predictor's recipe."""
+    asked: dict[str, int | str] = {"k-anonymity": k}
+    if predictor.own_auroc is not None:
+        asked |= {"task": predictor.task, "own-auroc": json.dumps(predictor.own_auroc.to_dict())}
+    return ConfigRecord(asked)
+
+
+def advisory_round(grid: Grid, *, k: int, minimum_sites: int, predictor: TransferPredictor) -> dict[str, SiteSummary]:
     """Each answering site's summary by pseudonym; a reply that fails or does not read is left out."""
     nodes = wait_for_nodes(grid, minimum_sites)
     messages = [
-        Message(RecordDict({"config": ConfigRecord({"k-anonymity": k})}), dst_node_id=n, message_type="query.summary")
+        Message(RecordDict({"config": summary_query(k, predictor)}), dst_node_id=n, message_type="query.summary")
         for n in nodes
     ]
     summaries: dict[str, SiteSummary] = {}
@@ -45,9 +56,14 @@ def advisory_round(grid: Grid, *, k: int, minimum_sites: int) -> dict[str, SiteS
     return summaries
 
 
-def run_advisory_round(grid: Grid, *, k: int, minimum_sites: int, run_dir: Path) -> Advice:
-    summaries = advisory_round(grid, k=k, minimum_sites=minimum_sites)
-    advice = advise(summaries, load_predictor())
+def run_advisory_round(
+    grid: Grid, *, k: int, minimum_sites: int, run_dir: Path, predictor: TransferPredictor
+) -> Advice:
+    summaries = advisory_round(grid, k=k, minimum_sites=minimum_sites, predictor=predictor)
+    advice = advise(summaries, predictor)
     advice.write(run_dir)
+    (run_dir / "summaries").mkdir(parents=True, exist_ok=True)
+    for name, summary in summaries.items():  # what each site released, for the consortium's records
+        atomic_write_bytes(run_dir / "summaries" / f"{name}.json", (summary.to_json() + "\n").encode())
     log.info("advisory round: %d sites; advice written to %s", len(summaries), run_dir / "advice.md")
     return advice

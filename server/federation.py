@@ -17,6 +17,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 
+from server.advisor import load_predictor
 from server.advisory_round import run_advisory_round
 from server.dashboard import RoundDashboard
 from server.exchange import send_and_receive
@@ -100,7 +101,11 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
     run_dir.mkdir(parents=True, exist_ok=True)
     if settings.advise_only:
         advice = run_advisory_round(
-            grid, k=settings.k_anonymity, minimum_sites=settings.min_available_clients, run_dir=run_dir
+            grid,
+            k=settings.k_anonymity,
+            minimum_sites=settings.min_available_clients,
+            run_dir=run_dir,
+            predictor=load_predictor(Path(settings.advisor_predictor) if settings.advisor_predictor else None),
         )
         return {"advice": advice.recommended}
     strategy = build_strategy(settings)

@@ -91,6 +91,11 @@ class FederatedRunConfig:
         "Only the advisory round: each site sends its k-anonymised summary, the server writes "
         "advice.json and advice.md (who helps whom) in run-dir and trains nothing.",
     )
+    advisor_predictor: str = setting(
+        "",
+        "The advisory round's predictor.json (default: the one shipped with claimpt); its recipe is "
+        "how each site measures the AUROC it reaches alone.",
+    )
     run_dir: str = setting("", "Where the server writes round checkpoints, rounds.csv and the final checkpoint.")
     resume: bool = setting(False, "Continue from the last intact round checkpoint in run-dir.")
     data_paths: str = setting(

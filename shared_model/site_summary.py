@@ -6,7 +6,9 @@ out, as in the vocabulary round), so a summary says nothing the vocabulary round
 allow: which codes are common and how common, the age mix in broad bands, and the cohort's size.
 Per labelled task it also says how many train patients have a label and how many of them a
 positive one (both counts, and the negatives, >= k): a task's base rate decides how much a small
-cohort can learn on its own, and so how much a site stands to gain from partners.
+cohort can learn on its own, and so how much a site stands to gain from partners. Per task it may
+also give the AUROC the site reaches alone (shared_model/own_auroc.py), to 0.01, measured on at
+least k held-out positives and k negatives.
 """
 
 from __future__ import annotations
@@ -24,24 +26,29 @@ from shared_model.vocabulary import BIRTH_CODE
 #: lower edges of the age bands (years at the patient's last recorded event)
 AGE_BANDS = (0, 2, 5, 10, 15, 20, 40, 65)
 FORMAT = "claimpt-site-summary/1"
+PRECISION = 2  # decimals of a released own AUROC
 
 
 @dataclass(frozen=True)
 class SiteSummary:
-    """Patients per code and per age band, each count >= k, the number of train patients, and per
-    task (labelled train patients, of whom positive) with the positives and negatives >= k."""
+    """Patients per code and per age band, each count >= k, the number of train patients, per
+    task (labelled train patients, of whom positive) with the positives and negatives >= k, and per
+    task the AUROC the site reaches alone (`own_auroc`, to 0.01)."""
 
     patients: int
     code_counts: dict[str, int]
     age_band_counts: dict[str, int]
     k: int
     task_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    own_auroc: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         tasks = [n for labelled, positive in self.task_counts.values() for n in (positive, labelled - positive)]
         counts = [*self.code_counts.values(), *self.age_band_counts.values(), *tasks]
         if any(n < self.k for n in counts) or self.patients < 0 or self.k < 1:
             raise ValueError(f"a site summary holds only counts >= k={self.k} (and k >= 1)")
+        if any(not 0 <= a <= 1 or round(a, PRECISION) != a for a in self.own_auroc.values()):
+            raise ValueError(f"a site summary's own AUROCs lie in [0, 1], to {PRECISION} decimals")
 
     def task_rate(self, task: str | None) -> float:
         """The share of labelled train patients with a positive label for `task` (NaN if unknown)."""
@@ -49,6 +56,10 @@ class SiteSummary:
             return float("nan")
         labelled, positive = self.task_counts[task]
         return positive / labelled
+
+    def own_auroc_of(self, task: str | None) -> float:
+        """The AUROC the site reaches alone on `task` (NaN if not released)."""
+        return self.own_auroc.get(task, float("nan")) if task is not None else float("nan")
 
     def to_json(self) -> str:
         return json.dumps(
@@ -59,6 +70,7 @@ class SiteSummary:
                 "code_counts": self.code_counts,
                 "age_band_counts": self.age_band_counts,
                 "task_counts": {t: {"labelled": n, "positive": p} for t, (n, p) in self.task_counts.items()},
+                "own_auroc": self.own_auroc,
             },
             sort_keys=True,
         )
@@ -76,12 +88,14 @@ class SiteSummary:
             task_counts={
                 str(t): (int(c["labelled"]), int(c["positive"])) for t, c in data.get("task_counts", {}).items()
             },
+            own_auroc={str(t): float(a) for t, a in data.get("own_auroc", {}).items()},
         )
 
 
 def pooled(summaries: list[SiteSummary]) -> SiteSummary:
     """The summary of several sites together (what a partner set looks like to the advisor); a
-    task's counts are pooled only when every site reports them."""
+    task's counts are pooled only when every site reports them. Own AUROCs describe one site
+    each and are not pooled."""
     codes: dict[str, int] = {}
     bands: dict[str, int] = {}
     for summary in summaries:
@@ -129,9 +143,12 @@ def task_counts(dataset: MedsDataset, k: int) -> dict[str, tuple[int, int]]:
     return counts
 
 
-def site_summary(dataset: MedsDataset, k: int, *, with_tasks: bool = True) -> SiteSummary:
+def site_summary(
+    dataset: MedsDataset, k: int, *, with_tasks: bool = True, own_auroc: dict[str, float] | None = None
+) -> SiteSummary:
     """The site's releasable summary under its k (codes, bands and tasks below k are left out);
-    without `with_tasks` (the site's policy), no task counts at all."""
+    without `with_tasks` (the site's policy), no task counts at all. `own_auroc`: the values the
+    site releases (`shared_model.own_auroc.measure_own_auroc`), per task."""
     bands = age_band_counts(dataset)
     return SiteSummary(
         patients=train_patients(dataset),
@@ -139,4 +156,5 @@ def site_summary(dataset: MedsDataset, k: int, *, with_tasks: bool = True) -> Si
         age_band_counts={str(b): int(n) for b, n in bands[bands >= k].items()},
         k=k,
         task_counts=task_counts(dataset, k) if with_tasks else {},
+        own_auroc=dict(own_auroc or {}),
     )

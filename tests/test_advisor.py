@@ -17,11 +17,20 @@ from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from client.app import make_client_app
-from server.advisor import SIGNALS, TransferPredictor, load_predictor, pair_signals, partner_sets, recommend
+from server.advisor import (
+    SIGNALS,
+    SITE_SIGNALS,
+    TransferPredictor,
+    load_predictor,
+    pair_signals,
+    partner_sets,
+    recommend,
+)
 from server.federation import run_federation
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import DataValidationError, MedsDataset, read_meds
 from shared_model.finetuning import finetune_and_score
+from shared_model.own_auroc import held_out_label_counts
 from shared_model.run_config import FederatedRunConfig
 from shared_model.settings import FinetuneSettings
 from shared_model.site_summary import SiteSummary, pooled, site_summary
@@ -83,31 +92,47 @@ def test_signals_tell_identical_sites_from_disjoint_ones() -> None:
     site = SiteSummary(100, {"A": 50, "B": 20}, {"0-2": 40, "2-5": 60}, 11)
     same = pair_signals(site, site)
     assert same["code_jsd"] == pytest.approx(0) and same["age_distance"] == pytest.approx(0)
-    assert same["code_coverage"] == same["partner_coverage"] == 1 and same["log_size_ratio"] == 0
+    assert same["code_coverage"] == same["partner_coverage"] == 1
     other = SiteSummary(400, {"C": 50}, {"10-15": 400}, 11)
     apart = pair_signals(site, other)
     assert apart["code_jsd"] == pytest.approx(1) and apart["age_distance"] == pytest.approx(1)
-    assert apart["code_coverage"] == 0 and apart["log_size_ratio"] == pytest.approx(math.log(4))
+    assert apart["code_coverage"] == 0 and apart["log_partner_patients"] == pytest.approx(math.log(400))
     both = pooled([site, other])
     assert both.patients == 500 and both.code_counts == {"A": 50, "B": 20, "C": 50}
 
 
 def test_the_task_signals_read_the_task_the_advice_is_for() -> None:
-    site = SiteSummary(100, {"A": 50}, {}, 11, task_counts={"asthma": (80, 20), "adhd": (80, 40)})
-    partners = [SiteSummary(300, {"A": 90}, {}, 11, task_counts={"asthma": (200, 20)}), site]
-    signals = pair_signals(site, pooled(partners), "asthma")
-    assert signals["task_rate"] == pytest.approx(0.25) and signals["partner_task_rate"] == pytest.approx(40 / 280)
-    unknown = pair_signals(site, pooled(partners), "adhd")  # a partner does not give its counts
-    assert unknown["task_rate"] == pytest.approx(0.5) and math.isnan(unknown["partner_task_rate"])
-    assert math.isnan(pair_signals(site, site)["task_rate"])
+    counts = {"asthma": (80, 20), "adhd": (80, 40)}
+    site = SiteSummary(100, {"A": 50}, {}, 11, task_counts=counts, own_auroc={"asthma": 0.61, "adhd": 0.7})
+    partner = SiteSummary(300, {"A": 90}, {}, 11, task_counts={"asthma": (200, 20)}, own_auroc={"asthma": 0.9})
+    signals = pair_signals(site, pooled([partner, site]), "asthma")
+    assert signals["partner_task_rate"] == pytest.approx(40 / 280) and signals["own_auroc"] == 0.61  # the site's
+    unknown = pair_signals(site, pooled([partner, site]), "adhd")  # a partner does not give its counts
+    assert math.isnan(unknown["partner_task_rate"]) and unknown["own_auroc"] == 0.7
+    assert math.isnan(pair_signals(partner, site, "adhd")["own_auroc"])  # the partner keeps it
+    assert pooled([partner, site]).own_auroc == {}
+    assert math.isnan(pair_signals(site, site)["own_auroc"])
+
+
+def _candidates(rng: np.random.Generator, sites: int, consortium: str = "c") -> pd.DataFrame:
+    """Every site's candidates (three single partners and one pair) with random pair signals, and
+    random site signals the same for all of a site's candidates."""
+    rows = pd.DataFrame(rng.uniform(0, 1, size=(4 * sites, len(SIGNALS))), columns=list(SIGNALS))
+    rows["consortium"] = consortium
+    rows["site"] = np.repeat([f"{consortium}-site-{i}" for i in range(sites)], 4)
+    rows["partners"] = ["p0", "p1", "p2", "p0+p1"] * sites
+    for signal in SITE_SIGNALS:
+        rows[signal] = np.repeat(rng.uniform(0, 1, sites), 4)
+    return rows
 
 
 def test_the_predictor_learns_a_rule_from_signals_and_reads_back_from_json() -> None:
     rng = np.random.default_rng(0)
-    rows = pd.DataFrame(rng.uniform(0, 1, size=(200, len(SIGNALS))), columns=list(SIGNALS))
-    rows["gain"] = 0.2 * rows["code_coverage"] - 0.1 * rows["age_distance"] + rng.normal(0, 0.01, 200)
-    predictor = TransferPredictor.fit(rows.iloc[:150], alpha=0.1)
-    held_out = rows.iloc[150:]
+    rows = _candidates(rng, 50)
+    rows["gain"] = 0.3 - 0.4 * rows["own_auroc"] + 0.2 * rows["code_coverage"] - 0.1 * rows["age_distance"]
+    rows["gain"] += rng.normal(0, 0.01, len(rows))
+    predictor = TransferPredictor.fit(rows.iloc[:160], alpha=0.1)
+    held_out = rows.iloc[160:]  # ten sites it never saw
     assert spearmanr(predictor.predict(held_out), held_out["gain"]).statistic > 0.9
     again = TransferPredictor.from_json(predictor.to_json())
     assert again.predict(held_out) == pytest.approx(predictor.predict(held_out))
@@ -121,19 +146,34 @@ def test_the_predictor_learns_a_rule_from_signals_and_reads_back_from_json() -> 
     del stored["features"]["code_jsd"]
     with pytest.raises(ValueError, match="every signal by name"):
         TransferPredictor.from_json(json.dumps(stored))
+    with pytest.raises(ValueError, match="single partners"):
+        predictor.predict(held_out[held_out["partners"] == "p0+p1"])
+
+
+def test_differences_between_sites_do_not_teach_the_pair_signals() -> None:
+    # sites with better code coverage gain more, but among one site's partners coverage makes no
+    # difference: ranking a site's partners by it would be learning the sites, not the partners
+    rng = np.random.default_rng(2)
+    rows = _candidates(rng, 60)
+    level = rng.uniform(0, 1, 60)
+    rows["code_coverage"] = np.repeat(level, 4) + rng.uniform(-0.05, 0.05, len(rows))
+    rows["gain"] = 0.2 * np.repeat(level, 4) + 0.1 * rows["age_distance"] + rng.normal(0, 0.005, len(rows))
+    coefficients = dict(zip(SIGNALS, TransferPredictor.fit(rows, alpha=0.1).coefficients, strict=True))
+    assert abs(coefficients["code_coverage"]) < 0.2 * coefficients["age_distance"]
 
 
 def test_a_signal_a_summary_does_not_give_counts_as_its_mean() -> None:
     rng = np.random.default_rng(1)
-    rows = pd.DataFrame(rng.uniform(0, 1, size=(100, len(SIGNALS))), columns=list(SIGNALS))
-    rows["gain"] = -0.3 * rows["task_rate"] + rng.normal(0, 0.01, 100)
-    rows.loc[:19, "task_rate"] = np.nan  # sites that keep their task counts to themselves
+    rows = _candidates(rng, 30)
+    rows["gain"] = -0.3 * rows["own_auroc"] + 0.05 * rows["code_coverage"] + rng.normal(0, 0.005, len(rows))
+    keeps_it = rows["site"].isin(rows["site"].unique()[:5])  # sites that keep their own AUROC to themselves
+    rows.loc[keeps_it, "own_auroc"] = np.nan
     predictor = TransferPredictor.fit(rows, alpha=0.1, task="asthma")
-    assert predictor.mean[SIGNALS.index("task_rate")] == pytest.approx(rows["task_rate"].mean())
-    known = rows.iloc[20:]
+    assert predictor.mean[SIGNALS.index("own_auroc")] == pytest.approx(rows["own_auroc"].mean())
+    known = rows[~keeps_it]
     assert spearmanr(predictor.predict(known), known["gain"]).statistic > 0.9
-    missing = known.assign(task_rate=np.nan)
-    at_mean = known.assign(task_rate=rows["task_rate"].mean())
+    missing = known.assign(own_auroc=np.nan)
+    at_mean = known.assign(own_auroc=rows["own_auroc"].mean())
     assert predictor.predict(missing) == pytest.approx(predictor.predict(at_mean))
     assert TransferPredictor.from_json(predictor.to_json()).task == "asthma"
 
@@ -278,12 +318,22 @@ def test_the_experiment_measures_every_candidate_and_judges_each_consortium_held
     measured = results[(results["site"] == "site-1") & (results["partners"] == "") & (results["seed"] == 0)]
     assert measured["auroc"].item() == pytest.approx(scratch["auroc"])
     alone = from_scratch(100, None)  # the site's own estimate: scored on its own held-out split
-    assert own_aurocs(experiment / "consortium-1", TINY.own_seeds)["site-1"] == pytest.approx(alone["auroc"])
+    assert own_aurocs(experiment / "consortium-1", TINY.own_seeds)["site-1"] == [pytest.approx(alone["auroc"])]
+    # the summaries carry it as the site releases it: to 0.01, and only from >= k held-out positives and negatives
+    summary_of = {
+        n: SiteSummary.from_json((experiment / "consortium-1" / "summaries" / f"{n}.json").read_text())
+        for n in ("site-1", "site-2")
+    }
+    assert min(held_out_label_counts(site, TINY.task)) >= TINY.k_anonymity
+    assert summary_of["site-1"].own_auroc == {TINY.task: round(alone["auroc"], 2)}
+    site_2 = read_meds(experiment / "consortium-1" / "sites" / "site-2")
+    assert held_out_label_counts(site_2, TINY.task)[0] < TINY.k_anonymity and summary_of["site-2"].own_auroc == {}
     assert len(pd.read_csv(experiment / "consortium-1" / "own.csv")) == 3 * len(TINY.own_seeds)
     report = (experiment / "results.md").read_text()
     assert "Spearman of predicted and measured pair gains" in report and "consortium-2" in report
     assert {"advisor_matrices.png", "advisor_scatter.png", "predictor.json"} <= {p.name for p in experiment.iterdir()}
-    TransferPredictor.from_json((experiment / "predictor.json").read_text())
+    fitted = TransferPredictor.from_json((experiment / "predictor.json").read_text())
+    assert fitted.own_auroc == TINY.own_auroc_recipe  # sites will be asked to measure it as they were here
 
 
 def test_a_rerun_resumes_without_training_again(experiment: Path) -> None:
@@ -306,7 +356,7 @@ def test_more_seeds_extend_a_finished_run_and_a_run_judges_only_its_own_seeds(ex
     assert len(pd.read_csv(results)) == 2 * len(rows)
     own, own_before = run / "consortium-1" / "own.csv", own_aurocs(run / "consortium-1", TINY.own_seeds)
     pd.read_csv(own, keep_default_na=False).assign(seed=7, auroc=0.0).to_csv(own, mode="a", header=False, index=False)
-    pd.testing.assert_series_equal(own_aurocs(run / "consortium-1", TINY.own_seeds), own_before)
+    assert own_aurocs(run / "consortium-1", TINY.own_seeds) == own_before
     with pytest.raises(DataValidationError):  # what is measured may not change
         measure_all(run, dataclasses.replace(TINY, cohort_size=40))
 
@@ -315,31 +365,47 @@ def test_claimpt_advise_recommends_partners_from_summaries(
     experiment: Path, fed_sites: list[Path], tmp_path: Path
 ) -> None:
     args = ["advise", *[a for p in fed_sites for a in ("--data", str(p))], "--predictor"]
-    result = CliRunner().invoke(cli, [*args, str(experiment / "predictor.json"), "--out", str(tmp_path / "a")])
+    args += [str(experiment / "predictor.json"), "--k-anonymity", "5"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
     advice = json.loads((tmp_path / "a" / "advice.json").read_text())
     assert set(advice["recommended"]) == {p.name for p in fed_sites}
     assert len(advice["candidates"]) == 3 * 3 and (tmp_path / "a" / "advice.png").exists()
+    summaries = (tmp_path / "a" / "summaries").iterdir()
+    released = {p.stem: SiteSummary.from_json(p.read_text()).own_auroc for p in summaries}
+    assert released[fed_sites[0].name].keys() == {TINY.task}  # 5 held-out positives: released at k=5
+    assert released[fed_sites[1].name] == released[fed_sites[2].name] == {}  # 1 each: kept
+    result = CliRunner().invoke(cli, [*args, "--no-own-auroc", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0 and not any(
+        SiteSummary.from_json(p.read_text()).own_auroc for p in (tmp_path / "b" / "summaries").iterdir()
+    )
     duplicate = CliRunner().invoke(cli, ["advise", "--data", str(fed_sites[0]), "--data", str(fed_sites[0])])
     assert duplicate.exit_code == 2
 
 
 def test_the_advisory_round_writes_advice_under_pseudonyms_and_trains_nothing(
-    fed_sites: list[Path], tmp_path: Path
+    experiment: Path, fed_sites: list[Path], tmp_path: Path
 ) -> None:
     settings = FederatedRunConfig(
         advise_only=True,
+        advisor_predictor=str(experiment / "predictor.json"),  # asks each site for its own AUROC, quickly
         run_dir=str(tmp_path / "run"),
         min_available_clients=3,
+        k_anonymity=5,
         data_paths=",".join(str(p) for p in fed_sites),
     )
-    grid = InProcessGrid(make_client_app(settings.to_run_config()), [{"partition-id": i} for i in range(3)])
-    outcome = run_federation(grid, settings)
+    policy = tmp_path / "policy.toml"
+    policy.write_text("k_anonymity = 5\n")
+    nodes = [{"partition-id": i, "policy": str(policy)} for i in range(3)]
+    outcome = run_federation(InProcessGrid(make_client_app(settings.to_run_config()), nodes), settings)
     assert len(outcome["advice"]) == 3
     advice = json.loads((tmp_path / "run" / "advice.json").read_text())
     assert len(advice["recommended"]) == 3 and all(name.startswith("site-") for name in advice["recommended"])
     assert not {p.name for p in fed_sites} & set(advice["recommended"])  # pseudonyms, not the sites' names
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "rounds.csv").exists()
+    summaries = [SiteSummary.from_json(p.read_text()) for p in (tmp_path / "run" / "summaries").iterdir()]
+    releasing = [p for p in fed_sites if min(held_out_label_counts(read_meds(p), TINY.task)) >= 5]
+    assert len(releasing) == 1 and [set(s.own_auroc) for s in summaries].count({TINY.task}) == len(releasing)
 
 
 def test_the_shipped_predictor_reads() -> None:
@@ -347,7 +413,9 @@ def test_the_shipped_predictor_reads() -> None:
     assert shipped.features == SIGNALS and shipped.task == "asthma" and shipped.fitted_on
 
 
-def test_a_site_whose_summary_does_not_read_is_left_out_of_the_advice(fed_sites: list[Path], tmp_path: Path) -> None:
+def test_a_site_whose_summary_does_not_read_is_left_out_of_the_advice(
+    experiment: Path, fed_sites: list[Path], tmp_path: Path
+) -> None:
     def garbles_its_summary(msg: Message, context: Context, call_next) -> Message:
         reply = call_next(msg, context)
         if msg.metadata.message_type == "query.summary" and context.node_config["partition-id"] == 0:
@@ -357,6 +425,7 @@ def test_a_site_whose_summary_does_not_read_is_left_out_of_the_advice(fed_sites:
 
     settings = FederatedRunConfig(
         advise_only=True,
+        advisor_predictor=str(experiment / "predictor.json"),
         run_dir=str(tmp_path / "run"),
         min_available_clients=2,
         data_paths=",".join(str(p) for p in fed_sites),
@@ -369,10 +438,11 @@ def test_a_site_whose_summary_does_not_read_is_left_out_of_the_advice(fed_sites:
 def test_each_consortium_is_predicted_by_a_fit_that_never_saw_it() -> None:
     rng = np.random.default_rng(1)
     frames = []
-    for consortium, sign, rows in (("a", 1.0, 60), ("b", -1.0, 30)):
-        signals = pd.DataFrame(rng.uniform(0, 1, size=(rows, len(SIGNALS))), columns=list(SIGNALS))
-        frames.append(signals.assign(consortium=consortium, gain=sign * signals["code_coverage"]))
+    for consortium, sign, sites in (("a", 1.0, 15), ("b", -1.0, 8)):
+        rows = _candidates(rng, sites, consortium)
+        frames.append(rows.assign(gain=sign * rows["code_coverage"]))
     predicted = leave_one_consortium_out(pd.concat(frames, ignore_index=True), (0.1, 10.0))
     held_out_a = predicted[predicted["consortium"] == "a"]
-    # fitted on b only, where the rule is reversed (a fit that saw a's 60 rows would follow a's rule)
-    assert spearmanr(held_out_a["predicted_gain"], held_out_a["gain"]).statistic < -0.9
+    # fitted on b only, where the rule is reversed (a fit that saw a's 15 sites would follow a's rule)
+    within = [spearmanr(g["predicted_gain"], g["gain"]).statistic for _, g in held_out_a.groupby("site")]
+    assert np.mean(within) < -0.9

@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from server.advisor import load_predictor
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
+from shared_model.own_auroc import OwnAurocRecipe
 from shared_model.passport import pseudonym, site_key
 from shared_model.runtime.processes import executable, flower_environment, group_alive
 from shared_model.signing import load_verifier
@@ -156,7 +158,12 @@ def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: Si
 
 def test_the_advisory_round_runs_over_tls_and_advises_by_pseudonym(deployment: SiteDeployment) -> None:
     run_dir = deployment.root / "advice"
-    result = deployment.submit(f"advise-only=true min-available-clients=2 run-dir='{run_dir}'")
+    quick = replace(load_predictor(), own_auroc=OwnAurocRecipe(cohort_size=40, epochs=1, seeds=(0,)))
+    predictor = deployment.root / "predictor.json"
+    predictor.write_text(quick.to_json())  # the shipped recipe, over a few minutes per site, is not what is tested
+    result = deployment.submit(
+        f"advise-only=true min-available-clients=2 run-dir='{run_dir}' advisor-predictor='{predictor}'"
+    )
     (deployment.root / "logs" / "flwr-advise.log").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout + result.stderr
     advice = json.loads((run_dir / "advice.json").read_text())

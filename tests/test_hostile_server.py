@@ -24,6 +24,7 @@ from client.app import make_client_app
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import read_meds
 from shared_model.model import PretrainingModel
+from shared_model.own_auroc import OwnAurocRecipe, held_out_label_counts
 from shared_model.run_config import FederatedRunConfig
 from shared_model.site_summary import SiteSummary
 from shared_model.tasks import training_vocabulary
@@ -130,6 +131,45 @@ def test_a_site_that_keeps_its_task_counts_sends_none_whatever_the_server_asks(s
     reply = server.send("query.summary", RecordDict({"config": ConfigRecord({"k-anonymity": SITE_K})}))
     summary = SiteSummary.from_json(reply.content["summary"]["summary"])
     assert summary.code_counts and summary.task_counts == {}
+
+
+QUICK_RECIPE = OwnAurocRecipe(cohort_size=40, epochs=1, seeds=(0,))
+
+
+def summary_query(server: Server, k: int, recipe: object = QUICK_RECIPE) -> Message:
+    """The advisor's question, asking also for the AUROC the site reaches alone on asthma."""
+    recipe = json.dumps(recipe.to_dict()) if isinstance(recipe, OwnAurocRecipe) else recipe
+    config = ConfigRecord({"k-anonymity": k, "task": "asthma", "own-auroc": recipe})
+    return server.send("query.summary", RecordDict({"config": config}))
+
+
+def test_a_site_releases_its_own_auroc_only_under_its_policy_and_its_k(fed_sites: list[Path], tmp_path: Path) -> None:
+    site = fed_sites[0]
+    positives, negatives = held_out_label_counts(read_meds(site), "asthma")
+    assert 2 <= positives < negatives  # its held-out split: 5 positives
+    at_its_k = write_policy(tmp_path / "k.toml", k_anonymity=positives)
+    reply = summary_query(Server(site, {"policy": str(at_its_k)}), 2)
+    released = SiteSummary.from_json(reply.content["summary"]["summary"]).own_auroc
+    assert set(released) == {"asthma"} and round(released["asthma"], 2) == released["asthma"]  # 0.01, no finer
+    above = write_policy(tmp_path / "above.toml", k_anonymity=positives + 1)
+    reply = summary_query(Server(site, {"policy": str(above)}), 2)  # the server's k=2 does not lower the site's
+    assert SiteSummary.from_json(reply.content["summary"]["summary"]).own_auroc == {}
+    keeps_it = write_policy(tmp_path / "keep.toml", k_anonymity=positives, share_own_auroc=False)
+    reply = summary_query(Server(site, {"policy": str(keeps_it)}), 2)
+    summary = SiteSummary.from_json(reply.content["summary"]["summary"])
+    assert summary.code_counts and summary.own_auroc == {}
+
+
+def test_an_own_auroc_recipe_that_would_spend_the_sites_machine_is_refused(site: Path) -> None:
+    server = Server(site)
+    bad = [
+        {**QUICK_RECIPE.to_dict(), "seeds": list(range(1000))},
+        {**QUICK_RECIPE.to_dict(), "epochs": 10**6},
+        {**QUICK_RECIPE.to_dict(), "cohort_size": True},
+        {**QUICK_RECIPE.to_dict(), "extra": 1},
+    ]
+    for recipe in [*(json.dumps(r) for r in bad), "not json", json.dumps([1, 2])]:
+        assert refused(summary_query(server, SITE_K, recipe)), recipe
 
 
 def test_a_rare_code_slipped_into_the_vocabulary_learns_nothing(site: Path, model_and_vocabulary) -> None:

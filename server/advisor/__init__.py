@@ -3,10 +3,12 @@ partner set for every site and the set to recommend (docs/architecture.md §4)."
 
 from server.advisor.advice import Advice, advise, partner_sets, recommend, signal_table
 from server.advisor.predictor import TransferPredictor, load_predictor
-from server.advisor.signals import SIGNALS, pair_signals
+from server.advisor.signals import PAIR_SIGNALS, SIGNALS, SITE_SIGNALS, pair_signals
 
 __all__ = [
+    "PAIR_SIGNALS",
     "SIGNALS",
+    "SITE_SIGNALS",
     "Advice",
     "TransferPredictor",
     "advise",

@@ -1,5 +1,12 @@
-"""The transfer predictor: a ridge regression from a (site, partner set) pair's signals to the
-AUROC the site gains by fine-tuning from the partners' pretrained encoder instead of from scratch.
+"""The transfer predictor: from a (site, partner set) pair's signals to the AUROC the site gains by
+fine-tuning from the partners' pretrained encoder instead of from scratch.
+
+It has two parts, learnt from different things. How much a site gains at all depends on how well
+it does alone (the site signals), learnt from each site's mean gain over its single partners.
+Which partners are better depends on how they differ from the site (the pair signals), learnt from
+the differences between one site's candidates. A single ridge over both mixes them up: differences
+between sites swamp those between partners, and the pair signals learn to tell sites apart, which
+does not carry over to other consortia.
 
 It is fitted on simulated consortia (`make experiment-advisor`, never on the consortium it is
 judged on) and stored as plain numbers in JSON: a site can read exactly what it computes."""
@@ -14,18 +21,23 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import Ridge
 
-from server.advisor.signals import SIGNALS
+from server.advisor.signals import PAIR_SIGNALS, SIGNALS, SITE_SIGNALS
+from shared_model.own_auroc import OwnAurocRecipe
 
-FORMAT = "claimpt-transfer-predictor/1"
+FORMAT = "claimpt-transfer-predictor/2"
 DEFAULT_PREDICTOR = Path(__file__).with_name("predictor.json")
+SITE_ALPHA = 1.0  # the site level's ridge penalty: a few site signals over a few dozen sites
 
 
 @dataclass(frozen=True)
 class TransferPredictor:
-    """gain = intercept + sum(coefficient * (signal - mean) / scale), over `features`, for the
-    fine-tuning `task` whose gains it was fitted on. A signal a summary does not give (NaN) counts
-    as its mean: it moves the prediction neither way. `margin`: the predicted gain partners must
-    exceed to be recommended, chosen with the fit (on simulated consortia, never the one judged)."""
+    """gain = level + sum over PAIR_SIGNALS of coefficient * (z - z of the site's single partners),
+    level = intercept + sum over SITE_SIGNALS of coefficient * z, z = (signal - mean) / scale, for
+    the fine-tuning `task` whose gains it was fitted on. A signal a summary does not give (NaN)
+    counts as its mean: it moves the prediction neither way. `margin`: the predicted gain partners
+    must exceed to be recommended, chosen with the fit (on simulated consortia, never the one
+    judged). `own_auroc`: how a site measures its own AUROC for this predictor (None: it was not
+    asked)."""
 
     features: tuple[str, ...]
     mean: tuple[float, ...]
@@ -35,12 +47,12 @@ class TransferPredictor:
     task: str = ""
     margin: float = 0.0
     fitted_on: str = ""
+    own_auroc: OwnAurocRecipe | None = None
 
     def __post_init__(self) -> None:
         sizes = {len(self.features), len(self.mean), len(self.scale), len(self.coefficients)}
-        if len(sizes) != 1 or set(self.features) - set(SIGNALS):
-            known = ", ".join(SIGNALS)
-            raise ValueError(f"a predictor needs one mean, scale and coefficient per known signal ({known})")
+        if sizes != {len(SIGNALS)} or self.features != SIGNALS:
+            raise ValueError(f"a predictor needs one mean, scale and coefficient per signal ({', '.join(SIGNALS)})")
 
     @classmethod
     def fit(
@@ -51,29 +63,42 @@ class TransferPredictor:
         task: str = "",
         margin: float = 0.0,
         fitted_on: str = "",
+        own_auroc: OwnAurocRecipe | None = None,
     ) -> TransferPredictor:
-        """Fit on rows holding every signal of SIGNALS and the measured `gain` of `task`."""
+        """Fit on rows holding `site`, `partners` (joined by '+'; `consortium` too when there are
+        several), every signal of SIGNALS and the measured `gain` of `task`; `alpha`: the pair
+        part's ridge penalty."""
         values = rows[list(SIGNALS)].to_numpy(np.float64)
         known = np.maximum((~np.isnan(values)).sum(axis=0), 1)
         mean = np.nansum(values, axis=0) / known  # over the rows that give the signal
         spread = np.sqrt(np.nansum((values - mean) ** 2, axis=0) / known)
         scale = np.where(spread > 0, spread, 1.0)
-        standardised = _standardise(rows, SIGNALS, mean, scale)
-        model = Ridge(alpha=alpha).fit(standardised, rows["gain"].to_numpy(np.float64))
+        z = _standardised(rows, mean, scale).assign(gain=rows["gain"].to_numpy(np.float64))
+        reference = _single_partner_means(z, rows)
+        pair = Ridge(alpha=alpha, fit_intercept=False).fit((z - reference)[list(PAIR_SIGNALS)], (z - reference)["gain"])
+        levels = z[list(SITE_SIGNALS)].assign(gain=reference["gain"]).groupby(_site_keys(rows)).first()
+        site = Ridge(alpha=SITE_ALPHA).fit(levels[list(SITE_SIGNALS)], levels["gain"])
         return cls(
             SIGNALS,
             tuple(float(x) for x in mean),
             tuple(float(x) for x in scale),
-            tuple(float(x) for x in model.coef_),
-            float(model.intercept_),
+            tuple(float(x) for x in (*pair.coef_, *site.coef_)),
+            float(site.intercept_),
             task,
             margin,
             fitted_on,
+            own_auroc,
         )
 
     def predict(self, signals: pd.DataFrame) -> np.ndarray:
-        standardised = _standardise(signals, self.features, np.asarray(self.mean), np.asarray(self.scale))
-        return self.intercept + standardised @ np.asarray(self.coefficients)
+        """The predicted gain of each row (`site`, `partners`, every signal); every site whose
+        candidates are predicted needs its single partners among them."""
+        z = _standardised(signals, np.asarray(self.mean), np.asarray(self.scale))
+        relative = (z - _single_partner_means(z, signals))[list(PAIR_SIGNALS)]
+        coefficients = dict(zip(self.features, self.coefficients, strict=True))
+        pair = relative.to_numpy() @ np.array([coefficients[s] for s in PAIR_SIGNALS])
+        level = z[list(SITE_SIGNALS)].to_numpy() @ np.array([coefficients[s] for s in SITE_SIGNALS])
+        return self.intercept + level + pair
 
     def to_json(self) -> str:
         return json.dumps(
@@ -82,6 +107,7 @@ class TransferPredictor:
                 "task": self.task,
                 "margin": self.margin,
                 "fitted_on": self.fitted_on,
+                "own_auroc": self.own_auroc.to_dict() if self.own_auroc else None,
                 "intercept": self.intercept,
                 "features": {
                     name: {"mean": m, "scale": s, "coefficient": c}
@@ -100,6 +126,7 @@ class TransferPredictor:
         if not isinstance(features, dict) or set(features) != set(SIGNALS):
             raise ValueError(f"a transfer predictor gives every signal by name ({', '.join(SIGNALS)})")
         ordered = [features[name] for name in SIGNALS]  # by name: the file's order does not matter
+        recipe = data.get("own_auroc")
         return cls(
             SIGNALS,
             tuple(float(f["mean"]) for f in ordered),
@@ -109,12 +136,30 @@ class TransferPredictor:
             str(data.get("task", "")),
             float(data.get("margin", 0.0)),
             str(data.get("fitted_on", "")),
+            OwnAurocRecipe.from_dict(recipe) if recipe is not None else None,
         )
 
 
-def _standardise(rows: pd.DataFrame, features: tuple[str, ...], mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def _standardised(rows: pd.DataFrame, mean: np.ndarray, scale: np.ndarray) -> pd.DataFrame:
     """(signal - mean) / scale, a missing signal (NaN) as 0: the mean's."""
-    return np.nan_to_num((rows[list(features)].to_numpy(np.float64) - mean) / scale, nan=0.0)
+    z = np.nan_to_num((rows[list(SIGNALS)].to_numpy(np.float64) - mean) / scale, nan=0.0)
+    return pd.DataFrame(z, columns=list(SIGNALS), index=rows.index)
+
+
+def _site_keys(rows: pd.DataFrame) -> list[pd.Series]:
+    return [rows[column] for column in ("consortium", "site") if column in rows.columns]
+
+
+def _single_partner_means(values: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """For each row, the mean of `values` over its site's single-partner candidates: the reference
+    a site's candidates are compared with (the same whichever larger sets are candidates too)."""
+    single = ~rows["partners"].str.contains("+", regex=False)
+    keys = _site_keys(rows)
+    means = values[single].groupby([key[single] for key in keys]).mean()
+    index = pd.MultiIndex.from_arrays(keys) if len(keys) > 1 else pd.Index(keys[0])
+    if not index.isin(means.index).all():
+        raise ValueError("every site needs its single partners among its candidates")
+    return means.reindex(index).set_axis(values.index)
 
 
 def load_predictor(path: Path | None = None) -> TransferPredictor:

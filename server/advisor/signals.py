@@ -1,8 +1,11 @@
-"""How a partner set differs from a site, measured on their k-anonymised summaries only.
+"""How a partner set differs from a site, and how well the site does alone, measured on their
+summaries only.
 
 Each signal is a number per (site, partner set); the predictor learns on simulated consortia
 which of them, and how, foretell the gain of pretraining on the partners. A partner set is read
-as one pooled summary, so one site and a set of five are described alike."""
+as one pooled summary, so one site and a set of five are described alike. Pair signals vary
+between a site's candidates and rank them; site signals are the same for all of them and say how
+much the site gains at all (server/advisor/predictor.py uses the two kinds differently)."""
 
 from __future__ import annotations
 
@@ -12,17 +15,19 @@ import numpy as np
 
 from shared_model.site_summary import SiteSummary
 
-SIGNALS = (
+PAIR_SIGNALS = (
     "code_jsd",  # Jensen-Shannon divergence (bits) of the patients-per-code distributions
     "code_coverage",  # share of the site's code mentions on codes the partners also release
     "partner_coverage",  # share of the partners' code mentions on codes the site releases
     "prevalence_gap",  # mean |log ratio| of per-patient code prevalence on shared codes
     "age_distance",  # total variation distance of the age-band mixes
     "log_partner_patients",  # log of the partners' train patients
-    "log_size_ratio",  # log(partners' patients / site's patients)
-    "task_rate",  # the site's share of labelled patients with a positive label (NaN if not released)
-    "partner_task_rate",  # the same share among the partners' patients
+    "partner_task_rate",  # the partners' share of labelled patients with a positive label (NaN if not released)
 )
+SITE_SIGNALS = (
+    "own_auroc",  # the AUROC the site reaches alone on the task (NaN if not released)
+)
+SIGNALS = PAIR_SIGNALS + SITE_SIGNALS
 
 
 def _distribution(counts: dict[str, int], keys: list[str]) -> np.ndarray:
@@ -59,7 +64,7 @@ def _prevalence_gap(site: SiteSummary, partners: SiteSummary) -> float:
 
 def pair_signals(site: SiteSummary, partners: SiteSummary, task: str | None = None) -> dict[str, float]:
     """Every signal of SIGNALS for one site and one (pooled) partner set; the task signals are
-    NaN without a `task` or when a summary does not release its counts."""
+    NaN without a `task` or when a summary does not release them."""
     codes = sorted(set(site.code_counts) | set(partners.code_counts))
     bands = sorted(set(site.age_band_counts) | set(partners.age_band_counts))
     age_site = _distribution(site.age_band_counts, bands)
@@ -71,7 +76,6 @@ def pair_signals(site: SiteSummary, partners: SiteSummary, task: str | None = No
         "prevalence_gap": _prevalence_gap(site, partners),
         "age_distance": float(np.abs(age_site - age_partners).sum() / 2),
         "log_partner_patients": math.log(max(partners.patients, 1)),
-        "log_size_ratio": math.log(max(partners.patients, 1) / max(site.patients, 1)),
-        "task_rate": site.task_rate(task),
         "partner_task_rate": partners.task_rate(task),
+        "own_auroc": site.own_auroc_of(task),
     }

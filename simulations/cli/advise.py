@@ -28,13 +28,21 @@ def advise(
             help="Recommend partners only when their predicted AUROC gain exceeds this (default: the predictor's)."
         ),
     ] = None,
+    own_auroc: Annotated[
+        bool,
+        typer.Option(
+            help="Each site measures the AUROC it reaches alone (the predictor's recipe: minutes per site); "
+            "without it the advice cannot tell which sites gain most."
+        ),
+    ] = True,
 ) -> None:
     """Predict, for every ordered pair of sites and every candidate partner set, the AUROC a site
     gains by pretraining on the partners, and recommend each site its partners. Each site's input
-    is the k-anonymised summary it would release in a federation (summaries/*.json), never rows."""
+    is the summary it would release in a federation (summaries/*.json), never rows."""
     from server.advisor import advise as predict_advice
     from server.advisor import load_predictor
     from shared_model.data import read_meds
+    from shared_model.own_auroc import measure_own_auroc
     from shared_model.site_summary import site_summary
     from simulations.experiments.advisor.report import plot_advice
 
@@ -45,7 +53,16 @@ def advise(
         model = load_predictor(predictor)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise typer.BadParameter(f"--predictor {predictor}: not a transfer predictor ({exc})") from exc
-    summaries = {path.name: site_summary(read_meds(path), k_anonymity) for path in data}
+    recipe = model.own_auroc if own_auroc else None
+    summaries = {}
+    for path in data:
+        dataset = read_meds(path)
+        own = {}
+        if recipe is not None:
+            typer.echo(f"{path.name}: measuring its own AUROC on {model.task} ({len(recipe.seeds)} seeds)", err=True)
+            value = measure_own_auroc(dataset, model.task, recipe, k_anonymity)
+            own = {model.task: value} if value is not None else {}
+        summaries[path.name] = site_summary(dataset, k_anonymity, own_auroc=own)
     advice = predict_advice(summaries, model, max_partners=max_partners, margin=margin)
     (out / "summaries").mkdir(parents=True, exist_ok=True)
     for name, summary in summaries.items():

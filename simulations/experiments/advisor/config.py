@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shared_model.config import TIME_ENCODINGS
+from shared_model.own_auroc import OwnAurocRecipe
 from simulations.experiments.common import load_toml_overrides
 
 
@@ -25,9 +26,9 @@ class AdvisorConfig:
     Every model is scored on `population_patients` new patients of the site's population (the
     generator draws them like the site's own): a small site's held-out split holds a dozen or two
     positives, and its sampling error would shift every candidate of that site alike, unseen by
-    any summary and by the seeds. Each site also estimates alone, before anyone trains, what it
-    reaches from scratch: on its own held-out split, over `own_seeds` (a candidate signal of how
-    much it stands to gain).
+    any summary and by the seeds. Each site also measures alone, before anyone trains, what it
+    reaches from scratch (`own_auroc_recipe`: on its own held-out split, over `own_seeds`) and
+    releases it in its summary: the advisor's signal of how much the site stands to gain.
     Pooled pretraining stands in for a federation of the partners: the fed-vs-central experiment
     measures the two as equivalent at these scales (docs/results/fed_vs_central.md)."""
 
@@ -83,6 +84,11 @@ class AdvisorConfig:
             problems.append("ridge_alphas must be non-empty and > 0")
         if not self.margins or min(self.margins) < 0:
             problems.append("margins must be non-empty and >= 0")
+        if not problems:
+            try:
+                self.own_auroc_recipe  # noqa: B018 - a site would refuse a recipe it cannot follow
+            except ValueError as exc:
+                problems.append(f"own_seeds, cohort_size, finetune_epochs: {exc}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -105,6 +111,11 @@ class AdvisorConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def own_auroc_recipe(self) -> OwnAurocRecipe:
+        """How each site measures what it reaches alone; the fitted predictor asks sites for the same."""
+        return OwnAurocRecipe(self.cohort_size, self.finetune_epochs, self.own_seeds, self.time_encoding)
 
 
 def load_advisor_config(path: Path | None, *, quick: bool = False) -> AdvisorConfig:

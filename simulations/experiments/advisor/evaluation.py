@@ -177,7 +177,12 @@ def evaluate_and_report(out: Path, config: AdvisorConfig, gains: pd.DataFrame) -
     tuning = tune(table, config.ridge_alphas, config.margins)
     fitted_on = f"{table['consortium'].nunique()} simulated consortia ({out.name}), ridge alpha {tuning.alpha:g}"
     final = TransferPredictor.fit(
-        table, alpha=tuning.alpha, task=config.task, margin=tuning.margin, fitted_on=fitted_on
+        table,
+        alpha=tuning.alpha,
+        task=config.task,
+        margin=tuning.margin,
+        fitted_on=fitted_on,
+        own_auroc=config.own_auroc_recipe,
     )
     (out / "predictor.json").write_text(final.to_json() + "\n")
     return write_report(out, config, predicted, consortia, sites, final)

@@ -1,7 +1,8 @@
 """A consortium's measured transfer: every site fine-tuned from scratch and from an encoder
 pretrained on each candidate partner set, scored on the site's population sample, one row per
 (site, partner set, seed) in results.csv; and each site's own AUROC from scratch, scored on its
-own held-out split as the site could measure it alone, one row per seed in own.csv.
+own held-out split as the site measures it alone (shared_model/own_auroc.py), one row per seed in
+own.csv; then each site's summary, with that AUROC where the site would release it.
 
 Rows are appended as they finish, so a killed run resumes where it stopped; pretrained encoders
 are cached by content (simulations/experiments/transfer/pretraining.py)."""
@@ -19,6 +20,7 @@ from server.advisor import partner_sets
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import MedsDataset, read_meds
 from shared_model.finetuning import finetune_and_score
+from shared_model.own_auroc import held_out_label_counts, released_own_auroc, scratch_auroc
 from shared_model.settings import FinetuneSettings
 from shared_model.site_summary import SiteSummary, site_summary
 from simulations.experiments.advisor.config import AdvisorConfig
@@ -30,15 +32,20 @@ SCRATCH = ""  # the partners of a run trained from scratch
 OWN_FILE = "own.csv"  # each site's own estimate of its AUROC from scratch (`own_aurocs`)
 
 
-def write_summaries(site_dirs: dict[str, Path], out: Path, k: int) -> dict[str, SiteSummary]:
-    """Each site's releasable summary, as the site itself would compute and send it."""
+def write_summaries(
+    site_dirs: dict[str, Path], out: Path, config: AdvisorConfig, own: dict[str, list[float]]
+) -> dict[str, SiteSummary]:
+    """Each site's releasable summary, as the site itself would compute and send it, with its own
+    AUROC (`own`: its seeds' values) where the site's rule releases it."""
     out.mkdir(parents=True, exist_ok=True)
     summaries = {}
     for name, path in site_dirs.items():
-        target = out / f"{name}.json"
-        if not target.exists():
-            target.write_text(site_summary(read_meds(path), k).to_json() + "\n")
-        summaries[name] = SiteSummary.from_json(target.read_text())
+        dataset = read_meds(path)
+        counts = held_out_label_counts(dataset, config.task)
+        value = released_own_auroc(own.get(name, []), *counts, config.k_anonymity)
+        summary = site_summary(dataset, config.k_anonymity, own_auroc={config.task: value} if value is not None else {})
+        (out / f"{name}.json").write_text(summary.to_json() + "\n")
+        summaries[name] = summary
     return summaries
 
 
@@ -75,7 +82,8 @@ def measure_consortium(
 
 class _FineTunes:
     """One fine-tune of the consortium's task at a site, from scratch or from a partner set's
-    pretrained encoder, scored on the site's population sample or on its own held-out split."""
+    pretrained encoder, scored on the site's population sample; or from scratch, scored on its
+    own held-out split, as the site measures its own AUROC."""
 
     def __init__(
         self, config: AdvisorConfig, site_dirs: dict[str, Path], population_dirs: dict[str, Path], cache_dir: Path
@@ -91,6 +99,9 @@ class _FineTunes:
         if site not in self.datasets:
             self.datasets[site] = read_meds(self.site_dirs[site]), read_meds(self.population_dirs[site])
         dataset, population = self.datasets[site]
+        if not on_population:  # exactly as the site measures it
+            auroc = scratch_auroc(dataset, config.task, config.own_auroc_recipe, seed)
+            return {"site": site, "partners": SCRATCH, "seed": seed, "auroc": auroc, "train_positives": None}
         outcome = finetune_and_score(
             dataset,
             config.task,
@@ -99,7 +110,7 @@ class _FineTunes:
             checkpoint=checkpoint,
             settings=FinetuneSettings(seed=seed, epochs=config.finetune_epochs),
             model_config=self.scratch_config,
-            scored_on=population if on_population else None,
+            scored_on=population,
         )
         return {
             "site": site,
@@ -137,15 +148,15 @@ def _measure(
     return _read_results(path) if path.exists() else pd.DataFrame(columns=RESULT_COLUMNS)
 
 
-def own_aurocs(consortium_dir: Path, seeds: tuple[int, ...]) -> pd.Series:
-    """Each site's mean AUROC over `seeds` (its `own_seeds`), trained from scratch and scored on
-    its own held-out split: what a site can measure alone, before anyone trains. Empty when not
-    measured; a seed without an AUROC (a held-out split of one class) is left out of the mean."""
+def own_aurocs(consortium_dir: Path, seeds: tuple[int, ...]) -> dict[str, list[float]]:
+    """Each site's AUROCs over `seeds` (its `own_seeds`), trained from scratch and scored on its
+    own held-out split: what a site measures alone, before anyone trains. Empty when not measured."""
     path = consortium_dir / OWN_FILE
     if not path.exists():
-        return pd.Series(dtype=float, name="own_auroc")
+        return {}
     rows = _read_results(path)
-    return rows[rows["seed"].isin(seeds)].groupby("site")["auroc"].mean().rename("own_auroc")
+    rows = rows[rows["seed"].isin(seeds)]
+    return {str(site): mine["auroc"].tolist() for site, mine in rows.groupby("site")}
 
 
 def _read_results(path: Path) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from simulations.experiments.advisor.config import AdvisorConfig
 from simulations.experiments.advisor.consortia import build_consortium, consortium_name
-from simulations.experiments.advisor.measure import measure_consortium, measured_gains, write_summaries
+from simulations.experiments.advisor.measure import measure_consortium, measured_gains, own_aurocs, write_summaries
 from simulations.experiments.common import same_settings_or_refuse
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,8 @@ def measure_all(out: Path, config: AdvisorConfig, only: tuple[int, ...] | None =
         sites, populations = build_consortium(config, index, out)
         site_dirs = {p.name: p for p in sites}
         consortium_dir = out / consortium_name(index)
-        write_summaries(site_dirs, consortium_dir / "summaries", config.k_anonymity)
         results = measure_consortium(config, site_dirs, {p.name: p for p in populations}, consortium_dir)
+        write_summaries(site_dirs, consortium_dir / "summaries", config, own_aurocs(consortium_dir, config.own_seeds))
         gains = measured_gains(results, config.seeds, config.scratch_seeds)
         frames.append(gains.assign(consortium=consortium_name(index)))
     return pd.concat(frames, ignore_index=True)
