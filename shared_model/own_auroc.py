@@ -28,12 +28,13 @@ MAX_SEEDS, MAX_EPOCHS, MAX_COHORT = 32, 200, 100_000
 @dataclass(frozen=True)
 class OwnAurocRecipe:
     """How a site measures its own AUROC: `cohort_size` labelled train patients, the default
-    transformer from scratch for at most `epochs`, one run per seed of `seeds`."""
+    transformer (with `time_encoding`) from scratch for at most `epochs`, one run per seed of
+    `seeds`. The advisor experiment's config writes it (`AdvisorConfig.own_auroc_recipe`)."""
 
-    cohort_size: int = 200
-    epochs: int = 40
-    seeds: tuple[int, ...] = tuple(range(16))
-    time_encoding: str = "days_before+age"
+    cohort_size: int
+    epochs: int
+    seeds: tuple[int, ...]
+    time_encoding: str
 
     def __post_init__(self) -> None:
         ok = (

@@ -30,7 +30,7 @@ from server.federation import run_federation
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import DataValidationError, MedsDataset, read_meds
 from shared_model.finetuning import finetune_and_score
-from shared_model.own_auroc import held_out_label_counts
+from shared_model.own_auroc import OwnAurocRecipe, held_out_label_counts, released_own_auroc
 from shared_model.run_config import FederatedRunConfig
 from shared_model.settings import FinetuneSettings
 from shared_model.site_summary import SiteSummary, pooled, site_summary
@@ -86,6 +86,20 @@ def test_a_summary_gives_a_tasks_counts_only_when_its_positives_and_negatives_re
     for few_negatives in ((100, 97), (100, 3)):  # 3 negatives, or 3 positives, at k=5
         with pytest.raises(ValueError, match="counts >= k"):
             SiteSummary(200, {}, {}, k=5, task_counts={"asthma": few_negatives})
+
+
+def test_a_sites_own_auroc_is_released_to_a_hundredth_and_only_from_k_held_out_positives_and_negatives() -> None:
+    assert released_own_auroc([0.6012, 0.7033, float("nan")], positives=11, negatives=40, k=11) == 0.65
+    assert released_own_auroc([0.6, 0.7], positives=10, negatives=40, k=11) is None
+    assert released_own_auroc([0.6, 0.7], positives=40, negatives=10, k=11) is None
+    assert released_own_auroc([float("nan")], positives=40, negatives=40, k=11) is None
+    summary = SiteSummary(100, {}, {}, 11, own_auroc={"asthma": 0.65})
+    assert SiteSummary.from_json(summary.to_json()) == summary
+    for finer_or_impossible in (0.6512, 1.2, float("nan")):  # a summary that says more does not read
+        with pytest.raises(ValueError, match="own AUROCs"):
+            SiteSummary(100, {}, {}, 11, own_auroc={"asthma": finer_or_impossible})
+    recipe = OwnAurocRecipe(cohort_size=200, epochs=40, seeds=(100, 101), time_encoding="days_before+age")
+    assert OwnAurocRecipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
 
 
 def test_signals_tell_identical_sites_from_disjoint_ones() -> None:

@@ -158,7 +158,10 @@ def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: Si
 
 def test_the_advisory_round_runs_over_tls_and_advises_by_pseudonym(deployment: SiteDeployment) -> None:
     run_dir = deployment.root / "advice"
-    quick = replace(load_predictor(), own_auroc=OwnAurocRecipe(cohort_size=40, epochs=1, seeds=(0,)))
+    quick = replace(
+        load_predictor(),
+        own_auroc=OwnAurocRecipe(cohort_size=40, epochs=1, seeds=(0,), time_encoding="days_before+age"),
+    )
     predictor = deployment.root / "predictor.json"
     predictor.write_text(quick.to_json())  # the shipped recipe, over a few minutes per site, is not what is tested
     result = deployment.submit(

@@ -133,7 +133,7 @@ def test_a_site_that_keeps_its_task_counts_sends_none_whatever_the_server_asks(s
     assert summary.code_counts and summary.task_counts == {}
 
 
-QUICK_RECIPE = OwnAurocRecipe(cohort_size=40, epochs=1, seeds=(0,))
+QUICK_RECIPE = OwnAurocRecipe(cohort_size=40, epochs=1, seeds=(0,), time_encoding="days_before+age")
 
 
 def summary_query(server: Server, k: int, recipe: object = QUICK_RECIPE) -> Message:
