@@ -92,8 +92,8 @@ experiment-privacy: install
 	@echo "open $(EXPERIMENT_DIR)/privacy/report.html"
 
 # The transfer advisor judged on simulated consortia it never saw (resumable): run
-# `claimpt experiment advisor --only 1,3,5,7` and `--only 2,4,6,8` in parallel on 2 cores, about
-# an hour per consortium each (4 hours), then this target (or one run without --only) writes the report.
+# `claimpt experiment advisor --only 1,3,5,7` and `--only 2,4,6,8` in parallel on 2 cores, about an
+# hour and a half per consortium each (6 hours), then this target (or one run without --only) writes the report.
 experiment-advisor: install
 	$(CLAIMPT) experiment advisor --out $(EXPERIMENT_DIR)/advisor
 	@echo "see $(EXPERIMENT_DIR)/advisor/results.md"
