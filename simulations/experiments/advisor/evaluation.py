@@ -64,16 +64,17 @@ def _held_out_predictions(table: pd.DataFrame, tuning_for: Callable[[pd.DataFram
 
 
 def tune(table: pd.DataFrame, alphas: tuple[float, ...], margins: tuple[float, ...]) -> Tuning:
-    """Leave one consortium of `table` out at a time: the penalty whose predictions rank the
-    measured gains best (mean Spearman over consortia), then the margin whose advice, from those
-    predictions, gives the sites the largest mean gain (the smallest such margin on a tie)."""
+    """Leave one consortium of `table` out at a time: the penalty whose predictions rank each
+    site's candidates best (mean Spearman over the sites: the penalty is the pair part's, and the
+    pair part decides only that ranking), then the margin whose advice, from those predictions,
+    gives the sites the largest mean gain (the smallest such margin on a tie)."""
     if table["consortium"].nunique() < 2:
         return Tuning(alphas[len(alphas) // 2], min(margins))
     inner = {alpha: _held_out_predictions(table, lambda _, a=alpha: Tuning(a, 0.0)) for alpha in alphas}
 
     def ranking(alpha: float) -> float:
-        by_consortium = inner[alpha].groupby("consortium")
-        return mean_known([spearman(g["predicted_gain"], g["gain"]) for _, g in by_consortium])
+        by_site = inner[alpha].groupby(["consortium", "site"])
+        return mean_known([spearman(g["predicted_gain"], g["gain"]) for _, g in by_site])
 
     alpha = max(alphas, key=ranking)
 
