@@ -59,7 +59,7 @@ ACTIVITY = "site-activity"  # node state: rounds trained and evaluations answere
 LEGACY_FIT_PARAMETERS = "fitins.parameters"  # how Flower's legacy SecAgg+ workflow sends the model
 
 
-def own_auroc_asked(config: ConfigRecord, policy: SitePolicy, path: str, k: int) -> dict[str, float]:
+def own_auroc_asked(config: ConfigRecord, policy: SitePolicy, path: str, k: int) -> dict[str, float | None]:
     """The own AUROC a summary query asks for (`task` and the predictor's `own-auroc` recipe, as
     JSON), measured here, if the site's policy shares it and it may be released at `k`; a recipe
     that does not read or asks beyond its bounds is refused."""
@@ -72,8 +72,7 @@ def own_auroc_asked(config: ConfigRecord, policy: SitePolicy, path: str, k: int)
         raise SiteRefusal("the own-AUROC recipe is not one the site follows") from exc
     if not isinstance(task, str):
         raise SiteRefusal("an own-AUROC query names its task")
-    value = own_auroc(path, task, recipe, k)
-    return {task: value} if value is not None else {}
+    return {task: own_auroc(path, task, recipe, k)}
 
 
 def site_of(context: Context, settings: FederatedRunConfig) -> tuple[str, str]:

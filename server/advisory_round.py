@@ -14,9 +14,8 @@ from flwr.serverapp import Grid
 from server.advisor import Advice, TransferPredictor, advise
 from server.exchange import send_and_receive
 from server.vocabulary_round import wait_for_nodes
-from shared_model.data.paths import atomic_write_bytes
 from shared_model.passport import pseudonym
-from shared_model.site_summary import SiteSummary
+from shared_model.site_summary import SiteSummary, save_summaries
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +61,6 @@ def run_advisory_round(
     summaries = advisory_round(grid, k=k, minimum_sites=minimum_sites, predictor=predictor)
     advice = advise(summaries, predictor)
     advice.write(run_dir)
-    (run_dir / "summaries").mkdir(parents=True, exist_ok=True)
-    for name, summary in summaries.items():  # what each site released, for the consortium's records
-        atomic_write_bytes(run_dir / "summaries" / f"{name}.json", (summary.to_json() + "\n").encode())
+    save_summaries(summaries, run_dir / "summaries")  # what each site released, for the consortium's records
     log.info("advisory round: %d sites; advice written to %s", len(summaries), run_dir / "advice.md")
     return advice

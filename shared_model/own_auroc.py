@@ -17,7 +17,8 @@ import numpy as np
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import MedsDataset
 from shared_model.finetuning import finetune_and_score
-from shared_model.site_summary import PRECISION
+from shared_model.site_summary import PRECISION, labelled_and_positive
+from shared_model.tasks import split_subjects
 from shared_model.training import FinetuneSettings
 
 #: bounds a recipe must keep, whoever sends it: a request beyond them is a mistake or an attempt
@@ -81,10 +82,8 @@ def scratch_auroc(dataset: MedsDataset, task: str, recipe: OwnAurocRecipe, seed:
 
 def held_out_label_counts(dataset: MedsDataset, task: str) -> tuple[int, int]:
     """(positives, negatives) among the held-out split's labelled patients of `task`."""
-    held_out = dataset.splits.loc[dataset.splits["split"] == "held_out", "subject_id"]
-    labels = dataset.labels[task]
-    mine = labels[labels["subject_id"].isin(held_out)].groupby("subject_id")["boolean_value"].any()
-    return int(mine.sum()), int((~mine).sum())
+    labelled, positive = labelled_and_positive(dataset, task, split_subjects(dataset, "held_out"))
+    return positive, labelled - positive
 
 
 def released_own_auroc(aurocs: list[float], positives: int, negatives: int, k: int) -> float | None:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from shared_model.data import MedsDataset
+from shared_model.data.paths import atomic_write_bytes
 from shared_model.tasks import k_anonymous_train_code_counts, train_patients, train_subjects
 from shared_model.vocabulary import BIRTH_CODE
 
@@ -129,26 +131,31 @@ def age_band_counts(dataset: MedsDataset) -> pd.Series:
     return pd.Series(labels, dtype=object).value_counts()
 
 
+def labelled_and_positive(dataset: MedsDataset, task: str, subjects: pd.Series) -> tuple[int, int]:
+    """(patients among `subjects` with a label for `task`, those with a positive one)."""
+    labels = dataset.labels[task]
+    mine = labels[labels["subject_id"].isin(subjects)]
+    return int(mine["subject_id"].nunique()), int(mine.loc[mine["boolean_value"], "subject_id"].nunique())
+
+
 def task_counts(dataset: MedsDataset, k: int) -> dict[str, tuple[int, int]]:
     """Per labelled task: (train patients with a label, those with a positive one), for the tasks
     whose positives and negatives both number at least k (others are left out)."""
     train = train_subjects(dataset)
     counts = {}
-    for task, labels in sorted(dataset.labels.items()):
-        mine = labels[labels["subject_id"].isin(train)]
-        labelled = int(mine["subject_id"].nunique())
-        positive = int(mine.loc[mine["boolean_value"], "subject_id"].nunique())
+    for task in sorted(dataset.labels):
+        labelled, positive = labelled_and_positive(dataset, task, train)
         if min(positive, labelled - positive) >= k:
             counts[str(task)] = (labelled, positive)
     return counts
 
 
 def site_summary(
-    dataset: MedsDataset, k: int, *, with_tasks: bool = True, own_auroc: dict[str, float] | None = None
+    dataset: MedsDataset, k: int, *, with_tasks: bool = True, own_auroc: dict[str, float | None] | None = None
 ) -> SiteSummary:
     """The site's releasable summary under its k (codes, bands and tasks below k are left out);
-    without `with_tasks` (the site's policy), no task counts at all. `own_auroc`: the values the
-    site releases (`shared_model.own_auroc.measure_own_auroc`), per task."""
+    without `with_tasks` (the site's policy), no task counts at all. `own_auroc`: per task, the
+    value the site releases (`shared_model.own_auroc.measure_own_auroc`; None: nothing)."""
     bands = age_band_counts(dataset)
     return SiteSummary(
         patients=train_patients(dataset),
@@ -156,5 +163,12 @@ def site_summary(
         age_band_counts={str(b): int(n) for b, n in bands[bands >= k].items()},
         k=k,
         task_counts=task_counts(dataset, k) if with_tasks else {},
-        own_auroc=dict(own_auroc or {}),
+        own_auroc={task: value for task, value in (own_auroc or {}).items() if value is not None},
     )
+
+
+def save_summaries(summaries: dict[str, SiteSummary], directory: Path) -> None:
+    """`directory`/NAME.json per summary, each written whole or not at all."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, summary in summaries.items():
+        atomic_write_bytes(directory / f"{name}.json", (summary.to_json() + "\n").encode())

@@ -60,9 +60,14 @@ def k_anonymous_train_code_counts(dataset: MedsDataset, k: int) -> pd.Series:
     return counts[counts >= k].sort_index()
 
 
+def split_subjects(dataset: MedsDataset, split: str) -> pd.Series:
+    """The subject ids of one of the dataset's splits ("train", "tuning", "held_out")."""
+    return dataset.splits.loc[dataset.splits["split"] == split, "subject_id"]
+
+
 def train_subjects(dataset: MedsDataset) -> pd.Series:
     """The subject ids of the dataset's train split: whom every count a site releases covers."""
-    return dataset.splits.loc[dataset.splits["split"] == "train", "subject_id"]
+    return split_subjects(dataset, "train")
 
 
 def train_patients(dataset: MedsDataset) -> int:

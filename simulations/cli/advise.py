@@ -43,7 +43,7 @@ def advise(
     from server.advisor import load_predictor
     from shared_model.data import read_meds
     from shared_model.own_auroc import measure_own_auroc
-    from shared_model.site_summary import site_summary
+    from shared_model.site_summary import save_summaries, site_summary
     from simulations.experiments.advisor.report import plot_advice
 
     names = [path.name for path in data]
@@ -60,13 +60,10 @@ def advise(
         own = {}
         if recipe is not None:
             typer.echo(f"{path.name}: measuring its own AUROC on {model.task} ({len(recipe.seeds)} seeds)", err=True)
-            value = measure_own_auroc(dataset, model.task, recipe, k_anonymity)
-            own = {model.task: value} if value is not None else {}
+            own = {model.task: measure_own_auroc(dataset, model.task, recipe, k_anonymity)}
         summaries[path.name] = site_summary(dataset, k_anonymity, own_auroc=own)
     advice = predict_advice(summaries, model, max_partners=max_partners, margin=margin)
-    (out / "summaries").mkdir(parents=True, exist_ok=True)
-    for name, summary in summaries.items():
-        (out / "summaries" / f"{name}.json").write_text(summary.to_json() + "\n")
+    save_summaries(summaries, out / "summaries")
     advice.write(out)
     plot_advice(advice, out / "advice.png")
     typer.echo(advice.to_markdown())

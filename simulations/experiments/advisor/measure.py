@@ -22,7 +22,7 @@ from shared_model.data import MedsDataset, read_meds
 from shared_model.finetuning import finetune_and_score
 from shared_model.own_auroc import held_out_label_counts, released_own_auroc, scratch_auroc
 from shared_model.settings import FinetuneSettings
-from shared_model.site_summary import SiteSummary, site_summary
+from shared_model.site_summary import SiteSummary, save_summaries, site_summary
 from simulations.experiments.advisor.config import AdvisorConfig
 from simulations.experiments.transfer.pretraining import CheckpointCache, Pretraining
 
@@ -37,15 +37,13 @@ def write_summaries(
 ) -> dict[str, SiteSummary]:
     """Each site's releasable summary, as the site itself would compute and send it, with its own
     AUROC (`own`: its seeds' values) where the site's rule releases it."""
-    out.mkdir(parents=True, exist_ok=True)
     summaries = {}
     for name, path in site_dirs.items():
         dataset = read_meds(path)
         counts = held_out_label_counts(dataset, config.task)
         value = released_own_auroc(own.get(name, []), *counts, config.k_anonymity)
-        summary = site_summary(dataset, config.k_anonymity, own_auroc={config.task: value} if value is not None else {})
-        (out / f"{name}.json").write_text(summary.to_json() + "\n")
-        summaries[name] = summary
+        summaries[name] = site_summary(dataset, config.k_anonymity, own_auroc={config.task: value})
+    save_summaries(summaries, out)
     return summaries
 
 
