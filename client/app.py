@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,8 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
-from client.ledger import LedgerEntry, ledger_of
+from client.admission import round_instructions, run_settings, site_privacy
 from client.local import (
-    LocalPrivacy,
     evaluate_locally,
     k_anonymous_code_counts,
     load_site,
@@ -45,10 +43,8 @@ from client.node_config import DATA_PATH_KEY, POLICY_KEY, SITE_ID_KEY
 from client.policy import SitePolicy, load_policy
 from client.replies import SiteRefusal, errors_stay_at_the_site
 from client.statement import privacy_statement
-from shared_model.config import ClaimTransformerConfig
 from shared_model.own_auroc import OwnAurocRecipe
 from shared_model.passport import STATEMENT, site_key
-from shared_model.privacy import default_delta, plan_site_privacy
 from shared_model.run_config import SECAGG_CLIPPING_RANGE, FederatedRunConfig
 from shared_model.site_summary import site_summary
 from shared_model.wire import arrays_packed_on_the_wire
@@ -95,58 +91,6 @@ def policy_of(context: Context) -> SitePolicy:
     return load_policy(str(path)) if path else SitePolicy()
 
 
-def site_privacy(
-    context: Context,
-    policy: SitePolicy,
-    settings: FederatedRunConfig,
-    n_train: int,
-    server_round: int,
-    local_epochs: int,
-) -> LocalPrivacy | None:
-    """This round's record-level DP (None without), after the policy's checks; the round is
-    written to the site's ledger before it trains."""
-    target = policy.epsilon_for(settings.dp_epsilon)  # the site's own epsilon where it sets one
-    if target <= 0:
-        if policy.dp_required:
-            raise SiteRefusal("this site trains only with record-level DP (dp-epsilon)")
-        return None
-    if policy.max_run_epsilon and target > policy.max_run_epsilon:
-        raise SiteRefusal("dp-epsilon is above this site's ceiling")
-    if local_epochs != settings.local_epochs:
-        raise SiteRefusal("local epochs differ from the run's DP noise plan")
-    delta = settings.dp_delta or default_delta(n_train)
-    if delta > policy.max_delta_for(n_train):
-        raise SiteRefusal("dp-delta is above this site's ceiling")
-    plan = plan_site_privacy(
-        n_train,
-        settings.batch_size,
-        local_epochs,
-        settings.num_server_rounds,
-        target,
-        delta=delta,
-        accountant=settings.dp_accountant,
-    )
-    if plan.noise_multiplier < policy.min_noise_multiplier:
-        raise SiteRefusal("the run's DP noise is below this site's floor")
-    ledger = ledger_of(context)
-    rounds_done = max(server_round - 1, ledger.rounds_in(context.run_id))
-    epsilon = plan.check_round(rounds_done)  # the run's own budget
-    this_round = LedgerEntry(
-        run=context.run_id,
-        round=server_round,
-        sampling_rate=plan.sampling_rate,
-        noise_multiplier=plan.noise_multiplier,
-        steps=plan.steps_per_round,
-        delta=plan.delta,
-    )
-    if policy.lifetime_epsilon and ledger.epsilon(plan.delta, extra=this_round) > policy.lifetime_epsilon * (1 + 1e-6):
-        raise SiteRefusal("this site's lifetime privacy budget would be exceeded")
-    ledger.append(this_round)
-    return LocalPrivacy(
-        plan, settings.dp_clip_norm, settings.dp_embedding_share, rounds_done, epsilon, noise_seed=secrets.randbits(62)
-    )
-
-
 def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:
     """Flower's SecAgg+ client mod, for the messages of a SecAgg+ round only (it would reject the
     plain train messages of every other round)."""
@@ -176,7 +120,7 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
     app = ClientApp(mods=[errors_stay_at_the_site, arrays_packed_on_the_wire, secure_aggregation_mod, *mods])
 
     def settings_of(context: Context) -> FederatedRunConfig:
-        return FederatedRunConfig.from_run_config({**dict(context.run_config), **(overrides or {})})
+        return run_settings({**dict(context.run_config), **(overrides or {})})
 
     def asked_under_site_k(msg: Message, context: Context) -> tuple[SitePolicy, str, str, int]:
         """A query's policy, data path, site id and k: the k the server asks for, raised to the
@@ -250,15 +194,17 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
         context: Context, policy: SitePolicy, global_weights: list[np.ndarray], config
     ) -> tuple[list[np.ndarray], MetricRecord]:
         settings = settings_of(context)
-        path, site = site_of(context, settings)
-        server_round = int(config["server-round"])
-        model_config = ClaimTransformerConfig.from_json(str(config["model-config"]))
-        k = policy.k_for(settings.k_anonymity)
-        samples = site_samples(path, str(config["vocabulary"]), k)
-        local_epochs = int(config.get("local-epochs", settings.local_epochs))
-        proximal_mu = float(config.get("proximal-mu", 0.0))
-        if proximal_mu > 0 and policy.epsilon_for(settings.dp_epsilon) > 0:
+        instructions, model_config, _ = round_instructions(config, policy)
+        if instructions.proximal_mu != 0 and policy.epsilon_for(settings.dp_epsilon) != 0:
             raise SiteRefusal("this site trains with record-level DP, which has no FedProx proximal term")
+        path, site = site_of(context, settings)
+        k = policy.k_for(settings.k_anonymity)
+        samples = site_samples(path, instructions.vocabulary, k)
+        server_round, local_epochs, proximal_mu = (
+            instructions.server_round,
+            instructions.local_epochs,
+            instructions.proximal_mu,
+        )
         privacy = site_privacy(
             context, policy, settings, len(samples["train"]["subject_id"]), server_round, local_epochs
         )
@@ -298,11 +244,10 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
         activity = _activity(context)
         if activity["evaluated"] >= policy.evaluations_allowed(activity["trained"]):
             raise SiteRefusal("this site's evaluation limit for the run is reached")
+        instructions, model_config, _ = round_instructions(msg.content["config"], policy)
         path, site = site_of(context, settings)
-        config = msg.content["config"]
-        model_config = ClaimTransformerConfig.from_json(str(config["model-config"]))
         k = policy.k_for(settings.k_anonymity)
-        samples = site_samples(path, str(config["vocabulary"]), k)
+        samples = site_samples(path, instructions.vocabulary, k)
         if len(samples["held_out"]["subject_id"]) < k:
             raise SiteRefusal("fewer held-out patients than this site's k: no evaluation")
         _count(context, "evaluated")

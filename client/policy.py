@@ -16,14 +16,14 @@ max_delta = 1e-5                  # refuse a larger delta (0: 1 / n, n = the sit
 min_noise_multiplier = 0.5        # refuse DP-SGD with less noise (0: no floor)
 require_secure_aggregation = false  # refuse plain (non-SecAgg+) training rounds
 max_evaluations_per_run = 0       # federated evaluations answered per run (0: one per training round, + 1)
-share_task_counts = true          # the advisory summary may say, per task, how many patients are labelled and positive
-share_own_auroc = true            # ... and the AUROC it reaches alone (to 0.01; >= k held-out positives, negatives)
+max_model_parameters = 100000000  # refuse to build a model the server describes with more weights
+share_task_counts = false         # the advisory summary may say, per task, how many patients are labelled and positive
+share_own_auroc = false           # ... and the AUROC it reaches alone (to 0.01; >= k held-out positives, negatives)
 ```
 """
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,32 +31,46 @@ from typing import Any
 
 from client.replies import SiteRefusal
 from shared_model.data import DataValidationError
+from shared_model.run_config import MAX_EPSILON, MAX_ROUNDS
+from shared_model.settings import MAX_COUNT, SettingError, check_settings, setting, settings_from
+
+MAX_PARAMETERS = 10**10
 
 
 @dataclass(frozen=True)
 class SitePolicy:
-    k_anonymity: int = 11
-    require_dp: bool = False
-    dp_epsilon: float = 0.0
-    max_run_epsilon: float = 0.0
-    lifetime_epsilon: float = 0.0
-    max_delta: float = 0.0
-    min_noise_multiplier: float = 0.0
-    require_secure_aggregation: bool = False
-    max_evaluations_per_run: int = 0
-    share_task_counts: bool = True
-    share_own_auroc: bool = True
+    k_anonymity: int = setting(
+        11, "Codes reported and used only if seen in >= k patients.", at_least=2, at_most=MAX_COUNT
+    )
+    require_dp: bool = setting(False, "Train only with record-level DP-SGD.")
+    dp_epsilon: float = setting(
+        0.0, "DP-SGD at this epsilon per run even if the run asks none (0: the run's).", at_least=0, at_most=MAX_EPSILON
+    )
+    max_run_epsilon: float = setting(
+        0.0, "Refuse runs asking for a larger epsilon (0: no ceiling).", at_least=0, at_most=MAX_EPSILON
+    )
+    lifetime_epsilon: float = setting(
+        0.0, "The site's total over every run, in its ledger (0: none).", at_least=0, at_most=100 * MAX_EPSILON
+    )
+    max_delta: float = setting(0.0, "Refuse a larger delta (0: 1 / n).", at_least=0, below=1)
+    min_noise_multiplier: float = setting(0.0, "Refuse DP-SGD with less noise (0: no floor).", at_least=0, at_most=1e3)
+    require_secure_aggregation: bool = setting(False, "Refuse plain (non-SecAgg+) training rounds.")
+    max_evaluations_per_run: int = setting(
+        0, "Federated evaluations answered per run (0: one per round, + 1).", at_least=0, at_most=MAX_ROUNDS
+    )
+    max_model_parameters: int = setting(
+        100_000_000,
+        "Refuse to build a model the server describes with more weights than this (the site's memory).",
+        at_least=1,
+        at_most=MAX_PARAMETERS,
+    )
+    share_task_counts: bool = setting(
+        False, "The advisory summary may say, per task, its labelled and positive patients."
+    )
+    share_own_auroc: bool = setting(False, "The advisory summary may carry the AUROC the site reaches alone.")
 
     def __post_init__(self) -> None:
-        if self.k_anonymity < 2:
-            raise ValueError(f"k_anonymity must be an integer >= 2, got {self.k_anonymity}")
-        for name in ("dp_epsilon", "max_run_epsilon", "lifetime_epsilon", "max_delta", "min_noise_multiplier"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_delta >= 1:
-            raise ValueError(f"max_delta must be below 1, got {self.max_delta}")
-        if self.max_evaluations_per_run < 0:
-            raise ValueError(f"max_evaluations_per_run must be >= 0, got {self.max_evaluations_per_run}")
+        check_settings(self, kebab=False)
 
     @property
     def dp_required(self) -> bool:
@@ -66,7 +80,7 @@ class SitePolicy:
     def epsilon_for(self, requested: float) -> float:
         """The record-level epsilon this site trains a run with when the server asks for
         `requested` (0: no DP): the smaller of the two where both are set, the site's own when the
-        run asks for none."""
+        run asks for none. `requested` has passed the run config's range check (finite, >= 0)."""
         if self.dp_epsilon and requested > 0:
             return min(self.dp_epsilon, requested)
         return self.dp_epsilon or requested
@@ -74,7 +88,7 @@ class SitePolicy:
     def k_for(self, requested: Any) -> int:
         """The k this site applies when the server asks for `requested`: the larger of the two.
         A k that is not a positive integer is refused (not rounded: 2.5 is a mistake or a probe)."""
-        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        if isinstance(requested, bool) or not isinstance(requested, int) or not 1 <= requested <= MAX_COUNT:
             raise SiteRefusal("k-anonymity must be a positive integer")
         return max(self.k_anonymity, requested)
 
@@ -86,7 +100,8 @@ class SitePolicy:
 
 
 def load_policy(path: str | Path) -> SitePolicy:
-    """Read a policy file; any unknown key or wrong type is an error naming the file and key."""
+    """Read a policy file; any unknown key, wrong type or value out of range (NaN included) is an
+    error naming the file and key."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -94,19 +109,7 @@ def load_policy(path: str | Path) -> SitePolicy:
         raise DataValidationError(path, "a readable TOML policy file", found=type(exc).__name__) from exc
     except tomllib.TOMLDecodeError as exc:
         raise DataValidationError(path, "valid TOML", found=str(exc)) from exc
-    fields = {f.name: f for f in dataclasses.fields(SitePolicy)}
-    values = {}
-    for key, value in data.items():
-        if key not in fields:
-            raise DataValidationError(path, f"one of the policy keys {sorted(fields)}", column=key, found=key)
-        kind = type(fields[key].default)
-        valid = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, valid = float(value), True
-        if not valid:
-            raise DataValidationError(path, f"a {kind.__name__}", column=key, found=value)
-        values[key] = value
     try:
-        return SitePolicy(**values)
-    except ValueError as exc:
-        raise DataValidationError(path, str(exc)) from exc
+        return settings_from(SitePolicy, data, kebab=False, what="policy")
+    except SettingError as exc:
+        raise DataValidationError(path, exc.expected, column=exc.key, found=data.get(exc.key, exc.key)) from exc

@@ -47,11 +47,15 @@ def write_site_error(context: Context, reference: str, exc: BaseException) -> No
         + "".join(traceback.format_exception(exc))
         + "\n"
     )
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(descriptor, text.encode())
-    finally:
-        os.close(descriptor)
+    try:  # the error reply must leave whatever happens here: a failure to log is logged, not raised
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(descriptor, text.encode())
+        finally:
+            os.close(descriptor)
+    except OSError as failure:
+        log.error("site reference %s: could not write errors.log (%s)", reference, failure)
 
 
 def errors_stay_at_the_site(msg: Message, context: Context, call_next) -> Message:

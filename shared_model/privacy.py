@@ -31,8 +31,9 @@ import dp_accounting
 import tensorflow as tf
 from dp_accounting import pld, rdp
 
+from shared_model.settings import ACCOUNTANTS
+
 log = logging.getLogger(__name__)
-ACCOUNTANTS = ("pld", "rdp")
 NOISE_FLOOR = 0.1  # the least noise multiplier calibrated (the accountants' search starts here)
 RDP_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [128, 256, 512])
 
@@ -213,7 +214,7 @@ def epsilon_spent(
     """Epsilon at `delta` after `steps` Poisson-sampled Gaussian steps (inf without noise)."""
     if steps <= 0:
         return 0.0
-    if noise_multiplier <= 0:
+    if not noise_multiplier > 0:  # no noise, or none that means anything (NaN): no guarantee
         return math.inf
     ledger = _accountant(accountant)
     ledger.compose(_event(sampling_rate, noise_multiplier), int(steps))
@@ -227,7 +228,7 @@ def epsilon_of_rounds(mechanisms: list[tuple[float, float, int]], delta: float) 
     mechanisms = [m for m in mechanisms if m[2] > 0]
     if not mechanisms:
         return 0.0
-    if any(noise <= 0 for _, noise, _ in mechanisms):
+    if not all(noise > 0 for _, noise, _ in mechanisms):
         return math.inf
     ledger = _accountant("rdp")
     for sampling_rate, noise, steps in mechanisms:
@@ -240,9 +241,10 @@ def noise_for_budget(
 ) -> float:
     """The smallest noise multiplier (at least NOISE_FLOOR) whose `steps` spend at most
     `target_epsilon` at `delta`. Targets the floor already meets (epsilon in the hundreds and up:
-    no meaningful guarantee) get the floor and spend less than asked."""
-    if not math.isfinite(target_epsilon):
-        return 0.0
+    no meaningful guarantee) get the floor and spend less than asked. A target, rate or delta out
+    of range (NaN and inf included) is refused: no target ever means "no noise"."""
+    if not (0 < target_epsilon < math.inf and 0 < sampling_rate <= 1 and 0 < delta < 1 and steps >= 1):
+        raise ValueError("DP-SGD calibration needs epsilon > 0 finite, a sampling rate in (0, 1], delta in (0, 1)")
     if epsilon_spent(sampling_rate, NOISE_FLOOR, steps, delta, accountant) <= target_epsilon:
         return NOISE_FLOOR
     noise = dp_accounting.calibrate_dp_mechanism(
@@ -277,7 +279,7 @@ class SitePrivacyPlan:
     def check_round(self, rounds_done: int) -> float:
         """Epsilon after one more round; raises PrivacyBudgetExceeded if it is over the budget."""
         after = self.epsilon_after(rounds_done + 1)
-        if after > self.budget * (1 + 1e-6):
+        if not after <= self.budget * (1 + 1e-6):
             raise PrivacyBudgetExceeded(
                 f"round {rounds_done + 1} would bring epsilon to {after:.3f} at delta {self.delta:.2g}, over this "
                 f"site's budget of {self.budget:g}: refusing to train"

@@ -24,7 +24,7 @@ import meds
 import numpy as np
 import pandas as pd
 
-from shared_model.settings import VocabularySettings
+from shared_model.settings import MAX_CODES, VocabularySettings
 
 log = logging.getLogger(__name__)
 
@@ -184,18 +184,38 @@ class Vocabulary:
 
     @classmethod
     def from_json(cls, text: str) -> Vocabulary:
-        data = json.loads(text)
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported vocabulary format {data.get('format_version')!r}")
-        if not (len(data["codes"]) == len(data["counts"]) == len(data["code_group"])):
+        """A vocabulary from its JSON, which may have crossed the wire: every field is checked
+        (types, equal lengths, unique codes, group ids within the groups) before anything indexes
+        by it; a ValueError names the field, never a value."""
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise ValueError("the vocabulary is not JSON") from exc
+        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+            raise ValueError("the vocabulary is not in a format this version reads")
+        codes = _list_of(data, "codes", str, MAX_CODES)
+        counts = _list_of(data, "counts", int, MAX_CODES)
+        groups = _list_of(data, "groups", str, MAX_CODES)
+        code_group = _list_of(data, "code_group", int, MAX_CODES)
+        systems = _list_of(data, "target_vocabularies", str, 1_000)
+        if not (len(codes) == len(counts) == len(code_group)):
             raise ValueError("vocabulary codes, counts and code_group differ in length")
-        return cls(
-            tuple(data["codes"]),
-            tuple(data["counts"]),
-            tuple(data["groups"]),
-            tuple(data["code_group"]),
-            tuple(data["target_vocabularies"]),
-        )
+        if len(set(codes)) != len(codes) or len(set(groups)) != len(groups):
+            raise ValueError("the vocabulary repeats a code or a group")
+        if any(c < 0 for c in counts) or any(not -1 <= g < len(groups) for g in code_group):
+            raise ValueError("the vocabulary's counts or group ids are out of range")
+        return cls(tuple(codes), tuple(counts), tuple(groups), tuple(code_group), tuple(systems))
+
+
+def _list_of(data: dict, key: str, kind: type, max_items: int) -> list:
+    value = data.get(key)
+    if not isinstance(value, list) or len(value) > max_items:
+        raise ValueError(f"the vocabulary's {key} is not a list of at most {max_items} items")
+    if not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"the vocabulary's {key} holds something other than {kind.__name__}")
+    if kind is str and any(len(v) > 1_000 for v in value):
+        raise ValueError(f"the vocabulary's {key} holds an entry over 1,000 characters")
+    return value
 
 
 def parents_from_metadata(codes_frames: Iterable[pd.DataFrame]) -> dict[str, list[str]]:

@@ -10,9 +10,11 @@ and a foreign or unsigned app bundle (`test_supernodes_refuse_unsigned_and_forei
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -114,8 +116,8 @@ def test_k_too_low_is_raised_to_the_sites_floor_and_invalid_k_is_refused(site: P
         assert refused(server.vocabulary_query(bad)), bad
 
 
-def test_the_advisory_summary_keeps_the_sites_k(site: Path) -> None:
-    server = Server(site)
+def test_the_advisory_summary_keeps_the_sites_k(site: Path, tmp_path: Path) -> None:
+    server = Server(site, {"policy": str(write_policy(tmp_path / "policy.toml", share_task_counts=True))})
     reply = server.send("query.summary", RecordDict({"config": ConfigRecord({"k-anonymity": 2})}))
     summary = SiteSummary.from_json(reply.content["summary"]["summary"])
     assert summary.k == SITE_K and min(summary.code_counts.values()) >= SITE_K
@@ -123,14 +125,6 @@ def test_the_advisory_summary_keeps_the_sites_k(site: Path) -> None:
     assert not set(summary.code_counts) & set(train_patient_counts(site).loc[lambda n: n < SITE_K].index)
     assert refused(server.send("query.summary", RecordDict({"config": ConfigRecord({"k-anonymity": 0})})))
     assert summary.task_counts and all(min(p, n - p) >= SITE_K for n, p in summary.task_counts.values())
-
-
-def test_a_site_that_keeps_its_task_counts_sends_none_whatever_the_server_asks(site: Path, tmp_path: Path) -> None:
-    policy = write_policy(tmp_path / "policy.toml", share_task_counts=False)
-    server = Server(site, {"policy": str(policy)})
-    reply = server.send("query.summary", RecordDict({"config": ConfigRecord({"k-anonymity": SITE_K})}))
-    summary = SiteSummary.from_json(reply.content["summary"]["summary"])
-    assert summary.code_counts and summary.task_counts == {}
 
 
 QUICK_RECIPE = OwnAurocRecipe(cohort_size=40, epochs=1, seeds=(0,), time_encoding="days_before+age")
@@ -143,15 +137,22 @@ def summary_query(server: Server, k: int, recipe: object = QUICK_RECIPE) -> Mess
     return server.send("query.summary", RecordDict({"config": config}))
 
 
+def test_task_counts_and_the_own_auroc_leave_only_when_the_sites_policy_opts_in(site: Path, tmp_path: Path) -> None:
+    for node_config in ({}, {"policy": str(write_policy(tmp_path / "policy.toml", share_task_counts=False))}):
+        reply = summary_query(Server(site, node_config), SITE_K)  # the server asks for both
+        summary = SiteSummary.from_json(reply.content["summary"]["summary"])
+        assert summary.code_counts and summary.task_counts == {} and summary.own_auroc == {}
+
+
 def test_a_site_releases_its_own_auroc_only_under_its_policy_and_its_k(fed_sites: list[Path], tmp_path: Path) -> None:
     site = fed_sites[0]
     positives, negatives = held_out_label_counts(read_meds(site), "asthma")
     assert 2 <= positives < negatives  # its held-out split: 5 positives
-    at_its_k = write_policy(tmp_path / "k.toml", k_anonymity=positives)
+    at_its_k = write_policy(tmp_path / "k.toml", k_anonymity=positives, share_own_auroc=True)
     reply = summary_query(Server(site, {"policy": str(at_its_k)}), 2)
     released = SiteSummary.from_json(reply.content["summary"]["summary"]).own_auroc
     assert set(released) == {"asthma"} and round(released["asthma"], 2) == released["asthma"]  # 0.01, no finer
-    above = write_policy(tmp_path / "above.toml", k_anonymity=positives + 1)
+    above = write_policy(tmp_path / "above.toml", k_anonymity=positives + 1, share_own_auroc=True)
     reply = summary_query(Server(site, {"policy": str(above)}), 2)  # the server's k=2 does not lower the site's
     assert SiteSummary.from_json(reply.content["summary"]["summary"]).own_auroc == {}
     keeps_it = write_policy(tmp_path / "keep.toml", k_anonymity=positives, share_own_auroc=False)
@@ -160,8 +161,8 @@ def test_a_site_releases_its_own_auroc_only_under_its_policy_and_its_k(fed_sites
     assert summary.code_counts and summary.own_auroc == {}
 
 
-def test_an_own_auroc_recipe_that_would_spend_the_sites_machine_is_refused(site: Path) -> None:
-    server = Server(site)
+def test_an_own_auroc_recipe_that_would_spend_the_sites_machine_is_refused(site: Path, tmp_path: Path) -> None:
+    server = Server(site, {"policy": str(write_policy(tmp_path / "policy.toml", share_own_auroc=True))})
     bad = [
         {**QUICK_RECIPE.to_dict(), "seeds": list(range(1000))},
         {**QUICK_RECIPE.to_dict(), "epochs": 10**6},
@@ -236,6 +237,62 @@ def test_a_sites_own_epsilon_holds_whatever_the_run_asks(site: Path, model_and_v
     assert refused(fedprox, "FedProx")
 
 
+@pytest.mark.parametrize(
+    ("policy", "run_config", "rule"),
+    [
+        # a delta that is no number passed every ceiling and the lifetime check, and trained with noise 0.1
+        ({"require_dp": True, "dp_epsilon": 4.0, "lifetime_epsilon": 20.0}, {"dp-delta": float("nan")}, "dp-delta"),
+        ({"max_run_epsilon": 8.0}, {"dp-epsilon": float("nan")}, "dp-epsilon"),  # noise 0.0, trained
+        ({"require_dp": True}, {"dp-epsilon": float("inf")}, "dp-epsilon"),  # noise 0.0, trained
+        ({"require_dp": True}, {"dp-epsilon": -4.0}, "dp-epsilon"),
+        ({"require_dp": True}, {"dp-epsilon": "4"}, "dp-epsilon"),
+        ({}, {"batch-size": float("inf")}, "batch-size"),
+        ({}, {"k-anonymity": float("nan")}, "k-anonymity"),
+        ({}, {"dp-embedding-share": 1.0}, "dp-embedding-share"),
+    ],
+)
+def test_run_config_values_that_are_no_numbers_are_refused_before_any_training(
+    site: Path, model_and_vocabulary, tmp_path: Path, policy: dict, run_config: dict, rule: str
+) -> None:
+    weights, config, vocabulary = model_and_vocabulary
+    node = {"policy": str(write_policy(tmp_path / "policy.toml", **policy)), "state-dir": str(tmp_path / "state")}
+    server = Server(site, node, batch_size=25, num_server_rounds=2)
+    server.grid.run_config.update(run_config)  # as `flwr run --run-config "dp-delta=nan"` delivers it
+    for reply in (server.train(weights, config, vocabulary), server.evaluate(weights, config, vocabulary)):
+        assert refused(reply, f"the run config does not read: {rule} must be")
+    assert not (tmp_path / "state" / "privacy-ledger.jsonl").exists()  # nothing written to the ledger
+
+
+def test_round_instructions_out_of_type_or_range_are_refused(
+    site: Path, model_and_vocabulary, tmp_path: Path
+) -> None:
+    weights, config, vocabulary = model_and_vocabulary
+    node = {"state-dir": str(tmp_path / "state")}
+    server = Server(site, node, batch_size=25, dp_epsilon=4.0, num_server_rounds=2)
+    huge = dataclasses.replace(config, d_model=4_096, ffn_dim=16_384, n_layers=64)  # ~7e9 weights: the site's memory
+    mismatched = dataclasses.replace(config, vocab_size=config.vocab_size + 5)
+    broken_vocabulary = json.loads(vocabulary.to_json())
+    broken_vocabulary["code_group"][0] = 10**9  # an index far outside the groups
+    attacks = {
+        "server-round": {"server-round": float("nan")},
+        "server-round must": {"server-round": -1},
+        "local-epochs must": {"local-epochs": 1.5},
+        "proximal-mu must": {"proximal-mu": float("nan")},  # nan > 0 was False: FedProx's DP refusal skipped
+        "key that is not": {"learning-rate": 10.0},
+        "larger than this site's policy": {"model-config": huge.to_json()},
+        "does not fit the round's vocabulary": {"model-config": mismatched.to_json()},
+        "vocabulary does not read": {},
+        "model-config must": {"model-config": 7},
+    }
+    sent = {rule: vocabulary for rule in attacks}
+    sent["vocabulary does not read"] = SimpleNamespace(to_json=lambda: json.dumps(broken_vocabulary))
+    for rule, extra in attacks.items():
+        reply = server.train(weights, config, sent[rule], **extra)
+        assert refused(reply, rule), (rule, reply.error.reason if reply.has_error() else "trained")
+    assert not (tmp_path / "state" / "privacy-ledger.jsonl").exists()
+    assert not server.train(weights, config, vocabulary).has_error()  # the honest round still trains
+
+
 def test_local_epochs_must_match_the_noise_plan(site: Path, model_and_vocabulary) -> None:
     weights, config, vocabulary = model_and_vocabulary
     reply = Server(site, dp_epsilon=4.0, batch_size=25).train(weights, config, vocabulary, **{"local-epochs": 5})
@@ -247,8 +304,8 @@ def test_the_adversary_simulation_key_is_refused_by_a_deployed_site(site: Path, 
     server = Server(site)
     server.grid.run_config["adversary"] = "site-2:signflip"
     reply = server.train(weights, config, vocabulary)
-    assert reply.has_error() and not reply.has_content()
-    assert "ValueError" in reply.error.reason and "signflip" not in reply.error.reason
+    assert refused(reply, "the run config has a key that is not one of its settings")
+    assert "signflip" not in reply.error.reason
 
 
 def test_a_plain_round_is_refused_when_the_policy_requires_secure_aggregation(

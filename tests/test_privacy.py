@@ -176,7 +176,10 @@ def test_sampling_amplifies_and_noise_is_calibrated_to_the_target() -> None:
     for target in (1.0, 8.0):
         sigma = noise_for_budget(target, 0.01, 2_000, delta)
         assert epsilon_spent(0.01, sigma, 2_000, delta) == pytest.approx(target, rel=0.01)
-    assert epsilon_spent(0.01, 0.0, 10, delta) == math.inf and noise_for_budget(math.inf, 0.01, 10, delta) == 0.0
+    assert epsilon_spent(0.01, 0.0, 10, delta) == math.inf
+    for target in (math.inf, math.nan, 0.0, -1.0):  # no target means "no noise"
+        with pytest.raises(ValueError):
+            noise_for_budget(target, 0.01, 10, delta)
 
 
 def test_a_site_refuses_to_train_past_its_budget() -> None:

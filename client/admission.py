@@ -1,0 +1,123 @@
+"""What a site checks before it touches patient data: the run config, the round's instructions and
+the privacy they imply, each against the site's own policy (docs/architecture.md §8).
+
+Every check is written to fail closed: a value it did not foresee (NaN, inf, a wrong type, a key
+it does not know) refuses the message with a fixed sentence (SiteRefusal), and a private round is
+written to the site's ledger only once every check has passed.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from flwr.app import Context
+
+from client.ledger import LedgerEntry, ledger_of
+from client.local import LocalPrivacy
+from client.policy import SitePolicy
+from client.replies import SiteRefusal
+from shared_model.config import ClaimTransformerConfig
+from shared_model.messages import RoundInstructions
+from shared_model.privacy import PrivacyBudgetExceeded, default_delta, plan_site_privacy
+from shared_model.run_config import FederatedRunConfig
+from shared_model.settings import SettingError
+from shared_model.vocabulary import Vocabulary
+
+
+def run_settings(run_config: Mapping[str, Any]) -> FederatedRunConfig:
+    """The run config as the site reads it: every key typed and in range, or refused."""
+    try:
+        return FederatedRunConfig.from_run_config(run_config)
+    except SettingError as exc:
+        raise SiteRefusal(f"the run config does not read: {exc.public}") from exc
+    except ValueError as exc:  # a rule between settings (DP with FedProx, SecAgg+ with another strategy)
+        raise SiteRefusal("the run config's settings contradict each other") from exc
+
+
+@functools.lru_cache(maxsize=4)
+def _vocabulary(vocabulary_json: str) -> Vocabulary:
+    return Vocabulary.from_json(vocabulary_json)
+
+
+def round_instructions(
+    config: Mapping[str, Any], policy: SitePolicy
+) -> tuple[RoundInstructions, ClaimTransformerConfig, Vocabulary]:
+    """A train or evaluate message's config as the site reads it: the instructions, the model they
+    describe (no larger than the site's policy allows) and the vocabulary, which must fit it."""
+    try:
+        instructions = RoundInstructions.from_config(config)
+        model_config = ClaimTransformerConfig.from_json(instructions.model_config)
+    except SettingError as exc:
+        raise SiteRefusal(f"the round's instructions do not read: {exc.public}") from exc
+    if not model_config.parameters <= policy.max_model_parameters:
+        raise SiteRefusal("the model the server describes is larger than this site's policy allows")
+    try:
+        vocabulary = _vocabulary(instructions.vocabulary)
+    except ValueError as exc:
+        raise SiteRefusal("the round's vocabulary does not read") from exc
+    if (vocabulary.size, vocabulary.n_groups) != (model_config.vocab_size, model_config.n_groups):
+        raise SiteRefusal("the model config does not fit the round's vocabulary")
+    return instructions, model_config, vocabulary
+
+
+def site_privacy(
+    context: Context,
+    policy: SitePolicy,
+    settings: FederatedRunConfig,
+    n_train: int,
+    server_round: int,
+    local_epochs: int,
+) -> LocalPrivacy | None:
+    """This round's record-level DP (None without), after the policy's checks; the round is
+    written to the site's ledger before it trains, and only when every check has passed."""
+    target = policy.epsilon_for(settings.dp_epsilon)  # the site's own epsilon where it sets one
+    if not target > 0:
+        if policy.dp_required:
+            raise SiteRefusal("this site trains only with record-level DP (dp-epsilon)")
+        return None
+    if policy.max_run_epsilon and not target <= policy.max_run_epsilon:
+        raise SiteRefusal("dp-epsilon is above this site's ceiling")
+    if local_epochs != settings.local_epochs:
+        raise SiteRefusal("local epochs differ from the run's DP noise plan")
+    delta = settings.dp_delta or default_delta(n_train)
+    if not 0 < delta <= policy.max_delta_for(n_train):
+        raise SiteRefusal("dp-delta is above this site's ceiling")
+    try:
+        plan = plan_site_privacy(
+            n_train,
+            settings.batch_size,
+            local_epochs,
+            settings.num_server_rounds,
+            target,
+            delta=delta,
+            accountant=settings.dp_accountant,
+        )
+    except ValueError as exc:
+        raise SiteRefusal("the run's DP settings give no noise this site can calibrate") from exc
+    if not plan.noise_multiplier >= max(policy.min_noise_multiplier, 0.0) or not plan.noise_multiplier > 0:
+        raise SiteRefusal("the run's DP noise is below this site's floor")
+    ledger = ledger_of(context)
+    rounds_done = max(server_round - 1, ledger.rounds_in(context.run_id))
+    try:
+        epsilon = plan.check_round(rounds_done)  # the run's own budget
+    except PrivacyBudgetExceeded as exc:
+        raise SiteRefusal("the run's privacy budget at this site is spent") from exc
+    this_round = LedgerEntry(
+        run=context.run_id,
+        round=server_round,
+        sampling_rate=plan.sampling_rate,
+        noise_multiplier=plan.noise_multiplier,
+        steps=plan.steps_per_round,
+        delta=plan.delta,
+    )
+    if policy.lifetime_epsilon and not (
+        ledger.epsilon(plan.delta, extra=this_round) <= policy.lifetime_epsilon * (1 + 1e-6)
+    ):
+        raise SiteRefusal("this site's lifetime privacy budget would be exceeded")
+    ledger.append(this_round)
+    return LocalPrivacy(
+        plan, settings.dp_clip_norm, settings.dp_embedding_share, rounds_done, epsilon, noise_seed=secrets.randbits(62)
+    )
