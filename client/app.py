@@ -43,8 +43,9 @@ from client.node_config import DATA_PATH_KEY, POLICY_KEY, SITE_ID_KEY
 from client.policy import SitePolicy, load_policy
 from client.replies import SiteRefusal, errors_stay_at_the_site
 from client.statement import privacy_statement
+from shared_model.messages import STATEMENT
 from shared_model.own_auroc import OwnAurocRecipe
-from shared_model.passport import STATEMENT, site_key
+from shared_model.passport import site_key
 from shared_model.run_config import SECAGG_CLIPPING_RANGE, FederatedRunConfig
 from shared_model.site_summary import site_summary
 from shared_model.wire import arrays_packed_on_the_wire

@@ -23,19 +23,29 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
 
 
-def send_and_receive(grid: Grid, messages: Iterable[Message]) -> list[Message]:
-    """Every reply to `messages` (an error reply for a site that failed, or whose arrays do not
-    unpack: a broken or hostile site must not stop the round), as Grid.send_and_receive."""
+def send_and_receive(grid: Grid, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+    """Every reply to `messages` (an error reply for a site that failed, whose arrays do not
+    unpack, or that has not answered within `timeout` seconds: a broken, hostile or silent site
+    must not stop or hold the round), as Grid.send_and_receive."""
     outgoing = list(messages)
     for message in outgoing:
         message.content = pack(message.content)
     waiting = set(grid.push_messages(outgoing))
     sent = {message.metadata.message_id: message for message in outgoing}  # ids set by the push
+    deadline = time.monotonic() + timeout if timeout is not None else None
     replies: list[Message] = []
     while waiting:
-        arrived = list(grid.pull_messages(waiting))
+        arrived = [reply for reply in grid.pull_messages(waiting) if reply.metadata.reply_to_message_id in waiting]
         replies += [_unpacked(reply, sent[reply.metadata.reply_to_message_id]) for reply in arrived]
         waiting -= {reply.metadata.reply_to_message_id for reply in arrived}
+        if waiting and deadline is not None and time.monotonic() >= deadline:
+            for message_id in sorted(waiting):
+                question = sent[message_id]
+                log.warning("node %s: no reply within %g s: counted as failed", question.metadata.dst_node_id, timeout)
+                replies.append(
+                    Message(Error(code=ErrorCode.UNKNOWN, reason=f"no reply within {timeout:g} s"), reply_to=question)
+                )
+            break
         if waiting:
             time.sleep(POLL_SECONDS)
     return replies

@@ -125,12 +125,15 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
     else:
         if (run_dir / "checkpoints").exists() and latest_round(run_dir):
             raise CheckpointError(f"{run_dir} already holds round checkpoints: use --resume or a new run directory")
-        vocabulary, strategy.example_caps, statements = vocabulary_round(
+        asked = vocabulary_round(
             grid,
             k=settings.k_anonymity,
             minimum_sites=settings.min_available_clients,
             settings=settings.vocabulary(),
+            max_weight_ratio=settings.max_weight_ratio,
+            timeout=settings.round_timeout,
         )
+        vocabulary, strategy.example_caps = asked.vocabulary, asked.weight_caps
         config = ClaimTransformerConfig(
             vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, **settings.model_options()
         )
@@ -138,7 +141,8 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         model = PretrainingModel(config)
         run_id, rows = uuid.uuid4().hex, []
         passport = PassportRecorder(settings, run_id)
-        passport.read_replies(statements)
+        passport.read_replies(asked.replies)
+        passport.replies_dropped(0, "vocabulary", asked.dropped)
     _write_rounds(run_dir, rows)
     arrays = ArrayRecord([np.asarray(w) for w in model.get_weights()])
     shared = {
@@ -165,7 +169,9 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             )
         else:
             replies = send_and_receive(
-                grid, strategy.configure_train(server_round, arrays, ConfigRecord(dict(shared)), grid)
+                grid,
+                strategy.configure_train(server_round, arrays, ConfigRecord(dict(shared)), grid),
+                timeout=settings.round_timeout,
             )
             passport.read_replies(replies)
             aggregated, train_metrics = strategy.aggregate_train(server_round, replies)
@@ -173,10 +179,14 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         if aggregated is not None:
             arrays = aggregated
         eval_replies = send_and_receive(
-            grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(shared)), grid)
+            grid,
+            strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(shared)), grid),
+            timeout=settings.round_timeout,
         )
-        passport.read_replies(eval_replies)
         eval_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
+        dropped = {node for node, _ in strategy.reports[server_round].evaluations_dropped}
+        passport.read_replies([r for r in eval_replies if r.metadata.src_node_id not in dropped])
+        passport.replies_dropped(server_round, "evaluation", strategy.reports[server_round].evaluations_dropped)
         model.set_weights(arrays.to_numpy_ndarrays())
         save_checkpoint(
             round_dir(run_dir, server_round),

@@ -17,7 +17,8 @@ from typing import Any
 from flwr.app import Message
 
 from server.validation import RoundReport
-from shared_model.passport import FORMAT, STATEMENT, pseudonym
+from shared_model.messages import STATEMENT
+from shared_model.passport import FORMAT, pseudonym
 from shared_model.run_config import FederatedRunConfig
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ def _new_site() -> dict[str, Any]:
         "rounds_joined": [],
         "updates_dropped": [],
         "rounds_failed": [],
+        "replies_dropped": [],
         "record_level_dp": {},  # Flower run id (a resumed run is a new one) -> what the site's ledger spent in it
     }
 
@@ -58,8 +60,9 @@ class PassportRecorder:
                 continue
             node = reply.metadata.src_node_id
             metrics = next(iter(reply.content.metric_records.values()), None)
-            if metrics is not None and "site-key" in metrics:
-                self.site_keys[node] = int(metrics["site-key"])
+            key = metrics.get("site-key") if metrics is not None else None
+            if isinstance(key, int) and not isinstance(key, bool):  # anything else: the node stays unnamed
+                self.site_keys[node] = key
             if STATEMENT not in reply.content.config_records:
                 continue
             try:
@@ -97,6 +100,14 @@ class PassportRecorder:
             self._site(node)["updates_dropped"].append({"round": server_round, "reason": reason[:MAX_REASON]})
         for node, reason in report.failures:
             self._site(node)["rounds_failed"].append({"round": server_round, "reason": reason[:MAX_REASON]})
+
+    def replies_dropped(self, server_round: int, stage: str, dropped: list[tuple[int, str]]) -> None:
+        """Replies the server did not take (they did not read), with why: a vocabulary reply
+        (round 0) or an evaluation."""
+        for node, reason in dropped:
+            self._site(node).setdefault("replies_dropped", []).append(
+                {"round": server_round, "stage": stage, "reason": reason[:MAX_REASON]}
+            )
 
     def document(self, through_round: int, client_level_epsilon: float) -> dict[str, Any]:
         s = self.settings

@@ -12,6 +12,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from server.replies import ReplyError, read_reply
+from shared_model.messages import ARRAYS, EvaluateMetrics, TrainMetrics
+
 log = logging.getLogger(__name__)
 SITE_METRICS = ("train-loss", "train-seconds", "dp-epsilon", "num-examples")  # kept per site for the dashboard
 
@@ -24,6 +27,7 @@ class RoundReport:
     accepted: list[int] = field(default_factory=list)  # node ids whose update went into the aggregate
     failures: list[tuple[int, str]] = field(default_factory=list)  # (node id, the reason its reply gave)
     dropped: list[tuple[int, str]] = field(default_factory=list)  # (node id, why the server dropped it)
+    evaluations_dropped: list[tuple[int, str]] = field(default_factory=list)  # (node id, why)
     slowest_train_seconds: float = 0.0
     total_train_seconds: float = 0.0
     total_eval_seconds: float = 0.0
@@ -36,20 +40,11 @@ class RoundReport:
         return len(self.failures)
 
 
-def _reply_metrics(message: Message) -> MetricRecord:
-    """The metrics a site's reply carries (empty when it carries none)."""
-    return next(iter(message.content.metric_records.values()), MetricRecord())
-
-
-def _site_key(message: Message) -> float:
-    return float(_reply_metrics(message).get("site-key", message.metadata.src_node_id))
-
-
 def _keep_common_metrics(replies: list[Message]) -> None:
     """Flower's strategies average metrics only when every reply has the same keys; a site that
     trains with its own record-level DP sends its epsilon and no training loss, the others the
     reverse. What is not common to all is kept per site in the RoundReport, not averaged."""
-    common = set.intersection(*(set(_reply_metrics(m)) for m in replies)) if replies else set()
+    common = set.intersection(*(set(m.content["metrics"]) for m in replies)) if replies else set()
     for message in replies:
         for record in message.content.metric_records.values():
             for key in set(record) - common:
@@ -96,92 +91,92 @@ class UpdateValidation(Strategy):
         self.current_arrays = arrays.to_numpy_ndarrays()
         return self.strategy.configure_train(server_round, arrays, config, grid)
 
-    def _problem(self, message: Message) -> tuple[str | None, float]:
-        records = list(message.content.array_records.values())
-        if len(records) != 1:
-            return f"expected one ArrayRecord, got {len(records)}", 0.0
-        arrays = records[0].to_numpy_ndarrays()
+    def _problem(self, arrays_record: ArrayRecord) -> tuple[str | None, float]:
+        arrays = arrays_record.to_numpy_ndarrays()
         expected = self.current_arrays or []
         if len(arrays) != len(expected):
             return f"{len(arrays)} arrays instead of {len(expected)}", 0.0
         for i, (got, want) in enumerate(zip(arrays, expected, strict=True)):
-            if got.shape != want.shape:
-                return f"array {i} has shape {got.shape}, expected {want.shape}", 0.0
+            if got.shape != want.shape or got.dtype.kind != "f":
+                return f"array {i} is not a float array of shape {want.shape}", 0.0
             if not np.isfinite(got).all():
                 return f"array {i} has non-finite values", 0.0
         norm = float(
             np.sqrt(sum(np.sum((a.astype(np.float64) - b) ** 2) for a, b in zip(arrays, expected, strict=True)))
         )
-        if self.max_update_norm and norm > self.max_update_norm:
+        if self.max_update_norm and not norm <= self.max_update_norm:
             return f"update norm {norm:.3g} exceeds the bound {self.max_update_norm:.3g}", norm
         return None, norm
 
-    def _cap_examples(self, server_round: int, message: Message) -> str | None:
-        """Cap the reply's `num-examples` at its vocabulary-round count; a node that was not in
-        the vocabulary round has no count and is dropped."""
+    def _cap_examples(self, server_round: int, message: Message, claimed: int) -> str | None:
+        """Cap the reply's `num-examples` at the node's weight cap from the vocabulary round; a
+        node that was not in the vocabulary round has no cap and is dropped."""
         if not self.example_caps:
             return None
         node = message.metadata.src_node_id
         if node not in self.example_caps:
             return "the node did not take part in the vocabulary round"
-        metrics = next(iter(message.content.metric_records.values()))
-        claimed = float(metrics.get("num-examples", 0))
-        if not claimed >= 1:  # also catches NaN
-            return f"num-examples {claimed!r} is not a positive count"
         if claimed > self.example_caps[node]:
             log.warning(
-                "round %d: node %d claims %g examples, %d in the vocabulary round: capped",
+                "round %d: node %d claims %d examples, its cap is %d: capped",
                 server_round,
                 node,
                 claimed,
                 self.example_caps[node],
             )
-            metrics["num-examples"] = self.example_caps[node]
+            message.content["metrics"]["num-examples"] = self.example_caps[node]
         return None
+
+    def _drop(self, server_round: int, report: RoundReport, node: int, reason: str) -> None:
+        report.dropped.append((node, reason))
+        log.warning("round %d: dropped update of node %d: %s", server_round, node, reason)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = sorted(replies, key=lambda m: (m.has_error(), _site_key(m) if not m.has_error() else 0))
+        replies = list(replies)
         report = RoundReport(received=len(replies))
-        usable: list[tuple[Message, float]] = []
+        usable: list[tuple[Message, TrainMetrics, float]] = []
         for message in replies:
+            node = message.metadata.src_node_id
             if message.has_error():
-                report.failures.append((message.metadata.src_node_id, message.error.reason))
-                log.warning(
-                    "round %d: node %d failed: %s", server_round, message.metadata.src_node_id, message.error.reason
-                )
+                report.failures.append((node, message.error.reason))
+                log.warning("round %d: node %d failed: %s", server_round, node, message.error.reason)
                 continue
-            problem, norm = self._problem(message)
-            problem = problem or self._cap_examples(server_round, message)
+            try:
+                records = read_reply(message, "train")
+            except ReplyError as exc:
+                self._drop(server_round, report, node, str(exc))
+                continue
+            metrics: TrainMetrics = records["metrics"]
+            problem, norm = self._problem(records[ARRAYS])
+            problem = problem or self._cap_examples(server_round, message, metrics.num_examples)
             if problem:
-                report.dropped.append((message.metadata.src_node_id, problem))
-                log.warning(
-                    "round %d: dropped update of node %d: %s", server_round, message.metadata.src_node_id, problem
-                )
+                self._drop(server_round, report, node, problem)
                 continue
-            usable.append((message, norm))
+            usable.append((message, metrics, norm))
+        usable.sort(key=lambda entry: (entry[1].site_key, entry[0].metadata.src_node_id))  # deterministic
         if self.max_norm_ratio and len(usable) >= 2:
-            norms = [n for _, n in usable]
-            for index, (message, norm) in enumerate(list(usable)):
+            norms = [n for _, _, n in usable]
+            for index, entry in enumerate(list(usable)):
+                norm = entry[2]
                 others = float(np.median(norms[:index] + norms[index + 1 :]))  # leave-one-out: works for 2 sites
-                if others > 0 and norm > self.max_norm_ratio * others:
+                if others > 0 and not norm <= self.max_norm_ratio * others:
                     reason = f"update norm {norm:.3g} is {norm / others:.1f}x the median {others:.3g} of the others"
-                    report.dropped.append((message.metadata.src_node_id, reason))
-                    log.warning(
-                        "round %d: dropped update of node %d: %s", server_round, message.metadata.src_node_id, reason
-                    )
-                    usable.remove((message, norm))
-        valid = [m for m, _ in usable]
-        seconds = [float(_reply_metrics(m).get("train-seconds", 0.0)) for m in valid]
-        report.slowest_train_seconds = max(seconds, default=0.0)
-        report.total_train_seconds = sum(seconds)
-        report.site_epsilon = max((float(_reply_metrics(m).get("dp-epsilon", 0.0)) for m in valid), default=0.0)
+                    self._drop(server_round, report, entry[0].metadata.src_node_id, reason)
+                    usable.remove(entry)
+        valid = [m for m, _, _ in usable]
+        kept = [metrics for _, metrics, _ in usable]
+        report.slowest_train_seconds = max((m.train_seconds for m in kept), default=0.0)
+        report.total_train_seconds = sum(m.train_seconds for m in kept)
+        report.site_epsilon = max((m.dp_epsilon or 0.0 for m in kept), default=0.0)
         report.site_metrics = {
-            m.metadata.src_node_id: {
-                k: float(v) for k, v in _reply_metrics(m).items() if k in SITE_METRICS and isinstance(v, int | float)
+            message.metadata.src_node_id: {
+                key: float(value)
+                for key, value in message.content["metrics"].items()
+                if key in SITE_METRICS and isinstance(value, int | float)
             }
-            for m in valid
+            for message in valid
         }
         self.reports[server_round] = report
         if len(valid) < self.min_valid:
@@ -204,9 +199,23 @@ class UpdateValidation(Strategy):
         return self.strategy.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        valid = [r for r in replies if not r.has_error()]
-        if server_round in self.reports:
-            seconds = [float(_reply_metrics(r).get("eval-seconds", 0.0)) for r in valid]
-            self.reports[server_round].total_eval_seconds = sum(seconds)
-            self.reports[server_round].slowest_eval_seconds = max(seconds, default=0.0)
-        return self.strategy.aggregate_evaluate(server_round, valid)
+        """Aggregate the evaluation replies that read (`EvaluateMetrics`); the others are dropped
+        with their reason in the round's report."""
+        report = self.reports.setdefault(server_round, RoundReport())
+        valid, seconds = [], []
+        for message in replies:
+            if message.has_error():
+                continue
+            try:
+                metrics: EvaluateMetrics = read_reply(message, "evaluate")["metrics"]
+            except ReplyError as exc:
+                report.evaluations_dropped.append((message.metadata.src_node_id, str(exc)))
+                log.warning(
+                    "round %d: dropped evaluation of node %d: %s", server_round, message.metadata.src_node_id, exc
+                )
+                continue
+            valid.append(message)
+            seconds.append(metrics.eval_seconds)
+        report.total_eval_seconds = sum(seconds)
+        report.slowest_eval_seconds = max(seconds, default=0.0)
+        return self.strategy.aggregate_evaluate(server_round, valid) if valid else None

@@ -6,11 +6,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
+import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from server.exchange import send_and_receive
+from server.replies import ReplyError, read_reply
+from shared_model.messages import VocabularyReply
 from shared_model.settings import VocabularySettings
 from shared_model.vocabulary import Vocabulary
 
@@ -27,15 +31,29 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout: float = 600.0) -> list[int
     return nodes
 
 
+@dataclass(frozen=True)
+class VocabularyRound:
+    """The consortium vocabulary, each node's weight cap (its training patients, capped), the
+    replies used (their privacy statements start the passport) and the replies dropped, with why."""
+
+    vocabulary: Vocabulary
+    weight_caps: dict[int, int]
+    replies: list[Message]
+    dropped: list[tuple[int, str]]
+
+
 def vocabulary_round(
     grid: Grid,
     *,
     k: int,
     minimum_sites: int,
     settings: VocabularySettings,
-) -> tuple[Vocabulary, dict[int, int], list[Message]]:
-    """The consortium vocabulary, each node's reported training patients (which cap its FedAvg
-    weight later) and the replies used (their privacy statements start the passport)."""
+    max_weight_ratio: float = 0.0,
+    timeout: float | None = None,
+) -> VocabularyRound:
+    """Ask every node for its k-anonymised code counts and sum those that read. A reply that does
+    not read (shared_model.messages.VocabularyReply), or reports a count below k, is dropped whole;
+    fewer than `minimum_sites` replies that read end the run with the reason."""
     nodes = wait_for_nodes(grid, minimum_sites)
     messages = [
         Message(
@@ -43,34 +61,61 @@ def vocabulary_round(
         )
         for node in nodes
     ]
-    replies = [r for r in send_and_receive(grid, messages) if not _failed(r)]
-    if len(replies) < minimum_sites:
-        raise RuntimeError(f"vocabulary round: {len(replies)} site(s) answered, {minimum_sites} required")
+    used: list[tuple[Message, VocabularyReply]] = []
+    dropped: list[tuple[int, str]] = []
+    for reply in send_and_receive(grid, messages, timeout=timeout):
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            log.warning("vocabulary round: node %d failed: %s", node, reply.error.reason)
+            continue
+        try:
+            record: VocabularyReply = read_reply(reply, "query.vocabulary")["vocabulary"]
+            if any(count < k for count in record.counts):  # a site must never send these
+                raise ReplyError(f"the vocabulary reply has code counts below k={k}")
+        except ReplyError as exc:
+            log.warning("vocabulary round: dropped the reply of node %d: %s", node, exc)
+            dropped.append((node, str(exc)))
+            continue
+        used.append((reply, record))
+    if len(used) < minimum_sites:
+        raise RuntimeError(
+            f"vocabulary round: {len(used)} site(s) answered with a reply that reads, {minimum_sites} required"
+        )
     totals: dict[str, int] = defaultdict(int)
     parents: dict[str, list[str]] = {}
-    patients: dict[int, int] = {}
-    for reply in sorted(replies, key=lambda r: int(r.content["vocabulary"]["site-key"])):
-        record = reply.content["vocabulary"]
-        patients[reply.metadata.src_node_id] = int(record["patients"])
-        for code, count, parent in zip(record["codes"], record["counts"], record["parents"], strict=True):
-            if int(count) < k:  # defence in depth: a site must never send these
-                log.warning("node %d sent code count below k=%d; ignored", reply.metadata.src_node_id, k)
-                continue
-            totals[str(code)] += int(count)
+    for _, record in sorted(used, key=lambda entry: (entry[1].site_key, entry[0].metadata.src_node_id)):
+        for code, count, parent in zip(record.codes, record.counts, record.parents, strict=True):
+            totals[code] += count
             if parent and code not in parents:
-                parents[str(code)] = [str(parent)]
+                parents[code] = [parent]
     vocabulary = Vocabulary.from_counts(dict(totals), parents=parents, settings=settings)
+    patients = {reply.metadata.src_node_id: record.patients for reply, record in used}
     log.info(
         "vocabulary round: %d sites, %d codes, %d target groups",
-        len(replies),
+        len(used),
         len(vocabulary.codes),
         vocabulary.n_groups,
     )
-    return vocabulary, patients, replies
+    return VocabularyRound(vocabulary, weight_caps(patients, max_weight_ratio), [r for r, _ in used], dropped)
 
 
-def _failed(reply: Message) -> bool:
-    if reply.has_error():
-        log.warning("vocabulary round: node %d failed: %s", reply.metadata.src_node_id, reply.error.reason)
-        return True
-    return False
+def weight_caps(patients: dict[int, int], max_ratio: float) -> dict[int, int]:
+    """Each node's aggregation weight cap: the training patients it reported, at most `max_ratio`
+    times the median of the other nodes' reports (0: no ratio). A site's size is its own word; the
+    ratio bounds how far one site's word moves the average, whatever it claims."""
+    if not max_ratio or len(patients) < 2:
+        return dict(patients)
+    caps = {}
+    for node, count in patients.items():
+        others = float(np.median([c for n, c in patients.items() if n != node]))
+        cap = max(1, int(max_ratio * others))
+        if count > cap:
+            log.warning(
+                "node %d reports %d training patients, %g x the others' median: capped at %d",
+                node,
+                count,
+                max_ratio,
+                cap,
+            )
+        caps[node] = min(count, cap)
+    return caps

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared_model.run_config import MAX_ROUNDS
-from shared_model.settings import MAX_EPOCHS, check_settings, setting, settings_from
+from shared_model.settings import MAX_CODES, MAX_COUNT, MAX_EPOCHS, SettingError, check_settings, setting, settings_from
 
 MAX_JSON = 64 * 2**20  # characters of a vocabulary or model config sent as JSON
 
@@ -35,3 +35,83 @@ class RoundInstructions:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RoundInstructions:
         return settings_from(cls, dict(config), what="round's instructions")
+
+
+# --- what a site replies ---------------------------------------------------------------------------
+
+SITE_KEY_RANGE = {"at_least": 0, "at_most": 2**31 - 2}  # shared_model.passport.site_key
+MAX_SECONDS = 7 * 24 * 3_600.0
+MAX_LOSS = 1e6
+MAX_CODE_TEXT = 1_000  # characters of one code or parent code
+
+
+@dataclass(frozen=True)
+class VocabularyReply:
+    """The `vocabulary` record of a `query.vocabulary` reply: codes seen in at least k of the
+    site's training patients, their patient counts and parent codes, and its training patients."""
+
+    codes: list[str] = setting(help="Codes seen in >= k training patients.", max_length=MAX_CODES)
+    counts: list[int] = setting(help="Training patients per code.", max_length=MAX_CODES)
+    parents: list[str] = setting(help="Each code's parent code ('' for none).", max_length=MAX_CODES)
+    patients: int = setting(help="The site's training patients.", at_least=1, at_most=MAX_COUNT)
+    site_key: int = setting(help="The site's key (its pseudonym's number).", **SITE_KEY_RANGE)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        if not len(self.codes) == len(self.counts) == len(self.parents):
+            raise SettingError("codes, counts and parents", "lists of one length")
+        if len(set(self.codes)) != len(self.codes):
+            raise SettingError("codes", "distinct")
+        if not all(1 <= count <= self.patients for count in self.counts):
+            raise SettingError("counts", "patient counts between 1 and the site's patients")
+        if not all(0 < len(code) <= MAX_CODE_TEXT for code in self.codes) or not all(
+            len(parent) <= MAX_CODE_TEXT for parent in self.parents
+        ):
+            raise SettingError("codes and parents", f"text of at most {MAX_CODE_TEXT} characters")
+
+
+@dataclass(frozen=True)
+class TrainMetrics:
+    """The `metrics` record of a `train` reply. Under record-level DP the site sends its epsilon,
+    delta and noise and no training loss (an un-noised function of its records)."""
+
+    num_examples: int = setting(help="Training patients (FedAvg's weight, capped by the server).", at_least=1)
+    site_key: int = setting(help="The site's key.", **SITE_KEY_RANGE)
+    train_seconds: float = setting(help="Seconds of local training.", at_least=0, at_most=MAX_SECONDS)
+    train_loss: float | None = setting(None, "Last epoch's loss (no DP only).", at_least=0, at_most=MAX_LOSS)
+    train_nvp_loss: float | None = setting(None, "Its next-visit part.", at_least=0, at_most=MAX_LOSS)
+    train_cp_loss: float | None = setting(None, "Its per-visit category part.", at_least=0, at_most=MAX_LOSS)
+    dp_epsilon: float | None = setting(None, "Record-level epsilon spent in this run.", at_least=0, at_most=1e6)
+    dp_delta: float | None = setting(None, "Its delta.", above=0, below=1)
+    dp_noise_multiplier: float | None = setting(None, "DP-SGD's noise multiplier.", above=0, at_most=1e6)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+@dataclass(frozen=True)
+class EvaluateMetrics:
+    """The `metrics` record of an `evaluate` reply: the global model on the site's held-out split."""
+
+    num_examples: int = setting(help="Held-out patients.", at_least=1)
+    site_key: int = setting(help="The site's key.", **SITE_KEY_RANGE)
+    eval_loss: float = setting(help="Held-out pretraining loss.", at_least=0, at_most=MAX_LOSS)
+    eval_recall_5: float = setting(help="Next-visit Recall@5.", at_least=0, at_most=1, key="eval-recall@5")
+    eval_recall_10: float = setting(help="Next-visit Recall@10.", at_least=0, at_most=1, key="eval-recall@10")
+    eval_recall_30: float = setting(help="Next-visit Recall@30.", at_least=0, at_most=1, key="eval-recall@30")
+    eval_seconds: float = setting(help="Seconds of evaluation.", at_least=0, at_most=MAX_SECONDS)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+STATEMENT = "privacy-statement"  # the site's privacy statement (client.statement; read by server.passport)
+ARRAYS = "arrays"  # the one ArrayRecord of a train reply (its arrays are checked against the global model)
+#: every record a site's reply to each message type may carry, by name: its schema, ARRAYS for the
+#: model's arrays, None for the privacy statement. Optional records are those named in OPTIONAL.
+REPLIES: dict[str, dict[str, type | str | None]] = {
+    "query.vocabulary": {"vocabulary": VocabularyReply, STATEMENT: None},
+    "train": {ARRAYS: ARRAYS, "metrics": TrainMetrics},
+    "evaluate": {"metrics": EvaluateMetrics, STATEMENT: None},
+}
+OPTIONAL = frozenset({STATEMENT})

@@ -21,7 +21,6 @@ from shared_model.checkpoint import CheckpointError, load_checkpoint
 
 FORMAT = 1
 MANIFEST_KEY = "passport"
-STATEMENT = "privacy-statement"  # the record a site's vocabulary and evaluation replies carry
 
 
 class PassportError(CheckpointError):
@@ -108,6 +107,11 @@ def render_page(passport: dict[str, Any], *, checkpoint: str = "", key_fingerpri
             + ("; ".join(f"round {d['round']}: {d['reason']}" for d in site["updates_dropped"]) or "none"),
             "- Rounds failed or refused: "
             + ("; ".join(f"round {d['round']}: {d['reason']}" for d in site["rounds_failed"]) or "none"),
+            "- Replies that did not read: "
+            + (
+                "; ".join(f"{d['stage']} of round {d['round']}: {d['reason']}" for d in site.get("replies_dropped", []))
+                or "none"
+            ),
             f"- k-anonymity applied: {site['k_anonymity'] if site['k_anonymity'] is not None else 'not stated'}",
             f"- Record-level DP (the site's own ledger): {_dp_line(site['record_level_dp'])}",
             f"- Site policy (sha256 `{site['policy_sha256'] or 'not stated'}`): "

@@ -94,11 +94,17 @@ def _number(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def setting(default: Any = dataclasses.MISSING, help: str = "", **bounds: Any) -> Any:
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, key: str = "", **bounds: Any) -> Any:
     """A config field with its help text, from which the command line makes its option
     (shared_model.runtime.options), and its range (`Bounds`: at_least, above, at_most, below,
-    choices, max_length), which `check_settings` holds every value to."""
-    return dataclasses.field(default=default, metadata={"help": help, "bounds": Bounds(**bounds)})
+    choices, max_length), which `check_settings` holds every value to. `key` names it where its
+    kebab-case name cannot (a wire key such as `eval-recall@5`)."""
+    return dataclasses.field(default=default, metadata={"help": help, "bounds": Bounds(**bounds), "key": key})
+
+
+def key_of(field: dataclasses.Field, kebab: bool = True) -> str:
+    """The name a field has outside Python: its `key`, else its kebab-case (or plain) name."""
+    return field.metadata.get("key") or (field.name.replace("_", "-") if kebab else field.name)
 
 
 @functools.cache
@@ -135,7 +141,7 @@ def check_settings(instance: Any, *, kebab: bool = True) -> None:
     `__post_init__`); ints given for float fields become floats."""
     kinds = _kinds(type(instance))
     for field in dataclasses.fields(instance):
-        key = field.name.replace("_", "-") if kebab else field.name
+        key = key_of(field, kebab)
         bounds = field.metadata.get("bounds", Bounds())
         value = checked_value(key, kinds[field.name], bounds, getattr(instance, field.name))
         if value is not getattr(instance, field.name):
@@ -146,12 +152,12 @@ def settings_from(config: type, values: Mapping[str, Any], *, kebab: bool = True
     """`config` built from a mapping that crossed a boundary (a run config, a message's config, a
     policy file): unknown keys are refused, missing ones take their defaults, every value is
     checked by type and range (`check_settings`, from the class's `__post_init__`)."""
-    names = {f.name for f in dataclasses.fields(config)}
+    names = {key_of(f, kebab): f.name for f in dataclasses.fields(config)}
     arguments = {}
     for key, value in values.items():
-        name = key.replace("-", "_") if kebab else key
-        if not isinstance(key, str) or name not in names:
-            known = sorted(n.replace("_", "-") if kebab else n for n in names)
+        name = names.get(key) if isinstance(key, str) else None
+        if name is None:
+            known = sorted(names)
             raise SettingError(
                 str(key),
                 f"one of the {what}'s keys" + (f" ({', '.join(known)})" if len(known) <= 16 else ""),
@@ -159,13 +165,12 @@ def settings_from(config: type, values: Mapping[str, Any], *, kebab: bool = True
             )
         arguments[name] = value
     missing = [
-        f.name
+        key_of(f, kebab)
         for f in dataclasses.fields(config)
         if f.name not in arguments and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        key = missing[0].replace("_", "-") if kebab else missing[0]
-        raise SettingError(key, "given")
+        raise SettingError(missing[0], "given")
     return config(**arguments)
 
 

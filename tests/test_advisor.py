@@ -409,7 +409,7 @@ def test_the_advisory_round_writes_advice_under_pseudonyms_and_trains_nothing(
         data_paths=",".join(str(p) for p in fed_sites),
     )
     policy = tmp_path / "policy.toml"
-    policy.write_text("k_anonymity = 5\n")
+    policy.write_text("k_anonymity = 5\nshare_task_counts = true\nshare_own_auroc = true\n")
     nodes = [{"partition-id": i, "policy": str(policy)} for i in range(3)]
     outcome = run_federation(InProcessGrid(make_client_app(settings.to_run_config()), nodes), settings)
     assert len(outcome["advice"]) == 3

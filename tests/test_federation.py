@@ -18,7 +18,7 @@ from client.policy import SitePolicy
 from server.federation import run_federation
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
-from shared_model.passport import STATEMENT
+from shared_model.messages import STATEMENT
 from shared_model.run_config import FederatedRunConfig
 from shared_model.tasks import NEXT_VISIT, task_arrays
 from shared_model.wire import LAYOUT, is_packed, unpack

@@ -263,9 +263,7 @@ def test_run_config_values_that_are_no_numbers_are_refused_before_any_training(
     assert not (tmp_path / "state" / "privacy-ledger.jsonl").exists()  # nothing written to the ledger
 
 
-def test_round_instructions_out_of_type_or_range_are_refused(
-    site: Path, model_and_vocabulary, tmp_path: Path
-) -> None:
+def test_round_instructions_out_of_type_or_range_are_refused(site: Path, model_and_vocabulary, tmp_path: Path) -> None:
     weights, config, vocabulary = model_and_vocabulary
     node = {"state-dir": str(tmp_path / "state")}
     server = Server(site, node, batch_size=25, dp_epsilon=4.0, num_server_rounds=2)
@@ -449,7 +447,7 @@ def test_num_examples_inflation_is_capped_at_the_vocabulary_round_count() -> Non
     strategy = build_strategy(settings)
     strategy.current_arrays = GLOBAL
     strategy.example_caps = {1000: 100, 1001: 100, 1002: 100}
-    arrays, _ = strategy.aggregate_train(1, replies(updates, [100, 100, 1e9]))
+    arrays, _ = strategy.aggregate_train(1, replies(updates, [100, 100, 10**9]))
     np.testing.assert_allclose(arrays.to_numpy_ndarrays()[1], np.full((2, 2), 11.0), rtol=1e-6)  # equal weights
     strategy.example_caps = {1000: 100, 1001: 100}  # a node that skipped the vocabulary round
     strategy.aggregate_train(2, replies(updates, [100, 100, 100]))

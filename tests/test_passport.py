@@ -19,7 +19,8 @@ from client.node_config import POLICY_KEY, STATE_DIR_KEY
 from client.passport_check import disagreements
 from server.federation import run_federation
 from server.passport import PassportRecorder
-from shared_model.passport import STATEMENT, pseudonym, site_key
+from shared_model.messages import STATEMENT
+from shared_model.passport import pseudonym, site_key
 from shared_model.run_config import FederatedRunConfig
 from simulations.cli.app import app
 from tests.inprocess_grid import InProcessGrid

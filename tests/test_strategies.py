@@ -16,7 +16,7 @@ from tests.inprocess_grid import InProcessGrid
 GLOBAL = [np.zeros(4, np.float32), np.zeros((2, 2), np.float32)]
 
 
-def replies(updates: list[list[np.ndarray]], examples: list[float]) -> list[Message]:
+def replies(updates: list[list[np.ndarray]], examples: list[int]) -> list[Message]:
     """Train replies from nodes 1000, 1001, ... carrying `updates` and `num-examples`."""
     InProcessGrid(None, [])  # stamps Flower's task identity, as a transport would
     out = []
@@ -26,7 +26,7 @@ def replies(updates: list[list[np.ndarray]], examples: list[float]) -> list[Mess
         content = RecordDict(
             {
                 "arrays": ArrayRecord([np.asarray(a, np.float32) for a in arrays]),
-                "metrics": MetricRecord({"num-examples": n, "site-key": node}),
+                "metrics": MetricRecord({"num-examples": n, "site-key": node, "train-seconds": 1.0}),
             }
         )
         out.append(Message(content, reply_to=instruction))

@@ -126,9 +126,7 @@ def coordinator_messages(draw) -> tuple[dict, dict]:
         "model-config": draw(st.sampled_from([MODEL.to_json()] * 6 + [HUGE_MODEL.to_json()])),
     }
     for _ in range(draw(st.sampled_from([0, 0, 1, 2, 3]))):
-        mapping, keys = draw(
-            st.sampled_from([(run_config, RUN_CONFIG_KEYS), (instructions, INSTRUCTION_KEYS)])
-        )
+        mapping, keys = draw(st.sampled_from([(run_config, RUN_CONFIG_KEYS), (instructions, INSTRUCTION_KEYS)]))
         action = draw(st.sampled_from(["hostile", "hostile", "missing", "extra"]))
         if action == "extra":
             mapping[draw(st.sampled_from(["extra", "adversary", "dp_epsilon", "Server-Round"]))] = draw(HOSTILE)
