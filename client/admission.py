@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flwr.app import Context
+from flwr.common.secure_aggregation.secaggplus_constants import Key, Stage
 
 from client.ledger import LedgerEntry, ledger_of
 from client.local import LocalPrivacy
@@ -121,3 +122,29 @@ def site_privacy(
     return LocalPrivacy(
         plan, settings.dp_clip_norm, settings.dp_embedding_share, rounds_done, epsilon, noise_seed=secrets.randbits(62)
     )
+
+
+def check_secure_aggregation(configs: Mapping[str, Any], policy: SitePolicy) -> None:
+    """A SecAgg+ stage as the site accepts it, before Flower's mod sees it (which takes any
+    threshold, 1 included, and in the unmask stage hands over both shares of a node listed as
+    active and dead at once, which would unmask that node's model): at least the policy's sites,
+    a threshold no lower than its floor and a majority of the shares, disjoint node lists."""
+    stage = configs.get(Key.STAGE)
+    if stage == Stage.SETUP:
+        numbers = [configs.get(key) for key in (Key.SAMPLE_NUMBER, Key.SHARE_NUMBER, Key.THRESHOLD)]
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+            raise SiteRefusal("the secure aggregation setup does not read")
+        sites, shares, threshold = numbers
+        if not (sites >= policy.min_secure_aggregation_sites and shares >= policy.min_secure_aggregation_sites):
+            raise SiteRefusal("secure aggregation with fewer sites than this site's policy requires")
+        if not (max(2, policy.min_secure_aggregation_threshold) <= threshold <= shares and 2 * threshold > shares):
+            raise SiteRefusal("the secure aggregation threshold is below this site's policy")
+    elif stage == Stage.SHARE_KEYS:
+        if not len([key for key in configs if key != Key.STAGE]) >= policy.min_secure_aggregation_sites:
+            raise SiteRefusal("secure aggregation with fewer sites than this site's policy requires")
+    elif stage == Stage.UNMASK:
+        active, dead = configs.get(Key.ACTIVE_NODE_ID_LIST), configs.get(Key.DEAD_NODE_ID_LIST)
+        if not isinstance(active, list) or not isinstance(dead, list):
+            raise SiteRefusal("the secure aggregation unmask stage does not read")
+        if set(active) & set(dead) or len(set(active)) != len(active) or len(set(dead)) != len(dead):
+            raise SiteRefusal("the unmask stage lists a node twice (active and dead would unmask its model)")

@@ -30,7 +30,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
-from client.admission import round_instructions, run_settings, site_privacy
+from client.admission import check_secure_aggregation, round_instructions, run_settings, site_privacy
 from client.local import (
     evaluate_locally,
     k_anonymous_code_counts,
@@ -96,6 +96,7 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message
     """Flower's SecAgg+ client mod, for the messages of a SecAgg+ round only (it would reject the
     plain train messages of every other round)."""
     if SECAGG_CONFIGS in msg.content.config_records:
+        check_secure_aggregation(msg.content.config_records[SECAGG_CONFIGS], policy_of(context))
         return secaggplus_mod(msg, context, call_next)
     return call_next(msg, context)
 

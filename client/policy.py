@@ -15,6 +15,8 @@ lifetime_epsilon = 20.0           # this site's total over every run, kept in it
 max_delta = 1e-5                  # refuse a larger delta (0: 1 / n, n = the site's training patients)
 min_noise_multiplier = 0.5        # refuse DP-SGD with less noise (0: no floor)
 require_secure_aggregation = false  # refuse plain (non-SecAgg+) training rounds
+min_secure_aggregation_sites = 3  # SecAgg+: refuse rounds with fewer sites
+min_secure_aggregation_threshold = 2  # SecAgg+: refuse a lower threshold (and one below a majority of the shares)
 max_evaluations_per_run = 0       # federated evaluations answered per run (0: one per training round, + 1)
 max_model_parameters = 100000000  # refuse to build a model the server describes with more weights
 share_task_counts = false         # the advisory summary may say, per task, how many patients are labelled and positive
@@ -31,7 +33,7 @@ from typing import Any
 
 from client.replies import SiteRefusal
 from shared_model.data import DataValidationError
-from shared_model.run_config import MAX_EPSILON, MAX_ROUNDS
+from shared_model.run_config import MAX_EPSILON, MAX_ROUNDS, MAX_SITES
 from shared_model.settings import MAX_COUNT, SettingError, check_settings, setting, settings_from
 
 MAX_PARAMETERS = 10**10
@@ -55,6 +57,18 @@ class SitePolicy:
     max_delta: float = setting(0.0, "Refuse a larger delta (0: 1 / n).", at_least=0, below=1)
     min_noise_multiplier: float = setting(0.0, "Refuse DP-SGD with less noise (0: no floor).", at_least=0, at_most=1e3)
     require_secure_aggregation: bool = setting(False, "Refuse plain (non-SecAgg+) training rounds.")
+    min_secure_aggregation_sites: int = setting(
+        3,
+        "SecAgg+: refuse a round with fewer sites (with two, each learns the other's model).",
+        at_least=2,
+        at_most=MAX_SITES,
+    )
+    min_secure_aggregation_threshold: int = setting(
+        2,
+        "SecAgg+: refuse a reconstruction threshold below this (and below a majority of the shares).",
+        at_least=2,
+        at_most=MAX_SITES,
+    )
     max_evaluations_per_run: int = setting(
         0, "Federated evaluations answered per run (0: one per round, + 1).", at_least=0, at_most=MAX_ROUNDS
     )

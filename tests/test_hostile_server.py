@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.client.mod.secure_aggregation.secaggplus_mod import RECORD_KEY_CONFIGS as SECAGG_CONFIGS
 from flwr.clientapp import ClientApp
 
 from client.app import make_client_app
@@ -326,6 +327,31 @@ def test_a_plain_round_is_refused_when_the_policy_requires_secure_aggregation(
     )
     for open_policy in (server, Server(site)):
         assert refused(open_policy.send("train", legacy), "secure aggregation")
+
+
+def secure_aggregation_stage(server: Server, **configs) -> Message:
+    return server.send("train", RecordDict({SECAGG_CONFIGS: ConfigRecord(configs)}))
+
+
+def test_a_secure_aggregation_setup_below_the_sites_policy_is_refused(site: Path) -> None:
+    """Flower's SecAgg+ mod takes any threshold (1: one share reveals a site's mask) and, when
+    unmasking, hands over both shares of a node listed as active and dead at once."""
+    server = Server(site)
+    setup = {"stage": "setup", "sample_num": 3, "share_num": 3, "threshold": 2, "clipping_range": 8.0}
+    setup |= {"target_range": 1 << 16, "mod_range": 1 << 24, "max_weight": 1.0}
+    for bad, rule in (
+        ({"threshold": 1}, "threshold is below"),
+        ({"share_num": 4}, "threshold is below"),  # 2 of 4 shares: no majority
+        ({"sample_num": 2, "share_num": 2}, "fewer sites"),
+        ({"threshold": 2.0}, "does not read"),
+    ):
+        assert refused(secure_aggregation_stage(server, **{**setup, **bad}), rule), bad
+    accepted = secure_aggregation_stage(server, **setup)
+    assert not accepted.has_error() and {"pk1", "pk2"} <= set(accepted.content[SECAGG_CONFIGS])
+    one_partner = secure_aggregation_stage(server, stage="share_keys", **{"1000": [b"a", b"b"], "1001": [b"c", b"d"]})
+    assert refused(one_partner, "fewer sites")
+    twice = secure_aggregation_stage(server, stage="unmask", active_nids=[1000, 1001, 1002], dead_nids=[1002])
+    assert refused(twice, "lists a node twice")
 
 
 def test_error_replies_carry_no_data_paths_or_values(site: Path, model_and_vocabulary, tmp_path: Path) -> None:
