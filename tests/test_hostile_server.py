@@ -419,14 +419,14 @@ def test_a_rolled_back_checkpoint_is_refused(fed_sites: list[Path], model_and_vo
     )
     _, config, vocabulary = model_and_vocabulary
     model = PretrainingModel(config)
-    for name, server_round in (("checkpoints/round-001", 1), ("checkpoints/round-002", 2), ("checkpoint", 2)):
+    for name, extra in (
+        ("checkpoints/round-001", {"run_id": "run-a", "round": 1}),
+        ("checkpoints/round-002", {"run_id": "run-a", "round": 2}),
+        ("checkpoint", {"run_id": "run-a", "round": 2}),
+        ("no-run-id", {"round": 3}),  # neither checked nor remembered by the guard, once
+    ):
         save_checkpoint(
-            tmp_path / "run" / name,
-            model,
-            config,
-            vocabulary,
-            signer=key.sign,
-            extra={"mode": "federated", "run_id": "run-a", "round": server_round},
+            tmp_path / "run" / name, model, config, vocabulary, signer=key.sign, extra={"mode": "federated", **extra}
         )
     state = tmp_path / "site-state"
 
@@ -461,6 +461,8 @@ def test_a_rolled_back_checkpoint_is_refused(fed_sites: list[Path], model_and_vo
     assert rolled_back.exit_code == 2 and "rollback" in rolled_back.output
     assert finetune(tmp_path / "run" / "checkpoint", "--min-round", "3").exit_code == 2
     assert finetune(tmp_path / "run" / "checkpoint").exit_code == 0  # the newest round again is fine
+    unplaced = finetune(tmp_path / "run" / "no-run-id")
+    assert unplaced.exit_code == 2 and "names no run" in unplaced.output
 
 
 def test_num_examples_inflation_is_capped_at_the_vocabulary_round_count() -> None:
