@@ -17,9 +17,10 @@ from typing import Any
 from flwr.app import Message
 
 from server.validation import RoundReport
-from shared_model.messages import STATEMENT
+from shared_model.messages import STATEMENT, PrivacyStatement
 from shared_model.passport import FORMAT, pseudonym
 from shared_model.run_config import FederatedRunConfig
+from shared_model.settings import settings_from
 
 log = logging.getLogger(__name__)
 MAX_REASON = 200  # characters of a failure reason kept (a site's error text is its own choice)
@@ -70,28 +71,22 @@ class PassportRecorder:
             except (KeyError, TypeError, ValueError) as exc:  # a careless or hostile site stops nothing
                 log.warning("node %d sent a privacy statement that does not read (%s): ignored", node, exc)
 
-    def _take_statement(self, node: int, run: int, statement) -> None:
+    def _take_statement(self, node: int, run: int, record) -> None:
         """Everything is read before anything is recorded: a statement that does not read changes nothing."""
-        key = int(statement["site-key"])
-        policy = json.loads(str(statement["policy"]))
+        statement = settings_from(PrivacyStatement, dict(record), what="privacy statement")
+        policy = json.loads(statement.policy)
         if not isinstance(policy, dict):
             raise TypeError("the policy is not a table")
-        stated = {
-            "k_anonymity": int(statement["k-anonymity"]),
-            "policy": policy,
-            "policy_sha256": str(statement["policy-sha256"]),
-        }
-        spent = {
-            "rounds": int(statement["dp-rounds"]),
-            "epsilon": float(statement["dp-epsilon"]),
-            "delta": float(statement["dp-delta"]),
-            "noise_multiplier": float(statement["dp-noise-multiplier"]),
-            "accountant": str(statement["dp-accountant"]),
-        }
-        self.site_keys[node] = key
+        self.site_keys[node] = statement.site_key
         site = self._site(node)
-        site.update(stated)
-        site["record_level_dp"][str(run)] = spent
+        site.update({"k_anonymity": statement.k_anonymity, "policy": policy, "policy_sha256": statement.policy_sha256})
+        site["record_level_dp"][str(run)] = {
+            "rounds": statement.dp_rounds,
+            "epsilon": statement.dp_epsilon,
+            "delta": statement.dp_delta,
+            "noise_multiplier": statement.dp_noise_multiplier,
+            "accountant": statement.dp_accountant,
+        }
 
     def training_round(self, server_round: int, report: RoundReport) -> None:
         for node in report.accepted:

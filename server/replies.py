@@ -18,7 +18,7 @@ class ReplyError(ValueError):
 
 def read_reply(message: Message, message_type: str) -> dict[str, Any]:
     """The records of a (non-error) reply to a `message_type` message, by name: each parsed by its
-    schema, the ArrayRecord as it is, the privacy statement as its ConfigRecord."""
+    schema, the ArrayRecord as it is."""
     expected = REPLIES[message_type]
     content = message.content
     names = list(content.keys())
@@ -33,10 +33,6 @@ def read_reply(message: Message, message_type: str) -> dict[str, Any]:
         if schema == ARRAYS:
             if not isinstance(record, ArrayRecord):
                 raise ReplyError(f"the {message_type} reply's {name} record is not an ArrayRecord")
-            records[name] = record
-        elif schema is None:
-            if not isinstance(record, ConfigRecord):
-                raise ReplyError(f"the {message_type} reply's {name} record is not a ConfigRecord")
             records[name] = record
         else:
             if not isinstance(record, MetricRecord | ConfigRecord):

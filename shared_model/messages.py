@@ -9,12 +9,22 @@ key it needs, or with a value of the wrong type, non-finite or out of range is r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from shared_model.run_config import MAX_ROUNDS
-from shared_model.settings import MAX_CODES, MAX_COUNT, MAX_EPOCHS, SettingError, check_settings, setting, settings_from
+from shared_model.settings import (
+    MAX_CODES,
+    MAX_COUNT,
+    MAX_EPOCHS,
+    SettingError,
+    check_settings,
+    key_of,
+    setting,
+    settings_from,
+)
 
 MAX_JSON = 64 * 2**20  # characters of a vocabulary or model config sent as JSON
 
@@ -105,13 +115,59 @@ class EvaluateMetrics:
         check_settings(self)
 
 
+@dataclass(frozen=True)
+class SummaryReply:
+    """The `summary` record of a `query.summary` reply: the site's summary for the transfer advisor."""
+
+    summary: str = setting(help="SiteSummary.to_json: its fields are SUMMARY_FIELDS.", max_length=MAX_JSON)
+    site_key: int = setting(help="The site's key.", **SITE_KEY_RANGE)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+@dataclass(frozen=True)
+class PrivacyStatement:
+    """The `privacy-statement` record of vocabulary, summary and evaluation replies
+    (client.statement): what the site applies and what its ledger spent in this run."""
+
+    site_key: int = setting(help="The site's key.", **SITE_KEY_RANGE)
+    k_anonymity: int = setting(help="The k the site applied.", at_least=1, at_most=MAX_COUNT)
+    policy: str = setting(help="The site's policy as JSON (its fields: client.policy.SitePolicy).", max_length=20_000)
+    policy_sha256: str = setting(help="The sha256 of that JSON.", max_length=64)
+    dp_rounds: int = setting(help="Private rounds in this run, from the ledger.", at_least=0, at_most=MAX_ROUNDS)
+    dp_epsilon: float = setting(help="Epsilon the ledger spent in this run.", at_least=0, at_most=1e6)
+    dp_delta: float = setting(help="Its delta (0: none spent).", at_least=0, below=1)
+    dp_noise_multiplier: float = setting(help="The last private round's noise multiplier.", at_least=0, at_most=1e6)
+    dp_accountant: str = setting(help="How the ledger composes.", choices=("rdp",))
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
 STATEMENT = "privacy-statement"  # the site's privacy statement (client.statement; read by server.passport)
 ARRAYS = "arrays"  # the one ArrayRecord of a train reply (its arrays are checked against the global model)
 #: every record a site's reply to each message type may carry, by name: its schema, ARRAYS for the
 #: model's arrays, None for the privacy statement. Optional records are those named in OPTIONAL.
-REPLIES: dict[str, dict[str, type | str | None]] = {
-    "query.vocabulary": {"vocabulary": VocabularyReply, STATEMENT: None},
+REPLIES: dict[str, dict[str, type | str]] = {
+    "query.vocabulary": {"vocabulary": VocabularyReply, STATEMENT: PrivacyStatement},
+    "query.summary": {"summary": SummaryReply, STATEMENT: PrivacyStatement},
     "train": {ARRAYS: ARRAYS, "metrics": TrainMetrics},
-    "evaluate": {"metrics": EvaluateMetrics, STATEMENT: None},
+    "evaluate": {"metrics": EvaluateMetrics, STATEMENT: PrivacyStatement},
 }
 OPTIONAL = frozenset({STATEMENT})
+#: what the JSON texts inside a reply hold: the summary's fields and the stated policy's fields
+SUMMARY_FIELDS = ("format", "patients", "k", "code_counts", "age_band_counts", "task_counts", "own_auroc")
+
+
+def released() -> dict[tuple[str, str], tuple[str, ...]]:
+    """Every key of every record a site may send, by (message type, record): the one list of what
+    leaves a site (docs/deployment.md's table is checked against it). ARRAYS stands for the
+    model's weights; Flower's SecAgg+ stages add their own key material and masked vectors."""
+    return {
+        (message_type, record): (ARRAYS,)
+        if schema == ARRAYS
+        else tuple(key_of(field) for field in dataclasses.fields(schema))
+        for message_type, records in REPLIES.items()
+        for record, schema in records.items()
+    }
