@@ -30,6 +30,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
+from client.activity import activity_of
 from client.admission import check_secure_aggregation, round_instructions, run_settings, site_privacy
 from client.local import (
     evaluate_locally,
@@ -52,7 +53,6 @@ from shared_model.wire import arrays_packed_on_the_wire
 
 log = logging.getLogger(__name__)
 OPTIMIZER_STATE = "local-optimizer-state"
-ACTIVITY = "site-activity"  # node state: rounds trained and evaluations answered in this run
 LEGACY_FIT_PARAMETERS = "fitins.parameters"  # how Flower's legacy SecAgg+ workflow sends the model
 
 
@@ -99,21 +99,6 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message
         check_secure_aggregation(msg.content.config_records[SECAGG_CONFIGS], policy_of(context))
         return secaggplus_mod(msg, context, call_next)
     return call_next(msg, context)
-
-
-def _activity(context: Context) -> dict[str, int]:
-    record = context.state.config_records.get(ACTIVITY)
-    return (
-        {"trained": int(record["trained"]), "evaluated": int(record["evaluated"])}
-        if record
-        else {"trained": 0, "evaluated": 0}
-    )
-
-
-def _count(context: Context, what: str) -> None:
-    activity = _activity(context)
-    activity[what] += 1
-    context.state[ACTIVITY] = ConfigRecord(activity)
 
 
 def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod] = ()) -> ClientApp:
@@ -235,7 +220,7 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
             }
         if keep and result.optimizer_state is not None:
             context.state[OPTIMIZER_STATE] = ArrayRecord(result.optimizer_state)  # node-local, never sent
-        _count(context, "trained")
+        activity_of(context).record(context.run_id, server_round, "trained")
         return result.weights, MetricRecord(
             {"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics, **privacy_metrics}
         )
@@ -243,16 +228,19 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         policy, settings = policy_of(context), settings_of(context)
-        activity = _activity(context)
-        if activity["evaluated"] >= policy.evaluations_allowed(activity["trained"]):
-            raise SiteRefusal("this site's evaluation limit for the run is reached")
         instructions, model_config, _ = round_instructions(msg.content["config"], policy)
+        activity = activity_of(context)
+        run = context.run_id
+        if not activity.count("evaluated", run) < policy.evaluations_allowed(activity.count("trained", run)):
+            raise SiteRefusal("this site's evaluation limit for the run is reached")
+        if not activity.count("evaluated") < policy.lifetime_evaluations:
+            raise SiteRefusal("this site's lifetime evaluation limit is reached")
         path, site = site_of(context, settings)
         k = policy.k_for(settings.k_anonymity)
         samples = site_samples(path, instructions.vocabulary, k)
         if len(samples["held_out"]["subject_id"]) < k:
             raise SiteRefusal("fewer held-out patients than this site's k: no evaluation")
-        _count(context, "evaluated")
+        activity.record(run, instructions.server_round, "evaluated")  # counted before it runs, like the ledger
         result = evaluate_locally(
             msg.content["arrays"].to_numpy_ndarrays(), model_config, samples, learning_rate=settings.learning_rate
         )

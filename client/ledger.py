@@ -9,7 +9,8 @@ the delta asked for.
 On disk (`FileLedger`): one JSON object per line, opened append-only, fsynced, mode 0600, in the
 site's state directory; it survives restarts and new runs, and a line that does not parse stops
 every private round (fail closed). Simulated sites without a state directory keep the same
-entries in Flower's node state (`StateLedger`).
+entries in Flower's node state (`StateLines`). The same append-only lines keep the site's
+activity (client.activity).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from flwr.app import ConfigRecord, Context, RecordDict
 
@@ -39,12 +41,88 @@ class LedgerEntry:
     delta: float
 
 
-class Ledger:
-    def entries(self) -> list[LedgerEntry]:
+class Lines:
+    """Append-only JSON lines: a file in the site's state directory (deployment: it survives
+    restarts and new runs) or Flower's node state (simulation)."""
+
+    def read(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def append(self, entry: LedgerEntry) -> None:
+    def append(self, item: dict[str, Any]) -> None:
         raise NotImplementedError
+
+
+class FileLines(Lines):
+    """One JSON object per line, opened append-only, fsynced, mode 0600; a line that does not
+    parse refuses everything that depends on the file (fail closed)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = Path(path), what
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        items = []
+        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
+            try:
+                item = json.loads(line)
+                if not isinstance(item, dict):
+                    raise TypeError("not an object")
+            except (ValueError, TypeError) as exc:
+                raise SiteRefusal(f"this site's {self.what} is unreadable; what depends on it is stopped") from (
+                    ValueError(f"{self.path}, line {number}: not an entry ({exc})")
+                )
+            items.append(item)
+        return items
+
+    def append(self, item: dict[str, Any]) -> None:
+        new = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(descriptor, (json.dumps(item, sort_keys=True) + "\n").encode())
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        if new:  # the new file's directory entry must survive a crash too
+            fsync_directory(self.path.parent)
+
+
+class StateLines(Lines):
+    """The same lines in a simulated node's Flower state (lost with the simulation)."""
+
+    def __init__(self, state: RecordDict, key: str) -> None:
+        self.state, self.key = state, key
+
+    def read(self) -> list[dict[str, Any]]:
+        record = self.state.config_records.get(self.key)
+        return [json.loads(line) for line in record["entries"]] if record is not None else []
+
+    def append(self, item: dict[str, Any]) -> None:
+        lines = [json.dumps(i, sort_keys=True) for i in [*self.read(), item]]
+        self.state[self.key] = ConfigRecord({"entries": lines})
+
+
+def lines_of(context: Context, file_name: str, what: str) -> Lines:
+    """The site's `file_name` in its state directory in deployment, Flower's node state in simulation."""
+    state_dir = context.node_config.get(STATE_DIR_KEY)
+    if state_dir:
+        return FileLines(Path(str(state_dir)) / file_name, what)
+    return StateLines(context.state, file_name)
+
+
+class Ledger:
+    def __init__(self, lines: Lines) -> None:
+        self.lines = lines
+
+    def entries(self) -> list[LedgerEntry]:
+        try:
+            return [LedgerEntry(**item) for item in self.lines.read()]
+        except TypeError as exc:
+            raise SiteRefusal("this site's privacy ledger is unreadable; what depends on it is stopped") from exc
+
+    def append(self, entry: LedgerEntry) -> None:
+        self.lines.append(asdict(entry))
 
     def epsilon(
         self,
@@ -69,52 +147,9 @@ class Ledger:
 
 class FileLedger(Ledger):
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def entries(self) -> list[LedgerEntry]:
-        if not self.path.exists():
-            return []
-        entries = []
-        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
-            try:
-                entries.append(LedgerEntry(**json.loads(line)))
-            except (ValueError, TypeError) as exc:
-                raise SiteRefusal("this site's privacy ledger is unreadable; private training is stopped") from (
-                    ValueError(f"{self.path}, line {number}: not a ledger entry ({exc})")
-                )
-        return entries
-
-    def append(self, entry: LedgerEntry) -> None:
-        new = not self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(descriptor, (json.dumps(asdict(entry), sort_keys=True) + "\n").encode())
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        if new:  # the new file's directory entry must survive a crash too
-            fsync_directory(self.path.parent)
-
-
-class StateLedger(Ledger):
-    """The same entries in a simulated node's Flower state (lost with the simulation)."""
-
-    KEY = "privacy-ledger"
-
-    def __init__(self, state: RecordDict) -> None:
-        self.state = state
-
-    def entries(self) -> list[LedgerEntry]:
-        record = self.state.config_records.get(self.KEY)
-        return [LedgerEntry(**json.loads(line)) for line in record["entries"]] if record is not None else []
-
-    def append(self, entry: LedgerEntry) -> None:
-        lines = [json.dumps(asdict(e), sort_keys=True) for e in [*self.entries(), entry]]
-        self.state[self.KEY] = ConfigRecord({"entries": lines})
+        super().__init__(FileLines(path, "privacy ledger"))
 
 
 def ledger_of(context: Context) -> Ledger:
     """The site's ledger: its state directory's file in deployment, Flower's node state in simulation."""
-    state_dir = context.node_config.get(STATE_DIR_KEY)
-    return FileLedger(Path(str(state_dir)) / LEDGER_FILE) if state_dir else StateLedger(context.state)
+    return Ledger(lines_of(context, LEDGER_FILE, "privacy ledger"))

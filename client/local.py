@@ -85,6 +85,13 @@ def k_anonymous_code_counts(dataset: MedsDataset, k: int) -> CodeCounts:
     )
 
 
+RELEASED_DECIMALS = 3  # losses and Recall@k leave the site rounded: each query tells less
+
+
+def released(value: float) -> float:
+    return round(float(value), RELEASED_DECIMALS)
+
+
 @dataclass(frozen=True)
 class LocalResult:
     weights: list[np.ndarray]
@@ -194,14 +201,13 @@ def train_locally(
         early_stopping=False,
         poisson_rate=privacy.plan.sampling_rate if privacy is not None else 0.0,
     )
-    seconds = time.perf_counter() - started
-    metrics = {"train-seconds": seconds}
+    metrics = {"train-seconds": round(time.perf_counter() - started, 1)}
     if privacy is None:  # under DP the training loss is an un-noised function of the records: not sent
         metrics.update(
             {
-                "train-loss": float(history.history["loss"][-1]),
-                "train-nvp-loss": float(history.history["nvp_loss"][-1]),
-                "train-cp-loss": float(history.history["cp_loss"][-1]),
+                "train-loss": released(history.history["loss"][-1]),
+                "train-nvp-loss": released(history.history["nvp_loss"][-1]),
+                "train-cp-loss": released(history.history["cp_loss"][-1]),
             }
         )
     return LocalResult(
@@ -221,8 +227,8 @@ def evaluate_locally(
         make_dataset([held_out], target=PRETRAIN_TARGETS, batch_size=256, shuffle=False), verbose=0, return_dict=True
     )
     metrics = {
-        "eval-loss": float(scores["loss"]),
-        **{f"eval-{k}": v for k, v in evaluate_nvp(model, [held_out]).items()},
-        "eval-seconds": time.perf_counter() - started,
+        "eval-loss": released(scores["loss"]),
+        **{f"eval-{k}": released(v) for k, v in evaluate_nvp(model, [held_out]).items()},
+        "eval-seconds": round(time.perf_counter() - started, 1),
     }
     return LocalResult([], len(held_out["subject_id"]), metrics)

@@ -18,6 +18,7 @@ require_secure_aggregation = false  # refuse plain (non-SecAgg+) training rounds
 min_secure_aggregation_sites = 3  # SecAgg+: refuse rounds with fewer sites
 min_secure_aggregation_threshold = 2  # SecAgg+: refuse a lower threshold (and one below a majority of the shares)
 max_evaluations_per_run = 0       # federated evaluations answered per run (0: one per training round, + 1)
+lifetime_evaluations = 1000       # ... and over every run, counted in the site's state directory
 max_model_parameters = 100000000  # refuse to build a model the server describes with more weights
 share_task_counts = false         # the advisory summary may say, per task, how many patients are labelled and positive
 share_own_auroc = false           # ... and the AUROC it reaches alone (to 0.01; >= k held-out positives, negatives)
@@ -71,6 +72,9 @@ class SitePolicy:
     )
     max_evaluations_per_run: int = setting(
         0, "Federated evaluations answered per run (0: one per round, + 1).", at_least=0, at_most=MAX_ROUNDS
+    )
+    lifetime_evaluations: int = setting(
+        1_000, "Federated evaluations answered over every run, kept in the site's state.", at_least=0, at_most=10**6
     )
     max_model_parameters: int = setting(
         100_000_000,

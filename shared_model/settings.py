@@ -35,7 +35,7 @@ class SettingError(ValueError):
         self.key, self.expected = key, expected
         self.public = public or f"{key} must be {expected}"
         shown = "" if found is dataclasses.MISSING else f", got {_shown(found)}"
-        super().__init__(self.public + shown)
+        super().__init__(f"{key} must be {expected}{shown}")
 
 
 def _shown(value: object) -> str:

@@ -403,6 +403,22 @@ def test_evaluation_is_rate_limited_and_aggregate_only(site: Path, model_and_voc
     assert refused(server.evaluate(weights, config, vocabulary), "evaluation limit")
 
 
+def test_the_evaluation_budget_holds_across_runs_and_restarts(site: Path, model_and_vocabulary, tmp_path: Path) -> None:
+    """Flower's node state forgets between runs and restarts: each new run bought a new allowance."""
+    weights, config, vocabulary = model_and_vocabulary
+    policy = write_policy(tmp_path / "policy.toml", lifetime_evaluations=2)
+    node = {"policy": str(policy), "state-dir": str(tmp_path / "state")}
+    assert not Server(site, node, run_id=1).evaluate(weights, config, vocabulary).has_error()
+    restarted = Server(site, node, run_id=1)  # the same run, a restarted SuperNode: no new allowance
+    assert refused(restarted.evaluate(weights, config, vocabulary), "evaluation limit for the run")
+    second_run = Server(site, node, run_id=2)
+    released = second_run.evaluate(weights, config, vocabulary)
+    assert not released.has_error()
+    metrics = released.content["metrics"]
+    assert all(round(metrics[key], 3) == metrics[key] for key in metrics if key.startswith("eval-"))  # rounded
+    assert refused(Server(site, node, run_id=3).evaluate(weights, config, vocabulary), "lifetime evaluation limit")
+
+
 def test_a_rolled_back_checkpoint_is_refused(fed_sites: list[Path], model_and_vocabulary, tmp_path: Path) -> None:
     """The server hands a site an older (genuinely signed) round of a run it has already used."""
     from cryptography.hazmat.primitives import serialization

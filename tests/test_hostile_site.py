@@ -119,14 +119,16 @@ def corrupted(draw, content: RecordDict, values_record: str) -> RecordDict:
                 record[draw(st.sampled_from(keys))] = draw(st.sampled_from(NOT_A_VALUE))
         elif kind == "arrays" and isinstance(content.get("arrays"), ArrayRecord):
             arrays = content["arrays"].to_numpy_ndarrays()
+            if not arrays:
+                continue  # a corruption already took every array away
             how = draw(st.sampled_from(["nan", "inf", "shape", "missing", "extra", "huge"]))
             if how in ("nan", "inf"):
                 arrays[0] = arrays[0].copy()
                 arrays[0].flat[0] = np.nan if how == "nan" else np.inf
             elif how == "shape":
-                arrays[1] = np.zeros((3, 3), np.float32)
+                arrays[-1] = np.zeros((3, 3), np.float32)
             elif how == "missing":
-                arrays = arrays[:-1]
+                arrays = arrays[1:]  # the first: an extra one, added and taken away, would undo itself
             elif how == "extra":
                 arrays = [*arrays, np.zeros(2, np.float32)]
             else:

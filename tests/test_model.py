@@ -59,8 +59,10 @@ def config() -> ClaimTransformerConfig:
 
 
 def test_faithful_default_has_claim_pt_parameter_count() -> None:
-    total = sum(n for _, _, n in parameter_table(ClaimTransformerConfig(vocab_size=49_836, n_groups=3_357)))
+    faithful = ClaimTransformerConfig(vocab_size=49_836, n_groups=3_357)
+    total = sum(n for _, _, n in parameter_table(faithful))
     assert abs(total - 5_770_000) / 5_770_000 < 0.02, total
+    assert abs(faithful.parameters - total) / total < 0.02  # the estimate a site checks before building a model
 
 
 def test_config_round_trip_and_validation(config: ClaimTransformerConfig) -> None:
@@ -69,7 +71,7 @@ def test_config_round_trip_and_validation(config: ClaimTransformerConfig) -> Non
         ClaimTransformerConfig(vocab_size=10, n_groups=2, d_model=10, n_heads=3)
     with pytest.raises(ValueError, match="time_encoding"):
         ClaimTransformerConfig(vocab_size=10, n_groups=2, time_encoding="hourly")
-    with pytest.raises(ValueError, match="unknown model config keys"):
+    with pytest.raises(ValueError, match="must be one of the model config's keys"):
         ClaimTransformerConfig.from_dict({**config.to_dict(), "layers": 3})
 
 
