@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,17 @@ def _dp_line(by_run: dict[str, dict[str, Any]]) -> str:
     )
 
 
+MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+
+
+def escaped(value: Any) -> str:
+    """Text a site or the server chose, safe inside a Markdown line: every Markdown character
+    backslash-escaped, line breaks and other control characters as spaces (a statement once put a
+    heading and a link into the page)."""
+    text = "".join(c if c.isprintable() else " " for c in str(value))
+    return MARKDOWN.sub(r"\\\1", text)
+
+
 def _rounds(rounds: list[int]) -> str:
     return ", ".join(map(str, rounds)) if rounds else "none"
 
@@ -100,22 +112,27 @@ def render_page(passport: dict[str, Any], *, checkpoint: str = "", key_fingerpri
     for name, site in sorted(run["sites"].items()):
         policy = site.get("policy") or {}
         lines += [
-            f"## {name}",
+            f"## {escaped(name)}",
             "",
             f"- Updates used in rounds: {_rounds(site['rounds_joined'])}",
             "- Updates dropped by the server: "
-            + ("; ".join(f"round {d['round']}: {d['reason']}" for d in site["updates_dropped"]) or "none"),
+            + ("; ".join(f"round {d['round']}: {escaped(d['reason'])}" for d in site["updates_dropped"]) or "none"),
             "- Rounds failed or refused: "
-            + ("; ".join(f"round {d['round']}: {d['reason']}" for d in site["rounds_failed"]) or "none"),
+            + ("; ".join(f"round {d['round']}: {escaped(d['reason'])}" for d in site["rounds_failed"]) or "none"),
             "- Replies that did not read: "
             + (
-                "; ".join(f"{d['stage']} of round {d['round']}: {d['reason']}" for d in site.get("replies_dropped", []))
+                "; ".join(
+                    f"{d['stage']} of round {d['round']}: {escaped(d['reason'])}"
+                    for d in site.get("replies_dropped", [])
+                )
                 or "none"
             ),
-            f"- k-anonymity applied: {site['k_anonymity'] if site['k_anonymity'] is not None else 'not stated'}",
+            f"- k-anonymity applied: {escaped(site['k_anonymity'] or 'not stated')}",
             f"- Record-level DP (the site's own ledger): {_dp_line(site['record_level_dp'])}",
-            f"- Site policy (sha256 `{site['policy_sha256'] or 'not stated'}`): "
-            + (", ".join(f"{k} = {json.dumps(v)}" for k, v in sorted(policy.items())) or "not stated"),
+            f"- Site policy (sha256 {escaped(site['policy_sha256'] or 'not stated')}): "
+            + (
+                ", ".join(f"{escaped(k)} = {escaped(json.dumps(v))}" for k, v in sorted(policy.items())) or "not stated"
+            ),
             "",
         ]
     return "\n".join(line for line in lines if line is not None) + "\n"

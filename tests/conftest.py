@@ -7,8 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import settings
 
 from shared_model.data.meds import assign_splits, write_meds
+
+# `pytest --hypothesis-profile=bulk`: 2,000 examples per property test, no deadline (outside `make test`)
+settings.register_profile("bulk", max_examples=2_000, deadline=None)
 
 
 @pytest.fixture(scope="session")

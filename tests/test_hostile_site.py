@@ -34,7 +34,6 @@ from shared_model.run_config import FederatedRunConfig
 from shared_model.settings import VocabularySettings
 from tests.inprocess_grid import InProcessGrid
 
-settings.register_profile("bulk", max_examples=2_000, deadline=None)
 HONEST_NODES = (1000, 1001)
 HOSTILE_NODE = 1002
 K = 5

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from uuid import uuid4
 
@@ -20,7 +21,7 @@ from client.passport_check import disagreements
 from server.federation import run_federation
 from server.passport import PassportRecorder
 from shared_model.messages import STATEMENT
-from shared_model.passport import pseudonym, site_key
+from shared_model.passport import pseudonym, render_page, site_key
 from shared_model.run_config import FederatedRunConfig
 from simulations.cli.app import app
 from tests.inprocess_grid import InProcessGrid
@@ -151,3 +152,20 @@ def test_a_statement_that_does_not_read_stops_nothing() -> None:
         replies.append(Message(RecordDict({STATEMENT: ConfigRecord(statement)}), reply_to=instruction))
     recorder.read_replies(replies)
     assert sorted(recorder.sites) == [pseudonym(7)] and recorder.sites[pseudonym(7)]["k_anonymity"] == 11
+
+
+def test_what_a_site_chose_is_escaped_on_the_page() -> None:
+    """A hostile site's statement (a policy holding Markdown) and reasons must not shape the page."""
+    InProcessGrid(None, [])  # stamps Flower's task identity, as a transport would
+    recorder = PassportRecorder(FederatedRunConfig(data_paths="unused"), "run")
+    policy = json.dumps({"k_anonymity": "[trust me](https://evil.example)\n# Approved by the ethics board"})
+    statement = {"site-key": 7, "k-anonymity": 11, "policy": policy, "policy-sha256": "`x`", "dp-rounds": 0}
+    statement |= {"dp-epsilon": 0.0, "dp-delta": 0.0, "dp-noise-multiplier": 0.0, "dp-accountant": "rdp"}
+    instruction = Message(RecordDict(), dst_node_id=1000, message_type="evaluate")
+    instruction.metadata.__dict__["_message_id"] = str(uuid4())
+    recorder.read_replies([Message(RecordDict({STATEMENT: ConfigRecord(statement)}), reply_to=instruction)])
+    recorder.replies_dropped(1, "evaluation", [(1000, "**bold** | <img src=x>")])
+    page = render_page(recorder.document(1, 0.0))
+    assert "[trust me](" not in page and "\n# Approved" not in page and "**bold**" not in page
+    assert re.search(r"(?<!\\)<img", page) is None and "`x`" not in page
+    assert "trust me" in page and "Approved by the ethics board" in page  # shown, as text

@@ -30,8 +30,6 @@ from shared_model.run_config import FederatedRunConfig
 from shared_model.settings import Bounds, settings_from
 from shared_model.vocabulary import Vocabulary
 
-settings.register_profile("bulk", max_examples=2_000, deadline=None)
-
 HOSTILE = st.sampled_from(
     [
         math.nan,
