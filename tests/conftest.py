@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 from shared_model.data.meds import assign_splits, write_meds
 
-# `pytest --hypothesis-profile=bulk`: 2,000 examples per property test, no deadline (outside `make test`)
-settings.register_profile("bulk", max_examples=2_000, deadline=None)
+# property tests: 200 examples each in the suite; `HYPOTHESIS_PROFILE=bulk pytest ...` runs 2,000 each
+settings.register_profile("suite", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("bulk", parent=settings.get_profile("suite"), max_examples=2_000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,8 @@ its type (shared_model.messages.REPLIES).
 The property tests build malformed replies of every message type (records missing, extra or of
 the wrong kind; keys missing or unknown; wrong types, NaN, inf, negative or huge values; arrays of
 the wrong shape or non-finite) beside honest ones and call the server's own functions (the
-vocabulary round over an in-process grid, the strategy wrapper's aggregation). The suite runs a
-few hundred examples; `--hypothesis-profile=bulk` runs 2,000 each.
+vocabulary round over an in-process grid, the strategy wrapper's aggregation). The suite runs 200
+examples each; `HYPOTHESIS_PROFILE=bulk` runs 2,000 (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from client.app import make_client_app
@@ -164,7 +164,6 @@ def test_the_corruptions_are_detectable_in_principle() -> None:
     assert result.dropped == [] and set(result.weight_caps) == {*HONEST_NODES, HOSTILE_NODE}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hostile=corrupted(honest_vocabulary(), "vocabulary"))
 def test_the_vocabulary_round_takes_the_honest_sites_whatever_one_site_sends(hostile: RecordDict) -> None:
     honest = run_vocabulary_round(RecordDict())  # the hostile node answers with nothing that reads
@@ -209,7 +208,6 @@ def wrapper() -> UpdateValidation:
     return strategy
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hostile=corrupted(honest_train(HOSTILE_NODE, 50.0), "metrics"))
 def test_training_aggregates_the_honest_sites_whatever_one_site_sends(hostile: RecordDict) -> None:
     strategy = wrapper()
@@ -221,7 +219,6 @@ def test_training_aggregates_the_honest_sites_whatever_one_site_sends(hostile: R
     assert sorted(report.accepted) == list(HONEST_NODES) and [n for n, _ in report.dropped] == [HOSTILE_NODE]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hostile=corrupted(honest_evaluate(HOSTILE_NODE), "metrics"))
 def test_evaluation_aggregates_the_honest_sites_whatever_one_site_sends(hostile: RecordDict) -> None:
     strategy = wrapper()

@@ -3,8 +3,8 @@ instructions) and whatever a policy file says, the site either refuses with one 
 sentences, writing nothing to its ledger, or admits a round that keeps every promise of its
 policy. No other exception leaves the boundary.
 
-The suite runs a few hundred examples; `pytest tests/test_wire_properties.py
---hypothesis-profile=bulk` runs 2,000 per property.
+The suite runs 200 examples per property; `HYPOTHESIS_PROFILE=bulk pytest
+tests/test_wire_properties.py` runs 2,000 (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 
 from flwr.app import Context, RecordDict
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from client.admission import round_instructions, run_settings, site_privacy
@@ -168,7 +168,6 @@ def admit(policy: SitePolicy, run_config: dict, instructions: dict, n_train: int
     return settings_, read, site_privacy(context, policy, settings_, n_train, read.server_round, read.local_epochs)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy=POLICIES, messages=coordinator_messages(), n_train=st.sampled_from([400, 2_000]))
 def test_the_site_refuses_or_keeps_its_policy_whatever_the_coordinator_sends(
     policy: SitePolicy, messages: tuple[dict, dict], n_train: int
@@ -229,7 +228,6 @@ def toml_value(value) -> str | None:
     return None
 
 
-@settings(max_examples=300, deadline=None)
 @given(values=hostile_mapping(POLICY_VALUES))
 def test_a_policy_file_is_read_whole_or_refused(values: dict) -> None:
     lines = [f"{key} = {text}" for key, value in values.items() if (text := toml_value(value)) is not None]
