@@ -23,9 +23,11 @@ KINDS = ("trained", "evaluated")
 
 @dataclass(frozen=True)
 class Activity:
-    run: int
+    run: int  # the Flower run
     round: int
     kind: str
+    consortium_run: str = ""  # the checkpoints' run id
+    secure: bool = False  # trained under SecAgg+
 
 
 class ActivityLog:
@@ -44,8 +46,8 @@ class ActivityLog:
     def count(self, kind: str, run: int | None = None) -> int:
         return sum(e.kind == kind and (run is None or e.run == run) for e in self.entries())
 
-    def record(self, run: int, server_round: int, kind: str) -> None:
-        self.lines.append(asdict(Activity(run, server_round, kind)))
+    def record(self, activity: Activity) -> None:
+        self.lines.append(asdict(activity))
 
 
 def activity_of(context: Context) -> ActivityLog:

@@ -71,6 +71,7 @@ def site_privacy(
     n_train: int,
     server_round: int,
     local_epochs: int,
+    consortium_run: str = "",
 ) -> LocalPrivacy | None:
     """This round's record-level DP (None without), after the policy's checks; the round is
     written to the site's ledger before it trains, and only when every check has passed."""
@@ -113,6 +114,7 @@ def site_privacy(
         noise_multiplier=plan.noise_multiplier,
         steps=plan.steps_per_round,
         delta=plan.delta,
+        consortium_run=consortium_run,
     )
     if policy.lifetime_epsilon and not (
         ledger.epsilon(plan.delta, extra=this_round) <= policy.lifetime_epsilon * (1 + 1e-6)

@@ -30,7 +30,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
-from client.activity import activity_of
+from client.activity import Activity, activity_of
 from client.admission import check_secure_aggregation, round_instructions, run_settings, site_privacy
 from client.local import (
     evaluate_locally,
@@ -162,7 +162,9 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
             if SECAGG_CONFIGS not in msg.content.config_records:  # only secaggplus_mod hands these on
                 raise SiteRefusal("legacy training messages are accepted only inside secure aggregation")
             fit = compat.recorddict_to_fitins(msg.content, keep_input=True)
-            weights, metrics = train_round(context, policy, parameters_to_ndarrays(fit.parameters), dict(fit.config))
+            weights, metrics = train_round(
+                context, policy, parameters_to_ndarrays(fit.parameters), dict(fit.config), secure=True
+            )
             largest = max(float(np.abs(w).max()) for w in weights)
             if largest > SECAGG_CLIPPING_RANGE:  # SecAgg+ would clip it silently: fail instead
                 raise ValueError(
@@ -178,7 +180,7 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
         return Message(RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics}), reply_to=msg)
 
     def train_round(
-        context: Context, policy: SitePolicy, global_weights: list[np.ndarray], config
+        context: Context, policy: SitePolicy, global_weights: list[np.ndarray], config, *, secure: bool = False
     ) -> tuple[list[np.ndarray], MetricRecord]:
         settings = settings_of(context)
         instructions, model_config, _ = round_instructions(config, policy)
@@ -193,7 +195,13 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
             instructions.proximal_mu,
         )
         privacy = site_privacy(
-            context, policy, settings, len(samples["train"]["subject_id"]), server_round, local_epochs
+            context,
+            policy,
+            settings,
+            len(samples["train"]["subject_id"]),
+            server_round,
+            local_epochs,
+            consortium_run=instructions.run_id,
         )
         keep = settings.client_optimizer == "keep"
         stored = context.state.array_records.get(OPTIMIZER_STATE) if keep else None
@@ -220,7 +228,7 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
             }
         if keep and result.optimizer_state is not None:
             context.state[OPTIMIZER_STATE] = ArrayRecord(result.optimizer_state)  # node-local, never sent
-        activity_of(context).record(context.run_id, server_round, "trained")
+        activity_of(context).record(Activity(context.run_id, server_round, "trained", instructions.run_id, secure))
         return result.weights, MetricRecord(
             {"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics, **privacy_metrics}
         )
@@ -240,7 +248,7 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
         samples = site_samples(path, instructions.vocabulary, k)
         if len(samples["held_out"]["subject_id"]) < k:
             raise SiteRefusal("fewer held-out patients than this site's k: no evaluation")
-        activity.record(run, instructions.server_round, "evaluated")  # counted before it runs, like the ledger
+        activity.record(Activity(run, instructions.server_round, "evaluated", instructions.run_id))  # before it runs
         result = evaluate_locally(
             msg.content["arrays"].to_numpy_ndarrays(), model_config, samples, learning_rate=settings.learning_rate
         )

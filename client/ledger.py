@@ -39,6 +39,7 @@ class LedgerEntry:
     noise_multiplier: float
     steps: int
     delta: float
+    consortium_run: str = ""  # the checkpoints' run id the round belongs to (older entries: unknown)
 
 
 class Lines:

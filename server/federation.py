@@ -149,6 +149,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         "vocabulary": vocabulary.to_json(),
         "model-config": config.to_json(),
         "local-epochs": settings.local_epochs,
+        "run-id": run_id,
     }
     dashboard = RoundDashboard(run_dir)
     for server_round in range(start, settings.num_server_rounds + 1):

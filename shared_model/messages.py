@@ -38,6 +38,9 @@ class RoundInstructions:
     model_config: str = setting(help="The model's architecture (ClaimTransformerConfig.to_json).", max_length=MAX_JSON)
     local_epochs: int = setting(1, "Passes over the site's training data.", at_least=1, at_most=MAX_EPOCHS)
     proximal_mu: float = setting(0.0, "FedProx: weight of the proximal term.", at_least=0, at_most=1_000)
+    run_id: str = setting(
+        "", "The consortium run (its checkpoints' run_id): the site files what it spends under it.", max_length=128
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -48,6 +48,8 @@ def read_passport(checkpoint_dir: str | Path, verify_signature) -> dict[str, Any
         raise PassportError(
             f"{checkpoint_dir}: passport format {passport.get('format')!r}, this version reads {FORMAT}"
         )
+    if passport.get("through_round") != manifest.get("round") or passport.get("run_id") != manifest.get("run_id"):
+        raise PassportError(f"{checkpoint_dir}: the passport covers another run or round than the checkpoint")
     return passport
 
 
@@ -62,7 +64,7 @@ def _dp_line(by_run: dict[str, dict[str, Any]]) -> str:
     )
 
 
-MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+MARKDOWN = re.compile(r"([\\`*_{}\[\]()#|<>~])")
 
 
 def escaped(value: Any) -> str:

@@ -118,6 +118,71 @@ def test_a_sites_ledger_agrees_and_catches_a_signed_lie(run: dict, fed_sites: li
     assert lie.exit_code == 1 and "disagrees" in lie.output and "epsilon" in lie.output
 
 
+def forged(run: dict, tmp_path: Path, change) -> Path:
+    """The run's checkpoint with `change` applied to its manifest, signed again with the real key:
+    what a coordinator holding the signing key can hand a site."""
+    import shutil
+
+    copy = tmp_path / "forged"
+    shutil.copytree(run["checkpoint"], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    change(manifest)
+    data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    (copy / "manifest.json").write_bytes(data)
+    (copy / "manifest.sig").write_bytes(run["key"].sign(data))
+    return copy
+
+
+def test_the_site_walks_its_own_state_against_a_signed_passport(
+    run: dict, fed_sites: list[Path], tmp_path: Path
+) -> None:
+    site = fed_sites[2]  # trained without DP: only its activity log knows its rounds
+    state, policy = run["root"] / f"{site.name}.state", run["root"] / f"{site.name}.toml"
+    check = ["--server-public-key", str(run["public"]), "--site-state", str(state), "--site-id", site.name]
+    honest = passport(str(run["checkpoint"]), *check, "--site-policy", str(policy))
+    assert honest.exit_code == 0, honest.output
+    name = pseudonym(site_key(site.name))
+
+    def leave_out_round_2(manifest: dict) -> None:
+        entry = manifest["passport"]["sites"][name]
+        entry["rounds_joined"] = [r for r in entry["rounds_joined"] if r != 2]
+        entry["updates_dropped"] = [d for d in entry["updates_dropped"] if d["round"] != 2]
+
+    left_out = passport(str(forged(run, tmp_path / "a", leave_out_round_2)), *check)
+    assert left_out.exit_code == 1 and "trained round(s) [2]" in left_out.output
+
+    def lower_through_round(manifest: dict) -> None:
+        manifest["passport"]["through_round"] = 1  # as if round 2 never ran
+
+    lowered = passport(str(forged(run, tmp_path / "b", lower_through_round)), *check)
+    assert lowered.exit_code == 2 and "another run or round" in lowered.output
+
+    def understate_k(manifest: dict) -> None:
+        manifest["passport"]["sites"][name]["k_anonymity"] = 2
+
+    k_lie = passport(str(forged(run, tmp_path / "c", understate_k)), *check, "--site-policy", str(policy))
+    assert k_lie.exit_code == 1 and "k = 2" in k_lie.output
+    other_policy = write_policy(tmp_path / "other.toml", k_anonymity=7, require_dp=True)
+    assert "policy digest" in passport(str(run["checkpoint"]), *check, "--site-policy", str(other_policy)).output
+
+
+def test_a_passport_that_leaves_out_a_flower_run_is_caught(tmp_path: Path) -> None:
+    ledger = FileLedger(tmp_path / LEDGER_FILE)
+    for run, server_round in ((5, 1), (9, 2)):
+        ledger.append(LedgerEntry(run, server_round, 0.3, 1.0, 4, 1e-4, consortium_run="run-a"))
+    name = pseudonym(site_key("hospital-a"))
+    site = {
+        "rounds_joined": [2],
+        "updates_dropped": [],
+        "rounds_failed": [],
+        "record_level_dp": {"9": {"rounds": 1, "epsilon": ledger.epsilon(1e-4, run=9), "delta": 1e-4}},
+    }
+    document = {"run_id": "run-a", "through_round": 2, "flower_runs": [9], "sites": {name: site}}
+    assert any(
+        "Flower run 5, which the passport leaves out" in p for p in disagreements(document, ledger, "hospital-a")
+    )
+
+
 def test_a_resumed_run_is_checked_flower_run_by_flower_run(tmp_path: Path) -> None:
     """A coordinator that resumes after a crash starts a new Flower run: the site's ledger has
     rounds under both, and a passport that kept only the second understates what the site spent."""
@@ -130,7 +195,7 @@ def test_a_resumed_run_is_checked_flower_run_by_flower_run(tmp_path: Path) -> No
 
     name = pseudonym(site_key("hospital-a"))
     site = {"rounds_joined": [1, 2, 3], "updates_dropped": [], "record_level_dp": {"5": spent(5, 2), "9": spent(9, 1)}}
-    document = {"through_round": 3, "flower_runs": [5, 9], "sites": {name: site}}
+    document = {"run_id": "run-a", "through_round": 3, "flower_runs": [5, 9], "sites": {name: site}}
     assert disagreements(document, ledger, "hospital-a") == []
     del site["record_level_dp"]["5"]
     assert any("Flower run 5" in problem for problem in disagreements(document, ledger, "hospital-a"))

@@ -28,13 +28,19 @@ def passport(
         typer.Option(help="A site's state directory (claimpt site join --state): check its privacy ledger agrees."),
     ] = None,
     site_id: Annotated[str, typer.Option(help="With --site-state: the site's id (claimpt site join --site-id).")] = "",
+    site_policy: Annotated[
+        Path | None,
+        typer.Option(help="With --site-state: the site's policy file; its digest, k and SecAgg+ are compared too."),
+    ] = None,
 ) -> None:
     """Verify the checkpoint (every file's sha256 and the manifest's signature) and print its
     privacy passport: per site, the rounds its update was used, dropped or failed, the k it
     applied, its record-level DP, its policy; the run's client-level DP and SecAgg+. With
     --site-state, also check the site's own ledger against it (exit 1 if they disagree)."""
-    from client.ledger import LEDGER_FILE, FileLedger
+    from client.activity import ACTIVITY_FILE, ActivityLog
+    from client.ledger import LEDGER_FILE, FileLedger, FileLines
     from client.passport_check import disagreements
+    from client.policy import load_policy
     from shared_model.passport import read_passport, render_page
     from shared_model.signing import load_verifier
 
@@ -49,9 +55,15 @@ def passport(
         if not site_state.is_dir():
             raise FileNotFoundError(f"{site_state}: not a site state directory")
         # no ledger file: the site never trained with record-level DP
-        problems = disagreements(document, FileLedger(site_state / LEDGER_FILE), site_id)
+        problems = disagreements(
+            document,
+            FileLedger(site_state / LEDGER_FILE),
+            site_id,
+            activity=ActivityLog(FileLines(site_state / ACTIVITY_FILE, "activity log")),
+            policy=load_policy(site_policy) if site_policy is not None else None,
+        )
         for problem in problems:
             typer.echo(f"disagrees: {problem}", err=True)
         if problems:
             raise typer.Exit(DISAGREES_EXIT)
-        typer.echo(f"the ledger in {site_state} agrees with the passport")
+        typer.echo(f"the site's state in {site_state} agrees with the passport")
