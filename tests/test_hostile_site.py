@@ -135,7 +135,9 @@ def corrupted(draw, content: RecordDict, values_record: str) -> RecordDict:
             content["arrays"] = ArrayRecord(arrays)
         elif kind == "vocabulary" and isinstance(content.get("vocabulary"), ConfigRecord):
             record = content["vocabulary"]
-            if not {"codes", "counts"} <= set(record) or not isinstance(record["counts"], list):
+            if not {"codes", "counts"} <= set(record) or not all(
+                isinstance(record[k], list) for k in ("codes", "counts")
+            ):
                 continue  # a key already taken away
             how = draw(st.sampled_from(["lengths", "below k", "above patients", "duplicate", "types", "patients"]))
             if how == "lengths":
