@@ -54,6 +54,44 @@ def prepare(
     )
 
 
+@site_app.command("keys")
+@bad_input_exits_2
+def keys(
+    site_id: Annotated[str, typer.Option(help="This site's name (as in `claimpt certs --sites`).")],
+    out: Annotated[Path, typer.Option(help="Directory for app-approval.key (0600) and trusted-entities.yaml.")],
+    rotate: Annotated[
+        bool, typer.Option(help="Replace an existing key: every bundle approved with the old one stops running.")
+    ] = False,
+) -> None:
+    """Make this site's app-approval key: give `site join --trusted-entities` the file written
+    here, and the SuperNode runs only the app bundles this site approved (`site approve`)."""
+    from client.approval import make_site_keys
+
+    made = make_site_keys(out, site_id, rotate=rotate)
+    typer.echo(f"wrote {made.key} (keep it on site) and {made.trusted_entities} (for `claimpt site join`)")
+    if rotate:
+        typer.echo("restart `claimpt site join` with the new trusted-entities.yaml: earlier approvals no longer run")
+
+
+@site_app.command("approve")
+@bad_input_exits_2
+def approve(
+    app: Annotated[Path, typer.Option(help="The app directory this site reviewed (the release the coordinator runs).")],
+    key: Annotated[Path, typer.Option(help="This site's app-approval.key (`claimpt site keys`).")],
+    site_id: Annotated[str, typer.Option(help="This site's name (as given to `site keys`).")],
+    out: Annotated[Path, typer.Option(help="Directory for the approval file to send to the coordinator.")] = Path(
+        "approvals"
+    ),
+) -> None:
+    """Approve the reviewed app: sign its bundle's hash with this site's key. The coordinator
+    attaches the approval to its run (`claimpt server submit --approval`); changed code has
+    another hash and needs a new approval."""
+    from client.approval import approve as approve_bundle
+
+    path = approve_bundle(app, key, site_id, out)
+    typer.echo(f"wrote {path}: send it to the coordinator")
+
+
 @site_app.command("join")
 @bad_input_exits_2
 def join(
@@ -73,8 +111,8 @@ def join(
         Path | None,
         typer.Option(
             help=(
-                "The consortium's trusted-entities.yaml (from `claimpt certs`): run only app bundles signed by its "
-                "app-signing key (required unless --insecure)."
+                "The keys whose app bundles this SuperNode runs: this site's own (`claimpt site keys`: only what "
+                "it approved) or the consortium's (`claimpt certs`) (required unless --insecure)."
             )
         ),
     ] = None,

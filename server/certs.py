@@ -25,11 +25,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from shared_model.app_bundle import CONSORTIUM_KEY_ID, trusted_entities_yaml
 from shared_model.data.paths import atomic_directory
 
 PRIVATE = 0o600
 RSA_BITS = 3072
-APP_SIGNING_KEY_ID = "fpk_claimpt_consortium"
 
 
 @dataclass(frozen=True)
@@ -72,12 +72,6 @@ def _write(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def trusted_entities_yaml(public_key: ed25519.Ed25519PublicKey) -> bytes:
-    """`flower-supernode --trusted-entities`: the consortium's app-signing key, by its id."""
-    openssh = public_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    return f"{APP_SIGNING_KEY_ID}: '{openssh} claimpt-app-signing'\n".encode()
 
 
 def _validate(settings: CertificateSettings) -> None:
@@ -171,6 +165,6 @@ def _generate(directory: Path, settings: CertificateSettings) -> None:
     )
     app_key = ed25519.Ed25519PrivateKey.generate()
     _write(directory / "app-signing.key", _pem_key(app_key))
-    _write(directory / "trusted-entities.yaml", trusted_entities_yaml(app_key.public_key()))
+    _write(directory / "trusted-entities.yaml", trusted_entities_yaml(app_key.public_key(), CONSORTIUM_KEY_ID))
     (directory / "supernodes").mkdir(exist_ok=True)
     (directory / "supernodes").chmod(0o700)

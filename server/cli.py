@@ -148,9 +148,18 @@ def start(
 @bad_input_exits_2
 def submit(
     app_key: Annotated[
-        Path,
-        typer.Option(help="The consortium's app-signing.key (from `claimpt certs`): sites run only bundles it signed."),
-    ],
+        Path | None,
+        typer.Option(
+            help="The consortium's app-signing.key (from `claimpt certs`), for sites that trust the consortium's key."
+        ),
+    ] = None,
+    approval: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A site's approval of this app (`claimpt site approve`), for sites that run only what they "
+            "approved; repeat for each site."
+        ),
+    ] = None,
     run_config: Annotated[str, typer.Option(help="Run-config overrides, as for `flwr run --run-config`.")] = "",
     app: Annotated[Path, typer.Option(help="The app directory (this repository).")] = Path("."),
     state: Annotated[Path, typer.Option(help="The state directory given to `claimpt server start`.")] = Path(
@@ -158,7 +167,8 @@ def submit(
     ),
     stream: Annotated[bool, typer.Option(help="Follow the run's log until it ends.")] = True,
 ) -> None:
-    """Sign the app bundle and start a federated run on this server's SuperLink (`flwr run`)."""
+    """Attach the signatures of the app bundle (the consortium's and the sites' approvals) and start a
+    federated run on this server's SuperLink (`flwr run`)."""
     import os
 
     from server.app_signing import sign_app
@@ -171,8 +181,8 @@ def submit(
             f"{settings.flwr_home / 'config.toml'}: missing (start the SuperLink with "
             "`claimpt server start --state` first)"
         )
-    fab = sign_app(app, app_key, settings.signatures)
-    log.info("signed the app bundle %s with %s", fab[:16], app_key)
+    fab = sign_app(app, app_key, settings.signatures, approvals=tuple(approval or ()))
+    log.info("the app bundle %s carries %d signature(s)", fab[:16], (app_key is not None) + len(approval or ()))
     command = [
         executable("flwr"),
         "run",

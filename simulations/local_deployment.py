@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from client.approval import SiteKeys, approve, make_site_keys
 from client.prepare import prepare_site
 from server.certs import CertificateSettings, write_certificates
 from shared_model.runtime.processes import executable, flower_environment, start_group, stop_group
@@ -109,6 +110,20 @@ class Deployment:
         except json.JSONDecodeError:
             return []
 
+    def site_keys(self, name: str, *, rotate: bool = False) -> SiteKeys:
+        """The site's own app-approval key: its SuperNode runs only what it approved."""
+        directory = self.root / "site-keys" / name
+        if (directory / "app-approval.key").exists() and not rotate:
+            return SiteKeys(directory / "app-approval.key", directory / "trusted-entities.yaml")
+        return make_site_keys(directory, name, rotate=rotate)
+
+    def approvals(self, app: Path = REPO) -> list[Path]:
+        """Every joined site's approval of `app` (as each site would make after its review)."""
+        return [
+            approve(app, self.site_keys(name).key, name, self.root / "approvals")
+            for name in sorted(p.name for p in (self.root / "site-keys").iterdir())
+        ]
+
     def join(self, name: str, key: Path, data: Path, *, extra: tuple[str, ...] = ()) -> subprocess.Popen:
         home = self.root / "homes" / name
         home.mkdir(parents=True, exist_ok=True)
@@ -123,7 +138,7 @@ class Deployment:
             "--key",
             str(key),
             "--trusted-entities",
-            str(self.certs / "trusted-entities.yaml"),
+            str(self.site_keys(name).trusted_entities),
             "--data",
             str(data),
             "--runtime-port",
@@ -138,7 +153,7 @@ class Deployment:
         )
 
     def submit(self, run_config: str, *, timeout: float = 600) -> subprocess.CompletedProcess:
-        """`claimpt server submit` this repository as a signed bundle and follow the run to its end."""
+        """`claimpt server submit` this repository with every site's approval and follow the run to its end."""
         return subprocess.run(
             [
                 CLAIMPT,
@@ -148,8 +163,7 @@ class Deployment:
                 str(REPO),
                 "--state",
                 str(self.state),
-                "--app-key",
-                str(self.certs / "app-signing.key"),
+                *[a for path in self.approvals() for a in ("--approval", str(path))],
                 "--run-config",
                 run_config,
             ],

@@ -271,8 +271,9 @@ def test_a_site_cannot_use_the_control_plane(deployment: SiteDeployment) -> None
 
 
 def test_supernodes_refuse_unsigned_and_foreign_signed_bundles(deployment: SiteDeployment, tmp_path: Path) -> None:
-    """The coordinator's own control plane, with a bundle the consortium did not sign: one with
-    no signature and one signed by another key under the consortium key's id."""
+    """The coordinator's own control plane, with a bundle no site approved: one with no signature,
+    one signed by another key under the consortium key's id, one signed with the consortium's
+    app-signing key (which the coordinator holds): each site runs only what it approved itself."""
     import shutil
 
     from cryptography.hazmat.primitives import serialization
@@ -291,6 +292,7 @@ def test_supernodes_refuse_unsigned_and_foreign_signed_bundles(deployment: SiteD
     )
     with open(foreign / "client" / "app.py", "a") as handle:
         handle.write("\n# a ClientApp the consortium never reviewed\n")
+    consortium_key = deployment.certs / "app-signing.key"
     other = tmp_path / "other.key"
     other.write_bytes(
         ed25519.Ed25519PrivateKey.generate().private_bytes(
@@ -298,9 +300,11 @@ def test_supernodes_refuse_unsigned_and_foreign_signed_bundles(deployment: SiteD
         )
     )
     refusals = {"site-1": 0, "site-2": 0}
-    for signed in (False, True):
-        if signed:
-            sign_app(foreign, other, deployment.state / "app-signatures")
+    # unsigned; signed by a stranger; signed by the coordinator with the consortium key, which the
+    # sites, trusting only their own approval keys, do not run either
+    for signed, key in (("unsigned", None), ("foreign-signed", other), ("coordinator-signed", consortium_key)):
+        if key is not None:
+            sign_app(foreign, key, deployment.state / "app-signatures")
         before = {site: _fab_refusals(deployment.launcher.log(site)) for site in refusals}
         result = subprocess.run(
             [
@@ -321,7 +325,7 @@ def test_supernodes_refuse_unsigned_and_foreign_signed_bundles(deployment: SiteD
         assert result.returncode == 0, result.stdout + result.stderr  # the SuperLink accepts it: the sites decide
         wait_for(
             lambda before=before: all(_fab_refusals(deployment.launcher.log(s)) > before[s] for s in refusals),
-            f"both sites refuse the {'foreign-signed' if signed else 'unsigned'} bundle",
+            f"both sites refuse the {signed} bundle",
             120,
         )
         run_id = result.stdout.split("Successfully started run")[1].split()[0]
