@@ -1,7 +1,9 @@
-"""A site approves the code it runs: its own app-approval key, and its signature of each bundle it
+"""A site approves the code it runs: its own identity key, and its signature of each bundle it
 reviewed (shared_model.app_bundle). A SuperNode started with the site's own
 `trusted-entities.yaml` runs only the bundles this key signed, whatever the coordinator signs;
-a new key (`claimpt site keys --rotate`) withdraws every earlier approval."""
+a new key (`claimpt site keys --rotate`) withdraws every earlier approval. The same key signs
+the site's privacy statements (client.statement), which the coordinator checks against the
+public half it enrolled (server.registry)."""
 
 from __future__ import annotations
 
@@ -17,12 +19,19 @@ from shared_model.data.paths import atomic_write_bytes
 
 KEY_FILE = "app-approval.key"
 TRUSTED_FILE = "trusted-entities.yaml"
+PUBLIC_FILE = "identity.pub"  # for the coordinator's registry (claimpt server enrol)
 
 
 @dataclass(frozen=True)
 class SiteKeys:
+    """The site's identity key: it approves app bundles and signs the site's privacy statements."""
+
     key: Path
     trusted_entities: Path
+
+    @property
+    def public(self) -> Path:
+        return self.key.with_name(PUBLIC_FILE)
 
 
 def make_site_keys(directory: Path, site: str, *, rotate: bool = False) -> SiteKeys:
@@ -37,6 +46,8 @@ def make_site_keys(directory: Path, site: str, *, rotate: bool = False) -> SiteK
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     atomic_write_bytes(keys.key, pem, mode=0o600)
     atomic_write_bytes(keys.trusted_entities, trusted_entities_yaml(key.public_key(), site_key_id(site)), mode=0o644)
+    openssh = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    atomic_write_bytes(keys.public, openssh + f" {site}\n".encode(), mode=0o644)
     os.chmod(directory, 0o700)
     return keys
 

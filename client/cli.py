@@ -68,7 +68,10 @@ def keys(
     from client.approval import make_site_keys
 
     made = make_site_keys(out, site_id, rotate=rotate)
-    typer.echo(f"wrote {made.key} (keep it on site) and {made.trusted_entities} (for `claimpt site join`)")
+    typer.echo(
+        f"wrote {made.key} (keep it on site), {made.trusted_entities} (for `claimpt site join`) and "
+        f"{made.public} (for the coordinator: `claimpt server enrol`)"
+    )
     if rotate:
         typer.echo("restart `claimpt site join` with the new trusted-entities.yaml: earlier approvals no longer run")
 
@@ -139,6 +142,13 @@ def join(
             )
         ),
     ] = None,
+    identity_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="This site's app-approval.key (`claimpt site keys`, 0600): signs its privacy statements, which "
+            "the coordinator checks against the identity.pub it enrolled."
+        ),
+    ] = None,
     runtime_port: Annotated[
         int,
         typer.Option(min=1, max=65535, help="Local port (127.0.0.1 only) between the SuperNode and its ClientApps."),
@@ -179,6 +189,7 @@ def join(
             policy=policy,
             state=state,
             trusted_entities=trusted_entities,
+            identity_key=identity_key,
             site_worker=site_worker,
         )
     except ValueError as exc:

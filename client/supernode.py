@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.node_config import DATA_PATH_KEY, POLICY_KEY, SITE_ID_KEY, STATE_DIR_KEY, WORKER_KEY
+from client.node_config import DATA_PATH_KEY, IDENTITY_KEY, POLICY_KEY, SITE_ID_KEY, STATE_DIR_KEY, WORKER_KEY
 from client.policy import load_policy
 from client.worker import socket_path_for
 from shared_model.data.paths import require_owner_only
@@ -31,6 +31,7 @@ class SuperNodeSettings:
     policy: Path | None = None  # the site's privacy policy file (client.policy); None: the default policy
     trusted_entities: Path | None = None  # app-signing keys whose bundles this site runs; None only when insecure
     state: Path | None = None  # the site's state directory (privacy ledger, errors.log); default <data>.site-state
+    identity_key: Path | None = None  # the site's identity key (claimpt site keys): signs its privacy statements
     site_worker: bool = True  # answer messages in one long-lived process (client.worker); False: Flower's default
 
     @property
@@ -54,11 +55,12 @@ class SuperNodeSettings:
 def check_files(settings: SuperNodeSettings) -> None:
     """Fail before starting anything: missing files, a private key other users can read, a policy
     file that does not parse; then make the state directory (0700)."""
-    for path in (settings.ca, settings.key, settings.policy, settings.trusted_entities):
+    for path in (settings.ca, settings.key, settings.policy, settings.trusted_entities, settings.identity_key):
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
-    if settings.key is not None:
-        require_owner_only(settings.key, "a private key")
+    for private in (settings.key, settings.identity_key):
+        if private is not None:
+            require_owner_only(private, "a private key")
     if settings.policy is not None:
         load_policy(settings.policy)
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -74,6 +76,8 @@ def node_config(settings: SuperNodeSettings) -> dict[str, str]:
     }
     if settings.policy is not None:
         config[POLICY_KEY] = str(settings.policy.resolve())
+    if settings.identity_key is not None:
+        config[IDENTITY_KEY] = str(settings.identity_key.resolve())
     if settings.worker_socket is not None:
         config[WORKER_KEY] = str(settings.worker_socket)
     return config

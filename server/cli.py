@@ -144,6 +144,23 @@ def start(
         raise typer.Exit(process.returncode)
 
 
+@server_app.command("enrol")
+@bad_input_exits_2
+def enrol(
+    site: Annotated[str, typer.Option(help="The site's name (as in `claimpt certs --sites`).")],
+    public_key: Annotated[Path, typer.Option(help="The identity.pub the site sent (`claimpt site keys`).")],
+    registry: Annotated[Path, typer.Option(help="The consortium's site registry (created on first use).")] = Path(
+        "sites.json"
+    ),
+) -> None:
+    """Enrol a site's identity key: with `--run-config "site-registry='REGISTRY'"`, a privacy
+    statement is recorded in the passport only if the site it names signed it."""
+    from server.registry import enrol as enrol_site
+
+    enrol_site(registry, site, public_key)
+    typer.echo(f"enrolled {site} in {registry}")
+
+
 @server_app.command("submit")
 @bad_input_exits_2
 def submit(

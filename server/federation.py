@@ -22,6 +22,7 @@ from server.advisory_round import run_advisory_round
 from server.dashboard import RoundDashboard
 from server.exchange import send_and_receive
 from server.passport import PassportRecorder
+from server.registry import load_registry
 from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, export_state, restore_state
 from server.validation import RoundReport
@@ -114,7 +115,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
     if checkpoint is not None:
         vocabulary, config = checkpoint.vocabulary, checkpoint.config
         run_id = str(checkpoint.manifest.get("run_id", uuid.uuid4().hex))
-        passport = PassportRecorder(settings, run_id, checkpoint.manifest.get(PASSPORT_KEY))
+        passport = PassportRecorder(settings, run_id, checkpoint.manifest.get(PASSPORT_KEY), registry_of(settings))
         model = PretrainingModel(config)
         assign_weights(model, checkpoint)
         state = round_dir(run_dir, done) / STATE_FILE
@@ -140,7 +141,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         seed_everything(settings.seed)
         model = PretrainingModel(config)
         run_id, rows = uuid.uuid4().hex, []
-        passport = PassportRecorder(settings, run_id)
+        passport = PassportRecorder(settings, run_id, registry=registry_of(settings))
         passport.read_replies(asked.replies)
         passport.replies_dropped(0, "vocabulary", asked.dropped)
     _write_rounds(run_dir, rows)
@@ -229,6 +230,10 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
     )
     keras.backend.clear_session()
     return {"rounds": settings.num_server_rounds, "run_dir": str(run_dir)}
+
+
+def registry_of(settings: FederatedRunConfig) -> dict | None:
+    return load_registry(Path(settings.site_registry)) if settings.site_registry else None
 
 
 def client_level_epsilon(settings: FederatedRunConfig, rounds: int) -> float:

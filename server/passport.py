@@ -9,15 +9,18 @@ run continues from the last checkpoint's.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import logging
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from flwr.app import Message
 
 from server.validation import RoundReport
-from shared_model.messages import STATEMENT, PrivacyStatement
+from shared_model.messages import STATEMENT, PrivacyStatement, statement_payload
 from shared_model.passport import FORMAT, pseudonym
 from shared_model.run_config import FederatedRunConfig
 from shared_model.settings import settings_from
@@ -40,8 +43,16 @@ def _new_site() -> dict[str, Any]:
 
 
 class PassportRecorder:
-    def __init__(self, settings: FederatedRunConfig, run_id: str, previous: dict[str, Any] | None = None) -> None:
-        self.settings, self.run_id = settings, run_id
+    def __init__(
+        self,
+        settings: FederatedRunConfig,
+        run_id: str,
+        previous: dict[str, Any] | None = None,
+        registry: dict[int, ed25519.Ed25519PublicKey] | None = None,
+    ) -> None:
+        """`registry`: each enrolled site's identity key by its site key (server.registry); with
+        it, a statement is recorded only if its site's key signed it."""
+        self.settings, self.run_id, self.registry = settings, run_id, registry
         self.sites: dict[str, dict[str, Any]] = copy.deepcopy(previous["sites"]) if previous else {}
         self.flower_runs: list[int] = list(previous["flower_runs"]) if previous else []
         self.site_keys: dict[int, int] = {}  # node id -> the site key it stated
@@ -61,8 +72,10 @@ class PassportRecorder:
                 continue
             node = reply.metadata.src_node_id
             metrics = next(iter(reply.content.metric_records.values()), None)
-            key = metrics.get("site-key") if metrics is not None else None
-            if isinstance(key, int) and not isinstance(key, bool):  # anything else: the node stays unnamed
+            key = metrics.get("site-key") if metrics is not None and self.registry is None else None
+            if isinstance(key, int) and not isinstance(
+                key, bool
+            ):  # with a registry, only signed statements name a node
                 self.site_keys[node] = key
             if STATEMENT not in reply.content.config_records:
                 continue
@@ -74,12 +87,27 @@ class PassportRecorder:
     def _take_statement(self, node: int, run: int, record) -> None:
         """Everything is read before anything is recorded: a statement that does not read changes nothing."""
         statement = settings_from(PrivacyStatement, dict(record), what="privacy statement")
+        if self.registry is not None:
+            key = self.registry.get(statement.site_key)
+            if key is None:
+                raise ValueError("the statement names a site that is not enrolled")
+            try:
+                key.verify(base64.urlsafe_b64decode(statement.signature), statement_payload(dict(record), run))
+            except (InvalidSignature, ValueError) as exc:
+                raise ValueError("the statement is not signed by the enrolled key of the site it names") from exc
         policy = json.loads(statement.policy)
         if not isinstance(policy, dict):
             raise TypeError("the policy is not a table")
         self.site_keys[node] = statement.site_key
         site = self._site(node)
-        site.update({"k_anonymity": statement.k_anonymity, "policy": policy, "policy_sha256": statement.policy_sha256})
+        site.update(
+            {
+                "k_anonymity": statement.k_anonymity,
+                "policy": policy,
+                "policy_sha256": statement.policy_sha256,
+                "statement_verified": self.registry is not None,
+            }
+        )
         site["record_level_dp"][str(run)] = {
             "rounds": statement.dp_rounds,
             "epsilon": statement.dp_epsilon,

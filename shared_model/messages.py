@@ -10,6 +10,7 @@ key it needs, or with a value of the wrong type, non-finite or out of range is r
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -143,9 +144,19 @@ class PrivacyStatement:
     dp_delta: float = setting(help="Its delta (0: none spent).", at_least=0, below=1)
     dp_noise_multiplier: float = setting(help="The last private round's noise multiplier.", at_least=0, at_most=1e6)
     dp_accountant: str = setting(help="How the ledger composes.", choices=("rdp",))
+    signature: str = setting(
+        "", "Ed25519 by the site's enrolled key over statement_payload, base64url ('' unsigned).", max_length=200
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)
+
+
+def statement_payload(statement: Mapping[str, Any], flower_run: int) -> bytes:
+    """What a site signs of its statement: every field but the signature, and the Flower run it
+    is for (a statement copied into another run does not verify there)."""
+    fields = {key: value for key, value in statement.items() if key != "signature"}
+    return json.dumps({"statement": fields, "flower-run": flower_run}, sort_keys=True).encode()
 
 
 STATEMENT = "privacy-statement"  # the site's privacy statement (client.statement; read by server.passport)

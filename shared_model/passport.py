@@ -130,6 +130,14 @@ def render_page(passport: dict[str, Any], *, checkpoint: str = "", key_fingerpri
                 or "none"
             ),
             f"- k-anonymity applied: {escaped(site['k_anonymity'] or 'not stated')}",
+            "- Statement: "
+            + (
+                "signed by the site's enrolled key"
+                if site.get("statement_verified")
+                else "not verified (the run had no site registry)"
+                if site["k_anonymity"] is not None
+                else "none"
+            ),
             f"- Record-level DP (the site's own ledger): {_dp_line(site['record_level_dp'])}",
             f"- Site policy (sha256 {escaped(site['policy_sha256'] or 'not stated')}): "
             + (

@@ -164,6 +164,12 @@ class FederatedRunConfig:
         "", "Where the server writes round checkpoints, rounds.csv and the final checkpoint.", max_length=MAX_TEXT
     )
     resume: bool = setting(False, "Continue from the last intact round checkpoint in run-dir.")
+    site_registry: str = setting(
+        "",
+        "The enrolled sites' identity keys (claimpt server enrol): a privacy statement is recorded "
+        "only if the site it names signed it ('' : statements are recorded unverified).",
+        max_length=MAX_TEXT,
+    )
     data_paths: str = setting(
         "",
         "Simulation only: the site directories, separated by commas, indexed by partition-id.",

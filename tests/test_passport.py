@@ -11,15 +11,19 @@ from uuid import uuid4
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from typer.testing import CliRunner
 
 from client.app import make_client_app
+from client.approval import make_site_keys
 from client.ledger import LEDGER_FILE, FileLedger, LedgerEntry
-from client.node_config import POLICY_KEY, STATE_DIR_KEY
+from client.node_config import IDENTITY_KEY, POLICY_KEY, STATE_DIR_KEY
 from client.passport_check import disagreements
+from client.policy import SitePolicy
+from client.statement import privacy_statement
 from server.federation import run_federation
 from server.passport import PassportRecorder
+from server.registry import enrol, load_registry
 from shared_model.messages import STATEMENT
 from shared_model.passport import pseudonym, render_page, site_key
 from shared_model.run_config import FederatedRunConfig
@@ -41,12 +45,22 @@ def run(fed_sites: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict
     for index, site in enumerate(fed_sites):
         own_dp = {"dp_epsilon": OWN_EPSILON} if index < 2 else {}
         policy = write_policy(root / f"{site.name}.toml", k_anonymity=7, **own_dp)
-        nodes.append({"partition-id": index, POLICY_KEY: str(policy), STATE_DIR_KEY: str(root / f"{site.name}.state")})
+        identity = make_site_keys(root / "identity" / site.name, site.name)
+        enrol(root / "sites.json", site.name, identity.public)  # the coordinator enrols each site's key
+        nodes.append(
+            {
+                "partition-id": index,
+                POLICY_KEY: str(policy),
+                STATE_DIR_KEY: str(root / f"{site.name}.state"),
+                IDENTITY_KEY: str(identity.key),
+            }
+        )
     settings = FederatedRunConfig(
         d_model=16,
         ffn_dim=16,
         k_anonymity=5,
         num_server_rounds=2,
+        site_registry=str(root / "sites.json"),
         run_dir=str(root / "run"),
         data_paths=",".join(map(str, fed_sites)),
     )
@@ -70,6 +84,7 @@ def test_the_passport_says_what_each_site_gave(run: dict, fed_sites: list[Path])
         site = document["sites"][name]
         assert site["rounds_joined"] + [d["round"] for d in site["updates_dropped"]] == [1, 2]
         assert site["rounds_failed"] == [] and site["k_anonymity"] == 7 and site["policy"]["k_anonymity"] == 7
+        assert site["statement_verified"]  # signed by the key the coordinator enrolled for it
         (flower_run,) = document["flower_runs"]
         dp = site["record_level_dp"][str(flower_run)]
         if index < 2:  # DP on at the two sites whose policy asks for it, as their ledgers spent it
@@ -234,3 +249,37 @@ def test_what_a_site_chose_is_escaped_on_the_page() -> None:
     assert "[trust me](" not in page and "\n# Approved" not in page and "**bold**" not in page
     assert re.search(r"(?<!\\)<img", page) is None and "`x`" not in page
     assert "trust me" in page and "Approved by the ethics board" in page  # shown, as text
+
+
+def test_a_statement_counts_only_under_the_pseudonym_of_the_site_that_signed_it(tmp_path: Path) -> None:
+    """A site that puts another site's key in its statement once had its claims (k = 2) filed
+    under the victim's pseudonym."""
+    InProcessGrid(None, [])  # stamps Flower's task identity, as a transport would
+    keys = {name: make_site_keys(tmp_path / name, name) for name in ("hospital-a", "hospital-b", "stranger")}
+    for name in ("hospital-a", "hospital-b"):
+        enrol(tmp_path / "sites.json", name, keys[name].public)
+    recorder = PassportRecorder(
+        FederatedRunConfig(data_paths="unused"), "run", registry=load_registry(tmp_path / "sites.json")
+    )
+
+    def statement(signer: str, claimed: str, k: int, node: int) -> Message:
+        context = Context(
+            run_id=5, node_id=node, node_config={IDENTITY_KEY: str(keys[signer].key)}, state=RecordDict(), run_config={}
+        )
+        record = privacy_statement(context, SitePolicy(k_anonymity=k), k, site_key(claimed))
+        instruction = Message(RecordDict(), dst_node_id=node, message_type="evaluate")
+        instruction.metadata.__dict__["_message_id"] = str(uuid4())
+        reply = Message(RecordDict({STATEMENT: record}), reply_to=instruction)
+        reply.metadata.__dict__["_run_id"] = 5
+        return reply
+
+    recorder.read_replies(
+        [
+            statement("hospital-b", "hospital-b", 11, 1002),
+            statement("hospital-a", "hospital-b", 2, 1000),  # hospital-a's claims under hospital-b's key
+            statement("stranger", "stranger", 2, 1001),  # a site the coordinator never enrolled
+        ]
+    )
+    assert sorted(recorder.sites) == [pseudonym(site_key("hospital-b"))]
+    victim = recorder.sites[pseudonym(site_key("hospital-b"))]
+    assert victim["k_anonymity"] == 11 and victim["statement_verified"]
