@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -172,7 +171,8 @@ def join(
 
     This process becomes the site worker and the SuperNode its child (or, with --no-site-worker,
     the SuperNode replaces it): stop it with Ctrl-C, or SIGTERM."""
-    from client.supernode import SuperNodeSettings, check_files, node_config, supernode_command
+    from client.supernode import SuperNodeSettings, check_files, node_config, superexec_command, supernode_command
+    from client.worker import run_site
     from shared_model.data import read_meds
     from shared_model.runtime.processes import flower_environment
 
@@ -201,12 +201,15 @@ def join(
     if insecure:
         log.warning("joining WITHOUT TLS or authentication (--insecure): local tests only")
     log.info("site %s: %d patients; starting flower-supernode", settings.site_id or data.name, len(dataset.splits))
-    command = supernode_command(settings)
-    if settings.worker_socket is None:
-        os.execvpe(command[0], command, flower_environment())
-    from client.worker import run_site_worker
-
-    raise typer.Exit(run_site_worker(settings.worker_socket, node_config(settings), command, flower_environment()))
+    raise typer.Exit(
+        run_site(
+            settings.worker_socket,
+            node_config(settings),
+            supernode_command(settings),
+            lambda pid: superexec_command(settings, pid),
+            flower_environment(),
+        )
+    )
 
 
 CheckpointOpt = Annotated[Path, typer.Option(help="The consortium's pretrained checkpoint directory.")]

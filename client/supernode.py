@@ -1,13 +1,22 @@
-"""`claimpt site join`: the `flower-supernode` command line for one site (docs/architecture.md §4).
+"""`claimpt site join`: the `flower-supernode` and `flower-superexec` command lines for one site
+(docs/architecture.md §4).
 
 The SuperNode only ever opens outbound HTTPS to the SuperLink; the ClientApp it spawns reads the
 site's data from the node config's `data-path` and sends back weights, scalar metrics and
 k-anonymised code counts only.
+
+The SuperNode runs in Flower's process isolation with a SuperExec started beside it, both holding
+a secret from the site's state directory (0600): the SuperNode's runtime API on 127.0.0.1 hands a
+task only to a caller that proves it holds the secret. (In Flower's default subprocess isolation
+the SuperNode starts its own SuperExec and drops the secret: any local user could take the
+ClientApp's task and answer for the site.)
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +76,38 @@ def check_files(settings: SuperNodeSettings) -> None:
     settings.state_dir.chmod(0o700)
 
 
+SECRET_FILE = "superexec.secret"  # in the state directory: the SuperNode's and the SuperExec's shared secret
+
+
+def superexec_secret(settings: SuperNodeSettings) -> Path:
+    """The runtime API's secret (32 random bytes, 0600), made on first use."""
+    path = settings.state_dir / SECRET_FILE
+    if not path.exists():
+        settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(descriptor, secrets.token_bytes(32))
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    require_owner_only(path, "the SuperExec secret")
+    return path
+
+
+def superexec_command(settings: SuperNodeSettings, supernode_pid: int) -> list[str]:
+    """The SuperExec that takes the SuperNode's tasks (it starts one ClientApp process per message)."""
+    return [
+        executable("flower-superexec"),
+        "--runtime-api-address",
+        f"127.0.0.1:{settings.runtime_port}",
+        "--insecure",  # the runtime API is plain HTTP on 127.0.0.1; the secret authenticates the SuperExec
+        "--superexec-auth-secret-file",
+        str(superexec_secret(settings)),
+        "--parent-pid",
+        str(supernode_pid),
+    ]
+
+
 def node_config(settings: SuperNodeSettings) -> dict[str, str]:
     """What the ClientApp learns about the site, set by the site alone."""
     config = {
@@ -94,6 +135,10 @@ def supernode_command(settings: SuperNodeSettings) -> list[str]:
         "127.0.0.1",
         "--port",
         str(settings.runtime_port),
+        "--isolation",
+        "process",
+        "--superexec-auth-secret-file",
+        str(superexec_secret(settings)),
     ]
     if settings.insecure:
         command.append("--insecure")

@@ -23,6 +23,7 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,27 +124,38 @@ def _claim(path: Path) -> None:
     raise FileExistsError(f"another site worker is running on {path.parent}: stop it first, or choose another --state")
 
 
-def run_site_worker(path: Path, node_config: dict[str, Any], supernode: list[str], env: dict[str, str]) -> int:
-    """Serve on `path` while the SuperNode started from `supernode` runs; its exit code."""
-    server = SiteWorkerServer(path, node_config)
+def run_site(
+    path: Path | None,
+    node_config: dict[str, Any],
+    supernode: list[str],
+    superexec: Callable[[int], list[str]],
+    env: dict[str, str],
+) -> int:
+    """Run the SuperNode from `supernode` and the SuperExec `superexec(its pid)` gives, and, with a
+    socket `path`, serve the site worker on it meanwhile; the SuperNode's exit code."""
+    server = SiteWorkerServer(path, node_config) if path is not None else None
     child = subprocess.Popen(supernode, env=env)
+    executor = subprocess.Popen(superexec(child.pid), env=env)
 
     def stop(signum: int, _frame: object) -> None:
-        log.info("site worker: signal %d, stopping the SuperNode", signum)
+        log.info("site: signal %d, stopping the SuperNode", signum)
         child.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    serving = threading.Thread(target=server.serve_forever, name="site-worker", daemon=True)
+    serving = threading.Thread(target=server.serve_forever, name="site-worker", daemon=True) if server else None
     try:
-        server.load()
-        serving.start()
-        log.info("site worker ready on %s", path)
+        if server is not None and serving is not None:
+            server.load()
+            serving.start()
+            log.info("site worker ready on %s", path)
         return child.wait()
     finally:
-        if child.poll() is None:
-            child.terminate()
-            child.wait()
-        if serving.is_alive():
+        for process in (child, executor):
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
+        if serving is not None and serving.is_alive():
             server.shutdown()
-        server.server_close()
+        if server is not None:
+            server.server_close()
