@@ -38,7 +38,10 @@ def load_registry(path: Path) -> dict[int, ed25519.Ed25519PublicKey]:
 
 def enrol(path: Path, site: str, public_key: Path) -> None:
     """Add (or replace) `site`'s identity key in the registry at `path`."""
-    text = Path(public_key).read_text()
+    try:
+        text = Path(public_key).read_text()
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{public_key}: not an OpenSSH public key") from exc
     _public_key(text, str(public_key))
     if Path(path).exists():
         load_registry(path)  # a registry that does not read is not overwritten

@@ -91,6 +91,7 @@ class Deployment:
     state: Path
     port: int
     launcher: Launcher
+    runtime_ports: dict[str, int] = field(default_factory=dict)  # each site's SuperNode runtime API
 
     @property
     def flwr_env(self) -> dict[str, str]:
@@ -127,6 +128,7 @@ class Deployment:
     def join(self, name: str, key: Path, data: Path, *, extra: tuple[str, ...] = ()) -> subprocess.Popen:
         home = self.root / "homes" / name
         home.mkdir(parents=True, exist_ok=True)
+        self.runtime_ports[name] = free_port()
         command = [
             CLAIMPT,
             "site",
@@ -142,7 +144,7 @@ class Deployment:
             "--data",
             str(data),
             "--runtime-port",
-            str(free_port()),
+            str(self.runtime_ports[name]),
             *extra,
         ]
         return self.launcher.start(name, command, flower_environment({"FLWR_HOME": str(home)}))

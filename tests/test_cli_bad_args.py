@@ -133,6 +133,16 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ],
     ],
     "server start": [["--certs", "{missing}", "--state", "{out}"], ["--port", "70000", "--state", "{out}"]],
+    "site keys": [["--site-id", "a"], ["--site-id", "a", "--out", "{junk}"]],
+    "site approve": [
+        ["--app", "{empty}", "--key", "{missing}", "--site-id", "a", "--out", "{out}"],
+        ["--app", "{empty}", "--key", "{junk}", "--site-id", "a", "--out", "{out}"],
+    ],
+    "server enrol": [
+        ["--site", "a", "--public-key", "{missing}", "--registry", "{out}"],
+        ["--site", "a", "--public-key", "{junk}", "--registry", "{out}"],
+        ["--site", "a", "--public-key", "{toml}", "--registry", "{out}"],
+    ],
     "server submit": [["--app-key", "{missing}"], ["--app-key", "{junk}", "--run-config", "num-server-rounds=0"]],
 }
 

@@ -339,6 +339,42 @@ def test_supernodes_refuse_unsigned_and_foreign_signed_bundles(deployment: SiteD
     assert not (tmp_path / "foreign-run" / "checkpoint").exists()
 
 
+def test_a_local_process_without_the_sites_secret_cannot_take_its_task(deployment: SiteDeployment) -> None:
+    """Another user on a site's host asks the SuperNode's runtime API (127.0.0.1) for its next task,
+    as a SuperExec does: in Flower's subprocess isolation it would get the ClientApp's task and
+    answer for the site; under process isolation with the site's secret, Flower refuses it."""
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest
+    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor, SuperExecAuthHttpInterceptor
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    from client.supernode import SECRET_FILE
+
+    def acquire(secret: bytes | None):
+        interceptors = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
+        if secret is not None:
+            interceptors.append(
+                SuperExecAuthHttpInterceptor(
+                    master_secret=secret, protected_methods={"/flwr.proto.Runtime/AcquireTask"}
+                )
+            )
+        client = RuntimeHttpClient.from_server_address(
+            server_address=f"127.0.0.1:{deployment.runtime_ports['site-1']}",
+            insecure=True,
+            root_certificates=None,
+            interceptors=interceptors,
+        )
+        try:
+            return client.AcquireTask(AcquireTaskRequest(supported_task_types=["clientapp"]))
+        finally:
+            client.close()
+
+    for intruder in (None, b"a guessed secret"):
+        with pytest.raises(Exception, match="401 Unauthorized"):
+            acquire(intruder)
+    secret = (deployment.prepared["site-1"].with_name("site-1.site-state") / SECRET_FILE).read_bytes()
+    assert not acquire(secret).HasField("task")  # the site's own SuperExec is answered (no task pending)
+
+
 def _fab_refusals(log: str) -> int:
     return log.count("FAB verification failed") + log.count("The FAB could not be verified")
 

@@ -119,7 +119,14 @@ def signed_checkpoint(fed_sites: list[Path], tmp_path_factory: pytest.TempPathFa
     config = ClaimTransformerConfig(
         vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16, patient_dim=16, ffn_dim=16
     )
-    save_checkpoint(root / "checkpoint", PretrainingModel(config), config, vocabulary, signer=keys["server"].sign)
+    save_checkpoint(
+        root / "checkpoint",
+        PretrainingModel(config),
+        config,
+        vocabulary,
+        signer=keys["server"].sign,
+        extra={"mode": "federated", "run_id": "run-s", "round": 1},  # the rollback guard places it
+    )
     return root / "checkpoint", root / "server.pub", root
 
 
