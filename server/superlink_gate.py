@@ -21,7 +21,11 @@ Apps are signed the way Flower's SuperNodes verify them (`flower-supernode --tru
 Ed25519 over the app bundle's sha256 and a timestamp). Flower's open-source SuperLink attaches
 signatures only to Flower Hub apps, so this launcher attaches the consortium's signature, written
 by `claimpt server submit` into `--signatures DIR/<fab sha256>.json`, to the matching bundle. It
-carries signatures only: it cannot make one, and the sites verify them with Flower's own code.
+carries signatures only: it cannot make one, and the sites verify them with Flower's own code. A
+bundle without such a file is refused: a run reaches the control API on 127.0.0.1 only through
+`claimpt server submit` by the coordinator's user (the signatures directory is its state's,
+0700), so another local user cannot start a ServerApp, which would find the checkpoint signing
+key's path in its environment.
 """
 
 from __future__ import annotations
@@ -89,8 +93,9 @@ def install(public_host: str, public_port: int, signatures: Path) -> None:
 
     def fab_with_signature(hash_str: str, content: bytes, verifications: dict[str, str]):
         path = signatures / f"{hash_str}.json"
-        if not verifications and path.is_file():
-            verifications = {**json.loads(path.read_text()), "valid_license": "claimpt consortium signature"}
+        if not path.is_file():  # not submitted by `claimpt server submit`: no run, no ServerApp
+            raise PermissionError(f"bundle {hash_str[:16]} carries no signature from `claimpt server submit`: refused")
+        verifications = {**json.loads(path.read_text()), "valid_license": "claimpt consortium signature"}
         return unsigned_fab(hash_str, content, verifications)
 
     control_handlers.Fab = fab_with_signature
