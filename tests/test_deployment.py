@@ -306,20 +306,6 @@ def test_supernodes_refuse_unsigned_and_foreign_signed_bundles(deployment: SiteD
         if key is not None:
             sign_app(foreign, key, deployment.state / "app-signatures")
         before = {site: _fab_refusals(deployment.launcher.log(site)) for site in refusals}
-        if key is None:  # not submitted through `claimpt server submit`: the SuperLink starts no run
-            refused = subprocess.run(
-                [executable("flwr"), "run", str(foreign), "claimpt"],
-                cwd=foreign,
-                env=deployment.flwr_env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            assert refused.returncode != 0 and "Successfully started run" not in refused.stdout
-            log = deployment.state / "superlink.log"
-            wait_for(lambda log=log: "carries no signature" in log.read_text(errors="replace"), "refusal logged", 30)
-            continue
         result = subprocess.run(
             [
                 executable("flwr"),
@@ -336,6 +322,11 @@ def test_supernodes_refuse_unsigned_and_foreign_signed_bundles(deployment: SiteD
             timeout=120,
             check=False,
         )
+        if key is None:  # not submitted through `claimpt server submit`: the SuperLink starts no run
+            assert result.returncode != 0 and "Successfully started run" not in result.stdout
+            log = deployment.state / "superlink.log"
+            wait_for(lambda log=log: "carries no signature" in log.read_text(errors="replace"), "refusal logged", 30)
+            continue
         assert result.returncode == 0, result.stdout + result.stderr  # the SuperLink accepts it: the sites decide
         wait_for(
             lambda before=before: all(_fab_refusals(deployment.launcher.log(s)) > before[s] for s in refusals),

@@ -18,7 +18,7 @@ from client.policy import SitePolicy
 from server.federation import run_federation
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
-from shared_model.messages import STATEMENT
+from shared_model.messages import STATEMENT, released
 from shared_model.run_config import FederatedRunConfig
 from shared_model.tasks import NEXT_VISIT, task_arrays
 from shared_model.wire import LAYOUT, is_packed, unpack
@@ -117,38 +117,13 @@ def test_starting_over_an_existing_run_needs_resume(fed_sites: list[Path], tmp_p
         federate(fed_sites, tmp_path / "run", num_server_rounds=1)
 
 
-STATEMENT_KEYS = {
-    "site-key",
-    "k-anonymity",
-    "policy",
-    "policy-sha256",
-    "dp-rounds",
-    "dp-epsilon",
-    "dp-delta",
-    "dp-noise-multiplier",
-    "dp-accountant",
-}
-
-
 def test_clients_send_only_weights_metrics_and_k_anonymous_counts(fed_sites: list[Path], tmp_path: Path) -> None:
     k = 25
     grid, _ = federate(fed_sites, tmp_path / "run", k_anonymity=k, num_server_rounds=1)
     datasets = [read_meds(p) for p in fed_sites]
     subject_ids = set(np.concatenate([d.events["subject_id"].unique() for d in datasets]).tolist())
     shapes = [w.shape for w in load_checkpoint(tmp_path / "run" / "checkpoint").weights]
-    allowed_metrics = {
-        "num-examples",
-        "site-key",
-        "train-loss",
-        "train-nvp-loss",
-        "train-cp-loss",
-        "train-seconds",
-        "eval-loss",
-        "eval-seconds",
-        "eval-recall@5",
-        "eval-recall@10",
-        "eval-recall@30",
-    }
+    released_keys = released()  # the one list of what leaves a site (shared_model.messages)
     kinds = set()
     assert grid.sent
     assert all(OPTIMIZER_STATE not in state.array_records for state in grid.states.values())  # "reset" keeps none
@@ -164,18 +139,19 @@ def test_clients_send_only_weights_metrics_and_k_anonymous_counts(fed_sites: lis
                 assert [a.shape for a in arrays] == shapes and all(a.dtype == np.float32 for a in arrays)
             elif isinstance(record, MetricRecord):
                 kinds.add("metrics")
-                assert set(record) <= allowed_metrics, set(record) - allowed_metrics
+                allowed = set(released_keys[(reply.metadata.message_type, name)])
+                assert set(record) <= allowed, set(record) - allowed
                 assert all(isinstance(v, int | float) for v in record.values())
                 assert not (set(record.values()) & subject_ids - {record.get("num-examples")})
             elif name == STATEMENT:  # the site's privacy statement: its settings and its DP accounting
                 kinds.add("statement")
-                assert set(record) == STATEMENT_KEYS
+                assert set(record) == set(released_keys[(reply.metadata.message_type, STATEMENT)])
                 assert set(json.loads(str(record["policy"]))) == {f.name for f in dataclasses.fields(SitePolicy)}
                 assert not ({v for v in record.values() if isinstance(v, int)} & subject_ids)
             else:
                 assert isinstance(record, ConfigRecord) and name == "vocabulary"
                 kinds.add("counts")
-                assert set(record) == {"codes", "counts", "parents", "patients", "site-key"}
+                assert set(record) == set(released_keys[("query.vocabulary", "vocabulary")])
                 assert min(record["counts"]) >= k
                 _assert_counts_are_true_patient_counts(record, datasets, k)
     assert kinds == {"arrays", "metrics", "counts", "statement"}
