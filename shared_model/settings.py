@@ -121,7 +121,10 @@ def checked_value(key: str, kind: Any, bounds: Bounds, value: Any) -> Any:
             return None
         (kind,) = [k for k in typing.get_args(kind) if k is not type(None)]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError as exc:  # an integer beyond any float (JSON allows it)
+            raise SettingError(key, bounds.describe(kind), found=value) from exc
     origin = typing.get_origin(kind)
     if origin is list:
         (item,) = typing.get_args(kind)
