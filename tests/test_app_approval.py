@@ -26,11 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def app(tmp_path: Path) -> Path:
-    """A small Flower app (this project's pyproject and one module) to build bundles of."""
+    """A small Flower app (this project's pyproject and a file for each of its bundle patterns)."""
     directory = tmp_path / "app"
-    (directory / "client").mkdir(parents=True)
+    for name in ("client/relay.py", "server/app.py", "server/advisor/predictor.json", "shared_model/wire.py"):
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text("{}\n" if name.endswith(".json") else "app = None\n")
     shutil.copy(REPO / "pyproject.toml", directory / "pyproject.toml")
-    (directory / "client" / "relay.py").write_text("app = None\n")
     return directory
 
 
@@ -63,3 +64,30 @@ def test_a_site_runs_only_what_it_approved_and_a_rotation_withdraws_its_approval
         sign_app(app, None, signatures, approvals=(approved_before,))
     with pytest.raises(FileExistsError):
         make_site_keys(tmp_path / "site-2", "site-2")  # a key is replaced only on purpose
+
+
+def test_the_bundle_holds_the_applications_own_files_only(tmp_path: Path) -> None:
+    """What `claimpt server submit` sends every site (and each site approves) is built from the
+    application's files, not from whatever lies in the checkout it runs from."""
+    import io
+    import subprocess
+    import zipfile
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    app = tmp_path / "checkout"
+    for name in tracked.split():
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, app / name)
+    strays = ["pki/trusted-entities.yaml", "site-policy.toml", "sites/site-1/metadata/dataset.json", "notes.md"]
+    for name in strays:  # what an operator may leave in the checkout
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / name).write_text("a: 1\n")
+    names = set(zipfile.ZipFile(io.BytesIO(build_fab_from_disk(app))).namelist())
+    own = {
+        name
+        for name in tracked.split()
+        if name.split("/")[0] in ("server", "client", "shared_model")
+        and (name.endswith(".py") or name == "server/advisor/predictor.json")
+    }
+    assert names - {"pyproject.toml", ".info/CONTENT"} == own
+    assert not names & set(strays)
