@@ -8,7 +8,6 @@ written to the site's ledger only once every check has passed.
 
 from __future__ import annotations
 
-import functools
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +16,7 @@ from flwr.app import Context
 from flwr.common.secure_aggregation.secaggplus_constants import Key, Stage
 
 from client.ledger import LedgerEntry, ledger_of
-from client.local import LocalPrivacy
+from client.local import LocalPrivacy, vocabulary_of
 from client.policy import SitePolicy
 from client.replies import SiteRefusal
 from shared_model.config import ClaimTransformerConfig
@@ -38,11 +37,6 @@ def run_settings(run_config: Mapping[str, Any]) -> FederatedRunConfig:
         raise SiteRefusal("the run config's settings contradict each other") from exc
 
 
-@functools.lru_cache(maxsize=4)
-def _vocabulary(vocabulary_json: str) -> Vocabulary:
-    return Vocabulary.from_json(vocabulary_json)
-
-
 def round_instructions(
     config: Mapping[str, Any], policy: SitePolicy
 ) -> tuple[RoundInstructions, ClaimTransformerConfig, Vocabulary]:
@@ -56,7 +50,7 @@ def round_instructions(
     if not model_config.parameters <= policy.max_model_parameters:
         raise SiteRefusal("the model the server describes is larger than this site's policy allows")
     try:
-        vocabulary = _vocabulary(instructions.vocabulary)
+        vocabulary = vocabulary_of(instructions.vocabulary)
     except ValueError as exc:
         raise SiteRefusal("the round's vocabulary does not read") from exc
     if (vocabulary.size, vocabulary.n_groups) != (model_config.vocab_size, model_config.n_groups):
@@ -99,7 +93,7 @@ def site_privacy(
         )
     except ValueError as exc:
         raise SiteRefusal("the run's DP settings give no noise this site can calibrate") from exc
-    if not plan.noise_multiplier >= max(policy.min_noise_multiplier, 0.0) or not plan.noise_multiplier > 0:
+    if not plan.noise_multiplier >= policy.min_noise_multiplier or not plan.noise_multiplier > 0:
         raise SiteRefusal("the run's DP noise is below this site's floor")
     ledger = ledger_of(context)
     rounds_done = max(server_round - 1, ledger.rounds_in(context.run_id))

@@ -49,13 +49,19 @@ def own_auroc(path: str, task: str, recipe: OwnAurocRecipe, k: int) -> float | N
 
 
 @functools.lru_cache(maxsize=4)
+def vocabulary_of(vocabulary_json: str) -> Vocabulary:
+    """The round's vocabulary, parsed (and checked: Vocabulary.from_json) once per process."""
+    return Vocabulary.from_json(vocabulary_json)
+
+
+@functools.lru_cache(maxsize=4)
 def site_samples(path: str, vocabulary_json: str, k: int) -> dict[str, Arrays]:
     """The site's next-visit samples under the server's vocabulary, restricted to the codes this
     site itself has seen in >= k patients (the others become UNK): a server that slips a guessed
     rare code into the vocabulary learns nothing from whether its embedding row moves."""
     dataset = load_site(path)
     own = k_anonymous_code_counts(dataset, k).codes
-    return task_arrays(dataset, NEXT_VISIT, Vocabulary.from_json(vocabulary_json).restricted_to(own))
+    return task_arrays(dataset, NEXT_VISIT, vocabulary_of(vocabulary_json).restricted_to(own))
 
 
 @dataclass(frozen=True)

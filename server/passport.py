@@ -72,10 +72,9 @@ class PassportRecorder:
                 continue
             node = reply.metadata.src_node_id
             metrics = next(iter(reply.content.metric_records.values()), None)
+            # with a registry, only signed statements name a node
             key = metrics.get("site-key") if metrics is not None and self.registry is None else None
-            if isinstance(key, int) and not isinstance(
-                key, bool
-            ):  # with a registry, only signed statements name a node
+            if isinstance(key, int) and not isinstance(key, bool):
                 self.site_keys[node] = key
             if STATEMENT not in reply.content.config_records:
                 continue
