@@ -78,9 +78,10 @@ def site_privacy(
         raise SiteRefusal("dp-epsilon is above this site's ceiling")
     if local_epochs != settings.local_epochs:
         raise SiteRefusal("local epochs differ from the run's DP noise plan")
-    delta = settings.dp_delta or default_delta(n_train)
+    # the site's own delta ceiling applies as its own epsilon does: a smaller delta only adds noise
+    delta = min(settings.dp_delta or default_delta(n_train), policy.max_delta_for(n_train))
     if not 0 < delta <= policy.max_delta_for(n_train):
-        raise SiteRefusal("dp-delta is above this site's ceiling")
+        raise SiteRefusal("the run's dp-delta does not read")
     try:
         plan = plan_site_privacy(
             n_train,

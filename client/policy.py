@@ -12,7 +12,7 @@ require_dp = true                 # train only with record-level DP-SGD
 dp_epsilon = 4.0                  # DP-SGD at this epsilon per run even if the run asks none (0: the run's)
 max_run_epsilon = 8.0             # refuse runs asking for a larger epsilon (0: no ceiling)
 lifetime_epsilon = 20.0           # this site's total over every run, kept in its privacy ledger (0: none)
-max_delta = 1e-5                  # refuse a larger delta (0: 1 / n, n = the site's training patients)
+max_delta = 1e-5                  # DP-SGD at most at this delta, the run's if smaller (0: 1 / n, n = training patients)
 min_noise_multiplier = 0.5        # refuse DP-SGD with less noise (0: no floor)
 require_secure_aggregation = false  # refuse plain (non-SecAgg+) training rounds
 min_secure_aggregation_sites = 3  # SecAgg+: refuse rounds with fewer sites
@@ -55,7 +55,7 @@ class SitePolicy:
     lifetime_epsilon: float = setting(
         0.0, "The site's total over every run, in its ledger (0: none).", at_least=0, at_most=100 * MAX_EPSILON
     )
-    max_delta: float = setting(0.0, "Refuse a larger delta (0: 1 / n).", at_least=0, below=1)
+    max_delta: float = setting(0.0, "DP-SGD at most at this delta, the run's if smaller (0: 1 / n).", at_least=0, below=1)
     min_noise_multiplier: float = setting(0.0, "Refuse DP-SGD with less noise (0: no floor).", at_least=0, at_most=1e3)
     require_secure_aggregation: bool = setting(False, "Refuse plain (non-SecAgg+) training rounds.")
     min_secure_aggregation_sites: int = setting(

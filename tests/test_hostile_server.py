@@ -189,10 +189,16 @@ def test_a_rare_code_slipped_into_the_vocabulary_learns_nothing(site: Path, mode
     assert min(rows.values()) >= FIRST_CODE_ID
 
 
-def test_a_delta_above_the_sites_ceiling_is_refused(site: Path, model_and_vocabulary) -> None:
+def test_a_delta_above_the_sites_ceiling_trains_at_the_sites_own(site: Path, model_and_vocabulary, tmp_path) -> None:
+    """As with epsilon, the site's ceiling applies whatever the run asks (the documented policy's
+    1e-5 under the run's default n^-1.1 refused every round before)."""
     weights, config, vocabulary = model_and_vocabulary
-    reply = Server(site, dp_epsilon=4.0, dp_delta=0.5, batch_size=25).train(weights, config, vocabulary)
-    assert refused(reply) and "dp-delta" in reply.error.reason
+    policy = write_policy(tmp_path / "policy.toml", max_delta=1e-5)
+    for asked in (0.5, 0.0):  # an explicit delta far above the ceiling, and the run's default
+        server = Server(site, {"policy": str(policy)}, dp_epsilon=4.0, dp_delta=asked, batch_size=25)
+        reply = server.train(weights, config, vocabulary)
+        assert not reply.has_error(), reply.error.reason
+        assert reply.content["metrics"]["dp-delta"] == 1e-5
 
 
 def test_dp_noise_is_fresh_on_a_replayed_round_and_no_training_loss_leaves(site: Path, model_and_vocabulary) -> None:

@@ -81,7 +81,7 @@ FIXED_REFUSALS = (
         "this site trains only with record-level DP (dp-epsilon)",
         "dp-epsilon is above this site's ceiling",
         "local epochs differ from the run's DP noise plan",
-        "dp-delta is above this site's ceiling",
+        "the run's dp-delta does not read",
         "the run's DP settings give no noise this site can calibrate",
         "the run's DP noise is below this site's floor",
         "the run's privacy budget at this site is spent",
