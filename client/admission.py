@@ -48,7 +48,9 @@ def round_instructions(
     except SettingError as exc:
         raise SiteRefusal(f"the round's instructions do not read: {exc.public}") from exc
     if not model_config.parameters <= policy.max_model_parameters:
-        raise SiteRefusal("the model the server describes is larger than this site's policy allows")
+        raise SiteRefusal(
+            "the model the server describes is larger than this site's policy allows", policy_key="max_model_parameters"
+        )
     try:
         vocabulary = vocabulary_of(instructions.vocabulary)
     except ValueError as exc:
@@ -72,10 +74,10 @@ def site_privacy(
     target = policy.epsilon_for(settings.dp_epsilon)  # the site's own epsilon where it sets one
     if not target > 0:
         if policy.dp_required:
-            raise SiteRefusal("this site trains only with record-level DP (dp-epsilon)")
+            raise SiteRefusal("this site trains only with record-level DP (dp-epsilon)", policy_key="require_dp")
         return None
     if policy.max_run_epsilon and not target <= policy.max_run_epsilon:
-        raise SiteRefusal("dp-epsilon is above this site's ceiling")
+        raise SiteRefusal("dp-epsilon is above this site's ceiling", policy_key="max_run_epsilon")
     if local_epochs != settings.local_epochs:
         raise SiteRefusal("local epochs differ from the run's DP noise plan")
     # the site's own delta ceiling applies as its own epsilon does: a smaller delta only adds noise
@@ -95,13 +97,13 @@ def site_privacy(
     except ValueError as exc:
         raise SiteRefusal("the run's DP settings give no noise this site can calibrate") from exc
     if not plan.noise_multiplier >= policy.min_noise_multiplier or not plan.noise_multiplier > 0:
-        raise SiteRefusal("the run's DP noise is below this site's floor")
+        raise SiteRefusal("the run's DP noise is below this site's floor", policy_key="min_noise_multiplier")
     ledger = ledger_of(context)
     rounds_done = max(server_round - 1, ledger.rounds_in(context.run_id))
     try:
         epsilon = plan.check_round(rounds_done)  # the run's own budget
     except PrivacyBudgetExceeded as exc:
-        raise SiteRefusal("the run's privacy budget at this site is spent") from exc
+        raise SiteRefusal("the run's privacy budget at this site is spent", policy_key="dp_epsilon") from exc
     this_round = LedgerEntry(
         run=context.run_id,
         round=server_round,
@@ -114,7 +116,7 @@ def site_privacy(
     if policy.lifetime_epsilon and not (
         ledger.epsilon(plan.delta, extra=this_round) <= policy.lifetime_epsilon * (1 + 1e-6)
     ):
-        raise SiteRefusal("this site's lifetime privacy budget would be exceeded")
+        raise SiteRefusal("this site's lifetime privacy budget would be exceeded", policy_key="lifetime_epsilon")
     ledger.append(this_round)
     return LocalPrivacy(
         plan, settings.dp_clip_norm, settings.dp_embedding_share, rounds_done, epsilon, noise_seed=secrets.randbits(62)
@@ -133,12 +135,21 @@ def check_secure_aggregation(configs: Mapping[str, Any], policy: SitePolicy) -> 
             raise SiteRefusal("the secure aggregation setup does not read")
         sites, shares, threshold = numbers
         if not (sites >= policy.min_secure_aggregation_sites and shares >= policy.min_secure_aggregation_sites):
-            raise SiteRefusal("secure aggregation with fewer sites than this site's policy requires")
+            raise SiteRefusal(
+                "secure aggregation with fewer sites than this site's policy requires",
+                policy_key="min_secure_aggregation_sites",
+            )
         if not (max(2, policy.min_secure_aggregation_threshold) <= threshold <= shares and 2 * threshold > shares):
-            raise SiteRefusal("the secure aggregation threshold is below this site's policy")
+            raise SiteRefusal(
+                "the secure aggregation threshold is below this site's policy",
+                policy_key="min_secure_aggregation_threshold",
+            )
     elif stage == Stage.SHARE_KEYS:
         if not len([key for key in configs if key != Key.STAGE]) >= policy.min_secure_aggregation_sites:
-            raise SiteRefusal("secure aggregation with fewer sites than this site's policy requires")
+            raise SiteRefusal(
+                "secure aggregation with fewer sites than this site's policy requires",
+                policy_key="min_secure_aggregation_sites",
+            )
     elif stage == Stage.UNMASK:
         active, dead = configs.get(Key.ACTIVE_NODE_ID_LIST), configs.get(Key.DEAD_NODE_ID_LIST)
         if not isinstance(active, list) or not isinstance(dead, list):

@@ -173,7 +173,9 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
             reply = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(weights), 1, dict(metrics))  # equal weights
             return Message(compat.fitres_to_recorddict(reply, keep_input=True), reply_to=msg)
         if policy.require_secure_aggregation:
-            raise SiteRefusal("this site trains only under secure aggregation (SecAgg+)")
+            raise SiteRefusal(
+                "this site trains only under secure aggregation (SecAgg+)", policy_key="require_secure_aggregation"
+            )
         weights, metrics = train_round(
             context, policy, msg.content["arrays"].to_numpy_ndarrays(), msg.content["config"]
         )
@@ -185,7 +187,9 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
         settings = settings_of(context)
         instructions, model_config, _ = round_instructions(config, policy)
         if instructions.proximal_mu != 0 and policy.epsilon_for(settings.dp_epsilon) != 0:
-            raise SiteRefusal("this site trains with record-level DP, which has no FedProx proximal term")
+            raise SiteRefusal(
+                "this site trains with record-level DP, which has no FedProx proximal term", policy_key="require_dp"
+            )
         path, site = site_of(context, settings)
         k = policy.k_for(settings.k_anonymity)
         samples = site_samples(path, instructions.vocabulary, k)
@@ -240,14 +244,16 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
         activity = activity_of(context)
         run = context.run_id
         if not activity.count("evaluated", run) < policy.evaluations_allowed(activity.count("trained", run)):
-            raise SiteRefusal("this site's evaluation limit for the run is reached")
+            raise SiteRefusal(
+                "this site's evaluation limit for the run is reached", policy_key="max_evaluations_per_run"
+            )
         if not activity.count("evaluated") < policy.lifetime_evaluations:
-            raise SiteRefusal("this site's lifetime evaluation limit is reached")
+            raise SiteRefusal("this site's lifetime evaluation limit is reached", policy_key="lifetime_evaluations")
         path, site = site_of(context, settings)
         k = policy.k_for(settings.k_anonymity)
         samples = site_samples(path, instructions.vocabulary, k)
         if len(samples["held_out"]["subject_id"]) < k:
-            raise SiteRefusal("fewer held-out patients than this site's k: no evaluation")
+            raise SiteRefusal("fewer held-out patients than this site's k: no evaluation", policy_key="k_anonymity")
         activity.record(Activity(run, instructions.server_round, "evaluated", instructions.run_id))  # before it runs
         result = evaluate_locally(
             msg.content["arrays"].to_numpy_ndarrays(), model_config, samples, learning_rate=settings.learning_rate

@@ -119,8 +119,12 @@ def join(
         ),
     ] = None,
     site_id: Annotated[
-        str, typer.Option(help="Name of this site in logs and metrics (default: the --data directory name).")
-    ] = "",
+        str,
+        typer.Option(
+            help="This site's name, as the coordinator enrolled it (`claimpt certs --sites`): a reply "
+            "under another name than the one its SuperNode key is enrolled under is dropped."
+        ),
+    ] = ...,
     policy: Annotated[
         Path | None,
         typer.Option(
@@ -150,7 +154,12 @@ def join(
     ] = None,
     runtime_port: Annotated[
         int,
-        typer.Option(min=1, max=65535, help="Local port (127.0.0.1 only) between the SuperNode and its ClientApps."),
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Local port (127.0.0.1 only) between the SuperNode and its SuperExec; each site on one host "
+            "needs its own.",
+        ),
     ] = 9094,
     max_retries: Annotated[
         int | None, typer.Option(help="Give up after this many failed connection attempts (default: retry forever).")
@@ -171,10 +180,11 @@ def join(
 
     This process becomes the site worker and the SuperNode its child (or, with --no-site-worker,
     the SuperNode replaces it): stop it with Ctrl-C, or SIGTERM."""
+    from client.site_log import open_site_log
     from client.supernode import SuperNodeSettings, check_files, node_config, superexec_command, supernode_command
     from client.worker import run_site
     from shared_model.data import read_meds
-    from shared_model.runtime.processes import flower_environment
+    from shared_model.runtime.processes import PortInUse, flower_environment, require_free_ports
 
     try:
         settings = SuperNodeSettings(
@@ -194,22 +204,40 @@ def join(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    try:
+        require_free_ports({"--runtime-port": ("127.0.0.1", runtime_port)})
+    except PortInUse as exc:
+        raise typer.BadParameter(str(exc)) from exc
     dataset = read_meds(data)
     check_files(settings)
+    log.info("site %s: logging to %s as well", site_id, open_site_log(settings.state_dir))
     if "pseudonymisation" not in dataset.metadata:
         log.warning("%s was not written by `claimpt site prepare`: its subject ids are not pseudonymised", data)
     if insecure:
         log.warning("joining WITHOUT TLS or authentication (--insecure): local tests only")
-    log.info("site %s: %d patients; starting flower-supernode", settings.site_id or data.name, len(dataset.splits))
+    log.info("site %s: %d patients; starting flower-supernode", site_id, len(dataset.splits))
     raise typer.Exit(
         run_site(
             settings.worker_socket,
             node_config(settings),
             supernode_command(settings),
             lambda pid: superexec_command(settings, pid),
-            flower_environment(),
+            flower_environment({"FLWR_HOME": str(settings.state_dir / "flwr-home")}),  # one per site on a host
+            settings.state_dir / "site.log",
         )
     )
+
+
+@site_app.command("status")
+@bad_input_exits_2
+def status(
+    state: Annotated[Path, typer.Option(help="The site's state directory (`claimpt site join --state`).")],
+    lines: Annotated[int, typer.Option(min=1, max=1000, help="How many runs, refusals and log lines to show.")] = 5,
+) -> None:
+    """The site worker, the privacy ledger, the messages answered per run, and the last refusals."""
+    from client.status import site_status
+
+    typer.echo(site_status(state, lines=lines))
 
 
 CheckpointOpt = Annotated[Path, typer.Option(help="The consortium's pretrained checkpoint directory.")]
@@ -253,19 +281,25 @@ def site_finetune(
             "<data>.site-state)."
         ),
     ] = None,
+    allow_untrained: Annotated[
+        bool, typer.Option(help="Accept a checkpoint of a run in which no round trained (its random start).")
+    ] = False,
     settings: dict[str, Any] | None = None,
 ) -> None:
     """Fine-tune a task at this site on the consortium's signed checkpoint.
 
     Before any patient data is read: every file's sha256 against the manifest, the manifest's
-    signature, and that the checkpoint is not older than one of the same run used before."""
-    from client.rollback import refuse_rollback
+    signature, that some round of its run trained, and that the checkpoint is not older than one
+    of the same run used before."""
+    from client.rollback import refuse_rollback, refuse_untrained
     from shared_model.checkpoint import load_checkpoint
     from shared_model.signing import load_verifier
 
     finetuning = _settings(settings)  # bad options stop here, before the site's state is touched
     loaded = load_checkpoint(checkpoint, verify_signature=load_verifier(server_public_key))
     log.info("%s: hashes and signature verified under %s", checkpoint, server_public_key)
+    if not allow_untrained:
+        refuse_untrained(loaded.manifest, checkpoint)
     refuse_rollback(loaded.manifest, checkpoint, state or data.with_name(data.name + ".site-state"), min_round)
     _finetune(
         data,

@@ -55,7 +55,9 @@ class SitePolicy:
     lifetime_epsilon: float = setting(
         0.0, "The site's total over every run, in its ledger (0: none).", at_least=0, at_most=100 * MAX_EPSILON
     )
-    max_delta: float = setting(0.0, "DP-SGD at most at this delta, the run's if smaller (0: 1 / n).", at_least=0, below=1)
+    max_delta: float = setting(
+        0.0, "DP-SGD at most at this delta, the run's if smaller (0: 1 / n).", at_least=0, below=1
+    )
     min_noise_multiplier: float = setting(0.0, "Refuse DP-SGD with less noise (0: no floor).", at_least=0, at_most=1e3)
     require_secure_aggregation: bool = setting(False, "Refuse plain (non-SecAgg+) training rounds.")
     min_secure_aggregation_sites: int = setting(

@@ -48,3 +48,17 @@ def refuse_rollback(manifest: dict[str, Any], checkpoint: Path, state_dir: Path,
         atomic_write_bytes(
             path, (json.dumps({**seen, run_id: server_round}, indent=2, sort_keys=True) + "\n").encode(), mode=0o600
         )
+
+
+def refuse_untrained(manifest: dict[str, Any], checkpoint: Path) -> None:
+    """Raise CheckpointError for a federated checkpoint in which no round trained (every site
+    refused, or no update was usable: its weights are the run's random start, signed all the
+    same). A manifest that does not say which rounds trained is refused too."""
+    trained = manifest.get("rounds_trained")
+    if not isinstance(trained, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in trained):
+        raise CheckpointError(f"{checkpoint}: the manifest does not say which rounds trained")
+    if not trained:
+        raise CheckpointError(
+            f"{checkpoint}: no round of its run trained (the weights are the untrained start); "
+            "pass --allow-untrained to use it all the same"
+        )

@@ -130,12 +130,18 @@ def run_site(
     supernode: list[str],
     superexec: Callable[[int], list[str]],
     env: dict[str, str],
+    log_file: Path,
 ) -> int:
-    """Run the SuperNode from `supernode` and the SuperExec `superexec(its pid)` gives, and, with a
-    socket `path`, serve the site worker on it meanwhile; the SuperNode's exit code."""
+    """Run the SuperNode from `supernode` and the SuperExec `superexec(its pid)` gives, their
+    output relayed to the site log (client.site_log), and, with a socket `path`, serve the site
+    worker on it meanwhile; the SuperNode's exit code."""
+    from client.site_log import relay_output
+
     server = SiteWorkerServer(path, node_config) if path is not None else None
-    child = subprocess.Popen(supernode, env=env)
-    executor = subprocess.Popen(superexec(child.pid), env=env)
+    piped = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, "errors": "replace"}
+    child = subprocess.Popen(supernode, env=env, **piped)
+    executor = subprocess.Popen(superexec(child.pid), env=env, **piped)
+    relays = [relay_output(child.stdout, "supernode", log_file), relay_output(executor.stdout, "superexec", log_file)]
 
     def stop(signum: int, _frame: object) -> None:
         log.info("site: signal %d, stopping the SuperNode", signum)
@@ -159,3 +165,5 @@ def run_site(
             server.shutdown()
         if server is not None:
             server.server_close()
+        for relay in relays:
+            relay.join(timeout=5)

@@ -94,19 +94,22 @@ def start(
         ),
     ] = 9093,
     site_key: Annotated[
-        list[Path] | None,
+        list[str] | None,
         typer.Option(
-            help="A site's SuperNode public key to register (repeatable; default: every certs/supernodes/*.pub)."
+            help="A site's SuperNode public key to register, named by its file's stem (hospital-a.pub) or "
+            "NAME=PATH (repeatable; default: every certs/supernodes/*.pub). The name is the site's in every "
+            "report and passport.",
         ),
     ] = None,
     insecure: Annotated[
         bool, typer.Option(help="No TLS, no SuperNode authentication, unsigned checkpoints. Local tests only.")
     ] = False,
 ) -> None:
-    """Start flower-superlink with TLS and SuperNode authentication and register the sites' keys.
+    """Start flower-superlink with TLS and SuperNode authentication and enrol the sites' keys.
 
     Every checkpoint the ServerApp writes is signed with certs/signing.key. Runs until Ctrl-C or SIGTERM."""
-    from server.superlink import SuperLinkSettings, register_supernode, start_superlink
+    from server.registry import EnrolmentError, site_key_files
+    from server.superlink import SuperLinkSettings, enrol_nodes, start_superlink
     from shared_model.runtime.processes import stop_group
 
     try:
@@ -115,27 +118,29 @@ def start(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    keys = list(site_key or (sorted((certs / "supernodes").glob("*.pub")) if certs and not insecure else []))
-    for key in keys:
-        if not key.is_file():
-            raise FileNotFoundError(f"{key}: no such public key file")
+    default = [str(p) for p in sorted((certs / "supernodes").glob("*.pub"))] if certs and not insecure else []
+    try:
+        keys = site_key_files(list(site_key or default))
+    except EnrolmentError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     process = start_superlink(settings)
 
     # SIGTERM (systemd, docker stop) stops the SuperLink like Ctrl-C; the handler only interrupts
     # process.wait(), so the SuperLink is reaped and stopped below, outside the handler.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        for key in keys:
-            node_id = register_supernode(settings, key)
-            log.info("site key %s: %s", key.name, f"registered as node {node_id}" if node_id else "already registered")
+        for name, node_id in enrol_nodes(settings, keys).items():
+            log.info("site %s: node %d", name, node_id)
         typer.echo(
             f"SuperLink ready on {settings.host}:{settings.port} (sites), control on {settings.address}. "
             "Submit a signed run from the app directory with:\n"
-            f"  claimpt server submit --state {settings.state} --app-key APP-SIGNING.KEY "
+            f"  claimpt server submit --state {settings.state} --approval APPROVAL.json ... "
             "--run-config \"num-server-rounds=10 run-dir='/path/on/this/server'\""
         )
         sys.stdout.flush()
         process.wait()
+    except EnrolmentError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     except KeyboardInterrupt:
         log.info("stopping the SuperLink (%s)", settings.state / "superlink.log")
     finally:
@@ -149,16 +154,19 @@ def start(
 def enrol(
     site: Annotated[str, typer.Option(help="The site's name (as in `claimpt certs --sites`).")],
     public_key: Annotated[Path, typer.Option(help="The identity.pub the site sent (`claimpt site keys`).")],
-    registry: Annotated[Path, typer.Option(help="The consortium's site registry (created on first use).")] = Path(
-        "sites.json"
+    state: Annotated[Path, typer.Option(help="The state directory given to `claimpt server start`.")] = Path(
+        "superlink-state"
     ),
 ) -> None:
-    """Enrol a site's identity key: with `--run-config "site-registry='REGISTRY'"`, a privacy
-    statement is recorded in the passport only if the site it names signed it."""
-    from server.registry import enrol as enrol_site
+    """Enrol a site's identity key (STATE/sites.json): its signed privacy statements are then
+    checked, and the passport says they are the site's own."""
+    from server.registry import REGISTRY_FILE, EnrolmentError, enrol_identity
 
-    enrol_site(registry, site, public_key)
-    typer.echo(f"enrolled {site} in {registry}")
+    try:
+        enrol_identity(state / REGISTRY_FILE, site, public_key)
+    except EnrolmentError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"enrolled {site}'s identity key in {state / REGISTRY_FILE}")
 
 
 @server_app.command("submit")
@@ -182,31 +190,32 @@ def submit(
     state: Annotated[Path, typer.Option(help="The state directory given to `claimpt server start`.")] = Path(
         "superlink-state"
     ),
-    stream: Annotated[bool, typer.Option(help="Follow the run's log until it ends.")] = True,
 ) -> None:
-    """Attach the signatures of the app bundle (the consortium's and the sites' approvals) and start a
-    federated run on this server's SuperLink (`flwr run`)."""
-    import os
-
-    from server.app_signing import sign_app
-    from server.superlink import CONNECTION, SuperLinkSettings
-    from shared_model.runtime.processes import executable, flower_environment
+    """Attach the signatures of the app bundle (the consortium's and the sites' approvals), start a
+    federated run on this server's SuperLink and follow it to its end. Ends with what the run did:
+    rounds trained, each site's rounds used, dropped, failed or missed, and the checkpoint. Exit
+    code 1 when the run failed or trained fewer rounds than asked."""
+    from server.submit import submit_run
+    from server.superlink import SuperLinkSettings
 
     settings = SuperLinkSettings(state=state, insecure=True)  # only the paths are used
-    if not (settings.flwr_home / "config.toml").is_file():
-        raise FileNotFoundError(
-            f"{settings.flwr_home / 'config.toml'}: missing (start the SuperLink with "
-            "`claimpt server start --state` first)"
-        )
-    fab = sign_app(app, app_key, settings.signatures, approvals=tuple(approval or ()))
-    log.info("the app bundle %s carries %d signature(s)", fab[:16], (app_key is not None) + len(approval or ()))
-    command = [
-        executable("flwr"),
-        "run",
-        str(app.resolve()),
-        CONNECTION,
-        *(["--stream"] if stream else []),
-        *(["--run-config", run_config] if run_config else []),
-    ]
-    env = flower_environment({"FLWR_HOME": str(settings.flwr_home.resolve())})
-    os.execvpe(command[0], command, env)
+    try:
+        code = submit_run(app, settings, run_config, tuple(approval or ()), app_key)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    raise typer.Exit(code)
+
+
+@server_app.command("status")
+@bad_input_exits_2
+def status(
+    state: Annotated[Path, typer.Option(help="The state directory given to `claimpt server start`.")] = Path(
+        "superlink-state"
+    ),
+    last: Annotated[int, typer.Option(min=1, max=1000, help="How many of the latest runs to show.")] = 5,
+) -> None:
+    """The enrolled sites by name (online or not), the runs submitted, their rounds and outcome."""
+    from server.status import server_status
+    from server.superlink import SuperLinkSettings
+
+    typer.echo(server_status(SuperLinkSettings(state=state, insecure=True), last=last))

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -21,12 +23,13 @@ from server.advisor import load_predictor
 from server.advisory_round import run_advisory_round
 from server.dashboard import RoundDashboard
 from server.exchange import send_and_receive
+from server.outcome import OUTCOME_FILE, RunIncomplete, run_outcome
 from server.passport import PassportRecorder
-from server.registry import load_registry
+from server.registry import REGISTRY_ENV, Registry, load_registry
 from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, export_state, restore_state
 from server.validation import RoundReport
-from server.vocabulary_round import vocabulary_round
+from server.vocabulary_round import vocabulary_round, wait_for_nodes
 from shared_model.checkpoint import Checkpoint, CheckpointError, assign_weights, load_checkpoint, save_checkpoint
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data.paths import atomic_write_bytes
@@ -100,6 +103,7 @@ def _metric(record: MetricRecord | None, key: str) -> float:
 def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> dict[str, Any]:
     run_dir = Path(settings.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / OUTCOME_FILE).unlink(missing_ok=True)  # a resumed run's outcome is its own
     if settings.advise_only:
         advice = run_advisory_round(
             grid,
@@ -108,14 +112,18 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             run_dir=run_dir,
             predictor=load_predictor(Path(settings.advisor_predictor) if settings.advisor_predictor else None),
         )
+        summary = f"advice for {len(advice.recommended)} site(s): {run_dir / 'advice.md'}"
+        _write_outcome(run_dir, {"complete": True, "summary": summary})
         return {"advice": advice.recommended}
     strategy = build_strategy(settings)
+    strategy.registry = registry = registry_of(settings)
     done, checkpoint = last_intact_round(run_dir) if settings.resume else (0, None)
     start = done + 1
     if checkpoint is not None:
         vocabulary, config = checkpoint.vocabulary, checkpoint.config
         run_id = str(checkpoint.manifest.get("run_id", uuid.uuid4().hex))
-        passport = PassportRecorder(settings, run_id, checkpoint.manifest.get(PASSPORT_KEY), registry_of(settings))
+        trained = [int(r) for r in checkpoint.manifest.get("rounds_trained", [])]
+        passport = PassportRecorder(settings, run_id, checkpoint.manifest.get(PASSPORT_KEY), registry)
         model = PretrainingModel(config)
         assign_weights(model, checkpoint)
         state = round_dir(run_dir, done) / STATE_FILE
@@ -133,6 +141,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             settings=settings.vocabulary(),
             max_weight_ratio=settings.max_weight_ratio,
             timeout=settings.round_timeout,
+            registry=registry,
         )
         vocabulary, strategy.example_caps = asked.vocabulary, asked.weight_caps
         config = ClaimTransformerConfig(
@@ -140,8 +149,8 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         )
         seed_everything(settings.seed)
         model = PretrainingModel(config)
-        run_id, rows = uuid.uuid4().hex, []
-        passport = PassportRecorder(settings, run_id, registry=registry_of(settings))
+        run_id, rows, trained = uuid.uuid4().hex, [], []
+        passport = PassportRecorder(settings, run_id, registry=registry)
         passport.read_replies(asked.replies)
         passport.replies_dropped(0, "vocabulary", asked.dropped)
     _write_rounds(run_dir, rows)
@@ -153,7 +162,14 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         "run-id": run_id,
     }
     dashboard = RoundDashboard(run_dir)
+    stopped = ""
     for server_round in range(start, settings.num_server_rounds + 1):
+        try:  # Flower's own sampling would wait for missing sites without a limit
+            wait_for_nodes(grid, settings.min_available_clients, settings.round_timeout)
+        except TimeoutError as exc:
+            stopped = f"round {server_round} did not start: {exc}"
+            log.error("%s: the run stops here", stopped)
+            break
         started = time.perf_counter()
         log.info("round %d/%d: training", server_round, settings.num_server_rounds)
         if settings.secure_aggregation:
@@ -180,11 +196,18 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         passport.training_round(server_round, strategy.reports[server_round])
         if aggregated is not None:
             arrays = aggregated
-        eval_replies = send_and_receive(
-            grid,
-            strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(shared)), grid),
-            timeout=settings.round_timeout,
-        )
+            trained.append(server_round)
+        else:
+            log.error("round %d failed: no site's update was used (the model is the previous round's)", server_round)
+        eval_replies = []
+        if len(list(grid.get_node_ids())) >= settings.min_available_clients:  # else Flower would wait, unbounded
+            eval_replies = send_and_receive(
+                grid,
+                strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(shared)), grid),
+                timeout=settings.round_timeout,
+            )
+        else:
+            log.warning("round %d: fewer sites connected than min-available-clients: no evaluation", server_round)
         eval_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
         dropped = {node for node, _ in strategy.reports[server_round].evaluations_dropped}
         passport.read_replies([r for r in eval_replies if r.metadata.src_node_id not in dropped])
@@ -196,7 +219,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             config,
             vocabulary,
             signer=signer,
-            extra=_manifest_extra(settings, server_round, run_id, passport),
+            extra=_manifest_extra(settings, server_round, run_id, passport, trained),
             extra_files={STATE_FILE: export_state(strategy)},
         )
         report = strategy.reports.get(server_round)
@@ -220,20 +243,38 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         dashboard.write(server_round, row, report)
         log.info("round %d: %s", server_round, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
     dashboard.close()
+    final = passport.document(settings.num_server_rounds, client_level_epsilon(settings, settings.num_server_rounds))
     save_checkpoint(
         run_dir / "checkpoint",
         model,
         config,
         vocabulary,
         signer=signer,
-        extra=_manifest_extra(settings, settings.num_server_rounds, run_id, passport),
+        extra=_manifest_extra(settings, settings.num_server_rounds, run_id, passport, trained),
     )
     keras.backend.clear_session()
+    outcome = run_outcome(
+        run_dir, settings.num_server_rounds, trained, final, signed=signer is not None, stopped=stopped
+    )
+    _write_outcome(run_dir, outcome.to_json())
+    for line in outcome.lines():
+        (log.info if outcome.complete else log.error)("%s", line)
+    if not outcome.complete:
+        raise RunIncomplete(outcome.headline())
     return {"rounds": settings.num_server_rounds, "run_dir": str(run_dir)}
 
 
-def registry_of(settings: FederatedRunConfig) -> dict | None:
-    return load_registry(Path(settings.site_registry)) if settings.site_registry else None
+def _write_outcome(run_dir: Path, outcome: dict[str, Any]) -> None:
+    atomic_write_bytes(run_dir / OUTCOME_FILE, (json.dumps(outcome, indent=2) + "\n").encode())
+
+
+def registry_of(settings: FederatedRunConfig) -> Registry | None:
+    """The run config's `site-registry`, else the one `claimpt server start` keeps (None in
+    simulations: a site is what it declares)."""
+    path = settings.site_registry or os.environ.get(REGISTRY_ENV, "")
+    if not path or (not settings.site_registry and not Path(path).exists()):
+        return None
+    return load_registry(Path(path))
 
 
 def client_level_epsilon(settings: FederatedRunConfig, rounds: int) -> float:
@@ -245,15 +286,17 @@ def client_level_epsilon(settings: FederatedRunConfig, rounds: int) -> float:
 
 
 def _manifest_extra(
-    settings: FederatedRunConfig, server_round: int, run_id: str, passport: PassportRecorder
+    settings: FederatedRunConfig, server_round: int, run_id: str, passport: PassportRecorder, trained: list[int]
 ) -> dict[str, Any]:
     """Signed with the manifest: which run and round this is (a site refuses rollbacks by them),
-    and the privacy passport of the rounds so far."""
+    the rounds that trained (a round no site's update reached keeps the previous model; who
+    trained each is in the passport), and the privacy passport of the rounds so far."""
     return {
         PASSPORT_KEY: passport.document(server_round, client_level_epsilon(settings, server_round)),
         "mode": "federated",
         "run_id": run_id,
         "round": server_round,
+        "rounds_trained": list(trained),
         "strategy": settings.strategy,
         "seed": settings.seed,
         "local_epochs": settings.local_epochs,

@@ -16,12 +16,12 @@ import logging
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from flwr.app import Message
 
+from server.registry import Registry
 from server.validation import RoundReport
 from shared_model.messages import STATEMENT, PrivacyStatement, statement_payload
-from shared_model.passport import FORMAT, pseudonym
+from shared_model.passport import FORMAT, pseudonym, site_key
 from shared_model.run_config import FederatedRunConfig
 from shared_model.settings import settings_from
 
@@ -38,6 +38,7 @@ def _new_site() -> dict[str, Any]:
         "updates_dropped": [],
         "rounds_failed": [],
         "replies_dropped": [],
+        "rounds_missed": [],  # training rounds the site was not there for (no reply, no error)
         "record_level_dp": {},  # Flower run id (a resumed run is a new one) -> what the site's ledger spent in it
     }
 
@@ -48,18 +49,25 @@ class PassportRecorder:
         settings: FederatedRunConfig,
         run_id: str,
         previous: dict[str, Any] | None = None,
-        registry: dict[int, ed25519.Ed25519PublicKey] | None = None,
+        registry: Registry | None = None,
     ) -> None:
-        """`registry`: each enrolled site's identity key by its site key (server.registry); with
-        it, a statement is recorded only if its site's key signed it."""
+        """`registry`: the consortium's enrolment (server.registry). Where it binds node ids, a
+        node is the site it was enrolled as (by name); with identity keys, a statement is recorded
+        only if its site's key signed it. Without one (simulations), a site is what it states."""
         self.settings, self.run_id, self.registry = settings, run_id, registry
         self.sites: dict[str, dict[str, Any]] = copy.deepcopy(previous["sites"]) if previous else {}
         self.flower_runs: list[int] = list(previous["flower_runs"]) if previous else []
-        self.site_keys: dict[int, int] = {}  # node id -> the site key it stated
+        self.site_keys: dict[int, int] = {}  # node id -> its site's key
 
     def _site(self, node: int) -> dict[str, Any]:
+        enrolled = self.registry.name_of(node) if self.registry is not None else None
+        if enrolled is not None:
+            self.site_keys[node] = site_key(enrolled)
         name = pseudonym(self.site_keys[node]) if node in self.site_keys else f"node-{node}"
-        return self.sites.setdefault(name, _new_site())
+        site = self.sites.setdefault(name, _new_site())
+        if enrolled is not None:
+            site["name"] = enrolled
+        return site
 
     def read_replies(self, replies: list[Message]) -> None:
         """Learn which site each node is (the site key its replies carry) and take each site's
@@ -72,7 +80,7 @@ class PassportRecorder:
                 continue
             node = reply.metadata.src_node_id
             metrics = next(iter(reply.content.metric_records.values()), None)
-            # with a registry, only signed statements name a node
+            # with a registry, only the enrolment or a signed statement names a node
             key = metrics.get("site-key") if metrics is not None and self.registry is None else None
             if isinstance(key, int) and not isinstance(key, bool):
                 self.site_keys[node] = key
@@ -86,14 +94,20 @@ class PassportRecorder:
     def _take_statement(self, node: int, run: int, record) -> None:
         """Everything is read before anything is recorded: a statement that does not read changes nothing."""
         statement = settings_from(PrivacyStatement, dict(record), what="privacy statement")
+        verified = False
         if self.registry is not None:
-            key = self.registry.get(statement.site_key)
-            if key is None:
+            enrolled = self.registry.name_of(node)
+            if self.registry.binds_nodes and (enrolled is None or site_key(enrolled) != statement.site_key):
+                raise ValueError("the statement names another site than the node's enrolment")
+            key = self.registry.identity_of(statement.site_key)
+            if key is None and not self.registry.binds_nodes:
                 raise ValueError("the statement names a site that is not enrolled")
-            try:
-                key.verify(base64.urlsafe_b64decode(statement.signature), statement_payload(dict(record), run))
-            except (InvalidSignature, ValueError) as exc:
-                raise ValueError("the statement is not signed by the enrolled key of the site it names") from exc
+            if key is not None:
+                try:
+                    key.verify(base64.urlsafe_b64decode(statement.signature), statement_payload(dict(record), run))
+                except (InvalidSignature, ValueError) as exc:
+                    raise ValueError("the statement is not signed by the enrolled key of the site it names") from exc
+                verified = True
         policy = json.loads(statement.policy)
         if not isinstance(policy, dict):
             raise TypeError("the policy is not a table")
@@ -104,7 +118,7 @@ class PassportRecorder:
                 "k_anonymity": statement.k_anonymity,
                 "policy": policy,
                 "policy_sha256": statement.policy_sha256,
-                "statement_verified": self.registry is not None,
+                "statement_verified": verified,
             }
         )
         site["record_level_dp"][str(run)] = {
@@ -116,6 +130,12 @@ class PassportRecorder:
         }
 
     def training_round(self, server_round: int, report: RoundReport) -> None:
+        """Whose update was used, dropped or failed; every site the run knows that sent nothing
+        (down, or cut off) missed the round."""
+        seen = {id(self._site(node)) for node in [*report.accepted, *(n for n, _ in report.dropped + report.failures)]}
+        for site in self.sites.values():
+            if id(site) not in seen:
+                site.setdefault("rounds_missed", []).append(server_round)
         for node in report.accepted:
             self._site(node)["rounds_joined"].append(server_round)
         for node, reason in report.dropped:

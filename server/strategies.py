@@ -103,7 +103,7 @@ def _optimizer_strategy(strategy: UpdateValidation) -> Strategy:
 def export_state(strategy: UpdateValidation) -> bytes:
     """Server-optimizer state (FedAdam moments, FedAvgM momentum) and the sites' example caps, so
     that --resume continues exactly."""
-    arrays: dict[str, np.ndarray] = {f"{CAPS}|{node}": np.asarray(cap) for node, cap in strategy.example_caps.items()}
+    arrays: dict[str, np.ndarray] = {f"{CAPS}|{site}": np.asarray(cap) for site, cap in strategy.example_caps.items()}
     for attribute in STATE_ATTRIBUTES:
         value = getattr(_optimizer_strategy(strategy), attribute, None)
         if isinstance(value, dict):

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared_model.runtime.processes import executable, flower_environment, start_group, wait_for_port
+from server.registry import REGISTRY_ENV, REGISTRY_FILE, EnrolledSite, EnrolmentError, load_registry, read_public_key
+from shared_model.runtime.processes import (
+    executable,
+    flower_environment,
+    require_free_ports,
+    start_group,
+    wait_for_port,
+)
 
 log = logging.getLogger(__name__)
 CONNECTION = "claimpt"
@@ -53,6 +61,11 @@ class SuperLinkSettings:
     @property
     def signatures(self) -> Path:
         return self.state / "app-signatures"
+
+    @property
+    def registry(self) -> Path:
+        """The consortium's enrolment (server.registry): sites by name, their keys and node ids."""
+        return self.state / REGISTRY_FILE
 
 
 def check_certificates(certs: Path) -> None:
@@ -118,7 +131,7 @@ def write_connection(settings: SuperLinkSettings) -> Path:
 
 
 def server_environment(settings: SuperLinkSettings) -> dict[str, str]:
-    extra = {"FLWR_HOME": str(settings.flwr_home.resolve())}
+    extra = {"FLWR_HOME": str(settings.flwr_home.resolve()), REGISTRY_ENV: str(settings.registry.resolve())}
     if settings.certs is not None and not settings.insecure:
         extra[SIGNING_KEY_ENV] = str((settings.certs / "signing.key").resolve())
     return flower_environment(extra)
@@ -136,10 +149,17 @@ def start_superlink(settings: SuperLinkSettings, *, timeout: float = 60.0) -> su
             settings.port,
         )
     write_connection(settings)
-    process = start_group(
-        superlink_command(settings), env=server_environment(settings), log_file=settings.state / "superlink.log"
+    require_free_ports(
+        {"--port": (settings.host, settings.port), "--control-port": ("127.0.0.1", settings.control_port)}
     )
-    (settings.state / "superlink.pid").write_text(f"{process.pid}\n")  # its process group, for operators
+    process = start_group(
+        superlink_command(settings),
+        env=server_environment(settings),
+        log_file=settings.state / "superlink.log",
+        plain=True,
+    )
+    # the process to stop (SIGTERM): `claimpt server start`, which stops the SuperLink's whole group
+    (settings.state / "superlink.pid").write_text(f"{os.getpid()}\n")
     public = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     wait_for_port(public, settings.port, process=process, timeout=timeout)
     wait_for_port("127.0.0.1", settings.control_port, process=process, timeout=timeout)
@@ -166,3 +186,27 @@ def register_supernode(settings: SuperLinkSettings, public_key: Path) -> str:
     if "already in use" in str(reply.get("error-message", "")):
         return ""
     raise RuntimeError(f"registering {public_key} failed: {reply.get('error-message')}")
+
+
+def enrol_nodes(settings: SuperLinkSettings, keys: dict[str, Path]) -> dict[str, int]:
+    """Register each site's SuperNode key with the SuperLink and record its name and node id in
+    the registry; returns {site name: node id}. A key or name that belongs to another site is
+    refused before anything is registered."""
+    registry = load_registry(settings.registry)
+    texts = {name: read_public_key(path) for name, path in keys.items()}
+    for name, text in texts.items():
+        registry.with_site(EnrolledSite(name, node_key=text))  # a key or name of another site: refused here
+    for name, path in keys.items():
+        known = registry.sites.get(name)
+        node_id = register_supernode(settings, path)
+        if not node_id:  # registered before: its node id is the one this registry recorded
+            if known is None or known.node_key != texts[name] or not known.node_id:
+                raise EnrolmentError(
+                    f"{path} is registered with the SuperLink but not enrolled as {name!r} in {settings.registry} "
+                    "(register keys with claimpt server start only)"
+                )
+            node_id = str(known.node_id)
+        current = known or EnrolledSite(name)
+        registry = registry.with_site(EnrolledSite(name, texts[name], int(node_id), current.identity))
+        registry.save(settings.registry)
+    return {name: registry.sites[name].node_id for name in keys}

@@ -12,6 +12,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from server.registry import Registry, identity_problem
 from server.replies import ReplyError, read_reply
 from shared_model.messages import ARRAYS, EvaluateMetrics, TrainMetrics
 
@@ -58,8 +59,9 @@ class UpdateValidation(Strategy):
     passes by design: that attack is for the robust aggregation rules.
 
     A site's `num-examples` (FedAvg's weight) is capped at the training patients it reported in
-    the vocabulary round (`example_caps`, by node id): a site claiming 1e9 patients cannot take
-    over the average.
+    the vocabulary round (`example_caps`, by site key): a site claiming 1e9 patients cannot take
+    over the average. With a `registry` that binds node ids (server.registry), a reply from a node
+    that declares another site than its enrolled one is dropped.
 
     Replies are passed on sorted by site, so aggregation is deterministic; rounds with fewer than
     `min_valid` usable replies keep the previous global model.
@@ -74,6 +76,7 @@ class UpdateValidation(Strategy):
         self.max_norm_ratio = max_norm_ratio
         self.min_valid = min_valid
         self.example_caps: dict[int, int] = {}
+        self.registry: Registry | None = None
         self.current_arrays: list[np.ndarray] | None = None
         self.reports: dict[int, RoundReport] = {}
 
@@ -108,23 +111,23 @@ class UpdateValidation(Strategy):
             return f"update norm {norm:.3g} exceeds the bound {self.max_update_norm:.3g}", norm
         return None, norm
 
-    def _cap_examples(self, server_round: int, message: Message, claimed: int) -> str | None:
-        """Cap the reply's `num-examples` at the node's weight cap from the vocabulary round; a
-        node that was not in the vocabulary round has no cap and is dropped."""
+    def _cap_examples(self, server_round: int, message: Message, metrics: TrainMetrics) -> str | None:
+        """Cap the reply's `num-examples` at its site's weight cap from the vocabulary round; a
+        site that was not in the vocabulary round has no cap and is dropped."""
         if not self.example_caps:
             return None
-        node = message.metadata.src_node_id
-        if node not in self.example_caps:
-            return "the node did not take part in the vocabulary round"
-        if claimed > self.example_caps[node]:
+        cap = self.example_caps.get(metrics.site_key)
+        if cap is None:
+            return "the site did not take part in the vocabulary round"
+        if metrics.num_examples > cap:
             log.warning(
                 "round %d: node %d claims %d examples, its cap is %d: capped",
                 server_round,
-                node,
-                claimed,
-                self.example_caps[node],
+                message.metadata.src_node_id,
+                metrics.num_examples,
+                cap,
             )
-            message.content["metrics"]["num-examples"] = self.example_caps[node]
+            message.content["metrics"]["num-examples"] = cap
         return None
 
     def _drop(self, server_round: int, report: RoundReport, node: int, reason: str) -> None:
@@ -150,7 +153,11 @@ class UpdateValidation(Strategy):
                 continue
             metrics: TrainMetrics = records["metrics"]
             problem, norm = self._problem(records[ARRAYS])
-            problem = problem or self._cap_examples(server_round, message, metrics.num_examples)
+            problem = (
+                identity_problem(self.registry, node, metrics.site_key)
+                or problem
+                or self._cap_examples(server_round, message, metrics)
+            )
             if problem:
                 self._drop(server_round, report, node, problem)
                 continue
@@ -208,6 +215,9 @@ class UpdateValidation(Strategy):
                 continue
             try:
                 metrics: EvaluateMetrics = read_reply(message, "evaluate")["metrics"]
+                problem = identity_problem(self.registry, message.metadata.src_node_id, metrics.site_key)
+                if problem:
+                    raise ReplyError(problem)
             except ReplyError as exc:
                 report.evaluations_dropped.append((message.metadata.src_node_id, str(exc)))
                 log.warning(

@@ -13,6 +13,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from server.exchange import send_and_receive
+from server.registry import Registry, identity_problem
 from server.replies import ReplyError, read_reply
 from shared_model.messages import VocabularyReply
 from shared_model.settings import VocabularySettings
@@ -21,20 +22,26 @@ from shared_model.vocabulary import Vocabulary
 log = logging.getLogger(__name__)
 
 
-def wait_for_nodes(grid: Grid, minimum: int, timeout: float = 600.0) -> list[int]:
+def wait_for_nodes(grid: Grid, minimum: int, timeout: float = 600.0, log_every: float = 30.0) -> list[int]:
+    """The connected nodes once at least `minimum` are; a TimeoutError after `timeout` seconds.
+    Logs once per `log_every` seconds while it waits (Flower's own wait logs every second, forever)."""
     deadline = time.monotonic() + timeout
+    next_log = time.monotonic()
     while len(nodes := sorted(grid.get_node_ids())) < minimum:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(nodes)} of the required {minimum} SuperNodes connected")
-        log.info("waiting for SuperNodes: %d connected, %d required", len(nodes), minimum)
+            raise TimeoutError(f"only {len(nodes)} of the required {minimum} sites connected after {timeout:.0f} s")
+        if time.monotonic() >= next_log:
+            log.info("waiting for sites: %d connected, %d required (up to %.0f s)", len(nodes), minimum, timeout)
+            next_log += log_every
         time.sleep(1.0)
     return nodes
 
 
 @dataclass(frozen=True)
 class VocabularyRound:
-    """The consortium vocabulary, each node's weight cap (its training patients, capped), the
-    replies used (their privacy statements start the passport) and the replies dropped, with why."""
+    """The consortium vocabulary, each site's weight cap (its training patients, capped; by site
+    key, which outlives node ids: a resumed simulation has new ones), the replies used (their
+    privacy statements start the passport) and the replies dropped, with why."""
 
     vocabulary: Vocabulary
     weight_caps: dict[int, int]
@@ -50,11 +57,13 @@ def vocabulary_round(
     settings: VocabularySettings,
     max_weight_ratio: float = 0.0,
     timeout: float | None = None,
+    registry: Registry | None = None,
 ) -> VocabularyRound:
     """Ask every node for its k-anonymised code counts and sum those that read. A reply that does
     not read (shared_model.messages.VocabularyReply), or reports a count below k, is dropped whole;
-    fewer than `minimum_sites` replies that read end the run with the reason."""
-    nodes = wait_for_nodes(grid, minimum_sites)
+    so is one from a node that is not the site it declares (server.registry) or that declares a
+    site another node already did; fewer than `minimum_sites` replies that read end the run."""
+    nodes = wait_for_nodes(grid, minimum_sites, timeout or 600.0)
     messages = [
         Message(
             RecordDict({"config": ConfigRecord({"k-anonymity": k})}), dst_node_id=node, message_type="query.vocabulary"
@@ -72,6 +81,11 @@ def vocabulary_round(
             record: VocabularyReply = read_reply(reply, "query.vocabulary")["vocabulary"]
             if any(count < k for count in record.counts):  # a site must never send these
                 raise ReplyError(f"the vocabulary reply has code counts below k={k}")
+            problem = identity_problem(registry, node, record.site_key)
+            if problem:
+                raise ReplyError(problem)
+            if any(taken.site_key == record.site_key for _, taken in used):
+                raise ReplyError("another node already answered as this site")
         except ReplyError as exc:
             log.warning("vocabulary round: dropped the reply of node %d: %s", node, exc)
             dropped.append((node, str(exc)))
@@ -89,7 +103,7 @@ def vocabulary_round(
             if parent and code not in parents:
                 parents[code] = [parent]
     vocabulary = Vocabulary.from_counts(dict(totals), parents=parents, settings=settings)
-    patients = {reply.metadata.src_node_id: record.patients for reply, record in used}
+    patients = {record.site_key: record.patients for _, record in used}
     log.info(
         "vocabulary round: %d sites, %d codes, %d target groups",
         len(used),
@@ -100,22 +114,22 @@ def vocabulary_round(
 
 
 def weight_caps(patients: dict[int, int], max_ratio: float) -> dict[int, int]:
-    """Each node's aggregation weight cap: the training patients it reported, at most `max_ratio`
+    """Each site's aggregation weight cap: the training patients it reported, at most `max_ratio`
     times the median of the other nodes' reports (0: no ratio). A site's size is its own word; the
     ratio bounds how far one site's word moves the average, whatever it claims."""
     if not max_ratio or len(patients) < 2:
         return dict(patients)
     caps = {}
-    for node, count in patients.items():
-        others = float(np.median([c for n, c in patients.items() if n != node]))
+    for site, count in patients.items():
+        others = float(np.median([c for n, c in patients.items() if n != site]))
         cap = max(1, int(max_ratio * others))
         if count > cap:
             log.warning(
-                "node %d reports %d training patients, %g x the others' median: capped at %d",
-                node,
+                "site %d reports %d training patients, %g x the others' median: capped at %d",
+                site,
                 count,
                 max_ratio,
                 cap,
             )
-        caps[node] = min(count, cap)
+        caps[site] = min(count, cap)
     return caps

@@ -114,9 +114,10 @@ def render_page(passport: dict[str, Any], *, checkpoint: str = "", key_fingerpri
     for name, site in sorted(run["sites"].items()):
         policy = site.get("policy") or {}
         lines += [
-            f"## {escaped(name)}",
+            f"## {escaped(name)}" + (f": {escaped(site['name'])}" if site.get("name") else ""),
             "",
             f"- Updates used in rounds: {_rounds(site['rounds_joined'])}",
+            f"- Rounds missed (no reply): {_rounds(site.get('rounds_missed', []))}",
             "- Updates dropped by the server: "
             + ("; ".join(f"round {d['round']}: {escaped(d['reason'])}" for d in site["updates_dropped"]) or "none"),
             "- Rounds failed or refused: "

@@ -166,8 +166,8 @@ class FederatedRunConfig:
     resume: bool = setting(False, "Continue from the last intact round checkpoint in run-dir.")
     site_registry: str = setting(
         "",
-        "The enrolled sites' identity keys (claimpt server enrol): a privacy statement is recorded "
-        "only if the site it names signed it ('' : statements are recorded unverified).",
+        "The consortium's enrolment (sites.json): sites named by their registered SuperNode keys, their "
+        "statements checked against their identity keys ('': the one `claimpt server start` keeps, if any).",
         max_length=MAX_TEXT,
     )
     data_paths: str = setting(

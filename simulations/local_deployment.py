@@ -143,6 +143,8 @@ class Deployment:
             str(self.site_keys(name).trusted_entities),
             "--data",
             str(data),
+            "--site-id",
+            name,
             "--runtime-port",
             str(self.runtime_ports[name]),
             *extra,

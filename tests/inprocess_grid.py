@@ -19,11 +19,18 @@ from flwr.supercore.task_identity import TaskIdentity
 
 class InProcessGrid(Grid):
     def __init__(
-        self, client_app: ClientApp, node_configs: list[dict], run_config: dict | None = None, run_id: int = 1
+        self,
+        client_app: ClientApp,
+        node_configs: list[dict],
+        run_config: dict | None = None,
+        run_id: int = 1,
+        first_node: int = 1000,
     ) -> None:
+        """`first_node`: the node ids are first_node, first_node + 1, ... (a resumed simulation
+        or a restarted SuperLink without registered keys gives the same sites new ones)."""
         self.client_app = client_app
         self.run_id = run_id
-        self.node_configs = {1000 + i: config for i, config in enumerate(node_configs)}
+        self.node_configs = {first_node + i: config for i, config in enumerate(node_configs)}
         self.run_config = run_config or {}
         self.sent: list[Message] = []  # every reply a client produced, for privacy checks
         self.states = {node: RecordDict() for node in self.node_configs}

@@ -103,9 +103,11 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
     ],
     "site prepare": [["--raw", "{missing}", "--out", "{out}"], ["--raw", "{junk}", "--out", "{out}"]],
     "site join": [
-        ["--superlink", "127.0.0.1:1", "--data", "{missing}", "--insecure"],
-        ["--superlink", "127.0.0.1:1", "--data", "{tiny}", "--policy", "{toml}", "--insecure"],
+        ["--superlink", "127.0.0.1:1", "--data", "{missing}", "--site-id", "a", "--insecure"],
+        ["--superlink", "127.0.0.1:1", "--data", "{tiny}", "--site-id", "a", "--policy", "{toml}", "--insecure"],
     ],
+    "site status": [["--state", "{missing}"], ["--state", "{junk}"]],
+    "server status": [["--state", "{missing}"], ["--state", "{empty}"]],
     "site finetune": [
         [
             "--checkpoint",
@@ -139,9 +141,9 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--app", "{empty}", "--key", "{junk}", "--site-id", "a", "--out", "{out}"],
     ],
     "server enrol": [
-        ["--site", "a", "--public-key", "{missing}", "--registry", "{out}"],
-        ["--site", "a", "--public-key", "{junk}", "--registry", "{out}"],
-        ["--site", "a", "--public-key", "{toml}", "--registry", "{out}"],
+        ["--site", "a", "--public-key", "{missing}", "--state", "{out}"],
+        ["--site", "a", "--public-key", "{junk}", "--state", "{out}"],
+        ["--site", "a", "--public-key", "{toml}", "--state", "{out}"],
     ],
     "server submit": [["--app-key", "{missing}"], ["--app-key", "{junk}", "--run-config", "num-server-rounds=0"]],
 }

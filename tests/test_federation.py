@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from client.app import OPTIMIZER_STATE, make_client_app
 from client.policy import SitePolicy
 from server.federation import run_federation
+from server.outcome import RunIncomplete
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
 from shared_model.messages import STATEMENT, released
@@ -29,12 +30,14 @@ from tests.inprocess_grid import InProcessGrid
 TINY = {"d_model": 16, "ffn_dim": 16, "k_anonymity": 5}
 
 
-def federate(sites: list[Path], run_dir: Path, adversary: str = "", **options) -> tuple[InProcessGrid, pd.DataFrame]:
+def federate(
+    sites: list[Path], run_dir: Path, adversary: str = "", first_node: int = 1000, **options
+) -> tuple[InProcessGrid, pd.DataFrame]:
     settings = FederatedRunConfig(
         **{**TINY, "num_server_rounds": 2, **options}, run_dir=str(run_dir), data_paths=",".join(map(str, sites))
     )
     app = make_client_app(settings.to_run_config(), mods=[AdversaryMod(adversary)] if adversary else [])
-    grid = InProcessGrid(app, [{"partition-id": i} for i in range(len(sites))])
+    grid = InProcessGrid(app, [{"partition-id": i} for i in range(len(sites))], first_node=first_node)
     run_federation(grid, settings)
     return grid, pd.read_csv(run_dir / "rounds.csv")
 
@@ -95,16 +98,45 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_weights(fed_sites: list[P
     torn = tmp_path / "killed" / "checkpoints" / "round-002" / "weights.npz"
     torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
     kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "killed" / "checkpoints").glob("round-001/weights.npz")}
-    _, rounds = federate(fed_sites, tmp_path / "killed", num_server_rounds=3, strategy="fedadam", resume=True)
-    assert rounds["round"].tolist() == [1, 2, 3]
+    # the restarted run's nodes have new ids, as in Flower's simulation engine: the weight caps of
+    # the vocabulary round were keyed by the first run's node ids and dropped every update
+    resumed_run = {"num_server_rounds": 3, "strategy": "fedadam", "resume": True, "first_node": 2000}
+    _, rounds = federate(fed_sites, tmp_path / "killed", **resumed_run)
+    assert rounds["round"].tolist() == [1, 2, 3] and rounds["clients"].tolist() == [3, 3, 3]
     assert len(kept) == 1 and {p: p.stat().st_mtime_ns for p in kept} == kept  # round 1 was not trained again
     assert (tmp_path / "killed" / "checkpoints" / "round-002.torn").exists()  # the torn round, moved aside
     full = load_checkpoint(tmp_path / "full" / "checkpoint")
     resumed = load_checkpoint(tmp_path / "killed" / "checkpoint")
     assert resumed.manifest["run_id"] == full.manifest["run_id"]
-    assert resumed.manifest["passport"] == full.manifest["passport"]  # carried over from round 1's checkpoint
+    assert resumed.manifest["rounds_trained"] == full.manifest["rounds_trained"] == [1, 2, 3]
+    # carried over from round 1's checkpoint; only the Flower runs differ
+    assert {**resumed.manifest["passport"], "flower_runs": []} == {**full.manifest["passport"], "flower_runs": []}
     for a, b in zip(full.weights, resumed.weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_run_in_which_every_site_refused_fails_and_says_so(fed_sites: list[Path], tmp_path: Path) -> None:
+    """Every site's policy refuses the run (its epsilon is above their ceiling): the run once
+    ended as a success with a signed, untrained checkpoint."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text("max_run_epsilon = 1.0\n")
+    settings = FederatedRunConfig(
+        **TINY,
+        dp_epsilon=8.0,
+        num_server_rounds=2,
+        run_dir=str(tmp_path / "run"),
+        data_paths=",".join(map(str, fed_sites)),
+    )
+    nodes = [{"partition-id": i, "policy": str(policy), "state-dir": str(tmp_path / f"s{i}")} for i in range(3)]
+    grid = InProcessGrid(make_client_app(settings.to_run_config()), nodes)
+    with pytest.raises(RunIncomplete, match="trained 0 of 2 round"):
+        run_federation(grid, settings)
+    manifest = load_checkpoint(tmp_path / "run" / "checkpoint").manifest
+    assert manifest["rounds_trained"] == []
+    outcome = json.loads((tmp_path / "run" / "outcome.json").read_text())
+    assert not outcome["complete"] and outcome["failed_rounds"] == [1, 2]
+    assert all("epsilon is above" in f["reason"] for site in outcome["sites"] for f in site["failed"])
+    assert pd.read_csv(tmp_path / "run" / "rounds.csv")["clients"].tolist() == [0, 0]
 
 
 def test_starting_over_an_existing_run_needs_resume(fed_sites: list[Path], tmp_path: Path) -> None:

@@ -442,10 +442,11 @@ def test_a_rolled_back_checkpoint_is_refused(fed_sites: list[Path], model_and_vo
     _, config, vocabulary = model_and_vocabulary
     model = PretrainingModel(config)
     for name, extra in (
-        ("checkpoints/round-001", {"run_id": "run-a", "round": 1}),
-        ("checkpoints/round-002", {"run_id": "run-a", "round": 2}),
-        ("checkpoint", {"run_id": "run-a", "round": 2}),
-        ("no-run-id", {"round": 3}),  # neither checked nor remembered by the guard, once
+        ("checkpoints/round-001", {"run_id": "run-a", "round": 1, "rounds_trained": [1]}),
+        ("checkpoints/round-002", {"run_id": "run-a", "round": 2, "rounds_trained": [1, 2]}),
+        ("checkpoint", {"run_id": "run-a", "round": 2, "rounds_trained": [1, 2]}),
+        ("no-run-id", {"round": 3, "rounds_trained": [1]}),  # neither checked nor remembered by the guard, once
+        ("untrained", {"run_id": "run-b", "round": 2, "rounds_trained": []}),  # every site refused every round
     ):
         save_checkpoint(
             tmp_path / "run" / name, model, config, vocabulary, signer=key.sign, extra={"mode": "federated", **extra}
@@ -485,6 +486,9 @@ def test_a_rolled_back_checkpoint_is_refused(fed_sites: list[Path], model_and_vo
     assert finetune(tmp_path / "run" / "checkpoint").exit_code == 0  # the newest round again is fine
     unplaced = finetune(tmp_path / "run" / "no-run-id")
     assert unplaced.exit_code == 2 and "names no run" in unplaced.output
+    untrained = finetune(tmp_path / "run" / "untrained")
+    assert untrained.exit_code == 2 and "no round of its run trained" in untrained.output
+    assert finetune(tmp_path / "run" / "untrained", "--allow-untrained").exit_code == 0
 
 
 def test_num_examples_inflation_is_capped_at_the_vocabulary_round_count() -> None:

@@ -23,7 +23,8 @@ from client.policy import SitePolicy
 from client.statement import privacy_statement
 from server.federation import run_federation
 from server.passport import PassportRecorder
-from server.registry import enrol, load_registry
+from server.registry import enrol_identity as enrol
+from server.registry import load_registry
 from shared_model.messages import STATEMENT
 from shared_model.passport import pseudonym, render_page, site_key
 from shared_model.run_config import FederatedRunConfig

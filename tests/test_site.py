@@ -125,7 +125,7 @@ def signed_checkpoint(fed_sites: list[Path], tmp_path_factory: pytest.TempPathFa
         config,
         vocabulary,
         signer=keys["server"].sign,
-        extra={"mode": "federated", "run_id": "run-s", "round": 1},  # the rollback guard places it
+        extra={"mode": "federated", "run_id": "run-s", "round": 1, "rounds_trained": [1]},  # the guards place it
     )
     return root / "checkpoint", root / "server.pub", root
 
@@ -256,7 +256,7 @@ def test_bad_options_stop_before_the_site_state_is_touched(fed_sites: list[Path]
     )
     checkpoint = tmp_path / "checkpoint"
     save_checkpoint(checkpoint, PretrainingModel(config), config, vocabulary, signer=private.sign,
-                    extra={"mode": "federated", "run_id": "run-a", "round": 3})  # fmt: skip
+                    extra={"mode": "federated", "run_id": "run-a", "round": 3, "rounds_trained": [3]})  # fmt: skip
     args = ["site", "finetune", "--checkpoint", str(checkpoint), "--server-public-key", str(tmp_path / "server.pub"),
             "--data", str(fed_sites[0]), "--task", "asthma", "--out", str(tmp_path / "ft"),
             "--state", str(tmp_path / "state")]  # fmt: skip

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,9 +34,22 @@ def flower_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def start_group(command: list[str], *, env: dict[str, str], log_file: Path | None = None) -> subprocess.Popen:
+ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def start_group(
+    command: list[str], *, env: dict[str, str], log_file: Path | None = None, plain: bool = False
+) -> subprocess.Popen:
     """Start `command` as the leader of a new process group, so that `stop_group` also reaches the
-    `flower-superexec` and app processes it spawns (they outlive a plain SIGTERM to the parent)."""
+    `flower-superexec` and app processes it spawns (they outlive a plain SIGTERM to the parent).
+    `plain`: its output reaches `log_file` through this process, colour codes removed (Flower
+    colours its log lines whatever the output is)."""
+    if plain and log_file is not None:
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        threading.Thread(target=_copy_plain, args=(process.stdout, log_file), daemon=True).start()
+        return process
     output = open(log_file, "ab") if log_file is not None else None
     try:
         return subprocess.Popen(
@@ -43,6 +58,12 @@ def start_group(command: list[str], *, env: dict[str, str], log_file: Path | Non
     finally:
         if output is not None:
             output.close()
+
+
+def _copy_plain(stream, log_file: Path) -> None:
+    with open(log_file, "ab", buffering=0) as sink:
+        for line in stream:
+            sink.write(ANSI.sub(b"", line))
 
 
 def stop_group(process: subprocess.Popen | int, *, grace_seconds: float = 15.0) -> None:
@@ -74,6 +95,30 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether `host:port` cannot be bound now (something listens there, or holds it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def require_free_ports(ports: dict[str, tuple[str, int]]) -> None:
+    """Refuse to start anything when one of the ports (by the option that sets it) is taken."""
+    for option, (host, port) in ports.items():
+        if port_in_use(host, port):
+            raise PortInUse(
+                f"port {port} on {host} is already in use (another SuperNode or SuperLink on this host?): "
+                f"choose another with {option}"
+            )
+
+
+class PortInUse(OSError):
+    """A port this command must listen on is taken; the message names the port and its option."""
 
 
 def wait_for_port(host: str, port: int, *, process: subprocess.Popen, timeout: float = 60.0) -> None:

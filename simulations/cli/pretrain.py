@@ -89,6 +89,7 @@ def federated(
 ) -> None:
     """Federated pretraining in Flower's simulation engine, one SuperNode per site. The options are
     the run-config keys (pyproject.toml, tool.flwr.app.config), with the same names and defaults."""
+    from server.outcome import RunIncomplete
     from simulations.adversary import parse_adversaries
     from simulations.federated import run_federated_simulation
 
@@ -103,5 +104,10 @@ def federated(
         raise typer.BadParameter(str(exc)) from exc
     for path in data:
         MedsLayout.of(path)  # a missing directory is refused before anything is written
-    table = run_federated_simulation(data, settings, adversary=adversary, ray_address=ray_address)
+    try:
+        table = run_federated_simulation(data, settings, adversary=adversary, ray_address=ray_address)
+    except RunIncomplete as exc:  # its checkpoints are written and say which rounds trained
+        typer.echo((out / "rounds.csv").read_text() if (out / "rounds.csv").exists() else "", err=True)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(table.to_string(index=False))
