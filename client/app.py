@@ -83,7 +83,7 @@ def site_of(context: Context, settings: FederatedRunConfig) -> tuple[str, str]:
     partition = int(node["partition-id"])
     if partition >= len(paths):
         raise ValueError(f"partition-id {partition} has no site in data-paths ({len(paths)} given)")
-    return paths[partition], Path(paths[partition]).name
+    return paths[partition], str(node.get(SITE_ID_KEY, Path(paths[partition]).name))
 
 
 def policy_of(context: Context) -> SitePolicy:

@@ -56,20 +56,27 @@ def prepare(
 @site_app.command("keys")
 @bad_input_exits_2
 def keys(
-    site_id: Annotated[str, typer.Option(help="This site's name (as in `claimpt certs --sites`).")],
-    out: Annotated[Path, typer.Option(help="Directory for app-approval.key (0600) and trusted-entities.yaml.")],
+    site_id: Annotated[str, typer.Option(help="This site's name, as the coordinator enrols it.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Directory for app-approval.key, trusted-entities.yaml, identity.pub, node.key and node.key.pub."
+        ),
+    ],
     rotate: Annotated[
         bool, typer.Option(help="Replace an existing key: every bundle approved with the old one stops running.")
     ] = False,
 ) -> None:
-    """Make this site's app-approval key: give `site join --trusted-entities` the file written
-    here, and the SuperNode runs only the app bundles this site approved (`site approve`)."""
+    """Make this site's keys: its identity (app-approval) key, whose trusted-entities.yaml makes
+    the SuperNode run only the bundles this site approved (`site approve`) and which signs its
+    privacy statements, and its SuperNode's authentication key. Only the .pub files leave the site."""
     from client.approval import make_site_keys
 
     made = make_site_keys(out, site_id, rotate=rotate)
     typer.echo(
-        f"wrote {made.key} (keep it on site), {made.trusted_entities} (for `claimpt site join`) and "
-        f"{made.public} (for the coordinator: `claimpt server enrol`)"
+        f"wrote {made.key} and {made.node_key} (keep them on site), {made.trusted_entities} (for `claimpt site "
+        f"join`), {made.public} and {made.node_key}.pub (for the coordinator: `claimpt server enrol` and "
+        "`claimpt server start --site-key`)"
     )
     if rotate:
         typer.echo("restart `claimpt site join` with the new trusted-entities.yaml: earlier approvals no longer run")

@@ -7,25 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import threading
 from pathlib import Path
 from typing import IO
 
+from shared_model.runtime.noise import ANSI, is_noise
+
 LOG_FILE = "site.log"
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-NOISE = re.compile(
-    r"^[EWI]\d{4} \d\d:\d\d:\d\d"  # absl's C++ log lines (CUDA and XLA probing)
-    r"|cuInit|cuDNN|cuFFT|cuBLAS|CUDA|TF-TRT|computation placer"
-    r"|oneDNN custom operations|This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate"
-    r"|failed to converge|ConvergenceWarning|warnings\.warn\("
-    r"|^WARNING: All log messages before absl::InitializeLog"
-)
-
-
-def is_noise(line: str) -> bool:
-    return bool(NOISE.search(line))
 
 
 class QuietFilter(logging.Filter):

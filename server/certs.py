@@ -22,11 +22,12 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared_model.app_bundle import CONSORTIUM_KEY_ID, trusted_entities_yaml
 from shared_model.data.paths import atomic_directory
+from shared_model.signing import supernode_key_pair
 
 PRIVATE = 0o600
 RSA_BITS = 3072
@@ -143,18 +144,9 @@ def _generate(directory: Path, settings: CertificateSettings) -> None:
     _write(directory / "superlink.crt", server_cert.public_bytes(serialization.Encoding.PEM))
     _write(directory / "superlink.key", _pem_key(server_key))
     for site in settings.sites:
-        node_key = ec.generate_private_key(ec.SECP384R1())
-        _write(
-            directory / "supernodes" / site,
-            node_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-            ),
-        )
-        _write(
-            directory / "supernodes" / f"{site}.pub",
-            node_key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-            + b"\n",
-        )
+        private, public = supernode_key_pair()
+        _write(directory / "supernodes" / site, private)
+        _write(directory / "supernodes" / f"{site}.pub", public)
     signing_key = ed25519.Ed25519PrivateKey.generate()
     _write(directory / "signing.key", _pem_key(signing_key))
     _write(

@@ -36,8 +36,12 @@ def certs(
         ),
     ],
     sites: Annotated[
-        str, typer.Option(help="Site names, separated by commas: one SuperNode authentication key pair each.")
-    ] = "site-1,site-2",
+        str,
+        typer.Option(
+            help="For a trial: site names, separated by commas, one SuperNode key pair each in supernodes/ "
+            "(`server start` registers them by name). In production each site makes its own (`claimpt site keys`)."
+        ),
+    ] = "",
     days: Annotated[
         int, typer.Option(min=1, max=825, help="Validity of the SuperLink certificate in days (the CA: 10 years).")
     ] = 825,
@@ -110,7 +114,7 @@ def start(
     Every checkpoint the ServerApp writes is signed with certs/signing.key. Runs until Ctrl-C or SIGTERM."""
     from server.registry import EnrolmentError, site_key_files
     from server.superlink import SuperLinkSettings, enrol_nodes, start_superlink
-    from shared_model.runtime.processes import stop_group
+    from shared_model.runtime.processes import PortInUse, stop_group
 
     try:
         settings = SuperLinkSettings(
@@ -123,7 +127,10 @@ def start(
         keys = site_key_files(list(site_key or default))
     except EnrolmentError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    process = start_superlink(settings)
+    try:
+        process = start_superlink(settings)
+    except PortInUse as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
     # SIGTERM (systemd, docker stop) stops the SuperLink like Ctrl-C; the handler only interrupts
     # process.wait(), so the SuperLink is reaped and stopped below, outside the handler.

@@ -193,14 +193,15 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             )
             passport.read_replies(replies)
             aggregated, train_metrics = strategy.aggregate_train(server_round, replies)
-        passport.training_round(server_round, strategy.reports[server_round])
         if aggregated is not None:
             arrays = aggregated
             trained.append(server_round)
         else:
             log.error("round %d failed: no site's update was used (the model is the previous round's)", server_round)
         eval_replies = []
-        if len(list(grid.get_node_ids())) >= settings.min_available_clients:  # else Flower would wait, unbounded
+        if aggregated is None:  # the model did not change: evaluating it again would only query the sites
+            log.warning("round %d: no evaluation of an unchanged model", server_round)
+        elif len(list(grid.get_node_ids())) >= settings.min_available_clients:  # else Flower waits, unbounded
             eval_replies = send_and_receive(
                 grid,
                 strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(shared)), grid),
@@ -211,6 +212,8 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         eval_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
         dropped = {node for node, _ in strategy.reports[server_round].evaluations_dropped}
         passport.read_replies([r for r in eval_replies if r.metadata.src_node_id not in dropped])
+        # after the evaluation: under SecAgg+ in a resumed run, its replies are the first to say which node is which
+        passport.training_round(server_round, strategy.reports[server_round])
         passport.replies_dropped(server_round, "evaluation", strategy.reports[server_round].evaluations_dropped)
         model.set_weights(arrays.to_numpy_ndarrays())
         save_checkpoint(

@@ -92,6 +92,7 @@ class Registry:
         return Registry({**self.sites, site.name: site})
 
     def save(self, path: Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         table = {name: {k: v for k, v in vars(s).items() if k != "name" and v} for name, s in self.sites.items()}
         atomic_write_bytes(Path(path), (json.dumps({"sites": table}, indent=2, sort_keys=True) + "\n").encode())
 

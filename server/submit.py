@@ -21,10 +21,10 @@ from server.app_signing import sign_app
 from server.outcome import OUTCOME_FILE
 from server.status import flwr_environment, record_submission, run_status
 from server.superlink import CONNECTION, SuperLinkSettings
+from shared_model.runtime.noise import ANSI, is_noise
 from shared_model.runtime.processes import executable
 
 log = logging.getLogger(__name__)
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 STARTED = re.compile(r"Successfully started run (\d+)")
 
 
@@ -60,7 +60,7 @@ def submit_run(
         if run_id is None and (started := STARTED.search(line)):
             run_id = int(started.group(1))
             record_submission(settings, run_id, run_dir)
-        if line.strip() not in ("", "INFO :"):
+        if line.strip() not in ("", "INFO :") and not is_noise(line):
             sys.stdout.write(line)
             sys.stdout.flush()
     process.wait()

@@ -141,6 +141,9 @@ def start_superlink(settings: SuperLinkSettings, *, timeout: float = 60.0) -> su
     """Start the SuperLink in its own process group and wait until it listens."""
     if settings.certs is not None and not settings.insecure:
         check_certificates(settings.certs)  # before anything is written
+    require_free_ports(
+        {"--port": (settings.host, settings.port), "--control-port": ("127.0.0.1", settings.control_port)}
+    )
     settings.state.mkdir(parents=True, exist_ok=True, mode=0o700)
     if settings.insecure:
         log.warning(
@@ -149,9 +152,6 @@ def start_superlink(settings: SuperLinkSettings, *, timeout: float = 60.0) -> su
             settings.port,
         )
     write_connection(settings)
-    require_free_ports(
-        {"--port": (settings.host, settings.port), "--control-port": ("127.0.0.1", settings.control_port)}
-    )
     process = start_group(
         superlink_command(settings),
         env=server_environment(settings),

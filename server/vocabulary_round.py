@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,13 +84,17 @@ def vocabulary_round(
             problem = identity_problem(registry, node, record.site_key)
             if problem:
                 raise ReplyError(problem)
-            if any(taken.site_key == record.site_key for _, taken in used):
-                raise ReplyError("another node already answered as this site")
         except ReplyError as exc:
             log.warning("vocabulary round: dropped the reply of node %d: %s", node, exc)
             dropped.append((node, str(exc)))
             continue
         used.append((reply, record))
+    declared = Counter(record.site_key for _, record in used)
+    for reply, _ in [entry for entry in used if declared[entry[1].site_key] > 1]:
+        reason = "several nodes answered as the same site: none of them is taken"
+        log.warning("vocabulary round: dropped the reply of node %d: %s", reply.metadata.src_node_id, reason)
+        dropped.append((reply.metadata.src_node_id, reason))
+    used = [entry for entry in used if declared[entry[1].site_key] == 1]
     if len(used) < minimum_sites:
         raise RuntimeError(
             f"vocabulary round: {len(used)} site(s) answered with a reply that reads, {minimum_sites} required"

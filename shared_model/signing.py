@@ -53,3 +53,16 @@ def load_verifier(public_key_file: str | Path) -> Verifier:
             ) from exc
 
     return verify
+
+
+def supernode_key_pair() -> tuple[bytes, bytes]:
+    """A SuperNode authentication key pair (ECDSA P-384, OpenSSH, as `flower-supernode
+    --auth-supernode-private-key` reads it): (private key, public key line)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, public + b"\n"

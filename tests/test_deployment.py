@@ -1,13 +1,16 @@
-"""A real deployment on 127.0.0.1: `claimpt server start` (Flower's SuperLink with TLS, SuperNode
-authentication and the control plane on 127.0.0.1), two `claimpt site join` SuperNodes with their
-own pseudonymised data, keys and the consortium's app key, a federated round submitted as a signed
-bundle with `claimpt server submit`, and a signed checkpoint a site verifies before fine-tuning.
-Every process is started in its own process group and the whole group is stopped in teardown,
-also when a test fails."""
+"""A real deployment on 127.0.0.1, set up and run by the commands of docs/deployment.md "## Steps"
+as written (tests/documented_deployment.py): certificates, two hospitals' prepared data, keys,
+approvals and policy (the documented one), enrolment, a TLS SuperLink with SuperNode
+authentication and the control plane on 127.0.0.1, two `claimpt site join` SuperNodes, a signed
+run, fine-tuning and the passport. The attacks that need real processes then run against the
+same consortium. Every process is started in its own process group and the whole group is
+stopped in teardown, also when a test fails."""
 
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -16,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from client.approval import make_site_keys
 from server.advisor import load_predictor
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
@@ -23,94 +27,196 @@ from shared_model.own_auroc import OwnAurocRecipe
 from shared_model.passport import pseudonym, site_key
 from shared_model.runtime.processes import executable, flower_environment, group_alive
 from shared_model.signing import load_verifier
-from simulations.local_deployment import (
-    CLAIMPT,
-    REPO,
-    Deployment,
-    free_port,
-    launched,
-    local_deployment,
-    prepared_sites,
-    wait_for,
+from simulations.local_deployment import CLAIMPT, REPO, Deployment, free_port, launched, wait_for
+from simulations.synth import synthesize
+from tests.documented_deployment import (
+    FIRST_SITE,
+    LONG_RUNNING,
+    Block,
+    documented_steps,
+    readme_commands,
+    site_policy,
+    substitute,
 )
 from tests.test_site import files_mentioning
 
 pytestmark = pytest.mark.deployment
-SITES = ("site-1", "site-2")
+SITES = ("hospital-a", "hospital-b")
+ROUNDS_DOCUMENTED = 2  # num-server-rounds in the guide's `server submit`
 
 
 @dataclass
 class SiteDeployment(Deployment):
-    """The running deployment, the sites' prepared data and the raw ids that must appear nowhere."""
+    """The running deployment, the guide's remaining steps, the sites' prepared data and the raw
+    ids that must appear nowhere."""
 
+    guide: GuideRunner | None = None
+    remaining: list[Block] = field(default_factory=list)
     prepared: dict[str, Path] = field(default_factory=dict)
     raw_ids: np.ndarray = field(default_factory=lambda: np.array([]))
+
+    def state_of(self, site: str) -> Path:
+        return self.prepared[site].with_name(self.prepared[site].name + ".site-state")
+
+
+@dataclass
+class GuideRunner:
+    """Runs the guide's blocks from `root` (the coordinator's and the sites' working directory on
+    this one host), with the one-host substitutions."""
+
+    root: Path
+    launcher: object
+    ports: dict[str, int]
+    runtime_ports: dict[str, int]
+    outputs: list[tuple[str, str]] = field(default_factory=list)  # (command as run, its output)
+
+    def replacements(self, site: str | None) -> dict[str, str]:
+        common = {
+            "superlink.example.org": "127.0.0.1",
+            "/var/lib/claimpt": str(self.root / "server-state"),
+            "claimpt-release/": f"{REPO}/",
+            "9092": str(self.ports["sites"]),
+            "9093": str(self.ports["control"]),
+        }
+        if site is None:
+            return common
+        return {
+            **common,
+            "/data/meds-extract": str(self.root / site / "raw"),
+            "/data/claimpt": str(self.root / site / "data"),
+            "/secure/claimpt": str(self.root / "site-keys" / site),
+            "9094": str(self.runtime_ports[site]),
+            FIRST_SITE: site,
+        }
+
+    def run_block(self, block: Block) -> None:
+        for site in SITES if block.role == "site" else (None,):
+            for command in block.commands:
+                self.run(substitute(command, self.replacements(site)), site or "coordinator")
+
+    def run(self, command: str, who: str) -> str:
+        if command.startswith(LONG_RUNNING):
+            name = "server" if command.startswith(LONG_RUNNING[0]) else who
+            if name != "server":  # the site's policy file, as the guide's step 3 has the site write it
+                policy = self.root / "site-keys" / who / "site-policy.toml"
+                policy.write_text(site_policy())
+                policy.chmod(0o600)
+            process = self.launcher.start(
+                name, ["bash", "-c", f"cd {shlex.quote(str(self.root))} && exec {command}"], flower_environment()
+            )
+            ready = "SuperLink ready" if name == "server" else "site worker ready"
+            wait_for(lambda: ready in self.launcher.log(name), f"{name}: {ready}", 180, process, "")
+            return ""
+        result = subprocess.run(
+            ["bash", "-c", command],
+            cwd=self.root,
+            env=flower_environment(),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        output = result.stdout + result.stderr
+        self.outputs.append((command, output))
+        with open(self.root / "logs" / "guide.log", "a") as log:
+            log.write(f"$ {command}\n{output}\n")
+        assert result.returncode == 0, f"{command}\n{output}"
+        return output
 
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteDeployment]:
     root = tmp_path_factory.mktemp("deployment")
-    raw_sites, prepared = prepared_sites(root, [300, 300], seed=21)
-    assert tuple(prepared) == SITES
-    raw_ids = np.concatenate([read_meds(raw).splits["subject_id"].to_numpy() for raw in raw_sites])
-    with local_deployment(root, prepared) as running:
-        yield SiteDeployment(**vars(running), prepared=prepared, raw_ids=raw_ids)
+    (root / "logs").mkdir()
+    for site, raw in zip(SITES, synthesize(root / "synth", [300, 300], seed=21), strict=True):
+        (root / site).mkdir()
+        shutil.move(raw, root / site / "raw")
+    raw_ids = np.concatenate([read_meds(root / site / "raw").splits["subject_id"].to_numpy() for site in SITES])
+    steps = documented_steps()
+    joined = next(i for i, b in enumerate(steps) if any(c.startswith("claimpt site join") for c in b.commands))
+    with launched(root / "logs") as launcher:
+        ports = {"sites": free_port(), "control": free_port()}
+        guide = GuideRunner(root, launcher, ports, {site: free_port() for site in SITES})
+        for block in steps[: joined + 1]:  # up to the sites joining
+            guide.run_block(block)
+        launcher.extra_pgids.append(int((root / "server-state" / "superlink.pid").read_text()))
+        status = substitute("claimpt server status --state /var/lib/claimpt", guide.replacements(None))
+        wait_for(lambda: guide.run(status, "coordinator").count(", online;") == len(SITES), "sites online", 120)
+        yield SiteDeployment(
+            root=root,
+            certs=root / "pki",
+            state=root / "server-state",
+            port=ports["sites"],
+            launcher=launcher,
+            runtime_ports=guide.runtime_ports,
+            guide=guide,
+            remaining=steps[joined + 1 :],
+            prepared={site: root / site / "data" / "site" for site in SITES},
+            raw_ids=raw_ids,
+        )
 
 
-def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: SiteDeployment) -> None:
-    run_dir = deployment.root / "run"
-    result = deployment.submit(
-        f"num-server-rounds=1 min-available-clients=2 batch-size=32 d-model=32 ffn-dim=32 run-dir='{run_dir}'"
+def test_the_readme_shows_only_commands_the_guide_runs() -> None:
+    documented = {command for block in documented_steps() for command in block.commands}
+    assert readme_commands() and set(readme_commands()) <= documented, set(readme_commands()) - documented
+
+
+def test_the_deployment_guide_runs_as_written(deployment: SiteDeployment) -> None:
+    """The guide's remaining steps: a run submitted and followed, each site fine-tunes on the
+    signed checkpoint and checks the passport against its own ledger; the documented policy in
+    force at both hospitals, named as the coordinator enrolled them."""
+    for block in deployment.remaining:
+        deployment.guide.run_block(block)
+    run_dir = deployment.state / "runs" / "2026-11"
+    outputs = dict(deployment.guide.outputs)
+    submitted = next(out for command, out in outputs.items() if command.startswith("claimpt server submit"))
+    assert f"run complete: the run trained all {ROUNDS_DOCUMENTED} round(s)" in submitted, submitted
+    assert all(f"{site} (site-" in submitted for site in SITES) and "verify it with: claimpt passport" in submitted
+    checkpoint = load_checkpoint(
+        run_dir / "checkpoint", verify_signature=load_verifier(deployment.certs / "signing.pub")
     )
-    (deployment.root / "logs" / "flwr-run.log").write_text(result.stdout + result.stderr)
-    assert result.returncode == 0, result.stdout + result.stderr
-    verify = load_verifier(deployment.certs / "signing.pub")
-    checkpoint = load_checkpoint(run_dir / "checkpoint", verify_signature=verify)
-    assert checkpoint.manifest["round"] == 1 and checkpoint.manifest["mode"] == "federated"
-    round_one = load_checkpoint(run_dir / "checkpoints" / "round-001", verify_signature=verify)
-    assert round_one.manifest["run_id"] == checkpoint.manifest["run_id"]
-    rounds = (run_dir / "rounds.csv").read_text().splitlines()
-    for site in SITES:  # every message was answered by the site's long-lived worker
-        assert "site worker: answered train" in deployment.launcher.log(site)
-        assert "site worker: answered evaluate" in deployment.launcher.log(site)
-    assert [line.split(",")[:3] for line in rounds[1:]] == [["1", "2", "0"]]
-    passport = subprocess.run(  # what each site gave, and site-1's own ledger agrees (no DP in this run)
-        [
-            CLAIMPT,
-            "passport",
-            str(run_dir / "checkpoint"),
-            "--server-public-key",
-            str(deployment.certs / "signing.pub"),
-            "--site-state",
-            str(deployment.prepared["site-1"].with_name("site-1.site-state")),
-            "--site-id",
-            "site-1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert passport.returncode == 0 and "agrees with the passport" in passport.stdout, passport.stderr
-    assert all(f"## {pseudonym(site_key(site))}" in passport.stdout for site in SITES)
+    assert checkpoint.manifest["rounds_trained"] == list(range(1, ROUNDS_DOCUMENTED + 1))
+    passport = checkpoint.manifest["passport"]["sites"]
+    assert sorted(s.get("name") for s in passport.values()) == list(SITES)
+    for site in passport.values():  # the documented policy, applied and stated by each site
+        assert site["statement_verified"] and site["rounds_joined"] == [1, 2] and not site["rounds_missed"]
+        assert site["k_anonymity"] == 11 and site["policy"]["max_delta"] == 1e-5
+        (dp,) = site["record_level_dp"].values()
+        assert dp["delta"] <= 1e-5 and 0 < dp["epsilon"] <= 4.0 and dp["noise_multiplier"] >= 0.5
+    for site in SITES:
+        checked = next(o for c, o in outputs.items() if c.startswith("claimpt passport") and f"--site-id {site}" in c)
+        assert "agrees with the passport" in checked and f": {site}" in checked, checked
+        metrics = json.loads((deployment.root / site / "data" / "asthma" / "metrics.json").read_text())
+        assert metrics["signature_verified"] and 0 <= metrics["auroc"] <= 1
+        assert "site worker: answered train" in (deployment.state_of(site) / "site.log").read_text()
+    status = next(o for c, o in outputs.items() if c.startswith("claimpt server status"))
+    assert all(f"  {site}: node " in status for site in SITES)
+    site_statuses = [o for c, o in outputs.items() if c.startswith("claimpt site status")]
+    assert len(site_statuses) == 2 and all("trained rounds 1, 2;" in o for o in site_statuses), site_statuses
 
+
+def test_a_run_every_site_refuses_exits_1_and_its_checkpoint_is_refused(deployment: SiteDeployment) -> None:
+    """The run asks for FedProx, whose proximal term the documented policy's DP-SGD does not take:
+    both hospitals refuse every round. `server submit` once exited 0 and a signed, untrained
+    checkpoint was written."""
+    run_dir = deployment.root / "refused"
+    result = deployment.submit(f"num-server-rounds=1 strategy='fedprox' run-dir='{run_dir}'")
+    (deployment.root / "logs" / "flwr-refused.log").write_text(result.stdout + result.stderr)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "RUN INCOMPLETE: the run trained 0 of 1 round(s)" in result.stdout
+    assert all(f"{site} (site-" in result.stdout for site in SITES)
+    assert result.stdout.count("which has no FedProx proximal term") >= len(SITES)
+    assert load_checkpoint(run_dir / "checkpoint").manifest["rounds_trained"] == []
     finetune = subprocess.run(
         [
-            CLAIMPT,
-            "site",
-            "finetune",
-            "--checkpoint",
-            str(run_dir / "checkpoint"),
-            "--server-public-key",
-            str(deployment.certs / "signing.pub"),
-            "--data",
-            str(deployment.prepared["site-1"]),
-            "--task",
-            "asthma",
-            "--train-size",
-            "100",
-            "--out",
-            str(deployment.root / "finetune-site-1"),
+            *(CLAIMPT, "site", "finetune", "--checkpoint", str(run_dir / "checkpoint")),
+            *(
+                "--server-public-key",
+                str(deployment.certs / "signing.pub"),
+                "--data",
+                str(deployment.prepared[SITES[0]]),
+            ),
+            *("--task", "asthma", "--out", str(deployment.root / "refused-finetune")),
         ],
         env=flower_environment(),
         capture_output=True,
@@ -118,42 +224,9 @@ def test_two_sites_pretrain_over_tls_and_the_checkpoint_is_signed(deployment: Si
         timeout=300,
         check=False,
     )
-    (deployment.root / "logs" / "finetune.log").write_text(finetune.stdout + finetune.stderr)
-    assert finetune.returncode == 0, finetune.stderr
-    prepared = json.loads((deployment.root / "finetune-site-1" / "metrics.json").read_text())
-    assert prepared["signature_verified"]
-
-    # the same fine-tuning on the raw extract: pseudonymisation changes the ids, nothing else
-    raw = subprocess.run(
-        [
-            CLAIMPT,
-            "site",
-            "finetune",
-            "--checkpoint",
-            str(run_dir / "checkpoint"),
-            "--server-public-key",
-            str(deployment.certs / "signing.pub"),
-            "--data",
-            str(deployment.root / "raw" / "site-1"),
-            "--task",
-            "asthma",
-            "--train-size",
-            "100",
-            "--out",
-            str(deployment.root / "raw-finetune"),
-        ],
-        env=flower_environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert raw.returncode == 0, raw.stderr
-    on_raw = json.loads((deployment.root / "raw-finetune" / "metrics.json").read_text())
-    assert "auroc" in prepared
-    assert {k: v for k, v in prepared.items() if k not in ("data", "seconds")} == {
-        k: v for k, v in on_raw.items() if k not in ("data", "seconds")
-    }
+    assert finetune.returncode == 2 and "no round of its run trained" in finetune.stderr, finetune.stderr
+    for site in SITES:  # one line each, naming the policy key, in the site's own log
+        assert "proximal term (policy key require_dp)" in (deployment.state_of(site) / "site.log").read_text()
 
 
 def test_the_advisory_round_runs_over_tls_and_advises_by_pseudonym(deployment: SiteDeployment) -> None:
@@ -178,21 +251,31 @@ def test_the_advisory_round_runs_over_tls_and_advises_by_pseudonym(deployment: S
 
 def test_raw_ids_appear_in_no_output_or_log(deployment: SiteDeployment) -> None:
     searched = [
-        deployment.root / name for name in ("prepared", "state", "logs", "homes", "run", "advice", "finetune-site-1")
+        *(deployment.root / site / "data" for site in SITES),
+        deployment.root / "server-state",
+        deployment.root / "logs",
+        deployment.root / "received",
+        deployment.root / "advice",
     ]
-    assert all(path.exists() for path in searched[:4])
+    assert all(path.exists() for path in searched[:5])
     for path in searched:
         if path.exists():
             assert files_mentioning(path, deployment.raw_ids) == [], path
-    assert files_mentioning(deployment.root / "raw", deployment.raw_ids)  # the check finds raw ids where they are
+    assert files_mentioning(deployment.root / SITES[0] / "raw", deployment.raw_ids)  # the check finds them there
+
+
+def unregistered_key(deployment: SiteDeployment) -> Path:
+    """A SuperNode key the coordinator never registered (made as a site makes its own)."""
+    keys = deployment.root / "rogue-keys"
+    return (keys if (keys / "node.key").exists() else make_site_keys(keys, "unregistered").key.parent) / "node.key"
 
 
 def test_an_unregistered_node_key_is_refused(deployment: SiteDeployment) -> None:
     before = {n["node-id"] for n in deployment.nodes()}
     rogue = deployment.join(
         "unregistered",
-        deployment.certs / "supernodes" / "unregistered",
-        deployment.prepared["site-1"],
+        unregistered_key(deployment),
+        deployment.prepared[SITES[0]],
         extra=("--max-retries", "1", "--state", str(deployment.root / "rogue-state"), "--no-site-worker"),
     )
     wait_for(lambda: rogue.poll() is not None, "unregistered SuperNode gives up", 120)
@@ -202,10 +285,11 @@ def test_an_unregistered_node_key_is_refused(deployment: SiteDeployment) -> None
 
 
 def test_a_second_join_on_a_running_sites_state_is_refused(deployment: SiteDeployment) -> None:
-    second = deployment.join("second-site-1", deployment.certs / "supernodes" / "site-1", deployment.prepared["site-1"])
+    own_key = deployment.root / "site-keys" / SITES[0] / "node.key"
+    second = deployment.join("second-hospital-a", own_key, deployment.prepared[SITES[0]])
     wait_for(lambda: second.poll() is not None, "a second worker on the same state directory gives up", 120)
     assert second.returncode == 2
-    assert "another site worker is running" in deployment.launcher.log("second-site-1")
+    assert "another site worker is running" in deployment.launcher.log("second-hospital-a")
 
 
 def test_a_supernode_without_the_ca_certificate_cannot_connect(deployment: SiteDeployment) -> None:
@@ -214,13 +298,13 @@ def test_a_supernode_without_the_ca_certificate_cannot_connect(deployment: SiteD
         "--superlink",
         f"127.0.0.1:{deployment.port}",
         "--auth-supernode-private-key",
-        str(deployment.certs / "supernodes" / "site-1"),
+        str(deployment.root / "site-keys" / SITES[0] / "node.key"),
         "--port",
         str(free_port()),
         "--max-retries",
         "1",
         "--node-config",
-        f"data-path='{deployment.prepared['site-1']}'",
+        f"data-path='{deployment.prepared[SITES[0]]}'",
     ]
     process = deployment.launcher.start(
         "no-ca", command, flower_environment({"FLWR_HOME": str(deployment.root / "homes" / "no-ca")})
@@ -253,7 +337,7 @@ def test_a_site_cannot_use_the_control_plane(deployment: SiteDeployment) -> None
             executable("flwr"),
             "supernode",
             "register",
-            str(deployment.certs / "supernodes" / "unregistered.pub"),
+            str(unregistered_key(deployment).with_name("node.key.pub")),
             "consortium",
         ],
         "list": [executable("flwr"), "supernode", "list", "consortium", "--format", "json"],
@@ -299,7 +383,7 @@ def test_supernodes_refuse_unsigned_and_foreign_signed_bundles(deployment: SiteD
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    refusals = {"site-1": 0, "site-2": 0}
+    refusals = dict.fromkeys(SITES, 0)
     # unsigned; signed by a stranger; signed by the coordinator with the consortium key, which the
     # sites, trusting only their own approval keys, do not run either
     for signed, key in (("unsigned", None), ("foreign-signed", other), ("coordinator-signed", consortium_key)):
@@ -363,7 +447,7 @@ def test_a_local_process_without_the_sites_secret_cannot_take_its_task(deploymen
                 )
             )
         client = RuntimeHttpClient.from_server_address(
-            server_address=f"127.0.0.1:{deployment.runtime_ports['site-1']}",
+            server_address=f"127.0.0.1:{deployment.runtime_ports[SITES[0]]}",
             insecure=True,
             root_certificates=None,
             interceptors=interceptors,
@@ -376,7 +460,7 @@ def test_a_local_process_without_the_sites_secret_cannot_take_its_task(deploymen
     for intruder in (None, b"a guessed secret"):
         with pytest.raises(Exception, match="401 Unauthorized"):
             acquire(intruder)
-    secret = (deployment.prepared["site-1"].with_name("site-1.site-state") / SECRET_FILE).read_bytes()
+    secret = (deployment.state_of(SITES[0]) / SECRET_FILE).read_bytes()
     assert not acquire(secret).HasField("task")  # the site's own SuperExec is answered (no task pending)
 
 
@@ -407,9 +491,58 @@ def test_teardown_stops_every_process_also_after_a_failure(tmp_path: Path) -> No
             wait_for(
                 lambda: "SuperLink ready" in launcher.log("server"), "server start", 90, server, launcher.log("server")
             )
-            superlink = int((state / "superlink.pid").read_text())
-            launcher.extra_pgids.append(superlink)
-            assert group_alive(server.pid) and group_alive(superlink)
+            assert int((state / "superlink.pid").read_text()) == server.pid  # the process to stop
+            gates = _processes_mentioning("server.superlink_gate", str(state))
+            assert group_alive(server.pid) and gates
             raise RuntimeError("a failing test")
-    assert not group_alive(server.pid) and not group_alive(superlink)
-    assert "WITHOUT TLS" in (tmp_path / "server.log").read_text()
+    assert not group_alive(server.pid) and not any(Path(f"/proc/{pid}").exists() for pid in gates)
+    log = (state / "superlink.log").read_text()
+    assert "WITHOUT TLS" in (tmp_path / "server.log").read_text() and "\x1b[" not in log and "INFO" in log
+
+
+def _processes_mentioning(*words: str) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if all(word in text for word in words):
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_a_port_in_use_is_named_with_its_option(tmp_path: Path) -> None:
+    """A second site on one host, or anything on 9094, once made `site join` die with a Flower
+    traceback whose last line was "site worker ready"."""
+    import socket
+
+    from simulations.synth import synthesize as make_site
+
+    (site,) = make_site(tmp_path / "raw", [40], seed=3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        commands = {
+            "--runtime-port": [
+                *("site", "join", "--superlink", "127.0.0.1:1", "--insecure", "--max-retries", "1"),
+                *("--data", str(site), "--site-id", "a", "--runtime-port", str(port), "--state", str(tmp_path / "s")),
+            ],
+            "--port": [
+                *("server", "start", "--insecure", "--state", str(tmp_path / "server")),
+                *("--host", "127.0.0.1", "--port", str(port)),
+            ],
+        }
+        for option, arguments in commands.items():
+            result = subprocess.run(
+                [CLAIMPT, *arguments],
+                env=flower_environment(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert result.returncode == 2, result.stderr
+            assert f"port {port} on 127.0.0.1 is already in use" in result.stderr and option in result.stderr
+            assert "Traceback" not in result.stderr

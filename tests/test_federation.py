@@ -139,6 +139,38 @@ def test_a_run_in_which_every_site_refused_fails_and_says_so(fed_sites: list[Pat
     assert pd.read_csv(tmp_path / "run" / "rounds.csv")["clients"].tolist() == [0, 0]
 
 
+def test_a_site_that_leaves_after_the_vocabulary_round_missed_its_rounds(fed_sites: list[Path], tmp_path: Path) -> None:
+    """A site that is down for a round sends nothing: the passport once said "failed: none"."""
+
+    class LeavingSite(InProcessGrid):
+        left = False
+
+        def get_node_ids(self):
+            return [n for n in super().get_node_ids() if not (self.left and n == 1002)]
+
+        def push_messages(self, messages):
+            messages = list(messages)
+            pushed = super().push_messages(messages)
+            self.left = self.left or any(m.metadata.message_type == "query.vocabulary" for m in messages)
+            return pushed
+
+    settings = FederatedRunConfig(
+        **TINY,
+        num_server_rounds=2,
+        min_available_clients=2,
+        run_dir=str(tmp_path / "run"),
+        data_paths=",".join(map(str, fed_sites)),
+    )
+    grid = LeavingSite(make_client_app(settings.to_run_config()), [{"partition-id": i} for i in range(3)])
+    run_federation(grid, settings)
+    passport = load_checkpoint(tmp_path / "run" / "checkpoint").manifest["passport"]["sites"]
+    missed = {name: site["rounds_missed"] for name, site in passport.items()}
+    every = list(range(1, settings.num_server_rounds + 1))
+    assert sorted(missed.values()) == [[], [], every]
+    outcome = json.loads((tmp_path / "run" / "outcome.json").read_text())
+    assert outcome["complete"] and f"missed rounds {', '.join(map(str, every))}" in outcome["summary"]
+
+
 def test_starting_over_an_existing_run_needs_resume(fed_sites: list[Path], tmp_path: Path) -> None:
     federate(fed_sites, tmp_path / "run", num_server_rounds=1)
     # the final checkpoint has the central checkpoint's format exactly

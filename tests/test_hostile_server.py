@@ -395,6 +395,22 @@ def test_error_replies_carry_no_data_paths_or_values(site: Path, model_and_vocab
     assert "-987654321" in text and all(r.error.reason.split("reference ")[1][:12] in text for r in replies)
 
 
+def test_a_refusal_is_one_line_in_the_sites_log_naming_its_policy_key(
+    site: Path, model_and_vocabulary, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Routine refusals once reached the operator as full tracebacks."""
+    weights, config, vocabulary = model_and_vocabulary
+    policy = write_policy(tmp_path / "policy.toml", max_run_epsilon=1.0)
+    state = tmp_path / "state"
+    reply = Server(site, {"policy": str(policy), "state-dir": str(state)}, dp_epsilon=8.0, batch_size=25).train(
+        weights, config, vocabulary
+    )
+    assert refused(reply, "dp-epsilon is above this site's ceiling")
+    (line,) = (state / "errors.log").read_text().splitlines()
+    assert "refused train of Flower run 1: dp-epsilon is above this site's ceiling (policy key max_run_epsilon)" in line
+    assert "Traceback" not in caplog.text and "policy key max_run_epsilon" in caplog.text
+
+
 def test_evaluation_is_rate_limited_and_aggregate_only(site: Path, model_and_vocabulary) -> None:
     weights, config, vocabulary = model_and_vocabulary
     server = Server(site)

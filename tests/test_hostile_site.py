@@ -25,8 +25,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from client.app import make_client_app
+from client.node_config import SITE_ID_KEY
 from server.exchange import send_and_receive
 from server.federation import run_federation
+from server.registry import EnrolledSite, EnrolmentError, Registry, site_key_files
 from server.validation import UpdateValidation
 from server.vocabulary_round import vocabulary_round
 from shared_model.passport import MANIFEST_KEY
@@ -284,3 +286,49 @@ def test_a_site_that_stops_answering_does_not_hold_the_round() -> None:
     replies = send_and_receive(grid, messages, timeout=0.5)
     assert len(replies) == 3 and [r.has_error() for r in replies] == [False, False, True]
     assert replies[2].metadata.src_node_id == HOSTILE_NODE and "no reply within" in replies[2].error.reason
+
+
+def test_a_site_cannot_take_another_sites_name(fed_sites: list[Path], tmp_path: Path) -> None:
+    """Names come from the coordinator's enrolment of SuperNode keys: a site that declares another
+    site's name (a typo, the docs' default, or on purpose) once merged two hospitals into one
+    passport entry. Its replies are dropped; the others train and are named."""
+    names = {1000: "hospital-a", 1001: "hospital-b", 1002: "hospital-c"}
+    registry = Registry({n: EnrolledSite(n, node_key=f"key-{node}", node_id=node) for node, n in names.items()})
+    registry.save(tmp_path / "sites.json")
+    settings_ = FederatedRunConfig(
+        num_server_rounds=2,
+        min_available_clients=2,
+        k_anonymity=5,
+        d_model=16,
+        ffn_dim=16,
+        site_registry=str(tmp_path / "sites.json"),
+        run_dir=str(tmp_path / "run"),
+        data_paths=",".join(str(p) for p in fed_sites),
+    )
+    declared = ["hospital-a", "hospital-b", "hospital-a"]  # hospital-c's node says it is hospital-a
+    nodes = [{"partition-id": i, SITE_ID_KEY: name} for i, name in enumerate(declared)]
+    run_federation(InProcessGrid(make_client_app(settings_.to_run_config()), nodes), settings_)
+    assert pd.read_csv(tmp_path / "run" / "rounds.csv")["clients"].tolist() == [2, 2]
+    passport = json.loads((tmp_path / "run" / "checkpoint" / "manifest.json").read_text())[MANIFEST_KEY]
+    by_name = {site.get("name"): site for site in passport["sites"].values()}
+    assert by_name["hospital-a"]["rounds_joined"] == [1, 2] and by_name["hospital-b"]["rounds_joined"] == [1, 2]
+    impostor = by_name["hospital-c"]
+    assert impostor["rounds_joined"] == [] and impostor["k_anonymity"] is None  # its statement is not taken
+    reasons = [d["reason"] for d in impostor["updates_dropped"] + impostor["replies_dropped"]]
+    assert reasons and all("declares another name than 'hospital-c'" in r for r in reasons)
+
+
+def test_a_name_or_key_belongs_to_one_site(tmp_path: Path) -> None:
+    one = Registry({}).with_site(EnrolledSite("hospital-a", node_key="ecdsa AAA", node_id=7))
+    with pytest.raises(EnrolmentError, match="already enrolled as 'hospital-a'"):
+        one.with_site(EnrolledSite("hospital-b", node_key="ecdsa AAA"))
+    with pytest.raises(EnrolmentError, match="node 7 is already enrolled"):
+        one.with_site(EnrolledSite("hospital-b", node_key="ecdsa BBB", node_id=7))
+    for directory in ("a", "b"):
+        (tmp_path / directory).mkdir()
+        (tmp_path / directory / "hospital-a.pub").write_text("x")
+    with pytest.raises(EnrolmentError, match="given twice"):
+        site_key_files([str(tmp_path / "a" / "hospital-a.pub"), str(tmp_path / "b" / "hospital-a.pub")])
+    assert site_key_files([f"hospital-b={tmp_path / 'b' / 'hospital-a.pub'}"]) == {
+        "hospital-b": tmp_path / "b" / "hospital-a.pub"
+    }

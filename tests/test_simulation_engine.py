@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
@@ -108,24 +109,37 @@ def two_node_ray_cluster(logs: Path) -> Iterator[str]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_secure_aggregation_on_a_ray_cluster_started_outside_it(fed_sites: list[Path], tmp_path: Path) -> None:
+def test_secure_aggregation_on_a_ray_cluster_started_outside_it_and_a_resume(
+    fed_sites: list[Path], tmp_path: Path
+) -> None:
     """A round through Flower's simulation engine on a Ray cluster it did not start (messages
     serialised between apps), SecAgg+'s four stages in it; the passport says every site's update
-    was summed."""
+    was summed. Then the same command resumes to a second round: the engine gives the sites new
+    node ids, and the resumed round once used no update while the command exited 0."""
     with two_node_ray_cluster(tmp_path) as address:
         args = ("--ray-address", address, "--seed", "4", "--secure-aggregation")
         result = pretrain_federated(fed_sites, tmp_path / "run", 1, *args)
         placed_on = _client_actor_node_cpus(address)
+        resumed = pretrain_federated(fed_sites, tmp_path / "run", 2, *args, "--resume")
     assert result.exit_code == 0, result.output
     assert placed_on and set(placed_on) == {1}  # every ClientApp ran on the node that joined
+    assert resumed.exit_code == 0, resumed.output
     rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
-    assert rounds["clients"].tolist() == [3] and rounds["failed"].tolist() == [0]
+    assert rounds["clients"].tolist() == [3, 3] and rounds["failed"].tolist() == [0, 0]
     assert rounds["eval_recall@10"].between(0, 1).all()
     assert "eval_recall@10" in result.output  # the per-round table is printed
     manifest = load_checkpoint(tmp_path / "run" / "checkpoint").manifest
-    assert manifest["mode"] == "federated" and manifest["round"] == 1 and manifest["secure_aggregation"] is True
+    assert manifest["mode"] == "federated" and manifest["round"] == 2 and manifest["secure_aggregation"] is True
+    assert manifest["rounds_trained"] == [1, 2]
     passport = manifest["passport"]
     assert passport["secure_aggregation"] and sorted(passport["sites"]) == sorted(
         pseudonym(site_key(site.name)) for site in fed_sites
     )
-    assert all(site["rounds_joined"] == [1] and site["k_anonymity"] >= 5 for site in passport["sites"].values())
+    assert all(site["rounds_joined"] == [1, 2] and site["k_anonymity"] >= 5 for site in passport["sites"].values())
+    # the same two rounds uninterrupted, in-process: the same weights
+    from tests.test_federation import federate
+
+    federate(fed_sites, tmp_path / "uninterrupted", seed=4, secure_aggregation=True, num_server_rounds=2)
+    uninterrupted = load_checkpoint(tmp_path / "uninterrupted" / "checkpoint").weights
+    for a, b in zip(load_checkpoint(tmp_path / "run" / "checkpoint").weights, uninterrupted, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -29,9 +29,12 @@ def raw_id_pattern(ids: np.ndarray) -> re.Pattern[bytes]:
     return re.compile(rb"(?<![0-9])(" + b"|".join(str(int(i)).encode() for i in ids) + rb")(?![0-9])")
 
 
+DIGIT_RUN = re.compile(rb"[0-9]+")  # one pass per file; an alternation of every id is tried at every byte
+
+
 def files_mentioning(root: Path, ids: np.ndarray) -> list[str]:
     """Every file under `root` holding a raw id: integer columns of parquet files, text elsewhere."""
-    pattern, wanted, hits = raw_id_pattern(ids), set(int(i) for i in ids), []
+    wanted, hits = set(int(i) for i in ids), []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.suffix == ".parquet":
             table = pq.read_table(path)
@@ -39,7 +42,7 @@ def files_mentioning(root: Path, ids: np.ndarray) -> list[str]:
                 column = table.column(name)
                 if str(column.type) in ("int64", "int32") and wanted & set(column.to_numpy().tolist()):
                     hits.append(f"{path}:{name}")
-        elif pattern.search(path.read_bytes()):
+        elif any(int(run) in wanted for run in DIGIT_RUN.findall(path.read_bytes())):
             hits.append(str(path))
     return hits
 

@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+from shared_model.runtime.noise import ANSI
+
 log = logging.getLogger(__name__)
 
 
@@ -34,7 +36,7 @@ def flower_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
+ANSI_BYTES = re.compile(ANSI.pattern.encode())
 
 
 def start_group(
@@ -63,7 +65,7 @@ def start_group(
 def _copy_plain(stream, log_file: Path) -> None:
     with open(log_file, "ab", buffering=0) as sink:
         for line in stream:
-            sink.write(ANSI.sub(b"", line))
+            sink.write(ANSI_BYTES.sub(b"", line))
 
 
 def stop_group(process: subprocess.Popen | int, *, grace_seconds: float = 15.0) -> None:
