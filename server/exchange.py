@@ -21,6 +21,7 @@ from shared_model.wire import pack, unpack
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
+LOG_EVERY_SECONDS = 60.0  # while replies are awaited, one line a minute says whose
 
 
 def send_and_receive(grid: Grid, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
@@ -33,6 +34,7 @@ def send_and_receive(grid: Grid, messages: Iterable[Message], *, timeout: float 
     waiting = set(grid.push_messages(outgoing))
     sent = {message.metadata.message_id: message for message in outgoing}  # ids set by the push
     deadline = time.monotonic() + timeout if timeout is not None else None
+    next_log = time.monotonic() + LOG_EVERY_SECONDS
     replies: list[Message] = []
     while waiting:
         arrived = [reply for reply in grid.pull_messages(waiting) if reply.metadata.reply_to_message_id in waiting]
@@ -46,6 +48,10 @@ def send_and_receive(grid: Grid, messages: Iterable[Message], *, timeout: float 
                     Message(Error(code=ErrorCode.UNKNOWN, reason=f"no reply within {timeout:g} s"), reply_to=question)
                 )
             break
+        if waiting and time.monotonic() >= next_log:
+            nodes = sorted(sent[message_id].metadata.dst_node_id for message_id in waiting)
+            log.info("waiting for %d repl(ies), from node(s) %s (up to %s s)", len(nodes), nodes, timeout or "no limit")
+            next_log += LOG_EVERY_SECONDS
         if waiting:
             time.sleep(POLL_SECONDS)
     return replies

@@ -1,5 +1,6 @@
 """The federated pretraining run (docs/architecture.md §4): vocabulary round, training rounds with validated
-aggregation, federated evaluation, an atomic checkpoint after every round, and resume."""
+aggregation, federated evaluation, an atomic checkpoint after every round, resume, and the run's
+outcome (server.outcome): a run that trained fewer rounds than asked raises RunIncomplete."""
 
 from __future__ import annotations
 
@@ -162,7 +163,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         "run-id": run_id,
     }
     dashboard = RoundDashboard(run_dir)
-    stopped = ""
+    stopped, last = "", done  # why the run stopped early ("": it did not); the last round it completed
     for server_round in range(start, settings.num_server_rounds + 1):
         try:  # Flower's own sampling would wait for missing sites without a limit
             wait_for_nodes(grid, settings.min_available_clients, settings.round_timeout)
@@ -245,15 +246,16 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         _write_rounds(run_dir, rows)
         dashboard.write(server_round, row, report)
         log.info("round %d: %s", server_round, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+        last = server_round
     dashboard.close()
-    final = passport.document(settings.num_server_rounds, client_level_epsilon(settings, settings.num_server_rounds))
+    final = passport.document(last, client_level_epsilon(settings, last))
     save_checkpoint(
         run_dir / "checkpoint",
         model,
         config,
         vocabulary,
         signer=signer,
-        extra=_manifest_extra(settings, settings.num_server_rounds, run_id, passport, trained),
+        extra=_manifest_extra(settings, last, run_id, passport, trained),
     )
     keras.backend.clear_session()
     outcome = run_outcome(

@@ -135,7 +135,7 @@ def render_page(passport: dict[str, Any], *, checkpoint: str = "", key_fingerpri
             + (
                 "signed by the site's enrolled key"
                 if site.get("statement_verified")
-                else "not verified (the run had no site registry)"
+                else "not verified (no identity key of this site was enrolled)"
                 if site["k_anonymity"] is not None
                 else "none"
             ),
