@@ -23,7 +23,7 @@ import pandas as pd
 from shared_model.data import MedsDataset
 from shared_model.data.paths import atomic_write_bytes
 from shared_model.tasks import k_anonymous_train_code_counts, train_patients, train_subjects
-from shared_model.vocabulary import BIRTH_CODE
+from shared_model.vocabulary import is_birth_code
 
 #: lower edges of the age bands (years at the patient's last recorded event)
 AGE_BANDS = (0, 2, 5, 10, 15, 20, 40, 65)
@@ -123,7 +123,7 @@ def age_band_counts(dataset: MedsDataset) -> pd.Series:
     train = train_subjects(dataset)
     events = dataset.events[dataset.events["subject_id"].isin(train)]
     timed = events.dropna(subset=["time"])
-    birth = timed[timed["code"] == BIRTH_CODE].groupby("subject_id")["time"].min()
+    birth = timed[is_birth_code(timed["code"])].groupby("subject_id")["time"].min()
     last = timed.groupby("subject_id")["time"].max()
     years = ((last - birth).dropna().dt.days / 365.25).clip(lower=0)
     band = np.searchsorted(AGE_BANDS, years.to_numpy(), side="right") - 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shared_model.vocabulary import BIRTH_CODE, FIRST_CODE_ID, Vocabulary, is_clinical_code
+from shared_model.vocabulary import FIRST_CODE_ID, Vocabulary, is_birth_code, is_clinical_code
 
 #: visit-type ids; a day's type is the highest-precedence VISIT code (IP > ER > OP > RX), else OTHER
 VISIT_TYPE_IDS = {"VISIT/RX": 2, "VISIT/OP": 3, "VISIT/ER": 4, "VISIT/IP": 5}
@@ -110,7 +110,7 @@ def _visits(events: pd.DataFrame, vocab: Vocabulary, layout: Layout) -> tuple[_V
 
     subject = timed["subject_id"].to_numpy(np.int64)
     day = timed["time"].to_numpy().astype("datetime64[D]").astype(np.int64)
-    is_birth = (categories == BIRTH_CODE)[cat_idx]
+    is_birth = is_birth_code(categories)[cat_idx]
     births = pd.Series(day[is_birth], index=subject[is_birth]).groupby(level=0).min()
     static = events[events["time"].isna()]
     sex = pd.Series([sex_of(c) for c in static["code"].astype(str)], index=static["subject_id"].to_numpy())
@@ -241,6 +241,7 @@ def _gather(
     doy = (
         visit_day - (visit_day.astype("datetime64[D]").astype("datetime64[Y]").astype("datetime64[D]").astype(np.int64))
     ) + 1
+    age_days = np.maximum(visit_day - birth_day[:, None], 0)  # another producer's data may date events before birth
     age_at_pt = (pt_day - birth_day) / 365.25
     age_bucket = np.where(known_birth, np.digitize(age_at_pt, AGE_BUCKET_EDGES_YEARS) + 1, 0)
     sex_id = pd.Series(subject).map(sex).fillna(0).to_numpy(np.int64)
@@ -253,7 +254,7 @@ def _gather(
         "visit_type": take(visits.visit_type).astype(np.int8),
         "date_index": np.where(valid, doy, 0).astype(np.int16),
         "days_before": np.where(valid, pt_day[:, None] - visit_day, 0).astype(np.int32),
-        "age_days": np.where(valid & known_birth[:, None], visit_day - birth_day[:, None], 0).astype(np.int32),
+        "age_days": np.where(valid & known_birth[:, None], age_days, 0).astype(np.int32),
         "demo": np.stack([age_bucket, sex_id], axis=1).astype(np.int8),
         "visit_groups": take(visits.groups[:, : layout.max_visit_groups], fill=-1).astype(np.int16),
         "target_groups": target_groups.astype(np.int16),

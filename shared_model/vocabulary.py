@@ -33,6 +33,11 @@ UNK_ID = 1
 FIRST_CODE_ID = 2
 SPECIAL_PREFIXES = ("VISIT/", "SEX/")
 BIRTH_CODE = meds.birth_code
+#: birth and death as other producers write them: MEDS and ACES (MEDS_BIRTH, MEDS_DEATH), CoreBEHRT
+#: (DOB, DOD), OMOP-derived extracts (BIRTH, DEATH). A birth code dates the patient's age; a death
+#: code is an event marker, an input but never a pretraining target.
+BIRTH_CODES = (BIRTH_CODE, "DOB", "BIRTH")
+DEATH_CODES = (meds.death_code, "DOD", "DEATH")
 INDEX_CODE = "INDEX_DATE"  # a task's index date (the synthetic data's prediction times): a trigger, never an input
 ALL_CODING_SYSTEMS = "*"  # as a target vocabulary: every coding system except event markers
 #: coding systems (the part before the first "/") that mark events rather than describe the
@@ -50,8 +55,13 @@ FORMAT_VERSION = 1
 def is_clinical_code(codes: pd.Index | np.ndarray) -> np.ndarray:
     """True for codes that enter visits; False for visit-type, sex, birth and index-date markers."""
     text = pd.Index(np.asarray(codes, dtype=object)).astype(str)
-    special = text.str.startswith(SPECIAL_PREFIXES) | text.isin((BIRTH_CODE, INDEX_CODE))
+    special = text.str.startswith(SPECIAL_PREFIXES) | text.isin((*BIRTH_CODES, INDEX_CODE))
     return ~np.asarray(special)
+
+
+def is_birth_code(codes: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
+    """True for every producer's birth code (BIRTH_CODES)."""
+    return np.isin(np.asarray(codes, dtype=object).astype(str), BIRTH_CODES)
 
 
 def coding_system(codes: pd.Series) -> pd.Series:
@@ -60,9 +70,10 @@ def coding_system(codes: pd.Series) -> pd.Series:
 
 
 def is_marker(codes: pd.Series) -> np.ndarray:
-    """True for event markers (MEDS_* events, admission/discharge/transfer, labs, visit and sex)."""
-    system = coding_system(codes).str.upper()
-    return np.asarray(system.isin(MARKER_SYSTEMS) | system.str.startswith("MEDS_"))
+    """True for event markers (MEDS_* events, death, admission/discharge/transfer, labs, visit and sex)."""
+    system = coding_system(codes).str.upper().str.replace(r"[0-9]+$", "", regex=True)  # LAB9: a lab, as LAB/9
+    death = codes.astype(str).isin(DEATH_CODES)
+    return np.asarray(system.isin(MARKER_SYSTEMS) | system.str.startswith("MEDS_") | death)
 
 
 def default_group(code: str, parents: Mapping[str, list[str]] | None = None) -> str:

@@ -104,3 +104,54 @@ def test_group_budget_keeps_the_most_frequent_groups() -> None:
     vocabulary = Vocabulary.from_counts(counts, settings=VocabularySettings(target_vocabularies="*", max_groups=5))
     assert list(vocabulary.groups) == ["DX000", "DX001", "DX002", "DX003", "DX004"]
     assert sum(g >= 0 for g in vocabulary.code_group) == 5
+
+
+def _at_resolution(source: Path, out: Path, unit: str, birth_code: str) -> Path:
+    """A copy of a MEDS directory with every timestamp (data and labels) at `unit` and the birth
+    event under another producer's code."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shutil.copytree(source, out)
+    for path in out.rglob("*.parquet"):
+        table = pq.read_table(path)
+        for index, column in enumerate(table.schema):
+            if pa.types.is_timestamp(column.type):
+                table = table.set_column(index, column.name, table.column(index).cast(pa.timestamp(unit)))
+        if "code" in table.column_names:
+            codes = table.column("code").to_pandas().replace({"MEDS_BIRTH": birth_code})
+            table = table.set_column(table.column_names.index("code"), "code", pa.array(codes, pa.string()))
+        pq.write_table(table, path)
+    return out
+
+
+def test_every_model_reads_any_timestamp_resolution_and_birth_code_alike(tmp_path: Path) -> None:
+    """Another project's MEDS data: nanosecond timestamps and `DOB` for birth. The GBM baseline
+    raised a TypeError on it, and every age was unknown."""
+    _claimpt("synth", "--out", tmp_path / "sites", "--sites", "1", "--patients", "1200", "--style", "foreign")
+    source = tmp_path / "sites" / "site-1"
+    assert (source / "train").is_dir()
+    aurocs: dict[str, set[float]] = {"logreg": set(), "gbm": set(), "transformer": set()}
+    for unit, birth in (("us", "MEDS_BIRTH"), ("ns", "DOB"), ("ms", "DOB")):
+        data = _at_resolution(source, tmp_path / f"{unit}-{birth}", unit, birth)
+        for model in aurocs:
+            out = tmp_path / f"ft-{unit}-{model}"
+            _claimpt(
+                "finetune",
+                "--data",
+                data,
+                "--task",
+                "asthma",
+                "--model",
+                model,
+                "--train-size",
+                "300",
+                "--out",
+                out,
+                *TINY,
+            )
+            aurocs[model].add(round(json.loads((out / "metrics.json").read_text())["auroc"], 9))
+    # the same metrics at every resolution and birth code, and metrics there are
+    assert all(len(values) == 1 and 0 <= min(values) <= 1 for values in aurocs.values()), aurocs

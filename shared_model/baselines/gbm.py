@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from lightgbm import LGBMClassifier
 
 from shared_model.baselines.bag_of_codes import bag_of_codes
-from shared_model.vocabulary import BIRTH_CODE
+from shared_model.vocabulary import is_birth_code
 
 WINDOWS_DAYS = (30, 365, None)
 #: boosting rounds tried, simplest first: chosen by the same cross-validation rule as the
@@ -27,10 +27,13 @@ def windowed_counts(
     for window in WINDOWS_DAYS:
         counts, vocabulary = bag_of_codes(events, labels, vocabulary, window_days=window)
         blocks.append(counts)
-    births = events.loc[events["code"].astype(str) == BIRTH_CODE].groupby("subject_id")["time"].min()
-    birth = labels["subject_id"].map(births).to_numpy(dtype="datetime64[us]")
-    age_years = (labels["prediction_time"].to_numpy(dtype="datetime64[us]") - birth) / np.timedelta64(1, "D") / 365.25
-    blocks.append(sp.csr_matrix(np.asarray(age_years, np.float32).reshape(-1, 1)))  # NaN: unknown, trees route it
+    births = events.loc[is_birth_code(events["code"])].groupby("subject_id")["time"].min()
+    # pandas arithmetic: any resolution on either side, NaT where no birth is known (reindex, not
+    # map: Series.map with an empty datetime Series raises in pandas)
+    birth = births.reindex(labels["subject_id"].to_numpy()).to_numpy()
+    age_years = (pd.to_datetime(labels["prediction_time"]).to_numpy() - birth) / pd.Timedelta(days=365.25)
+    age = np.asarray(age_years, np.float64).astype(np.float32).reshape(-1, 1)
+    blocks.append(sp.csr_matrix(age))  # NaN: unknown, trees route it
     return sp.hstack(blocks, format="csr"), vocabulary
 
 
