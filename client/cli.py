@@ -188,7 +188,14 @@ def join(
     This process becomes the site worker and the SuperNode its child (or, with --no-site-worker,
     the SuperNode replaces it): stop it with Ctrl-C, or SIGTERM."""
     from client.site_log import open_site_log
-    from client.supernode import SuperNodeSettings, check_files, node_config, superexec_command, supernode_command
+    from client.supernode import (
+        SUPEREXEC_POLL,
+        SuperNodeSettings,
+        check_files,
+        node_config,
+        superexec_command,
+        supernode_command,
+    )
     from client.worker import run_site
     from shared_model.data import read_meds
     from shared_model.runtime.processes import PortInUse, flower_environment, require_free_ports
@@ -229,7 +236,8 @@ def join(
             node_config(settings),
             supernode_command(settings),
             lambda pid: superexec_command(settings, pid),
-            flower_environment({"FLWR_HOME": str(settings.state_dir / "flwr-home")}),  # one per site on a host
+            # one Flower home per site on a host; the SuperExec's task poll at 0.1 s
+            flower_environment({"FLWR_HOME": str(settings.state_dir / "flwr-home"), **SUPEREXEC_POLL}),
             settings.state_dir / "site.log",
         )
     )

@@ -77,6 +77,10 @@ def check_files(settings: SuperNodeSettings) -> None:
 
 
 SECRET_FILE = "superexec.secret"  # in the state directory: the SuperNode's and the SuperExec's shared secret
+# Flower's SuperExec asks the SuperNode for a new task once a second (FLWR_SUPEREXEC_TASK_POLL_INTERVAL,
+# 0.01-60 s): every message waited half a second on average before its ClientApp started. A tenth of
+# a second is ten small requests a second over 127.0.0.1.
+SUPEREXEC_POLL = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"}
 
 
 def superexec_secret(settings: SuperNodeSettings) -> Path:

@@ -265,3 +265,15 @@ def test_bad_options_stop_before_the_site_state_is_touched(fed_sites: list[Path]
             "--state", str(tmp_path / "state")]  # fmt: skip
     result = runner.invoke(app, [*args, "--adaptation", "nonsense"])
     assert result.exit_code == 2 and not (tmp_path / "state").exists()
+
+
+def test_the_superexec_poll_interval_site_join_sets_is_one_flower_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`site join` shortens the SuperExec's task poll (Flower's own setting, read from the
+    environment): a value Flower refuses would stop the SuperExec at start."""
+    from flwr.supercore.superexec.run_superexec import _get_task_poll_interval
+
+    from client.supernode import SUPEREXEC_POLL
+
+    for key, value in SUPEREXEC_POLL.items():
+        monkeypatch.setenv(key, value)
+    assert _get_task_poll_interval() == 0.1
