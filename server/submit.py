@@ -29,10 +29,13 @@ STARTED = re.compile(r"Successfully started run (\d+)")
 
 
 def run_dir_of(run_config: str) -> Path:
-    """The run-dir the overrides set (the ServerApp refuses a run without one)."""
+    """The run-dir the overrides set: absolute, as the ServerApp runs in the SuperLink's directory
+    and this command must find the run's outcome where the ServerApp wrote it."""
     value = parse_config_args([run_config]).get("run-dir") if run_config else None
     if not isinstance(value, str) or not value:
         raise ValueError("--run-config must set run-dir (where the server writes the run's checkpoints)")
+    if not Path(value).is_absolute():
+        raise ValueError(f"--run-config's run-dir must be an absolute path on the server, got {value!r}")
     return Path(value)
 
 

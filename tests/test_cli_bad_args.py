@@ -188,3 +188,14 @@ def test_bad_arguments_exit_2_with_a_message_and_write_nothing(
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and result.output.strip()
     assert _tree(work) == before and _tree(tiny_meds) == dataset_before  # nothing written
+
+
+def test_a_submitted_run_dir_must_be_absolute() -> None:
+    """The ServerApp runs in the SuperLink's directory: `server submit` would look for the run's
+    outcome elsewhere than where a relative run-dir put it."""
+    from server.submit import run_dir_of
+
+    assert str(run_dir_of("num-server-rounds=2 run-dir='/srv/runs/a'")) == "/srv/runs/a"
+    for bad in ("num-server-rounds=2", "run-dir='runs/a'", "run-dir=''"):
+        with pytest.raises(ValueError, match="run-dir"):
+            run_dir_of(bad)
