@@ -224,7 +224,8 @@ def join(
         raise typer.BadParameter(str(exc)) from exc
     dataset = read_meds(data)
     check_files(settings)
-    log.info("site %s: logging to %s as well", site_id, open_site_log(settings.state_dir))
+    site_log = open_site_log(settings.state_dir)
+    log.info("site %s: logging to %s as well", site_id, site_log)
     if "pseudonymisation" not in dataset.metadata:
         log.warning("%s was not written by `claimpt site prepare`: its subject ids are not pseudonymised", data)
     if insecure:
@@ -238,7 +239,7 @@ def join(
             lambda pid: superexec_command(settings, pid),
             # one Flower home per site on a host; the SuperExec's task poll at 0.1 s
             flower_environment({"FLWR_HOME": str(settings.state_dir / "flwr-home"), **SUPEREXEC_POLL}),
-            settings.state_dir / "site.log",
+            site_log,
         )
     )
 

@@ -7,36 +7,19 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from server.outcome import OUTCOME_FILE
 from server.registry import load_registry
-from server.superlink import CONNECTION, SuperLinkSettings
-from shared_model.runtime.processes import executable, flower_environment
+from server.superlink import SuperLinkSettings, flwr_json
 
 RUNS_FILE = "runs.jsonl"  # in the server's state directory: one line per submitted run
 
 
-def flwr_environment(settings: SuperLinkSettings) -> dict[str, str]:
-    """The environment of the `flwr` commands that reach this server's control plane."""
-    return flower_environment({"FLWR_HOME": str(settings.flwr_home.resolve())})
-
-
 def _flwr_json(settings: SuperLinkSettings, *args: str) -> dict[str, Any]:
-    result = subprocess.run(
-        [executable("flwr"), *args, CONNECTION, "--format", "json"],
-        env=flwr_environment(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    try:
-        return json.loads(result.stdout)
-    except json.JSONDecodeError:
-        return {}
+    reply, _ = flwr_json(settings, *args)
+    return reply or {}
 
 
 def run_status(settings: SuperLinkSettings, run_id: int) -> str:

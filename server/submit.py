@@ -19,8 +19,8 @@ from flwr.common.config import parse_config_args
 
 from server.app_signing import sign_app
 from server.outcome import OUTCOME_FILE
-from server.status import flwr_environment, record_submission, run_status
-from server.superlink import CONNECTION, SuperLinkSettings
+from server.status import record_submission, run_status
+from server.superlink import CONNECTION, SuperLinkSettings, control_environment
 from shared_model.runtime.noise import ANSI, is_noise
 from shared_model.runtime.processes import executable
 
@@ -54,7 +54,7 @@ def submit_run(
     log.info("the app bundle %s carries %d signature(s)", fab[:16], (app_key is not None) + len(approvals))
     command = [executable("flwr"), "run", str(app.resolve()), CONNECTION, "--stream", "--run-config", run_config]
     process = subprocess.Popen(
-        command, env=flwr_environment(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, env=control_environment(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     run_id = None
     assert process.stdout is not None

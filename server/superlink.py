@@ -130,11 +130,18 @@ def write_connection(settings: SuperLinkSettings) -> Path:
     return path
 
 
+def control_environment(settings: SuperLinkSettings) -> dict[str, str]:
+    """The environment of the `flwr` commands that reach this server's control plane."""
+    return flower_environment({"FLWR_HOME": str(settings.flwr_home.resolve())})
+
+
 def server_environment(settings: SuperLinkSettings) -> dict[str, str]:
-    extra = {"FLWR_HOME": str(settings.flwr_home.resolve()), REGISTRY_ENV: str(settings.registry.resolve())}
+    """The SuperLink's environment, and so every ServerApp's: the control plane's, the registry
+    and the checkpoint signing key."""
+    env = {**control_environment(settings), REGISTRY_ENV: str(settings.registry.resolve())}
     if settings.certs is not None and not settings.insecure:
-        extra[SIGNING_KEY_ENV] = str((settings.certs / "signing.key").resolve())
-    return flower_environment(extra)
+        env[SIGNING_KEY_ENV] = str((settings.certs / "signing.key").resolve())
+    return env
 
 
 def start_superlink(settings: SuperLinkSettings, *, timeout: float = 60.0) -> subprocess.Popen:
@@ -167,20 +174,28 @@ def start_superlink(settings: SuperLinkSettings, *, timeout: float = 60.0) -> su
     return process
 
 
-def register_supernode(settings: SuperLinkSettings, public_key: Path) -> str:
-    """Register a site's public key; returns its node id ("" if the key was registered before)."""
+def flwr_json(settings: SuperLinkSettings, *args: str) -> tuple[dict | None, str]:
+    """`flwr ARGS claimpt --format json` on this server: its JSON reply (None if it gave none) and
+    its whole output, for the error message."""
     result = subprocess.run(
-        [executable("flwr"), "supernode", "register", str(public_key), CONNECTION, "--format", "json"],
-        env=server_environment(settings),
+        [executable("flwr"), *args, CONNECTION, "--format", "json"],
+        env=control_environment(settings),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     try:
-        reply = json.loads(result.stdout)
-    except json.JSONDecodeError as exc:
-        raise RuntimeError(f"flwr supernode register {public_key}: {result.stdout}{result.stderr}") from exc
+        return json.loads(result.stdout), result.stdout + result.stderr
+    except json.JSONDecodeError:
+        return None, result.stdout + result.stderr
+
+
+def register_supernode(settings: SuperLinkSettings, public_key: Path) -> str:
+    """Register a site's public key; returns its node id ("" if the key was registered before)."""
+    reply, output = flwr_json(settings, "supernode", "register", str(public_key))
+    if reply is None:
+        raise RuntimeError(f"flwr supernode register {public_key}: {output}")
     if reply.get("success"):
         return str(reply["node-id"])
     if "already in use" in str(reply.get("error-message", "")):
@@ -194,8 +209,9 @@ def enrol_nodes(settings: SuperLinkSettings, keys: dict[str, Path]) -> dict[str,
     refused before anything is registered."""
     registry = load_registry(settings.registry)
     texts = {name: read_public_key(path) for name, path in keys.items()}
-    for name, text in texts.items():
-        registry.with_site(EnrolledSite(name, node_key=text))  # a key or name of another site: refused here
+    checked = registry
+    for name, text in texts.items():  # a key of another site, or one key under two names: refused here
+        checked = checked.with_site(EnrolledSite(name, node_key=text))
     for name, path in keys.items():
         known = registry.sites.get(name)
         node_id = register_supernode(settings, path)

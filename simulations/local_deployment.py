@@ -21,6 +21,7 @@ from pathlib import Path
 from client.approval import SiteKeys, approve, make_site_keys
 from client.prepare import prepare_site
 from server.certs import CertificateSettings, write_certificates
+from server.superlink import SuperLinkSettings, control_environment
 from shared_model.runtime.processes import executable, flower_environment, start_group, stop_group
 from simulations.synth import synthesize
 
@@ -95,7 +96,7 @@ class Deployment:
 
     @property
     def flwr_env(self) -> dict[str, str]:
-        return flower_environment({"FLWR_HOME": str(self.state / "flwr-home")})
+        return control_environment(SuperLinkSettings(state=self.state, insecure=True))
 
     def nodes(self) -> list[dict]:
         result = subprocess.run(

@@ -27,7 +27,7 @@ from shared_model.own_auroc import OwnAurocRecipe
 from shared_model.passport import pseudonym, site_key
 from shared_model.runtime.processes import executable, flower_environment, group_alive
 from shared_model.signing import load_verifier
-from simulations.local_deployment import CLAIMPT, REPO, Deployment, free_port, launched, wait_for
+from simulations.local_deployment import CLAIMPT, REPO, Deployment, Launcher, free_port, launched, wait_for
 from simulations.synth import synthesize
 from tests.documented_deployment import (
     FIRST_SITE,
@@ -65,7 +65,7 @@ class GuideRunner:
     this one host), with the one-host substitutions."""
 
     root: Path
-    launcher: object
+    launcher: Launcher
     ports: dict[str, int]
     runtime_ports: dict[str, int]
     outputs: list[tuple[str, str]] = field(default_factory=list)  # (command as run, its output)
@@ -267,7 +267,9 @@ def test_raw_ids_appear_in_no_output_or_log(deployment: SiteDeployment) -> None:
 def unregistered_key(deployment: SiteDeployment) -> Path:
     """A SuperNode key the coordinator never registered (made as a site makes its own)."""
     keys = deployment.root / "rogue-keys"
-    return (keys if (keys / "node.key").exists() else make_site_keys(keys, "unregistered").key.parent) / "node.key"
+    if not (keys / "node.key").exists():
+        make_site_keys(keys, "unregistered")
+    return keys / "node.key"
 
 
 def test_an_unregistered_node_key_is_refused(deployment: SiteDeployment) -> None:
