@@ -4,10 +4,12 @@ folder, and the meds-testing-helpers datasets (validate -> pretrain -> finetune)
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -155,3 +157,21 @@ def test_every_model_reads_any_timestamp_resolution_and_birth_code_alike(tmp_pat
             aurocs[model].add(round(json.loads((out / "metrics.json").read_text())["auroc"], 9))
     # the same metrics at every resolution and birth code, and metrics there are
     assert all(len(values) == 1 and 0 <= min(values) <= 1 for values in aurocs.values()), aurocs
+
+
+COREBEHRT = Path(__file__).parent / "data" / "corebehrt"
+
+
+def test_pretraining_keeps_another_projects_patients_apart(tmp_path: Path) -> None:
+    """On CoreBEHRT's example data the pretrained encoder mapped every patient to one point: the
+    heads' biases started at 0 (probability 0.5 for each of 1,000 rare groups), and training drove
+    every patient vector into tanh's saturated corner to bring those probabilities down. A fresh
+    encoder's vectors spread about 0.3 across patients; the collapsed ones less than 0.001."""
+    data = shutil.copytree(COREBEHRT, tmp_path / "corebehrt")
+    run = tmp_path / "pre"
+    _claimpt("pretrain", "central", "--data", data, "--out", run, "--epochs", "5", "--batch-size", "32", "--seed", "1")
+    _claimpt("embed", "--checkpoint", run / "checkpoint", "--data", data, "--out", tmp_path / "emb")
+    vectors = pd.read_parquet(tmp_path / "emb" / "embeddings.parquet").filter(regex=r"^e\d+$").to_numpy()
+    assert len(vectors) >= 500
+    assert vectors.std(axis=0).mean() > 0.1
+    assert (np.abs(vectors) > 0.99).mean() < 0.1  # not pinned to tanh's corners

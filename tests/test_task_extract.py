@@ -35,3 +35,27 @@ def test_a_broken_task_configuration_is_bad_input(fed_sites: list[Path], tmp_pat
     result = CliRunner().invoke(app, ["task", "extract", "--config", str(config), "--data", str(fed_sites[0])])
     assert result.exit_code == 2 and "broken.yaml" in result.output and "Traceback" not in result.output
     assert not (fed_sites[0] / "labels" / "broken.parquet").exists()
+
+
+COREBEHRT = Path(__file__).parent / "data" / "corebehrt"
+FOREIGN_TASK = Path(__file__).parents[1] / "simulations" / "experiments" / "tasks" / "lab_after_35.yaml"
+
+
+def _extract(data: Path) -> pd.DataFrame:
+    result = CliRunner().invoke(app, ["task", "extract", "--config", str(FOREIGN_TASK), "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    return pd.read_parquet(data / "labels" / "lab_after_35.parquet")
+
+
+def test_aces_task_on_another_projects_data_labels_every_file(tmp_path: Path) -> None:
+    """CoreBEHRT's nanosecond timestamps made ACES fail (a SchemaError), and ACES' query changes
+    the configuration it is given, so every data file after the first lost most of its rows."""
+    labels = _extract(shutil.copytree(COREBEHRT, tmp_path / "all"))
+    alone = []
+    for split in ("train", "tuning", "held_out"):  # each file as the only file of a dataset
+        single = tmp_path / split
+        shutil.copytree(COREBEHRT / split, single / "data" / split)
+        alone.append(_extract(single))
+    expected = pd.concat(alone).sort_values(["subject_id", "prediction_time"], ignore_index=True)
+    assert len(alone[0]) > 100 and all(part["boolean_value"].nunique() == 2 for part in alone)
+    pd.testing.assert_frame_equal(labels, expected)

@@ -32,15 +32,21 @@ def load_task_config(path: Path):
 
 def extract_labels(config_path: Path, data: Path) -> pd.DataFrame:
     """subject_id, prediction_time, boolean_value of every subject and trigger the task selects."""
+    import polars as pl
     from aces import predicates, query
     from omegaconf import OmegaConf
 
-    config = load_task_config(config_path)
+    load_task_config(config_path)  # a bad configuration is refused before any data is read
     frames = []
     for path, _ in iter_event_files(data):  # each file passes our own checks before ACES reads it
+        config = load_task_config(config_path)  # ACES' query changes the configuration it is given
         data_config = OmegaConf.create({"path": str(path), "standard": "meds"})
         try:
-            result = query.query(config, predicates.get_predicates_df(config, data_config))
+            predicates_df = predicates.get_predicates_df(config, data_config)
+            # ACES builds its window boundaries in microseconds and cannot stack them with another
+            # resolution (SchemaError on nanosecond data, as CoreBEHRT writes it): one resolution
+            predicates_df = predicates_df.with_columns(pl.col("timestamp").cast(pl.Datetime("us")))
+            result = query.query(config, predicates_df)
         except Exception as exc:  # a predicate on a column this file lacks, a window that cannot be built...
             raise DataValidationError(path, "data the ACES task can be run on", found=_said(exc)) from exc
         if len(result) and "label" not in result.columns:
