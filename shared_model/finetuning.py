@@ -21,13 +21,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from shared_model import guard
 from shared_model.baselines import TREES, bag_of_codes, gbm_classifier, logreg_pipeline, windowed_counts
 from shared_model.checkpoint import KIND_PRETRAINING, KIND_TASK, Checkpoint, assign_weights, save_checkpoint
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import DataValidationError, MedsDataset
 from shared_model.data.paths import atomic_write_parquet
-from shared_model.metrics import binary_metrics, recall_at_k
-from shared_model.model import PretrainingModel, build_encoder
+from shared_model.guard import PRETRAINED, SCRATCH
+from shared_model.metrics import auroc, binary_metrics, recall_at_k
+from shared_model.model import TASK_BINARY, PretrainingModel, TaskModel, build_encoder
 from shared_model.model_selection import choose_c
 from shared_model.predictions import meds_predictions, probabilities
 from shared_model.settings import MODELS
@@ -114,6 +116,7 @@ def _labels_frame(arrays: Arrays) -> pd.DataFrame:
     )
 
 
+GUARD_BASELINE = "logreg"  # the count baseline the guard compares against (the cheaper of the two)
 #: baseline -> (features, classifier for a parameter value, candidate values simplest first, record key)
 BASELINES: dict[str, tuple[Callable, Callable, tuple, str]] = {
     "logreg": (bag_of_codes, lambda c, seed: logreg_pipeline(seed=seed, C=c), LOGREG_C, "logreg_c"),
@@ -123,12 +126,12 @@ BASELINES: dict[str, tuple[Callable, Callable, tuple, str]] = {
 
 def baseline_scores(
     model: str, dataset: MedsDataset, cohort: Cohort, seed: int, scored: MedsDataset
-) -> tuple[np.ndarray, float]:
+) -> tuple[np.ndarray, np.ndarray, float]:
     """A count-feature baseline (logistic regression or gradient-boosted trees) whose one parameter
     is chosen like the transformer's probe (model_selection.choose_c: cross-validation over train +
     tuning, the simplest candidate within one standard error); returns held-out probabilities (of
-    the held-out patients in `scored`: `dataset` or a sample scored in its place) and the chosen value. Fitted on the
-    train cohort only."""
+    the held-out patients in `scored`: `dataset` or a sample scored in its place), the tuning
+    patients' probabilities and the chosen value. Fitted on the train cohort only."""
     features, classifier, candidates, _ = BASELINES[model]
     train, tuning, held_out = (_labels_frame(a) for a in (cohort.train, cohort.tuning, cohort.held_out))
     x_train, vocabulary = features(dataset.events, train)
@@ -136,10 +139,12 @@ def baseline_scores(
     x_held_out, _ = features(scored.events, held_out, vocabulary)
     y_train = train["boolean_value"].to_numpy()
     if len(np.unique(y_train)) < 2:
-        return np.full(len(held_out), float(y_train.mean())), float("nan")
+        rate = float(y_train.mean())
+        return np.full(len(held_out), rate), np.full(len(tuning), rate), float("nan")
     y_tuning = tuning["boolean_value"].to_numpy()
     chosen = choose_c(lambda value: classifier(value, seed), candidates, x_train, y_train, x_tuning, y_tuning, seed)
-    return classifier(chosen, seed).fit(x_train, y_train).predict_proba(x_held_out)[:, 1], chosen
+    fitted = classifier(chosen, seed).fit(x_train, y_train)
+    return fitted.predict_proba(x_held_out)[:, 1], fitted.predict_proba(x_tuning)[:, 1], chosen
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,49 @@ class FinetuneOutcome:
     held_out_scores: np.ndarray
     held_out_groups: dict[str, np.ndarray]  # sex and age band of each held-out sample
     predictions: pa.Table | None = None  # binary tasks: the held-out predictions, MEDS-DEV format
+
+
+def _guarded(
+    pretrained: TaskModel,
+    config: ClaimTransformerConfig,
+    dataset: MedsDataset,
+    cohort: Cohort,
+    settings: FinetuneSettings,
+    seed: int,
+    scored: MedsDataset,
+) -> tuple[TaskModel, dict[str, Any]]:
+    """The default path's guard (shared_model.guard): the same network from scratch and the count
+    baseline fitted on the same cohort; the pretrained model is kept unless the tuning patients
+    show it clearly worse. The record also holds each candidate's held-out AUROC, for studies of
+    the guard: they play no part in the choice."""
+    seed_everything(seed)
+    scratch = finetune(
+        build_encoder(config), TASK_BINARY, 1, cohort.train, cohort.tuning, "label", settings, config.n_layers,
+        pretrained=False,
+    )  # fmt: skip
+    baseline_held_out, baseline_tuning, _ = baseline_scores(GUARD_BASELINE, dataset, cohort, seed, scored)
+    candidates = {PRETRAINED: pretrained, SCRATCH: scratch}
+    tuning = {name: predict_task(model, cohort.tuning, "label") for name, model in candidates.items()}
+    choice = guard.choose(
+        cohort.tuning["label"], tuning[PRETRAINED], tuning[SCRATCH], GUARD_BASELINE, baseline_tuning, seed
+    )
+    labels = cohort.held_out["label"]
+    held_out = {
+        name: auroc(labels, predict_task(model, cohort.held_out, "label")) for name, model in candidates.items()
+    }
+    held_out[GUARD_BASELINE] = auroc(labels, baseline_held_out)
+    log.info("guard: kept the %s model: %s", choice.chosen, choice.reason)
+    if choice.baseline_better:
+        log.warning(
+            "the count baseline (%s) beats the chosen transformer on the tuning patients (AUROC %.3f vs %.3f): "
+            "consider `--model %s`",
+            GUARD_BASELINE,
+            choice.tuning_auroc[GUARD_BASELINE],
+            choice.tuning_auroc[choice.chosen],
+            GUARD_BASELINE,
+        )
+    record = {**choice.to_record(), "held_out_auroc": {k: round(v, 4) for k, v in held_out.items()}}
+    return candidates[choice.chosen], record
 
 
 def run_finetune(dataset: MedsDataset, task: str, **options: Any) -> dict[str, Any]:
@@ -217,7 +265,7 @@ def finetune_and_score(
         record["held_out_positives"] = int(cohort.held_out["label"].sum())
         record["train_positives"] = int(cohort.train["label"].sum())
     if model in BASELINES:
-        scores, record[BASELINES[model][3]] = baseline_scores(model, dataset, cohort, seed, scored)
+        scores, _, record[BASELINES[model][3]] = baseline_scores(model, dataset, cohort, seed, scored)
     else:
         seed_everything(seed)
         if checkpoint is not None:
@@ -238,6 +286,8 @@ def finetune_and_score(
             config.n_layers,
             pretrained=checkpoint is not None,
         )
+        if checkpoint is not None and settings.guard and task != NEXT_VISIT:
+            task_model, record["guard"] = _guarded(task_model, config, dataset, cohort, settings, seed, scored)
         scores = predict_task(task_model, cohort.held_out, task_target(task))
         record["settings"] = asdict(settings)
         if out is not None:

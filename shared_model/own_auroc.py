@@ -74,7 +74,7 @@ def scratch_auroc(dataset: MedsDataset, task: str, recipe: OwnAurocRecipe, seed:
         task,
         train_size=recipe.cohort_size,
         seed=seed,
-        settings=FinetuneSettings(seed=seed, epochs=recipe.epochs),
+        settings=FinetuneSettings(seed=seed, epochs=recipe.epochs, guard=False),
         model_config=ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=recipe.time_encoding),
     )
     return float(outcome.record["auroc"])

@@ -266,6 +266,12 @@ class FinetuneSettings:
         at_most=MAX_EPOCHS,
     )
     probe_learning_rate: float = setting(1e-3, "Adam learning rate of the head-only phase.", above=0, at_most=10)
+    guard: bool = setting(
+        True,
+        "With a checkpoint and a binary task: also fit the same network from scratch and the count "
+        "baseline on the cohort, and keep the pretrained model unless the tuning patients show it "
+        "clearly worse (shared_model.guard).",
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -13,9 +13,10 @@ import pytest
 from meds_evaluation.evaluate import evaluate_binary_classification
 from typer.testing import CliRunner
 
-from shared_model.checkpoint import load_checkpoint
+from shared_model.checkpoint import assign_weights, load_checkpoint, save_checkpoint
 from shared_model.data import read_meds
 from shared_model.finetuning import finetune_and_score, out_of_time
+from shared_model.model import PretrainingModel
 from shared_model.settings import FinetuneSettings
 from shared_model.tasks import task_arrays, training_vocabulary
 from simulations.cli.app import app
@@ -107,6 +108,7 @@ def test_finetune_variants_write_metrics(
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert metrics["train_size"] == 200 and metrics["pretrained"] is pretrained_flag
+    assert ("guard" in metrics) is pretrained_flag  # a checkpoint's default path is guarded
     assert 0.0 <= metrics["auroc"] <= 1.0 and 0.0 <= metrics["auprc"] <= 1.0
     assert metrics["held_out_positives"] > 0
     # the held-out predictions in the MEDS-DEV format: meds-evaluation reads them, finds our AUROC
@@ -118,6 +120,30 @@ def test_finetune_variants_write_metrics(
     assert predictions.join(
         pl.from_pandas(labels), on=["subject_id", "prediction_time", "boolean_value"]
     ).height == len(predictions)  # every row is one of the task's label rows
+
+
+def test_the_guard_replaces_a_collapsed_encoder_by_scratch(
+    pretrained: Path, small_sites: list[Path], tmp_path: Path
+) -> None:
+    """An encoder that maps every patient to one point (the collapse seen on CoreBEHRT's data) is
+    at chance for any probe: the default path keeps the same network trained from scratch
+    instead, says so in metrics.json, and reports the kept model's held-out AUROC."""
+    checkpoint = load_checkpoint(pretrained / "checkpoint")
+    model = PretrainingModel(checkpoint.config)
+    assign_weights(model, checkpoint)
+    layer = model.encoder.get_layer("patient_vector")
+    layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])  # every patient vector 0
+    save_checkpoint(tmp_path / "collapsed", model, checkpoint.config, checkpoint.vocabulary, extra={"mode": "central"})
+    out = tmp_path / "ft"
+    args = ["finetune", "--data", str(small_sites[0]), "--task", "asthma", "--train-size", "300", "--seed", "1"]
+    result = CliRunner().invoke(app, [*args, "--checkpoint", str(tmp_path / "collapsed"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    guard = metrics["guard"]
+    assert guard["tuning_auroc"]["pretrained"] == 0.5  # constant scores: chance
+    assert guard["chosen"] == "scratch" and "standard error" in guard["reason"]
+    assert metrics["auroc"] == pytest.approx(guard["held_out_auroc"]["scratch"], abs=1e-4)
+    assert metrics["auroc"] > guard["held_out_auroc"]["pretrained"] == 0.5
 
 
 def test_next_visit_finetuning_reports_recall(pretrained: Path, small_sites: list[Path], tmp_path: Path) -> None:

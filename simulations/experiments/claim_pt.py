@@ -37,10 +37,10 @@ MODE_HELP = {
 
 def mode_settings(mode: str, seed: int) -> FinetuneSettings:
     if mode == "pretrained-plain":
-        return FinetuneSettings(seed=seed, adaptation="finetune", layer_decay=1.0)
+        return FinetuneSettings(seed=seed, adaptation="finetune", layer_decay=1.0, guard=False)
     if mode == "pretrained-ft":
-        return FinetuneSettings(seed=seed, adaptation="probe-then-finetune")
-    return FinetuneSettings(seed=seed)
+        return FinetuneSettings(seed=seed, adaptation="probe-then-finetune", guard=False)
+    return FinetuneSettings(seed=seed, guard=False)
 
 
 KEY = ["site", "task", "mode", "train_size", "seed"]

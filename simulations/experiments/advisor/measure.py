@@ -106,7 +106,7 @@ class _FineTunes:
             train_size=config.cohort_size,
             seed=seed,
             checkpoint=checkpoint,
-            settings=FinetuneSettings(seed=seed, epochs=config.finetune_epochs),
+            settings=FinetuneSettings(seed=seed, epochs=config.finetune_epochs, guard=False),
             model_config=self.scratch_config,
             scored_on=population,
         )

@@ -152,7 +152,7 @@ def _measure(
                 train_size=config.cohort_size,
                 seed=seed,
                 checkpoint=checkpoint,
-                settings=FinetuneSettings(seed=seed),
+                settings=FinetuneSettings(seed=seed, guard=False),
             )
             aurocs.append(outcome.record["auroc"])
             if outcome.predictions is not None:  # held-out predictions, MEDS-DEV format

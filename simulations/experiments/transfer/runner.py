@@ -125,7 +125,7 @@ def run_transfer_experiment(
             seed=run.seed,
             checkpoint=checkpoint,
             model=run.mode if run.mode in BASELINE_MODES else "transformer",
-            settings=FinetuneSettings(seed=run.seed, epochs=config.finetune_epochs),
+            settings=FinetuneSettings(seed=run.seed, epochs=config.finetune_epochs, guard=False),
             model_config=scratch_config,  # a pretrained checkpoint brings its own
             test_from=config.test_from_date,
         )
