@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from shared_model.checkpoint import load_checkpoint
+from shared_model.data import read_meds
 from shared_model.settings import VocabularySettings
 from shared_model.vocabulary import Vocabulary, is_marker
 from simulations.cli.app import app
@@ -160,6 +162,7 @@ def test_every_model_reads_any_timestamp_resolution_and_birth_code_alike(tmp_pat
 
 
 COREBEHRT = Path(__file__).parent / "data" / "corebehrt"
+TASK_DIR = Path(__file__).parents[1] / "simulations" / "experiments" / "tasks"
 
 
 def test_pretraining_keeps_another_projects_patients_apart(tmp_path: Path) -> None:
@@ -175,3 +178,28 @@ def test_pretraining_keeps_another_projects_patients_apart(tmp_path: Path) -> No
     assert len(vectors) >= 500
     assert vectors.std(axis=0).mean() > 0.1
     assert (np.abs(vectors) > 0.99).mean() < 0.1  # not pinned to tanh's corners
+
+
+def test_split_makes_sites_of_another_projects_data(tmp_path: Path) -> None:
+    """`claimpt split`: every subject at one site with its split, rows and labels unchanged
+    (nanosecond timestamps too); with skew 1 each site holds one band of event volume."""
+    data = shutil.copytree(COREBEHRT, tmp_path / "corebehrt")
+    _claimpt("task", "extract", "--config", TASK_DIR / "lab_after_35.yaml", "--data", data)
+    out = tmp_path / "sites"
+    _claimpt("split", "--data", data, "--out", out, "--sites", "3", "--skew", "1", "--seed", "4")
+    source = read_meds(data)
+    sites = [read_meds(out / f"site-{i}") for i in (1, 2, 3)]
+    events = pd.concat([s.events for s in sites])
+    assert len(events) == len(source.events)
+    assert events["subject_id"].nunique() == source.events["subject_id"].nunique()
+    assert pq.read_schema(next((out / "site-1" / "data" / "train").glob("*.parquet"))).field("time").type.unit == "ns"
+    splits = pd.concat([s.splits for s in sites]).sort_values("subject_id", ignore_index=True)
+    pd.testing.assert_frame_equal(splits, source.splits.sort_values("subject_id", ignore_index=True))  # kept
+    volume = [s.events[s.events["time"].notna()].groupby("subject_id").size() for s in sites]
+    assert volume[0].max() <= volume[1].min() and volume[1].max() <= volume[2].min()
+    labels = pd.concat([s.labels["lab_after_35"] for s in sites]).sort_values(["subject_id", "prediction_time"])
+    pd.testing.assert_frame_equal(labels.reset_index(drop=True), source.labels["lab_after_35"])
+    again = CliRunner().invoke(app, ["split", "--data", str(data), "--out", str(out)])
+    assert again.exit_code == 2 and "exists" in again.output  # nothing is overwritten
+    skewed = CliRunner().invoke(app, ["split", "--data", str(data), "--out", str(tmp_path / "x"), "--skew", "0.1"])
+    assert skewed.exit_code == 2 and not (tmp_path / "x").exists()

@@ -36,7 +36,7 @@ def main(
     )
 
 
-for command in (data.synth, data.validate, data.convert, certs):
+for command in (data.synth, data.validate, data.convert, data.split, certs):
     app.command()(command)
 app.add_typer(task.app, name="task")
 app.add_typer(pretrain.app, name="pretrain")

@@ -117,3 +117,25 @@ def convert(
 
     path = convert_claims(claims, patients, out, overwrite=force)
     typer.echo(summarize(read_meds(path)).to_text())
+
+
+@bad_input_exits_2
+def split(
+    data: Annotated[Path, typer.Option(help="The MEDS dataset to split (its root or its data/ folder).")],
+    out: Annotated[Path, typer.Option(help="Directory to create; receives site-1 ... site-N.")],
+    sites: Annotated[int, typer.Option(min=1, max=50, help="Number of simulated sites.")] = 3,
+    skew: Annotated[
+        float,
+        typer.Option(
+            help="Share of each event-volume band kept at its own site (1/sites: no shift; 1: one band per site)."
+        ),
+    ] = 0.6,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the assignment.")] = 0,
+) -> None:
+    """Split one MEDS dataset into simulated sites by subject (splits and labels kept), the sites
+    differing in how much care their patients use."""
+    from simulations.site_split import split_into_sites
+
+    for path in split_into_sites(data, out, sites, skew, seed):
+        typer.echo(summarize(read_meds(path)).to_text())
+        typer.echo("")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ MODE_HELP = {
     "federated-loso": "pretrained with Flower over the other sites only (leave the fine-tuning site out)",
     "other-site": "pretrained on one other site alone (the transfer heatmap's off-diagonal)",
 }
-TASKS = ("asthma", "self_harm", NEXT_VISIT)
+TASKS = ("asthma", "self_harm", NEXT_VISIT)  # the synthetic data's; any task whose labels the sites hold works
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a labels/<task>.parquet file name
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,11 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         problems = [f"unknown mode {m!r} (choose from {', '.join(MODES)})" for m in self.modes if m not in MODES]
-        problems += [f"unknown task {t!r} (choose from {', '.join(TASKS)})" for t in self.tasks if t not in TASKS]
+        problems += [
+            f"task {t!r} is not a label file name (labels/<task>.parquet)"
+            for t in self.tasks
+            if not (isinstance(t, str) and TASK_NAME.fullmatch(t))
+        ]
         if self.strategy not in STRATEGIES:
             problems.append(f"unknown strategy {self.strategy!r}")
         if self.time_encoding not in TIME_ENCODINGS:
@@ -78,7 +84,7 @@ class TransferConfig:
             problems.append(
                 "pretrain_epochs >= 1, finetune_epochs >= 1, bootstrap >= 100 and parallel_clients >= 1 are required"
             )
-        if self.heatmap_task not in TASKS or self.heatmap_task == NEXT_VISIT:
+        if not TASK_NAME.fullmatch(self.heatmap_task) or self.heatmap_task == NEXT_VISIT:
             problems.append("heatmap_task must be a binary task")
         if self.test_from:
             try:
