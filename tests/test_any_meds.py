@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -113,11 +114,6 @@ def test_group_budget_keeps_the_most_frequent_groups() -> None:
 def _at_resolution(source: Path, out: Path, unit: str, birth_code: str) -> Path:
     """A copy of a MEDS directory with every timestamp (data and labels) at `unit` and the birth
     event under another producer's code."""
-    import shutil
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     shutil.copytree(source, out)
     for path in out.rglob("*.parquet"):
         table = pq.read_table(path)
