@@ -40,7 +40,8 @@ def site_of_subject(event_counts: dict[int, int], sites: int, skew: float, seed:
 
 
 def split_into_sites(data: Path, out: Path, sites: int, skew: float, seed: int) -> list[Path]:
-    """Write out/site-1 ... site-N (data/<split>/ files and labels/), nothing if the input is bad."""
+    """Write out/site-1 ... site-N (data files, labels/, metadata/ with each site's own rows of
+    codes.parquet and subject_splits.parquet when the input has them); nothing if the input is bad."""
     if not 1 <= sites <= 50:
         raise DataValidationError(out, "between 1 and 50 sites", found=sites)
     if not (1 / sites <= skew <= 1):
@@ -51,38 +52,44 @@ def split_into_sites(data: Path, out: Path, sites: int, skew: float, seed: int) 
     files = list(iter_event_files(data))  # every file validated before anything is written
     counts: dict[int, int] = {}
     for _, events in files:
-        timed = events.loc[events["time"].notna(), "subject_id"].value_counts()
+        timed = events["time"].notna().groupby(events["subject_id"]).sum()  # 0 for a subject with static rows only
         counts.update({int(s): int(n) for s, n in timed.items()})
     site = site_of_subject(counts, sites, skew, seed)
+    members = [pa.array([s for s, i in site.items() if i == index], pa.int64()) for index in range(sites)]
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     roots = [staging / f"site-{i + 1}" for i in range(sites)]
-    for path, _ in files:
-        table = pq.read_table(path)
-        relative = path.relative_to(layout.data)
-        for index, root in enumerate(roots):
-            _write_rows(table, _subjects_at(site, index), root / "data" / relative)
-    for task, paths in label_files(data).items():
-        labels = pa.concat_tables([pq.read_table(p) for p in paths])
-        for index, root in enumerate(roots):
-            _write_rows(labels, _subjects_at(site, index), root / "labels" / f"{task}.parquet")
-    for index, root in enumerate(roots):
-        metadata = {
-            "dataset_name": f"{layout.root.name}/site-{index + 1}",
-            "dataset_version": f"split-seed-{seed}",
-            "etl_name": "claimpt.split",
-            "etl_version": "1",
-            "meds_version": meds.__version__,
-            "split": {"of": str(layout.root), "sites": sites, "skew": skew, "by": "timed events per subject"},
-        }
-        (root / "metadata").mkdir(parents=True, exist_ok=True)
-        (root / meds.dataset_metadata_filepath).write_text(json.dumps(metadata, indent=2) + "\n")
-    staging.rename(out)
+    try:
+        for path, _ in files:
+            table = pq.read_table(path)
+            for root, subjects in zip(roots, members, strict=True):
+                _write_rows(table, subjects, root / "data" / path.relative_to(layout.data))
+        for task, paths in label_files(data).items():
+            labels = pa.concat_tables([pq.read_table(p) for p in paths])
+            for root, subjects in zip(roots, members, strict=True):
+                _write_rows(labels, subjects, root / "labels" / f"{task}.parquet")
+        splits = layout.root / meds.subject_splits_filepath
+        codes = layout.root / meds.code_metadata_filepath
+        for index, (root, subjects) in enumerate(zip(roots, members, strict=True)):
+            if splits.is_file():
+                _write_rows(pq.read_table(splits), subjects, root / meds.subject_splits_filepath)
+            (root / "metadata").mkdir(parents=True, exist_ok=True)
+            if codes.is_file():  # it describes codes, not patients (its parents give the pretraining groups)
+                shutil.copyfile(codes, root / meds.code_metadata_filepath)
+            metadata = {
+                "dataset_name": f"{layout.root.name}/site-{index + 1}",
+                "dataset_version": f"split-seed-{seed}",
+                "etl_name": "claimpt.split",
+                "etl_version": "1",
+                "meds_version": meds.__version__,
+                "split": {"of": str(layout.root), "sites": sites, "skew": skew, "by": "timed events per subject"},
+            }
+            (root / meds.dataset_metadata_filepath).write_text(json.dumps(metadata, indent=2) + "\n")
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return [out / root.name for root in roots]
-
-
-def _subjects_at(site: dict[int, int], index: int) -> pa.Array:
-    return pa.array([s for s, i in site.items() if i == index], pa.int64())
 
 
 def _write_rows(table: pa.Table, subjects: pa.Array, target: Path) -> None:

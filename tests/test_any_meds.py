@@ -199,3 +199,15 @@ def test_split_makes_sites_of_another_projects_data(tmp_path: Path) -> None:
     assert again.exit_code == 2 and "exists" in again.output  # nothing is overwritten
     skewed = CliRunner().invoke(app, ["split", "--data", str(data), "--out", str(tmp_path / "x"), "--skew", "0.1"])
     assert skewed.exit_code == 2 and not (tmp_path / "x").exists()
+
+
+def test_split_carries_a_datasets_metadata(small_sites: list[Path], tmp_path: Path) -> None:
+    """Splits given by metadata/subject_splits.parquet stay each subject's; codes.parquet (the
+    parents that make the pretraining groups) goes to every site."""
+    out = tmp_path / "sites"
+    _claimpt("split", "--data", small_sites[0], "--out", out, "--sites", "2", "--skew", "0.5")
+    source = read_meds(small_sites[0])
+    sites = [read_meds(out / f"site-{i}") for i in (1, 2)]
+    splits = pd.concat([s.splits for s in sites]).sort_values("subject_id", ignore_index=True)
+    pd.testing.assert_frame_equal(splits, source.splits.sort_values("subject_id", ignore_index=True))
+    assert all(s.codes is not None and len(s.codes) == len(source.codes) for s in sites)
