@@ -181,6 +181,13 @@ def join(
             )
         ),
     ] = True,
+    stock_supernode: Annotated[
+        bool,
+        typer.Option(
+            help="Run Flower's flower-supernode as shipped, which sleeps 3 s after every poll that finds no message "
+            "(default: the same SuperNode with short polls, client/supernode_launcher.py, pinned to Flower 1.42.0)."
+        ),
+    ] = False,
     insecure: Annotated[bool, typer.Option(help="No TLS and no authentication. Local tests only.")] = False,
 ) -> None:
     """Validate the site data, then run flower-supernode with TLS and node authentication.
@@ -215,6 +222,7 @@ def join(
             trusted_entities=trusted_entities,
             identity_key=identity_key,
             site_worker=site_worker,
+            short_polls=not stock_supernode,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class SuperNodeSettings:
     state: Path | None = None  # the site's state directory (privacy ledger, errors.log); default <data>.site-state
     identity_key: Path | None = None  # the site's identity key (claimpt site keys): signs its privacy statements
     site_worker: bool = True  # answer messages in one long-lived process (client.worker); False: Flower's default
+    short_polls: bool = True  # run the SuperNode through client.supernode_launcher; False: Flower's script as shipped
 
     @property
     def state_dir(self) -> Path:
@@ -129,8 +131,9 @@ def node_config(settings: SuperNodeSettings) -> dict[str, str]:
 
 
 def supernode_command(settings: SuperNodeSettings) -> list[str]:
+    launcher = [sys.executable, "-m", "client.supernode_launcher"] if settings.short_polls else []
     command = [
-        executable("flower-supernode"),
+        *(launcher or [executable("flower-supernode")]),
         "--superlink",
         settings.superlink,
         "--node-config",

@@ -277,3 +277,43 @@ def test_the_superexec_poll_interval_site_join_sets_is_one_flower_accepts(monkey
     for key, value in SUPEREXEC_POLL.items():
         monkeypatch.setenv(key, value)
     assert _get_task_poll_interval() == 0.1
+
+
+def test_the_short_poll_supernode_changes_only_flowers_sleeps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`site join` runs Flower's SuperNode through client.supernode_launcher: its 3 s idle sleep
+    and 0.5 s reply polls shortened, nothing else; refused on another Flower, or on a SuperNode
+    loop that does not sleep where 1.42.0's did; `--stock-supernode` runs Flower's script."""
+    import time
+
+    from flwr.supernode import start_client_internal
+
+    from client import supernode_launcher as launcher
+    from client.supernode import SuperNodeSettings, supernode_command
+
+    monkeypatch.setattr(start_client_internal, "time", time)  # restored after the test
+    with pytest.raises(launcher.UnsupportedFlower, match=r"1\.42\.0, found 1\.43\.0.*--stock-supernode"):
+        launcher.install(version="1.43.0")
+    moved = tmp_path / "moved_sleeps.py"
+    moved.write_text("import time\n\ndef loop():\n    time.sleep(2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import moved_sleeps
+
+    with pytest.raises(launcher.UnsupportedFlower, match="does not sleep where"):
+        launcher.install(module=moved_sleeps)
+    assert moved_sleeps.time is time
+
+    launcher.install()
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    start_client_internal.time.sleep(3)
+    start_client_internal.time.sleep(0.5)
+    start_client_internal.time.sleep(7)
+    assert slept == [launcher.IDLE_POLL_SECONDS, launcher.REPLY_POLL_SECONDS, 7]
+    assert start_client_internal.time.monotonic is time.monotonic  # everything else is the time module
+
+    site = SuperNodeSettings("127.0.0.1:9092", tmp_path / "site", None, None, insecure=True)
+    assert supernode_command(site)[1:3] == ["-m", "client.supernode_launcher"]
+    stock = supernode_command(
+        SuperNodeSettings("127.0.0.1:9092", tmp_path / "site", None, None, insecure=True, short_polls=False)
+    )
+    assert Path(stock[0]).name == "flower-supernode"

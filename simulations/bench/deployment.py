@@ -19,7 +19,13 @@ from typing import Any
 from simulations.local_deployment import local_deployment, prepared_sites
 
 log = logging.getLogger(__name__)
-MODES = {"per_message": ("--no-site-worker",), "site_worker": ()}
+#: per message: Flower's process per message; stock SuperNode: the site worker under Flower's own
+#: flower-supernode (3 s idle polls); site worker: what `claimpt site join` runs by default
+MODES = {
+    "per_message": ("--no-site-worker",),
+    "stock_supernode": ("--stock-supernode",),
+    "site_worker": (),
+}
 
 
 def _steady_rounds(run_dir: Path) -> list[dict[str, float]]:

@@ -108,10 +108,18 @@ def _markdown(report: dict[str, Any]) -> str:
             "(round time spent in neither local training nor local evaluation).",
         ]
     if "deployment_rounds" in data:
-        per_message, worker = (
-            {k: data[f"deployment_{mode}_{k}"] for k in ("round_seconds", "local_seconds", "overhead_fraction")}
-            for mode in ("per_message", "site_worker")
-        )
+        labels = {
+            "per_message": "a fresh process per message (Flower's default, `--no-site-worker`)",
+            "stock_supernode": "the site worker under Flower's own `flower-supernode` (`--stock-supernode`)",
+            "site_worker": "the site worker, short-poll SuperNode (`claimpt site join`)",
+        }
+        rows = []
+        for mode, label in labels.items():
+            if f"deployment_{mode}_round_seconds" in data:
+                round_s, local_s, share = (
+                    data[f"deployment_{mode}_{k}"] for k in ("round_seconds", "local_seconds", "overhead_fraction")
+                )
+                rows.append(f"| {label} | {round_s:.1f} | {local_s:.1f} | {round_s - local_s:.1f} | {share:.1%} |")
         lines += [
             "",
             "## Rounds in a real deployment (TLS SuperLink + 2 SuperNodes on this machine)",
@@ -120,13 +128,9 @@ def _markdown(report: dict[str, Any]) -> str:
             f"2-{data['deployment_rounds']}. Overhead: the share of the round spent in neither local training nor "
             "local evaluation at the slowest site.",
             "",
-            "| ClientApp | round (s) | local training + evaluation (s) | overhead |",
-            "|---|---:|---:|---:|",
-            "| a fresh process per message (Flower's default, `--no-site-worker`) "
-            f"| {per_message['round_seconds']:.1f} | {per_message['local_seconds']:.1f} "
-            f"| {per_message['overhead_fraction']:.1%} |",
-            f"| the site worker (`claimpt site join`) | {worker['round_seconds']:.1f} | {worker['local_seconds']:.1f} "
-            f"| {worker['overhead_fraction']:.1%} |",
+            "| ClientApp | round (s) | local training + evaluation (s) | outside (s) | overhead |",
+            "|---|---:|---:|---:|---:|",
+            *rows,
         ]
     if "attention_seconds" in data:
         lines += [
