@@ -76,8 +76,8 @@ def test_central_pretraining_writes_checkpoint_and_beats_nothing_trivially(pretr
     ("extra", "pretrained_flag"),
     [
         (["--model", "transformer"], True),
-        (["--model", "transformer", "--adaptation", "probe-then-finetune", "--gradual-unfreeze"], True),
-        (["--model", "transformer", "--adaptation", "finetune"], True),
+        (["--model", "transformer", "--adaptation", "probe-then-finetune", "--gradual-unfreeze", "--no-guard"], True),
+        (["--model", "transformer", "--adaptation", "finetune", "--no-guard"], True),
         (["--model", "transformer", *TINY], False),
         (["--model", "logreg"], False),
         (["--model", "gbm"], False),
@@ -108,7 +108,7 @@ def test_finetune_variants_write_metrics(
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert metrics["train_size"] == 200 and metrics["pretrained"] is pretrained_flag
-    assert ("guard" in metrics) is pretrained_flag  # a checkpoint's default path is guarded
+    assert ("guard" in metrics) is (pretrained_flag and "--no-guard" not in extra)  # the default path is guarded
     assert 0.0 <= metrics["auroc"] <= 1.0 and 0.0 <= metrics["auprc"] <= 1.0
     assert metrics["held_out_positives"] > 0
     # the held-out predictions in the MEDS-DEV format: meds-evaluation reads them, finds our AUROC
