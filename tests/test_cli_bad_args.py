@@ -26,6 +26,13 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--claims", "{missing}", "--patients", "{missing}", "--out", "{out}"],
         ["--claims", "{junk}", "--patients", "{junk}", "--out", "{out}"],
     ],
+    "split": [
+        ["--data", "{missing}", "--out", "{out}"],
+        ["--data", "{junk}", "--out", "{out}"],
+        ["--data", "{tiny}", "--out", "{out}", "--skew", "0.1"],
+        ["--data", "{tiny}", "--out", "{out}", "--sites", "0"],
+        ["--data", "{tiny}", "--out", "{empty}"],
+    ],
     "certs": [["--out", "{out}", "--hosts", ""], ["--out", "{out}", "--hosts", "a", "--days", "0"]],
     "finetune": [
         ["--data", "{missing}", "--task", "asthma", "--out", "{out}"],

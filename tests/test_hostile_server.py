@@ -487,6 +487,7 @@ def test_a_rolled_back_checkpoint_is_refused(fed_sites: list[Path], model_and_vo
                 "60",
                 "--epochs",
                 "1",
+                "--no-guard",
                 "--state",
                 str(state),
                 "--out",

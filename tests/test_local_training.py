@@ -55,4 +55,6 @@ def test_fedprox_binds_a_round_also_after_rounds_without_it_in_the_process(fed_s
         return sum(float(np.sum((a - b) ** 2)) for a, b in zip(trained, weights, strict=True))
 
     free = moved(0.0)
-    assert moved(1e4) < free / 100
+    # unbound, the term changes nothing (a ratio near 1); bound, RMSprop's normalised steps still
+    # jitter around the anchor (about 2% of the free movement since the heads start at their prior)
+    assert moved(1e4) < free / 10
