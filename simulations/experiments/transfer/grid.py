@@ -55,13 +55,16 @@ class TransferConfig:
     federated_batch_size: int = 0  # patients per local step at each site; 0: 100 / sites (see below)
     k_anonymity: int = 11
     heatmap: bool = True
-    heatmap_task: str = "asthma"
+    heatmap_task: str = ""  # default: the grid's first binary task
     heatmap_size: int = 300
     bootstrap: int = 1000
     parallel_clients: int = 1
     test_from: str = ""  # an ISO date: out-of-time validation (cohorts before it, held-out from it on)
 
     def __post_init__(self) -> None:
+        if not self.heatmap_task:
+            binary = [t for t in self.tasks if t != NEXT_VISIT]
+            object.__setattr__(self, "heatmap_task", binary[0] if binary else "asthma")
         problems = [f"unknown mode {m!r} (choose from {', '.join(MODES)})" for m in self.modes if m not in MODES]
         problems += [
             f"task {t!r} is not a label file name (labels/<task>.parquet)"
