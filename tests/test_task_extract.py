@@ -51,11 +51,9 @@ def test_aces_task_on_another_projects_data_labels_every_file(tmp_path: Path) ->
     """CoreBEHRT's nanosecond timestamps made ACES fail (a SchemaError), and ACES' query changes
     the configuration it is given, so every data file after the first lost most of its rows."""
     labels = _extract(shutil.copytree(COREBEHRT, tmp_path / "all"))
-    alone = []
-    for split in ("train", "tuning", "held_out"):  # each file as the only file of a dataset
-        single = tmp_path / split
-        shutil.copytree(COREBEHRT / split, single / "data" / split)
-        alone.append(_extract(single))
-    expected = pd.concat(alone).sort_values(["subject_id", "prediction_time"], ignore_index=True)
-    assert len(alone[0]) > 100 and all(part["boolean_value"].nunique() == 2 for part in alone)
-    pd.testing.assert_frame_equal(labels, expected)
+    last = tmp_path / "tuning"  # the dataset's last file (held_out, train, tuning), alone
+    shutil.copytree(COREBEHRT / "tuning", last / "data" / "tuning")
+    alone = _extract(last)
+    assert len(alone) > 20 and alone["boolean_value"].nunique() == 2
+    pd.testing.assert_frame_equal(labels[labels["subject_id"].isin(alone["subject_id"])].reset_index(drop=True), alone)
+    assert labels["subject_id"].nunique() > 300  # every file labelled (600 patients, about 2 in 3 eligible)
