@@ -131,9 +131,12 @@ def node_config(settings: SuperNodeSettings) -> dict[str, str]:
 
 
 def supernode_command(settings: SuperNodeSettings) -> list[str]:
-    launcher = [sys.executable, "-m", "client.supernode_launcher"] if settings.short_polls else []
+    if settings.short_polls:
+        program = [sys.executable, "-m", "client.supernode_launcher"]
+    else:
+        program = [executable("flower-supernode")]
     command = [
-        *(launcher or [executable("flower-supernode")]),
+        *program,
         "--superlink",
         settings.superlink,
         "--node-config",

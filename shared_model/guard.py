@@ -40,12 +40,11 @@ class GuardChoice:
         return asdict(self)
 
 
-def paired_difference(labels: np.ndarray, scores: np.ndarray, reference: np.ndarray, seed: int) -> tuple[float, float]:
-    """AUROC(scores) - AUROC(reference) on these patients, and its standard error: the spread of
-    the difference over bootstrap resamples of the patients, both models scored on each resample
+def paired_standard_error(labels: np.ndarray, scores: np.ndarray, reference: np.ndarray, seed: int) -> float:
+    """Standard error of AUROC(scores) - AUROC(reference) on these patients: the spread of the
+    difference over bootstrap resamples of the patients, both models scored on each resample
     (resamples with one class skipped)."""
     labels = np.asarray(labels) > 0.5
-    difference = auroc(labels, scores) - auroc(labels, reference)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(labels), size=(BOOTSTRAP_RESAMPLES, len(labels)))
     differences = [
@@ -53,8 +52,7 @@ def paired_difference(labels: np.ndarray, scores: np.ndarray, reference: np.ndar
         for rows in draws
         if 0 < labels[rows].sum() < len(rows)
     ]
-    error = float(np.std(differences, ddof=1)) if len(differences) > 1 else float("nan")
-    return difference, error
+    return float(np.std(differences, ddof=1)) if len(differences) > 1 else float("nan")
 
 
 def choose(
@@ -77,12 +75,14 @@ def choose(
     if any(np.isnan(value) for value in scores.values()):
         reason = "one class in the tuning patients: nothing to compare"
         return GuardChoice(PRETRAINED, rounded, float("nan"), reason, baseline, baseline_better=False)
-    worse_by, error = paired_difference(labels, scratch, pretrained, seed)
+    worse_by = scores[SCRATCH] - scores[PRETRAINED]
+    error = paired_standard_error(labels, scratch, pretrained, seed)
     if worse_by > error:
         chosen, kept = SCRATCH, scratch
         reason = f"pretrained tuning AUROC {worse_by:.3f} below scratch: more than one standard error ({error:.3f})"
     else:
         chosen, kept = PRETRAINED, pretrained
         reason = f"pretrained within one standard error ({error:.3f}) of scratch, or above it, on the tuning patients"
-    baseline_gain, baseline_error = paired_difference(labels, baseline_scores, kept, seed)
-    return GuardChoice(chosen, rounded, round(error, 4), reason, baseline, bool(baseline_gain > baseline_error))
+    baseline_gain = scores[baseline] - scores[chosen]
+    baseline_better = bool(baseline_gain > paired_standard_error(labels, baseline_scores, kept, seed))
+    return GuardChoice(chosen, rounded, round(error, 4), reason, baseline, baseline_better)

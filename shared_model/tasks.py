@@ -11,6 +11,12 @@ from shared_model.tensorize import Arrays, Layout, content_order, labelled_sampl
 from shared_model.vocabulary import Vocabulary, count_patients_per_code, parents_from_metadata
 
 NEXT_VISIT = "next_visit"
+MAX_TASK_NAME = 100
+
+
+def is_task_name(name: object) -> bool:
+    """A task's name as its label file is named (labels/<task>.parquet): letters, digits, - and _."""
+    return isinstance(name, str) and len(name) <= MAX_TASK_NAME and name.replace("_", "").replace("-", "").isalnum()
 
 
 def task_kind(task: str) -> str:

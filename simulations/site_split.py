@@ -49,18 +49,18 @@ def split_into_sites(data: Path, out: Path, sites: int, skew: float, seed: int) 
     if out.exists():
         raise DataValidationError(out, "a directory that does not exist yet", found="it exists")
     layout = MedsLayout.of(data)
-    files = list(iter_event_files(data))  # every file validated before anything is written
-    counts: dict[int, int] = {}
-    for _, events in files:
+    files, counts = [], {}
+    for path, events in iter_event_files(data):  # every file validated before anything is written
         timed = events["time"].notna().groupby(events["subject_id"]).sum()  # 0 for a subject with static rows only
         counts.update({int(s): int(n) for s, n in timed.items()})
+        files.append(path)
     site = site_of_subject(counts, sites, skew, seed)
     members = [pa.array([s for s, i in site.items() if i == index], pa.int64()) for index in range(sites)]
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     roots = [staging / f"site-{i + 1}" for i in range(sites)]
     try:
-        for path, _ in files:
+        for path in files:
             table = pq.read_table(path)
             for root, subjects in zip(roots, members, strict=True):
                 _write_rows(table, subjects, root / "data" / path.relative_to(layout.data))
@@ -68,11 +68,12 @@ def split_into_sites(data: Path, out: Path, sites: int, skew: float, seed: int) 
             labels = pa.concat_tables([pq.read_table(p) for p in paths])
             for root, subjects in zip(roots, members, strict=True):
                 _write_rows(labels, subjects, root / "labels" / f"{task}.parquet")
-        splits = layout.root / meds.subject_splits_filepath
+        splits_file = layout.root / meds.subject_splits_filepath
+        splits = pq.read_table(splits_file) if splits_file.is_file() else None
         codes = layout.root / meds.code_metadata_filepath
         for index, (root, subjects) in enumerate(zip(roots, members, strict=True)):
-            if splits.is_file():
-                _write_rows(pq.read_table(splits), subjects, root / meds.subject_splits_filepath)
+            if splits is not None:
+                _write_rows(splits, subjects, root / meds.subject_splits_filepath)
             (root / "metadata").mkdir(parents=True, exist_ok=True)
             if codes.is_file():  # it describes codes, not patients (its parents give the pretraining groups)
                 shutil.copyfile(codes, root / meds.code_metadata_filepath)

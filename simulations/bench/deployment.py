@@ -19,12 +19,16 @@ from typing import Any
 from simulations.local_deployment import local_deployment, prepared_sites
 
 log = logging.getLogger(__name__)
-#: per message: Flower's process per message; stock SuperNode: the site worker under Flower's own
-#: flower-supernode (3 s idle polls); site worker: what `claimpt site join` runs by default
+#: mode -> `claimpt site join` options, and the mode as bench.md names it
 MODES = {
     "per_message": ("--no-site-worker",),
     "stock_supernode": ("--stock-supernode",),
     "site_worker": (),
+}
+MODE_LABELS = {
+    "per_message": "a fresh process per message (Flower's default, `--no-site-worker`)",
+    "stock_supernode": "the site worker under Flower's own `flower-supernode` (`--stock-supernode`)",
+    "site_worker": "the site worker, short-poll SuperNode (`claimpt site join`)",
 }
 
 

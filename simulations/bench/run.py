@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shared_model.data import DataValidationError, read_meds
-from simulations.bench.deployment import deployment_section
+from simulations.bench.deployment import MODE_LABELS, deployment_section
 from simulations.bench.model import (
     MODEL_PATIENTS,
     attention_section,
@@ -108,13 +108,8 @@ def _markdown(report: dict[str, Any]) -> str:
             "(round time spent in neither local training nor local evaluation).",
         ]
     if "deployment_rounds" in data:
-        labels = {
-            "per_message": "a fresh process per message (Flower's default, `--no-site-worker`)",
-            "stock_supernode": "the site worker under Flower's own `flower-supernode` (`--stock-supernode`)",
-            "site_worker": "the site worker, short-poll SuperNode (`claimpt site join`)",
-        }
         rows = []
-        for mode, label in labels.items():
+        for mode, label in MODE_LABELS.items():
             if f"deployment_{mode}_round_seconds" in data:
                 round_s, local_s, share = (
                     data[f"deployment_{mode}_{k}"] for k in ("round_seconds", "local_seconds", "overhead_fraction")

@@ -26,10 +26,11 @@ def extract(
     the dataset, where `claimpt finetune --task <task>` finds it."""
     from shared_model.data.aces_tasks import extract_labels, write_labels
     from shared_model.data.meds import MedsLayout
+    from shared_model.tasks import MAX_TASK_NAME, is_task_name
 
     task = name or config.stem
-    if not task.replace("_", "").replace("-", "").isalnum():
-        raise typer.BadParameter(f"--name must be letters, digits, - and _, got {task!r}")
+    if not is_task_name(task):
+        raise typer.BadParameter(f"--name must be at most {MAX_TASK_NAME} letters, digits, - and _, got {task!r}")
     target = MedsLayout.of(data).root / "labels" / f"{task}.parquet"
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists (use --force to replace it)")

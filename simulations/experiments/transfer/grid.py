@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from shared_model.config import TIME_ENCODINGS
 from shared_model.run_config import CLIENT_OPTIMIZER_STATES, STRATEGIES
-from shared_model.tasks import NEXT_VISIT
+from shared_model.tasks import NEXT_VISIT, is_task_name
 from simulations.experiments.common import load_toml_overrides
 
 MODES = ("scratch", "logreg", "gbm", "local", "central", "federated", "federated-loso")
@@ -25,8 +24,6 @@ MODE_HELP = {
     "federated-loso": "pretrained with Flower over the other sites only (leave the fine-tuning site out)",
     "other-site": "pretrained on one other site alone (the transfer heatmap's off-diagonal)",
 }
-TASKS = ("asthma", "self_harm", NEXT_VISIT)  # the synthetic data's; any task whose labels the sites hold works
-TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a labels/<task>.parquet file name
 
 
 @dataclass(frozen=True)
@@ -67,9 +64,7 @@ class TransferConfig:
             object.__setattr__(self, "heatmap_task", binary[0] if binary else "asthma")
         problems = [f"unknown mode {m!r} (choose from {', '.join(MODES)})" for m in self.modes if m not in MODES]
         problems += [
-            f"task {t!r} is not a label file name (labels/<task>.parquet)"
-            for t in self.tasks
-            if not (isinstance(t, str) and TASK_NAME.fullmatch(t))
+            f"task {t!r} is not a label file name (labels/<task>.parquet)" for t in self.tasks if not is_task_name(t)
         ]
         if self.strategy not in STRATEGIES:
             problems.append(f"unknown strategy {self.strategy!r}")
@@ -87,7 +82,7 @@ class TransferConfig:
             problems.append(
                 "pretrain_epochs >= 1, finetune_epochs >= 1, bootstrap >= 100 and parallel_clients >= 1 are required"
             )
-        if not TASK_NAME.fullmatch(self.heatmap_task) or self.heatmap_task == NEXT_VISIT:
+        if not is_task_name(self.heatmap_task) or self.heatmap_task == NEXT_VISIT:
             problems.append("heatmap_task must be a binary task")
         if self.test_from:
             try:
