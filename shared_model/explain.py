@@ -30,6 +30,12 @@ class ExplainedModel:
     encoder: keras.Model
     head: keras.layers.Dense
     task: str  # next_visit for a pretrained checkpoint (its NVP head), else the fine-tuned task
+    task_model: TaskModel | None = None  # a fine-tuned checkpoint's, whose head may read code counts too
+
+    def logits(self, inputs: dict, patient, code_gate=None):
+        if self.task_model is None:
+            return self.head(patient)
+        return self.task_model.logits(inputs, patient, code_gate)
 
 
 def restore_model(checkpoint: Checkpoint) -> ExplainedModel:
@@ -40,9 +46,14 @@ def restore_model(checkpoint: Checkpoint) -> ExplainedModel:
         assign_weights(model, checkpoint)
         return ExplainedModel(config, model.encoder, model.nvp_head, NEXT_VISIT)
     manifest = checkpoint.manifest
-    task_model = TaskModel(build_encoder(config), manifest["task_kind"], int(manifest["n_outputs"]))
+    task_model = TaskModel(
+        build_encoder(config),
+        manifest["task_kind"],
+        int(manifest["n_outputs"]),
+        code_counts=manifest.get("code_counts") is True,  # absent: made before code counts existed
+    )
     assign_weights(task_model, checkpoint)
-    return ExplainedModel(config, task_model.encoder, task_model.head, str(manifest["task"]))
+    return ExplainedModel(config, task_model.encoder, task_model.head, str(manifest["task"]), task_model)
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ def explain(
         with tf.GradientTape() as tape:
             tape.watch(gate)
             outputs = encoder_forward(model.encoder.get_layer, model.config, batch, code_gate=gate, training=False)
-            logits = model.head(outputs["patient"])
+            logits = model.logits(batch, outputs["patient"], gate)
             index = (
                 tf.fill([tf.shape(logits)[0]], output_index)
                 if output_index is not None

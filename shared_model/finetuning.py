@@ -297,7 +297,12 @@ def finetune_and_score(
                 config,
                 vocabulary,
                 kind=KIND_TASK,
-                extra={"task": task, "task_kind": task_kind(task), "n_outputs": n_outputs},
+                extra={
+                    "task": task,
+                    "task_kind": task_kind(task),
+                    "n_outputs": n_outputs,
+                    "code_counts": task_model.code_counts is not None,
+                },
             )
     targets = cohort.held_out["target_groups" if task == NEXT_VISIT else "label"]
     predictions = None

@@ -115,6 +115,37 @@ class DemographicToken(keras.layers.Layer):
         return {**super().get_config(), "d_model": self.d_model}
 
 
+class CodeCounts(keras.layers.Layer):
+    """log(1 + how often each vocabulary code occurs in a patient's input): (B, vocab_size).
+
+    The patient vector is a softmax-weighted average over visits, which keeps whether a code is
+    common among a patient's visits but not how many there were; a task head reading these counts
+    beside it keeps both (wide and deep). Padding (code 0) counts nothing. `code_gate` (B, V, C)
+    weights each occurrence, so that the attention playground's gradient x input covers this path
+    too. No weights: a checkpoint holds only the head's columns for it."""
+
+    def __init__(self, vocab_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+
+    def compute_output_shape(self, codes_shape):
+        return (codes_shape[0], self.vocab_size)
+
+    def call(self, codes, code_gate=None):
+        batch = ops.shape(codes)[0]
+        codes = ops.reshape(codes, (batch, -1))
+        present = ops.cast(codes > 0, "float32")
+        weight = present if code_gate is None else present * ops.reshape(code_gate, (batch, -1))
+        segment = codes + ops.arange(batch, dtype=codes.dtype)[:, None] * self.vocab_size
+        counts = tf.math.unsorted_segment_sum(
+            ops.reshape(weight, (-1,)), ops.reshape(segment, (-1,)), batch * self.vocab_size
+        )
+        return ops.log1p(ops.reshape(counts, (batch, self.vocab_size)))
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size}
+
+
 class TransformerBlock(keras.layers.Layer):
     """Self-attention + feed-forward, post-LN (Claim-PT) or pre-LN; returns the attention weights."""
 

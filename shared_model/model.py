@@ -14,7 +14,7 @@ import tensorflow as tf
 from keras import ops
 
 from shared_model.config import ClaimTransformerConfig
-from shared_model.layers import DemographicToken, TransformerBlock, VisitEmbedding
+from shared_model.layers import CodeCounts, DemographicToken, TransformerBlock, VisitEmbedding
 from shared_model.objectives import (
     ProximalTerm,
     binary_bce_from_logits,
@@ -231,9 +231,18 @@ def _mean_head_loss(head: keras.layers.Dense, rows, target_groups, bucket: int):
 
 
 class TaskModel(keras.Model):
-    """An encoder with a task head: one logit (binary outcome) or one per group (next visit)."""
+    """An encoder with a task head: one logit (binary outcome) or one per group (next visit).
 
-    def __init__(self, encoder: keras.Model, kind: str, n_outputs: int = 1, **kwargs):
+    With `code_counts` a second, linear head reads the input's code counts (layers.CodeCounts)
+    and adds to the logits: the attention-pooled patient vector keeps whether codes are common
+    among a patient's visits but not how many there were, and a linear model on counts is the
+    strongest baseline on small cohorts. Its weights are the logistic probe's (L2, its strength
+    chosen by cross-validation) and no gradient step changes them: Adam moves every one of
+    thousands of sparse count weights by the same step, which fits the training cohort's noise
+    within an epoch. A model that never runs the probe (from scratch, Claim-PT's recipe) keeps
+    them at zero, so it is the plain network."""
+
+    def __init__(self, encoder: keras.Model, kind: str, n_outputs: int = 1, *, code_counts: bool = False, **kwargs):
         super().__init__(name=kwargs.pop("name", "task_model"), **kwargs)
         if kind not in (TASK_BINARY, TASK_MULTILABEL):
             raise ValueError(f"unknown task kind {kind!r}")
@@ -241,9 +250,23 @@ class TaskModel(keras.Model):
         self.encoder = encoder
         self.head = keras.layers.Dense(n_outputs, name="task_head")
         self.head.build((None, encoder.output["patient"].shape[-1]))
+        self.code_counts = self.count_head = None
+        if code_counts:
+            self.code_counts = CodeCounts(encoder.get_layer("visit_embedding").vocab_size)
+            self.count_head = keras.layers.Dense(
+                n_outputs, use_bias=False, kernel_initializer="zeros", trainable=False, name="count_head"
+            )
+            self.count_head.build((None, self.code_counts.vocab_size))
+
+    def logits(self, inputs: dict, patient, code_gate=None):
+        """The head's output for these patient vectors (and the inputs' code counts)."""
+        logits = self.head(patient)
+        if self.code_counts is not None:
+            logits = logits + self.count_head(self.code_counts(inputs["codes"], code_gate))
+        return logits
 
     def call(self, inputs, training=False):
-        return self.head(self.encoder(inputs, training=training)["patient"])
+        return self.logits(inputs, self.encoder(inputs, training=training)["patient"])
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         return task_loss(self.kind, y_pred, y)

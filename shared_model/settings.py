@@ -266,6 +266,12 @@ class FinetuneSettings:
         at_most=MAX_EPOCHS,
     )
     probe_learning_rate: float = setting(1e-3, "Adam learning rate of the head-only phase.", above=0, at_most=10)
+    code_counts: bool = setting(
+        True,
+        "Binary tasks: the logistic probe also fits a linear head on log(1 + count) of each code in "
+        "the input, beside the patient vector (which keeps whether codes are common, not how many); "
+        "later training leaves it as fitted.",
+    )
     guard: bool = setting(
         True,
         "With a checkpoint and a binary task: also fit the same network from scratch and the count "

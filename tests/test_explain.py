@@ -112,14 +112,16 @@ def test_pretraining_and_task_checkpoints_are_explained(tmp_path: Path) -> None:
     )
     batch, _ = random_batch(np.random.default_rng(2), 3, config.vocab_size, config.n_groups, np.array([3, 8, 30]))
     save_checkpoint(tmp_path / "pre", PretrainingModel(config), config, vocabulary)
-    task_model = TaskModel(build_encoder(config), "binary", 1)
+    task_model = TaskModel(build_encoder(config), "binary", 1, code_counts=True)
+    count_weights = np.random.default_rng(4).normal(size=(config.vocab_size, 1)).astype(np.float32)
+    task_model.count_head.set_weights([count_weights])
     save_checkpoint(
         tmp_path / "task",
         task_model,
         config,
         vocabulary,
         kind=KIND_TASK,
-        extra={"task": "asthma", "task_kind": "binary", "n_outputs": 1},
+        extra={"task": "asthma", "task_kind": "binary", "n_outputs": 1, "code_counts": True},
     )
     pretrained = restore_model(load_checkpoint(tmp_path / "pre"))
     assert pretrained.task == "next_visit"
@@ -128,6 +130,14 @@ def test_pretraining_and_task_checkpoints_are_explained(tmp_path: Path) -> None:
     result = explain(task, batch)
     assert task.task == "asthma" and (result.output_index == 0).all()
     np.testing.assert_allclose(result.logit, np.asarray(task_model(batch))[:, 0], atol=1e-5)
+    # with the patient-vector head silenced, each occurrence of a code is credited its count
+    # head weight over (1 + its count): the derivative of w log(1 + count) along each occurrence
+    task.head.set_weights([np.zeros_like(w) for w in task.head.get_weights()])
+    attribution = explain(task, batch).code_attribution
+    codes = batch["codes"]
+    occurrences = np.stack([np.bincount(row.ravel(), minlength=config.vocab_size) for row in codes])
+    counts = np.take_along_axis(occurrences, codes.reshape(len(codes), -1), 1).reshape(codes.shape)
+    np.testing.assert_allclose(attribution, np.where(codes > 0, count_weights[codes, 0] / (1 + counts), 0), atol=1e-5)
 
 
 def test_attention_and_embed_commands_write_their_outputs(fed_sites: list[Path], tmp_path: Path) -> None:

@@ -228,7 +228,9 @@ def test_multilabel_bce_matches_keras_for_arbitrary_targets() -> None:
 
 def test_layerwise_adam_freezes_and_decays(config: ClaimTransformerConfig) -> None:
     encoder = build_encoder(config)
-    model = TaskModel(encoder, "binary")
+    model = TaskModel(encoder, "binary", code_counts=True)
+    fitted_by_the_probe = np.random.default_rng(3).normal(size=model.count_head.kernel.shape).astype(np.float32)
+    model.count_head.set_weights([fitted_by_the_probe])
     depths = layer_depths(model, config.n_layers)
     assert all(d == 0 for p, d in depths.items() if "task_head" in p)
     assert max(depths.values()) == 2 + config.n_layers
@@ -247,6 +249,37 @@ def test_layerwise_adam_freezes_and_decays(config: ClaimTransformerConfig) -> No
     optimizer.unfrozen_depth.assign(100)
     model.fit(x, labels, epochs=1, batch_size=8, verbose=0)
     assert any(depths[p] == max(depths.values()) for p in moved())
+    np.testing.assert_array_equal(model.count_head.get_weights()[0], fitted_by_the_probe)  # no step moves it
+
+
+def test_the_probe_reads_how_often_a_code_occurs(config: ClaimTransformerConfig) -> None:
+    """The outcome is how many times one code occurred. An attention-pooled patient vector keeps
+    whether it is common among a patient's visits, not how many there were; the probe's count head
+    (log 1 + count of each code, layers.CodeCounts) keeps it."""
+    from shared_model.metrics import auroc
+    from shared_model.model import TASK_BINARY
+    from shared_model.training import logistic_probe, predict_task
+
+    rng = np.random.default_rng(11)
+    arrays, _ = random_batch(rng, 700, config.vocab_size, config.n_groups, rng.integers(1, V + 1, 700))
+    occurrences = (arrays["codes"] == 7).sum(axis=(1, 2))
+    counts = TaskModel(build_encoder(config), TASK_BINARY, code_counts=True).code_counts(arrays["codes"]).numpy()
+    np.testing.assert_allclose(counts[:, 7], np.log1p(occurrences), rtol=1e-6)
+    assert (counts[:, 0] == 0).all()  # padding counts nothing
+    arrays |= {
+        "label": (occurrences >= np.median(occurrences)).astype(np.float32),
+        "subject_id": np.arange(700),
+        "prediction_day": np.zeros(700, int),
+    }
+    train, tuning, held_out = (
+        {k: v[part] for k, v in arrays.items()} for part in (slice(0, 400), slice(400, 500), slice(500, 700))
+    )
+    held_out_auroc = {}
+    for with_counts in (False, True):
+        model = TaskModel(build_encoder(config), TASK_BINARY, code_counts=with_counts)
+        logistic_probe(model, train, tuning, seed=0)
+        held_out_auroc[with_counts] = auroc(held_out["label"], predict_task(model, held_out, "label"))
+    assert held_out_auroc[True] > 0.9 and held_out_auroc[True] > held_out_auroc[False] + 0.1, held_out_auroc
 
 
 def _vocab(n_codes: int, n_groups: int) -> Vocabulary:

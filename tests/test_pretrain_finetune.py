@@ -126,8 +126,9 @@ def test_the_guard_replaces_a_collapsed_encoder_by_scratch(
     pretrained: Path, small_sites: list[Path], tmp_path: Path
 ) -> None:
     """An encoder that maps every patient to one point (the collapse seen on CoreBEHRT's data) is
-    at chance for any probe: the default path keeps the same network trained from scratch
-    instead, says so in metrics.json, and reports the kept model's held-out AUROC."""
+    at chance for any probe of its patient vectors: the default path keeps the same network trained
+    from scratch instead, says so in metrics.json, and reports the kept model's held-out AUROC.
+    (Without the count head, which would rescue such an encoder by itself.)"""
     checkpoint = load_checkpoint(pretrained / "checkpoint")
     model = PretrainingModel(checkpoint.config)
     assign_weights(model, checkpoint)
@@ -136,7 +137,8 @@ def test_the_guard_replaces_a_collapsed_encoder_by_scratch(
     save_checkpoint(tmp_path / "collapsed", model, checkpoint.config, checkpoint.vocabulary, extra={"mode": "central"})
     out = tmp_path / "ft"
     args = ["finetune", "--data", str(small_sites[0]), "--task", "asthma", "--train-size", "300", "--seed", "1"]
-    result = CliRunner().invoke(app, [*args, "--checkpoint", str(tmp_path / "collapsed"), "--out", str(out)])
+    args += ["--no-code-counts", "--checkpoint", str(tmp_path / "collapsed"), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     guard = metrics["guard"]
