@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,9 @@ from client.local import (
 )
 from client.node_config import DATA_PATH_KEY, POLICY_KEY, SITE_ID_KEY
 from client.policy import SitePolicy, load_policy
-from client.replies import SiteRefusal, errors_stay_at_the_site
+from client.replies import SiteRefusal, errors_stay_at_the_site, write_site_error
 from client.statement import privacy_statement
-from shared_model.messages import STATEMENT
+from shared_model.messages import ARRAYS, EVALUATION, STATEMENT
 from shared_model.own_auroc import OwnAurocRecipe
 from shared_model.passport import site_key
 from shared_model.run_config import SECAGG_CLIPPING_RANGE, FederatedRunConfig
@@ -176,10 +177,17 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
             raise SiteRefusal(
                 "this site trains only under secure aggregation (SecAgg+)", policy_key="require_secure_aggregation"
             )
-        weights, metrics = train_round(
-            context, policy, msg.content["arrays"].to_numpy_ndarrays(), msg.content["config"]
-        )
-        return Message(RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics}), reply_to=msg)
+        received, config = msg.content["arrays"].to_numpy_ndarrays(), msg.content["config"]
+        carried = {}
+        instructions, _, _ = round_instructions(config, policy)
+        if instructions.evaluate_received:  # before training, so that the limits count as for an evaluate message
+            try:
+                carried[EVALUATION], carried[STATEMENT] = evaluation(context, policy, received, config)
+            except SiteRefusal as refusal:  # refuses the evaluation only: the training goes on
+                asked = f"the evaluation carried by round {instructions.server_round}'s training"
+                write_site_error(context, secrets.token_hex(6), refusal, asked)
+        weights, metrics = train_round(context, policy, received, config)
+        return Message(RecordDict({ARRAYS: ArrayRecord(weights), "metrics": metrics, **carried}), reply_to=msg)
 
     def train_round(
         context: Context, policy: SitePolicy, global_weights: list[np.ndarray], config, *, secure: bool = False
@@ -237,10 +245,13 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
             {"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics, **privacy_metrics}
         )
 
-    @app.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
-        policy, settings = policy_of(context), settings_of(context)
-        instructions, model_config, _ = round_instructions(msg.content["config"], policy)
+    def evaluation(
+        context: Context, policy: SitePolicy, weights: list[np.ndarray], config
+    ) -> tuple[MetricRecord, ConfigRecord]:
+        """The model's metrics on the site's held-out patients and the site's statement, within
+        the policy's evaluation limits (counted before it runs); SiteRefusal when it may not."""
+        settings = settings_of(context)
+        instructions, model_config, _ = round_instructions(config, policy)
         activity = activity_of(context)
         run = context.run_id
         if not activity.count("evaluated", run) < policy.evaluations_allowed(activity.count("trained", run)):
@@ -255,11 +266,15 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
         if len(samples["held_out"]["subject_id"]) < k:
             raise SiteRefusal("fewer held-out patients than this site's k: no evaluation", policy_key="k_anonymity")
         activity.record(Activity(run, instructions.server_round, "evaluated", instructions.run_id))  # before it runs
-        result = evaluate_locally(
-            msg.content["arrays"].to_numpy_ndarrays(), model_config, samples, learning_rate=settings.learning_rate
-        )
+        result = evaluate_locally(weights, model_config, samples, learning_rate=settings.learning_rate)
         metrics = MetricRecord({"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics})
-        statement = privacy_statement(context, policy, k, site_key(site))
+        return metrics, privacy_statement(context, policy, k, site_key(site))
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        metrics, statement = evaluation(
+            context, policy_of(context), msg.content["arrays"].to_numpy_ndarrays(), msg.content["config"]
+        )
         return Message(RecordDict({"metrics": metrics, STATEMENT: statement}), reply_to=msg)
 
     return app

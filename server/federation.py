@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 
 from server.advisor import load_predictor
 from server.advisory_round import run_advisory_round
+from server.carried_evaluation import take_carried_evaluations
 from server.dashboard import RoundDashboard
 from server.exchange import send_and_receive
 from server.outcome import OUTCOME_FILE, RunIncomplete, run_outcome
@@ -57,8 +58,10 @@ ROUND_COLUMNS = [
     "slowest_train_seconds",
     "slowest_eval_seconds",
     "client_compute_seconds",
+    "local_seconds",
     "round_seconds",
 ]
+EVALUATION_COLUMNS = ("eval_loss", "eval_recall@5", "eval_recall@10", "eval_recall@30", "slowest_eval_seconds")
 
 
 def round_dir(run_dir: Path, server_round: int) -> Path:
@@ -164,6 +167,8 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
     }
     dashboard = RoundDashboard(run_dir)
     stopped, last = "", done  # why the run stopped early ("": it did not); the last round it completed
+    carry = settings.evaluate_with_training and not settings.secure_aggregation
+    unevaluated = done if carry and done in trained else None  # the round whose model the sites hold, unevaluated
     for server_round in range(start, settings.num_server_rounds + 1):
         try:  # Flower's own sampling would wait for missing sites without a limit
             wait_for_nodes(grid, settings.min_available_clients, settings.round_timeout)
@@ -172,6 +177,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             log.error("%s: the run stops here", stopped)
             break
         started = time.perf_counter()
+        carried_seconds: dict[int, float] = {}  # each node's seconds evaluating the previous round's model
         log.info("round %d/%d: training", server_round, settings.num_server_rounds)
         if settings.secure_aggregation:
             aggregated, train_metrics = (
@@ -187,21 +193,26 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
                 else RoundReport(received=len(nodes), failures=[(n, "secure aggregation halted") for n in nodes])
             )
         else:
-            replies = send_and_receive(
-                grid,
-                strategy.configure_train(server_round, arrays, ConfigRecord(dict(shared)), grid),
-                timeout=settings.round_timeout,
-            )
+            asked = ConfigRecord({**shared, "evaluate-received": unevaluated is not None})
+            questions = list(strategy.configure_train(server_round, arrays, asked, grid))
+            replies = send_and_receive(grid, questions, timeout=settings.round_timeout)
+            carried = take_carried_evaluations(replies, questions) if unevaluated is not None else []
             passport.read_replies(replies)
             aggregated, train_metrics = strategy.aggregate_train(server_round, replies)
+            if unevaluated is not None:
+                carried_seconds = _evaluated(strategy, passport, unevaluated, carried, rows, dashboard)
+                _write_rounds(run_dir, rows)
         if aggregated is not None:
             arrays = aggregated
             trained.append(server_round)
         else:
             log.error("round %d failed: no site's update was used (the model is the previous round's)", server_round)
         eval_replies = []
+        unevaluated = server_round if carry and aggregated is not None else None
         if aggregated is None:  # the model did not change: evaluating it again would only query the sites
             log.warning("round %d: no evaluation of an unchanged model", server_round)
+        elif unevaluated is not None and server_round < settings.num_server_rounds:
+            log.info("round %d: its evaluation rides on the next round's training", server_round)
         elif len(list(grid.get_node_ids())) >= settings.min_available_clients:  # else Flower waits, unbounded
             eval_replies = send_and_receive(
                 grid,
@@ -216,6 +227,8 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         # after the evaluation: under SecAgg+ in a resumed run, its replies are the first to say which node is which
         passport.training_round(server_round, strategy.reports[server_round])
         passport.replies_dropped(server_round, "evaluation", strategy.reports[server_round].evaluations_dropped)
+        if eval_replies:
+            unevaluated = None
         model.set_weights(arrays.to_numpy_ndarrays())
         save_checkpoint(
             round_dir(run_dir, server_round),
@@ -226,20 +239,19 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             extra=_manifest_extra(settings, server_round, run_id, passport, trained),
             extra_files={STATE_FILE: export_state(strategy)},
         )
-        report = strategy.reports.get(server_round)
+        report = strategy.reports.get(server_round) or RoundReport()
         row = {
             "round": server_round,
-            "clients": report.received - report.failed - len(report.dropped) if report else 0,
-            "failed": report.failed if report else 0,
-            "dropped": len(report.dropped) if report else 0,
+            "clients": report.received - report.failed - len(report.dropped),
+            "failed": report.failed,
+            "dropped": len(report.dropped),
             "train_loss": _metric(train_metrics, "train-loss"),
-            "eval_loss": _metric(eval_metrics, "eval-loss"),
-            **{f"eval_recall@{k}": _metric(eval_metrics, f"eval-recall@{k}") for k in (5, 10, 30)},
-            "site_epsilon": report.site_epsilon if report else 0.0,
+            **_evaluation_columns(eval_metrics, report),
+            "site_epsilon": report.site_epsilon,
             "client_epsilon": client_level_epsilon(settings, server_round),
-            "slowest_train_seconds": report.slowest_train_seconds if report else 0.0,
-            "slowest_eval_seconds": report.slowest_eval_seconds if report else 0.0,
-            "client_compute_seconds": report.total_train_seconds + report.total_eval_seconds if report else 0.0,
+            "slowest_train_seconds": report.slowest_train_seconds,
+            "client_compute_seconds": report.total_train_seconds + report.total_eval_seconds,
+            "local_seconds": _local_seconds(report, carried_seconds, evaluated_alone=bool(eval_replies)),
             "round_seconds": time.perf_counter() - started,
         }
         rows.append(row)
@@ -267,6 +279,47 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
     if not outcome.complete:
         raise RunIncomplete(outcome.headline())
     return {"rounds": settings.num_server_rounds, "run_dir": str(run_dir)}
+
+
+def _evaluation_columns(metrics: MetricRecord | None, report: RoundReport) -> dict[str, float]:
+    return {
+        "eval_loss": _metric(metrics, "eval-loss"),
+        **{f"eval_recall@{k}": _metric(metrics, f"eval-recall@{k}") for k in (5, 10, 30)},
+        "slowest_eval_seconds": report.slowest_eval_seconds,
+    }
+
+
+def _evaluated(
+    strategy, passport: PassportRecorder, server_round: int, evaluations: list, rows: list, dashboard: RoundDashboard
+) -> dict[int, float]:
+    """Round `server_round`'s evaluation, carried by the next round's training
+    (server.carried_evaluation): checked and aggregated as an evaluate message's replies are,
+    taken into the passport, and filled into that round's row and dashboard. Returns each node's
+    seconds of evaluation, local work of the round that carried it."""
+    metrics = strategy.aggregate_evaluate(server_round, evaluations)
+    report = strategy.reports[server_round]
+    dropped = {node for node, _ in report.evaluations_dropped}
+    kept = [reply for reply in evaluations if reply.metadata.src_node_id not in dropped]
+    passport.read_replies(kept)
+    passport.replies_dropped(server_round, "evaluation", report.evaluations_dropped)
+    columns = _evaluation_columns(metrics, report)
+    for row in rows:
+        if int(row["round"]) == server_round:  # its compute so far was its training (a resumed run's from the csv)
+            row.update(columns, client_compute_seconds=float(row["client_compute_seconds"]) + report.total_eval_seconds)
+    dashboard.write(server_round, columns, None)
+    return {reply.metadata.src_node_id: float(reply.content["metrics"]["eval-seconds"]) for reply in kept}
+
+
+def _local_seconds(report: RoundReport, carried_seconds: dict[int, float], *, evaluated_alone: bool) -> float:
+    """The local work on a round's critical path: the slowest site's training (and the evaluation
+    its training message carried), then the slowest site's evaluation when it had a message of its
+    own. What a round takes beyond this is the deployment's overhead (the bench's measure)."""
+    trained = {node: metrics.get("train-seconds", 0.0) for node, metrics in report.site_metrics.items()}
+    exchange = max(
+        [report.slowest_train_seconds, *carried_seconds.values()]
+        + [seconds + carried_seconds.get(node, 0.0) for node, seconds in trained.items()]
+    )
+    return exchange + (report.slowest_eval_seconds if evaluated_alone else 0.0)
 
 
 def _write_outcome(run_dir: Path, outcome: dict[str, Any]) -> None:

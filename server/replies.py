@@ -8,7 +8,7 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
-from shared_model.messages import ARRAYS, OPTIONAL, REPLIES
+from shared_model.messages import ARRAYS, METRIC_RECORDS, OPTIONAL, REPLIES
 from shared_model.settings import SettingError, settings_from
 
 
@@ -37,6 +37,8 @@ def read_reply(message: Message, message_type: str) -> dict[str, Any]:
         else:
             if not isinstance(record, MetricRecord | ConfigRecord):
                 raise ReplyError(f"the {message_type} reply's {name} record is not a record of values")
+            if schema in METRIC_RECORDS and not isinstance(record, MetricRecord):  # else the strategy raises
+                raise ReplyError(f"the {message_type} reply's {name} record is not a MetricRecord")
             try:
                 records[name] = settings_from(schema, dict(record), what=f"{name} record")
             except SettingError as exc:

@@ -42,6 +42,11 @@ class RoundInstructions:
     run_id: str = setting(
         "", "The consortium run (its checkpoints' run_id): the site files what it spends under it.", max_length=128
     )
+    evaluate_received: bool = setting(
+        False,
+        "Train messages: evaluate the model received (the previous round's) before training on it and "
+        "reply with both, one exchange a round; a refused evaluation never refuses the training.",
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -132,8 +137,9 @@ class SummaryReply:
 
 @dataclass(frozen=True)
 class PrivacyStatement:
-    """The `privacy-statement` record of vocabulary, summary and evaluation replies
-    (client.statement): what the site applies and what its ledger spent in this run."""
+    """The `privacy-statement` record of vocabulary, summary and evaluation replies, and of train
+    replies that carry an evaluation (client.statement): what the site applies and what its ledger
+    spent in this run."""
 
     site_key: int = setting(help="The site's key.", **SITE_KEY_RANGE)
     k_anonymity: int = setting(help="The k the site applied.", at_least=1, at_most=MAX_COUNT)
@@ -161,15 +167,18 @@ def statement_payload(statement: Mapping[str, Any], flower_run: int) -> bytes:
 
 STATEMENT = "privacy-statement"  # the site's privacy statement (client.statement; read by server.passport)
 ARRAYS = "arrays"  # the one ArrayRecord of a train reply (its arrays are checked against the global model)
+EVALUATION = "evaluation"  # a train reply's evaluation of the model it received (`evaluate-received`)
 #: every record a site's reply to each message type may carry, by name: its schema, ARRAYS for the
 #: model's arrays, None for the privacy statement. Optional records are those named in OPTIONAL.
 REPLIES: dict[str, dict[str, type | str]] = {
     "query.vocabulary": {"vocabulary": VocabularyReply, STATEMENT: PrivacyStatement},
     "query.summary": {"summary": SummaryReply, STATEMENT: PrivacyStatement},
-    "train": {ARRAYS: ARRAYS, "metrics": TrainMetrics},
+    "train": {ARRAYS: ARRAYS, "metrics": TrainMetrics, EVALUATION: EvaluateMetrics, STATEMENT: PrivacyStatement},
     "evaluate": {"metrics": EvaluateMetrics, STATEMENT: PrivacyStatement},
 }
-OPTIONAL = frozenset({STATEMENT})
+OPTIONAL = frozenset({STATEMENT, EVALUATION})
+#: records Flower's strategies aggregate, which must be MetricRecords (the others may be either kind)
+METRIC_RECORDS = frozenset({TrainMetrics, EvaluateMetrics})
 #: what the JSON texts inside a reply hold: the summary's fields and the stated policy's fields
 SUMMARY_FIELDS = ("format", "patients", "k", "code_counts", "age_band_counts", "task_counts", "own_auroc")
 

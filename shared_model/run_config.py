@@ -149,6 +149,11 @@ class FederatedRunConfig:
         "SecAgg+: the server learns only the sum of the sites' models "
         "(fedavg, sites weighted equally, no update validation).",
     )
+    evaluate_with_training: bool = setting(
+        True,
+        "Each site evaluates the previous round's model in the same message that trains it: one "
+        "exchange a round, the last round's evaluation on its own (not under SecAgg+).",
+    )
     advise_only: bool = setting(
         False,
         "Only the advisory round: each site sends its k-anonymised summary, the server writes "

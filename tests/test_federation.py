@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from server.federation import run_federation
 from server.outcome import RunIncomplete
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
-from shared_model.messages import STATEMENT, released
+from shared_model.messages import EVALUATION, STATEMENT, released
 from shared_model.run_config import FederatedRunConfig
 from shared_model.tasks import NEXT_VISIT, task_arrays
 from shared_model.wire import LAYOUT, is_packed, unpack
@@ -59,6 +60,26 @@ def test_strategies_run_end_to_end(fed_sites: list[Path], tmp_path: Path, strate
     assert checkpoint.manifest["strategy"] == strategy and checkpoint.manifest["round"] == 2
     assert all(np.isfinite(w).all() for w in checkpoint.weights)
     assert (tmp_path / strategy / "checkpoints" / "round-001" / "manifest.json").exists()
+
+
+def test_one_exchange_a_round_evaluates_every_round_as_two_exchanges_do(fed_sites: list[Path], tmp_path: Path) -> None:
+    """Round r's evaluation rides on round r+1's training message; only the last round's model
+    has an evaluate message of its own. Every round's evaluation is the one a run with an
+    evaluate message a round gets (same seed, same models), and the site's time evaluating counts
+    as local work in the round that carried it."""
+    one, carried = federate(fed_sites, tmp_path / "one")
+    two, separate = federate(fed_sites, tmp_path / "two", evaluate_with_training=False)
+
+    def messages(grid: InProcessGrid) -> Counter:
+        return Counter(reply.metadata.message_type for reply in grid.sent)
+
+    assert messages(one)["train"] == messages(two)["train"] == 6  # 3 sites, 2 rounds
+    assert messages(one)["evaluate"] == 3 and messages(two)["evaluate"] == 6
+    for column in ("eval_loss", "eval_recall@10", "train_loss"):
+        np.testing.assert_allclose(carried[column], separate[column], rtol=1e-5)
+    assert (carried["slowest_eval_seconds"] > 0).all()
+    second = carried.set_index("round").loc[2]  # its sites evaluated round 1's model, then trained
+    assert second["local_seconds"] > second["slowest_train_seconds"]
 
 
 def test_a_client_that_raises_does_not_stop_the_run(fed_sites: list[Path], tmp_path: Path) -> None:
@@ -256,6 +277,6 @@ def test_kept_client_optimizer_state_stays_on_the_node_and_accumulates(fed_sites
     n_weights = len(load_checkpoint(tmp_path / "keep" / "checkpoint").weights)
     for reply in grid.sent:  # replies carry the weights only, never the optimizer's slots
         content = unpack(reply.content)
-        assert set(content.keys()) <= {"arrays", "metrics", "vocabulary", STATEMENT}
+        assert set(content.keys()) <= {"arrays", "metrics", EVALUATION, "vocabulary", STATEMENT}
         if "arrays" in content:
             assert len(content["arrays"]) == n_weights

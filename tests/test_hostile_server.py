@@ -26,6 +26,7 @@ from flwr.clientapp import ClientApp
 from client.app import make_client_app
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import read_meds
+from shared_model.messages import EVALUATION, STATEMENT
 from shared_model.model import PretrainingModel
 from shared_model.own_auroc import OwnAurocRecipe, held_out_label_counts
 from shared_model.run_config import FederatedRunConfig
@@ -422,6 +423,32 @@ def test_evaluation_is_rate_limited_and_aggregate_only(site: Path, model_and_voc
     assert all(refused(p, "evaluation limit") for p in probes)
     assert not server.train(weights, config, vocabulary).has_error()  # one more after a training round
     assert not server.evaluate(weights, config, vocabulary).has_error()
+    assert refused(server.evaluate(weights, config, vocabulary), "evaluation limit")
+
+
+def test_an_evaluation_carried_by_training_counts_and_its_refusal_never_refuses_the_training(
+    site: Path, model_and_vocabulary, tmp_path: Path
+) -> None:
+    """One exchange a round: a train message asks the site to evaluate the model it carries first
+    (`evaluate-received`). That evaluation counts against the same limit as an evaluate message's
+    (here the default: one more than the rounds trained), and when the limit refuses it the site
+    still trains, says nothing of why to the server and writes the refusal to its own log."""
+    weights, config, vocabulary = model_and_vocabulary
+    state = tmp_path / "state"
+    server = Server(site, {"state-dir": str(state)})
+
+    def carried(server_round: int) -> Message:
+        return server.train(weights, config, vocabulary, server_round=server_round, **{"evaluate-received": True})
+
+    first = carried(1)
+    assert not first.has_error() and EVALUATION in first.content and STATEMENT in first.content
+    assert not server.evaluate(weights, config, vocabulary).has_error()  # 2 evaluations, 1 round trained
+    second = carried(2)
+    assert not second.has_error() and "arrays" in second.content and "metrics" in second.content
+    assert EVALUATION not in second.content and STATEMENT not in second.content
+    (line,) = (state / "errors.log").read_text().splitlines()
+    assert "refused the evaluation carried by round 2's training: this site's evaluation limit" in line
+    assert not server.evaluate(weights, config, vocabulary).has_error()  # 2 rounds trained: a third
     assert refused(server.evaluate(weights, config, vocabulary), "evaluation limit")
 
 

@@ -31,6 +31,7 @@ from server.federation import run_federation
 from server.registry import EnrolledSite, EnrolmentError, Registry, site_key_files
 from server.validation import UpdateValidation
 from server.vocabulary_round import vocabulary_round
+from shared_model.messages import EVALUATION
 from shared_model.passport import MANIFEST_KEY
 from shared_model.run_config import FederatedRunConfig
 from shared_model.settings import VocabularySettings
@@ -106,7 +107,10 @@ def corrupted(draw, content: RecordDict, values_record: str) -> RecordDict:
             content[draw(st.sampled_from(["extra", "metrics-2", "config"]))] = MetricRecord({"x": 1.0})
         elif kind == "record kind" and names:
             name = draw(st.sampled_from(names))
-            content[name] = ArrayRecord([np.zeros(2)]) if name != "arrays" else MetricRecord({"x": 1.0})
+            if isinstance(content[name], MetricRecord) and draw(st.booleans()):
+                content[name] = ConfigRecord(dict(content[name]))  # the same values, the other kind
+            else:
+                content[name] = ArrayRecord([np.zeros(2)]) if name != "arrays" else MetricRecord({"x": 1.0})
         elif values_record in content and kind in ("drop key", "extra key", "bad value"):
             record = content[values_record]
             if not isinstance(record, ConfigRecord | MetricRecord):
@@ -243,6 +247,8 @@ def garbles_one_site(message: Message, context: Context, call_next) -> Message:
         return reply
     if message.metadata.message_type == "train":
         reply.content["metrics"]["num-examples"] = float("nan")
+        if EVALUATION in reply.content:  # the previous round's evaluation, carried by this reply
+            reply.content[EVALUATION]["extra-metric"] = 1.0
     elif message.metadata.message_type == "evaluate":
         reply.content["metrics"]["extra-metric"] = 1.0
     return reply

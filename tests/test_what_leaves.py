@@ -57,10 +57,10 @@ def test_every_key_a_site_sends_is_on_the_one_list(fed_sites: list[Path], tmp_pa
     }
     grids = []
     for run, policies, extra in (
-        ("train", [str(private), "", ""], {}),
+        ("train", [str(private), "", ""], {"num_server_rounds": 2}),  # round 2 carries round 1's evaluation
         ("advise", [str(sharing)] * 3, {"advise_only": True}),
     ):
-        settings = FederatedRunConfig(**common, **extra, run_dir=str(tmp_path / run))
+        settings = FederatedRunConfig(**{**common, **extra}, run_dir=str(tmp_path / run))
         nodes = [{"partition-id": i, **({"policy": p} if p else {})} for i, p in enumerate(policies)]
         grids.append(InProcessGrid(make_client_app(settings.to_run_config()), nodes))
         run_federation(grids[-1], settings)

@@ -3,8 +3,9 @@
 default) and once with the site worker that `claimpt site join` keeps running (client.worker).
 
 The overhead of a round is the share of its time spent in neither local training nor local
-evaluation at the slowest site: process start, imports, reading and tensorising the site's data,
-building the model, moving weights, aggregating and signing the checkpoint.
+evaluation at the slowest site (rounds.csv's `local_seconds`): process start, imports, reading
+and tensorising the site's data, building the model, moving weights, aggregating and signing the
+checkpoint.
 """
 
 from __future__ import annotations
@@ -19,28 +20,32 @@ from typing import Any
 from simulations.local_deployment import local_deployment, prepared_sites
 
 log = logging.getLogger(__name__)
-#: mode -> `claimpt site join` options, and the mode as bench.md names it
+#: mode -> `claimpt site join` options and run-config overrides, and the mode as bench.md names it
 MODES = {
-    "per_message": ("--no-site-worker",),
-    "stock_supernode": ("--stock-supernode",),
-    "site_worker": (),
+    "per_message": (("--no-site-worker",), "evaluate-with-training=false"),
+    "stock_supernode": (("--stock-supernode",), "evaluate-with-training=false"),
+    "two_exchanges": ((), "evaluate-with-training=false"),
+    "site_worker": ((), ""),
 }
 MODE_LABELS = {
-    "per_message": "a fresh process per message (Flower's default, `--no-site-worker`)",
-    "stock_supernode": "the site worker under Flower's own `flower-supernode` (`--stock-supernode`)",
-    "site_worker": "the site worker, short-poll SuperNode (`claimpt site join`)",
+    "per_message": "a fresh process per message (Flower's default, `--no-site-worker`), two exchanges a round",
+    "stock_supernode": "the site worker under Flower's own `flower-supernode` (`--stock-supernode`), two exchanges",
+    "two_exchanges": "the site worker, short-poll SuperNode, train then evaluate (`evaluate-with-training=false`)",
+    "site_worker": "the site worker, short-poll SuperNode, one exchange a round (`claimpt site join`, the defaults)",
 }
 
 
 def _steady_rounds(run_dir: Path) -> list[dict[str, float]]:
+    """Rounds 2 to n-1: round 1 also reads the data and builds the model, and the last round of a
+    run that carries evaluations on training messages evaluates its model in an exchange of its own."""
     with open(run_dir / "rounds.csv", newline="") as handle:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-    return [row for row in rows if row["round"] > 1]  # round 1 also reads the data and builds the model
+    return [row for row in rows if 1 < row["round"] < len(rows)]
 
 
 def _mode_figures(rows: list[dict[str, float]]) -> dict[str, float]:
     rounds = [row["round_seconds"] for row in rows]
-    local = [row["slowest_train_seconds"] + row["slowest_eval_seconds"] for row in rows]
+    local = [row["local_seconds"] for row in rows]
     return {
         "round_seconds": round(statistics.median(rounds), 2),
         "local_seconds": round(statistics.median(local), 2),
@@ -48,20 +53,20 @@ def _mode_figures(rows: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
-def deployment_section(patients_per_site: int, seed: int, rounds: int = 3) -> dict[str, Any]:
+def deployment_section(patients_per_site: int, seed: int, rounds: int = 4) -> dict[str, Any]:
     """Two sites of `patients_per_site` patients, `rounds` FedAvg rounds of the default model in
-    each mode; figures are medians over rounds 2+."""
+    each mode; figures are medians over rounds 2 to n-1."""
     figures: dict[str, Any] = {"deployment_patients_per_site": patients_per_site, "deployment_rounds": rounds}
     with tempfile.TemporaryDirectory(prefix="claimpt-deploy-bench-") as tmp:
         root = Path(tmp)
         log.info("bench: synthesising and preparing 2 sites x %d patients for the deployment rounds", patients_per_site)
         _, sites = prepared_sites(root, [patients_per_site] * 2, seed)
-        for mode, options in MODES.items():
+        for mode, (options, run_config) in MODES.items():
             log.info("bench: %d deployment rounds, %s", rounds, mode.replace("_", " "))
             with local_deployment(root / mode, sites, join_options=options) as deployment:
                 run_dir = root / mode / "run"
                 result = deployment.submit(
-                    f"num-server-rounds={rounds} min-available-clients=2 seed={seed} run-dir='{run_dir}'",
+                    f"num-server-rounds={rounds} min-available-clients=2 seed={seed} run-dir='{run_dir}' {run_config}",
                     timeout=3600,
                 )
                 if result.returncode != 0:

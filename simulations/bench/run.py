@@ -120,10 +120,10 @@ def _markdown(report: dict[str, Any]) -> str:
             "## Rounds in a real deployment (TLS SuperLink + 2 SuperNodes on this machine)",
             "",
             f"2 sites of {data['deployment_patients_per_site']:,} patients, FedAvg, default model, median of rounds "
-            f"2-{data['deployment_rounds']}. Overhead: the share of the round spent in neither local training nor "
-            "local evaluation at the slowest site.",
+            f"2-{data['deployment_rounds'] - 1} (the last also evaluates its model alone). Overhead: the share of "
+            "the round spent in neither local training nor local evaluation at the slowest site.",
             "",
-            "| ClientApp | round (s) | local training + evaluation (s) | outside (s) | overhead |",
+            "| deployment | round (s) | local training + evaluation (s) | outside (s) | overhead |",
             "|---|---:|---:|---:|---:|",
             *rows,
         ]
