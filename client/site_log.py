@@ -5,6 +5,7 @@ GPU, TensorFlow's CPU banners, scikit-learn's convergence warnings)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ from typing import IO
 from shared_model.runtime.noise import ANSI, is_noise
 
 LOG_FILE = "site.log"
+STAMP = "%Y-%m-%d %H:%M:%S"  # and milliseconds: every line of the site log starts with its time
 
 
 class QuietFilter(logging.Filter):
@@ -28,7 +30,7 @@ def open_site_log(state_dir: Path) -> Path:
     path = Path(state_dir) / LOG_FILE
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     handler = logging.StreamHandler(os.fdopen(descriptor, "a", buffering=1))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(message)s", STAMP))
     root = logging.getLogger()
     root.addHandler(handler)
     for each in root.handlers:
@@ -39,7 +41,8 @@ def open_site_log(state_dir: Path) -> Path:
 
 def relay_output(stream: IO[str], name: str, log_file: Path) -> threading.Thread:
     """Copy a child's output, line by line, to this process's stderr and to the site log: colour
-    codes removed, noise dropped."""
+    codes removed, noise dropped, each line in the log stamped when it arrived (Flower's own lines
+    carry no time, and a round's timeline is read from them)."""
 
     def copy() -> None:
         with open(log_file, "a", buffering=1) as sink:
@@ -48,7 +51,8 @@ def relay_output(stream: IO[str], name: str, log_file: Path) -> threading.Thread
                 if not line.strip() or is_noise(line):
                     continue
                 sys.stderr.write(f"{name}: {line}\n")
-                sink.write(f"{name}: {line}\n")
+                now = dt.datetime.now()
+                sink.write(f"{now.strftime(STAMP)}.{now.microsecond // 1000:03d} {name}: {line}\n")
 
     thread = threading.Thread(target=copy, name=f"relay-{name}", daemon=True)
     thread.start()
