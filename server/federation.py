@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from server.advisor import load_predictor
@@ -30,7 +30,7 @@ from server.passport import PassportRecorder
 from server.registry import REGISTRY_ENV, Registry, load_registry
 from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, export_state, restore_state
-from server.validation import RoundReport
+from server.validation import RoundReport, UpdateValidation
 from server.vocabulary_round import vocabulary_round, wait_for_nodes
 from shared_model.checkpoint import Checkpoint, CheckpointError, assign_weights, load_checkpoint, save_checkpoint
 from shared_model.config import ClaimTransformerConfig
@@ -61,7 +61,6 @@ ROUND_COLUMNS = [
     "local_seconds",
     "round_seconds",
 ]
-EVALUATION_COLUMNS = ("eval_loss", "eval_recall@5", "eval_recall@10", "eval_recall@30", "slowest_eval_seconds")
 
 
 def round_dir(run_dir: Path, server_round: int) -> Path:
@@ -290,7 +289,12 @@ def _evaluation_columns(metrics: MetricRecord | None, report: RoundReport) -> di
 
 
 def _evaluated(
-    strategy, passport: PassportRecorder, server_round: int, evaluations: list, rows: list, dashboard: RoundDashboard
+    strategy: UpdateValidation,
+    passport: PassportRecorder,
+    server_round: int,
+    evaluations: list[Message],
+    rows: list[dict[str, Any]],
+    dashboard: RoundDashboard,
 ) -> dict[int, float]:
     """Round `server_round`'s evaluation, carried by the next round's training
     (server.carried_evaluation): checked and aggregated as an evaluate message's replies are,
