@@ -220,9 +220,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             )
         else:
             log.warning("round %d: fewer sites connected than min-available-clients: no evaluation", server_round)
-        eval_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
-        dropped = {node for node, _ in strategy.reports[server_round].evaluations_dropped}
-        passport.read_replies([r for r in eval_replies if r.metadata.src_node_id not in dropped])
+        eval_metrics, _ = _take_evaluation(strategy, passport, server_round, eval_replies)
         # after the evaluation: under SecAgg+ in a resumed run, its replies are the first to say which node is which
         passport.training_round(server_round, strategy.reports[server_round])
         passport.replies_dropped(server_round, "evaluation", strategy.reports[server_round].evaluations_dropped)
@@ -288,6 +286,19 @@ def _evaluation_columns(metrics: MetricRecord | None, report: RoundReport) -> di
     }
 
 
+def _take_evaluation(
+    strategy: UpdateValidation, passport: PassportRecorder, server_round: int, replies: list[Message]
+) -> tuple[MetricRecord | None, list[Message]]:
+    """Round `server_round`'s evaluation replies aggregated (those that do not read are dropped,
+    with why, in its report) and the statements of the kept ones taken into the passport; returns
+    the aggregate and the kept replies."""
+    metrics = strategy.aggregate_evaluate(server_round, replies)
+    dropped = {node for node, _ in strategy.reports[server_round].evaluations_dropped}
+    kept = [reply for reply in replies if reply.metadata.src_node_id not in dropped]
+    passport.read_replies(kept)
+    return metrics, kept
+
+
 def _evaluated(
     strategy: UpdateValidation,
     passport: PassportRecorder,
@@ -300,11 +311,8 @@ def _evaluated(
     (server.carried_evaluation): checked and aggregated as an evaluate message's replies are,
     taken into the passport, and filled into that round's row and dashboard. Returns each node's
     seconds of evaluation, local work of the round that carried it."""
-    metrics = strategy.aggregate_evaluate(server_round, evaluations)
+    metrics, kept = _take_evaluation(strategy, passport, server_round, evaluations)
     report = strategy.reports[server_round]
-    dropped = {node for node, _ in report.evaluations_dropped}
-    kept = [reply for reply in evaluations if reply.metadata.src_node_id not in dropped]
-    passport.read_replies(kept)
     passport.replies_dropped(server_round, "evaluation", report.evaluations_dropped)
     columns = _evaluation_columns(metrics, report)
     for row in rows:
