@@ -175,9 +175,9 @@ def join(
         bool,
         typer.Option(
             help=(
-                "Answer the server's messages in this process, which keeps TensorFlow, the site's data and the "
-                "compiled model loaded between rounds. --no-site-worker: a fresh process per message (Flower's "
-                "default; each then imports TensorFlow and reads the data again)."
+                "Take the SuperNode's tasks in this process, which keeps TensorFlow, the site's data and the "
+                "compiled model loaded between rounds. --no-site-worker: Flower's SuperExec and a fresh process per "
+                "message (each then imports TensorFlow and reads the data again)."
             )
         ),
     ] = True,
@@ -199,7 +199,7 @@ def join(
         SUPEREXEC_POLL,
         SuperNodeSettings,
         check_files,
-        node_config,
+        site_worker,
         superexec_command,
         supernode_command,
     )
@@ -241,9 +241,9 @@ def join(
     log.info("site %s: %d patients; starting flower-supernode", site_id, len(dataset.splits))
     raise typer.Exit(
         run_site(
-            settings.worker_socket,
-            node_config(settings),
+            settings.state_dir,
             supernode_command(settings),
+            site_worker(settings),
             lambda pid: superexec_command(settings, pid),
             # one Flower home per site on a host; the SuperExec's task poll at 0.1 s
             flower_environment({"FLWR_HOME": str(settings.state_dir / "flwr-home"), **SUPEREXEC_POLL}),

@@ -6,4 +6,3 @@ SITE_ID_KEY = "site-id"  # the site's name in its own logs and metrics
 POLICY_KEY = "policy"  # the site's policy file
 STATE_DIR_KEY = "state-dir"  # the site's state directory (privacy ledger, errors.log)
 IDENTITY_KEY = "identity-key"  # the site's Ed25519 key (claimpt site keys): signs its privacy statements
-WORKER_KEY = "site-worker"  # the site worker's Unix socket (client.worker); absent: one process per message

@@ -5,28 +5,15 @@ and its last refusals and errors."""
 
 from __future__ import annotations
 
-import socket
 from collections import Counter
 from pathlib import Path
 
 from client.activity import ACTIVITY_FILE, ActivityLog
 from client.ledger import LEDGER_FILE, FileLedger, FileLines
 from client.site_log import LOG_FILE
-from client.worker import socket_path_for
+from client.worker import worker_running
 
 ERRORS_FILE = "errors.log"
-
-
-def worker_running(state_dir: Path) -> bool:
-    path = socket_path_for(state_dir)
-    if not path.exists():
-        return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 def _tail(path: Path, lines: int) -> list[str]:

@@ -1,15 +1,15 @@
-"""`claimpt site join`: the `flower-supernode` and `flower-superexec` command lines for one site
+"""`claimpt site join`: the `flower-supernode` command line for one site, and who takes its tasks
 (docs/architecture.md §4).
 
-The SuperNode only ever opens outbound HTTPS to the SuperLink; the ClientApp it spawns reads the
-site's data from the node config's `data-path` and sends back weights, scalar metrics and
-k-anonymised code counts only.
+The SuperNode only ever opens outbound HTTPS to the SuperLink; the ClientApp reads the site's data
+from the node config's `data-path` and sends back weights, scalar metrics and k-anonymised code
+counts only.
 
-The SuperNode runs in Flower's process isolation with a SuperExec started beside it, both holding
-a secret from the site's state directory (0600): the SuperNode's runtime API on 127.0.0.1 hands a
-task only to a caller that proves it holds the secret. (In Flower's default subprocess isolation
-the SuperNode starts its own SuperExec and drops the secret: any local user could take the
-ClientApp's task and answer for the site.)
+The SuperNode runs in Flower's process isolation: its runtime API on 127.0.0.1 hands a task only
+to a caller that proves it holds a secret from the site's state directory (0600). The site worker
+(client.worker) holds it, or, with --no-site-worker, Flower's SuperExec. (In Flower's default
+subprocess isolation the SuperNode starts its own SuperExec and drops the secret: any local user
+could take the ClientApp's task and answer for the site.)
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.node_config import DATA_PATH_KEY, IDENTITY_KEY, POLICY_KEY, SITE_ID_KEY, STATE_DIR_KEY, WORKER_KEY
+from client.node_config import DATA_PATH_KEY, IDENTITY_KEY, POLICY_KEY, SITE_ID_KEY, STATE_DIR_KEY
 from client.policy import load_policy
-from client.worker import socket_path_for
+from client.worker import SiteWorker
 from shared_model.data.paths import require_owner_only
 from shared_model.runtime.processes import executable
 
@@ -42,16 +42,12 @@ class SuperNodeSettings:
     trusted_entities: Path | None = None  # app-signing keys whose bundles this site runs; None only when insecure
     state: Path | None = None  # the site's state directory (privacy ledger, errors.log); default <data>.site-state
     identity_key: Path | None = None  # the site's identity key (claimpt site keys): signs its privacy statements
-    site_worker: bool = True  # answer messages in one long-lived process (client.worker); False: Flower's default
+    site_worker: bool = True  # take the tasks in one long-lived process (client.worker); False: Flower's default
     short_polls: bool = True  # run the SuperNode through client.supernode_launcher; False: Flower's script as shipped
 
     @property
     def state_dir(self) -> Path:
         return (self.state or self.data.with_name(self.data.name + ".site-state")).resolve()
-
-    @property
-    def worker_socket(self) -> Path | None:
-        return socket_path_for(self.state_dir) if self.site_worker else None
 
     def __post_init__(self) -> None:
         host, _, port = self.superlink.rpartition(":")
@@ -59,8 +55,6 @@ class SuperNodeSettings:
             raise ValueError(f"--superlink must be HOST:PORT, got {self.superlink!r}")
         if not self.insecure and (self.key is None or self.ca is None or self.trusted_entities is None):
             raise ValueError("--ca, --key and --trusted-entities are required (or --insecure, for a local test only)")
-        if self.site_worker:
-            socket_path_for(self.state_dir)  # fails now if the path is too long for a Unix socket
 
 
 def check_files(settings: SuperNodeSettings) -> None:
@@ -101,7 +95,8 @@ def superexec_secret(settings: SuperNodeSettings) -> Path:
 
 
 def superexec_command(settings: SuperNodeSettings, supernode_pid: int) -> list[str]:
-    """The SuperExec that takes the SuperNode's tasks (it starts one ClientApp process per message)."""
+    """Flower's SuperExec, which takes the SuperNode's tasks with --no-site-worker (it starts one
+    ClientApp process per message)."""
     return [
         executable("flower-superexec"),
         "--runtime-api-address",
@@ -125,9 +120,19 @@ def node_config(settings: SuperNodeSettings) -> dict[str, str]:
         config[POLICY_KEY] = str(settings.policy.resolve())
     if settings.identity_key is not None:
         config[IDENTITY_KEY] = str(settings.identity_key.resolve())
-    if settings.worker_socket is not None:
-        config[WORKER_KEY] = str(settings.worker_socket)
     return config
+
+
+def site_worker(settings: SuperNodeSettings) -> SiteWorker | None:
+    """The site worker that takes the SuperNode's tasks; None: Flower's SuperExec does."""
+    if not settings.site_worker:
+        return None
+    return SiteWorker(
+        runtime_address=f"127.0.0.1:{settings.runtime_port}",
+        secret=superexec_secret(settings),
+        node_config=node_config(settings),
+        trusted_entities=settings.trusted_entities,
+    )
 
 
 def supernode_command(settings: SuperNodeSettings) -> list[str]:

@@ -24,7 +24,8 @@ import sys
 import time
 from types import ModuleType
 
-FLOWER_VERSION = "1.42.0"  # the SuperNode source the sleeps below were read from
+from client.flower_version import FLOWER_VERSION, UnsupportedFlower, require_flower
+
 IDLE_POLL_SECONDS = 0.25  # Flower: 3 s between polls of the SuperLink that found no message
 REPLY_POLL_SECONDS = 0.05  # Flower: 0.5 s between looks for the ClientApp's reply
 SHORTENED = {3: IDLE_POLL_SECONDS, 0.5: REPLY_POLL_SECONDS}
@@ -43,22 +44,10 @@ class ShortPolls:
         time.sleep(SHORTENED.get(seconds, seconds))
 
 
-class UnsupportedFlower(RuntimeError):
-    """The installed Flower is not the one this launcher was written for."""
-
-
 def install(version: str | None = None, module: ModuleType | None = None) -> None:
     """Shorten the SuperNode's polls, after checking that Flower is the pinned version and its
     loop sleeps exactly where they did in it."""
-    from flwr.supercore.version import package_version
-
-    version = package_version if version is None else version
-    if version != FLOWER_VERSION:
-        raise UnsupportedFlower(
-            f"the short-poll SuperNode launcher was written for Flower {FLOWER_VERSION}, found {version}: "
-            "re-read flwr/supernode/start_client_internal.py and update client/supernode_launcher.py, "
-            "or join with --stock-supernode"
-        )
+    require_flower("the short-poll SuperNode launcher", "--stock-supernode", version)
     if module is None:
         from flwr.supernode import start_client_internal as module
     source = inspect.getsource(module)

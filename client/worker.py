@@ -1,169 +1,132 @@
-"""The site worker: one long-lived process per site that answers the ClientApp's messages.
+"""The site worker: `claimpt site join`'s own long-lived process.
 
-`claimpt site join` becomes this process. It listens on a Unix socket in the site's state
-directory, starts `flower-supernode` as its child (whose node config names the socket), imports
-TensorFlow and reads the site's data once, and then answers every message the per-message
-ClientApp process (client.relay) passes on: with client.app, in this process, so the site's data,
-its tensorised samples and the compiled model stay loaded from one round to the next.
+It starts `flower-supernode` as its child, imports TensorFlow and reads the site's data once, and
+then takes the SuperNode's tasks itself (client.executor), answering each with client.app in this
+process: the site's data, its tensorised samples and the compiled model stay loaded from one round
+to the next, and no process starts per message. With `--no-site-worker` it starts Flower's
+SuperExec beside the SuperNode instead, which starts a fresh `flwr-clientapp` for every message.
 
-The worker answers under its own node config (data, policy, state directory), whatever node
-config a relayed context carries; the socket is 0600 inside the 0700 state directory and the
-worker also checks the connecting process's user id. It stops when the SuperNode exits (and exits
-with its code), or on SIGTERM / SIGINT, which it passes on to the SuperNode.
+One site process per state directory: it holds a lock on STATE/site.lock while it runs (the
+privacy ledger and the node's state must not be shared by two SuperNodes). It stops when the
+SuperNode exits (and exits with its code), or on SIGTERM / SIGINT, which it passes on to the
+SuperNode.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
-import socket
-import socketserver
-import struct
 import subprocess
 import threading
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.message import DecodeError
-
+from client.executor import SiteExecutor
 from client.node_config import DATA_PATH_KEY
-from client.relay import PROTOCOL, SiteWorkerUnavailable, decode, encode, receive_frame, send_frames
 
 log = logging.getLogger(__name__)
-SOCKET_NAME = "worker.sock"
-MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes on Linux, 103 on macOS
+LOCK_FILE = "site.lock"
 
 
-def socket_path_for(state_dir: Path) -> Path:
-    path = state_dir / SOCKET_NAME
-    if len(str(path).encode()) > MAX_SOCKET_PATH:
-        raise ValueError(
-            f"the site worker's socket {path} is longer than {MAX_SOCKET_PATH} bytes: choose a shorter --state"
-        )
-    return path
+def claim_state(state_dir: Path) -> int:
+    """Lock the state directory for this process (the lock goes with the process, however it
+    ends); refuse if another site process holds it."""
+    descriptor = os.open(Path(state_dir) / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise FileExistsError(
+            f"another site worker is running on {state_dir}: stop it first, or choose another --state"
+        ) from None
+    return descriptor
 
 
-def _peer_uid(connection: socket.socket) -> int | None:
-    if not hasattr(socket, "SO_PEERCRED"):
-        return None
-    _, uid, _ = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    return uid
+def worker_running(state_dir: Path) -> bool:
+    """Whether a site process holds the state directory's lock."""
+    path = Path(state_dir) / LOCK_FILE
+    if not path.exists():
+        return False
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
 
 
-class _Handler(socketserver.BaseRequestHandler):
-    server: SiteWorkerServer
+@dataclass(frozen=True)
+class SiteWorker:
+    """What the worker needs to take the SuperNode's tasks."""
 
-    def handle(self) -> None:
-        connection: socket.socket = self.request
-        uid = _peer_uid(connection)
-        if uid is not None and uid != os.getuid():
-            log.warning("site worker: refused a connection from user id %d", uid)
-            return
-        try:
-            if receive_frame(connection) != PROTOCOL:
-                send_frames(connection, b"refused", b"the ClientApp and the site worker speak different protocols")
-                return
-            message, context = decode(receive_frame(connection), receive_frame(connection))
-        except (SiteWorkerUnavailable, DecodeError, ValueError, OSError) as exc:
-            log.warning("site worker: a malformed request (%s)", type(exc).__name__)
-            return
-        context.node_config = dict(self.server.node_config)  # the site's own, whatever was relayed
-        started = time.perf_counter()
-        reply = self.server.app(message, context)  # client.app's mods turn any error into a safe reply
-        send_frames(connection, b"ok", *encode(reply, context))
-        log.info(
-            "site worker: answered %s of run %d in %.1f s%s",
-            message.metadata.message_type,
-            context.run_id,
-            time.perf_counter() - started,
-            " (error reply)" if reply.has_error() else "",
-        )
+    runtime_address: str  # the SuperNode's runtime API, 127.0.0.1:PORT
+    secret: Path  # the SuperNode's SuperExec secret (client.supernode.superexec_secret)
+    node_config: dict[str, Any]  # the site's own: the worker answers under it, whatever a task carries
+    trusted_entities: Path | None  # the keys whose bundles the site runs; None only when insecure
 
-
-class SiteWorkerServer(socketserver.UnixStreamServer):
-    """One request at a time: the model and TensorFlow's state are shared by every message."""
-
-    def __init__(self, path: Path, node_config: dict[str, Any]) -> None:
-        self.node_config = node_config
-        self.app = None
-        _claim(path)
-        previous = os.umask(0o177)
-        try:
-            super().__init__(str(path), _Handler)
-        finally:
-            os.umask(previous)
-        path.chmod(0o600)
-        self.path = path
-
-    def load(self) -> None:
+    def executor(self) -> SiteExecutor:
         """Import TensorFlow and the ClientApp, and read the site's data, before the first message."""
         from client.app import make_client_app
         from client.local import load_site
+        from shared_model.app_bundle import read_trusted_entities
 
-        self.app = make_client_app()
+        trusted = None if self.trusted_entities is None else read_trusted_entities(self.trusted_entities)
+        app = make_client_app()
         load_site(str(self.node_config[DATA_PATH_KEY]))
-
-    def server_close(self) -> None:
-        super().server_close()
-        self.path.unlink(missing_ok=True)
-
-
-def _claim(path: Path) -> None:
-    """Remove a socket left by a worker that died; refuse if a live worker answers on it."""
-    if not path.exists():
-        return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()
-            return
-    raise FileExistsError(f"another site worker is running on {path.parent}: stop it first, or choose another --state")
+        return SiteExecutor(self.runtime_address, self.secret.read_bytes(), app, self.node_config, trusted)
 
 
 def run_site(
-    path: Path | None,
-    node_config: dict[str, Any],
+    state_dir: Path,
     supernode: list[str],
+    worker: SiteWorker | None,
     superexec: Callable[[int], list[str]],
     env: dict[str, str],
     log_file: Path,
 ) -> int:
-    """Run the SuperNode from `supernode` and the SuperExec `superexec(its pid)` gives, their
-    output relayed to the site log (client.site_log), and, with a socket `path`, serve the site
-    worker on it meanwhile; the SuperNode's exit code."""
+    """Run the SuperNode from `supernode`, its output relayed to the site log (client.site_log),
+    and take its tasks with `worker` (or, without one, with the SuperExec `superexec(its pid)`
+    gives); the SuperNode's exit code."""
     from client.site_log import relay_output
 
-    server = SiteWorkerServer(path, node_config) if path is not None else None
+    lock = claim_state(state_dir)
     piped = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, "errors": "replace"}
     child = subprocess.Popen(supernode, env=env, **piped)
-    executor = subprocess.Popen(superexec(child.pid), env=env, **piped)
-    relays = [relay_output(child.stdout, "supernode", log_file), relay_output(executor.stdout, "superexec", log_file)]
+    processes = [child]
+    relays = [relay_output(child.stdout, "supernode", log_file)]
+    if worker is None:
+        processes.append(subprocess.Popen(superexec(child.pid), env=env, **piped))
+        relays.append(relay_output(processes[-1].stdout, "superexec", log_file))
 
-    def stop(signum: int, _frame: object) -> None:
+    def stop_supernode(signum: int, _frame: object) -> None:
         log.info("site: signal %d, stopping the SuperNode", signum)
         child.send_signal(signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    serving = threading.Thread(target=server.serve_forever, name="site-worker", daemon=True) if server else None
+    signal.signal(signal.SIGTERM, stop_supernode)
+    signal.signal(signal.SIGINT, stop_supernode)
+    stop = threading.Event()
+    serving: threading.Thread | None = None
     try:
-        if server is not None and serving is not None:
-            server.load()
+        if worker is not None:
+            executor = worker.executor()
+            serving = threading.Thread(target=executor.serve, args=(stop,), name="site-executor", daemon=True)
             serving.start()
-            log.info("site worker ready on %s", path)
+            log.info("site worker ready: taking the SuperNode's tasks at %s", worker.runtime_address)
         return child.wait()
     finally:
-        for process in (child, executor):
+        stop.set()
+        for process in processes:
             if process.poll() is None:
                 process.terminate()
                 process.wait()
-        if serving is not None and serving.is_alive():
-            server.shutdown()
-        if server is not None:
-            server.server_close()
+        if serving is not None:
+            serving.join(timeout=5)
         for relay in relays:
             relay.join(timeout=5)
+        os.close(lock)

@@ -2,7 +2,7 @@
 
 `Grid.send_and_receive` of Flower's deployed grid sleeps 3 s between polls for replies, so each
 exchange waits 1.5 s on average after the last site answered. This polls the same public Grid API
-(`push_messages`, `pull_messages`) every quarter of a second, one small request to the local
+(`push_messages`, `pull_messages`) every tenth of a second, one small request to the local
 SuperLink, and sends each message's arrays as one blob (shared_model.wire), which the sites'
 ClientApp unpacks and answers in kind.
 """
@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 from shared_model.wire import pack, unpack
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.1
 LOG_EVERY_SECONDS = 60.0  # while replies are awaited, one line a minute says whose
 
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from flwr.cli.build import build_fab_from_disk
@@ -90,3 +91,42 @@ class Approval:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{path}: not an approval written by `claimpt site approve`") from exc
         return approval
+
+
+def read_trusted_entities(path: Path) -> dict[str, ed25519.Ed25519PublicKey]:
+    """A `--trusted-entities` file (key id: OpenSSH Ed25519 public key), every key checked."""
+    import yaml
+
+    try:
+        entries = yaml.safe_load(Path(path).read_text())
+        if not isinstance(entries, dict) or not entries:
+            raise ValueError("expected one or more `key-id: 'ssh-ed25519 ...'` lines")
+        keys = {str(key_id): serialization.load_ssh_public_key(str(text).encode()) for key_id, text in entries.items()}
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"{path}: not a trusted-entities file ({exc})") from exc
+    for key_id, key in keys.items():
+        if not isinstance(key, ed25519.Ed25519PublicKey):
+            raise CheckpointError(f"{path}: the key of {key_id} is not Ed25519")
+    return keys
+
+
+def bundle_verified(
+    content: bytes, sha256_hex: str, verifications: dict[str, str], trusted: dict[str, ed25519.Ed25519PublicKey]
+) -> bool:
+    """Whether a bundle is the one its hash names and carries a valid signature (Approval's format)
+    by a trusted key. Anything malformed is simply not verified."""
+    digest = hashlib.sha256(content).digest()
+    if digest.hex() != sha256_hex:
+        return False
+    for key_id, key in trusted.items():
+        try:
+            record = json.loads(verifications[key_id])
+            signature = base64.urlsafe_b64decode(str(record["signature"]) + "=" * (-len(record["signature"]) % 4))
+            signed_at = record["signed_at"]
+            if type(signed_at) is not int:
+                continue
+            key.verify(signature, create_message_to_sign(digest, signed_at))
+            return True
+        except (KeyError, TypeError, ValueError, InvalidSignature):
+            continue
+    return False

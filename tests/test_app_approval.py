@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 def app(tmp_path: Path) -> Path:
     """A small Flower app (this project's pyproject and a file for each of its bundle patterns)."""
     directory = tmp_path / "app"
-    for name in ("client/relay.py", "server/app.py", "server/advisor/predictor.json", "shared_model/wire.py"):
+    for name in ("client/app.py", "server/app.py", "server/advisor/predictor.json", "shared_model/wire.py"):
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_text("{}\n" if name.endswith(".json") else "app = None\n")
     shutil.copy(REPO / "pyproject.toml", directory / "pyproject.toml")
@@ -59,7 +59,7 @@ def test_a_site_runs_only_what_it_approved_and_a_rotation_withdraws_its_approval
     sign_app(app, None, signatures, approvals=(approve(app, rotated.key, "site-1", tmp_path / "again"),))
     assert runs_at(rotated, app, signatures)
 
-    (app / "client" / "relay.py").write_text("app = 'changed after the review'\n")
+    (app / "client" / "app.py").write_text("app = 'changed after the review'\n")
     with pytest.raises(CheckpointError, match="reviewed other code"):
         sign_app(app, None, signatures, approvals=(approved_before,))
     with pytest.raises(FileExistsError):

@@ -1,6 +1,8 @@
 """Round time in a real deployment: a TLS SuperLink and two `claimpt site join` SuperNodes on
-127.0.0.1, once with every message answered by a fresh `flwr-clientapp` process (Flower's
-default) and once with the site worker that `claimpt site join` keeps running (client.worker).
+127.0.0.1, once with Flower's SuperExec starting a fresh `flwr-clientapp` process for every
+message (Flower's default), and then with the site worker that `claimpt site join` keeps running
+and that takes the SuperNode's tasks itself (client.worker, client.executor): under Flower's own
+SuperNode, with short polls, and with one exchange a round.
 
 The overhead of a round is the share of its time spent in neither local training nor local
 evaluation at the slowest site (rounds.csv's `local_seconds`): process start, imports, reading
