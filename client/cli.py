@@ -199,9 +199,9 @@ def join(
         SUPEREXEC_POLL,
         SuperNodeSettings,
         check_files,
-        site_worker,
         superexec_command,
         supernode_command,
+        worker_for,
     )
     from client.worker import run_site
     from shared_model.data import read_meds
@@ -243,7 +243,7 @@ def join(
         run_site(
             settings.state_dir,
             supernode_command(settings),
-            site_worker(settings),
+            worker_for(settings),
             lambda pid: superexec_command(settings, pid),
             # one Flower home per site on a host; the SuperExec's task poll at 0.1 s
             flower_environment({"FLWR_HOME": str(settings.state_dir / "flwr-home"), **SUPEREXEC_POLL}),

@@ -123,7 +123,7 @@ def node_config(settings: SuperNodeSettings) -> dict[str, str]:
     return config
 
 
-def site_worker(settings: SuperNodeSettings) -> SiteWorker | None:
+def worker_for(settings: SuperNodeSettings) -> SiteWorker | None:
     """The site worker that takes the SuperNode's tasks; None: Flower's SuperExec does."""
     if not settings.site_worker:
         return None

@@ -59,7 +59,8 @@ ROUND_COLUMNS = [
     "slowest_eval_seconds",
     "client_compute_seconds",
     "local_seconds",
-    "round_seconds",
+    "exchange_seconds",  # from sending a round's messages to the last reply: local_seconds and the wire
+    "round_seconds",  # exchange_seconds and the server's own turn (aggregation, checkpoint)
 ]
 
 
@@ -175,16 +176,17 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             stopped = f"round {server_round} did not start: {exc}"
             log.error("%s: the run stops here", stopped)
             break
-        started = time.perf_counter()
+        started, exchanged = time.perf_counter(), 0.0
         carried_seconds: dict[int, float] = {}  # each node's seconds evaluating the previous round's model
         log.info("round %d/%d: training", server_round, settings.num_server_rounds)
-        if settings.secure_aggregation:
+        if settings.secure_aggregation:  # its exchanges and the server's unmasking, together
             aggregated, train_metrics = (
                 secure_train_round(
                     grid, server_round, arrays, shared, settings.num_server_rounds, settings.min_available_clients
                 ),
                 None,
             )
+            exchanged = time.perf_counter() - started
             nodes = sorted(grid.get_node_ids())  # all or none: SecAgg+ yields the sum or halts
             strategy.reports[server_round] = (
                 RoundReport(received=len(nodes), accepted=nodes)
@@ -194,7 +196,9 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         else:
             asked = ConfigRecord({**shared, "evaluate-received": unevaluated is not None})
             questions = list(strategy.configure_train(server_round, arrays, asked, grid))
+            sent = time.perf_counter()
             replies = send_and_receive(grid, questions, timeout=settings.round_timeout)
+            exchanged += time.perf_counter() - sent
             carried = take_carried_evaluations(replies, questions) if unevaluated is not None else []
             passport.read_replies(replies)
             aggregated, train_metrics = strategy.aggregate_train(server_round, replies)
@@ -213,11 +217,10 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         elif unevaluated is not None and server_round < settings.num_server_rounds:
             log.info("round %d: its evaluation rides on the next round's training", server_round)
         elif len(list(grid.get_node_ids())) >= settings.min_available_clients:  # else Flower waits, unbounded
-            eval_replies = send_and_receive(
-                grid,
-                strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(shared)), grid),
-                timeout=settings.round_timeout,
-            )
+            questions = list(strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(shared)), grid))
+            sent = time.perf_counter()
+            eval_replies = send_and_receive(grid, questions, timeout=settings.round_timeout)
+            exchanged += time.perf_counter() - sent
         else:
             log.warning("round %d: fewer sites connected than min-available-clients: no evaluation", server_round)
         eval_metrics, _ = _take_evaluation(strategy, passport, server_round, eval_replies)
@@ -249,6 +252,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             "slowest_train_seconds": report.slowest_train_seconds,
             "client_compute_seconds": report.total_train_seconds + report.total_eval_seconds,
             "local_seconds": _local_seconds(report, carried_seconds, evaluated_alone=bool(eval_replies)),
+            "exchange_seconds": exchanged,
             "round_seconds": time.perf_counter() - started,
         }
         rows.append(row)

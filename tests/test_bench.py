@@ -71,10 +71,12 @@ def test_deployment_overhead_is_the_round_outside_the_slowest_sites_local_work(t
     from simulations.bench.deployment import _mode_figures, _steady_rounds
 
     (tmp_path / "rounds.csv").write_text(
-        "round,local_seconds,round_seconds\n1,59,100\n2,16,20\n3,16,32\n4,18,24\n5,20,40\n"
+        "round,local_seconds,exchange_seconds,round_seconds\n1,59,90,100\n2,16,19,20\n3,16,31,32\n4,18,22,24\n"
+        "5,20,39,40\n"
     )
     rows = _steady_rounds(tmp_path)
     assert [row["round"] for row in rows] == [2, 3, 4]  # round 1 reads the data, the last evaluates alone
     figures = _mode_figures(rows)
     assert figures["round_seconds"] == 24 and figures["local_seconds"] == 16
     assert figures["overhead_fraction"] == pytest.approx(0.25)  # median of 0.2, 0.5, 0.25
+    assert figures["server_seconds"] == 1  # the ServerApp's own turn: median of 1, 1, 2

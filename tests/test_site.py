@@ -318,3 +318,22 @@ def test_the_short_poll_supernode_changes_only_flowers_sleeps(monkeypatch: pytes
         SuperNodeSettings("127.0.0.1:9092", tmp_path / "site", None, None, insecure=True, short_polls=False)
     )
     assert Path(stock[0]).name == "flower-supernode"
+
+
+def test_site_join_hands_the_tasks_to_the_site_worker_unless_told_not_to(
+    fed_sites: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--no-site-worker` reaches run_site as no worker (Flower's SuperExec then takes the tasks),
+    the default as a worker on the SuperNode's runtime port with the site's node config."""
+    import client.worker
+
+    started: list[tuple] = []
+    monkeypatch.setattr(client.worker, "run_site", lambda *args: started.append(args) or 0)
+    join = ["site", "join", "--superlink", "127.0.0.1:9092", "--data", str(fed_sites[0]), "--site-id", "a",
+            "--insecure", "--runtime-port", "19094"]  # fmt: skip
+    for extra in ([], ["--no-site-worker"]):
+        result = runner.invoke(app, [*join, "--state", str(tmp_path / f"state{len(extra)}"), *extra])
+        assert result.exit_code == 0, result.output
+    (_, _, worker, _, _, _), (_, _, none, superexec, _, _) = started
+    assert none is None and Path(superexec(1)[0]).name == "flower-superexec"
+    assert worker.runtime_address == "127.0.0.1:19094" and worker.node_config["site-id"] == "a"

@@ -52,6 +52,8 @@ def _mode_figures(rows: list[dict[str, float]]) -> dict[str, float]:
         "round_seconds": round(statistics.median(rounds), 2),
         "local_seconds": round(statistics.median(local), 2),
         "overhead_fraction": round(statistics.median(1 - lo / r for lo, r in zip(local, rounds, strict=True)), 4),
+        # the ServerApp's own turn: aggregation, checks, the signed checkpoint, the next round's messages
+        "server_seconds": round(statistics.median(row["round_seconds"] - row["exchange_seconds"] for row in rows), 2),
     }
 
 

@@ -111,20 +111,25 @@ def _markdown(report: dict[str, Any]) -> str:
         rows = []
         for mode, label in MODE_LABELS.items():
             if f"deployment_{mode}_round_seconds" in data:
-                round_s, local_s, share = (
-                    data[f"deployment_{mode}_{k}"] for k in ("round_seconds", "local_seconds", "overhead_fraction")
+                round_s, local_s, share, server_s = (
+                    data[f"deployment_{mode}_{k}"]
+                    for k in ("round_seconds", "local_seconds", "overhead_fraction", "server_seconds")
                 )
-                rows.append(f"| {label} | {round_s:.1f} | {local_s:.1f} | {round_s - local_s:.1f} | {share:.1%} |")
+                figures = f"{round_s:.1f} | {local_s:.1f} | {round_s - local_s:.1f} | {server_s:.1f} | {share:.1%}"
+                rows.append(f"| {label} | {figures} |")
         lines += [
             "",
             "## Rounds in a real deployment (TLS SuperLink + 2 SuperNodes on this machine)",
             "",
             f"2 sites of {data['deployment_patients_per_site']:,} patients, FedAvg, default model, median of rounds "
             f"2-{data['deployment_rounds'] - 1} (the last also evaluates its model alone). Overhead: the share of "
-            "the round spent in neither local training nor local evaluation at the slowest site.",
+            "the round spent in neither local training nor local evaluation at the slowest site. Of what is "
+            "outside, the server's turn is the ServerApp's own work (aggregation, checks, the signed checkpoint, "
+            "the next messages); the rest is on the wire and at the sites.",
             "",
-            "| deployment | round (s) | local training + evaluation (s) | outside (s) | overhead |",
-            "|---|---:|---:|---:|---:|",
+            "| deployment | round (s) | local training + evaluation (s) | outside (s) | of which the server's turn (s) "
+            "| overhead |",
+            "|---|---:|---:|---:|---:|---:|",
             *rows,
         ]
     if "attention_seconds" in data:
