@@ -48,16 +48,12 @@ from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
-from client.flower_version import require_flower
 from client.replies import errors_stay_at_the_site, write_site_error
 from shared_model.app_bundle import bundle_verified
+from shared_model.runtime.flower_pins import OBJECT_RETRY_CAP_SECONDS, OBJECT_RETRY_SECONDS, require_flower
 
 log = logging.getLogger(__name__)
 TASK_POLL_SECONDS = 0.05  # between asks for a task: a message waits 25 ms on average (Flower's SuperExec: 1 s)
-# The SuperNode makes a task before it has pulled the message's objects from the SuperLink; a task
-# taken at once finds them missing for a moment. Flower retries after 1 s, doubling (flwr-clientapp
-# starts later and seldom waits); here after 20 ms, doubling to at most 1 s.
-OBJECT_RETRY_SECONDS, OBJECT_RETRY_CAP_SECONDS = 0.02, 1.0
 ACQUIRE_METHODS = frozenset({"/flwr.proto.Runtime/AcquireTask"})  # the calls the SuperNode's secret guards
 NOT_APPROVED = "refused by the site: the run's app bundle is not one this site approved"
 
@@ -81,7 +77,7 @@ class SiteExecutor:
         self.app = app
         self.node_config = dict(node_config)
         self.trusted = trusted  # None only for an --insecure local test, as for the SuperNode
-        require_flower("the site executor", "--no-site-worker")
+        require_flower("the site executor", "join with --no-site-worker")
 
     def _client(self, *interceptors: Any) -> RuntimeHttpClient:
         return RuntimeHttpClient.from_server_address(
@@ -166,7 +162,8 @@ class SiteExecutor:
 
 def pull_task_input(client: RuntimeHttpClient) -> tuple[Message, Context, Fab]:
     """A task's message, context and bundle: flwr-clientapp's `pull_task_input` (Flower 1.42.0),
-    with a short retry for the message's objects."""
+    with a short retry for the message's objects (the SuperNode makes the task before it has
+    pulled them from the SuperLink: shared_model.runtime.flower_pins)."""
     task = client.PullTaskInput(PullTaskInputRequest())
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = (
         task.task_id,

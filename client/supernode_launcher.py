@@ -3,9 +3,10 @@
 Flower 1.42's SuperNode sleeps 3 s whenever a poll of the SuperLink finds no message, and waits
 for its ClientApp's reply in steps of 0.5 s (flwr/supernode/start_client_internal.py, lines 263,
 470 and 506 of the 1.42.0 wheel). A round's train and evaluate messages each arrive while the
-SuperNode may be in the 3 s sleep, and each reply is noticed up to 0.5 s late: seconds a round
-that no training pays for. This launcher runs Flower's own `flower-supernode` entry point with
-those sleeps shortened and nothing else changed.
+SuperNode may be in the 3 s sleep, and each reply is noticed up to 0.5 s late; a message whose
+objects are still being uploaded when the SuperNode pulls it is retried after 1 s
+(shared_model.runtime.flower_pins): seconds a round that no training pays for. This launcher runs
+Flower's own `flower-supernode` entry point with those waits shortened and nothing else changed.
 
 It is written against one Flower version and refuses any other, and refuses a SuperNode module
 whose sleeps are not the ones above: a newer Flower may have moved them, and a launcher that
@@ -13,8 +14,9 @@ silently changed nothing (or something else) must not pass for this one. `claimp
 --stock-supernode` runs Flower's script as shipped.
 
 It runs in the SuperNode's process, which holds the node's private key and checks the signatures
-of the bundles it runs: it imports nothing but Flower and the standard library, and replaces one
-module attribute (docs/deployment.md, threat model).
+of the bundles it runs: it imports nothing but Flower, the standard library and the project's
+standard-library-only pin module, and replaces two module attributes (docs/deployment.md, threat
+model).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import time
 from types import ModuleType
 
-from client.flower_version import FLOWER_VERSION, UnsupportedFlower, require_flower
+from shared_model.runtime.flower_pins import FLOWER_VERSION, UnsupportedFlower, require_flower, shorten_object_retries
 
 IDLE_POLL_SECONDS = 0.25  # Flower: 3 s between polls of the SuperLink that found no message
 REPLY_POLL_SECONDS = 0.05  # Flower: 0.5 s between looks for the ClientApp's reply
@@ -45,9 +47,10 @@ class ShortPolls:
 
 
 def install(version: str | None = None, module: ModuleType | None = None) -> None:
-    """Shorten the SuperNode's polls, after checking that Flower is the pinned version and its
-    loop sleeps exactly where they did in it."""
-    require_flower("the short-poll SuperNode launcher", "--stock-supernode", version)
+    """Shorten the SuperNode's polls and object retries, after checking that Flower is the pinned
+    version, its loop sleeps exactly where they did in it and it pulls objects with Flower's own
+    `pull_objects`."""
+    require_flower("the short-poll SuperNode launcher", "join with --stock-supernode", version)
     if module is None:
         from flwr.supernode import start_client_internal as module
     source = inspect.getsource(module)
@@ -57,6 +60,7 @@ def install(version: str | None = None, module: ModuleType | None = None) -> Non
             f"Flower's SuperNode loop does not sleep where {FLOWER_VERSION}'s did ({found}, expected "
             f"{EXPECTED_SLEEPS}): join with --stock-supernode"
         )
+    shorten_object_retries(module)
     module.time = ShortPolls()
 
 

@@ -4,7 +4,8 @@
 exchange waits 1.5 s on average after the last site answered. This polls the same public Grid API
 (`push_messages`, `pull_messages`) every tenth of a second, one small request to the local
 SuperLink, and sends each message's arrays as one blob (shared_model.wire), which the sites'
-ClientApp unpacks and answers in kind.
+ClientApp unpacks and answers in kind. A reply is announced before its objects are all uploaded:
+Flower's deployed grid then retries them after 1 s, here after 20 ms (shared_model.runtime.flower_pins).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
+from shared_model.runtime.flower_pins import UnsupportedFlower, require_flower, shorten_object_retries
 from shared_model.wire import pack, unpack
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ def send_and_receive(grid: Grid, messages: Iterable[Message], *, timeout: float 
     """Every reply to `messages` (an error reply for a site that failed, whose arrays do not
     unpack, or that has not answered within `timeout` seconds: a broken, hostile or silent site
     must not stop or hold the round), as Grid.send_and_receive."""
+    _short_object_retries()
     outgoing = list(messages)
     for message in outgoing:
         message.content = pack(message.content)
@@ -55,6 +58,18 @@ def send_and_receive(grid: Grid, messages: Iterable[Message], *, timeout: float 
         if waiting:
             time.sleep(POLL_SECONDS)
     return replies
+
+
+def _short_object_retries() -> None:
+    """Flower's deployed grid (HttpGrid) retries a reply's missing objects after 20 ms, on the
+    Flower version that was read; on another, Flower's own retries stand (a warning says so)."""
+    from flwr.superlink.grid import http_grid
+
+    try:
+        require_flower("the ServerApp's short object retries", "the replies wait Flower's 1 s retries")
+        shorten_object_retries(http_grid)
+    except UnsupportedFlower as exc:
+        log.warning("%s", exc)
 
 
 def _unpacked(reply: Message, question: Message) -> Message:

@@ -292,6 +292,7 @@ def test_the_short_poll_supernode_changes_only_flowers_sleeps(monkeypatch: pytes
     from client.supernode import SuperNodeSettings, supernode_command
 
     monkeypatch.setattr(start_client_internal, "time", time)  # restored after the test
+    monkeypatch.setattr(start_client_internal, "pull_objects", start_client_internal.pull_objects)
     with pytest.raises(launcher.UnsupportedFlower, match=r"1\.42\.0, found 1\.43\.0.*--stock-supernode"):
         launcher.install(version="1.43.0")
     moved = tmp_path / "moved_sleeps.py"
@@ -311,6 +312,8 @@ def test_the_short_poll_supernode_changes_only_flowers_sleeps(monkeypatch: pytes
     start_client_internal.time.sleep(7)
     assert slept == [launcher.IDLE_POLL_SECONDS, launcher.REPLY_POLL_SECONDS, 7]
     assert start_client_internal.time.monotonic is time.monotonic  # everything else is the time module
+    retries = start_client_internal.pull_objects  # a message's objects: retried after 20 ms, not 1 s
+    assert retries.keywords == {"initial_backoff": 0.02, "backoff_cap": 1.0} and not retries.args
 
     site = SuperNodeSettings("127.0.0.1:9092", tmp_path / "site", None, None, insecure=True)
     assert supernode_command(site)[1:3] == ["-m", "client.supernode_launcher"]
@@ -337,3 +340,23 @@ def test_site_join_hands_the_tasks_to_the_site_worker_unless_told_not_to(
     (_, _, worker, _, _, _), (_, _, none, superexec, _, _) = started
     assert none is None and Path(superexec(1)[0]).name == "flower-superexec"
     assert worker.runtime_address == "127.0.0.1:19094" and worker.node_config["site-id"] == "a"
+
+
+def test_the_serverapp_retries_a_replys_objects_after_20_ms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply is announced before its objects are all uploaded; Flower's deployed grid retried
+    them after 1 s. Only Flower's own pull_objects is wrapped, and only its retry times change."""
+    import types
+
+    from flwr.supercore.inflatable.inflatable_utils import pull_objects
+    from flwr.superlink.grid import http_grid
+
+    from server.exchange import _short_object_retries
+    from shared_model.runtime.flower_pins import UnsupportedFlower, shorten_object_retries
+
+    monkeypatch.setattr(http_grid, "pull_objects", pull_objects)
+    _short_object_retries()
+    _short_object_retries()  # once is enough: not wrapped twice
+    assert http_grid.pull_objects.func is pull_objects
+    assert http_grid.pull_objects.keywords == {"initial_backoff": 0.02, "backoff_cap": 1.0}
+    with pytest.raises(UnsupportedFlower, match="does not call"):
+        shorten_object_retries(types.ModuleType("elsewhere"))

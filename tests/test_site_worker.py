@@ -24,10 +24,10 @@ from flwr.supercore.primitives.asymmetric_ed25519 import create_message_to_sign
 from client.app import make_client_app
 from client.approval import make_site_keys
 from client.executor import NOT_APPROVED, SiteExecutor
-from client.flower_version import UnsupportedFlower
 from client.node_config import DATA_PATH_KEY, POLICY_KEY, SITE_ID_KEY, STATE_DIR_KEY
 from client.worker import claim_state, worker_running
 from shared_model.app_bundle import Approval, fab_hash, load_signing_key, read_trusted_entities, site_key_id
+from shared_model.runtime.flower_pins import UnsupportedFlower
 from tests.test_hostile_server import Server, probing_model_and_vocabulary, refused, write_policy
 
 REPO = Path(__file__).resolve().parents[1]
