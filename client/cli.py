@@ -164,8 +164,8 @@ def join(
         typer.Option(
             min=1,
             max=65535,
-            help="Local port (127.0.0.1 only) between the SuperNode and its SuperExec; each site on one host "
-            "needs its own.",
+            help="Local port (127.0.0.1 only) of the SuperNode's runtime API, where the site worker takes its "
+            "tasks; each site on one host needs its own.",
         ),
     ] = 9094,
     max_retries: Annotated[
