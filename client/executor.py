@@ -106,7 +106,10 @@ class SiteExecutor:
                     stop.wait(1.0)
                     continue
                 if acquired.HasField("task") and acquired.token:
-                    self.run_task(acquired.token)
+                    try:
+                        self.run_task(acquired.token)
+                    except Exception as exc:  # noqa: BLE001 - the next task must still be taken
+                        log.error("site executor: a task could not be closed (%s)", type(exc).__name__, exc_info=exc)
                     continue  # the next message may be waiting already
                 stop.wait(TASK_POLL_SECONDS)
         finally:
@@ -143,9 +146,12 @@ class SiteExecutor:
         except Exception as exc:  # noqa: BLE001 - the runtime API broke off: the SuperNode expires the task
             log.error("site executor: a task failed (%s)", type(exc).__name__, exc_info=exc)
         finally:
-            push_task_output(client, context, status, "" if status == SubStatus.COMPLETED else "not completed")
-            heartbeat.stop()
-            client.close()
+            try:
+                push_task_output(client, context, status, "" if status == SubStatus.COMPLETED else "not completed")
+            finally:
+                if heartbeat.is_running:
+                    heartbeat.stop()
+                client.close()
 
     def answer(self, message: Message, context: Context, fab: Fab) -> Message:
         """The reply to one task's message: the site's ClientApp answers under the site's own node
