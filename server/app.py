@@ -9,6 +9,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from server.exchange import short_object_retries
 from server.federation import run_federation
 from server.superlink import SIGNING_KEY_ENV
 from shared_model.run_config import FederatedRunConfig
@@ -37,6 +38,7 @@ def make_server_app(overrides: dict[str, Any] | None = None, signer: Signer | No
         settings = FederatedRunConfig.from_run_config({**dict(context.run_config), **(overrides or {})})
         if not settings.run_dir:
             raise ValueError("run-dir must be set in the run config (where checkpoints are written)")
+        short_object_retries()
         run_federation(grid, settings, signer=signer or signer_for(settings))
 
     return app

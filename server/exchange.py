@@ -5,7 +5,8 @@ exchange waits 1.5 s on average after the last site answered. This polls the sam
 (`push_messages`, `pull_messages`) every tenth of a second, one small request to the local
 SuperLink, and sends each message's arrays as one blob (shared_model.wire), which the sites'
 ClientApp unpacks and answers in kind. A reply is announced before its objects are all uploaded:
-Flower's deployed grid then retries them after 1 s, here after 20 ms (shared_model.runtime.flower_pins).
+Flower's deployed grid then retries them after 1 s, after 20 ms once the ServerApp has called
+`short_object_retries` (shared_model.runtime.flower_pins).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ def send_and_receive(grid: Grid, messages: Iterable[Message], *, timeout: float 
     """Every reply to `messages` (an error reply for a site that failed, whose arrays do not
     unpack, or that has not answered within `timeout` seconds: a broken, hostile or silent site
     must not stop or hold the round), as Grid.send_and_receive."""
-    _short_object_retries()
     outgoing = list(messages)
     for message in outgoing:
         message.content = pack(message.content)
@@ -60,9 +60,10 @@ def send_and_receive(grid: Grid, messages: Iterable[Message], *, timeout: float 
     return replies
 
 
-def _short_object_retries() -> None:
-    """Flower's deployed grid (HttpGrid) retries a reply's missing objects after 20 ms, on the
-    Flower version that was read; on another, Flower's own retries stand (a warning says so)."""
+def short_object_retries() -> None:
+    """Make Flower's deployed grid (HttpGrid) retry a reply's missing objects after 20 ms, on the
+    Flower version that was read; on another, Flower's own retries stand (a warning says so).
+    Once per ServerApp (server.app): it changes Flower's module for the whole process."""
     from flwr.superlink.grid import http_grid
 
     try:

@@ -350,12 +350,12 @@ def test_the_serverapp_retries_a_replys_objects_after_20_ms(monkeypatch: pytest.
     from flwr.supercore.inflatable.inflatable_utils import pull_objects
     from flwr.superlink.grid import http_grid
 
-    from server.exchange import _short_object_retries
+    from server.exchange import short_object_retries
     from shared_model.runtime.flower_pins import UnsupportedFlower, shorten_object_retries
 
     monkeypatch.setattr(http_grid, "pull_objects", pull_objects)
-    _short_object_retries()
-    _short_object_retries()  # once is enough: not wrapped twice
+    short_object_retries()
+    short_object_retries()  # once is enough: not wrapped twice
     assert http_grid.pull_objects.func is pull_objects
     assert http_grid.pull_objects.keywords == {"initial_backoff": 0.02, "backoff_cap": 1.0}
     with pytest.raises(UnsupportedFlower, match="does not call"):
