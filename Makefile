@@ -2,21 +2,28 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.install-stamp
+# GPU=1 (make install GPU=1, or any target): TensorFlow with its CUDA libraries (pip's nvidia-*
+# packages) for a Linux machine with an NVIDIA GPU and its driver; the same commands then use it.
+GPU ?=
+STAMP := $(VENV)/.install-stamp$(if $(GPU),-gpu)
+comma := ,
 DEMO_DIR ?= demo
 BENCH_DIR ?= bench
 EXPERIMENT_DIR ?= runs
 EXPERIMENT_PATIENTS ?= 20000
 SEED ?= 0
 
-.PHONY: install demo test browser lint format test-deployment bench experiment experiment-claim-pt experiment-fed-vs-central experiment-privacy experiment-advisor experiment-few-shot experiment-out-of-time clean
+.PHONY: install demo test browser lint format test-deployment bench check-gpu experiment experiment-claim-pt experiment-fed-vs-central experiment-privacy experiment-advisor experiment-few-shot experiment-out-of-time clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,original]"
+	$(BIN)/python -m pip install --quiet -e ".[test,original$(if $(GPU),$(comma)gpu)]"
+	@# tensorflow-cpu and tensorflow share one package directory: with a GPU, tensorflow's files must win
+	$(if $(GPU),$(BIN)/python -m pip install --quiet --force-reinstall --no-deps "tensorflow>=2.21$(comma)<2.22")
+	rm -f $(VENV)/.install-stamp $(VENV)/.install-stamp-gpu
 	touch $(STAMP)
 
 CLAIMPT := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/claimpt
@@ -67,6 +74,11 @@ ORIGINAL ?=
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/claimpt bench --out $(BENCH_DIR) --seed $(SEED) --scale 1000000 \
 		--federated 20000 --deployment 20000 $(if $(ORIGINAL),--original $(ORIGINAL))
+
+# After `make install GPU=1` on a machine with an NVIDIA GPU: the model bench in both precisions
+# and one pretraining epoch on the GPU (exit 2 where TensorFlow sees none); writes $(BENCH_DIR)/gpu.
+check-gpu: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m simulations.bench.gpu_check --out $(BENCH_DIR)/gpu --seed $(SEED)
 
 experiment: install
 	test -f $(EXPERIMENT_DIR)/sites/site-3/metadata/dataset.json || \

@@ -230,6 +230,7 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
             proximal_mu=proximal_mu,
             optimizer_state=stored.to_numpy_ndarrays() if stored is not None else None,
             privacy=privacy,
+            precision=settings.precision,
         )
         privacy_metrics = {}
         if privacy is not None:
@@ -266,7 +267,9 @@ def make_client_app(overrides: dict[str, Any] | None = None, mods: Sequence[Mod]
         if len(samples["held_out"]["subject_id"]) < k:
             raise SiteRefusal("fewer held-out patients than this site's k: no evaluation", policy_key="k_anonymity")
         activity.record(Activity(run, instructions.server_round, "evaluated", instructions.run_id))  # before it runs
-        result = evaluate_locally(weights, model_config, samples, learning_rate=settings.learning_rate)
+        result = evaluate_locally(
+            weights, model_config, samples, learning_rate=settings.learning_rate, precision=settings.precision
+        )
         metrics = MetricRecord({"num-examples": result.num_examples, "site-key": site_key(site), **result.metrics})
         return metrics, privacy_statement(context, policy, k, site_key(site))
 

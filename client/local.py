@@ -107,11 +107,11 @@ class LocalResult:
 
 
 @functools.lru_cache(maxsize=1)
-def _compiled_model(config_json: str, learning_rate: float) -> PretrainingModel:
+def _compiled_model(config_json: str, learning_rate: float, precision: str) -> PretrainingModel:
     """One compiled model per process, reused every round: no retracing and nothing accumulates
     in TF's graph state however many rounds run in one process."""
     keras.backend.clear_session()
-    model = PretrainingModel(ClaimTransformerConfig.from_json(config_json))
+    model = PretrainingModel(ClaimTransformerConfig.from_json(config_json), precision)
     compile_pretraining(model, learning_rate)
     return model
 
@@ -167,12 +167,14 @@ def train_locally(
     proximal_mu: float = 0.0,
     optimizer_state: list[np.ndarray] | None = None,
     privacy: LocalPrivacy | None = None,
+    precision: str = "float32",
 ) -> LocalResult:
     """`epochs` passes over the site's train split, starting from the global weights (and from
     `optimizer_state`, this site's optimizer state after its previous round, when given); with
-    `privacy`, DP-SGD on Poisson-sampled batches (an epoch is then 1 / q steps)."""
+    `privacy`, DP-SGD on Poisson-sampled batches (an epoch is then 1 / q steps). `precision` is
+    the run's (float32 or bfloat16), the same at every site."""
     round_seed = local_seed(seed, server_round, key)
-    model = _compiled_model(config.to_json(), learning_rate)
+    model = _compiled_model(config.to_json(), learning_rate, precision)
     seed_round(model, round_seed)
     _start_round(model, weights, optimizer_state)
     if proximal_mu > 0 or model.proximal is not None:  # once set, the compiled step keeps the term (mu may be 0)
@@ -222,11 +224,15 @@ def train_locally(
 
 
 def evaluate_locally(
-    weights: list[np.ndarray], config: ClaimTransformerConfig, samples: dict[str, Arrays], learning_rate: float = 1e-3
+    weights: list[np.ndarray],
+    config: ClaimTransformerConfig,
+    samples: dict[str, Arrays],
+    learning_rate: float = 1e-3,
+    precision: str = "float32",
 ) -> LocalResult:
     """Loss and NVP Recall@k of the global model on the site's held-out split."""
     started = time.perf_counter()
-    model = _compiled_model(config.to_json(), learning_rate)
+    model = _compiled_model(config.to_json(), learning_rate, precision)
     model.set_weights(weights)
     held_out = samples["held_out"]
     scores = model.evaluate(

@@ -373,6 +373,7 @@ def _manifest_extra(
         "rounds_trained": list(trained),
         "strategy": settings.strategy,
         "seed": settings.seed,
+        "precision": settings.precision,
         "local_epochs": settings.local_epochs,
         "k_anonymity": settings.k_anonymity,
         "dp_epsilon": settings.dp_epsilon,

@@ -95,8 +95,9 @@ def save_checkpoint(
     signer=None,
     extra_files: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write the checkpoint of `model` atomically. `signer(bytes) -> bytes` signs manifest.json;
-    `extra_files` (e.g. server strategy state) are stored and hashed like the others."""
+    """Write the checkpoint of `model` (a PretrainingModel or TaskModel) atomically.
+    `signer(bytes) -> bytes` signs manifest.json; `extra_files` (e.g. server strategy state) are
+    stored and hashed like the others."""
     directory = Path(directory)
     weights = [np.asarray(v) for v in model.get_weights()]
     with atomic_directory(directory, overwrite=overwrite) as tmp:
@@ -113,6 +114,7 @@ def save_checkpoint(
             "kind": kind,
             "files": {name: sha256_file(tmp / name) for name in names},
             "variables": [{"path": v.path, "shape": list(v.shape)} for v in model.weights],
+            "precision": model.precision,  # what it trained in (a federated run's: its run config's)
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "versions": _versions(),
             **(extra or {}),

@@ -14,13 +14,10 @@ import tensorflow as tf
 from keras import ops
 
 from shared_model.config import ClaimTransformerConfig
+from shared_model.head_loss import dense_multilabel_bce_sum
 from shared_model.layers import CodeCounts, DemographicToken, TransformerBlock, VisitEmbedding
-from shared_model.objectives import (
-    ProximalTerm,
-    binary_bce_from_logits,
-    dense_multilabel_bce_sum,
-    multilabel_bce_from_indices,
-)
+from shared_model.objectives import ProximalTerm, binary_bce_from_logits, multilabel_bce_from_indices
+from shared_model.precision import FIXED_PRECISIONS
 from shared_model.privacy import DPSGD
 from shared_model.tensorize import MODEL_INPUTS
 
@@ -28,10 +25,6 @@ TASK_BINARY = "binary"
 TASK_MULTILABEL = "multilabel"
 CP_ROW_BUCKET = 256  # real visits per batch are padded to a multiple of this for the fused CP loss
 NVP_ROW_BUCKET = 128  # and the patients of a batch (100 by default; last and validation batches vary)
-
-# The NVP and CP heads fused with their losses by XLA (shared_model.objectives): one function for
-# every model, so that XLA compiles each input shape once per process, not once per model made.
-fused_head_loss = tf.function(dense_multilabel_bce_sum, jit_compile=True)
 
 
 def model_inputs(config: ClaimTransformerConfig) -> dict[str, keras.KerasTensor]:
@@ -116,14 +109,21 @@ def encoder_forward(
 class PretrainingModel(keras.Model):
     """Encoder + next-visit prediction (NVP) + per-visit category prediction (CP) heads.
 
-    The CP head runs only on real (unpadded) visits, fused with its loss by XLA, and both losses
-    use sparse targets: the same loss as the dense all-slots masked computation at a fraction of
-    the cost (tests/test_model.py checks loss and gradients).
+    The CP head runs only on real (unpadded) visits, fused with its loss (shared_model.head_loss),
+    and both losses use sparse targets: the same loss as the dense all-slots masked computation at
+    a fraction of the cost (tests/test_model.py checks loss and gradients).
+
+    `precision` (float32 or bfloat16, shared_model.precision) is that of the training heads'
+    matmuls, three quarters of a step's arithmetic at the paper's sizes. The encoder, the served
+    NVP logits, the weights and everything else stay float32: on a CPU without AMX, TensorFlow's
+    bfloat16 elementwise kernels made a bfloat16 encoder slower, not faster (docs/performance.md).
     """
 
-    def __init__(self, config: ClaimTransformerConfig, **kwargs):
+    def __init__(self, config: ClaimTransformerConfig, precision: str = "float32", **kwargs):
         super().__init__(name=kwargs.pop("name", "pretraining_model"), **kwargs)
-        self.model_config = config
+        if precision not in FIXED_PRECISIONS:
+            raise ValueError(f"precision must be one of {FIXED_PRECISIONS}, got {precision!r}")
+        self.model_config, self.precision = config, precision
         self.encoder = build_encoder(config)
         self.nvp_head = group_head(config.n_groups, "nvp_head")
         self.cp_head = group_head(config.n_groups, "cp_head")
@@ -196,12 +196,16 @@ class PretrainingModel(keras.Model):
     def next_visit_loss(self, patients, target_groups):
         """Mean NVP loss, its head fused with the loss like the CP head's (the training loss does
         not use the `nvp` logits `call` returns for inference)."""
-        return _mean_head_loss(self.nvp_head, patients, target_groups, NVP_ROW_BUCKET)
+        return _mean_head_loss(self.nvp_head, patients, target_groups, NVP_ROW_BUCKET, self.precision)
 
     def category_loss(self, visits, valid, visit_groups):
         """Mean CP loss over real visits only (padded slots skip the head's cost entirely)."""
         return _mean_head_loss(
-            self.cp_head, tf.boolean_mask(visits, valid), tf.boolean_mask(visit_groups, valid), CP_ROW_BUCKET
+            self.cp_head,
+            tf.boolean_mask(visits, valid),
+            tf.boolean_mask(visit_groups, valid),
+            CP_ROW_BUCKET,
+            self.precision,
         )
 
 
@@ -210,22 +214,26 @@ def group_head(n_groups: int, name: str) -> keras.layers.Dense:
     few of many groups, so every group starts rare. From a bias of 0 (probability 0.5 for every
     group) the fastest way down the loss is through the encoder, not the slowly moving bias: it
     drives every patient vector into tanh's saturated corner, one point for all patients, where
-    nothing can move them again (measured on CoreBEHRT's example data, docs/results/any-meds.md)."""
+    nothing can move them again (measured on CoreBEHRT's example data, docs/results/any-meds.md).
+
+    Its logits (what a deployed model serves) are float32 whatever the model's precision."""
     return keras.layers.Dense(n_groups, name=name, bias_initializer=keras.initializers.Constant(-math.log(n_groups)))
 
 
-def _mean_head_loss(head: keras.layers.Dense, rows, target_groups, bucket: int):
-    """The mean over `rows` of the XLA-fused head + loss. The rows are padded with zero-weight rows
-    to a multiple of `bucket`, so XLA sees a handful of shapes, not one per batch."""
+def _mean_head_loss(head: keras.layers.Dense, rows, target_groups, bucket: int, precision: str):
+    """The mean over `rows` of the head + its loss (shared_model.head_loss), its matmuls in
+    `precision`. The rows are padded with zero-weight rows to a multiple of `bucket`, so XLA
+    sees a handful of shapes, not one per batch."""
     count = tf.shape(rows)[0]
     padding = -count % bucket
-    weight = tf.cast(tf.range(count + padding) < count, rows.dtype)
-    total = fused_head_loss(
+    weight = tf.cast(tf.range(count + padding) < count, tf.float32)
+    total = dense_multilabel_bce_sum(
         head.kernel.value,
         head.bias.value,
         tf.pad(rows, [[0, padding], [0, 0]]),
         tf.pad(target_groups, [[0, padding], [0, 0]], constant_values=-1),
         weight,
+        tf.dtypes.as_dtype(precision),
     )
     return total / tf.maximum(tf.cast(count, total.dtype), 1.0)
 
@@ -248,6 +256,7 @@ class TaskModel(keras.Model):
             raise ValueError(f"unknown task kind {kind!r}")
         self.kind = kind
         self.encoder = encoder
+        self.precision = "float32"  # a task head's matmuls are small: fine-tuning is float32
         self.head = keras.layers.Dense(n_outputs, name="task_head")
         self.head.build((None, encoder.output["patient"].shape[-1]))
         self.code_counts = self.count_head = None

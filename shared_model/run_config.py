@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared_model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
+from shared_model.precision import FIXED_PRECISIONS
 from shared_model.settings import (
     ACCOUNTANTS,
     MAX_BATCH,
@@ -69,6 +70,12 @@ class FederatedRunConfig:
     learning_rate: float = setting(1e-3, "Local RMSprop learning rate.", above=0, at_most=10)
     seed: int = setting(
         0, "Random seed: the initial model and every site's local training.", at_least=0, at_most=MAX_SEED
+    )
+    precision: str = setting(
+        "float32",
+        "float32, or bfloat16 matmuls with float32 weights (fastest on GPUs and CPUs with AMX or "
+        "AVX512-BF16): one precision for every site, named here, never chosen by a site's hardware.",
+        choices=FIXED_PRECISIONS,
     )
     k_anonymity: int = setting(
         11,

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared_model.precision import PRECISIONS
+
 ADAPTATIONS = ("probe", "probe-then-finetune", "finetune")
 ACCOUNTANTS = ("rdp", "pld")  # the DP accountants (shared_model.privacy)
 # the ranges every setting is held to: generous for any real use, finite for every value
@@ -21,6 +23,12 @@ MAX_GROUPS = 10**5  # pretraining target groups
 MAX_EPOCHS = 10_000
 MAX_BATCH = 100_000
 MAX_SEED = 2**63 - 1  # any int64
+PRECISION_AUTO = "auto"
+PRECISION_HELP = (
+    "Of the training heads' matmuls: float32, or bfloat16 (weights, losses and the encoder stay "
+    "float32); auto: bfloat16 where the machine has it natively (a GPU, or a CPU with AMX or "
+    "AVX512-BF16), else float32."
+)
 MODELS = ("transformer", "logreg", "gbm")  # the transformer, or a count-feature baseline
 
 
@@ -222,6 +230,7 @@ class PretrainSettings:
         2, "Early stopping: epochs without tuning-loss improvement.", at_least=1, at_most=MAX_EPOCHS
     )
     seed: int = setting(0, "Random seed (initialisation and batch order).", at_least=0, at_most=MAX_SEED)
+    precision: str = setting(PRECISION_AUTO, PRECISION_HELP, choices=PRECISIONS)
 
     def __post_init__(self) -> None:
         check_settings(self)

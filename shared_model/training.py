@@ -21,6 +21,7 @@ from shared_model.model import TASK_BINARY, HeadOnly, PretrainingModel, TaskMode
 from shared_model.model_selection import choose_c
 from shared_model.optimizers import GradualUnfreezing, LayerwiseAdam, SparseRMSprop
 from shared_model.pipeline import make_dataset, poisson_dataset, total_samples
+from shared_model.precision import resolve_precision
 from shared_model.settings import ADAPTATIONS, FinetuneSettings, PretrainSettings
 from shared_model.tensorize import Arrays
 
@@ -60,9 +61,12 @@ def seed_round(model: keras.Model, seed: int) -> None:
         generator.state.assign(np.array([(seed * 7919 + index) % 2**31, 0], dtype=generator.state.dtype))
 
 
-def new_pretraining_model(config: ClaimTransformerConfig, seed: int, learning_rate: float = 1e-3) -> PretrainingModel:
+def new_pretraining_model(
+    config: ClaimTransformerConfig, seed: int, learning_rate: float = 1e-3, precision: str = "float32"
+) -> PretrainingModel:
+    """A fresh, compiled pretraining model computing in `precision` (float32 or bfloat16)."""
     seed_everything(seed)
-    model = PretrainingModel(config)
+    model = PretrainingModel(config, precision)
     compile_pretraining(model, learning_rate)
     return model
 
@@ -76,8 +80,12 @@ def compile_pretraining(model: PretrainingModel, learning_rate: float) -> None:
 def compile_built(model: keras.Model, optimizer: keras.optimizers.Optimizer, **options: Any) -> None:
     """`model.compile`, then the optimizer's slots created at once: Keras would create them while
     tracing the first train step, and TensorFlow traces a step that creates variables twice (on a
-    small fine-tuning, the second trace is a third of its time)."""
-    model.compile(optimizer=optimizer, **options)
+    small fine-tuning, the second trace is a third of its time).
+
+    Never XLA for the whole step (Keras' default on a GPU): the step has data-dependent shapes
+    (real visits, real codes), and its heaviest parts are compiled on their own
+    (shared_model.head_loss)."""
+    model.compile(optimizer=optimizer, jit_compile=False, **options)
     optimizer.build(model.trainable_variables)
 
 
@@ -174,7 +182,7 @@ def pretrain(
     verbose: int = 0,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[PretrainingModel, dict]:
-    model = new_pretraining_model(config, settings.seed, settings.learning_rate)
+    model = new_pretraining_model(config, settings.seed, settings.learning_rate, resolve_precision(settings.precision))
     history = fit_pretraining(model, train, tuning, settings, verbose=verbose, callbacks=callbacks)
     return model, history.history
 

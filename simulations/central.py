@@ -100,7 +100,9 @@ def run_central_pretraining(
     )
     pd.DataFrame(history).rename_axis("epoch").to_csv(out / "history.csv")
     metrics = nvp_report(model, splits, [Path(p).name for p in data_dirs], vocabulary.n_groups)
-    metrics.update(mode="central", seed=settings.seed, epochs_run=len(history.get("loss", [])))
+    metrics.update(
+        mode="central", seed=settings.seed, precision=model.precision, epochs_run=len(history.get("loss", []))
+    )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from client.local import site_samples, train_locally
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import read_meds
 from shared_model.model import PretrainingModel
+from shared_model.run_config import FederatedRunConfig
+from shared_model.settings import SettingError
 from shared_model.tasks import training_vocabulary
 
 
@@ -58,3 +61,29 @@ def test_fedprox_binds_a_round_also_after_rounds_without_it_in_the_process(fed_s
     # unbound, the term changes nothing (a ratio near 1); bound, RMSprop's normalised steps still
     # jitter around the anchor (about 2% of the free movement since the heads start at their prior)
     assert moved(1e4) < free / 10
+
+
+def test_a_round_trains_in_the_precision_its_run_config_names(fed_sites: list[Path]) -> None:
+    """The run config names one precision for every site (never `auto`, which each site's hardware
+    would decide); the site's weights stay float32 and move as in float32, to bfloat16's rounding."""
+    with pytest.raises(SettingError, match="precision"):
+        FederatedRunConfig.from_run_config({"precision": "auto"})
+    site = fed_sites[2]
+    vocabulary = training_vocabulary([read_meds(site)])
+    config = ClaimTransformerConfig(
+        vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16, patient_dim=16, ffn_dim=16
+    )
+    weights = [np.asarray(w) for w in PretrainingModel(config).get_weights()]
+    samples = site_samples(str(site), vocabulary.to_json(), 5)
+    options = {"epochs": 1, "batch_size": 64, "learning_rate": 1e-3, "seed": 0, "key": 3, "server_round": 1}
+    trained = {
+        precision: train_locally(weights, config, samples, precision=precision, **options).weights
+        for precision in ("float32", "bfloat16")
+    }
+    assert {w.dtype for w in trained["bfloat16"]} == {np.dtype(np.float32)}
+
+    def distance(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+        return float(np.sqrt(sum(np.sum((x - y) ** 2) for x, y in zip(a, b, strict=True))))
+
+    apart = distance(trained["float32"], trained["bfloat16"])
+    assert 0 < apart < 0.2 * distance(trained["float32"], weights)

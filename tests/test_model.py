@@ -13,9 +13,11 @@ import tensorflow as tf
 
 from shared_model.checkpoint import CheckpointError, assign_weights, load_checkpoint, save_checkpoint
 from shared_model.config import ClaimTransformerConfig
+from shared_model.head_loss import log1p_unit
 from shared_model.model import CP_ROW_BUCKET, PretrainingModel, TaskModel, build_encoder, layer_depths, parameter_table
 from shared_model.objectives import multilabel_bce_from_indices
 from shared_model.optimizers import LayerwiseAdam, SparseRMSprop
+from shared_model.precision import cpu_flags, native_bfloat16, resolve_precision
 from shared_model.training import Progress, compile_pretraining, new_pretraining_model
 from shared_model.vocabulary import Vocabulary
 
@@ -375,3 +377,51 @@ def test_a_cohort_without_positives_gets_its_rate_not_a_random_head(config: Clai
     logistic_probe(model, arrays, arrays, seed=0)
     probabilities = 1 / (1 + np.exp(-predict_task(model, arrays, "label")))
     assert np.allclose(probabilities, 1e-4, rtol=1e-3)
+
+
+def test_the_heads_log1p_polynomial_is_log1p_to_float32_rounding() -> None:
+    """The fused head's softplus uses a polynomial for log1p on [0, 1] (shared_model.head_loss)."""
+    x = np.linspace(0.0, 1.0, 200_001, dtype=np.float32)
+    got = log1p_unit(tf.constant(x)).numpy()
+    assert got[0] == 0.0
+    assert np.abs(got - np.log1p(x.astype(np.float64))).max() <= 2e-7
+
+
+def test_bfloat16_computes_near_float32_and_keeps_float32_weights(
+    tmp_path: Path, config: ClaimTransformerConfig
+) -> None:
+    """The same initial weights in both precisions (bfloat16 only changes how the heads' matmuls
+    compute); weights, optimizer state and the served logits stay float32; loss and gradients
+    differ by bfloat16's rounding and no more; the checkpoint's manifest records the precision."""
+    x, y = random_batch(np.random.default_rng(7), 9, config.vocab_size, config.n_groups, np.array([30] * 9))
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        model = new_pretraining_model(config, seed=11, precision=precision)
+        assert {v.dtype for v in [*model.weights, *model.optimizer.variables]} <= {"float32", "int64"}
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True))
+        gradients = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.trainable_variables)]
+        results[precision] = (model.get_weights(), float(loss), gradients, model.predict_step((x,)))
+        save_checkpoint(tmp_path / precision, model, config, _vocab(config.vocab_size - 2, config.n_groups))
+        assert load_checkpoint(tmp_path / precision).manifest["precision"] == precision
+    (w32, loss32, g32, nvp32), (w16, loss16, g16, nvp16) = results["float32"], results["bfloat16"]
+    assert all(np.array_equal(a, b) for a, b in zip(w32, w16, strict=True))
+    assert nvp32.dtype == nvp16.dtype == tf.float32
+    assert loss16 != loss32 and loss16 == pytest.approx(loss32, rel=1e-2)
+    for a, b in zip(g32, g16, strict=True):
+        assert np.linalg.norm(a - b) <= 0.05 * np.linalg.norm(a) + 1e-6
+
+
+def test_auto_precision_reads_only_what_the_machine_says_it_has(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\nprocessor\t: 1\nflags\t: fpu\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512f", "avx512_bf16"}
+    assert cpu_flags(tmp_path / "missing") == frozenset()
+    assert native_bfloat16(frozenset({"avx512_bf16"}), gpu=False)
+    assert native_bfloat16(frozenset({"amx_bf16", "amx_tile"}), gpu=False)
+    assert not native_bfloat16(frozenset({"avx2", "avx512f"}), gpu=False)
+    assert native_bfloat16(frozenset(), gpu=True)
+    assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
+    assert resolve_precision("auto") == ("bfloat16" if native_bfloat16() else "float32")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("float16")

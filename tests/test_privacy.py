@@ -28,16 +28,20 @@ from tests.test_model import random_batch
 N_PATIENTS = 6
 
 
-@pytest.fixture(scope="module")
-def setup():
+def model_and_batch(precision: str = "float32"):
     config = ClaimTransformerConfig(vocab_size=40, n_groups=12, d_model=16, ffn_dim=16, patient_dim=16, n_heads=2)
     tf.keras.utils.set_random_seed(3)
-    model = PretrainingModel(config)
+    model = PretrainingModel(config, precision)
     rng = np.random.default_rng(0)
     inputs, targets = random_batch(rng, N_PATIENTS, config.vocab_size, config.n_groups, np.array([30, 12, 5, 1, 20, 8]))
     inputs = {k: tf.constant(v) for k, v in inputs.items()}
     targets = {k: tf.constant(v) for k, v in targets.items()}
     return model, inputs, targets
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return model_and_batch()
 
 
 def per_patient_reference(model, inputs, targets) -> list[list[np.ndarray]]:
@@ -106,15 +110,21 @@ def test_group_clipping_bounds_the_embedding_and_the_rest_separately(setup) -> N
         assert _norm([g.numpy() for g in alone]) <= clip * (1 + 1e-5)
 
 
-def test_every_patients_contribution_is_clipped_to_the_bound(setup) -> None:
-    model, inputs, targets = setup
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_every_patients_contribution_is_clipped_to_the_bound(setup, precision: str) -> None:
+    """In either precision: whatever the model computes in, the gradients DP-SGD clips, their
+    norms and the noise are float32, and every clipped contribution is within the bound (to
+    float32 rounding of the scaling)."""
+    model, inputs, targets = setup if precision == "float32" else model_and_batch(precision)
     clip = 1e-3  # far below every patient's gradient norm
     step = DPSGD(model, DPSettings(clip, 0.0, 1.0), seed=0)
     for i in range(N_PATIENTS):
         one_in = {k: v[i : i + 1] for k, v in inputs.items()}
         one_target = {k: v[i : i + 1] for k, v in targets.items()}
         gradients, _, norms = step.gradients(one_in, one_target)
+        assert norms.dtype == tf.float32 and {g.dtype for g in gradients} == {tf.float32}
         assert float(norms[0]) > clip
+        assert _norm([g.numpy() for g in gradients]) <= clip * (1 + 1e-6)
         assert _norm([g.numpy() for g in gradients]) == pytest.approx(clip, rel=1e-4)
 
 

@@ -55,11 +55,22 @@ def paper_shaped_arrays(n: int, seed: int, layout: Layout = Layout()) -> dict[st
     return {k: v.astype(FIELDS[k][0]).reshape((n, *field_shape(k, layout))) for k, v in arrays.items()}
 
 
-def model_section(repeats: int, seed: int, patients: int = MODEL_PATIENTS) -> dict[str, Any]:
-    """Training and inference at the paper's sizes. Training is also timed, side by side, with
-    the plain step the fast one replaced (stock Keras RMSprop densifying the embedding gradient,
-    NVP and CP heads and losses as separate TF ops differentiated by autodiff): same loss, same
-    updates, `pretrain_speedup`. Both share the encoder, including its real-codes-only lookup."""
+def bench_precisions(precision: str) -> tuple[str, ...]:
+    """The precisions `claimpt bench --precision` times: float32 always (the figure every machine
+    can be compared on), and bfloat16 beside it where `precision` resolves to it (`auto` on a
+    machine that has it natively, or asked for)."""
+    from shared_model.precision import resolve_precision
+
+    return ("float32",) if resolve_precision(precision) == "float32" else ("float32", "bfloat16")
+
+
+def model_section(repeats: int, seed: int, precisions: tuple[str, ...], patients: int = MODEL_PATIENTS) -> dict:
+    """Training and inference at the paper's sizes in each of `precisions`, and where each
+    precision's step spends its milliseconds (simulations.bench.profile). Training is also timed,
+    side by side, with the plain step the fast one replaced (stock Keras RMSprop densifying the
+    embedding gradient, NVP and CP heads and losses as separate TF ops differentiated by
+    autodiff, float32): same loss, same updates, `pretrain_speedup`. Both share the encoder,
+    including its real-codes-only lookup."""
     import keras
     from keras import ops
 
@@ -68,6 +79,7 @@ def model_section(repeats: int, seed: int, patients: int = MODEL_PATIENTS) -> di
     from shared_model.objectives import multilabel_bce_from_indices
     from shared_model.pipeline import make_dataset
     from shared_model.training import PRETRAIN_TARGETS, STEPS_PER_EXECUTION, new_pretraining_model, seed_everything
+    from simulations.bench.profile import profile_step
 
     class PlainStep(PretrainingModel):
         def next_visit_loss(self, patients, target_groups):
@@ -87,27 +99,39 @@ def model_section(repeats: int, seed: int, patients: int = MODEL_PATIENTS) -> di
     arrays = paper_shaped_arrays(patients, seed)
     train = make_dataset([arrays], target=PRETRAIN_TARGETS, batch_size=PAPER_BATCH, shuffle=True, seed=seed)
     predict = make_dataset([arrays], target="target_groups", batch_size=PAPER_BATCH, shuffle=False)
-    log.info("bench: paper-sized model, %d patients per timed repeat", patients)
-    rates: dict[str, Rate] = {}
-    for name, build in (("plain", plain_model), ("fast", lambda: new_pretraining_model(config, seed))):
-        model = build()
+    log.info("bench: paper-sized model, %d patients per timed repeat, %s", patients, " and ".join(precisions))
 
-        def fit_epoch(model=model) -> int:
+    def training_rate(model) -> Rate:
+        def fit_epoch() -> int:
             model.fit(train, epochs=1, verbose=0, shuffle=False)
             return patients
 
-        rates[name] = measure_rate(fit_epoch, repeats, "patients/s")
+        return measure_rate(fit_epoch, repeats, "patients/s")
 
-    def predict_all() -> int:
-        model.predict(predict, verbose=0)
-        return patients
+    def predict_rate(model) -> Rate:
+        def predict_all() -> int:
+            model.predict(predict, verbose=0)
+            return patients
 
-    predict_rate: Rate = measure_rate(predict_all, repeats, "patients/s")
+        return measure_rate(predict_all, repeats, "patients/s")
+
+    plain = training_rate(plain_model())
+    by_precision: dict[str, dict[str, Any]] = {}
+    for precision in precisions:
+        model = new_pretraining_model(config, seed, precision=precision)
+        by_precision[precision] = {
+            "pretrain_patients_per_s": training_rate(model).__dict__,
+            "predict_patients_per_s": predict_rate(model).__dict__,
+            "step_profile_ms": profile_step(model, train),
+        }
+        log.info("bench: %s: %s", precision, by_precision[precision])
+    float32 = by_precision["float32"]
     return {
-        "pretrain_patients_per_s": rates["fast"].__dict__,
-        "pretrain_plain_step_patients_per_s": rates["plain"].__dict__,
-        "pretrain_speedup": round(rates["fast"].median / rates["plain"].median, 3),
-        "predict_patients_per_s": predict_rate.__dict__,
+        "pretrain_patients_per_s": float32["pretrain_patients_per_s"],
+        "pretrain_plain_step_patients_per_s": plain.__dict__,
+        "pretrain_speedup": round(float32["pretrain_patients_per_s"]["median"] / plain.median, 3),
+        "predict_patients_per_s": float32["predict_patients_per_s"],
+        "precisions": by_precision,
         "model_parameters": int(model.count_params()),
         "batch_size": PAPER_BATCH,
     }

@@ -16,6 +16,7 @@ from simulations.bench.deployment import MODE_LABELS, deployment_section
 from simulations.bench.model import (
     MODEL_PATIENTS,
     attention_section,
+    bench_precisions,
     check_original_checkout,
     federated_section,
     model_section,
@@ -64,11 +65,56 @@ def _data_section(work_dir: Path, patients_per_site: int, sites: int, repeats: i
     }
 
 
+def _precision_tables(data: dict[str, Any]) -> list[str]:
+    """The model's training and inference in each precision timed (beside the original Claim-PT's
+    when it ran), and where each precision's step spends its milliseconds."""
+    precisions = data["precisions"]
+    original = "original_pretrain_patients_per_s" in data
+    lines = ["## The model in each precision", ""]
+    if original:
+        lines += [
+            f"The original Claim-PT (its unchanged cpt.py under tf-keras, compiled as its train.py does; "
+            f"{data['original_parameters']:,} parameters), fed the same paper-shaped patients by a numpy batch "
+            f"generator, timed in the same run: training {data['original_pretrain_patients_per_s']['median']:,.0f} "
+            f"patients/s, inference {data['original_predict_patients_per_s']['median']:,.0f}.",
+            "",
+        ]
+    header = "| precision | training (patients/s) | inference (patients/s) |"
+    rule = "|---|---:|---:|"
+    if original:
+        header, rule = header + " training vs original | inference vs original |", rule + "---:|---:|"
+    lines += [header, rule]
+    for precision, figures in precisions.items():
+        row = (
+            f"| {precision} | {figures['pretrain_patients_per_s']['median']:,.0f} "
+            f"| {figures['predict_patients_per_s']['median']:,.0f} |"
+        )
+        if original:
+            row += f" **{figures['pretrain_vs_original']:.2f}x** | **{figures['predict_vs_original']:.2f}x** |"
+        lines.append(row)
+    parts = list(next(iter(precisions.values()))["step_profile_ms"])
+    lines += [
+        "",
+        "Where a training step's milliseconds go (each part timed alone on one batch of 100, forward and "
+        "backward, median of 30 calls; simulations.bench.profile):",
+        "",
+        "| part | " + " | ".join(f"{p} (ms)" for p in precisions) + " |",
+        "|---|" + "---:|" * len(precisions),
+        *(
+            f"| {part} | " + " | ".join(f"{f['step_profile_ms'][part]:.1f}" for f in precisions.values()) + " |"
+            for part in parts
+        ),
+    ]
+    return lines
+
+
 def _markdown(report: dict[str, Any]) -> str:
     lines = [
         "# claimpt bench",
         "",
-        f"Machine: {report['machine']['cpu_model']}, {report['machine']['cores']} cores; "
+        f"Machine: {report['machine']['cpu_model']}, {report['machine']['cores']} cores"
+        + (f", GPUs {', '.join(report['machine']['gpus'])}" if report["machine"]["gpus"] else ", no GPU")
+        + f" (bfloat16 natively: {report['machine']['native_bfloat16']}); "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
         "",
         "| figure | median | min | max | unit |",
@@ -148,19 +194,8 @@ def _markdown(report: dict[str, Any]) -> str:
             f"gradient, NVP and CP heads and losses unfused, autodiff gradients), side by side in one process: "
             f"{data['pretrain_speedup']:.2f}x.",
         ]
-    if "pretrain_vs_original" in data:
-        lines += [
-            "",
-            "## Side by side with the original Claim-PT",
-            "",
-            f"The original model (its unchanged cpt.py under tf-keras, compiled as its train.py does; "
-            f"{data['original_parameters']:,} parameters), fed the same paper-shaped patients by a numpy batch "
-            f"generator, timed in the same run: training {data['original_pretrain_patients_per_s']['median']:,.0f} "
-            f"patients/s against this project's {data['pretrain_patients_per_s']['median']:,.0f} "
-            f"(**{data['pretrain_vs_original']:.2f}x**); inference "
-            f"{data['original_predict_patients_per_s']['median']:,.0f} against "
-            f"{data['predict_patients_per_s']['median']:,.0f} (**{data['predict_vs_original']:.2f}x**).",
-        ]
+    if "precisions" in data:
+        lines += ["", *_precision_tables(data)]
     if "model_parameters" in data:
         lines += [
             "",
@@ -208,6 +243,7 @@ def run_bench(
     federated_patients: int = 0,
     deployment_patients: int = 0,
     original: Path | None = None,
+    precision: str = "auto",
 ) -> Path:
     if original is not None:
         if not model:
@@ -220,15 +256,16 @@ def run_bench(
         site_dirs = [Path(tmp) / "sites" / f"site-{i + 1}" for i in range(sites)]
         figures.update(tensorize_section(site_dirs, repeats))
         if model:
-            figures.update(model_section(repeats, seed))
+            figures.update(model_section(repeats, seed, bench_precisions(precision)))
             if original is not None:
                 figures.update(original_section(original, MODEL_PATIENTS, repeats, seed))
-                for figure in ("pretrain", "predict"):
-                    figures[f"{figure}_vs_original"] = round(
-                        figures[f"{figure}_patients_per_s"]["median"]
-                        / figures[f"original_{figure}_patients_per_s"]["median"],
-                        2,
-                    )
+                for by_precision in figures["precisions"].values():
+                    for figure in ("pretrain", "predict"):
+                        by_precision[f"{figure}_vs_original"] = round(
+                            by_precision[f"{figure}_patients_per_s"]["median"]
+                            / figures[f"original_{figure}_patients_per_s"]["median"],
+                            2,
+                        )
             # after the model figures: the playground's eager gradient calls slowed the timed
             # predict loop that followed them in the same process (4,718 vs 8,157 patients/s)
             figures.update(attention_section(site_dirs[0]))

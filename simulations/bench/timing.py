@@ -45,9 +45,16 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    import tensorflow as tf
+
+    from shared_model.precision import BFLOAT16_CPU_FLAGS, cpu_flags, native_bfloat16
+
     return {
         "cores": os.cpu_count(),
         "cpu_model": cpu,
+        "cpu_bfloat16_flags": sorted(set(BFLOAT16_CPU_FLAGS) & cpu_flags()),
+        "native_bfloat16": native_bfloat16(),
+        "gpus": [gpu.name for gpu in tf.config.list_physical_devices("GPU")],
         "platform": platform.platform(),
         "python": platform.python_version(),
     }

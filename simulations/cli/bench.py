@@ -44,9 +44,21 @@ def bench(
             "with this project's (needs tf-keras: pip install -e '.[original]').",
         ),
     ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="The model figures' precision: float32 is always timed, and bfloat16 beside it when this "
+            "resolves to it (auto: where the machine has bfloat16 natively; bfloat16: always, emulated "
+            "where it has not).",
+        ),
+    ] = "auto",
 ) -> None:
     """Measure throughput and data properties; write bench.json and bench.md."""
+    from shared_model.precision import PRECISIONS
     from simulations.bench.run import run_bench
+
+    if precision not in PRECISIONS:
+        raise typer.BadParameter(f"one of {', '.join(PRECISIONS)}", param_hint="--precision")
 
     report = run_bench(
         out,
@@ -59,5 +71,6 @@ def bench(
         federated_patients=federated,
         deployment_patients=deployment,
         original=original,
+        precision=precision,
     )
     typer.echo(report.read_text())

@@ -136,14 +136,28 @@ def transfer(
         Path | None,
         typer.Option(help="Directory of pretrained encoders to build into and reuse (default OUT/pretrained)."),
     ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="float32 or bfloat16 for every pretraining of the grid (overrides the TOML's "
+            "`precision`; default float32: a study's numbers should not depend on the machine)."
+        ),
+    ] = None,
 ) -> None:
     """Does pretraining at other institutions help a site, and does federated match pooled?
 
     Runs pretraining mode x fine-tuning site x task x cohort size x seed, and writes tables,
     plots and report.html."""
+    from dataclasses import replace
+
     from simulations.experiments.transfer import load_config, run_transfer_experiment
 
-    report = run_transfer_experiment(data, out, load_config(config, quick=quick), pretrained=pretrained)
+    grid = load_config(config, quick=quick)
+    try:
+        grid = grid if precision is None else replace(grid, precision=precision)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--precision") from exc
+    report = run_transfer_experiment(data, out, grid, pretrained=pretrained)
     typer.echo(report.console())
     typer.echo(f"\nall tables: {out / 'results.md'}\nreport: {out / 'report.html'}")
 

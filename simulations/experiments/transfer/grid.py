@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shared_model.config import TIME_ENCODINGS
+from shared_model.precision import FIXED_PRECISIONS
 from shared_model.run_config import CLIENT_OPTIMIZER_STATES, STRATEGIES
 from shared_model.tasks import NEXT_VISIT, is_task_name
 from simulations.experiments.common import load_toml_overrides
@@ -57,6 +58,7 @@ class TransferConfig:
     bootstrap: int = 1000
     parallel_clients: int = 1
     test_from: str = ""  # an ISO date: out-of-time validation (cohorts before it, held-out from it on)
+    precision: str = "float32"  # of every pretraining (float32 or bfloat16): the grid's, not the machine's
 
     def __post_init__(self) -> None:
         if not self.heatmap_task:
@@ -70,6 +72,8 @@ class TransferConfig:
             problems.append(f"unknown strategy {self.strategy!r}")
         if self.time_encoding not in TIME_ENCODINGS:
             problems.append(f"time_encoding must be one of {', '.join(TIME_ENCODINGS)}")
+        if self.precision not in FIXED_PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(FIXED_PRECISIONS)}")
         if self.client_optimizer not in CLIENT_OPTIMIZER_STATES:
             problems.append(f"client_optimizer must be one of {', '.join(CLIENT_OPTIMIZER_STATES)}")
         if any(size < 0 for size in self.cohort_sizes) or not self.cohort_sizes:

@@ -35,6 +35,7 @@ class Pretraining:
     client_optimizer: str = "reset"
     federated_batch_size: int = 0  # 0: ceil(central batch / sites), as many sequential steps as central
     time_encoding: str = CLAIM_PT_TIME_ENCODING
+    precision: str = "float32"
 
     @property
     def local_batch_size(self) -> int:
@@ -56,6 +57,8 @@ class Pretraining:
             content["federated_batch_size"] = self.local_batch_size
         if self.time_encoding != CLAIM_PT_TIME_ENCODING:
             content["time_encoding"] = self.time_encoding
+        if self.precision != "float32":
+            content["precision"] = self.precision
         return f"{self.kind}-{'+'.join(self.sites)}-{content_digest(content)}"
 
 
@@ -110,6 +113,7 @@ class CheckpointCache:
                 client_optimizer=job.client_optimizer,
                 batch_size=job.local_batch_size,
                 time_encoding=job.time_encoding,
+                precision=job.precision,
                 run_dir=str(run_dir),
                 resume=(run_dir / "checkpoints").exists(),
                 min_available_clients=len(dirs),
@@ -121,7 +125,9 @@ class CheckpointCache:
                 dirs,
                 run_dir,
                 vocabulary_settings=VocabularySettings(min_count=job.k_anonymity),
-                settings=PretrainSettings(epochs=job.epochs, patience=job.epochs, seed=job.seed),
+                settings=PretrainSettings(
+                    epochs=job.epochs, patience=job.epochs, seed=job.seed, precision=job.precision
+                ),
                 model_options={"time_encoding": job.time_encoding},
             )
 
@@ -141,4 +147,5 @@ def pretraining_job(run: Run, config: TransferConfig) -> Pretraining | None:
         config.client_optimizer,
         config.federated_batch_size,
         config.time_encoding,
+        config.precision,
     )

@@ -1,0 +1,105 @@
+"""A dense head and its multi-label binary cross-entropy in one step: the NVP and CP heads'
+training loss, the largest cost of a pretraining step (docs/performance.md).
+
+For rows x, a kernel W and bias b over G groups, the logits z = x W + b and, per row, the loss
+(sum_g softplus(z_g) - sum_{g in targets} z_g) / G (shared_model.objectives). Done plainly, the
+(rows x groups) logits make several round trips to memory. Here:
+
+- the three matmuls (the logits, and the kernel's and the rows' gradients) run in TensorFlow's
+  oneDNN kernels, in the precision asked for (bfloat16 where the hardware has it,
+  shared_model.precision); XLA's own CPU dots are no faster in float32 and gain nothing from
+  bfloat16;
+- everything between them is one XLA-compiled pass over the logits each way: the loss's sum of
+  softplus in the forward pass, the sigmoid in the backward pass (d loss / d z is
+  weight * (sigmoid(z) - target) / G). XLA fuses neither well when both share one exp, and its
+  log1p costs twice its exp: softplus here is relu(z) + log1p(exp(-|z|)) with log1p a polynomial
+  on [0, 1] (within 2e-7 of it, `log1p_unit`);
+- the targets' part (a few per row) is gathered and scattered apart from the dense pass, in
+  float32.
+
+The same loss and gradients as the plain computation to float rounding (tests/test_model.py).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+# log1p(x) / x on [0, 1]: Chebyshev interpolant of degree 9 as monomial coefficients (float32
+# Horner: within 1.1e-7 of log1p absolute, 1.8e-7 relative).
+_LOG1P_OVER_X = (
+    1.0,
+    -0.49999892711639404,
+    0.33329710364341736,
+    -0.24951615929603577,
+    0.1966327428817749,
+    -0.1526966691017151,
+    0.10543623566627502,
+    -0.05637361481785774,
+    0.019542528316378593,
+    -0.0031760570127516985,
+)
+
+
+def log1p_unit(x: tf.Tensor) -> tf.Tensor:
+    """log(1 + x) for x in [0, 1], as a polynomial (exactly 0 at 0)."""
+    acc = tf.fill(tf.shape(x), tf.constant(_LOG1P_OVER_X[-1], x.dtype))
+    for coefficient in _LOG1P_OVER_X[-2::-1]:
+        acc = acc * x + coefficient
+    return acc * x
+
+
+def dense_multilabel_bce_sum(kernel, bias, inputs, target_indices, weight, matmul_dtype=tf.float32):
+    """sum_i weight_i * multilabel BCE of (inputs_i @ kernel + bias) against target_indices_i (-1:
+    padding), differentiable in kernel, bias and inputs. Rows should be padded to a handful of
+    counts (the model's row buckets): XLA compiles each pass once per shape."""
+
+    @tf.custom_gradient
+    def head_loss(kernel, bias, inputs):
+        inputs_m, kernel_m = tf.cast(inputs, matmul_dtype), tf.cast(kernel, matmul_dtype)
+        logits = tf.matmul(inputs_m, kernel_m)
+        loss = _loss_pass(logits, bias, target_indices, weight)
+
+        def gradient(upstream):
+            row_scale = weight / tf.cast(tf.shape(kernel)[-1], weight.dtype)
+            dense = _sigmoid_pass(logits, bias, row_scale)  # sigmoid(z) * weight / G, as matmul_dtype
+            d_kernel = tf.cast(tf.matmul(inputs_m, dense, transpose_a=True), tf.float32)
+            d_inputs = tf.cast(tf.matmul(dense, kernel_m, transpose_b=True), tf.float32)
+            d_bias = tf.reduce_sum(tf.cast(dense, tf.float32), axis=0)
+            # the targets' part, - weight / G at each (row, target): a few entries per row
+            at = tf.where(target_indices >= 0)
+            row, group = at[:, 0], tf.cast(tf.gather_nd(target_indices, at), tf.int64)
+            scale = tf.gather(row_scale, row)
+            n_groups, n_rows = tf.shape(kernel, out_type=tf.int64)[-1], tf.shape(inputs, out_type=tf.int64)[0]
+            d_kernel -= tf.transpose(
+                tf.math.unsorted_segment_sum(
+                    tf.gather(tf.cast(inputs, tf.float32), row) * scale[:, None], group, n_groups
+                )
+            )
+            d_inputs -= tf.math.unsorted_segment_sum(
+                tf.gather(tf.transpose(kernel), group) * scale[:, None], row, n_rows
+            )
+            d_bias -= tf.math.unsorted_segment_sum(scale, group, n_groups)
+            return d_kernel * upstream, d_bias * upstream, tf.cast(d_inputs * upstream, inputs.dtype)
+
+        return loss, gradient
+
+    return head_loss(kernel, bias, inputs)
+
+
+@tf.function(jit_compile=True)
+def _loss_pass(logits, bias, target_indices, weight):
+    """sum_i weight_i * (sum_g softplus(z_ig) - sum_{g in targets_i} z_ig) / G, z = logits + bias
+    in float32."""
+    z = tf.cast(logits, tf.float32) + bias
+    softplus = tf.nn.relu(z) + log1p_unit(tf.exp(-tf.abs(z)))
+    picked = tf.gather(z, tf.maximum(target_indices, 0), batch_dims=1)
+    positive = tf.reduce_sum(tf.where(target_indices >= 0, picked, 0.0), axis=-1)
+    n_groups = tf.cast(tf.shape(z)[-1], z.dtype)
+    return tf.reduce_sum((tf.reduce_sum(softplus, axis=-1) - positive) * weight) / n_groups
+
+
+@tf.function(jit_compile=True)
+def _sigmoid_pass(logits, bias, row_scale):
+    """sigmoid(logits + bias) * row_scale, in the logits' dtype."""
+    z = tf.cast(logits, tf.float32) + bias
+    return tf.cast(tf.math.sigmoid(z) * row_scale[:, None], logits.dtype)
