@@ -60,26 +60,14 @@ def dense_multilabel_bce_sum(kernel, bias, inputs, target_indices, weight, matmu
         loss = _loss_pass(logits, bias, target_indices, weight)
 
         def gradient(upstream):
-            row_scale = weight / tf.cast(tf.shape(kernel)[-1], weight.dtype)
-            dense = _sigmoid_pass(logits, bias, row_scale)  # sigmoid(z) * weight / G, as matmul_dtype
-            d_kernel = tf.cast(tf.matmul(inputs_m, dense, transpose_a=True), tf.float32)
-            d_inputs = tf.cast(tf.matmul(dense, kernel_m, transpose_b=True), tf.float32)
-            d_bias = tf.reduce_sum(tf.cast(dense, tf.float32), axis=0)
-            # the targets' part, - weight / G at each (row, target): a few entries per row
-            at = tf.where(target_indices >= 0)
-            row, group = at[:, 0], tf.cast(tf.gather_nd(target_indices, at), tf.int64)
-            scale = tf.gather(row_scale, row)
-            n_groups, n_rows = tf.shape(kernel, out_type=tf.int64)[-1], tf.shape(inputs, out_type=tf.int64)[0]
-            d_kernel -= tf.transpose(
-                tf.math.unsorted_segment_sum(
-                    tf.gather(tf.cast(inputs, tf.float32), row) * scale[:, None], group, n_groups
-                )
+            d_logits, d_bias = _gradient_pass(logits, bias, target_indices, weight)
+            d_kernel = tf.matmul(inputs_m, d_logits, transpose_a=True)
+            d_inputs = tf.matmul(d_logits, kernel_m, transpose_b=True)
+            return (
+                tf.cast(d_kernel, tf.float32) * upstream,
+                d_bias * upstream,
+                tf.cast(tf.cast(d_inputs, tf.float32) * upstream, inputs.dtype),
             )
-            d_inputs -= tf.math.unsorted_segment_sum(
-                tf.gather(tf.transpose(kernel), group) * scale[:, None], row, n_rows
-            )
-            d_bias -= tf.math.unsorted_segment_sum(scale, group, n_groups)
-            return d_kernel * upstream, d_bias * upstream, tf.cast(d_inputs * upstream, inputs.dtype)
 
         return loss, gradient
 
@@ -99,7 +87,15 @@ def _loss_pass(logits, bias, target_indices, weight):
 
 
 @tf.function(jit_compile=True)
-def _sigmoid_pass(logits, bias, row_scale):
-    """sigmoid(logits + bias) * row_scale, in the logits' dtype."""
+def _gradient_pass(logits, bias, target_indices, weight):
+    """d loss / d logits = weight * (sigmoid(z) - target) / G in the logits' dtype, and its sum
+    over rows (d loss / d bias, float32), z = logits + bias in float32."""
     z = tf.cast(logits, tf.float32) + bias
-    return tf.cast(tf.math.sigmoid(z) * row_scale[:, None], logits.dtype)
+    row_scale = weight / tf.cast(tf.shape(z)[-1], z.dtype)
+    rows = tf.broadcast_to(tf.range(tf.shape(z)[0])[:, None], tf.shape(target_indices))
+    at_targets = tf.stack([rows, tf.maximum(target_indices, 0)], axis=-1)
+    on_targets = tf.where(target_indices >= 0, tf.broadcast_to(row_scale[:, None], tf.shape(target_indices)), 0.0)
+    d_logits = tf.tensor_scatter_nd_sub(
+        tf.cast(tf.math.sigmoid(z) * row_scale[:, None], logits.dtype), at_targets, tf.cast(on_targets, logits.dtype)
+    )
+    return d_logits, tf.reduce_sum(tf.cast(d_logits, tf.float32), axis=0)

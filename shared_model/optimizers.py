@@ -30,8 +30,8 @@ class SparseRMSprop(keras.optimizers.RMSprop):
             return super().update_step(gradient, variable, learning_rate)
         rows, position = tf.unique(gradient.indices)
         n_rows = tf.shape(rows)[0]
-        summed = tf.math.unsorted_segment_sum(gradient.values, position, n_rows)
-        squares = tf.math.unsorted_segment_sum(tf.square(gradient.values), position, n_rows)
+        both = tf.concat([gradient.values, tf.square(gradient.values)], axis=1)  # one pass over the occurrences
+        summed, squares = tf.split(tf.math.unsorted_segment_sum(both, position, n_rows), 2, axis=1)
         velocity = self._velocities[self._get_variable_index(variable)]
         self._decay_in_place(velocity.value, tf.constant(self.rho, velocity.dtype))
         self.assign_add(velocity, tf.IndexedSlices((1 - self.rho) * squares, rows))
