@@ -7,6 +7,8 @@ way: each initializer draws its seed when its layer is made, not when it is buil
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -174,19 +176,50 @@ class TransformerBlock(keras.layers.Layer):
         return x_shape, (x_shape[0], self.n_heads, x_shape[1], x_shape[1])
 
     def call(self, x, attention_mask, training=None):
-        """`attention_mask`: (batch, tokens, tokens) booleans; padded keys get zero weight."""
-        h = self.norm_attention(x) if self.pre_layer_norm else x
-        attended, scores = self.attention(
-            h, h, attention_mask=attention_mask, return_attention_scores=True, training=training
-        )
-        x = x + self.dropout(attended, training=training)
+        """`attention_mask`: (batch, tokens, tokens) booleans, each row the same (which tokens are
+        real); padded keys get zero weight.
+
+        Only real tokens are computed: about half of a batch's slots are padding, and a padded
+        token's output is never read (the CP head takes real visits, the patient vector token 0,
+        the next layer masks padded keys). So the projections, the feed-forward network and the
+        norms run on the real tokens' rows as flat matmuls, and only the scores, which need the
+        (batch, tokens) layout, see padding. A padded slot's output is 0, and the scores of a
+        padded query are uniform over the real keys. The mathematics of Keras' MultiHeadAttention
+        on every real token (tests/test_model.py), whose layer holds the weights."""
+        real = tf.where(attention_mask[:, 0, :])  # (rows, 2): batch and token of each real token
+        rows = tf.gather_nd(x, real)
+        h = self.norm_attention(rows) if self.pre_layer_norm else rows
+        attended, scores = self._attend(h, real, tf.shape(x, out_type=tf.int64), attention_mask, training)
+        rows = rows + self.dropout(attended, training=training)
         if not self.pre_layer_norm:
-            x = self.norm_attention(x)
-        h = self.norm_ffn(x) if self.pre_layer_norm else x
-        x = x + self.dropout(self.ffn_out(self.ffn_in(h)), training=training)
+            rows = self.norm_attention(rows)
+        h = self.norm_ffn(rows) if self.pre_layer_norm else rows
+        rows = rows + self.dropout(self.ffn_out(self.ffn_in(h)), training=training)
         if not self.pre_layer_norm:
-            x = self.norm_ffn(x)
-        return x, scores
+            rows = self.norm_ffn(rows)
+        return tf.scatter_nd(real, rows, tf.shape(x, out_type=tf.int64)), scores
+
+    def _attend(self, rows, real, shape, attention_mask, training):
+        """Multi-head self-attention of the real tokens' rows (rows, d): (its output rows, the
+        attention weights (batch, heads, tokens, tokens))."""
+        mha, heads, key_dim = self.attention, self.n_heads, self.d_model // self.n_heads
+        per_token = tf.concat([shape[:2], [heads, key_dim]], axis=0)
+
+        def project(dense: keras.layers.Layer) -> tf.Tensor:  # EinsumDense (d, heads, key_dim) as one matmul
+            flat = ops.matmul(rows, ops.reshape(dense.kernel, (self.d_model, heads * key_dim)))
+            flat = ops.reshape(flat + ops.reshape(dense.bias, (heads * key_dim,)), (-1, heads, key_dim))
+            return tf.scatter_nd(real, flat, per_token)
+
+        query = project(mha.query_dense) * (1.0 / math.sqrt(key_dim))
+        key, value = project(mha.key_dense), project(mha.value_dense)
+        scores = tf.einsum("bthk,bshk->bhts", query, key)
+        keys = attention_mask[:, None, :, :]
+        scores = tf.where(keys, tf.nn.softmax(tf.where(keys, scores, -1e9), axis=-1), 0.0)
+        weights = self.dropout(scores, training=training)  # the attention's dropout, at the same rate
+        attended = tf.gather_nd(tf.einsum("bhts,bshk->bthk", weights, value), real)
+        output = mha.output_dense
+        flat = ops.reshape(attended, (-1, heads * key_dim))
+        return ops.matmul(flat, ops.reshape(output.kernel, (heads * key_dim, self.d_model))) + output.bias, scores
 
     def get_config(self):
         return {

@@ -80,3 +80,43 @@ def test_deployment_overhead_is_the_round_outside_the_slowest_sites_local_work(t
     assert figures["round_seconds"] == 24 and figures["local_seconds"] == 16
     assert figures["overhead_fraction"] == pytest.approx(0.25)  # median of 0.2, 0.5, 0.25
     assert figures["server_seconds"] == 1  # the ServerApp's own turn: median of 1, 1, 2
+
+
+def test_each_precision_is_a_row_beside_the_original_and_a_column_of_the_step_profile() -> None:
+    from simulations.bench.run import _precision_tables
+
+    def rate(value: float) -> dict:
+        return {"median": value, "min": value, "max": value, "unit": "patients/s"}
+
+    profile = {"CP head + loss": 20.0, "whole step": 45.0}
+    data = {
+        "original_pretrain_patients_per_s": rate(500),
+        "original_predict_patients_per_s": rate(2000),
+        "original_parameters": 5_770_515,
+        "precisions": {
+            name: {
+                "pretrain_patients_per_s": rate(train),
+                "predict_patients_per_s": rate(8000),
+                "pretrain_vs_original": train / 500,
+                "predict_vs_original": 4.0,
+                "step_profile_ms": profile,
+            }
+            for name, train in (("float32", 1500), ("bfloat16", 2000))
+        },
+    }
+    lines = _precision_tables(data)
+    table = [line for line in lines if line.startswith("| ")]
+    header, float32, bfloat16 = table[0], table[1], table[2]
+    assert header.count("|") == float32.count("|") == bfloat16.count("|") == 6
+    assert "**3.00x**" in float32 and "**4.00x**" in bfloat16
+    assert any(line.startswith("| CP head + loss | 20.0 | 20.0 |") for line in lines)
+
+
+def test_the_gpu_check_refuses_to_run_without_a_gpu(tmp_path) -> None:
+    """A CPU figure must never pass for a GPU one: where TensorFlow sees no GPU, nothing runs."""
+    from simulations.bench.gpu_check import NO_GPU_EXIT, main, visible_gpus
+
+    if visible_gpus():
+        pytest.skip("this machine has a GPU: `make check-gpu` is the check to run here")
+    assert main(["--out", str(tmp_path / "gpu")]) == NO_GPU_EXIT
+    assert not (tmp_path / "gpu").exists()

@@ -14,6 +14,7 @@ import tensorflow as tf
 from shared_model.checkpoint import CheckpointError, assign_weights, load_checkpoint, save_checkpoint
 from shared_model.config import ClaimTransformerConfig
 from shared_model.head_loss import log1p_unit
+from shared_model.layers import TransformerBlock
 from shared_model.model import CP_ROW_BUCKET, PretrainingModel, TaskModel, build_encoder, layer_depths, parameter_table
 from shared_model.objectives import multilabel_bce_from_indices
 from shared_model.optimizers import LayerwiseAdam, SparseRMSprop
@@ -425,3 +426,41 @@ def test_auto_precision_reads_only_what_the_machine_says_it_has(tmp_path: Path) 
     assert resolve_precision("auto") == ("bfloat16" if native_bfloat16() else "float32")
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("float16")
+
+
+@pytest.mark.parametrize("pre_layer_norm", [False, True])
+def test_a_block_computes_keras_attention_on_every_real_token(pre_layer_norm: bool) -> None:
+    """The block runs only real tokens (layers.TransformerBlock): on every real token its output,
+    its attention weights and its weights' gradients are those of the plain computation over all
+    slots with Keras' MultiHeadAttention, whose weights it uses."""
+    d_model, heads, tokens = 16, 2, 9
+    block = TransformerBlock(d_model, heads, 12, pre_layer_norm=pre_layer_norm)
+    block.build((None, tokens, d_model))
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(4, tokens, d_model)).astype(np.float32))
+    valid = np.arange(tokens)[None, :] < np.array([[1], [4], [9], [6]])
+    mask = tf.constant(np.broadcast_to(valid[:, None, :], (4, tokens, tokens)))
+    weight = tf.constant(rng.normal(size=(4, tokens, d_model)).astype(np.float32) * valid[..., None])
+
+    def plain():
+        h = block.norm_attention(x) if pre_layer_norm else x
+        attended, scores = block.attention(h, h, attention_mask=mask, return_attention_scores=True)
+        y = x + attended
+        y = y if pre_layer_norm else block.norm_attention(y)
+        h = block.norm_ffn(y) if pre_layer_norm else y
+        y = y + block.ffn_out(block.ffn_in(h))
+        return (y if pre_layer_norm else block.norm_ffn(y)), scores
+
+    results = []
+    for compute in (lambda: block(x, mask), plain):
+        with tf.GradientTape() as tape:
+            y, scores = compute()
+            loss = tf.reduce_sum(y * weight)
+        results.append((y.numpy(), scores.numpy(), tape.gradient(loss, block.trainable_variables)))
+    (y, scores, gradients), (y_ref, scores_ref, gradients_ref) = results
+    np.testing.assert_allclose(y[valid], y_ref[valid], atol=1e-5)
+    assert np.abs(y[~valid]).max() == 0.0
+    query_valid = np.broadcast_to(valid[:, None, :, None], scores.shape)
+    np.testing.assert_allclose(scores[query_valid], scores_ref[query_valid], atol=1e-6)
+    for got, expected in zip(gradients, gradients_ref, strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -4,6 +4,7 @@ Federated pretraining runs over the in-process transport (the Ray engine has its
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -247,3 +248,33 @@ def test_a_check_passes_or_fails_only_on_a_decisive_interval() -> None:
     assert judge_within(difference(-0.005, 0.008), 0.01)[0] is True
     assert judge_within(difference(-0.02, 0.0), 0.01)[0] == UNDECIDED
     assert judge_within(difference(0.02, 0.04), 0.01)[0] is False
+
+
+def test_the_precision_check_pairs_runs_from_pretrained_encoders_only(tmp_path: Path) -> None:
+    """bfloat16 against float32 (simulations.experiments.precision): only fine-tunings from a
+    pretrained encoder are paired (the baselines are float32 in both); a mean AUROC difference
+    beyond 0.005 or a Recall@10 beyond 0.5% relative does not hold."""
+    from simulations.experiments.precision import compare
+
+    def write(precision: str, shift: float, recall: float) -> None:
+        run = tmp_path / precision
+        rows = [
+            ("asthma_n300_site-1_central_s0", "central", "site-1+site-2", 0.80 + shift),
+            ("asthma_n300_site-1_central_s1", "central", "site-1+site-2", 0.70 + shift),
+            ("asthma_n300_site-1_logreg_none_s0", "logreg", None, 0.90 - 10 * shift),
+        ]
+        (run / "pretrained" / "central-site-1+site-2-0a1b2c").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows, columns=["run_id", "mode", "pretraining_sites", "auroc"]).to_csv(run / "results.csv")
+        central = run / "pretrained" / "central-site-1+site-2-0a1b2c"
+        (central / "metrics.json").write_text(json.dumps({"nvp_held_out": {"recall@10": recall}}))
+        pd.DataFrame({"loss": [0.5, 0.4]}).to_csv(central / "history.csv")
+
+    write("float32", 0.0, 0.600)
+    write("bfloat16", 0.001, 0.601)
+    report = compare(tmp_path)
+    assert report["auroc_pairs"] == 2 and report["auroc_mean_difference"] == pytest.approx(0.001)
+    assert report["recall_holds"] and report["pretrainings"][0]["pretraining"] == "central-site-1+site-2"
+    write("bfloat16", 0.02, 0.590)
+    report = compare(tmp_path)
+    assert not report["auroc_holds"] and not report["recall_holds"]
+    assert "does not hold" in (tmp_path / "precision.md").read_text()

@@ -162,6 +162,29 @@ def transfer(
     typer.echo(f"\nall tables: {out / 'results.md'}\nreport: {out / 'report.html'}")
 
 
+@app.command("precision")
+@bad_input_exits_2
+def precision(
+    data: Annotated[
+        Path, typer.Option(help="Directory holding one MEDS directory per site (e.g. the --out of `claimpt synth`).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(help="Run directory (resumable): float32/ and bfloat16/ transfer runs, precision.json, .md."),
+    ],
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file overriding keys of the grid (default: the quick grid).")
+    ] = None,
+) -> None:
+    """Does bfloat16 keep the model's quality? One transfer grid pretrained in float32 and in
+    bfloat16 at the same seeds, compared pair by pair (AUROC, NVP Recall@10, loss)."""
+    from simulations.experiments.precision import run_precision_check
+    from simulations.experiments.transfer import load_config
+
+    run_precision_check(data, out, load_config(config, quick=config is None))
+    typer.echo((out / "precision.md").read_text())
+
+
 @app.command("privacy")
 @bad_input_exits_2
 def privacy(

@@ -1,0 +1,113 @@
+"""`claimpt experiment precision`: does bfloat16 keep the model's quality?
+
+The same transfer grid (the quick one by default) is run twice at the same seeds, its pretrainings
+in float32 and in bfloat16 (`OUT/float32/`, `OUT/bfloat16/`, each a resumable transfer run), and
+the two are compared pair by pair: every fine-tuning from a pretrained encoder by its held-out
+AUROC (the mean difference with a paired 95% t-interval over the pairs), and every pretraining by
+its held-out NVP Recall@10 and its last training loss. Fine-tuning itself and the count baselines
+are float32 in both, so only runs from a pretrained encoder are paired. Written as
+OUT/precision.json and OUT/precision.md."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from simulations.experiments.transfer import TransferConfig, run_transfer_experiment
+
+PRECISIONS = ("float32", "bfloat16")
+RECALL_LIMIT = 0.005  # relative difference of NVP Recall@10 the issue allows
+AUROC_LIMIT = 0.005  # mean AUROC difference allowed, its paired interval containing 0
+
+
+def run_precision_check(data: Path, out: Path, grid: TransferConfig) -> dict[str, Any]:
+    """Run `grid` in each precision under OUT/<precision>/ and compare them."""
+    for precision in PRECISIONS:
+        run_transfer_experiment(data, out / precision, replace(grid, precision=precision))
+    return compare(out)
+
+
+def compare(out: Path) -> dict[str, Any]:
+    """The comparison of OUT/float32 and OUT/bfloat16 (two runs of one grid), written beside them."""
+    runs = {p: pd.read_csv(out / p / "results.csv").set_index("run_id") for p in PRECISIONS}
+    pretrained = runs["float32"]["pretraining_sites"].notna()
+    pairs = runs["float32"].loc[pretrained, ["mode", "auroc"]].join(runs["bfloat16"][["auroc"]], rsuffix="_bfloat16")
+    difference = (pairs["auroc_bfloat16"] - pairs["auroc"]).dropna()
+    low, high = _t_interval(difference.to_numpy())
+    pretrainings = {p: _pretrainings(out / p / "pretrained") for p in PRECISIONS}
+    rows = []
+    for key, float32 in sorted(pretrainings["float32"].items()):
+        bfloat16 = pretrainings["bfloat16"].get(key)
+        if bfloat16 is not None:
+            relative = (bfloat16["recall@10"] - float32["recall@10"]) / float32["recall@10"]
+            rows.append({"pretraining": key, **_prefixed(float32, "float32"), **_prefixed(bfloat16, "bfloat16"),
+                         "recall@10_relative_difference": relative})  # fmt: skip
+    report = {
+        "auroc_pairs": int(len(difference)),
+        "auroc_mean_difference": float(difference.mean()),
+        "auroc_interval_95": [low, high],
+        "auroc_max_abs_difference": float(difference.abs().max()),
+        "auroc_holds": bool(abs(difference.mean()) <= AUROC_LIMIT and low <= 0 <= high),
+        "pretrainings": rows,
+        "recall_holds": bool(rows) and all(abs(r["recall@10_relative_difference"]) <= RECALL_LIMIT for r in rows),
+    }
+    (out / "precision.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "precision.md").write_text(_markdown(report))
+    return report
+
+
+def _t_interval(values: np.ndarray) -> tuple[float, float]:
+    if len(values) < 2:
+        return (math.nan, math.nan)
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return (float(values.mean() - half), float(values.mean() + half))
+
+
+def _pretrainings(root: Path) -> dict[str, dict[str, float]]:
+    """Each pretraining's held-out NVP Recall@10 and last training loss, by its kind and sites (the
+    cache key's digest holds the precision, so it is left out to pair them)."""
+    found = {}
+    for run in sorted(p for p in root.iterdir() if p.is_dir()):
+        name = run.name.rsplit("-", 1)[0]
+        if (run / "metrics.json").is_file():  # central
+            metrics = json.loads((run / "metrics.json").read_text())
+            history = pd.read_csv(run / "history.csv")
+            found[name] = {"recall@10": metrics["nvp_held_out"]["recall@10"], "loss": float(history["loss"].iloc[-1])}
+        elif (run / "rounds.csv").is_file():  # federated: the last round's evaluation
+            last = pd.read_csv(run / "rounds.csv").iloc[-1]
+            found[name] = {"recall@10": float(last["eval_recall@10"]), "loss": float(last["train_loss"])}
+    return found
+
+
+def _prefixed(values: dict[str, float], prefix: str) -> dict[str, float]:
+    return {f"{prefix}_{k}": v for k, v in values.items()}
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    low, high = report["auroc_interval_95"]
+    lines = [
+        "# bfloat16 against float32, same grid, same seeds",
+        "",
+        f"Held-out AUROC of the {report['auroc_pairs']} fine-tunings from a pretrained encoder, paired: mean "
+        f"difference (bfloat16 - float32) {report['auroc_mean_difference']:+.4f}, 95% interval "
+        f"[{low:+.4f}, {high:+.4f}], largest single difference {report['auroc_max_abs_difference']:.4f} "
+        f"({'holds' if report['auroc_holds'] else 'does not hold'}: mean within {AUROC_LIMIT} and 0 in the interval).",
+        "",
+        "| pretraining | Recall@10 float32 | Recall@10 bfloat16 | relative difference | loss float32 | loss bfloat16 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["pretrainings"]:
+        lines.append(
+            f"| {row['pretraining']} | {row['float32_recall@10']:.4f} | {row['bfloat16_recall@10']:.4f} "
+            f"| {row['recall@10_relative_difference']:+.2%} | {row['float32_loss']:.5f} | {row['bfloat16_loss']:.5f} |"
+        )
+    verdict = "holds" if report["recall_holds"] else "does not hold"
+    lines += ["", f"NVP Recall@10 within {RECALL_LIMIT:.1%} relative: {verdict}."]
+    return "\n".join(lines) + "\n"
