@@ -175,7 +175,7 @@ class TransformerBlock(keras.layers.Layer):
         """The block's output and its attention weights (batch, heads, tokens, tokens)."""
         return x_shape, (x_shape[0], self.n_heads, x_shape[1], x_shape[1])
 
-    def call(self, x, attention_mask, training=None):
+    def call(self, x, attention_mask, training=None, every_token=False):
         """`attention_mask`: (batch, tokens, tokens) booleans, each row the same (which tokens are
         real); padded keys get zero weight.
 
@@ -185,11 +185,16 @@ class TransformerBlock(keras.layers.Layer):
         norms run on the real tokens' rows as flat matmuls, and only the scores, which need the
         (batch, tokens) layout, see padding. A padded slot's output is 0, and the scores of a
         padded query are uniform over the real keys. The mathematics of Keras' MultiHeadAttention
-        on every real token (tests/test_model.py), whose layer holds the weights."""
-        real = tf.where(attention_mask[:, 0, :])  # (rows, 2): batch and token of each real token
-        rows = tf.gather_nd(x, real)
+        on every real token (tests/test_model.py), whose layer holds the weights.
+
+        `every_token` computes the padded slots too, as rows of the same matmuls: DP-SGD's
+        per-patient gradients run under tf.vectorized_map, which cannot vectorise the gather of a
+        varying number of real tokens."""
+        shape = tf.shape(x, out_type=tf.int64)
+        real = None if every_token else tf.where(attention_mask[:, 0, :])  # (rows, 2): each real token
+        rows = _to_rows(x, real)
         h = self.norm_attention(rows) if self.pre_layer_norm else rows
-        attended, scores = self._attend(h, real, tf.shape(x, out_type=tf.int64), attention_mask, training)
+        attended, scores = self._attend(h, real, shape, attention_mask, training)
         rows = rows + self.dropout(attended, training=training)
         if not self.pre_layer_norm:
             rows = self.norm_attention(rows)
@@ -197,18 +202,18 @@ class TransformerBlock(keras.layers.Layer):
         rows = rows + self.dropout(self.ffn_out(self.ffn_in(h)), training=training)
         if not self.pre_layer_norm:
             rows = self.norm_ffn(rows)
-        return tf.scatter_nd(real, rows, tf.shape(x, out_type=tf.int64)), scores
+        return _to_layout(rows, real, shape), scores
 
     def _attend(self, rows, real, shape, attention_mask, training):
-        """Multi-head self-attention of the real tokens' rows (rows, d): (its output rows, the
-        attention weights (batch, heads, tokens, tokens))."""
+        """Multi-head self-attention of the tokens' rows (rows, d), the real ones at `real` (None:
+        every slot): (its output rows, the attention weights (batch, heads, tokens, tokens))."""
         mha, heads, key_dim = self.attention, self.n_heads, self.d_model // self.n_heads
         per_token = tf.concat([shape[:2], [heads, key_dim]], axis=0)
 
         def project(dense: keras.layers.Layer) -> tf.Tensor:  # EinsumDense (d, heads, key_dim) as one matmul
             flat = ops.matmul(rows, ops.reshape(dense.kernel, (self.d_model, heads * key_dim)))
             flat = ops.reshape(flat + ops.reshape(dense.bias, (heads * key_dim,)), (-1, heads, key_dim))
-            return tf.scatter_nd(real, flat, per_token)
+            return _to_layout(flat, real, per_token)
 
         query = project(mha.query_dense) * (1.0 / math.sqrt(key_dim))
         key, value = project(mha.key_dense), project(mha.value_dense)
@@ -216,9 +221,9 @@ class TransformerBlock(keras.layers.Layer):
         keys = attention_mask[:, None, :, :]
         scores = tf.where(keys, tf.nn.softmax(tf.where(keys, scores, -1e9), axis=-1), 0.0)
         weights = self.dropout(scores, training=training)  # the attention's dropout, at the same rate
-        attended = tf.gather_nd(tf.einsum("bhts,bshk->bthk", weights, value), real)
+        attended = tf.einsum("bhts,bshk->bthk", weights, value)
+        flat = ops.reshape(_to_rows(attended, real), (-1, heads * key_dim))
         output = mha.output_dense
-        flat = ops.reshape(attended, (-1, heads * key_dim))
         return ops.matmul(flat, ops.reshape(output.kernel, (heads * key_dim, self.d_model))) + output.bias, scores
 
     def get_config(self):
@@ -230,3 +235,17 @@ class TransformerBlock(keras.layers.Layer):
             "dropout": self.dropout_rate,
             "pre_layer_norm": self.pre_layer_norm,
         }
+
+
+def _to_rows(tensor: tf.Tensor, real: tf.Tensor | None) -> tf.Tensor:
+    """(batch, tokens, ...) -> the rows of the real tokens (every slot's where `real` is None)."""
+    if real is None:
+        return tf.reshape(tensor, tf.concat([[-1], tf.shape(tensor)[2:]], axis=0))
+    return tf.gather_nd(tensor, real)
+
+
+def _to_layout(rows: tf.Tensor, real: tf.Tensor | None, shape: tf.Tensor) -> tf.Tensor:
+    """The inverse of _to_rows: rows back to (batch, tokens, ...), padded slots 0 (or computed)."""
+    if real is None:
+        return tf.reshape(rows, shape)
+    return tf.scatter_nd(real, rows, shape)

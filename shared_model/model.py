@@ -96,7 +96,7 @@ def encoder_forward(
         x = layer("embedding_dropout")(x, training=training)
     outputs = {}
     for i in range(config.n_layers):
-        x, scores = layer(f"block_{i}")(x, attention_mask, training=training)
+        x, scores = layer(f"block_{i}")(x, attention_mask, training=training, every_token=code_vectors is not None)
         outputs[f"attention_{i}"] = scores
     if config.pre_layer_norm:
         x = layer("final_norm")(x)

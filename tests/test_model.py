@@ -428,11 +428,13 @@ def test_auto_precision_reads_only_what_the_machine_says_it_has(tmp_path: Path) 
         resolve_precision("float16")
 
 
+@pytest.mark.parametrize("every_token", [False, True], ids=["real-tokens", "every-token"])
 @pytest.mark.parametrize("pre_layer_norm", [False, True])
-def test_a_block_computes_keras_attention_on_every_real_token(pre_layer_norm: bool) -> None:
-    """The block runs only real tokens (layers.TransformerBlock): on every real token its output,
-    its attention weights and its weights' gradients are those of the plain computation over all
-    slots with Keras' MultiHeadAttention, whose weights it uses."""
+def test_a_block_computes_keras_attention_on_every_real_token(pre_layer_norm: bool, every_token: bool) -> None:
+    """The block runs only real tokens (layers.TransformerBlock), or every slot for DP-SGD's
+    vectorised per-patient gradients: on every real token its output, its attention weights and
+    its weights' gradients are those of the plain computation over all slots with Keras'
+    MultiHeadAttention, whose weights it uses."""
     d_model, heads, tokens = 16, 2, 9
     block = TransformerBlock(d_model, heads, 12, pre_layer_norm=pre_layer_norm)
     block.build((None, tokens, d_model))
@@ -452,14 +454,14 @@ def test_a_block_computes_keras_attention_on_every_real_token(pre_layer_norm: bo
         return (y if pre_layer_norm else block.norm_ffn(y)), scores
 
     results = []
-    for compute in (lambda: block(x, mask), plain):
+    for compute in (lambda: block(x, mask, every_token=every_token), plain):
         with tf.GradientTape() as tape:
             y, scores = compute()
             loss = tf.reduce_sum(y * weight)
         results.append((y.numpy(), scores.numpy(), tape.gradient(loss, block.trainable_variables)))
     (y, scores, gradients), (y_ref, scores_ref, gradients_ref) = results
     np.testing.assert_allclose(y[valid], y_ref[valid], atol=1e-5)
-    assert np.abs(y[~valid]).max() == 0.0
+    assert every_token or np.abs(y[~valid]).max() == 0.0
     query_valid = np.broadcast_to(valid[:, None, :, None], scores.shape)
     np.testing.assert_allclose(scores[query_valid], scores_ref[query_valid], atol=1e-6)
     for got, expected in zip(gradients, gradients_ref, strict=True):
