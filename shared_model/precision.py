@@ -7,8 +7,9 @@ losses and their sums, the served NVP logits, fine-tuning, and everything DP-SGD
 (per-patient gradients, clipping, the clipped norms, the noise).
 
 `auto` picks bfloat16 only where the hardware computes it natively, read from what the machine
-says it has (a GPU, or the CPU flags AMX or AVX512-BF16 in /proc/cpuinfo), never from a timing:
-the same machine always makes the same choice. Elsewhere bfloat16 is emulated and slower.
+says it has (a GPU of compute capability 8.0 or more, or the CPU flags AMX or AVX512-BF16 in
+/proc/cpuinfo), never from a timing: the same machine always makes the same choice. Elsewhere
+bfloat16 is emulated and slower.
 """
 
 from __future__ import annotations
@@ -35,16 +36,23 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
 
 
 @functools.cache
-def gpu_present() -> bool:
+def gpu_with_bfloat16() -> bool:
+    """Whether TensorFlow sees a GPU that computes bfloat16 natively (compute capability 8.0 or
+    more: Ampere and later; older ones emulate it, or refuse it)."""
     import tensorflow as tf
 
-    return bool(tf.config.list_physical_devices("GPU"))
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability is not None and tuple(capability) >= (8, 0):
+            return True
+    return False
 
 
 def native_bfloat16(flags: frozenset[str] | None = None, gpu: bool | None = None) -> bool:
-    """Whether this machine computes bfloat16 matmuls natively."""
+    """Whether this machine computes bfloat16 matmuls natively (`flags`: the CPU's, `gpu`: whether
+    it has a GPU that does; read from the machine when not given)."""
     flags = cpu_flags() if flags is None else flags
-    return (gpu_present() if gpu is None else gpu) or any(flag in flags for flag in BFLOAT16_CPU_FLAGS)
+    return (gpu_with_bfloat16() if gpu is None else gpu) or any(flag in flags for flag in BFLOAT16_CPU_FLAGS)
 
 
 def resolve_precision(precision: str) -> str:

@@ -26,8 +26,8 @@ MAX_SEED = 2**63 - 1  # any int64
 PRECISION_AUTO = "auto"
 PRECISION_HELP = (
     "Of the training heads' matmuls: float32, or bfloat16 (weights, losses and the encoder stay "
-    "float32); auto: bfloat16 where the machine has it natively (a GPU, or a CPU with AMX or "
-    "AVX512-BF16), else float32."
+    "float32); auto: bfloat16 where the machine has it natively (a GPU of compute capability 8.0+, "
+    "or a CPU with AMX or AVX512-BF16), else float32."
 )
 MODELS = ("transformer", "logreg", "gbm")  # the transformer, or a count-feature baseline
 
