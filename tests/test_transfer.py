@@ -257,7 +257,7 @@ def test_the_precision_check_pairs_runs_from_pretrained_encoders_only(tmp_path: 
     from simulations.experiments.precision import compare
 
     def write(precision: str, shift: float, recall: float) -> None:
-        run = tmp_path / precision
+        run = tmp_path / "pretrain-seed-0" / precision
         rows = [
             ("asthma_n300_site-1_central_s0", "central", "site-1+site-2", 0.80 + shift),
             ("asthma_n300_site-1_central_s1", "central", "site-1+site-2", 0.70 + shift),
@@ -271,10 +271,10 @@ def test_the_precision_check_pairs_runs_from_pretrained_encoders_only(tmp_path: 
 
     write("float32", 0.0, 0.600)
     write("bfloat16", 0.001, 0.601)
-    report = compare(tmp_path)
+    report = compare(tmp_path, (0,))
     assert report["auroc_pairs"] == 2 and report["auroc_mean_difference"] == pytest.approx(0.001)
-    assert report["recall_holds"] and report["pretrainings"][0]["pretraining"] == "central-site-1+site-2"
+    assert report["recall_holds"] and report["pretrainings"][0]["pretraining"] == "central-site-1+site-2 (seed 0)"
     write("bfloat16", 0.02, 0.590)
-    report = compare(tmp_path)
+    report = compare(tmp_path, (0,))
     assert not report["auroc_holds"] and not report["recall_holds"]
     assert "does not hold" in (tmp_path / "precision.md").read_text()

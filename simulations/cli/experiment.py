@@ -175,13 +175,20 @@ def precision(
     config: Annotated[
         Path | None, typer.Option(help="TOML file overriding keys of the grid (default: the quick grid).")
     ] = None,
+    pretrain_seeds: Annotated[
+        str, typer.Option(help="Pretraining seeds, comma-separated: the unit of the AUROC interval.")
+    ] = "0,1,2",
 ) -> None:
     """Does bfloat16 keep the model's quality? One transfer grid pretrained in float32 and in
     bfloat16 at the same seeds, compared pair by pair (AUROC, NVP Recall@10, loss)."""
     from simulations.experiments.precision import run_precision_check
     from simulations.experiments.transfer import load_config
 
-    run_precision_check(data, out, load_config(config, quick=config is None))
+    try:
+        seeds = tuple(int(seed) for seed in pretrain_seeds.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter("comma-separated integers", param_hint="--pretrain-seeds") from exc
+    run_precision_check(data, out, load_config(config, quick=config is None), seeds)
     typer.echo((out / "precision.md").read_text())
 
 
