@@ -41,16 +41,20 @@ def test_a_round_trains_the_same_whatever_ran_before_it_in_the_process(fed_sites
     assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True))
 
 
-def test_fedprox_binds_a_round_also_after_rounds_without_it_in_the_process(fed_sites: list[Path]) -> None:
-    """A long-lived site worker may train a FedAvg run, then a FedProx run: its compiled step must
-    take up the proximal term (a strong term keeps the weights near the global ones)."""
-    site = fed_sites[2]
+def small_model_and_site(site: Path) -> tuple[ClaimTransformerConfig, list[np.ndarray], dict]:
+    """A small model's config and initial weights, and a site's samples."""
     vocabulary = training_vocabulary([read_meds(site)])
     config = ClaimTransformerConfig(
         vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16, patient_dim=16, ffn_dim=16
     )
     weights = [np.asarray(w) for w in PretrainingModel(config).get_weights()]
-    samples = site_samples(str(site), vocabulary.to_json(), 5)
+    return config, weights, site_samples(str(site), vocabulary.to_json(), 5)
+
+
+def test_fedprox_binds_a_round_also_after_rounds_without_it_in_the_process(fed_sites: list[Path]) -> None:
+    """A long-lived site worker may train a FedAvg run, then a FedProx run: its compiled step must
+    take up the proximal term (a strong term keeps the weights near the global ones)."""
+    config, weights, samples = small_model_and_site(fed_sites[2])
     options = {"epochs": 1, "batch_size": 64, "learning_rate": 1e-2, "seed": 0, "key": 3, "server_round": 1}
 
     def moved(proximal_mu: float) -> float:
@@ -68,13 +72,7 @@ def test_a_round_trains_in_the_precision_its_run_config_names(fed_sites: list[Pa
     would decide); the site's weights stay float32 and move as in float32, to bfloat16's rounding."""
     with pytest.raises(SettingError, match="precision"):
         FederatedRunConfig.from_run_config({"precision": "auto"})
-    site = fed_sites[2]
-    vocabulary = training_vocabulary([read_meds(site)])
-    config = ClaimTransformerConfig(
-        vocab_size=vocabulary.size, n_groups=vocabulary.n_groups, d_model=16, patient_dim=16, ffn_dim=16
-    )
-    weights = [np.asarray(w) for w in PretrainingModel(config).get_weights()]
-    samples = site_samples(str(site), vocabulary.to_json(), 5)
+    config, weights, samples = small_model_and_site(fed_sites[2])
     options = {"epochs": 1, "batch_size": 64, "learning_rate": 1e-3, "seed": 0, "key": 3, "server_round": 1}
     trained = {
         precision: train_locally(weights, config, samples, precision=precision, **options).weights
