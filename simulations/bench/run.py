@@ -118,7 +118,8 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         f"Machine: {report['machine']['cpu_model']}, {report['machine']['cores']} cores"
         + (f", GPUs {', '.join(report['machine']['gpus'])}" if report["machine"]["gpus"] else ", no GPU")
-        + f" (bfloat16 natively: {report['machine']['native_bfloat16']}); "
+        + f" (CPU bfloat16 flags: {', '.join(report['machine']['cpu_bfloat16_flags']) or 'none'}; "
+        + f"bfloat16 natively: {report['machine']['native_bfloat16']}); "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
         "",
         "| figure | median | min | max | unit |",
