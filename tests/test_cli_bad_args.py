@@ -69,18 +69,21 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--out", "{out}", "--sites", "1"],
         ["--out", "{out}", "--patients", "-5"],
         ["--out", "{out}", "--original", "{empty}"],
+        ["--out", "{out}", "--precision", "half"],
     ],
     "pretrain central": [
         ["--data", "{missing}", "--out", "{out}"],
         ["--data", "{tiny}", "--out", "{out}", "--epochs", "0"],
         ["--data", "{tiny}", "--out", "{out}", "--target-vocabularies", "ICD/10"],
         ["--data", "{tiny}", "--out", "{out}", "--n-heads", "5"],
+        ["--data", "{tiny}", "--out", "{out}", "--precision", "float16"],
     ],
     "pretrain federated": [
         ["--data", "{missing}", "--data", "{missing}", "--out", "{out}"],
         ["--data", "{tiny}", "--out", "{out}"],  # one site, two required
         ["--data", "{tiny}", "--out", "{out}", "--strategy", "anarchy"],
         ["--data", "{tiny}", "--out", "{out}", "--adversary", "site-1:teleport"],
+        ["--data", "{tiny}", "--data", "{tiny}", "--out", "{out}", "--precision", "auto"],  # not for a federation
     ],
     "experiment claim-pt": [["--out", "{out}", "--data", "{missing}"], ["--out", "{out}", "--seeds", "one,two"]],
     "experiment fed-vs-central": [
@@ -92,6 +95,12 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--data", "{missing}", "--out", "{out}"],
         ["--data", "{empty}", "--out", "{out}"],
         ["--data", "{empty}", "--out", "{out}", "--config", "{toml}"],
+        ["--data", "{empty}", "--out", "{out}", "--precision", "half"],
+    ],
+    "experiment precision": [
+        ["--data", "{missing}", "--out", "{out}"],
+        ["--data", "{empty}", "--out", "{out}", "--config", "{toml}"],
+        ["--data", "{empty}", "--out", "{out}", "--pretrain-seeds", "one"],
     ],
     "experiment advisor": [
         ["--out", "{out}", "--config", "{toml}"],
