@@ -10,12 +10,12 @@ For rows x, a kernel W and bias b over G groups, the logits z = x W + b and, per
   shared_model.precision); XLA's own CPU dots are no faster in float32 and gain nothing from
   bfloat16;
 - everything between them is one XLA-compiled pass over the logits each way: the loss's sum of
-  softplus in the forward pass, the sigmoid in the backward pass (d loss / d z is
-  weight * (sigmoid(z) - target) / G). XLA fuses neither well when both share one exp, and its
-  log1p costs twice its exp: softplus here is relu(z) + log1p(exp(-|z|)) with log1p a polynomial
-  on [0, 1] (within 2e-7 of it, `log1p_unit`);
-- the targets' part (a few per row) is gathered and scattered apart from the dense pass, in
-  float32.
+  softplus (and the targets' logits, gathered) in the forward pass; in the backward pass
+  d loss / d z = weight * (sigmoid(z) - target) / G, written in the matmuls' dtype with the
+  targets scattered into it, and its column sums, the bias gradient. One function for both passes
+  would share one exp, and XLA then splits it into many passes; its log1p costs twice its exp:
+  softplus here is relu(z) + log1p(exp(-|z|)) with log1p a polynomial on [0, 1] (within 2e-7 of
+  it, `log1p_unit`).
 
 The same loss and gradients as the plain computation to float rounding (tests/test_model.py).
 """
@@ -50,8 +50,8 @@ def log1p_unit(x: tf.Tensor) -> tf.Tensor:
 
 def dense_multilabel_bce_sum(kernel, bias, inputs, target_indices, weight, matmul_dtype=tf.float32):
     """sum_i weight_i * multilabel BCE of (inputs_i @ kernel + bias) against target_indices_i (-1:
-    padding), differentiable in kernel, bias and inputs. Rows should be padded to a handful of
-    counts (the model's row buckets): XLA compiles each pass once per shape."""
+    padding), differentiable in the float32 kernel, bias and inputs. Rows should be padded to a
+    handful of counts (the model's row buckets): XLA compiles each pass once per shape."""
 
     @tf.custom_gradient
     def head_loss(kernel, bias, inputs):
@@ -63,11 +63,7 @@ def dense_multilabel_bce_sum(kernel, bias, inputs, target_indices, weight, matmu
             d_logits, d_bias = _gradient_pass(logits, bias, target_indices, weight)
             d_kernel = tf.matmul(inputs_m, d_logits, transpose_a=True)
             d_inputs = tf.matmul(d_logits, kernel_m, transpose_b=True)
-            return (
-                tf.cast(d_kernel, tf.float32) * upstream,
-                d_bias * upstream,
-                tf.cast(tf.cast(d_inputs, tf.float32) * upstream, inputs.dtype),
-            )
+            return tf.cast(d_kernel, tf.float32) * upstream, d_bias * upstream, tf.cast(d_inputs, tf.float32) * upstream
 
         return loss, gradient
 
