@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from shared_model.precision import FIXED_PRECISIONS
 from simulations.experiments.transfer import TransferConfig, run_transfer_experiment
 
-PRECISIONS = ("float32", "bfloat16")
 RECALL_LIMIT = 0.005  # relative difference of NVP Recall@10 the issue allows
 AUROC_LIMIT = 0.005  # mean AUROC difference allowed, its paired interval containing 0
 
@@ -36,7 +36,7 @@ def run_precision_check(
 ) -> dict[str, Any]:
     """Run `grid` in each precision for each pretraining seed under OUT and compare them."""
     for seed in pretrain_seeds:
-        for precision in PRECISIONS:
+        for precision in FIXED_PRECISIONS:
             run_transfer_experiment(
                 data, out / f"pretrain-seed-{seed}" / precision, replace(grid, precision=precision, pretrain_seed=seed)
             )
@@ -48,11 +48,11 @@ def compare(out: Path, pretrain_seeds: tuple[int, ...]) -> dict[str, Any]:
     differences, rows = [], []
     for seed in pretrain_seeds:
         seed_dir = out / f"pretrain-seed-{seed}"
-        runs = {p: pd.read_csv(seed_dir / p / "results.csv").set_index("run_id") for p in PRECISIONS}
+        runs = {p: pd.read_csv(seed_dir / p / "results.csv").set_index("run_id") for p in FIXED_PRECISIONS}
         pretrained = runs["float32"]["pretraining_sites"].notna()
         pairs = runs["float32"].loc[pretrained, ["auroc"]].join(runs["bfloat16"][["auroc"]], rsuffix="_bfloat16")
         differences.append((pairs["auroc_bfloat16"] - pairs["auroc"]).dropna().to_numpy())
-        found = {p: _pretrainings(seed_dir / p / "pretrained") for p in PRECISIONS}
+        found = {p: _pretrainings(seed_dir / p / "pretrained") for p in FIXED_PRECISIONS}
         for key, float32 in sorted(found["float32"].items()):
             bfloat16 = found["bfloat16"].get(key)
             if bfloat16 is not None:
