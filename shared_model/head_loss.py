@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from shared_model.objectives import target_logit_sum
+
 # log1p(x) / x on [0, 1]: Chebyshev interpolant of degree 9 as monomial coefficients (float32
 # Horner: within 1.1e-7 of log1p absolute, 1.8e-7 relative).
 _LOG1P_OVER_X = (
@@ -76,8 +78,7 @@ def _loss_pass(logits, bias, target_indices, weight):
     in float32."""
     z = tf.cast(logits, tf.float32) + bias
     softplus = tf.nn.relu(z) + log1p_unit(tf.exp(-tf.abs(z)))
-    picked = tf.gather(z, tf.maximum(target_indices, 0), batch_dims=1)
-    positive = tf.reduce_sum(tf.where(target_indices >= 0, picked, 0.0), axis=-1)
+    positive = target_logit_sum(z, target_indices)
     n_groups = tf.cast(tf.shape(z)[-1], z.dtype)
     return tf.reduce_sum((tf.reduce_sum(softplus, axis=-1) - positive) * weight) / n_groups
 

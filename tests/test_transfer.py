@@ -278,3 +278,26 @@ def test_the_precision_check_pairs_runs_from_pretrained_encoders_only(tmp_path: 
     report = compare(tmp_path, (0,))
     assert not report["auroc_holds"] and not report["recall_holds"]
     assert "does not hold" in (tmp_path / "precision.md").read_text()
+
+
+@pytest.mark.parametrize("seeds", ["0,-1", "1,1"])
+def test_the_precision_check_refuses_negative_or_repeated_pretraining_seeds(
+    seeds: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repeated seed would count its pairs twice in the interval; a negative one fails only in
+    the middle of the run. Both are refused before any work."""
+    from typer.testing import CliRunner
+
+    import simulations.experiments.precision as precision
+    from simulations.cli.app import app
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the grid ran")
+
+    monkeypatch.setattr(precision, "run_precision_check", must_not_run)
+    result = CliRunner().invoke(
+        app,
+        ["experiment", "precision", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--pretrain-seeds", seeds],
+    )
+    assert result.exit_code == 2 and "pretrain-seeds" in result.output
+    assert not (tmp_path / "out").exists()

@@ -49,11 +49,13 @@ def machine_info() -> dict[str, Any]:
 
     from shared_model.precision import BFLOAT16_CPU_FLAGS, cpu_flags, native_bfloat16
 
+    flags = cpu_flags()
+
     return {
         "cores": os.cpu_count(),
         "cpu_model": cpu,
-        "cpu_bfloat16_flags": sorted(set(BFLOAT16_CPU_FLAGS) & cpu_flags()),
-        "native_bfloat16": native_bfloat16(),
+        "cpu_bfloat16_flags": sorted(set(BFLOAT16_CPU_FLAGS) & flags),
+        "native_bfloat16": native_bfloat16(flags),
         "gpus": [gpu.name for gpu in tf.config.list_physical_devices("GPU")],
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -19,6 +19,9 @@ app = typer.Typer(help="Run experiments (resumable) and write results.csv, resul
 DataOpt = Annotated[list[Path] | None, typer.Option("--data", help="Site MEDS directories; default: synthesise them.")]
 SitesOpt = Annotated[int, typer.Option(min=2, help="Synthetic sites when --data is not given.")]
 PatientsOpt = Annotated[str, typer.Option(help="Patients per synthetic site (one value or one per site).")]
+SitesDirOpt = Annotated[
+    Path, typer.Option(help="Directory holding one MEDS directory per site (e.g. the --out of `claimpt synth`).")
+]
 
 
 def _sites_or_synth(data: list[Path] | None, out: Path, sites: int, patients: str, seed: int) -> list[Path]:
@@ -116,9 +119,7 @@ def fed_vs_central(
 @app.command("transfer")
 @bad_input_exits_2
 def transfer(
-    data: Annotated[
-        Path, typer.Option(help="Directory holding one MEDS directory per site (e.g. the --out of `claimpt synth`).")
-    ],
+    data: SitesDirOpt,
     out: Annotated[
         Path,
         typer.Option(
@@ -165,12 +166,13 @@ def transfer(
 @app.command("precision")
 @bad_input_exits_2
 def precision(
-    data: Annotated[
-        Path, typer.Option(help="Directory holding one MEDS directory per site (e.g. the --out of `claimpt synth`).")
-    ],
+    data: SitesDirOpt,
     out: Annotated[
         Path,
-        typer.Option(help="Run directory (resumable): float32/ and bfloat16/ transfer runs, precision.json, .md."),
+        typer.Option(
+            help="Run directory (resumable): pretrain-seed-S/float32/ and .../bfloat16/ transfer runs, "
+            "precision.json, precision.md."
+        ),
     ],
     config: Annotated[
         Path | None, typer.Option(help="TOML file overriding keys of the grid (default: the quick grid).")
@@ -184,10 +186,9 @@ def precision(
     from simulations.experiments.precision import run_precision_check
     from simulations.experiments.transfer import load_config
 
-    try:
-        seeds = tuple(int(seed) for seed in pretrain_seeds.split(","))
-    except ValueError as exc:
-        raise typer.BadParameter("comma-separated integers", param_hint="--pretrain-seeds") from exc
+    seeds = _numbers(pretrain_seeds, int)
+    if min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise typer.BadParameter(f"distinct seeds >= 0, got {pretrain_seeds!r}", param_hint="--pretrain-seeds")
     run_precision_check(data, out, load_config(config, quick=config is None), seeds)
     typer.echo((out / "precision.md").read_text())
 
