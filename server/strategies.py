@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import numpy as np
 from flwr.serverapp.strategy import (
@@ -41,33 +42,42 @@ class FedTrimmedAvgAtLeastOne(FedTrimmedAvg):
             self.beta = configured
 
 
+#: Each run-config strategy name -> the Flower strategy it builds, given the run config and the
+#: arguments every strategy takes (its minimum numbers of sites). Held equal to the run config's
+#: STRATEGIES by tests/test_strategies.py.
+STRATEGY_FACTORIES: dict[str, Callable[[FederatedRunConfig, dict[str, int]], Strategy]] = {
+    "fedavg": lambda settings, common: FedAvg(**common),
+    "fedprox": lambda settings, common: FedProx(**common, proximal_mu=settings.proximal_mu),
+    "fedadam": lambda settings, common: FedAdam(
+        **common, eta=settings.server_learning_rate, eta_l=settings.learning_rate
+    ),
+    "fedavgm": lambda settings, common: FedAvgM(
+        **common, server_learning_rate=1.0, server_momentum=settings.server_momentum
+    ),
+    "fedmedian": lambda settings, common: FedMedian(**common),
+    "fedtrimmedavg": lambda settings, common: FedTrimmedAvgAtLeastOne(**common, beta=settings.trimmed_beta),
+    "krum": lambda settings, common: Krum(**common, num_malicious_nodes=ASSUMED_ATTACKERS),
+    "multikrum": lambda settings, common: MultiKrum(
+        **common,
+        num_malicious_nodes=ASSUMED_ATTACKERS,
+        num_nodes_to_select=max(1, common["min_train_nodes"] - 1),
+    ),
+}
+
+
 def build_strategy(settings: FederatedRunConfig) -> UpdateValidation:
+    """The run config's strategy, under client-level DP where it asks for it, wrapped in update
+    validation."""
     n = settings.min_available_clients
     common = {"min_available_nodes": n, "min_train_nodes": n, "min_evaluate_nodes": n}
-    name = settings.strategy
-    if name == "fedavg":
-        inner: Strategy = FedAvg(**common)
-    elif name == "fedprox":
-        inner = FedProx(**common, proximal_mu=settings.proximal_mu)
-    elif name == "fedadam":
-        inner = FedAdam(**common, eta=settings.server_learning_rate, eta_l=settings.learning_rate)
-    elif name == "fedavgm":
-        inner = FedAvgM(**common, server_learning_rate=1.0, server_momentum=settings.server_momentum)
-    elif name == "fedmedian":
-        inner = FedMedian(**common)
-    elif name == "fedtrimmedavg":
-        inner = FedTrimmedAvgAtLeastOne(**common, beta=settings.trimmed_beta)
-    elif name == "krum":
-        inner = Krum(**common, num_malicious_nodes=ASSUMED_ATTACKERS)
-    else:
-        inner = MultiKrum(**common, num_malicious_nodes=ASSUMED_ATTACKERS, num_nodes_to_select=max(1, n - 1))
+    inner = STRATEGY_FACTORIES[settings.strategy](settings, common)
     if settings.client_dp_noise > 0:
         inner = with_client_level_dp(inner, settings)
     return UpdateValidation(
         inner,
         max_update_norm=settings.max_update_norm,
         max_norm_ratio=settings.max_norm_ratio,
-        min_valid=ROBUST_MINIMUM_SITES.get(name, 1),
+        min_valid=ROBUST_MINIMUM_SITES.get(settings.strategy, 1),
     )  # fewer: the round keeps the model
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-from server.strategies import build_strategy
-from shared_model.run_config import FederatedRunConfig
+from server.strategies import STRATEGY_FACTORIES, build_strategy
+from shared_model.run_config import STRATEGIES, FederatedRunConfig
 from tests.inprocess_grid import InProcessGrid
 
 GLOBAL = [np.zeros(4, np.float32), np.zeros((2, 2), np.float32)]
@@ -45,6 +45,13 @@ def aggregate(strategy_name: str, updates, examples=None, **options) -> list[np.
 
 def update(value: float, scale: float = 1.0) -> list[np.ndarray]:
     return [np.arange(4, dtype=np.float32) * scale + value, np.full((2, 2), value, np.float32)]
+
+
+def test_every_strategy_the_run_config_offers_has_a_factory_and_nothing_else_does() -> None:
+    assert list(STRATEGY_FACTORIES) == list(STRATEGIES)
+    for name in STRATEGIES:  # each builds the Flower class of its name (a copy-paste slip would not)
+        built = build_strategy(FederatedRunConfig(strategy=name, min_available_clients=5)).strategy
+        assert type(built).__name__.lower().startswith(name)
 
 
 def test_fedavg_weights_by_examples() -> None:
