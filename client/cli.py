@@ -136,10 +136,9 @@ def join(
         Path | None,
         typer.Option(
             help=(
-                "This site's privacy policy (TOML: k_anonymity, require_dp, dp_epsilon, max_run_epsilon, "
-                "lifetime_epsilon, max_delta, min_noise_multiplier, require_secure_aggregation, "
-                "max_evaluations_per_run). Nothing the server sends can lower it. Default: k 11, delta <= 1/n, "
-                "no DP required."
+                "This site's privacy policy, a TOML file (`claimpt site policy --example` prints every key "
+                "with its default and meaning). Nothing the server sends can lower it. Default: every key "
+                "at its default (k 11, delta <= 1/n, no DP required)."
             )
         ),
     ] = None,
@@ -262,6 +261,32 @@ def status(
     from client.status import site_status
 
     typer.echo(site_status(state, lines=lines))
+
+
+@site_app.command("policy")
+@bad_input_exits_2
+def policy(
+    example: Annotated[
+        bool, typer.Option("--example", help="Print a policy file: every key at its default, with its meaning.")
+    ] = False,
+    table: Annotated[
+        bool, typer.Option("--table", help="Print the keys as a Markdown table (docs/deployment.md holds it).")
+    ] = False,
+    check: Annotated[
+        Path | None,
+        typer.Option(help="Read this policy file and print what it sets, every key (exit 2 if it is refused)."),
+    ] = None,
+) -> None:
+    """The site's privacy policy (`claimpt site join --policy`): its keys, or a file checked."""
+    from client.policy import SitePolicy, load_policy
+    from shared_model.settings import settings_table, settings_toml
+
+    if example + table + (check is not None) != 1:
+        raise typer.BadParameter("give one of --example, --table, --check FILE")
+    if table:
+        typer.echo(settings_table(SitePolicy, kebab=False), nl=False)
+    else:
+        typer.echo(settings_toml(load_policy(check) if check else SitePolicy(), kebab=False), nl=False)
 
 
 CheckpointOpt = Annotated[Path, typer.Option(help="The consortium's pretrained checkpoint directory.")]

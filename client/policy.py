@@ -6,23 +6,9 @@ node config, which only the site sets. Every message is checked against it befor
 data is touched, and a message asking for less protection is refused (`SiteRefusal`), never
 quietly adjusted down.
 
-```toml
-k_anonymity = 11                  # codes reported and used only if seen in >= k of this site's patients
-require_dp = true                 # train only with record-level DP-SGD
-dp_epsilon = 4.0                  # DP-SGD at this epsilon per run even if the run asks none (0: the run's)
-max_run_epsilon = 8.0             # refuse runs asking for a larger epsilon (0: no ceiling)
-lifetime_epsilon = 20.0           # this site's total over every run, kept in its privacy ledger (0: none)
-max_delta = 1e-5                  # DP-SGD at most at this delta, the run's if smaller (0: 1 / n, n = training patients)
-min_noise_multiplier = 0.5        # refuse DP-SGD with less noise (0: no floor)
-require_secure_aggregation = false  # refuse plain (non-SecAgg+) training rounds
-min_secure_aggregation_sites = 3  # SecAgg+: refuse rounds with fewer sites
-min_secure_aggregation_threshold = 2  # SecAgg+: refuse a lower threshold (and one below a majority of the shares)
-max_evaluations_per_run = 0       # federated evaluations answered per run (0: one per training round, + 1)
-lifetime_evaluations = 1000       # ... and over every run, counted in the site's state directory
-max_model_parameters = 100000000  # refuse to build a model the server describes with more weights
-share_task_counts = false         # the advisory summary may say, per task, how many patients are labelled and positive
-share_own_auroc = false           # ... and the AUROC it reaches alone (to 0.01; >= k held-out positives, negatives)
-```
+Every key, its default, range and meaning: `claimpt site policy --example` (a file to start from),
+`--table` (the table in docs/deployment.md), `--check FILE` (what a file sets, or why it is refused).
+All three are generated from the fields below, each declared once with its help and range.
 """
 
 from __future__ import annotations
@@ -43,11 +29,17 @@ MAX_PARAMETERS = 10**10
 @dataclass(frozen=True)
 class SitePolicy:
     k_anonymity: int = setting(
-        11, "Codes reported and used only if seen in >= k patients.", at_least=2, at_most=MAX_COUNT
+        11,
+        "Codes reported and used only if seen in >= k of this site's patients (the server's k where higher).",
+        at_least=2,
+        at_most=MAX_COUNT,
     )
     require_dp: bool = setting(False, "Train only with record-level DP-SGD.")
     dp_epsilon: float = setting(
-        0.0, "DP-SGD at this epsilon per run even if the run asks none (0: the run's).", at_least=0, at_most=MAX_EPSILON
+        0.0,
+        "DP-SGD at this epsilon per run even if the run asks none; the run's where smaller (0: the run's).",
+        at_least=0,
+        at_most=MAX_EPSILON,
     )
     max_run_epsilon: float = setting(
         0.0, "Refuse runs asking for a larger epsilon (0: no ceiling).", at_least=0, at_most=MAX_EPSILON

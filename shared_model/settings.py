@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import types
 import typing
@@ -157,6 +158,38 @@ def check_settings(instance: Any, *, kebab: bool = True) -> None:
         value = checked_value(key, kinds[field.name], bounds, getattr(instance, field.name))
         if value is not getattr(instance, field.name):
             object.__setattr__(instance, field.name, value)
+
+
+def toml_value(value: Any) -> str:
+    """A setting's value as TOML writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(toml_value, value)) + "]"
+    return repr(value)
+
+
+def settings_toml(values: Any, *, kebab: bool = True) -> str:
+    """A settings dataclass instance as a TOML file, every key with its help as a comment: what
+    an operator starts a file from (`claimpt site policy --example`)."""
+    fields = dataclasses.fields(values)
+    assignments = [f"{key_of(f, kebab)} = {toml_value(getattr(values, f.name))}" for f in fields]
+    width = max(map(len, assignments)) + 2
+    return "".join(f"{a:<{width}}# {f.metadata['help']}\n" for a, f in zip(assignments, fields, strict=True))
+
+
+def settings_table(config: type, *, kebab: bool = True) -> str:
+    """A settings dataclass's keys as a Markdown table: key, default, what a value must be, meaning."""
+    kinds = _kinds(config)
+    rows = ["| key | default | a value must be | meaning |", "|---|---|---|---|"]
+    for field in dataclasses.fields(config):
+        allowed = field.metadata["bounds"].describe(kinds[field.name])
+        rows.append(
+            f"| `{key_of(field, kebab)}` | `{toml_value(field.default)}` | {allowed} | {field.metadata['help']} |"
+        )
+    return "\n".join(rows) + "\n"
 
 
 def settings_from(config: type, values: Mapping[str, Any], *, kebab: bool = True, what: str = "settings") -> Any:

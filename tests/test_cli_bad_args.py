@@ -123,6 +123,13 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--superlink", "127.0.0.1:1", "--data", "{tiny}", "--site-id", "a", "--policy", "{toml}", "--insecure"],
     ],
     "site status": [["--state", "{missing}"], ["--state", "{junk}"]],
+    "site policy": [
+        [],
+        ["--example", "--table"],
+        ["--check", "{missing}"],
+        ["--check", "{toml}"],
+        ["--check", "{junk}"],
+    ],
     "server status": [["--state", "{missing}"], ["--state", "{empty}"]],
     "site finetune": [
         [
