@@ -37,6 +37,7 @@ from shared_model.config import ClaimTransformerConfig
 from shared_model.data.paths import atomic_write_bytes
 from shared_model.model import PretrainingModel
 from shared_model.passport import MANIFEST_KEY as PASSPORT_KEY
+from shared_model.passport import Passport
 from shared_model.privacy import epsilon_spent
 from shared_model.run_config import FederatedRunConfig
 from shared_model.training import seed_everything
@@ -127,7 +128,8 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
         vocabulary, config = checkpoint.vocabulary, checkpoint.config
         run_id = str(checkpoint.manifest.get("run_id", uuid.uuid4().hex))
         trained = [int(r) for r in checkpoint.manifest.get("rounds_trained", [])]
-        passport = PassportRecorder(settings, run_id, checkpoint.manifest.get(PASSPORT_KEY), registry)
+        previous = checkpoint.manifest.get(PASSPORT_KEY)
+        passport = PassportRecorder(settings, run_id, previous and Passport.from_dict(previous), registry)
         model = PretrainingModel(config)
         assign_weights(model, checkpoint)
         state = round_dir(run_dir, done) / STATE_FILE
@@ -366,7 +368,7 @@ def _manifest_extra(
     the rounds that trained (a round no site's update reached keeps the previous model; who
     trained each is in the passport), and the privacy passport of the rounds so far."""
     return {
-        PASSPORT_KEY: passport.document(server_round, client_level_epsilon(settings, server_round)),
+        PASSPORT_KEY: passport.document(server_round, client_level_epsilon(settings, server_round)).to_dict(),
         "mode": "federated",
         "run_id": run_id,
         "round": server_round,

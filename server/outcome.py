@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from shared_model.passport import Incident, Passport
+
 OUTCOME_FILE = "outcome.json"
 
 
@@ -24,8 +26,8 @@ class RunIncomplete(RuntimeError):
 class SiteOutcome:
     name: str
     used: list[int]
-    dropped: list[dict[str, Any]]
-    failed: list[dict[str, Any]]
+    dropped: list[Incident]
+    failed: list[Incident]
     missed: list[int]
 
 
@@ -57,8 +59,8 @@ class RunOutcome:
         )
 
     def lines(self) -> list[str]:
-        def reasons(entries: list[dict[str, Any]]) -> str:
-            return "; ".join(f"round {e['round']}: {e['reason']}" for e in entries)
+        def reasons(entries: list[Incident]) -> str:
+            return "; ".join(f"round {e.round}: {e.reason}" for e in entries)
 
         lines = [("run complete: " if self.complete else "RUN INCOMPLETE: ") + self.headline()]
         for site in self.sites:
@@ -85,20 +87,20 @@ def run_outcome(
     run_dir: Path,
     rounds_asked: int,
     rounds_trained: list[int],
-    passport: dict[str, Any],
+    passport: Passport,
     *,
     signed: bool,
     stopped: str = "",
 ) -> RunOutcome:
     sites = [
         SiteOutcome(
-            name=f"{site['name']} ({pseudonym})" if site.get("name") else pseudonym,
-            used=list(site["rounds_joined"]),
-            dropped=list(site["updates_dropped"]),
-            failed=list(site["rounds_failed"]),
-            missed=list(site.get("rounds_missed", [])),
+            name=f"{site.name} ({pseudonym})" if site.name else pseudonym,
+            used=list(site.rounds_joined),
+            dropped=list(site.updates_dropped),
+            failed=list(site.rounds_failed),
+            missed=list(site.rounds_missed),
         )
-        for pseudonym, site in sorted(passport["sites"].items())
+        for pseudonym, site in sorted(passport.sites.items())
     ]
     checkpoint = str(Path(run_dir) / "checkpoint")
     return RunOutcome(rounds_asked, sorted(rounds_trained), sites, checkpoint, signed, stopped)

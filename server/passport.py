@@ -13,7 +13,6 @@ import base64
 import copy
 import json
 import logging
-from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from flwr.app import Message
@@ -21,7 +20,16 @@ from flwr.app import Message
 from server.registry import Registry
 from server.validation import RoundReport
 from shared_model.messages import STATEMENT, PrivacyStatement, statement_payload
-from shared_model.passport import FORMAT, pseudonym, site_key
+from shared_model.passport import (
+    ClientLevelDP,
+    Incident,
+    Passport,
+    RequestedDP,
+    SiteRecord,
+    SpentDP,
+    pseudonym,
+    site_key,
+)
 from shared_model.run_config import FederatedRunConfig
 from shared_model.settings import settings_from
 
@@ -29,44 +37,30 @@ log = logging.getLogger(__name__)
 MAX_REASON = 200  # characters of a failure reason kept (a site's error text is its own choice)
 
 
-def _new_site() -> dict[str, Any]:
-    return {
-        "k_anonymity": None,
-        "policy": None,
-        "policy_sha256": None,
-        "rounds_joined": [],
-        "updates_dropped": [],
-        "rounds_failed": [],
-        "replies_dropped": [],
-        "rounds_missed": [],  # training rounds the site was not there for (no reply, no error)
-        "record_level_dp": {},  # Flower run id (a resumed run is a new one) -> what the site's ledger spent in it
-    }
-
-
 class PassportRecorder:
     def __init__(
         self,
         settings: FederatedRunConfig,
         run_id: str,
-        previous: dict[str, Any] | None = None,
+        previous: Passport | None = None,
         registry: Registry | None = None,
     ) -> None:
         """`registry`: the consortium's enrolment (server.registry). Where it binds node ids, a
         node is the site it was enrolled as (by name); with identity keys, a statement is recorded
         only if its site's key signed it. Without one (simulations), a site is what it states."""
         self.settings, self.run_id, self.registry = settings, run_id, registry
-        self.sites: dict[str, dict[str, Any]] = copy.deepcopy(previous["sites"]) if previous else {}
-        self.flower_runs: list[int] = list(previous["flower_runs"]) if previous else []
+        self.sites: dict[str, SiteRecord] = copy.deepcopy(previous.sites) if previous else {}
+        self.flower_runs: list[int] = list(previous.flower_runs) if previous else []
         self.site_keys: dict[int, int] = {}  # node id -> its site's key
 
-    def _site(self, node: int) -> dict[str, Any]:
+    def _site(self, node: int) -> SiteRecord:
         enrolled = self.registry.name_of(node) if self.registry is not None else None
         if enrolled is not None:
             self.site_keys[node] = site_key(enrolled)
         name = pseudonym(self.site_keys[node]) if node in self.site_keys else f"node-{node}"
-        site = self.sites.setdefault(name, _new_site())
+        site = self.sites.setdefault(name, SiteRecord())
         if enrolled is not None:
-            site["name"] = enrolled
+            site.name = enrolled
         return site
 
     def read_replies(self, replies: list[Message]) -> None:
@@ -113,21 +107,15 @@ class PassportRecorder:
             raise TypeError("the policy is not a table")
         self.site_keys[node] = statement.site_key
         site = self._site(node)
-        site.update(
-            {
-                "k_anonymity": statement.k_anonymity,
-                "policy": policy,
-                "policy_sha256": statement.policy_sha256,
-                "statement_verified": verified,
-            }
+        site.k_anonymity, site.policy, site.policy_sha256 = statement.k_anonymity, policy, statement.policy_sha256
+        site.statement_verified = verified
+        site.record_level_dp[str(run)] = SpentDP(
+            rounds=statement.dp_rounds,
+            epsilon=statement.dp_epsilon,
+            delta=statement.dp_delta,
+            noise_multiplier=statement.dp_noise_multiplier,
+            accountant=statement.dp_accountant,
         )
-        site["record_level_dp"][str(run)] = {
-            "rounds": statement.dp_rounds,
-            "epsilon": statement.dp_epsilon,
-            "delta": statement.dp_delta,
-            "noise_multiplier": statement.dp_noise_multiplier,
-            "accountant": statement.dp_accountant,
-        }
 
     def training_round(self, server_round: int, report: RoundReport) -> None:
         """Whose update was used, dropped or failed; every site the run knows that sent nothing
@@ -135,45 +123,37 @@ class PassportRecorder:
         seen = {id(self._site(node)) for node in [*report.accepted, *(n for n, _ in report.dropped + report.failures)]}
         for site in self.sites.values():
             if id(site) not in seen:
-                site.setdefault("rounds_missed", []).append(server_round)
+                site.rounds_missed.append(server_round)
         for node in report.accepted:
-            self._site(node)["rounds_joined"].append(server_round)
+            self._site(node).rounds_joined.append(server_round)
         for node, reason in report.dropped:
-            self._site(node)["updates_dropped"].append({"round": server_round, "reason": reason[:MAX_REASON]})
+            self._site(node).updates_dropped.append(Incident(server_round, reason[:MAX_REASON]))
         for node, reason in report.failures:
-            self._site(node)["rounds_failed"].append({"round": server_round, "reason": reason[:MAX_REASON]})
+            self._site(node).rounds_failed.append(Incident(server_round, reason[:MAX_REASON]))
 
     def replies_dropped(self, server_round: int, stage: str, dropped: list[tuple[int, str]]) -> None:
         """Replies the server did not take (they did not read), with why: a vocabulary reply
         (round 0) or an evaluation."""
         for node, reason in dropped:
-            self._site(node).setdefault("replies_dropped", []).append(
-                {"round": server_round, "stage": stage, "reason": reason[:MAX_REASON]}
-            )
+            self._site(node).replies_dropped.append(Incident(server_round, reason[:MAX_REASON], stage))
 
-    def document(self, through_round: int, client_level_epsilon: float) -> dict[str, Any]:
+    def document(self, through_round: int, client_level_epsilon: float) -> Passport:
         s = self.settings
-        return {
-            "format": FORMAT,
-            "run_id": self.run_id,
-            "flower_runs": self.flower_runs,
-            "through_round": through_round,
-            "strategy": s.strategy,
-            "secure_aggregation": s.secure_aggregation,
-            "k_anonymity_requested": s.k_anonymity,
-            "record_level_dp_requested": {
-                "epsilon": s.dp_epsilon,
-                "delta": s.dp_delta,
-                "clip_norm": s.dp_clip_norm,
-                "accountant": s.dp_accountant,
-            },
-            "client_level_dp": {
-                "noise_multiplier": s.client_dp_noise,
-                "clipping": s.client_dp_clipping,
-                "clip_norm": s.client_dp_clip_norm,
-                "delta": s.client_dp_delta,
-                "accountant": s.dp_accountant,
-                "epsilon": client_level_epsilon,
-            },
-            "sites": copy.deepcopy(self.sites),
-        }
+        return Passport(
+            run_id=self.run_id,
+            flower_runs=list(self.flower_runs),
+            through_round=through_round,
+            strategy=s.strategy,
+            secure_aggregation=s.secure_aggregation,
+            k_anonymity_requested=s.k_anonymity,
+            record_level_dp_requested=RequestedDP(s.dp_epsilon, s.dp_delta, s.dp_clip_norm, s.dp_accountant),
+            client_level_dp=ClientLevelDP(
+                noise_multiplier=s.client_dp_noise,
+                clipping=s.client_dp_clipping,
+                clip_norm=s.client_dp_clip_norm,
+                delta=s.client_dp_delta,
+                accountant=s.dp_accountant,
+                epsilon=client_level_epsilon,
+            ),
+            sites=copy.deepcopy(self.sites),
+        )

@@ -26,7 +26,16 @@ from server.passport import PassportRecorder
 from server.registry import enrol_identity as enrol
 from server.registry import load_registry
 from shared_model.messages import STATEMENT
-from shared_model.passport import pseudonym, render_page, site_key
+from shared_model.passport import (
+    ClientLevelDP,
+    Passport,
+    RequestedDP,
+    SiteRecord,
+    SpentDP,
+    pseudonym,
+    render_page,
+    site_key,
+)
 from shared_model.run_config import FederatedRunConfig
 from simulations.cli.app import app
 from tests.inprocess_grid import InProcessGrid
@@ -182,18 +191,57 @@ def test_the_site_walks_its_own_state_against_a_signed_passport(
     assert "policy digest" in passport(str(run["checkpoint"]), *check, "--site-policy", str(other_policy)).output
 
 
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda site: site.update(k_anonymity=float("nan")), "k_anonymity"),
+        (lambda site: site.update(rounds_joined="1, 2"), "rounds_joined"),
+        (lambda site: site.update(updates_dropped=[{"round": True, "reason": "x"}]), "updates_dropped[0].round"),
+        (lambda site: site.update(trust_me=True), "trust_me"),
+        (lambda site: site.pop("record_level_dp").clear(), None),  # missing: a default, nothing to refuse
+    ],
+)
+def test_a_signed_passport_of_a_shape_this_version_does_not_know_is_refused(
+    run: dict, fed_sites: list[Path], tmp_path: Path, change, named: str | None
+) -> None:
+    """A coordinator signs what it likes: a passport whose values have the wrong type (NaN, a
+    bool for a round, text for a list) or an unknown key is refused with exit 2, naming the key,
+    before the site compares anything; a key left out takes its empty default."""
+    site_id = fed_sites[0].name
+    name = pseudonym(site_key(site_id))
+    state = run["root"] / f"{site_id}.state"
+    checkpoint = forged(run, tmp_path, lambda manifest: change(manifest["passport"]["sites"][name]))
+    result = passport(
+        str(checkpoint), "--server-public-key", str(run["public"]), "--site-state", str(state), "--site-id", site_id
+    )
+    if named is None:
+        assert result.exit_code == 1 and "disagrees" in result.output  # the site's DP rounds are gone
+    else:
+        assert result.exit_code == 2 and named in result.output and "Privacy passport" not in result.output
+
+
+def passport_of(run_id: str, through_round: int, flower_runs: list[int], sites: dict[str, SiteRecord]) -> Passport:
+    """A passport of these sites, the run's settings at their defaults."""
+    return Passport(
+        run_id=run_id,
+        flower_runs=flower_runs,
+        through_round=through_round,
+        strategy="fedavg",
+        secure_aggregation=False,
+        k_anonymity_requested=5,
+        record_level_dp_requested=RequestedDP(0.0, 0.0, 1.0, "rdp"),
+        client_level_dp=ClientLevelDP(0.0, "fixed", 1.0, 1e-5, "rdp", 0.0),
+        sites=sites,
+    )
+
+
 def test_a_passport_that_leaves_out_a_flower_run_is_caught(tmp_path: Path) -> None:
     ledger = FileLedger(tmp_path / LEDGER_FILE)
     for run, server_round in ((5, 1), (9, 2)):
         ledger.append(LedgerEntry(run, server_round, 0.3, 1.0, 4, 1e-4, consortium_run="run-a"))
     name = pseudonym(site_key("hospital-a"))
-    site = {
-        "rounds_joined": [2],
-        "updates_dropped": [],
-        "rounds_failed": [],
-        "record_level_dp": {"9": {"rounds": 1, "epsilon": ledger.epsilon(1e-4, run=9), "delta": 1e-4}},
-    }
-    document = {"run_id": "run-a", "through_round": 2, "flower_runs": [9], "sites": {name: site}}
+    site = SiteRecord(rounds_joined=[2], record_level_dp={"9": SpentDP(1, ledger.epsilon(1e-4, run=9), 1e-4)})
+    document = passport_of("run-a", 2, [9], {name: site})
     assert any(
         "Flower run 5, which the passport leaves out" in p for p in disagreements(document, ledger, "hospital-a")
     )
@@ -206,14 +254,14 @@ def test_a_resumed_run_is_checked_flower_run_by_flower_run(tmp_path: Path) -> No
     for run, server_round in ((5, 1), (5, 2), (9, 3)):
         ledger.append(LedgerEntry(run, server_round, sampling_rate=0.3, noise_multiplier=1.0, steps=4, delta=1e-4))
 
-    def spent(run: int, rounds: int) -> dict:
-        return {"rounds": rounds, "epsilon": ledger.epsilon(1e-4, run=run), "delta": 1e-4}
+    def spent(run: int, rounds: int) -> SpentDP:
+        return SpentDP(rounds, ledger.epsilon(1e-4, run=run), 1e-4)
 
     name = pseudonym(site_key("hospital-a"))
-    site = {"rounds_joined": [1, 2, 3], "updates_dropped": [], "record_level_dp": {"5": spent(5, 2), "9": spent(9, 1)}}
-    document = {"run_id": "run-a", "through_round": 3, "flower_runs": [5, 9], "sites": {name: site}}
+    site = SiteRecord(rounds_joined=[1, 2, 3], record_level_dp={"5": spent(5, 2), "9": spent(9, 1)})
+    document = passport_of("run-a", 3, [5, 9], {name: site})
     assert disagreements(document, ledger, "hospital-a") == []
-    del site["record_level_dp"]["5"]
+    del site.record_level_dp["5"]
     assert any("Flower run 5" in problem for problem in disagreements(document, ledger, "hospital-a"))
     assert "is not in the passport" in disagreements(document, ledger, "hospital-b")[0]
 
@@ -232,7 +280,7 @@ def test_a_statement_that_does_not_read_stops_nothing() -> None:
         instruction.metadata.__dict__["_message_id"] = str(uuid4())
         replies.append(Message(RecordDict({STATEMENT: ConfigRecord(statement)}), reply_to=instruction))
     recorder.read_replies(replies)
-    assert sorted(recorder.sites) == [pseudonym(7)] and recorder.sites[pseudonym(7)]["k_anonymity"] == 11
+    assert sorted(recorder.sites) == [pseudonym(7)] and recorder.sites[pseudonym(7)].k_anonymity == 11
 
 
 def test_what_a_site_chose_is_escaped_on_the_page() -> None:
@@ -283,4 +331,4 @@ def test_a_statement_counts_only_under_the_pseudonym_of_the_site_that_signed_it(
     )
     assert sorted(recorder.sites) == [pseudonym(site_key("hospital-b"))]
     victim = recorder.sites[pseudonym(site_key("hospital-b"))]
-    assert victim["k_anonymity"] == 11 and victim["statement_verified"]
+    assert victim.k_anonymity == 11 and victim.statement_verified

@@ -50,7 +50,7 @@ def passport(
     fingerprint = hashlib.sha256(server_public_key.read_bytes()).hexdigest()[:16]
     typer.echo(render_page(document, checkpoint=str(checkpoint), key_fingerprint=fingerprint))
     if json_out is not None:
-        json_out.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        json_out.write_text(json.dumps(document.to_dict(), indent=2, sort_keys=True) + "\n")
     if site_state is not None:
         if not site_state.is_dir():
             raise FileNotFoundError(f"{site_state}: not a site state directory")
