@@ -46,10 +46,9 @@ from client.policy import SitePolicy, load_policy
 from client.replies import SiteRefusal, errors_stay_at_the_site, write_site_error
 from client.statement import privacy_statement
 from shared_model.messages import ARRAYS, EVALUATION, STATEMENT
-from shared_model.own_auroc import OwnAurocRecipe
 from shared_model.passport import site_key
 from shared_model.run_config import SECAGG_CLIPPING_RANGE, FederatedRunConfig
-from shared_model.site_summary import site_summary
+from shared_model.site_summary import OwnAurocRecipe, site_summary
 from shared_model.wire import arrays_packed_on_the_wire
 
 log = logging.getLogger(__name__)

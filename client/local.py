@@ -15,10 +15,11 @@ from shared_model.config import ClaimTransformerConfig
 from shared_model.data import MedsDataset, read_meds
 from shared_model.model import PretrainingModel
 from shared_model.objectives import ProximalTerm
-from shared_model.own_auroc import OwnAurocRecipe, measure_own_auroc
+from shared_model.own_auroc import measure_own_auroc
 from shared_model.pipeline import make_dataset
 from shared_model.privacy import DPSGD, DPSettings, SitePrivacyPlan
 from shared_model.run_config import local_seed
+from shared_model.site_summary import OwnAurocRecipe
 from shared_model.tasks import NEXT_VISIT, k_anonymous_train_code_counts, task_arrays, train_patients
 from shared_model.tensorize import Arrays
 from shared_model.training import (

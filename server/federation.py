@@ -20,12 +20,12 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
-from server.advisor import load_predictor
-from server.advisory_round import run_advisory_round
 from server.carried_evaluation import take_carried_evaluations
 from server.dashboard import RoundDashboard
 from server.exchange import send_and_receive
 from server.outcome import OUTCOME_FILE, RunIncomplete, run_outcome
+from server.overview.predictor import load_predictor
+from server.overview.round import run_advisory_round
 from server.passport import PassportRecorder
 from server.registry import REGISTRY_ENV, Registry, load_registry
 from server.secure_aggregation import secure_train_round
@@ -110,16 +110,16 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / OUTCOME_FILE).unlink(missing_ok=True)  # a resumed run's outcome is its own
     if settings.advise_only:
-        advice = run_advisory_round(
+        overview = run_advisory_round(
             grid,
             k=settings.k_anonymity,
             minimum_sites=settings.min_available_clients,
             run_dir=run_dir,
             predictor=load_predictor(Path(settings.advisor_predictor) if settings.advisor_predictor else None),
         )
-        summary = f"advice for {len(advice.recommended)} site(s): {run_dir / 'advice.md'}"
+        summary = f"consortium overview of {len(overview.table)} site(s): {run_dir / 'overview.md'}"
         _write_outcome(run_dir, {"complete": True, "summary": summary})
-        return {"advice": advice.recommended}
+        return {"overview": overview.table["site"].tolist()}
     strategy = build_strategy(settings)
     strategy.registry = registry = registry_of(settings)
     done, checkpoint = last_intact_round(run_dir) if settings.resume else (0, None)

@@ -5,65 +5,19 @@ The transfer advisor's site-level signal: how much partners can add depends firs
 site already learns alone. A site computes it itself, from nothing but its own data, and releases
 it in its summary (shared_model/site_summary.py) only to 0.01 and only when its held-out split
 holds at least k positives and k negatives. The recipe is the predictor's (it was fitted on
-values measured exactly this way), so a site measures what the predictor expects."""
+values measured exactly this way; its four fields are `site_summary.OwnAurocRecipe`, a module
+without TensorFlow that the coordinator reads too), so a site measures what the predictor expects."""
 
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import MedsDataset
 from shared_model.finetuning import finetune_and_score
-from shared_model.site_summary import PRECISION, labelled_and_positive
+from shared_model.site_summary import PRECISION, OwnAurocRecipe, labelled_and_positive
 from shared_model.tasks import split_subjects
 from shared_model.training import FinetuneSettings
-
-#: bounds a recipe must keep, whoever sends it: a request beyond them is a mistake or an attempt
-#: to spend the site's machine
-MAX_SEEDS, MAX_EPOCHS, MAX_COHORT = 32, 200, 100_000
-
-
-@dataclass(frozen=True)
-class OwnAurocRecipe:
-    """How a site measures its own AUROC: `cohort_size` labelled train patients, the default
-    transformer (with `time_encoding`) from scratch for at most `epochs`, one run per seed of
-    `seeds`. The advisor experiment's config writes it (`AdvisorConfig.own_auroc_recipe`)."""
-
-    cohort_size: int
-    epochs: int
-    seeds: tuple[int, ...]
-    time_encoding: str
-
-    def __post_init__(self) -> None:
-        ok = (
-            20 <= self.cohort_size <= MAX_COHORT
-            and 1 <= self.epochs <= MAX_EPOCHS
-            and 1 <= len(self.seeds) <= MAX_SEEDS
-            and len(set(self.seeds)) == len(self.seeds)
-            and all(isinstance(s, int) and s >= 0 for s in self.seeds)
-        )
-        if not ok:
-            raise ValueError(
-                f"an own-AUROC recipe needs 20 <= cohort_size <= {MAX_COHORT}, 1 <= epochs <= {MAX_EPOCHS} "
-                f"and 1 to {MAX_SEEDS} distinct seeds >= 0"
-            )
-        ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=self.time_encoding)  # validates it
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "seeds": list(self.seeds)}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> OwnAurocRecipe:
-        """A recipe from JSON-like data; anything else is refused with ValueError."""
-        if not isinstance(data, dict) or set(data) != {"cohort_size", "epochs", "seeds", "time_encoding"}:
-            raise ValueError("an own-AUROC recipe gives cohort_size, epochs, seeds and time_encoding")
-        numbers = [data["cohort_size"], data["epochs"], *(data["seeds"] if isinstance(data["seeds"], list) else [None])]
-        if any(isinstance(n, bool) or not isinstance(n, int) for n in numbers):
-            raise ValueError("an own-AUROC recipe's cohort_size, epochs and seeds are integers")
-        return cls(data["cohort_size"], data["epochs"], tuple(data["seeds"]), str(data["time_encoding"]))
 
 
 def scratch_auroc(dataset: MedsDataset, task: str, recipe: OwnAurocRecipe, seed: int) -> float:

@@ -163,8 +163,8 @@ class FederatedRunConfig:
     )
     advise_only: bool = setting(
         False,
-        "Only the advisory round: each site sends its k-anonymised summary, the server writes "
-        "advice.json and advice.md (who helps whom) in run-dir and trains nothing.",
+        "Only the advisory round: each site sends its k-anonymised summary, the server writes the "
+        "consortium overview (overview.json, overview.md; experimental) in run-dir and trains nothing.",
     )
     advisor_predictor: str = setting(
         "",

@@ -1,8 +1,9 @@
 """What a site may release before anyone trains: a k-anonymised summary of its population.
 
-The transfer advisor (server/advisor/) predicts from these summaries which partners help which
-site. Every count in a summary covers at least k train-split patients (a smaller count is left
-out, as in the vocabulary round), so a summary says nothing the vocabulary round does not already
+The consortium overview (server/overview/) is built from these summaries, and the lab's transfer
+advisor (simulations/experiments/advisor/) predicts from them which partners help which site.
+Every count in a summary covers at least k train-split patients (a smaller count is left out, as
+in the vocabulary round), so a summary says nothing the vocabulary round does not already
 allow: which codes are common and how common, the age mix in broad bands, and the cohort's size.
 Per labelled task it also says how many train patients have a label and how many of them a
 positive one (both counts, and the negatives, >= k): a task's base rate decides how much a small
@@ -14,12 +15,14 @@ least k held-out positives and k negatives.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from shared_model.config import ClaimTransformerConfig
 from shared_model.data import MedsDataset
 from shared_model.data.paths import atomic_write_bytes
 from shared_model.tasks import k_anonymous_train_code_counts, train_patients, train_subjects
@@ -29,6 +32,51 @@ from shared_model.vocabulary import is_birth_code
 AGE_BANDS = (0, 2, 5, 10, 15, 20, 40, 65)
 FORMAT = "claimpt-site-summary/1"
 PRECISION = 2  # decimals of a released own AUROC
+
+
+#: bounds a recipe must keep, whoever sends it: a request beyond them is a mistake or an attempt
+#: to spend the site's machine
+MAX_SEEDS, MAX_EPOCHS, MAX_COHORT = 32, 200, 100_000
+
+
+@dataclass(frozen=True)
+class OwnAurocRecipe:
+    """How a site measures its own AUROC: `cohort_size` labelled train patients, the default
+    transformer (with `time_encoding`) from scratch for at most `epochs`, one run per seed of
+    `seeds`. The advisor experiment's config writes it (`AdvisorConfig.own_auroc_recipe`)."""
+
+    cohort_size: int
+    epochs: int
+    seeds: tuple[int, ...]
+    time_encoding: str
+
+    def __post_init__(self) -> None:
+        ok = (
+            20 <= self.cohort_size <= MAX_COHORT
+            and 1 <= self.epochs <= MAX_EPOCHS
+            and 1 <= len(self.seeds) <= MAX_SEEDS
+            and len(set(self.seeds)) == len(self.seeds)
+            and all(isinstance(s, int) and s >= 0 for s in self.seeds)
+        )
+        if not ok:
+            raise ValueError(
+                f"an own-AUROC recipe needs 20 <= cohort_size <= {MAX_COHORT}, 1 <= epochs <= {MAX_EPOCHS} "
+                f"and 1 to {MAX_SEEDS} distinct seeds >= 0"
+            )
+        ClaimTransformerConfig(vocab_size=3, n_groups=1, time_encoding=self.time_encoding)  # validates it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "seeds": list(self.seeds)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> OwnAurocRecipe:
+        """A recipe from JSON-like data; anything else is refused with ValueError."""
+        if not isinstance(data, dict) or set(data) != {"cohort_size", "epochs", "seeds", "time_encoding"}:
+            raise ValueError("an own-AUROC recipe gives cohort_size, epochs, seeds and time_encoding")
+        numbers = [data["cohort_size"], data["epochs"], *(data["seeds"] if isinstance(data["seeds"], list) else [None])]
+        if any(isinstance(n, bool) or not isinstance(n, int) for n in numbers):
+            raise ValueError("an own-AUROC recipe's cohort_size, epochs and seeds are integers")
+        return cls(data["cohort_size"], data["epochs"], tuple(data["seeds"]), str(data["time_encoding"]))
 
 
 @dataclass(frozen=True)

@@ -17,27 +17,23 @@ from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from client.app import make_client_app
-from server.advisor import (
-    SIGNALS,
-    SITE_SIGNALS,
-    TransferPredictor,
-    load_predictor,
-    pair_signals,
-    partner_sets,
-    recommend,
-)
 from server.federation import run_federation
+from server.overview import consortium_overview
+from server.overview.predictor import TransferPredictor, load_predictor
+from server.overview.signals import SIGNALS, SITE_SIGNALS, pair_signals, partner_sets, signal_table
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import DataValidationError, MedsDataset, read_meds
 from shared_model.finetuning import finetune_and_score
-from shared_model.own_auroc import OwnAurocRecipe, held_out_label_counts, released_own_auroc
+from shared_model.own_auroc import held_out_label_counts, released_own_auroc
 from shared_model.run_config import FederatedRunConfig
 from shared_model.settings import FinetuneSettings
-from shared_model.site_summary import SiteSummary, pooled, site_summary
+from shared_model.site_summary import OwnAurocRecipe, SiteSummary, pooled, site_summary
 from shared_model.tasks import train_code_counts
 from simulations.cli.app import app as cli
 from simulations.experiments.advisor import AdvisorConfig, run_advisor_experiment
+from simulations.experiments.advisor.advice import recommend
 from simulations.experiments.advisor.evaluation import judge, leave_one_consortium_out, tune
+from simulations.experiments.advisor.fit import fit_predictor
 from simulations.experiments.advisor.measure import measured_gains, own_aurocs
 from simulations.experiments.advisor.report import checks
 from simulations.experiments.advisor.runner import measure_all
@@ -145,7 +141,7 @@ def test_the_predictor_learns_a_rule_from_signals_and_reads_back_from_json() -> 
     rows = _candidates(rng, 50)
     rows["gain"] = 0.3 - 0.4 * rows["own_auroc"] + 0.2 * rows["code_coverage"] - 0.1 * rows["age_distance"]
     rows["gain"] += rng.normal(0, 0.01, len(rows))
-    predictor = TransferPredictor.fit(rows.iloc[:160], alpha=0.1)
+    predictor = fit_predictor(rows.iloc[:160], alpha=0.1)
     held_out = rows.iloc[160:]  # ten sites it never saw
     assert spearmanr(predictor.predict(held_out), held_out["gain"]).statistic > 0.9
     again = TransferPredictor.from_json(predictor.to_json())
@@ -172,7 +168,7 @@ def test_differences_between_sites_do_not_teach_the_pair_signals() -> None:
     level = rng.uniform(0, 1, 60)
     rows["code_coverage"] = np.repeat(level, 4) + rng.uniform(-0.05, 0.05, len(rows))
     rows["gain"] = 0.2 * np.repeat(level, 4) + 0.1 * rows["age_distance"] + rng.normal(0, 0.005, len(rows))
-    coefficients = dict(zip(SIGNALS, TransferPredictor.fit(rows, alpha=0.1).coefficients, strict=True))
+    coefficients = dict(zip(SIGNALS, fit_predictor(rows, alpha=0.1).coefficients, strict=True))
     assert abs(coefficients["code_coverage"]) < 0.2 * coefficients["age_distance"]
 
 
@@ -182,7 +178,7 @@ def test_a_signal_a_summary_does_not_give_counts_as_its_mean() -> None:
     rows["gain"] = -0.3 * rows["own_auroc"] + 0.05 * rows["code_coverage"] + rng.normal(0, 0.005, len(rows))
     keeps_it = rows["site"].isin(rows["site"].unique()[:5])  # sites that keep their own AUROC to themselves
     rows.loc[keeps_it, "own_auroc"] = np.nan
-    predictor = TransferPredictor.fit(rows, alpha=0.1, task="asthma")
+    predictor = fit_predictor(rows, alpha=0.1, task="asthma")
     assert predictor.mean[SIGNALS.index("own_auroc")] == pytest.approx(rows["own_auroc"].mean())
     known = rows[~keeps_it]
     assert spearmanr(predictor.predict(known), known["gain"]).statistic > 0.9
@@ -397,7 +393,7 @@ def test_claimpt_advise_recommends_partners_from_summaries(
     assert duplicate.exit_code == 2
 
 
-def test_the_advisory_round_writes_advice_under_pseudonyms_and_trains_nothing(
+def test_the_advisory_round_writes_the_overview_under_pseudonyms_and_trains_nothing(
     experiment: Path, fed_sites: list[Path], tmp_path: Path
 ) -> None:
     settings = FederatedRunConfig(
@@ -412,10 +408,13 @@ def test_the_advisory_round_writes_advice_under_pseudonyms_and_trains_nothing(
     policy.write_text("k_anonymity = 5\nshare_task_counts = true\nshare_own_auroc = true\n")
     nodes = [{"partition-id": i, "policy": str(policy)} for i in range(3)]
     outcome = run_federation(InProcessGrid(make_client_app(settings.to_run_config()), nodes), settings)
-    assert len(outcome["advice"]) == 3
-    advice = json.loads((tmp_path / "run" / "advice.json").read_text())
-    assert len(advice["recommended"]) == 3 and all(name.startswith("site-") for name in advice["recommended"])
-    assert not {p.name for p in fed_sites} & set(advice["recommended"])  # pseudonyms, not the sites' names
+    assert len(outcome["overview"]) == 3
+    overview = json.loads((tmp_path / "run" / "overview.json").read_text())
+    names = [row["site"] for row in overview["sites"]]
+    assert len(names) == 3 and all(name.startswith("site-") for name in names)
+    assert not {p.name for p in fed_sites} & set(names)  # pseudonyms, not the sites' names
+    assert overview["experimental"] and "EXPERIMENTAL" in (tmp_path / "run" / "overview.md").read_text()
+    assert all(-1 < row["predicted_gain_joining_all"] < 1 and row["patients"] > 0 for row in overview["sites"])
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "rounds.csv").exists()
     summaries = [SiteSummary.from_json(p.read_text()) for p in (tmp_path / "run" / "summaries").iterdir()]
     releasing = [p for p in fed_sites if min(held_out_label_counts(read_meds(p), TINY.task)) >= 5]
@@ -427,7 +426,30 @@ def test_the_shipped_predictor_reads() -> None:
     assert shipped.features == SIGNALS and shipped.task == "asthma" and shipped.fitted_on
 
 
-def test_a_site_whose_summary_does_not_read_is_left_out_of_the_advice(
+def test_the_overview_shows_each_site_beside_all_the_others_and_its_predicted_gain_of_joining_them() -> None:
+    def summary(patients: int, codes: dict[str, int], bands: dict[str, int], own: float | None) -> SiteSummary:
+        return SiteSummary(patients, codes, bands, 11, {"asthma": (200, 20)}, {"asthma": own} if own else {})
+
+    summaries = {
+        "a": summary(500, {"A": 100, "B": 50}, {"20-40": 300, "65+": 100}, 0.61),
+        "b": summary(800, {"A": 300, "C": 50}, {"0-2": 30, "40-65": 300}, None),
+        "c": summary(300, {"B": 30, "C": 50}, {"20-40": 30}, None),
+    }
+    predictor = load_predictor()
+    table = consortium_overview(summaries, predictor).table.set_index("site")
+    assert table.loc["a", "age 20-65"] == pytest.approx(0.75) and table.loc["a", "age 65+"] == pytest.approx(0.25)
+    assert table.loc["c", "code_coverage"] == 1.0 and table.loc["a", "own_auroc"] == 0.61
+    assert math.isnan(table.loc["b", "own_auroc"]) and table.loc["b", "task_rate"] == pytest.approx(0.1)
+    for site in summaries:  # the predictor's gain for the set of every other site, as the lab's advice computes it
+        others = tuple(s for s in sorted(summaries) if s != site)
+        candidates = signal_table(summaries, [(site, p) for p in partner_sets(site, sorted(summaries), 1)], "asthma")
+        expected = predictor.predict(candidates)[list(candidates["partners"]).index("+".join(others))]
+        assert table.loc[site, "predicted_gain_joining_all"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="two sites"):
+        consortium_overview({"a": summaries["a"]}, predictor)
+
+
+def test_a_site_whose_summary_does_not_read_is_left_out_of_the_overview(
     experiment: Path, fed_sites: list[Path], tmp_path: Path
 ) -> None:
     def garbles_its_summary(msg: Message, context: Context, call_next) -> Message:
@@ -446,7 +468,7 @@ def test_a_site_whose_summary_does_not_read_is_left_out_of_the_advice(
     )
     app = make_client_app(settings.to_run_config(), mods=[garbles_its_summary])
     outcome = run_federation(InProcessGrid(app, [{"partition-id": i} for i in range(3)]), settings)
-    assert len(outcome["advice"]) == 2  # the other two sites are advised; the run did not stop
+    assert len(outcome["overview"]) == 2  # the other two sites are in it; the run did not stop
 
 
 def test_each_consortium_is_predicted_by_a_fit_that_never_saw_it() -> None:

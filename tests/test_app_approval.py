@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 def app(tmp_path: Path) -> Path:
     """A small Flower app (this project's pyproject and a file for each of its bundle patterns)."""
     directory = tmp_path / "app"
-    for name in ("client/app.py", "server/app.py", "server/advisor/predictor.json", "shared_model/wire.py"):
+    for name in ("client/app.py", "server/app.py", "server/overview/predictor.json", "shared_model/wire.py"):
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_text("{}\n" if name.endswith(".json") else "app = None\n")
     shutil.copy(REPO / "pyproject.toml", directory / "pyproject.toml")
@@ -87,7 +87,7 @@ def test_the_bundle_holds_the_applications_own_files_only(tmp_path: Path) -> Non
         name
         for name in tracked.split()
         if name.split("/")[0] in ("server", "client", "shared_model")
-        and (name.endswith(".py") or name == "server/advisor/predictor.json")
+        and (name.endswith(".py") or name == "server/overview/predictor.json")
     }
     assert names - {"pyproject.toml", ".info/CONTENT"} == own
     assert not names & set(strays)

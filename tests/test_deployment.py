@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 
 from client.approval import make_site_keys
-from server.advisor import load_predictor
+from server.overview.predictor import load_predictor
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data import read_meds
-from shared_model.own_auroc import OwnAurocRecipe
 from shared_model.passport import pseudonym, site_key
 from shared_model.runtime.processes import executable, flower_environment, group_alive
 from shared_model.signing import load_verifier
+from shared_model.site_summary import OwnAurocRecipe
 from simulations.local_deployment import CLAIMPT, REPO, Deployment, Launcher, free_port, launched, wait_for
 from simulations.synth import synthesize
 from tests.documented_deployment import (
@@ -229,7 +229,7 @@ def test_a_run_every_site_refuses_exits_1_and_its_checkpoint_is_refused(deployme
         assert "proximal term (policy key require_dp)" in (deployment.state_of(site) / "site.log").read_text()
 
 
-def test_the_advisory_round_runs_over_tls_and_advises_by_pseudonym(deployment: SiteDeployment) -> None:
+def test_the_advisory_round_runs_over_tls_and_shows_the_consortium_by_pseudonym(deployment: SiteDeployment) -> None:
     run_dir = deployment.root / "advice"
     quick = replace(
         load_predictor(),
@@ -242,8 +242,8 @@ def test_the_advisory_round_runs_over_tls_and_advises_by_pseudonym(deployment: S
     )
     (deployment.root / "logs" / "flwr-advise.log").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout + result.stderr
-    advice = json.loads((run_dir / "advice.json").read_text())
-    assert set(advice["recommended"]) == {pseudonym(site_key(site)) for site in SITES}
+    overview = json.loads((run_dir / "overview.json").read_text())
+    assert {row["site"] for row in overview["sites"]} == {pseudonym(site_key(site)) for site in SITES}
     assert not (run_dir / "checkpoint").exists() and not (run_dir / "rounds.csv").exists()
     for site in SITES:
         assert "site worker: answered query.summary" in deployment.launcher.log(site)

@@ -28,9 +28,9 @@ from shared_model.config import ClaimTransformerConfig
 from shared_model.data import read_meds
 from shared_model.messages import EVALUATION, STATEMENT
 from shared_model.model import PretrainingModel
-from shared_model.own_auroc import OwnAurocRecipe, held_out_label_counts
+from shared_model.own_auroc import held_out_label_counts
 from shared_model.run_config import FederatedRunConfig
-from shared_model.site_summary import SiteSummary
+from shared_model.site_summary import OwnAurocRecipe, SiteSummary
 from shared_model.tasks import training_vocabulary
 from shared_model.vocabulary import FIRST_CODE_ID, count_patients_per_code
 from tests.inprocess_grid import InProcessGrid

@@ -48,7 +48,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory):
     """The site's trusted keys, and a bundle it approved."""
     root = tmp_path_factory.mktemp("bundles")
     app = root / "app"
-    for name in ("client/app.py", "server/app.py", "server/advisor/predictor.json", "shared_model/wire.py"):
+    for name in ("client/app.py", "server/app.py", "server/overview/predictor.json", "shared_model/wire.py"):
         (app / name).parent.mkdir(parents=True, exist_ok=True)
         (app / name).write_text("{}\n" if name.endswith(".json") else "app = None\n")
     shutil.copy(REPO / "pyproject.toml", app / "pyproject.toml")

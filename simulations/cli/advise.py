@@ -1,4 +1,6 @@
-"""`claimpt advise`: which partners would help each site, predicted from releasable summaries."""
+"""`claimpt advise`: the lab's partner advice (simulations/experiments/advisor/), on site
+directories at hand: which partners would help each site, predicted from releasable summaries.
+A consortium's coordinator runs the advisory round instead (`advise-only`, server/overview/)."""
 
 from __future__ import annotations
 
@@ -38,12 +40,13 @@ def advise(
 ) -> None:
     """Predict, for every ordered pair of sites and every candidate partner set, the AUROC a site
     gains by pretraining on the partners, and recommend each site its partners. Each site's input
-    is the summary it would release in a federation (summaries/*.json), never rows."""
-    from server.advisor import advise as predict_advice
-    from server.advisor import load_predictor
+    is the summary it would release in a federation (summaries/*.json), never rows. A lab tool:
+    its advice has not yet beaten joining everyone (docs/results/advisor.md)."""
+    from server.overview.predictor import load_predictor
     from shared_model.data import read_meds
     from shared_model.own_auroc import measure_own_auroc
     from shared_model.site_summary import save_summaries, site_summary
+    from simulations.experiments.advisor.advice import advise as predict_advice
     from simulations.experiments.advisor.report import plot_advice
 
     names = [path.name for path in data]

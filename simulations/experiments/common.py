@@ -159,3 +159,11 @@ def markdown_table(frame: pd.DataFrame) -> str:
     rule = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(frame.columns))) + "|"
     body = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body])
+
+
+def spearman(a: pd.Series, b: pd.Series) -> float:
+    """Spearman over the rows where both are known; NaN with fewer than 3."""
+    from scipy.stats import spearmanr
+
+    ok = a.notna() & b.notna()
+    return float(spearmanr(a[ok], b[ok]).statistic) if ok.sum() >= 3 else float("nan")

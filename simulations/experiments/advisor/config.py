@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shared_model.config import TIME_ENCODINGS
-from shared_model.own_auroc import OwnAurocRecipe
+from shared_model.site_summary import OwnAurocRecipe
 from simulations.experiments.common import load_toml_overrides
 
 

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
-from server.advisor import TransferPredictor, recommend, signal_table
+from server.overview.signals import signal_table
 from shared_model.site_summary import SiteSummary
+from simulations.experiments.advisor.advice import recommend
 from simulations.experiments.advisor.config import AdvisorConfig
+from simulations.experiments.advisor.fit import fit_predictor
+from simulations.experiments.common import spearman
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def _held_out_predictions(table: pd.DataFrame, tuning_for: Callable[[pd.DataFram
     for consortium in table["consortium"].unique():
         held_out = table["consortium"] == consortium
         tuning = tuning_for(table[~held_out])
-        model = TransferPredictor.fit(table[~held_out], alpha=tuning.alpha)
+        model = fit_predictor(table[~held_out], alpha=tuning.alpha)
         predicted.loc[held_out, "predicted_gain"] = model.predict(table[held_out])
         predicted.loc[held_out, ["alpha", "margin"]] = tuning.alpha, tuning.margin
     return predicted
@@ -90,12 +92,6 @@ def leave_one_consortium_out(
     """`table` with `predicted_gain` from a predictor fitted on the other consortia only, its
     penalty (`alpha`) and `margin` chosen on those other consortia too."""
     return _held_out_predictions(table, lambda training: tune(training, alphas, margins))
-
-
-def spearman(a: pd.Series, b: pd.Series) -> float:
-    """Spearman over the rows where both are known; NaN with fewer than 3."""
-    ok = a.notna() & b.notna()
-    return float(spearmanr(a[ok], b[ok]).statistic) if ok.sum() >= 3 else float("nan")
 
 
 def mean_known(values: list[float]) -> float:
@@ -177,7 +173,7 @@ def evaluate_and_report(out: Path, config: AdvisorConfig, gains: pd.DataFrame) -
     predicted.to_csv(out / "predictions.csv", index=False)
     tuning = tune(table, config.ridge_alphas, config.margins)
     fitted_on = f"{table['consortium'].nunique()} simulated consortia ({out.name}), ridge alpha {tuning.alpha:g}"
-    final = TransferPredictor.fit(
+    final = fit_predictor(
         table,
         alpha=tuning.alpha,
         task=config.task,

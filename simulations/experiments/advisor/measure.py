@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from server.advisor import partner_sets
+from server.overview.signals import partner_sets
 from shared_model.config import ClaimTransformerConfig
 from shared_model.data import MedsDataset, read_meds
 from shared_model.finetuning import finetune_and_score

@@ -12,10 +12,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from server.advisor import SIGNALS, Advice, TransferPredictor
+from server.overview.predictor import TransferPredictor
+from server.overview.signals import SIGNALS
+from simulations.experiments.advisor.advice import Advice
 from simulations.experiments.advisor.config import AdvisorConfig
-from simulations.experiments.advisor.evaluation import spearman
-from simulations.experiments.common import Check, check_lines, markdown_table
+from simulations.experiments.common import Check, check_lines, markdown_table, spearman
 
 matplotlib.use("Agg")  # files only, never a window
 SPEARMAN_GOAL, SHARE_GOAL = 0.7, 0.9

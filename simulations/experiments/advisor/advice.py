@@ -1,5 +1,7 @@
-"""From the sites' summaries and a predictor to advice: the predicted gain of every candidate
-partner set for every site, and the set to recommend.
+"""The lab's partner advice (`claimpt advise`, the advisor experiment): from the sites' summaries
+and a predictor, the predicted gain of every candidate partner set for every site, and the set to
+recommend. It stays in the lab until it beats joining everyone (docs/results/advisor.md); the
+product shows the consortium overview (server/overview/).
 
 A site is recommended the candidate with the largest predicted gain, and no partners at all when
 no candidate is predicted to gain more than `margin` AUROC: the advisor would rather say "train
@@ -7,39 +9,18 @@ on your own" than send a site into a federation expected to hurt it."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from server.advisor.predictor import TransferPredictor
-from server.advisor.signals import pair_signals
+from server.overview.predictor import TransferPredictor
+from server.overview.signals import partner_sets, signal_table
 from shared_model.data.paths import atomic_write_bytes
-from shared_model.site_summary import SiteSummary, pooled
+from shared_model.site_summary import SiteSummary
 
 NO_PARTNERS = ()
-
-
-def partner_sets(site: str, sites: list[str], max_partners: int) -> list[tuple[str, ...]]:
-    """The candidates for `site`: every set of 1..max_partners other sites, and all of them."""
-    others = [s for s in sites if s != site]
-    candidates = [c for n in range(1, max_partners + 1) for c in itertools.combinations(others, n)]
-    if tuple(others) not in candidates:
-        candidates.append(tuple(others))
-    return candidates
-
-
-def signal_table(
-    summaries: dict[str, SiteSummary], pairs: list[tuple[str, tuple[str, ...]]], task: str | None
-) -> pd.DataFrame:
-    """One row per (site, partner set): the partners joined by '+' and every signal (for `task`)."""
-    rows = []
-    for site, partners in pairs:
-        signals = pair_signals(summaries[site], pooled([summaries[p] for p in partners]), task)
-        rows.append({"site": site, "partners": "+".join(partners), **signals})
-    return pd.DataFrame(rows)
 
 
 @dataclass(frozen=True)

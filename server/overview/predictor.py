@@ -8,8 +8,9 @@ the differences between one site's candidates. A single ridge over both mixes th
 between sites swamp those between partners, and the pair signals learn to tell sites apart, which
 does not carry over to other consortia.
 
-It is fitted on simulated consortia (`make experiment-advisor`, never on the consortium it is
-judged on) and stored as plain numbers in JSON: a site can read exactly what it computes."""
+It is fitted in the lab (simulations/experiments/advisor/fit.py, on simulated consortia, never on
+the consortium it is judged on) and stored as plain numbers in JSON: a site can read exactly what
+it computes. This module only reads and applies one."""
 
 from __future__ import annotations
 
@@ -19,14 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import Ridge
 
-from server.advisor.signals import PAIR_SIGNALS, SIGNALS, SITE_SIGNALS
-from shared_model.own_auroc import OwnAurocRecipe
+from server.overview.signals import PAIR_SIGNALS, SIGNALS, SITE_SIGNALS
+from shared_model.site_summary import OwnAurocRecipe
 
 FORMAT = "claimpt-transfer-predictor/2"
 DEFAULT_PREDICTOR = Path(__file__).with_name("predictor.json")
-SITE_ALPHA = 1.0  # the site level's ridge penalty: a few site signals over a few dozen sites
 
 
 @dataclass(frozen=True)
@@ -54,47 +53,11 @@ class TransferPredictor:
         if sizes != {len(SIGNALS)} or self.features != SIGNALS:
             raise ValueError(f"a predictor needs one mean, scale and coefficient per signal ({', '.join(SIGNALS)})")
 
-    @classmethod
-    def fit(
-        cls,
-        rows: pd.DataFrame,
-        *,
-        alpha: float = 1.0,
-        task: str = "",
-        margin: float = 0.0,
-        fitted_on: str = "",
-        own_auroc: OwnAurocRecipe | None = None,
-    ) -> TransferPredictor:
-        """Fit on rows holding `site`, `partners` (joined by '+'; `consortium` too when there are
-        several), every signal of SIGNALS and the measured `gain` of `task`; `alpha`: the pair
-        part's ridge penalty."""
-        values = rows[list(SIGNALS)].to_numpy(np.float64)
-        known = np.maximum((~np.isnan(values)).sum(axis=0), 1)
-        mean = np.nansum(values, axis=0) / known  # over the rows that give the signal
-        spread = np.sqrt(np.nansum((values - mean) ** 2, axis=0) / known)
-        scale = np.where(spread > 0, spread, 1.0)
-        z = _standardised(rows, mean, scale).assign(gain=rows["gain"].to_numpy(np.float64))
-        reference = _single_partner_means(z, rows)
-        pair = Ridge(alpha=alpha, fit_intercept=False).fit((z - reference)[list(PAIR_SIGNALS)], (z - reference)["gain"])
-        levels = z[list(SITE_SIGNALS)].assign(gain=reference["gain"]).groupby(_site_keys(rows)).first()
-        site = Ridge(alpha=SITE_ALPHA).fit(levels[list(SITE_SIGNALS)], levels["gain"])
-        return cls(
-            SIGNALS,
-            tuple(float(x) for x in mean),
-            tuple(float(x) for x in scale),
-            tuple(float(x) for x in (*pair.coef_, *site.coef_)),
-            float(site.intercept_),
-            task,
-            margin,
-            fitted_on,
-            own_auroc,
-        )
-
     def predict(self, signals: pd.DataFrame) -> np.ndarray:
         """The predicted gain of each row (`site`, `partners`, every signal); every site whose
         candidates are predicted needs its single partners among them."""
-        z = _standardised(signals, np.asarray(self.mean), np.asarray(self.scale))
-        relative = (z - _single_partner_means(z, signals))[list(PAIR_SIGNALS)]
+        z = standardised(signals, np.asarray(self.mean), np.asarray(self.scale))
+        relative = (z - single_partner_means(z, signals))[list(PAIR_SIGNALS)]
         coefficients = dict(zip(self.features, self.coefficients, strict=True))
         pair = relative.to_numpy() @ np.array([coefficients[s] for s in PAIR_SIGNALS])
         level = z[list(SITE_SIGNALS)].to_numpy() @ np.array([coefficients[s] for s in SITE_SIGNALS])
@@ -140,21 +103,21 @@ class TransferPredictor:
         )
 
 
-def _standardised(rows: pd.DataFrame, mean: np.ndarray, scale: np.ndarray) -> pd.DataFrame:
+def standardised(rows: pd.DataFrame, mean: np.ndarray, scale: np.ndarray) -> pd.DataFrame:
     """(signal - mean) / scale, a missing signal (NaN) as 0: the mean's."""
     z = np.nan_to_num((rows[list(SIGNALS)].to_numpy(np.float64) - mean) / scale, nan=0.0)
     return pd.DataFrame(z, columns=list(SIGNALS), index=rows.index)
 
 
-def _site_keys(rows: pd.DataFrame) -> list[pd.Series]:
+def site_keys(rows: pd.DataFrame) -> list[pd.Series]:
     return [rows[column] for column in ("consortium", "site") if column in rows.columns]
 
 
-def _single_partner_means(values: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+def single_partner_means(values: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     """For each row, the mean of `values` over its site's single-partner candidates: the reference
     a site's candidates are compared with (the same whichever larger sets are candidates too)."""
     single = ~rows["partners"].str.contains("+", regex=False)
-    keys = _site_keys(rows)
+    keys = site_keys(rows)
     means = values[single].groupby([key[single] for key in keys]).mean()
     index = pd.MultiIndex.from_arrays(keys) if len(keys) > 1 else pd.Index(keys[0])
     if not index.isin(means.index).all():

@@ -5,15 +5,17 @@ Each signal is a number per (site, partner set); the predictor learns on simulat
 which of them, and how, foretell the gain of pretraining on the partners. A partner set is read
 as one pooled summary, so one site and a set of five are described alike. Pair signals vary
 between a site's candidates and rank them; site signals are the same for all of them and say how
-much the site gains at all (server/advisor/predictor.py uses the two kinds differently)."""
+much the site gains at all (server/overview/predictor.py uses the two kinds differently)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
+import pandas as pd
 
-from shared_model.site_summary import SiteSummary
+from shared_model.site_summary import SiteSummary, pooled
 
 PAIR_SIGNALS = (
     "code_jsd",  # Jensen-Shannon divergence (bits) of the patients-per-code distributions
@@ -79,3 +81,23 @@ def pair_signals(site: SiteSummary, partners: SiteSummary, task: str | None = No
         "partner_task_rate": partners.task_rate(task),
         "own_auroc": site.own_auroc_of(task),
     }
+
+
+def partner_sets(site: str, sites: list[str], max_partners: int) -> list[tuple[str, ...]]:
+    """The candidates for `site`: every set of 1..max_partners other sites, and all of them."""
+    others = [s for s in sites if s != site]
+    candidates = [c for n in range(1, max_partners + 1) for c in itertools.combinations(others, n)]
+    if tuple(others) not in candidates:
+        candidates.append(tuple(others))
+    return candidates
+
+
+def signal_table(
+    summaries: dict[str, SiteSummary], pairs: list[tuple[str, tuple[str, ...]]], task: str | None
+) -> pd.DataFrame:
+    """One row per (site, partner set): the partners joined by '+' and every signal (for `task`)."""
+    rows = []
+    for site, partners in pairs:
+        signals = pair_signals(summaries[site], pooled([summaries[p] for p in partners]), task)
+        rows.append({"site": site, "partners": "+".join(partners), **signals})
+    return pd.DataFrame(rows)

@@ -1,6 +1,6 @@
 """The advisory round (docs/architecture.md §4): before a consortium trains anything, the server
-asks each site for its summary (shared_model/site_summary.py), predicts who helps whom and writes
-the advice and the summaries in the run directory. Sites appear under their pseudonyms."""
+asks each site for its summary (shared_model/site_summary.py) and writes the consortium overview
+and the summaries in the run directory. Sites appear under their pseudonyms."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from server.advisor import Advice, TransferPredictor, advise
 from server.exchange import send_and_receive
+from server.overview.overview import ConsortiumOverview, consortium_overview
+from server.overview.predictor import TransferPredictor
 from server.vocabulary_round import wait_for_nodes
 from shared_model.passport import pseudonym
 from shared_model.site_summary import SiteSummary, save_summaries
@@ -57,10 +58,10 @@ def advisory_round(grid: Grid, *, k: int, minimum_sites: int, predictor: Transfe
 
 def run_advisory_round(
     grid: Grid, *, k: int, minimum_sites: int, run_dir: Path, predictor: TransferPredictor
-) -> Advice:
+) -> ConsortiumOverview:
     summaries = advisory_round(grid, k=k, minimum_sites=minimum_sites, predictor=predictor)
-    advice = advise(summaries, predictor)
-    advice.write(run_dir)
+    overview = consortium_overview(summaries, predictor)
+    overview.write(run_dir)
     save_summaries(summaries, run_dir / "summaries")  # what each site released, for the consortium's records
-    log.info("advisory round: %d sites; advice written to %s", len(summaries), run_dir / "advice.md")
-    return advice
+    log.info("advisory round: %d sites; overview written to %s", len(summaries), run_dir / "overview.md")
+    return overview
