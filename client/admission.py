@@ -19,12 +19,12 @@ from client.ledger import LedgerEntry, ledger_of
 from client.local import LocalPrivacy, vocabulary_of
 from client.policy import SitePolicy
 from client.replies import SiteRefusal
-from shared_model.config import ClaimTransformerConfig
-from shared_model.messages import RoundInstructions
-from shared_model.privacy import PrivacyBudgetExceeded, default_delta, plan_site_privacy
-from shared_model.run_config import FederatedRunConfig
+from shared_model.contract.messages import RoundInstructions
+from shared_model.contract.run_config import FederatedRunConfig
+from shared_model.model.config import ClaimTransformerConfig
 from shared_model.settings import SettingError
-from shared_model.vocabulary import Vocabulary
+from shared_model.tensors.vocabulary import Vocabulary
+from shared_model.training.privacy import PrivacyBudgetExceeded, default_delta, plan_site_privacy
 
 
 def run_settings(run_config: Mapping[str, Any]) -> FederatedRunConfig:

@@ -45,11 +45,11 @@ from client.node_config import DATA_PATH_KEY, POLICY_KEY, SITE_ID_KEY
 from client.policy import SitePolicy, load_policy
 from client.replies import SiteRefusal, errors_stay_at_the_site, write_site_error
 from client.statement import privacy_statement
-from shared_model.messages import ARRAYS, EVALUATION, STATEMENT
-from shared_model.passport import site_key
-from shared_model.run_config import SECAGG_CLIPPING_RANGE, FederatedRunConfig
-from shared_model.site_summary import OwnAurocRecipe, site_summary
-from shared_model.wire import arrays_packed_on_the_wire
+from shared_model.contract.messages import ARRAYS, EVALUATION, STATEMENT
+from shared_model.contract.passport import site_key
+from shared_model.contract.run_config import SECAGG_CLIPPING_RANGE, FederatedRunConfig
+from shared_model.contract.site_summary import OwnAurocRecipe, site_summary
+from shared_model.contract.wire import arrays_packed_on_the_wire
 
 log = logging.getLogger(__name__)
 OPTIMIZER_STATE = "local-optimizer-state"

@@ -1,5 +1,5 @@
 """A site approves the code it runs: its own identity key, and its signature of each bundle it
-reviewed (shared_model.app_bundle). A SuperNode started with the site's own
+reviewed (shared_model.contract.app_bundle). A SuperNode started with the site's own
 `trusted-entities.yaml` runs only the bundles this key signed, whatever the coordinator signs;
 a new key (`claimpt site keys --rotate`) withdraws every earlier approval. The same key signs
 the site's privacy statements (client.statement), which the coordinator checks against the
@@ -14,9 +14,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from shared_model.app_bundle import Approval, load_signing_key, site_key_id, trusted_entities_yaml
+from shared_model.contract.app_bundle import Approval, load_signing_key, site_key_id, trusted_entities_yaml
+from shared_model.contract.signing import supernode_key_pair
 from shared_model.data.paths import atomic_write_bytes
-from shared_model.signing import supernode_key_pair
 
 KEY_FILE = "app-approval.key"
 TRUSTED_FILE = "trusted-entities.yaml"

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from shared_model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
+from shared_model.model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
 from shared_model.runtime.options import bad_input_exits_2, options_from
 from shared_model.settings import MODELS, FinetuneSettings
 
@@ -341,8 +341,8 @@ def site_finetune(
     signature, that some round of its run trained, and that the checkpoint is not older than one
     of the same run used before."""
     from client.rollback import refuse_rollback, refuse_untrained
-    from shared_model.checkpoint import load_checkpoint
-    from shared_model.signing import load_verifier
+    from shared_model.contract.checkpoint import load_checkpoint
+    from shared_model.contract.signing import load_verifier
 
     finetuning = _settings(settings)  # bad options stop here, before the site's state is touched
     loaded = load_checkpoint(checkpoint, verify_signature=load_verifier(server_public_key))
@@ -392,8 +392,8 @@ def finetune(
     """Fine-tune a task on a small cohort (research: any checkpoint, or none); write metrics on
     the held-out split. The architecture options apply only without --checkpoint (a checkpoint
     carries its own config)."""
-    from shared_model.checkpoint import CheckpointError, load_checkpoint
-    from shared_model.signing import load_verifier
+    from shared_model.contract.checkpoint import CheckpointError, load_checkpoint
+    from shared_model.contract.signing import load_verifier
 
     finetuning = _settings(settings)
     loaded = None
@@ -448,8 +448,8 @@ def _finetune(
 ) -> None:
     """What both fine-tuning commands do once the checkpoint is checked: fine-tune, write metrics.json."""
     from shared_model.data import DataValidationError, read_meds
-    from shared_model.finetuning import run_finetune
-    from shared_model.tasks import NEXT_VISIT
+    from shared_model.tensors.tasks import NEXT_VISIT
+    from shared_model.training.finetuning import run_finetune
 
     dataset = read_meds(data)
     if task != NEXT_VISIT and task not in dataset.labels:

@@ -49,7 +49,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
 from client.replies import errors_stay_at_the_site, write_site_error
-from shared_model.app_bundle import bundle_verified
+from shared_model.contract.app_bundle import bundle_verified
 from shared_model.runtime.flower_pins import OBJECT_RETRY_CAP_SECONDS, OBJECT_RETRY_SECONDS, require_flower
 
 log = logging.getLogger(__name__)

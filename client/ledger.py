@@ -26,7 +26,7 @@ from flwr.app import ConfigRecord, Context, RecordDict
 from client.node_config import STATE_DIR_KEY
 from client.replies import SiteRefusal
 from shared_model.data.paths import fsync_directory
-from shared_model.privacy import epsilon_of_rounds
+from shared_model.training.privacy import epsilon_of_rounds
 
 LEDGER_FILE = "privacy-ledger.jsonl"  # in the site's state directory
 

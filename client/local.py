@@ -11,18 +11,17 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from shared_model.config import ClaimTransformerConfig
+from shared_model.contract.run_config import local_seed
+from shared_model.contract.site_summary import OwnAurocRecipe
 from shared_model.data import MedsDataset, read_meds
-from shared_model.model import PretrainingModel
-from shared_model.objectives import ProximalTerm
-from shared_model.own_auroc import measure_own_auroc
-from shared_model.pipeline import make_dataset
-from shared_model.privacy import DPSGD, DPSettings, SitePrivacyPlan
-from shared_model.run_config import local_seed
-from shared_model.site_summary import OwnAurocRecipe
-from shared_model.tasks import NEXT_VISIT, k_anonymous_train_code_counts, task_arrays, train_patients
-from shared_model.tensorize import Arrays
-from shared_model.training import (
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.model.objectives import ProximalTerm
+from shared_model.model.transformer import PretrainingModel
+from shared_model.tensors.pipeline import make_dataset
+from shared_model.tensors.tasks import NEXT_VISIT, k_anonymous_train_code_counts, task_arrays, train_patients
+from shared_model.tensors.tensorize import Arrays
+from shared_model.tensors.vocabulary import Vocabulary
+from shared_model.training.fit import (
     PRETRAIN_TARGETS,
     PretrainSettings,
     compile_pretraining,
@@ -30,7 +29,8 @@ from shared_model.training import (
     fit_pretraining,
     seed_round,
 )
-from shared_model.vocabulary import Vocabulary
+from shared_model.training.own_auroc import measure_own_auroc
+from shared_model.training.privacy import DPSGD, DPSettings, SitePrivacyPlan
 
 log = logging.getLogger(__name__)
 

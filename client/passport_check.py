@@ -17,7 +17,7 @@ from client.activity import ActivityLog
 from client.ledger import Ledger
 from client.policy import SitePolicy
 from client.statement import policy_json
-from shared_model.passport import Passport, SiteRecord, SpentDP, pseudonym, site_key
+from shared_model.contract.passport import Passport, SiteRecord, SpentDP, pseudonym, site_key
 
 
 def disagreements(

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from client.replies import SiteRefusal
+from shared_model.contract.run_config import MAX_EPSILON, MAX_ROUNDS, MAX_SITES
 from shared_model.data import DataValidationError
-from shared_model.run_config import MAX_EPSILON, MAX_ROUNDS, MAX_SITES
 from shared_model.settings import MAX_COUNT, SettingError, check_settings, setting, settings_from
 
 MAX_PARAMETERS = 10**10

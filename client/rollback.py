@@ -1,6 +1,6 @@
 """A site refuses to fine-tune on a checkpoint older than one it has already seen.
 
-The server signs every checkpoint's run id and round (shared_model.checkpoint); a careless or
+The server signs every checkpoint's run id and round (shared_model.contract.checkpoint); a careless or
 hostile coordinator could still hand a site an older signed checkpoint of the same run (one
 before a fix, or one it knows more about). `site finetune` remembers, in the site's state
 directory, the newest round it has seen of each run and refuses anything older; `--min-round`
@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared_model.checkpoint import CheckpointError
+from shared_model.contract.checkpoint import CheckpointError
 from shared_model.data.paths import atomic_write_bytes
 
 SEEN_FILE = "checkpoints-seen.json"

@@ -21,8 +21,8 @@ from flwr.app import ConfigRecord, Context
 from client.ledger import ledger_of
 from client.node_config import IDENTITY_KEY
 from client.policy import SitePolicy
-from shared_model.app_bundle import load_signing_key
-from shared_model.messages import statement_payload
+from shared_model.contract.app_bundle import load_signing_key
+from shared_model.contract.messages import statement_payload
 
 LEDGER_ACCOUNTANT = "rdp"  # the ledger composes its rounds with the RDP accountant
 

@@ -74,7 +74,7 @@ class SiteWorker:
         """Import TensorFlow and the ClientApp, and read the site's data, before the first message."""
         from client.app import make_client_app
         from client.local import load_site
-        from shared_model.app_bundle import read_trusted_entities
+        from shared_model.contract.app_bundle import read_trusted_entities
 
         trusted = None if self.trusted_entities is None else read_trusted_entities(self.trusted_entities)
         app = make_client_app()

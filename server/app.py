@@ -12,8 +12,8 @@ from flwr.serverapp import Grid, ServerApp
 from server.exchange import short_object_retries
 from server.federation import run_federation
 from server.superlink import SIGNING_KEY_ENV
-from shared_model.run_config import FederatedRunConfig
-from shared_model.signing import Signer, load_signer
+from shared_model.contract.run_config import FederatedRunConfig
+from shared_model.contract.signing import Signer, load_signer
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Signing the app bundle (FAB) that the sites' SuperNodes will run, and attaching the sites'
-own approvals (shared_model.app_bundle), where the SuperLink hands them out with the bundle
+own approvals (shared_model.contract.app_bundle), where the SuperLink hands them out with the bundle
 (`signatures/<sha256>.json`, read by server.superlink_gate)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shared_model.app_bundle import CONSORTIUM_KEY_ID, Approval, fab_hash, load_signing_key
-from shared_model.checkpoint import CheckpointError
+from shared_model.contract.app_bundle import CONSORTIUM_KEY_ID, Approval, fab_hash, load_signing_key
+from shared_model.contract.checkpoint import CheckpointError
 from shared_model.data.paths import atomic_write_bytes
 
 

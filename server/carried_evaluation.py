@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from flwr.app import Message, RecordDict
 
-from shared_model.messages import EVALUATION, STATEMENT
+from shared_model.contract.messages import EVALUATION, STATEMENT
 
 
 def take_carried_evaluations(replies: list[Message], questions: list[Message]) -> list[Message]:

@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from shared_model.app_bundle import CONSORTIUM_KEY_ID, trusted_entities_yaml
+from shared_model.contract.app_bundle import CONSORTIUM_KEY_ID, trusted_entities_yaml
+from shared_model.contract.signing import supernode_key_pair
 from shared_model.data.paths import atomic_directory
-from shared_model.signing import supernode_key_pair
 
 PRIVATE = 0o600
 RSA_BITS = 3072

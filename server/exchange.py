@@ -3,7 +3,7 @@
 `Grid.send_and_receive` of Flower's deployed grid sleeps 3 s between polls for replies, so each
 exchange waits 1.5 s on average after the last site answered. This polls the same public Grid API
 (`push_messages`, `pull_messages`) every tenth of a second, one small request to the local
-SuperLink, and sends each message's arrays as one blob (shared_model.wire), which the sites'
+SuperLink, and sends each message's arrays as one blob (shared_model.contract.wire), which the sites'
 ClientApp unpacks and answers in kind. A reply is announced before its objects are all uploaded:
 Flower's deployed grid then retries them after 1 s, after 20 ms once the ServerApp has called
 `short_object_retries` (shared_model.runtime.flower_pins).
@@ -19,8 +19,8 @@ from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
+from shared_model.contract.wire import pack, unpack
 from shared_model.runtime.flower_pins import UnsupportedFlower, require_flower, shorten_object_retries
-from shared_model.wire import pack, unpack
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.1

@@ -32,15 +32,21 @@ from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, export_state, restore_state
 from server.validation import RoundReport, UpdateValidation
 from server.vocabulary_round import vocabulary_round, wait_for_nodes
-from shared_model.checkpoint import Checkpoint, CheckpointError, assign_weights, load_checkpoint, save_checkpoint
-from shared_model.config import ClaimTransformerConfig
+from shared_model.contract.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    assign_weights,
+    load_checkpoint,
+    save_checkpoint,
+)
+from shared_model.contract.passport import MANIFEST_KEY as PASSPORT_KEY
+from shared_model.contract.passport import Passport
+from shared_model.contract.run_config import FederatedRunConfig
 from shared_model.data.paths import atomic_write_bytes
-from shared_model.model import PretrainingModel
-from shared_model.passport import MANIFEST_KEY as PASSPORT_KEY
-from shared_model.passport import Passport
-from shared_model.privacy import epsilon_spent
-from shared_model.run_config import FederatedRunConfig
-from shared_model.training import seed_everything
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.model.transformer import PretrainingModel
+from shared_model.training.fit import seed_everything
+from shared_model.training.privacy import epsilon_spent
 
 log = logging.getLogger(__name__)
 STATE_FILE = "strategy_state.npz"

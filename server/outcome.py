@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shared_model.passport import Incident, Passport
+from shared_model.contract.passport import Incident, Passport
 
 OUTCOME_FILE = "outcome.json"
 

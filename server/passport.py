@@ -1,4 +1,4 @@
-"""Builds the privacy passport (shared_model.passport) round by round as the run goes.
+"""Builds the privacy passport (shared_model.contract.passport) round by round as the run goes.
 
 Two sources, kept apart in the record: what the server saw (each round, whose update it used,
 dropped or got an error from, from the strategy's RoundReport) and what each site stated about
@@ -19,8 +19,8 @@ from flwr.app import Message
 
 from server.registry import Registry
 from server.validation import RoundReport
-from shared_model.messages import STATEMENT, PrivacyStatement, statement_payload
-from shared_model.passport import (
+from shared_model.contract.messages import STATEMENT, PrivacyStatement, statement_payload
+from shared_model.contract.passport import (
     ClientLevelDP,
     Incident,
     Passport,
@@ -30,7 +30,7 @@ from shared_model.passport import (
     pseudonym,
     site_key,
 )
-from shared_model.run_config import FederatedRunConfig
+from shared_model.contract.run_config import FederatedRunConfig
 from shared_model.settings import settings_from
 
 log = logging.getLogger(__name__)

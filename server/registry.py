@@ -22,9 +22,9 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from shared_model.checkpoint import CheckpointError
+from shared_model.contract.checkpoint import CheckpointError
+from shared_model.contract.passport import site_key
 from shared_model.data.paths import atomic_write_bytes
-from shared_model.passport import site_key
 
 REGISTRY_FILE = "sites.json"
 REGISTRY_ENV = "CLAIMPT_SITES"  # set by `claimpt server start` for every ServerApp it runs

@@ -1,5 +1,5 @@
 """What the server takes from a site's reply: exactly the records a reply of its type carries
-(shared_model.messages.REPLIES), each parsed by its schema before anything is counted, summed or
+(shared_model.contract.messages.REPLIES), each parsed by its schema before anything is counted, summed or
 aggregated. A reply that does not read is dropped with its reason; it never ends the round."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
-from shared_model.messages import ARRAYS, METRIC_RECORDS, OPTIONAL, REPLIES
+from shared_model.contract.messages import ARRAYS, METRIC_RECORDS, OPTIONAL, REPLIES
 from shared_model.settings import SettingError, settings_from
 
 

@@ -28,7 +28,7 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.serverapp import Grid
 
-from shared_model.run_config import SECAGG_CLIPPING_RANGE
+from shared_model.contract.run_config import SECAGG_CLIPPING_RANGE
 
 log = logging.getLogger(__name__)
 

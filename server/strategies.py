@@ -21,7 +21,7 @@ from flwr.serverapp.strategy import (
 )
 
 from server.validation import UpdateValidation
-from shared_model.run_config import ROBUST_MINIMUM_SITES, FederatedRunConfig
+from shared_model.contract.run_config import ROBUST_MINIMUM_SITES, FederatedRunConfig
 
 STATE_ATTRIBUTES = ("m_t", "v_t", "momentum_vector")
 CAPS = "example-caps"

@@ -14,7 +14,7 @@ from flwr.serverapp.strategy import Strategy
 
 from server.registry import Registry, identity_problem
 from server.replies import ReplyError, read_reply
-from shared_model.messages import ARRAYS, EvaluateMetrics, TrainMetrics
+from shared_model.contract.messages import ARRAYS, EvaluateMetrics, TrainMetrics
 
 log = logging.getLogger(__name__)
 SITE_METRICS = ("train-loss", "train-seconds", "dp-epsilon", "num-examples")  # kept per site for the dashboard

@@ -15,9 +15,9 @@ from flwr.serverapp import Grid
 from server.exchange import send_and_receive
 from server.registry import Registry, identity_problem
 from server.replies import ReplyError, read_reply
-from shared_model.messages import VocabularyReply
+from shared_model.contract.messages import VocabularyReply
 from shared_model.settings import VocabularySettings
-from shared_model.vocabulary import Vocabulary
+from shared_model.tensors.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def vocabulary_round(
     registry: Registry | None = None,
 ) -> VocabularyRound:
     """Ask every node for its k-anonymised code counts and sum those that read. A reply that does
-    not read (shared_model.messages.VocabularyReply), or reports a count below k, is dropped whole;
+    not read (shared_model.contract.messages.VocabularyReply), or reports a count below k, is dropped whole;
     so is one from a node that is not the site it declares (server.registry) or that declares a
     site another node already did; fewer than `minimum_sites` replies that read end the run."""
     nodes = wait_for_nodes(grid, minimum_sites, timeout or 600.0)

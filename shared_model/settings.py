@@ -1,5 +1,6 @@
-"""The training settings (frozen dataclasses, no TensorFlow import, so the command line can build
-its options from them cheaply) and `setting`, a field that carries its own help text."""
+"""Every setting declared once: `setting`, a dataclass field that carries its help text and range,
+and the training settings (frozen dataclasses, no TensorFlow import, so the command line can build
+its options from them cheaply)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared_model.precision import PRECISIONS
-
 ADAPTATIONS = ("probe", "probe-then-finetune", "finetune")
-ACCOUNTANTS = ("rdp", "pld")  # the DP accountants (shared_model.privacy)
+ACCOUNTANTS = ("rdp", "pld")  # the DP accountants (shared_model.training.privacy)
 # the ranges every setting is held to: generous for any real use, finite for every value
 MAX_COUNT = 10**9  # patients, codes seen
 MAX_CODES = 10**6  # vocabulary entries
@@ -25,6 +24,9 @@ MAX_EPOCHS = 10_000
 MAX_BATCH = 100_000
 MAX_SEED = 2**63 - 1  # any int64
 PRECISION_AUTO = "auto"
+PRECISIONS = (PRECISION_AUTO, "float32", "bfloat16")  # of the training heads' matmuls (shared_model.model.precision)
+#: what a run config may name: one precision for every site, whatever each site's hardware
+FIXED_PRECISIONS = ("float32", "bfloat16")
 PRECISION_HELP = (
     "Of the training heads' matmuls: float32, or bfloat16 (weights, losses and the encoder stay "
     "float32); auto: bfloat16 where the machine has it natively (a GPU of compute capability 8.0+, "
@@ -221,7 +223,7 @@ def settings_from(config: type, values: Mapping[str, Any], *, kebab: bool = True
 @dataclass(frozen=True)
 class VocabularySettings:
     """Which codes the model embeds and which code groups it learns to predict in pretraining
-    (shared_model.vocabulary)."""
+    (shared_model.tensors.vocabulary)."""
 
     min_count: int = setting(
         1, "Keep codes seen in at least this many training patients.", at_least=1, at_most=MAX_COUNT
@@ -318,7 +320,7 @@ class FinetuneSettings:
         True,
         "With a checkpoint and a binary task: also fit the same network from scratch and the count "
         "baseline on the cohort, and keep the pretrained model unless the tuning patients show it "
-        "clearly worse (shared_model.guard).",
+        "clearly worse (shared_model.training.guard).",
     )
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message
 
-from shared_model.passport import site_key
+from shared_model.contract.passport import site_key
 
 log = logging.getLogger(__name__)
 KINDS = ("raise", "nan", "scale", "signflip", "noise")

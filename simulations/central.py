@@ -12,16 +12,16 @@ import keras
 import numpy as np
 import pandas as pd
 
-from shared_model.checkpoint import save_checkpoint
-from shared_model.config import ClaimTransformerConfig
+from shared_model.contract.checkpoint import save_checkpoint
 from shared_model.data import DataValidationError, read_meds
-from shared_model.metrics import group_frequency_scores, recall_at_k
+from shared_model.evaluation.metrics import group_frequency_scores, recall_at_k
+from shared_model.model.config import ClaimTransformerConfig
 from shared_model.settings import VocabularySettings
-from shared_model.store import SPLITS, open_shards, streaming_vocabulary, tensorize_to_shards
-from shared_model.tasks import NEXT_VISIT, task_arrays, training_vocabulary
-from shared_model.tensorize import Arrays
-from shared_model.training import HeldOutRecall, PretrainSettings, evaluate_nvp, pretrain
-from shared_model.vocabulary import Vocabulary
+from shared_model.tensors.store import SPLITS, open_shards, streaming_vocabulary, tensorize_to_shards
+from shared_model.tensors.tasks import NEXT_VISIT, task_arrays, training_vocabulary
+from shared_model.tensors.tensorize import Arrays
+from shared_model.tensors.vocabulary import Vocabulary
+from shared_model.training.fit import HeldOutRecall, PretrainSettings, evaluate_nvp, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def run_central_pretraining(
     stopping on the pooled tuning split; write RUN/checkpoint, RUN/history.csv, RUN/metrics.json.
 
     With `stream`, every site is first tensorised file by file into memory-mapped shards
-    (RUN/shards/<site>/, shared_model.store) and training reads them from disk: peak memory is
+    (RUN/shards/<site>/, shared_model.tensors.store) and training reads them from disk: peak memory is
     bounded by one MEDS data file and a batch, whatever the cohort's size."""
     out = Path(out)
     fresh = not out.exists()

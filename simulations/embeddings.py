@@ -16,12 +16,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 
-from shared_model.checkpoint import load_checkpoint  # noqa: E402
+from shared_model.contract.checkpoint import load_checkpoint  # noqa: E402
 from shared_model.data import DataValidationError, read_meds  # noqa: E402
 from shared_model.data.paths import atomic_directory  # noqa: E402
-from shared_model.explain import patient_vectors, restore_model  # noqa: E402
-from shared_model.tasks import NEXT_VISIT, split_of, task_samples  # noqa: E402
-from shared_model.tensorize import latest_per_subject, select  # noqa: E402
+from shared_model.evaluation.explain import patient_vectors, restore_model  # noqa: E402
+from shared_model.tensors.tasks import NEXT_VISIT, split_of, task_samples  # noqa: E402
+from shared_model.tensors.tensorize import latest_per_subject, select  # noqa: E402
 
 log = logging.getLogger(__name__)
 PLOT_POINTS_PER_SITE = 3000

@@ -12,7 +12,7 @@ import pandas as pd
 
 from client.app import make_client_app
 from server.app import make_server_app
-from shared_model.run_config import FederatedRunConfig
+from shared_model.contract.run_config import FederatedRunConfig
 from simulations.adversary import AdversaryMod
 
 log = logging.getLogger(__name__)

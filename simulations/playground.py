@@ -16,13 +16,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from shared_model.checkpoint import load_checkpoint  # noqa: E402
+from shared_model.contract.checkpoint import load_checkpoint  # noqa: E402
 from shared_model.data import DataValidationError, MedsDataset, read_meds  # noqa: E402
 from shared_model.data.paths import atomic_directory  # noqa: E402
-from shared_model.explain import ExplainedModel, Explanation, explain, restore_model  # noqa: E402
-from shared_model.tasks import split_of, task_samples  # noqa: E402
-from shared_model.tensorize import VISIT_TYPE_IDS, latest_per_subject, select  # noqa: E402
-from shared_model.vocabulary import FIRST_CODE_ID, UNK_ID  # noqa: E402
+from shared_model.evaluation.explain import ExplainedModel, Explanation, explain, restore_model  # noqa: E402
+from shared_model.tensors.tasks import split_of, task_samples  # noqa: E402
+from shared_model.tensors.tensorize import VISIT_TYPE_IDS, latest_per_subject, select  # noqa: E402
+from shared_model.tensors.vocabulary import FIRST_CODE_ID, UNK_ID  # noqa: E402
 from simulations.html_report import embedded_png, html_page  # noqa: E402
 
 log = logging.getLogger(__name__)

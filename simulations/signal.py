@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from sklearn.metrics import roc_auc_score
 
-from shared_model.baselines import bag_of_codes, fit_logreg
 from shared_model.data import MedsDataset
+from shared_model.training.baselines import bag_of_codes, fit_logreg
 
 
 @dataclass(frozen=True)

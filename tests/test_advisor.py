@@ -21,14 +21,14 @@ from server.federation import run_federation
 from server.overview import consortium_overview
 from server.overview.predictor import TransferPredictor, load_predictor
 from server.overview.signals import SIGNALS, SITE_SIGNALS, pair_signals, partner_sets, signal_table
-from shared_model.config import ClaimTransformerConfig
+from shared_model.contract.run_config import FederatedRunConfig
+from shared_model.contract.site_summary import OwnAurocRecipe, SiteSummary, pooled, site_summary
 from shared_model.data import DataValidationError, MedsDataset, read_meds
-from shared_model.finetuning import finetune_and_score
-from shared_model.own_auroc import held_out_label_counts, released_own_auroc
-from shared_model.run_config import FederatedRunConfig
+from shared_model.model.config import ClaimTransformerConfig
 from shared_model.settings import FinetuneSettings
-from shared_model.site_summary import OwnAurocRecipe, SiteSummary, pooled, site_summary
-from shared_model.tasks import train_code_counts
+from shared_model.tensors.tasks import train_code_counts
+from shared_model.training.finetuning import finetune_and_score
+from shared_model.training.own_auroc import held_out_label_counts, released_own_auroc
 from simulations.cli.app import app as cli
 from simulations.experiments.advisor import AdvisorConfig, run_advisor_experiment
 from simulations.experiments.advisor.advice import recommend

@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from shared_model.checkpoint import load_checkpoint
+from shared_model.contract.checkpoint import load_checkpoint
 from shared_model.data import read_meds
 from shared_model.settings import VocabularySettings
-from shared_model.vocabulary import Vocabulary, is_marker
+from shared_model.tensors.vocabulary import Vocabulary, is_marker
 from simulations.cli.app import app
 
 TINY = ["--d-model", "16", "--ffn-dim", "16", "--epochs", "1"]

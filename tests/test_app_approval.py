@@ -18,8 +18,8 @@ from flwr.supernode.start_client_internal import _verify_fab
 from client.approval import approve, make_site_keys
 from server.app_signing import sign_app
 from server.certs import CertificateSettings, write_certificates
-from shared_model.app_bundle import fab_hash
-from shared_model.checkpoint import CheckpointError
+from shared_model.contract.app_bundle import fab_hash
+from shared_model.contract.checkpoint import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 def app(tmp_path: Path) -> Path:
     """A small Flower app (this project's pyproject and a file for each of its bundle patterns)."""
     directory = tmp_path / "app"
-    for name in ("client/app.py", "server/app.py", "server/overview/predictor.json", "shared_model/wire.py"):
+    for name in ("client/app.py", "server/app.py", "server/overview/predictor.json", "shared_model/contract/wire.py"):
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_text("{}\n" if name.endswith(".json") else "app = None\n")
     shutil.copy(REPO / "pyproject.toml", directory / "pyproject.toml")

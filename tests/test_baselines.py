@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared_model.baselines import bag_of_codes, windowed_counts
+from shared_model.training.baselines import bag_of_codes, windowed_counts
 
 
 def _events() -> pd.DataFrame:
@@ -64,7 +64,7 @@ def test_every_model_draws_the_same_cohort_whatever_its_vocabulary_or_the_ids() 
     """The cohort depends on what the samples hold, not on ids, code ids or positions: a model
     whose vocabulary numbers codes differently and loses one patient (all their codes rare)
     trains on the same cohort minus that patient, and pseudonymised ids draw the same patients."""
-    from shared_model.finetuning import draw_cohort
+    from shared_model.training.finetuning import draw_cohort
 
     subjects = np.arange(1000, 1600)
     full = {name: _samples(subjects) for name in ("train", "tuning", "held_out")}
@@ -84,7 +84,7 @@ def test_every_model_draws_the_same_cohort_whatever_its_vocabulary_or_the_ids() 
 
 
 def test_subgroups_name_sex_and_age_band_from_the_demographics_field() -> None:
-    from shared_model.subgroups import demographic_groups
+    from shared_model.evaluation.subgroups import demographic_groups
 
     groups = demographic_groups({"demo": np.array([[3, 1], [6, 2], [0, 0], [1, 2]], dtype=np.int8)})
     assert groups["sex"].tolist() == ["female", "male", "unknown", "male"]
@@ -92,7 +92,7 @@ def test_subgroups_name_sex_and_age_band_from_the_demographics_field() -> None:
 
 
 def test_calibration_metrics_by_hand() -> None:
-    from shared_model.metrics import binary_metrics, expected_calibration_error
+    from shared_model.evaluation.metrics import binary_metrics, expected_calibration_error
 
     labels, probabilities = np.array([0, 1, 1, 1]), np.array([0.05, 0.05, 0.95, 0.95])
     # bin 0: predicted 0.05, observed 0.5, half the patients; bin 9: 0.95 vs 1.0, the other half

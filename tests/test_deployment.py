@@ -21,12 +21,12 @@ import pytest
 
 from client.approval import make_site_keys
 from server.overview.predictor import load_predictor
-from shared_model.checkpoint import load_checkpoint
+from shared_model.contract.checkpoint import load_checkpoint
+from shared_model.contract.passport import pseudonym, site_key
+from shared_model.contract.signing import load_verifier
+from shared_model.contract.site_summary import OwnAurocRecipe
 from shared_model.data import read_meds
-from shared_model.passport import pseudonym, site_key
 from shared_model.runtime.processes import executable, flower_environment, group_alive
-from shared_model.signing import load_verifier
-from shared_model.site_summary import OwnAurocRecipe
 from simulations.local_deployment import CLAIMPT, REPO, Deployment, Launcher, free_port, launched, wait_for
 from simulations.synth import synthesize
 from tests.documented_deployment import (

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from shared_model.checkpoint import KIND_TASK, load_checkpoint, save_checkpoint
-from shared_model.config import ClaimTransformerConfig
-from shared_model.explain import ExplainedModel, explain, restore_model
-from shared_model.model import PretrainingModel, TaskModel, build_encoder, encoder_forward
-from shared_model.vocabulary import Vocabulary
+from shared_model.contract.checkpoint import KIND_TASK, load_checkpoint, save_checkpoint
+from shared_model.evaluation.explain import ExplainedModel, explain, restore_model
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.model.transformer import PretrainingModel, TaskModel, build_encoder, encoder_forward
+from shared_model.tensors.vocabulary import Vocabulary
 from tests.test_model import V, random_batch
 
 
@@ -148,7 +148,7 @@ def test_attention_and_embed_commands_write_their_outputs(fed_sites: list[Path],
     from typer.testing import CliRunner
 
     from shared_model.data import read_meds
-    from shared_model.tasks import training_vocabulary
+    from shared_model.tensors.tasks import training_vocabulary
     from simulations.cli.app import app
 
     vocabulary = training_vocabulary([read_meds(p) for p in fed_sites])

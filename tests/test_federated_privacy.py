@@ -11,9 +11,9 @@ import pytest
 
 from client.app import make_client_app
 from server.federation import run_federation
-from shared_model.checkpoint import load_checkpoint
-from shared_model.privacy import epsilon_spent
-from shared_model.run_config import FederatedRunConfig
+from shared_model.contract.checkpoint import load_checkpoint
+from shared_model.contract.run_config import FederatedRunConfig
+from shared_model.training.privacy import epsilon_spent
 from tests.conftest import tensorboard_events
 from tests.inprocess_grid import InProcessGrid
 from tests.test_federation import TINY, federate

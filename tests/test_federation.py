@@ -18,12 +18,12 @@ from client.app import OPTIMIZER_STATE, make_client_app
 from client.policy import SitePolicy
 from server.federation import run_federation
 from server.outcome import RunIncomplete
-from shared_model.checkpoint import load_checkpoint
+from shared_model.contract.checkpoint import load_checkpoint
+from shared_model.contract.messages import EVALUATION, STATEMENT, released
+from shared_model.contract.run_config import FederatedRunConfig
+from shared_model.contract.wire import LAYOUT, is_packed, unpack
 from shared_model.data import read_meds
-from shared_model.messages import EVALUATION, STATEMENT, released
-from shared_model.run_config import FederatedRunConfig
-from shared_model.tasks import NEXT_VISIT, task_arrays
-from shared_model.wire import LAYOUT, is_packed, unpack
+from shared_model.tensors.tasks import NEXT_VISIT, task_arrays
 from simulations.adversary import AdversaryMod
 from tests.conftest import tensorboard_events
 from tests.inprocess_grid import InProcessGrid
@@ -208,7 +208,7 @@ def test_clients_send_only_weights_metrics_and_k_anonymous_counts(fed_sites: lis
     datasets = [read_meds(p) for p in fed_sites]
     subject_ids = set(np.concatenate([d.events["subject_id"].unique() for d in datasets]).tolist())
     shapes = [w.shape for w in load_checkpoint(tmp_path / "run" / "checkpoint").weights]
-    released_keys = released()  # the one list of what leaves a site (shared_model.messages)
+    released_keys = released()  # the one list of what leaves a site (shared_model.contract.messages)
     kinds = set()
     assert grid.sent
     assert all(OPTIMIZER_STATE not in state.array_records for state in grid.states.values())  # "reset" keeps none

@@ -24,15 +24,15 @@ from flwr.client.mod.secure_aggregation.secaggplus_mod import RECORD_KEY_CONFIGS
 from flwr.clientapp import ClientApp
 
 from client.app import make_client_app
-from shared_model.config import ClaimTransformerConfig
+from shared_model.contract.messages import EVALUATION, STATEMENT
+from shared_model.contract.run_config import FederatedRunConfig
+from shared_model.contract.site_summary import OwnAurocRecipe, SiteSummary
 from shared_model.data import read_meds
-from shared_model.messages import EVALUATION, STATEMENT
-from shared_model.model import PretrainingModel
-from shared_model.own_auroc import held_out_label_counts
-from shared_model.run_config import FederatedRunConfig
-from shared_model.site_summary import OwnAurocRecipe, SiteSummary
-from shared_model.tasks import training_vocabulary
-from shared_model.vocabulary import FIRST_CODE_ID, count_patients_per_code
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.model.transformer import PretrainingModel
+from shared_model.tensors.tasks import training_vocabulary
+from shared_model.tensors.vocabulary import FIRST_CODE_ID, count_patients_per_code
+from shared_model.training.own_auroc import held_out_label_counts
 from tests.inprocess_grid import InProcessGrid
 
 SITE_K = 11
@@ -474,7 +474,7 @@ def test_a_rolled_back_checkpoint_is_refused(fed_sites: list[Path], model_and_vo
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from typer.testing import CliRunner
 
-    from shared_model.checkpoint import save_checkpoint
+    from shared_model.contract.checkpoint import save_checkpoint
     from simulations.cli.app import app
 
     key = ed25519.Ed25519PrivateKey.generate()

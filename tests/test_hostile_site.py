@@ -1,6 +1,6 @@
 """Attacks on the coordinator and the honest sites from one site: whatever one site replies, the run
 goes on with the others, and nothing it sends moves the aggregate unless it reads as a reply of
-its type (shared_model.messages.REPLIES).
+its type (shared_model.contract.messages.REPLIES).
 
 The property tests build malformed replies of every message type (records missing, extra or of
 the wrong kind; keys missing or unknown; wrong types, NaN, inf, negative or huge values; arrays of
@@ -31,9 +31,9 @@ from server.federation import run_federation
 from server.registry import EnrolledSite, EnrolmentError, Registry, site_key_files
 from server.validation import UpdateValidation
 from server.vocabulary_round import vocabulary_round
-from shared_model.messages import EVALUATION
-from shared_model.passport import MANIFEST_KEY
-from shared_model.run_config import FederatedRunConfig
+from shared_model.contract.messages import EVALUATION
+from shared_model.contract.passport import MANIFEST_KEY
+from shared_model.contract.run_config import FederatedRunConfig
 from shared_model.settings import VocabularySettings
 from tests.inprocess_grid import InProcessGrid
 

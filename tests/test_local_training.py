@@ -10,12 +10,12 @@ import pytest
 import tensorflow as tf
 
 from client.local import site_samples, train_locally
-from shared_model.config import ClaimTransformerConfig
+from shared_model.contract.run_config import FederatedRunConfig
 from shared_model.data import read_meds
-from shared_model.model import PretrainingModel
-from shared_model.run_config import FederatedRunConfig
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.model.transformer import PretrainingModel
 from shared_model.settings import SettingError
-from shared_model.tasks import training_vocabulary
+from shared_model.tensors.tasks import training_vocabulary
 
 
 def test_a_round_trains_the_same_whatever_ran_before_it_in_the_process(fed_sites: list[Path]) -> None:

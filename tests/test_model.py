@@ -11,16 +11,23 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from shared_model.checkpoint import CheckpointError, assign_weights, load_checkpoint, save_checkpoint
-from shared_model.config import ClaimTransformerConfig
-from shared_model.head_loss import log1p_unit
-from shared_model.layers import TransformerBlock
-from shared_model.model import CP_ROW_BUCKET, PretrainingModel, TaskModel, build_encoder, layer_depths, parameter_table
-from shared_model.objectives import multilabel_bce_from_indices
-from shared_model.optimizers import LayerwiseAdam, SparseRMSprop
-from shared_model.precision import cpu_flags, native_bfloat16, resolve_precision
-from shared_model.training import Progress, compile_pretraining, new_pretraining_model
-from shared_model.vocabulary import Vocabulary
+from shared_model.contract.checkpoint import CheckpointError, assign_weights, load_checkpoint, save_checkpoint
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.model.head_loss import log1p_unit
+from shared_model.model.layers import TransformerBlock
+from shared_model.model.objectives import multilabel_bce_from_indices
+from shared_model.model.precision import cpu_flags, native_bfloat16, resolve_precision
+from shared_model.model.transformer import (
+    CP_ROW_BUCKET,
+    PretrainingModel,
+    TaskModel,
+    build_encoder,
+    layer_depths,
+    parameter_table,
+)
+from shared_model.tensors.vocabulary import Vocabulary
+from shared_model.training.fit import Progress, compile_pretraining, new_pretraining_model
+from shared_model.training.optimizers import LayerwiseAdam, SparseRMSprop
 
 V, C = 30, 10
 
@@ -109,7 +116,7 @@ def test_padding_never_changes_outputs(config: ClaimTransformerConfig, options: 
 def test_the_encoders_declared_output_shapes_are_those_it_computes(
     config: ClaimTransformerConfig, pre_layer_norm: bool
 ) -> None:
-    """The layers state their output shapes instead of being traced for them (shared_model.layers)."""
+    """The layers state their output shapes instead of being traced for them (shared_model.model.layers)."""
     encoder = build_encoder(ClaimTransformerConfig.from_dict({**config.to_dict(), "pre_layer_norm": pre_layer_norm}))
     batch, _ = random_batch(np.random.default_rng(2), 3, config.vocab_size, config.n_groups, np.array([2, 5, 30]))
     computed = encoder(batch)
@@ -203,7 +210,7 @@ def test_sparse_rmsprop_equals_keras_rmsprop_on_an_embedding(config: ClaimTransf
 def test_progress_reports_within_an_epoch(config: ClaimTransformerConfig, caplog: pytest.LogCaptureFixture) -> None:
     x, y = random_batch(np.random.default_rng(4), 30, config.vocab_size, config.n_groups, np.arange(30) % 30 + 1)
     model = new_pretraining_model(config, seed=0)
-    with caplog.at_level(logging.INFO, logger="shared_model.training"):
+    with caplog.at_level(logging.INFO, logger="shared_model.training.fit"):
         model.fit(
             tf.data.Dataset.from_tensor_slices((x, y)).batch(10),
             epochs=1,
@@ -259,9 +266,9 @@ def test_the_probe_reads_how_often_a_code_occurs(config: ClaimTransformerConfig)
     """The outcome is how many times one code occurred. An attention-pooled patient vector keeps
     whether it is common among a patient's visits, not how many there were; the probe's count head
     (log 1 + count of each code, layers.CodeCounts) keeps it."""
-    from shared_model.metrics import auroc
-    from shared_model.model import TASK_BINARY
-    from shared_model.training import logistic_probe, predict_task
+    from shared_model.evaluation.metrics import auroc
+    from shared_model.model.transformer import TASK_BINARY
+    from shared_model.training.fit import logistic_probe, predict_task
 
     rng = np.random.default_rng(11)
     arrays, _ = random_batch(rng, 700, config.vocab_size, config.n_groups, rng.integers(1, V + 1, 700))
@@ -332,7 +339,7 @@ def test_checkpoint_for_another_architecture_is_refused(tmp_path: Path, config: 
 def test_models_share_the_compiled_head_loss_but_each_computes_with_its_own_weights(
     config: ClaimTransformerConfig,
 ) -> None:
-    """The XLA-fused head + loss is one function for every model (shared_model.model): a second
+    """The XLA-fused head + loss is one function for every model (shared_model.model.transformer): a second
     model's compiled loss must read the second model's heads, not those it was first traced with."""
     x, y = random_batch(np.random.default_rng(4), 4, config.vocab_size, config.n_groups, np.array([3, 5, 7, 30]))
     first, second = PretrainingModel(config), PretrainingModel(config)
@@ -368,8 +375,8 @@ def test_sparse_rmsprop_mixes_sparse_and_dense_embedding_gradients() -> None:
 def test_a_cohort_without_positives_gets_its_rate_not_a_random_head(config: ClaimTransformerConfig) -> None:
     """The logistic probe cannot fit one class: the head then predicts that class's rate for
     every patient (as the count-feature baselines do), so its Brier score is not a coin flip's."""
-    from shared_model.model import TASK_BINARY, TaskModel, build_encoder
-    from shared_model.training import logistic_probe, predict_task
+    from shared_model.model.transformer import TASK_BINARY, TaskModel, build_encoder
+    from shared_model.training.fit import logistic_probe, predict_task
 
     rng = np.random.default_rng(2)
     arrays, _ = random_batch(rng, 40, config.vocab_size, config.n_groups, rng.integers(1, 6, 40))
@@ -381,7 +388,7 @@ def test_a_cohort_without_positives_gets_its_rate_not_a_random_head(config: Clai
 
 
 def test_the_heads_log1p_polynomial_is_log1p_to_float32_rounding() -> None:
-    """The fused head's softplus uses a polynomial for log1p on [0, 1] (shared_model.head_loss)."""
+    """The fused head's softplus uses a polynomial for log1p on [0, 1] (shared_model.model.head_loss)."""
     x = np.linspace(0.0, 1.0, 200_001, dtype=np.float32)
     got = log1p_unit(tf.constant(x)).numpy()
     assert got[0] == 0.0

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
-from shared_model.model_selection import choose_c
+from shared_model.training.model_selection import choose_c
 
 CANDIDATES = (0.001, 0.01, 0.1, 1.0, 10.0)
 

@@ -25,8 +25,8 @@ from server.federation import run_federation
 from server.passport import PassportRecorder
 from server.registry import enrol_identity as enrol
 from server.registry import load_registry
-from shared_model.messages import STATEMENT
-from shared_model.passport import (
+from shared_model.contract.messages import STATEMENT
+from shared_model.contract.passport import (
     ClientLevelDP,
     Passport,
     RequestedDP,
@@ -36,7 +36,7 @@ from shared_model.passport import (
     render_page,
     site_key,
 )
-from shared_model.run_config import FederatedRunConfig
+from shared_model.contract.run_config import FederatedRunConfig
 from simulations.cli.app import app
 from tests.inprocess_grid import InProcessGrid
 from tests.test_hostile_server import write_policy

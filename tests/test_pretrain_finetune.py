@@ -13,12 +13,12 @@ import pytest
 from meds_evaluation.evaluate import evaluate_binary_classification
 from typer.testing import CliRunner
 
-from shared_model.checkpoint import assign_weights, load_checkpoint, save_checkpoint
+from shared_model.contract.checkpoint import assign_weights, load_checkpoint, save_checkpoint
 from shared_model.data import read_meds
-from shared_model.finetuning import finetune_and_score, out_of_time
-from shared_model.model import PretrainingModel
+from shared_model.model.transformer import PretrainingModel
 from shared_model.settings import FinetuneSettings
-from shared_model.tasks import task_arrays, training_vocabulary
+from shared_model.tensors.tasks import task_arrays, training_vocabulary
+from shared_model.training.finetuning import finetune_and_score, out_of_time
 from simulations.cli.app import app
 from simulations.synth import synthesize_populations
 from tests.conftest import tensorboard_events

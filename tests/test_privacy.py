@@ -11,9 +11,9 @@ import tensorflow as tf
 from scipy.optimize import brentq
 from scipy.stats import kurtosis, norm
 
-from shared_model.config import ClaimTransformerConfig
-from shared_model.model import PretrainingModel
-from shared_model.privacy import (
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.model.transformer import PretrainingModel
+from shared_model.training.privacy import (
     DPSGD,
     NOISE_FLOOR,
     DPSettings,

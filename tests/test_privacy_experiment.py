@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from shared_model.run_config import FederatedRunConfig
+from shared_model.contract.run_config import FederatedRunConfig
 from simulations.experiments.common import find_sites
 from simulations.experiments.privacy.plan import PrivacyExperimentConfig, plan_runs
 from simulations.experiments.privacy.plots import privacy_utility_plot

@@ -15,9 +15,16 @@ from hypothesis import strategies as st
 from client.local import site_samples
 from client.prepare import relabel_subjects
 from shared_model.data import MedsDataset, read_meds, write_meds
-from shared_model.store import open_shards, tensorize_to_shards
-from shared_model.tasks import NEXT_VISIT, task_arrays, task_samples, training_vocabulary
-from shared_model.tensorize import Arrays, concat, labelled_samples, latest_per_subject, next_visit_samples, select
+from shared_model.tensors.store import open_shards, tensorize_to_shards
+from shared_model.tensors.tasks import NEXT_VISIT, task_arrays, task_samples, training_vocabulary
+from shared_model.tensors.tensorize import (
+    Arrays,
+    concat,
+    labelled_samples,
+    latest_per_subject,
+    next_visit_samples,
+    select,
+)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from shared_model.config import ARCHITECTURE, ClaimTransformerConfig
-from shared_model.run_config import FederatedRunConfig
+from shared_model.contract.run_config import FederatedRunConfig
+from shared_model.model.config import ARCHITECTURE, ClaimTransformerConfig
 from simulations.cli.app import app
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"

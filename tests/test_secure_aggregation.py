@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared_model.checkpoint import load_checkpoint
-from shared_model.run_config import FederatedRunConfig
-from shared_model.wire import unpack
+from shared_model.contract.checkpoint import load_checkpoint
+from shared_model.contract.run_config import FederatedRunConfig
+from shared_model.contract.wire import unpack
 from tests.test_federation import federate
 
 

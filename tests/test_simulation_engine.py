@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
-from shared_model.checkpoint import load_checkpoint
-from shared_model.passport import pseudonym, site_key
+from shared_model.contract.checkpoint import load_checkpoint
+from shared_model.contract.passport import pseudonym, site_key
 from shared_model.runtime.processes import executable, start_group, stop_group
 from simulations.cli.app import app
 from simulations.local_deployment import free_port

@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from typer.testing import CliRunner
 
 from client.pseudonymise import load_or_create_key, pseudonyms
-from shared_model.checkpoint import save_checkpoint
-from shared_model.config import ClaimTransformerConfig
+from shared_model.contract.checkpoint import save_checkpoint
 from shared_model.data import read_meds
-from shared_model.model import PretrainingModel
-from shared_model.tasks import training_vocabulary
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.model.transformer import PretrainingModel
+from shared_model.tensors.tasks import training_vocabulary
 from simulations.cli.app import app
 
 runner = CliRunner()
@@ -224,7 +224,7 @@ def test_a_manifest_must_list_the_model_files_by_plain_names(signed_checkpoint, 
     import hashlib
     import json
 
-    from shared_model.checkpoint import CheckpointError, load_checkpoint
+    from shared_model.contract.checkpoint import CheckpointError, load_checkpoint
 
     checkpoint, _, _ = signed_checkpoint
     forged = _copy(checkpoint, tmp_path / "forged")

@@ -26,7 +26,7 @@ from client.approval import make_site_keys
 from client.executor import NOT_APPROVED, SiteExecutor
 from client.node_config import DATA_PATH_KEY, POLICY_KEY, SITE_ID_KEY, STATE_DIR_KEY
 from client.worker import claim_state, worker_running
-from shared_model.app_bundle import Approval, fab_hash, load_signing_key, read_trusted_entities, site_key_id
+from shared_model.contract.app_bundle import Approval, fab_hash, load_signing_key, read_trusted_entities, site_key_id
 from shared_model.runtime.flower_pins import UnsupportedFlower
 from tests.test_hostile_server import Server, probing_model_and_vocabulary, refused, write_policy
 
@@ -48,7 +48,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory):
     """The site's trusted keys, and a bundle it approved."""
     root = tmp_path_factory.mktemp("bundles")
     app = root / "app"
-    for name in ("client/app.py", "server/app.py", "server/overview/predictor.json", "shared_model/wire.py"):
+    for name in ("client/app.py", "server/app.py", "server/overview/predictor.json", "shared_model/contract/wire.py"):
         (app / name).parent.mkdir(parents=True, exist_ok=True)
         (app / name).write_text("{}\n" if name.endswith(".json") else "app = None\n")
     shutil.copy(REPO / "pyproject.toml", app / "pyproject.toml")

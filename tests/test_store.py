@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from shared_model.data import read_meds
-from shared_model.store import open_shards, streaming_vocabulary, tensorize_to_shards
-from shared_model.tasks import task_arrays, training_vocabulary
-from shared_model.tensorize import concat
+from shared_model.tensors.store import open_shards, streaming_vocabulary, tensorize_to_shards
+from shared_model.tensors.tasks import task_arrays, training_vocabulary
+from shared_model.tensors.tensorize import concat
 
 
 @pytest.mark.parametrize("task", ["next_visit", "asthma"])
@@ -38,7 +38,7 @@ def test_central_pretraining_streams_from_shards(small_sites: list[Path], tmp_pa
     memory-mapped; the vocabulary and the held-out samples are those of the in-memory path."""
     from typer.testing import CliRunner
 
-    from shared_model.checkpoint import load_checkpoint
+    from shared_model.contract.checkpoint import load_checkpoint
     from simulations.cli.app import app
 
     args = ["pretrain", "central", "--data", str(small_sites[2]), "--out", str(tmp_path / "run"), "--stream",

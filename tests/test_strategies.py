@@ -10,7 +10,7 @@ import pytest
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from server.strategies import STRATEGY_FACTORIES, build_strategy
-from shared_model.run_config import STRATEGIES, FederatedRunConfig
+from shared_model.contract.run_config import STRATEGIES, FederatedRunConfig
 from tests.inprocess_grid import InProcessGrid
 
 GLOBAL = [np.zeros(4, np.float32), np.zeros((2, 2), np.float32)]
@@ -109,9 +109,9 @@ def test_krum_and_trimmed_mean_refuse_consortia_too_small_to_mean_anything() -> 
 
 def test_fedprox_adds_the_proximal_term_to_the_local_loss() -> None:
     from client.local import trainable_part
-    from shared_model.config import ClaimTransformerConfig
-    from shared_model.model import PretrainingModel
-    from shared_model.objectives import ProximalTerm
+    from shared_model.model.config import ClaimTransformerConfig
+    from shared_model.model.objectives import ProximalTerm
+    from shared_model.model.transformer import PretrainingModel
 
     config = ClaimTransformerConfig(vocab_size=12, n_groups=3, d_model=8, patient_dim=8, ffn_dim=8)
     model = PretrainingModel(config)

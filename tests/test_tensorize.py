@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shared_model.tensorize import Layout, labelled_samples, next_visit_samples
-from shared_model.vocabulary import Vocabulary, count_patients_per_code, default_group
+from shared_model.tensors.tensorize import Layout, labelled_samples, next_visit_samples
+from shared_model.tensors.vocabulary import Vocabulary, count_patients_per_code, default_group
 
 
 def _events(rows: list[tuple[int, str | None, str]]) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from meds_evaluation.evaluate import evaluate_binary_classification
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from shared_model.data import DataValidationError
-from shared_model.metrics import bootstrap_weights, weighted_auroc, weighted_average_precision
+from shared_model.evaluation.metrics import bootstrap_weights, weighted_auroc, weighted_average_precision
 from simulations.experiments.transfer import TransferConfig, load_config, run_transfer_experiment
 from simulations.experiments.transfer.grid import enumerate_runs
 from tests.inprocess_grid import run_inprocess_federation

@@ -1,7 +1,7 @@
 """What leaves a site, complete: every key of every record of every message the production ClientApp
 sends in a full run (vocabulary, training with and without record-level DP, evaluation, the
 advisory summary, the privacy statement) is on the one list in the code
-(shared_model.messages.released), and docs/deployment.md's table says the same."""
+(shared_model.contract.messages.released), and docs/deployment.md's table says the same."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from flwr.app import ArrayRecord
 from client.app import make_client_app
 from client.policy import SitePolicy
 from server.federation import run_federation
-from shared_model.messages import ARRAYS, STATEMENT, SUMMARY_FIELDS, released
-from shared_model.run_config import FederatedRunConfig
-from shared_model.wire import unpack
+from shared_model.contract.messages import ARRAYS, STATEMENT, SUMMARY_FIELDS, released
+from shared_model.contract.run_config import FederatedRunConfig
+from shared_model.contract.wire import unpack
 from tests.inprocess_grid import InProcessGrid
 
 DEPLOYMENT = Path(__file__).resolve().parents[1] / "docs" / "deployment.md"

@@ -1,4 +1,4 @@
-"""One array on the wire (shared_model.wire): packing is exact and a tampered blob is refused."""
+"""One array on the wire (shared_model.contract.wire): packing is exact and a tampered blob is refused."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from shared_model.wire import LAYOUT, PACKED, is_packed, pack, unpack
+from shared_model.contract.wire import LAYOUT, PACKED, is_packed, pack, unpack
 
 
 def content() -> RecordDict:

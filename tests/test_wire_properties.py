@@ -23,12 +23,12 @@ from client.admission import round_instructions, run_settings, site_privacy
 from client.ledger import FileLedger
 from client.policy import SitePolicy, load_policy
 from client.replies import SiteRefusal
-from shared_model.config import ClaimTransformerConfig
+from shared_model.contract.messages import RoundInstructions
+from shared_model.contract.run_config import FederatedRunConfig
 from shared_model.data import DataValidationError
-from shared_model.messages import RoundInstructions
-from shared_model.run_config import FederatedRunConfig
+from shared_model.model.config import ClaimTransformerConfig
 from shared_model.settings import Bounds, settings_from
-from shared_model.vocabulary import Vocabulary
+from shared_model.tensors.vocabulary import Vocabulary
 
 HOSTILE = st.sampled_from(
     [

@@ -22,14 +22,14 @@ import pandas as pd
 
 from server.overview.predictor import TransferPredictor
 from server.overview.signals import partner_sets, signal_table
+from shared_model.contract.site_summary import SiteSummary
 from shared_model.data.paths import atomic_write_bytes
-from shared_model.site_summary import SiteSummary
 
 EXPERIMENTAL = (
     "EXPERIMENTAL: the predicted gains come from a predictor fitted on simulated consortia, whose "
     "partner advice has not beaten joining everyone (docs/results/advisor.md)."
 )
-#: the three broad age groups shown, by the summary's bands (shared_model.site_summary.AGE_BANDS)
+#: the three broad age groups shown, by the summary's bands (shared_model.contract.site_summary.AGE_BANDS)
 AGE_GROUPS = {
     "under 20": ("0-2", "2-5", "5-10", "10-15", "15-20"),
     "20-65": ("20-40", "40-65"),

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from server.overview.signals import PAIR_SIGNALS, SIGNALS, SITE_SIGNALS
-from shared_model.site_summary import OwnAurocRecipe
+from shared_model.contract.site_summary import OwnAurocRecipe
 
 FORMAT = "claimpt-transfer-predictor/2"
 DEFAULT_PREDICTOR = Path(__file__).with_name("predictor.json")

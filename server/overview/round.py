@@ -1,5 +1,5 @@
 """The advisory round (docs/architecture.md §4): before a consortium trains anything, the server
-asks each site for its summary (shared_model/site_summary.py) and writes the consortium overview
+asks each site for its summary (shared_model/contract/site_summary.py) and writes the consortium overview
 and the summaries in the run directory. Sites appear under their pseudonyms."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from server.exchange import send_and_receive
 from server.overview.overview import ConsortiumOverview, consortium_overview
 from server.overview.predictor import TransferPredictor
 from server.vocabulary_round import wait_for_nodes
-from shared_model.passport import pseudonym
-from shared_model.site_summary import SiteSummary, save_summaries
+from shared_model.contract.passport import pseudonym
+from shared_model.contract.site_summary import SiteSummary, save_summaries
 
 log = logging.getLogger(__name__)
 

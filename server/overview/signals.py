@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from shared_model.site_summary import SiteSummary, pooled
+from shared_model.contract.site_summary import SiteSummary, pooled
 
 PAIR_SIGNALS = (
     "code_jsd",  # Jensen-Shannon divergence (bits) of the patients-per-code distributions

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from shared_model.checkpoint import CheckpointError
+from shared_model.contract.checkpoint import CheckpointError
 from shared_model.data import DataValidationError
 
 BAD_INPUT_EXIT = 2

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from shared_model.data import DataValidationError
-from shared_model.tensorize import FIELDS, Layout, field_shape
+from shared_model.tensors.tensorize import FIELDS, Layout, field_shape
 from simulations.bench.timing import Rate, measure_rate
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def bench_precisions(precision: str) -> tuple[str, ...]:
     """The precisions `claimpt bench --precision` times: float32 always (the figure every machine
     can be compared on), and bfloat16 beside it where `precision` resolves to it (`auto` on a
     machine that has it natively, or asked for)."""
-    from shared_model.precision import resolve_precision
+    from shared_model.model.precision import resolve_precision
 
     return ("float32",) if resolve_precision(precision) == "float32" else ("float32", "bfloat16")
 
@@ -74,11 +74,11 @@ def model_section(repeats: int, seed: int, precisions: tuple[str, ...], patients
     import keras
     from keras import ops
 
-    from shared_model.config import ClaimTransformerConfig
-    from shared_model.model import PretrainingModel
-    from shared_model.objectives import multilabel_bce_from_indices
-    from shared_model.pipeline import make_dataset
-    from shared_model.training import PRETRAIN_TARGETS, STEPS_PER_EXECUTION, new_pretraining_model, seed_everything
+    from shared_model.model.config import ClaimTransformerConfig
+    from shared_model.model.objectives import multilabel_bce_from_indices
+    from shared_model.model.transformer import PretrainingModel
+    from shared_model.tensors.pipeline import make_dataset
+    from shared_model.training.fit import PRETRAIN_TARGETS, STEPS_PER_EXECUTION, new_pretraining_model, seed_everything
     from simulations.bench.profile import profile_step
 
     class PlainStep(PretrainingModel):
@@ -175,10 +175,10 @@ def attention_section(site_dir: Path, patients: int = 1000, render: int = 20) ->
     """`claimpt attention` end to end on `patients` patients of one site (read, tensorise, attention
     and attributions for all, PNGs for `render`), with a faithful-default model of random weights:
     the cost does not depend on the weights."""
-    from shared_model.checkpoint import save_checkpoint
-    from shared_model.config import ClaimTransformerConfig
-    from shared_model.model import PretrainingModel
-    from shared_model.store import streaming_vocabulary
+    from shared_model.contract.checkpoint import save_checkpoint
+    from shared_model.model.config import ClaimTransformerConfig
+    from shared_model.model.transformer import PretrainingModel
+    from shared_model.tensors.store import streaming_vocabulary
     from simulations.playground import PlaygroundSettings, run_playground
 
     vocabulary = streaming_vocabulary([site_dir])
@@ -199,7 +199,7 @@ def attention_section(site_dir: Path, patients: int = 1000, render: int = 20) ->
 
 def tensorize_section(site_dirs: list[Path], repeats: int) -> dict[str, Any]:
     """Streaming tensorisation (parquet read + validation + samples + shard write), events/s."""
-    from shared_model.store import streaming_vocabulary, tensorize_to_shards
+    from shared_model.tensors.store import streaming_vocabulary, tensorize_to_shards
 
     vocabulary = streaming_vocabulary(site_dirs)
     with tempfile.TemporaryDirectory(prefix="claimpt-tensors-") as tmp:
@@ -248,7 +248,7 @@ def scale_section(patients: int, seed: int) -> dict[str, Any]:
 
 def federated_section(patients_per_site: int, seed: int, rounds: int = 3) -> dict[str, Any]:
     """Round time of FedAvg over 3 synthetic sites, split into local compute and the rest."""
-    from shared_model.run_config import FederatedRunConfig
+    from shared_model.contract.run_config import FederatedRunConfig
     from simulations.federated import run_federated_simulation
     from simulations.synth import synthesize
 

@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from shared_model.config import ClaimTransformerConfig
+from shared_model.model.config import ClaimTransformerConfig
 from shared_model.settings import PretrainSettings
-from shared_model.store import open_shards, streaming_vocabulary, tensorize_to_shards
-from shared_model.training import fit_pretraining, new_pretraining_model
+from shared_model.tensors.store import open_shards, streaming_vocabulary, tensorize_to_shards
+from shared_model.training.fit import fit_pretraining, new_pretraining_model
 from simulations.bench.model import PAPER_GROUPS, PAPER_VOCAB
 
 

@@ -47,7 +47,7 @@ def machine_info() -> dict[str, Any]:
         pass
     import tensorflow as tf
 
-    from shared_model.precision import BFLOAT16_CPU_FLAGS, cpu_flags, native_bfloat16
+    from shared_model.model.precision import BFLOAT16_CPU_FLAGS, cpu_flags, native_bfloat16
 
     flags = cpu_flags()
 

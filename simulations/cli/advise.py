@@ -43,9 +43,9 @@ def advise(
     is the summary it would release in a federation (summaries/*.json), never rows. A lab tool:
     its advice has not yet beaten joining everyone (docs/results/advisor.md)."""
     from server.overview.predictor import load_predictor
+    from shared_model.contract.site_summary import save_summaries, site_summary
     from shared_model.data import read_meds
-    from shared_model.own_auroc import measure_own_auroc
-    from shared_model.site_summary import save_summaries, site_summary
+    from shared_model.training.own_auroc import measure_own_auroc
     from simulations.experiments.advisor.advice import advise as predict_advice
     from simulations.experiments.advisor.report import plot_advice
 

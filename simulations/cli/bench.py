@@ -54,7 +54,7 @@ def bench(
     ] = "auto",
 ) -> None:
     """Measure throughput and data properties; write bench.json and bench.md."""
-    from shared_model.precision import PRECISIONS
+    from shared_model.settings import PRECISIONS
     from simulations.bench.run import run_bench
 
     if precision not in PRECISIONS:

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from shared_model.contract.run_config import STRATEGIES
 from shared_model.data.meds import MedsLayout
-from shared_model.run_config import STRATEGIES
 from shared_model.runtime.options import bad_input_exits_2, options_from
 from shared_model.settings import VocabularySettings
 from simulations.cli.data import parse_sizes

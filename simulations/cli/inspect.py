@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from shared_model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
 from shared_model.data import DataValidationError
+from shared_model.model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
 from shared_model.runtime.options import bad_input_exits_2, options_from
 
 PublicKeyOpt = Annotated[
@@ -66,7 +66,7 @@ def model_info(
     architecture: dict[str, Any] | None = None,
 ) -> None:
     """Print the layer table and parameter count of the model a config builds."""
-    from shared_model.model import parameter_table
+    from shared_model.model.transformer import parameter_table
 
     try:
         config = ClaimTransformerConfig(vocab_size=vocab_size, n_groups=groups, **architecture_options(architecture))
@@ -110,7 +110,7 @@ def attention(
     force: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
 ) -> None:
     """Attention playground: per-layer, per-head attention over visits and code attributions."""
-    from shared_model.signing import load_verifier
+    from shared_model.contract.signing import load_verifier
     from simulations.playground import PlaygroundSettings, run_playground
 
     if split not in ("train", "tuning", "held_out"):
@@ -139,7 +139,7 @@ def embed(
     force: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
 ) -> None:
     """Export patient vectors and plot a 2-D projection (PCA, or UMAP if installed) by site and label."""
-    from shared_model.signing import load_verifier
+    from shared_model.contract.signing import load_verifier
     from simulations.embeddings import EmbedSettings, run_embed
 
     verify = load_verifier(server_public_key) if server_public_key else None

@@ -41,8 +41,8 @@ def passport(
     from client.ledger import LEDGER_FILE, FileLedger, FileLines
     from client.passport_check import disagreements
     from client.policy import load_policy
-    from shared_model.passport import read_passport, render_page
-    from shared_model.signing import load_verifier
+    from shared_model.contract.passport import read_passport, render_page
+    from shared_model.contract.signing import load_verifier
 
     if site_state is not None and not site_id:
         raise typer.BadParameter("--site-state needs --site-id (the id the site joined with)")

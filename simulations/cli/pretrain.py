@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from shared_model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
+from shared_model.contract.run_config import FederatedRunConfig
 from shared_model.data.meds import MedsLayout
-from shared_model.run_config import FederatedRunConfig
+from shared_model.model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
 from shared_model.runtime.options import bad_input_exits_2, options_from
 from shared_model.settings import PretrainSettings, VocabularySettings
 

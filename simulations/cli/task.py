@@ -26,7 +26,7 @@ def extract(
     the dataset, where `claimpt finetune --task <task>` finds it."""
     from shared_model.data.aces_tasks import extract_labels, write_labels
     from shared_model.data.meds import MedsLayout
-    from shared_model.tasks import MAX_TASK_NAME, is_task_name
+    from shared_model.tensors.tasks import MAX_TASK_NAME, is_task_name
 
     task = name or config.stem
     if not is_task_name(task):

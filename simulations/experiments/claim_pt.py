@@ -15,12 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from shared_model.checkpoint import load_checkpoint
+from shared_model.contract.checkpoint import load_checkpoint
 from shared_model.data import read_meds
 from shared_model.data.paths import atomic_write_parquet
-from shared_model.finetuning import finetune_and_score
 from shared_model.settings import VocabularySettings
-from shared_model.training import FinetuneSettings, PretrainSettings
+from shared_model.training.finetuning import finetune_and_score
+from shared_model.training.fit import FinetuneSettings, PretrainSettings
 from simulations.central import run_central_pretraining
 from simulations.experiments.common import same_settings_or_refuse
 

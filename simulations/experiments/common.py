@@ -15,8 +15,8 @@ from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 
+from shared_model.contract.run_config import FederatedRunConfig
 from shared_model.data import DataValidationError
-from shared_model.run_config import FederatedRunConfig
 
 Config = TypeVar("Config")
 

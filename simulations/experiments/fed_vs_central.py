@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared_model.checkpoint import assign_weights, load_checkpoint
+from shared_model.contract.checkpoint import assign_weights, load_checkpoint
+from shared_model.contract.run_config import FederatedRunConfig
 from shared_model.data import read_meds
-from shared_model.model import PretrainingModel
-from shared_model.run_config import FederatedRunConfig
+from shared_model.model.transformer import PretrainingModel
 from shared_model.settings import VocabularySettings
-from shared_model.tasks import NEXT_VISIT, task_arrays
-from shared_model.training import PretrainSettings, evaluate_nvp
+from shared_model.tensors.tasks import NEXT_VISIT, task_arrays
+from shared_model.training.fit import PretrainSettings, evaluate_nvp
 from simulations.central import run_central_pretraining
 from simulations.federated import run_federated_simulation
 

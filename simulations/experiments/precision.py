@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from shared_model.precision import FIXED_PRECISIONS
+from shared_model.settings import FIXED_PRECISIONS
 from simulations.experiments.transfer import TransferConfig, run_transfer_experiment
 
 RECALL_LIMIT = 0.005  # relative difference of NVP Recall@10 the issue allows

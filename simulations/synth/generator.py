@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from shared_model.data.meds import BIRTH_CODE, assign_splits, write_meds
-from shared_model.vocabulary import INDEX_CODE
+from shared_model.tensors.vocabulary import INDEX_CODE
 from simulations.synth.catalog import Catalog, build_catalog
 from simulations.synth.profiles import ConsortiumShift, SiteProfile, consortium_profiles, default_profiles
 

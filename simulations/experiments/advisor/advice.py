@@ -17,8 +17,8 @@ import pandas as pd
 
 from server.overview.predictor import TransferPredictor
 from server.overview.signals import partner_sets, signal_table
+from shared_model.contract.site_summary import SiteSummary
 from shared_model.data.paths import atomic_write_bytes
-from shared_model.site_summary import SiteSummary
 
 NO_PARTNERS = ()
 

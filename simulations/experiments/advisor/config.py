@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shared_model.config import TIME_ENCODINGS
-from shared_model.site_summary import OwnAurocRecipe
+from shared_model.contract.site_summary import OwnAurocRecipe
+from shared_model.model.config import TIME_ENCODINGS
 from simulations.experiments.common import load_toml_overrides
 
 

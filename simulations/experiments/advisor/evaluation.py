@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from server.overview.signals import signal_table
-from shared_model.site_summary import SiteSummary
+from shared_model.contract.site_summary import SiteSummary
 from simulations.experiments.advisor.advice import recommend
 from simulations.experiments.advisor.config import AdvisorConfig
 from simulations.experiments.advisor.fit import fit_predictor

@@ -9,7 +9,7 @@ from sklearn.linear_model import Ridge
 
 from server.overview.predictor import TransferPredictor, single_partner_means, site_keys, standardised
 from server.overview.signals import PAIR_SIGNALS, SIGNALS, SITE_SIGNALS
-from shared_model.site_summary import OwnAurocRecipe
+from shared_model.contract.site_summary import OwnAurocRecipe
 
 SITE_ALPHA = 1.0  # the site level's ridge penalty: a few site signals over a few dozen sites
 

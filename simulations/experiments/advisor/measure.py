@@ -1,7 +1,7 @@
 """A consortium's measured transfer: every site fine-tuned from scratch and from an encoder
 pretrained on each candidate partner set, scored on the site's population sample, one row per
 (site, partner set, seed) in results.csv; and each site's own AUROC from scratch, scored on its
-own held-out split as the site measures it alone (shared_model/own_auroc.py), one row per seed in
+own held-out split as the site measures it alone (shared_model/training/own_auroc.py), one row per seed in
 own.csv; then each site's summary, with that AUROC where the site would release it.
 
 Rows are appended as they finish, so a killed run resumes where it stopped; pretrained encoders
@@ -17,12 +17,12 @@ from pathlib import Path
 import pandas as pd
 
 from server.overview.signals import partner_sets
-from shared_model.config import ClaimTransformerConfig
+from shared_model.contract.site_summary import SiteSummary, save_summaries, site_summary
 from shared_model.data import MedsDataset, read_meds
-from shared_model.finetuning import finetune_and_score
-from shared_model.own_auroc import held_out_label_counts, released_own_auroc, scratch_auroc
+from shared_model.model.config import ClaimTransformerConfig
 from shared_model.settings import FinetuneSettings
-from shared_model.site_summary import SiteSummary, save_summaries, site_summary
+from shared_model.training.finetuning import finetune_and_score
+from shared_model.training.own_auroc import held_out_label_counts, released_own_auroc, scratch_auroc
 from simulations.experiments.advisor.config import AdvisorConfig
 from simulations.experiments.transfer.pretraining import CheckpointCache, Pretraining
 

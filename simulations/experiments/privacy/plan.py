@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from shared_model.run_config import FederatedRunConfig
+from shared_model.contract.run_config import FederatedRunConfig
 from simulations.experiments.common import load_toml_overrides
 
 log = logging.getLogger(__name__)

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared_model.checkpoint import assign_weights, load_checkpoint
+from shared_model.contract.checkpoint import assign_weights, load_checkpoint
 from shared_model.data import read_meds
 from shared_model.data.paths import atomic_write_parquet
-from shared_model.finetuning import finetune_and_score
-from shared_model.model import PretrainingModel
+from shared_model.model.transformer import PretrainingModel
 from shared_model.settings import FinetuneSettings
-from shared_model.tasks import NEXT_VISIT, task_arrays
-from shared_model.training import evaluate_nvp
+from shared_model.tensors.tasks import NEXT_VISIT, task_arrays
+from shared_model.training.finetuning import finetune_and_score
+from shared_model.training.fit import evaluate_nvp
 from simulations.experiments.common import (
     FederatedRunner,
     content_digest,

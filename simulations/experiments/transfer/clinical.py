@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.calibration import calibration_curve
 
-from shared_model.metrics import auroc, expected_calibration_error, weighted_auroc
+from shared_model.evaluation.metrics import auroc, expected_calibration_error, weighted_auroc
 from simulations.experiments.transfer.plots import size_label
 from simulations.experiments.transfer.summary import Cell, format_cell, interval, primary_metric
 

@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shared_model.config import TIME_ENCODINGS
-from shared_model.precision import FIXED_PRECISIONS
-from shared_model.run_config import CLIENT_OPTIMIZER_STATES, STRATEGIES
-from shared_model.tasks import NEXT_VISIT, is_task_name
+from shared_model.contract.run_config import CLIENT_OPTIMIZER_STATES, STRATEGIES
+from shared_model.model.config import TIME_ENCODINGS
+from shared_model.settings import FIXED_PRECISIONS
+from shared_model.tensors.tasks import NEXT_VISIT, is_task_name
 from simulations.experiments.common import load_toml_overrides
 
 MODES = ("scratch", "logreg", "gbm", "local", "central", "federated", "federated-loso")

@@ -9,9 +9,9 @@ import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from shared_model.checkpoint import Checkpoint, load_checkpoint
-from shared_model.config import ClaimTransformerConfig
-from shared_model.run_config import FederatedRunConfig
+from shared_model.contract.checkpoint import Checkpoint, load_checkpoint
+from shared_model.contract.run_config import FederatedRunConfig
+from shared_model.model.config import ClaimTransformerConfig
 from shared_model.settings import PretrainSettings, VocabularySettings
 from simulations.central import run_central_pretraining
 from simulations.experiments.common import FederatedRunner, content_digest, default_federated_runner, site_fingerprint

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared_model.tasks import NEXT_VISIT
+from shared_model.tensors.tasks import NEXT_VISIT
 from simulations.experiments.common import UNDECIDED, Check, check_items, check_lines, markdown_table
 from simulations.experiments.transfer.clinical import calibration_table, reliability, site_average, subgroup_table
 from simulations.experiments.transfer.grid import MODE_HELP, MODES, TransferConfig, enumerate_runs

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared_model.config import ClaimTransformerConfig
 from shared_model.data import read_meds
 from shared_model.data.paths import atomic_write_parquet
-from shared_model.finetuning import FinetuneOutcome, finetune_and_score
-from shared_model.metrics import per_sample_recall_at_k
+from shared_model.evaluation.metrics import per_sample_recall_at_k
+from shared_model.model.config import ClaimTransformerConfig
 from shared_model.settings import FinetuneSettings
-from shared_model.tasks import NEXT_VISIT
+from shared_model.tensors.tasks import NEXT_VISIT
+from shared_model.training.finetuning import FinetuneOutcome, finetune_and_score
 from simulations.experiments.common import (
     FederatedRunner,
     default_federated_runner,

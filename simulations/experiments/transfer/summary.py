@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared_model.metrics import bootstrap_weights, weighted_auroc, weighted_average_precision
-from shared_model.tasks import NEXT_VISIT
+from shared_model.evaluation.metrics import bootstrap_weights, weighted_auroc, weighted_average_precision
+from shared_model.tensors.tasks import NEXT_VISIT
 from simulations.experiments.transfer.grid import BASELINE_MODES
 
 CELL = ["task", "cohort_size", "finetune_site", "mode", "pretraining_sites"]

@@ -3,7 +3,7 @@ labelled cohort and scored on its own held-out split, the mean over a few seeds.
 
 The transfer advisor's site-level signal: how much partners can add depends first on how much a
 site already learns alone. A site computes it itself, from nothing but its own data, and releases
-it in its summary (shared_model/site_summary.py) only to 0.01 and only when its held-out split
+it in its summary (shared_model/contract/site_summary.py) only to 0.01 and only when its held-out split
 holds at least k positives and k negatives. The recipe is the predictor's (it was fitted on
 values measured exactly this way; its four fields are `site_summary.OwnAurocRecipe`, a module
 without TensorFlow that the coordinator reads too), so a site measures what the predictor expects."""
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared_model.config import ClaimTransformerConfig
+from shared_model.contract.site_summary import PRECISION, OwnAurocRecipe, labelled_and_positive
 from shared_model.data import MedsDataset
-from shared_model.finetuning import finetune_and_score
-from shared_model.site_summary import PRECISION, OwnAurocRecipe, labelled_and_positive
-from shared_model.tasks import split_subjects
-from shared_model.training import FinetuneSettings
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.tensors.tasks import split_subjects
+from shared_model.training.finetuning import finetune_and_score
+from shared_model.training.fit import FinetuneSettings
 
 
 def scratch_auroc(dataset: MedsDataset, task: str, recipe: OwnAurocRecipe, seed: int) -> float:

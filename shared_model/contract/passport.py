@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared_model.checkpoint import CheckpointError, load_checkpoint
+from shared_model.contract.checkpoint import CheckpointError, load_checkpoint
 
 FORMAT = 1
 MANIFEST_KEY = "passport"
@@ -182,7 +182,7 @@ def pseudonym(key: int) -> str:
 
 def read_passport(checkpoint_dir: str | Path, verify_signature) -> Passport:
     """The passport of a checkpoint whose signature and every file's sha256 verify
-    (shared_model.checkpoint.CheckpointError otherwise), read strictly (PassportError)."""
+    (shared_model.contract.checkpoint.CheckpointError otherwise), read strictly (PassportError)."""
     manifest = load_checkpoint(checkpoint_dir, verify_signature=verify_signature).manifest
     if not isinstance(manifest.get(MANIFEST_KEY), dict):
         raise PassportError(f"{checkpoint_dir}: the checkpoint carries no privacy passport (not a federated run?)")

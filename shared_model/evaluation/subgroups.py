@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared_model.tensorize import AGE_BUCKET_EDGES_YEARS, SEX_VALUES, Arrays
+from shared_model.tensors.tensorize import AGE_BUCKET_EDGES_YEARS, SEX_VALUES, Arrays
 
 UNKNOWN = "unknown"
 SEX_NAMES = {0: UNKNOWN, SEX_VALUES["F"]: "female", SEX_VALUES["M"]: "male"}

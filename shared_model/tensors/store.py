@@ -17,9 +17,9 @@ import pandas as pd
 from shared_model.data.meds import iter_event_files, label_files, read_codes, read_labels, read_splits, subject_ids
 from shared_model.data.paths import atomic_directory
 from shared_model.settings import VocabularySettings
-from shared_model.tasks import NEXT_VISIT
-from shared_model.tensorize import FIELDS, Arrays, Layout, labelled_samples, next_visit_samples, select
-from shared_model.vocabulary import Vocabulary, count_patients_per_code, parents_from_metadata
+from shared_model.tensors.tasks import NEXT_VISIT
+from shared_model.tensors.tensorize import FIELDS, Arrays, Layout, labelled_samples, next_visit_samples, select
+from shared_model.tensors.vocabulary import Vocabulary, count_patients_per_code, parents_from_metadata
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "tuning", "held_out")

@@ -15,11 +15,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from shared_model.checkpoint import KIND_PRETRAINING, Checkpoint, assign_weights
-from shared_model.config import ClaimTransformerConfig
-from shared_model.model import PretrainingModel, TaskModel, build_encoder, encoder_forward
-from shared_model.tasks import NEXT_VISIT
-from shared_model.tensorize import MODEL_INPUTS, Arrays
+from shared_model.contract.checkpoint import KIND_PRETRAINING, Checkpoint, assign_weights
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.model.transformer import PretrainingModel, TaskModel, build_encoder, encoder_forward
+from shared_model.tensors.tasks import NEXT_VISIT
+from shared_model.tensors.tensorize import MODEL_INPUTS, Arrays
 
 
 @dataclass(frozen=True)

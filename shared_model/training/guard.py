@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from shared_model.metrics import auroc
+from shared_model.evaluation.metrics import auroc
 
 PRETRAINED = "pretrained"
 SCRATCH = "scratch"

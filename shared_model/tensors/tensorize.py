@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shared_model.vocabulary import FIRST_CODE_ID, Vocabulary, is_birth_code, is_clinical_code
+from shared_model.tensors.vocabulary import FIRST_CODE_ID, Vocabulary, is_birth_code, is_clinical_code
 
 #: visit-type ids; a day's type is the highest-precedence VISIT code (IP > ER > OP > RX), else OTHER
 VISIT_TYPE_IDS = {"VISIT/RX": 2, "VISIT/OP": 3, "VISIT/ER": 4, "VISIT/IP": 5}

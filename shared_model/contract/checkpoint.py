@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from shared_model.config import ClaimTransformerConfig
 from shared_model.data.paths import atomic_directory
-from shared_model.vocabulary import Vocabulary
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.tensors.vocabulary import Vocabulary
 
 FORMAT = "claimpt-checkpoint/1"
 WEIGHTS_FILE, VOCAB_FILE, CONFIG_FILE, MANIFEST_FILE, SIGNATURE_FILE = (

@@ -7,8 +7,8 @@ import pandas as pd
 
 from shared_model.data import MedsDataset
 from shared_model.settings import VocabularySettings
-from shared_model.tensorize import Arrays, Layout, content_order, labelled_samples, next_visit_samples, select
-from shared_model.vocabulary import Vocabulary, count_patients_per_code, parents_from_metadata
+from shared_model.tensors.tensorize import Arrays, Layout, content_order, labelled_samples, next_visit_samples, select
+from shared_model.tensors.vocabulary import Vocabulary, count_patients_per_code, parents_from_metadata
 
 NEXT_VISIT = "next_visit"
 MAX_TASK_NAME = 100

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from flwr.cli.build import build_fab_from_disk
 from flwr.supercore.primitives.asymmetric_ed25519 import create_message_to_sign
 
-from shared_model.checkpoint import CheckpointError
+from shared_model.contract.checkpoint import CheckpointError
 from shared_model.data.paths import atomic_write_bytes
 
 CONSORTIUM_KEY_ID = "fpk_claimpt_consortium"  # `claimpt certs`' app-signing key

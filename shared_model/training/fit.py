@@ -15,15 +15,15 @@ import tensorflow as tf
 from sklearn.linear_model import LogisticRegression
 from tensorflow.python.eager import context as tf_context
 
-from shared_model.config import ClaimTransformerConfig
-from shared_model.metrics import auroc, recall_at_k
-from shared_model.model import TASK_BINARY, HeadOnly, PretrainingModel, TaskModel, layer_depths, task_loss
-from shared_model.model_selection import choose_c
-from shared_model.optimizers import GradualUnfreezing, LayerwiseAdam, SparseRMSprop
-from shared_model.pipeline import make_dataset, poisson_dataset, total_samples
-from shared_model.precision import resolve_precision
+from shared_model.evaluation.metrics import auroc, recall_at_k
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.model.precision import resolve_precision
+from shared_model.model.transformer import TASK_BINARY, HeadOnly, PretrainingModel, TaskModel, layer_depths, task_loss
 from shared_model.settings import ADAPTATIONS, FinetuneSettings, PretrainSettings
-from shared_model.tensorize import Arrays
+from shared_model.tensors.pipeline import make_dataset, poisson_dataset, total_samples
+from shared_model.tensors.tensorize import Arrays
+from shared_model.training.model_selection import choose_c
+from shared_model.training.optimizers import GradualUnfreezing, LayerwiseAdam, SparseRMSprop
 
 log = logging.getLogger(__name__)
 PRETRAIN_TARGETS = ("target_groups", "visit_groups")
@@ -84,7 +84,7 @@ def compile_built(model: keras.Model, optimizer: keras.optimizers.Optimizer, **o
 
     Never XLA for the whole step (Keras' default on a GPU): the step has data-dependent shapes
     (real visits, real codes), and its heaviest parts are compiled on their own
-    (shared_model.head_loss)."""
+    (shared_model.model.head_loss)."""
     model.compile(optimizer=optimizer, jit_compile=False, **options)
     optimizer.build(model.trainable_variables)
 

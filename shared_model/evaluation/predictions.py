@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from shared_model.tensorize import Arrays
+from shared_model.tensors.tensorize import Arrays
 
 PREDICTION_SCHEMA = pa.schema(
     [

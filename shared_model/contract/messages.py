@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared_model.run_config import MAX_ROUNDS
+from shared_model.contract.run_config import MAX_ROUNDS
 from shared_model.settings import (
     MAX_CODES,
     MAX_COUNT,
@@ -58,7 +58,7 @@ class RoundInstructions:
 
 # --- what a site replies ---------------------------------------------------------------------------
 
-SITE_KEY_RANGE = {"at_least": 0, "at_most": 2**31 - 2}  # shared_model.passport.site_key
+SITE_KEY_RANGE = {"at_least": 0, "at_most": 2**31 - 2}  # shared_model.contract.passport.site_key
 MAX_SECONDS = 7 * 24 * 3_600.0
 MAX_LOSS = 1e6
 MAX_CODE_TEXT = 1_000  # characters of one code or parent code

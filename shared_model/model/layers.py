@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from shared_model.tensorize import N_AGE_BUCKETS, N_SEX, N_VISIT_TYPES
+from shared_model.tensors.tensorize import N_AGE_BUCKETS, N_SEX, N_VISIT_TYPES
 
 DAYS_BEFORE_BUCKETS = 18  # 0 padding, then log2 buckets of days before the prediction time
 AGE_MONTH_BUCKETS = 242  # 0 padding, then months of age 0..239, 240 = older
@@ -51,7 +51,7 @@ class VisitEmbedding(keras.layers.Layer):
         """`code_gate` (B, V, C), 1 by default, scales each code's embedding: the derivative of an
         output with respect to it is gradient x input on that code (the attention playground).
         `code_vectors` (B, V, C, d), the looked-up code embeddings when given: their gradient is
-        the embedding table's per-example gradient, row by row (DP-SGD, shared_model.privacy)."""
+        the embedding table's per-example gradient, row by row (DP-SGD, shared_model.training.privacy)."""
         if code_vectors is None:
             visits = self.summed_code_vectors(codes, code_gate)
         else:  # DP-SGD differentiates one patient's vectors slot by slot

@@ -8,18 +8,21 @@ task head to a (pretrained or fresh) encoder.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-from shared_model.config import ClaimTransformerConfig
-from shared_model.head_loss import dense_multilabel_bce_sum
-from shared_model.layers import CodeCounts, DemographicToken, TransformerBlock, VisitEmbedding
-from shared_model.objectives import ProximalTerm, binary_bce_from_logits, multilabel_bce_from_indices
-from shared_model.precision import FIXED_PRECISIONS
-from shared_model.privacy import DPSGD
-from shared_model.tensorize import MODEL_INPUTS
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.model.head_loss import dense_multilabel_bce_sum
+from shared_model.model.layers import CodeCounts, DemographicToken, TransformerBlock, VisitEmbedding
+from shared_model.model.objectives import ProximalTerm, binary_bce_from_logits, multilabel_bce_from_indices
+from shared_model.settings import FIXED_PRECISIONS
+from shared_model.tensors.tensorize import MODEL_INPUTS
+
+if TYPE_CHECKING:  # DP-SGD (training) drives the model's step; the model does not import it
+    from shared_model.training.privacy import DPSGD
 
 TASK_BINARY = "binary"
 TASK_MULTILABEL = "multilabel"
@@ -109,11 +112,11 @@ def encoder_forward(
 class PretrainingModel(keras.Model):
     """Encoder + next-visit prediction (NVP) + per-visit category prediction (CP) heads.
 
-    The CP head runs only on real (unpadded) visits, fused with its loss (shared_model.head_loss),
+    The CP head runs only on real (unpadded) visits, fused with its loss (shared_model.model.head_loss),
     and both losses use sparse targets: the same loss as the dense all-slots masked computation at
     a fraction of the cost (tests/test_model.py checks loss and gradients).
 
-    `precision` (float32 or bfloat16, shared_model.precision) is that of the training heads'
+    `precision` (float32 or bfloat16, shared_model.model.precision) is that of the training heads'
     matmuls, three quarters of a step's arithmetic at the paper's sizes. The encoder, the served
     NVP logits, the weights and everything else stay float32: on a CPU without AMX, TensorFlow's
     bfloat16 elementwise kernels made a bfloat16 encoder slower, not faster (docs/performance.md).
@@ -221,7 +224,7 @@ def group_head(n_groups: int, name: str) -> keras.layers.Dense:
 
 
 def _mean_head_loss(head: keras.layers.Dense, rows, target_groups, bucket: int, precision: str):
-    """The mean over `rows` of the head + its loss (shared_model.head_loss), its matmuls in
+    """The mean over `rows` of the head + its loss (shared_model.model.head_loss), its matmuls in
     `precision`. The rows are padded with zero-weight rows to a multiple of `bucket`, so XLA
     sees a handful of shapes, not one per batch."""
     count = tf.shape(rows)[0]

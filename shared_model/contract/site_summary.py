@@ -8,7 +8,7 @@ allow: which codes are common and how common, the age mix in broad bands, and th
 Per labelled task it also says how many train patients have a label and how many of them a
 positive one (both counts, and the negatives, >= k): a task's base rate decides how much a small
 cohort can learn on its own, and so how much a site stands to gain from partners. Per task it may
-also give the AUROC the site reaches alone (shared_model/own_auroc.py), to 0.01, measured on at
+also give the AUROC the site reaches alone (shared_model/training/own_auroc.py), to 0.01, measured on at
 least k held-out positives and k negatives.
 """
 
@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared_model.config import ClaimTransformerConfig
 from shared_model.data import MedsDataset
 from shared_model.data.paths import atomic_write_bytes
-from shared_model.tasks import k_anonymous_train_code_counts, train_patients, train_subjects
-from shared_model.vocabulary import is_birth_code
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.tensors.tasks import k_anonymous_train_code_counts, train_patients, train_subjects
+from shared_model.tensors.vocabulary import is_birth_code
 
 #: lower edges of the age bands (years at the patient's last recorded event)
 AGE_BANDS = (0, 2, 5, 10, 15, 20, 40, 65)
@@ -203,7 +203,7 @@ def site_summary(
 ) -> SiteSummary:
     """The site's releasable summary under its k (codes, bands and tasks below k are left out);
     without `with_tasks` (the site's policy), no task counts at all. `own_auroc`: per task, the
-    value the site releases (`shared_model.own_auroc.measure_own_auroc`; None: nothing)."""
+    value the site releases (`shared_model.training.own_auroc.measure_own_auroc`; None: nothing)."""
     bands = age_band_counts(dataset)
     return SiteSummary(
         patients=train_patients(dataset),

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared_model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
-from shared_model.precision import FIXED_PRECISIONS
+from shared_model.model.config import ARCHITECTURE, ClaimTransformerConfig, architecture_options
 from shared_model.settings import (
     ACCOUNTANTS,
+    FIXED_PRECISIONS,
     MAX_BATCH,
     MAX_COUNT,
     MAX_EPOCHS,

@@ -14,7 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from shared_model.checkpoint import SIGNATURE_FILE, CheckpointError
+from shared_model.contract.checkpoint import SIGNATURE_FILE, CheckpointError
 
 Signer = Callable[[bytes], bytes]
 Verifier = Callable[[bytes, bytes], None]

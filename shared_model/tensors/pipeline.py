@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from shared_model.tensorize import MODEL_INPUTS, Arrays, Layout, field_shape
+from shared_model.tensors.tensorize import MODEL_INPUTS, Arrays, Layout, field_shape
 
 SHUFFLE_BUFFER = 50_000
 PREFETCH_BATCHES = 2

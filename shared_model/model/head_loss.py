@@ -2,12 +2,12 @@
 training loss, the largest cost of a pretraining step (docs/performance.md).
 
 For rows x, a kernel W and bias b over G groups, the logits z = x W + b and, per row, the loss
-(sum_g softplus(z_g) - sum_{g in targets} z_g) / G (shared_model.objectives). Done plainly, the
+(sum_g softplus(z_g) - sum_{g in targets} z_g) / G (shared_model.model.objectives). Done plainly, the
 (rows x groups) logits make several round trips to memory. Here:
 
 - the three matmuls (the logits, and the kernel's and the rows' gradients) run in TensorFlow's
   oneDNN kernels, in the precision asked for (bfloat16 where the hardware has it,
-  shared_model.precision); XLA's own CPU dots are no faster in float32 and gain nothing from
+  shared_model.model.precision); XLA's own CPU dots are no faster in float32 and gain nothing from
   bfloat16;
 - everything between them is one XLA-compiled pass over the logits each way: the loss's sum of
   softplus (and the targets' logits, gathered) in the forward pass; in the backward pass
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from shared_model.objectives import target_logit_sum
+from shared_model.model.objectives import target_logit_sum
 
 # log1p(x) / x on [0, 1]: Chebyshev interpolant of degree 9 as monomial coefficients (float32
 # Horner: within 1.1e-7 of log1p absolute, 1.8e-7 relative).

@@ -1,7 +1,7 @@
 """The precision of a pretraining model's heavy matmuls: float32, or bfloat16.
 
 In bfloat16 the NVP and CP heads' training matmuls (three quarters of a step's arithmetic at the
-paper's sizes) take bfloat16 operands with float32 accumulation (shared_model.head_loss). What
+paper's sizes) take bfloat16 operands with float32 accumulation (shared_model.model.head_loss). What
 stays float32 whatever the precision: the weights and the optimizer's state, the encoder, the
 losses and their sums, the served NVP logits, fine-tuning, and everything DP-SGD does
 (per-patient gradients, clipping, the clipped norms, the noise).
@@ -17,9 +17,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-PRECISIONS = ("auto", "float32", "bfloat16")
-#: what a run config may name: one precision for every site, whatever each site's hardware
-FIXED_PRECISIONS = ("float32", "bfloat16")
+from shared_model.settings import PRECISIONS
+
 BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 import scipy.sparse as sp
 from lightgbm import LGBMClassifier
 
-from shared_model.baselines.bag_of_codes import bag_of_codes
-from shared_model.vocabulary import is_birth_code
+from shared_model.tensors.vocabulary import is_birth_code
+from shared_model.training.baselines.bag_of_codes import bag_of_codes
 
 WINDOWS_DAYS = (30, 365, None)
 #: boosting rounds tried, simplest first: chosen by the same cross-validation rule as the

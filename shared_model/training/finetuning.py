@@ -21,22 +21,22 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from shared_model import guard
-from shared_model.baselines import TREES, bag_of_codes, gbm_classifier, logreg_pipeline, windowed_counts
-from shared_model.checkpoint import KIND_PRETRAINING, KIND_TASK, Checkpoint, assign_weights, save_checkpoint
-from shared_model.config import ClaimTransformerConfig
+from shared_model.contract.checkpoint import KIND_PRETRAINING, KIND_TASK, Checkpoint, assign_weights, save_checkpoint
 from shared_model.data import DataValidationError, MedsDataset
 from shared_model.data.paths import atomic_write_parquet
-from shared_model.guard import PRETRAINED, SCRATCH
-from shared_model.metrics import auroc, binary_metrics, recall_at_k
-from shared_model.model import TASK_BINARY, PretrainingModel, TaskModel, build_encoder
-from shared_model.model_selection import choose_c
-from shared_model.predictions import meds_predictions, probabilities
+from shared_model.evaluation.metrics import auroc, binary_metrics, recall_at_k
+from shared_model.evaluation.predictions import meds_predictions, probabilities
+from shared_model.evaluation.subgroups import demographic_groups
+from shared_model.model.config import ClaimTransformerConfig
+from shared_model.model.transformer import TASK_BINARY, PretrainingModel, TaskModel, build_encoder
 from shared_model.settings import MODELS
-from shared_model.subgroups import demographic_groups
-from shared_model.tasks import NEXT_VISIT, task_arrays, task_kind, task_target, training_vocabulary
-from shared_model.tensorize import Arrays, select
-from shared_model.training import FinetuneSettings, finetune, predict_task, seed_everything
+from shared_model.tensors.tasks import NEXT_VISIT, task_arrays, task_kind, task_target, training_vocabulary
+from shared_model.tensors.tensorize import Arrays, select
+from shared_model.training import guard
+from shared_model.training.baselines import TREES, bag_of_codes, gbm_classifier, logreg_pipeline, windowed_counts
+from shared_model.training.fit import FinetuneSettings, finetune, predict_task, seed_everything
+from shared_model.training.guard import PRETRAINED, SCRATCH
+from shared_model.training.model_selection import choose_c
 
 log = logging.getLogger(__name__)
 PREDICTIONS_FILE = "predictions.parquet"  # the held-out split's, MEDS-DEV format
@@ -168,7 +168,7 @@ def _guarded(
     seed: int,
     scored: MedsDataset,
 ) -> tuple[TaskModel, dict[str, Any]]:
-    """The default path's guard (shared_model.guard): the same network from scratch and the count
+    """The default path's guard (shared_model.training.guard): the same network from scratch and the count
     baseline fitted on the same cohort; the pretrained model is kept unless the tuning patients
     show it clearly worse. The record also holds each candidate's held-out AUROC, for studies of
     the guard: they play no part in the choice."""

@@ -1,0 +1,2 @@
+"""Training: the pretraining and fine-tuning loops, the optimizers, DP-SGD, the guard against
+harmful pretraining, the count baselines and the AUROC a site reaches alone."""
