@@ -88,14 +88,14 @@ class InProcessGrid(Grid):
 
 
 def run_inprocess_federation(site_dirs, settings, parallel_clients: int = 1, *, adversary: str = ""):
-    """Drop-in for simulations.federated.run_federated_simulation over this in-process transport."""
+    """Drop-in for simulations.federation.simulation.run_federated_simulation over this in-process transport."""
     import dataclasses
 
     import pandas as pd
 
     from client.app import make_client_app
     from server.federation import run_federation
-    from simulations.adversary import AdversaryMod
+    from simulations.federation.adversary import AdversaryMod
 
     settings = dataclasses.replace(settings, data_paths=",".join(str(p) for p in site_dirs))
     app = make_client_app(settings.to_run_config(), mods=[AdversaryMod(adversary)] if adversary else [])

@@ -27,7 +27,7 @@ from shared_model.contract.signing import load_verifier
 from shared_model.contract.site_summary import OwnAurocRecipe
 from shared_model.data import read_meds
 from shared_model.runtime.processes import executable, flower_environment, group_alive
-from simulations.local_deployment import CLAIMPT, REPO, Deployment, Launcher, free_port, launched, wait_for
+from simulations.federation.local_deployment import CLAIMPT, REPO, Deployment, Launcher, free_port, launched, wait_for
 from simulations.synth import synthesize
 from tests.documented_deployment import (
     FIRST_SITE,

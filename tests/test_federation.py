@@ -24,7 +24,7 @@ from shared_model.contract.run_config import FederatedRunConfig
 from shared_model.contract.wire import LAYOUT, is_packed, unpack
 from shared_model.data import read_meds
 from shared_model.tensors.tasks import NEXT_VISIT, task_arrays
-from simulations.adversary import AdversaryMod
+from simulations.federation.adversary import AdversaryMod
 from tests.conftest import tensorboard_events
 from tests.inprocess_grid import InProcessGrid
 

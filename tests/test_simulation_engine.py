@@ -23,7 +23,7 @@ from shared_model.contract.checkpoint import load_checkpoint
 from shared_model.contract.passport import pseudonym, site_key
 from shared_model.runtime.processes import executable, start_group, stop_group
 from simulations.cli.app import app
-from simulations.local_deployment import free_port
+from simulations.federation.local_deployment import free_port
 
 
 def pretrain_federated(fed_sites: list[Path], out: Path, rounds: int, *extra: str):

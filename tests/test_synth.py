@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from shared_model.data import read_meds
+from simulations.bench.heterogeneity import js_divergence_matrix, label_prevalence
+from simulations.bench.signal import logreg_signal
 from simulations.cli.app import app
-from simulations.heterogeneity import js_divergence_matrix, label_prevalence
-from simulations.signal import logreg_signal
 from simulations.synth import ConsortiumShift, generate_site, population_sample, synthesize, synthesize_populations
 from simulations.synth.profiles import consortium_profiles
 

@@ -1,4 +1,4 @@
-"""Input layer: reading, validating, converting and writing MEDS datasets."""
+"""Input layer: reading, validating, converting, splitting and writing MEDS datasets."""
 
 from shared_model.data.errors import DataValidationError
 from shared_model.data.meds import MedsDataset, read_meds, write_meds

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from simulations.local_deployment import local_deployment, prepared_sites
+from simulations.federation.local_deployment import local_deployment, prepared_sites
 
 log = logging.getLogger(__name__)
 #: mode -> `claimpt site join` options and run-config overrides, and the mode as bench.md names it

@@ -31,7 +31,7 @@ def pretraining_epoch(patients: int, seed: int, out: Path) -> dict[str, float]:
     """One central pretraining epoch over 3 synthetic sites of `patients` in all, in the precision
     `auto` picks (bfloat16 on a GPU)."""
     from shared_model.settings import PretrainSettings
-    from simulations.central import run_central_pretraining
+    from shared_model.training.central import run_central_pretraining
     from simulations.synth import synthesize
 
     sizes = [patients // 3] * 3

@@ -176,10 +176,10 @@ def attention_section(site_dir: Path, patients: int = 1000, render: int = 20) ->
     and attributions for all, PNGs for `render`), with a faithful-default model of random weights:
     the cost does not depend on the weights."""
     from shared_model.contract.checkpoint import save_checkpoint
+    from shared_model.evaluation.playground import PlaygroundSettings, run_playground
     from shared_model.model.config import ClaimTransformerConfig
     from shared_model.model.transformer import PretrainingModel
     from shared_model.tensors.store import streaming_vocabulary
-    from simulations.playground import PlaygroundSettings, run_playground
 
     vocabulary = streaming_vocabulary([site_dir])
     config = ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups)
@@ -249,7 +249,7 @@ def scale_section(patients: int, seed: int) -> dict[str, Any]:
 def federated_section(patients_per_site: int, seed: int, rounds: int = 3) -> dict[str, Any]:
     """Round time of FedAvg over 3 synthetic sites, split into local compute and the rest."""
     from shared_model.contract.run_config import FederatedRunConfig
-    from simulations.federated import run_federated_simulation
+    from simulations.federation.simulation import run_federated_simulation
     from simulations.synth import synthesize
 
     with tempfile.TemporaryDirectory(prefix="claimpt-fed-bench-") as tmp:

@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 
 def _data_section(work_dir: Path, patients_per_site: int, sites: int, repeats: int, seed: int) -> dict[str, Any]:
-    from simulations.heterogeneity import js_divergence_matrix, label_prevalence
-    from simulations.signal import logreg_signal
+    from simulations.bench.heterogeneity import js_divergence_matrix, label_prevalence
+    from simulations.bench.signal import logreg_signal
     from simulations.synth import synthesize
 
     sizes = [patients_per_site] * sites

@@ -12,8 +12,9 @@ from typing import Annotated
 import typer
 
 from client.cli import finetune, site_app
+from client.passport_cli import passport
 from server.cli import certs, server_app
-from simulations.cli import advise, bench, data, experiment, inspect, passport, pretrain, task
+from simulations.cli import advise, bench, data, experiment, inspect, pretrain, task
 
 app = typer.Typer(
     name="claimpt",
@@ -47,7 +48,7 @@ app.command()(inspect.attention)
 app.command()(inspect.embed)
 app.add_typer(experiment.app, name="experiment")
 app.command("bench")(bench.bench)
-app.command("passport")(passport.passport)
+app.command("passport")(passport)
 app.command("advise")(advise.advise)
 app.add_typer(site_app, name="site")
 app.add_typer(server_app, name="server")

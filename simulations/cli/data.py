@@ -134,7 +134,7 @@ def split(
 ) -> None:
     """Split one MEDS dataset into simulated sites by subject (splits and labels kept), the sites
     differing in how much care their patients use."""
-    from simulations.site_split import split_into_sites
+    from shared_model.data.site_split import split_into_sites
 
     for path in split_into_sites(data, out, sites, skew, seed):
         typer.echo(summarize(read_meds(path)).to_text())

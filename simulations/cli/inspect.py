@@ -111,7 +111,7 @@ def attention(
 ) -> None:
     """Attention playground: per-layer, per-head attention over visits and code attributions."""
     from shared_model.contract.signing import load_verifier
-    from simulations.playground import PlaygroundSettings, run_playground
+    from shared_model.evaluation.playground import PlaygroundSettings, run_playground
 
     if split not in ("train", "tuning", "held_out"):
         raise typer.BadParameter(f"--split must be train, tuning or held_out, got {split!r}")
@@ -140,7 +140,7 @@ def embed(
 ) -> None:
     """Export patient vectors and plot a 2-D projection (PCA, or UMAP if installed) by site and label."""
     from shared_model.contract.signing import load_verifier
-    from simulations.embeddings import EmbedSettings, run_embed
+    from shared_model.evaluation.embeddings import EmbedSettings, run_embed
 
     verify = load_verifier(server_public_key) if server_public_key else None
     path = run_embed(checkpoint, data, out, EmbedSettings(label, limit, seed), verify_signature=verify, overwrite=force)

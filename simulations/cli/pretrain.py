@@ -39,7 +39,7 @@ def central(
     architecture: dict[str, Any] | None = None,
 ) -> None:
     """Pretrain NVP + CP on the pooled sites; write RUN/checkpoint and NVP Recall@k."""
-    from simulations.central import run_central_pretraining
+    from shared_model.training.central import run_central_pretraining
 
     try:
         pretraining = PretrainSettings(**settings)
@@ -90,8 +90,8 @@ def federated(
     """Federated pretraining in Flower's simulation engine, one SuperNode per site. The options are
     the run-config keys (pyproject.toml, tool.flwr.app.config), with the same names and defaults."""
     from server.outcome import RunIncomplete
-    from simulations.adversary import parse_adversaries
-    from simulations.federated import run_federated_simulation
+    from simulations.federation.adversary import parse_adversaries
+    from simulations.federation.simulation import run_federated_simulation
 
     try:
         parse_adversaries(adversary)

@@ -19,9 +19,9 @@ from shared_model.contract.checkpoint import load_checkpoint
 from shared_model.data import read_meds
 from shared_model.data.paths import atomic_write_parquet
 from shared_model.settings import VocabularySettings
+from shared_model.training.central import run_central_pretraining
 from shared_model.training.finetuning import finetune_and_score
 from shared_model.training.fit import FinetuneSettings, PretrainSettings
-from simulations.central import run_central_pretraining
 from simulations.experiments.common import same_settings_or_refuse
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ class FederatedRunner(Protocol):
 def default_federated_runner(
     site_dirs: list[Path], settings: FederatedRunConfig, parallel_clients: int, *, adversary: str = ""
 ) -> pd.DataFrame:
-    from simulations.federated import run_federated_simulation
+    from simulations.federation.simulation import run_federated_simulation
 
     return run_federated_simulation(site_dirs, settings, parallel_clients=parallel_clients, adversary=adversary)
 

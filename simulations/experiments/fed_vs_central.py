@@ -17,9 +17,9 @@ from shared_model.data import read_meds
 from shared_model.model.transformer import PretrainingModel
 from shared_model.settings import VocabularySettings
 from shared_model.tensors.tasks import NEXT_VISIT, task_arrays
+from shared_model.training.central import run_central_pretraining
 from shared_model.training.fit import PretrainSettings, evaluate_nvp
-from simulations.central import run_central_pretraining
-from simulations.federated import run_federated_simulation
+from simulations.federation.simulation import run_federated_simulation
 
 log = logging.getLogger(__name__)
 

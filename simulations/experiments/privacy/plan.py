@@ -49,7 +49,7 @@ class FederatedRun:
     epsilon: float = math.inf
     strategy: str = "fedavg"
     adversary: str = "none"
-    attack: str = ""  # the simulated adversary (simulations.adversary): SITE:KIND, "" for none
+    attack: str = ""  # the simulated adversary (simulations.federation.adversary): SITE:KIND, "" for none
 
 
 def curve_training(config: PrivacyExperimentConfig) -> tuple[float, dict]:

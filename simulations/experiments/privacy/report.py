@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from shared_model.evaluation.html_page import embedded_png, html_page
 from simulations.experiments.common import check_items, check_lines, markdown_table
 from simulations.experiments.privacy.plan import PrivacyExperimentConfig, curve_training
 from simulations.experiments.privacy.plots import privacy_utility_plot, robustness_plot
 from simulations.experiments.privacy.summary import checks, curve_summary, robustness_metric
-from simulations.html_report import embedded_png, html_page
 
 
 def _tables(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

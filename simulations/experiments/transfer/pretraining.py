@@ -13,7 +13,7 @@ from shared_model.contract.checkpoint import Checkpoint, load_checkpoint
 from shared_model.contract.run_config import FederatedRunConfig
 from shared_model.model.config import ClaimTransformerConfig
 from shared_model.settings import PretrainSettings, VocabularySettings
-from simulations.central import run_central_pretraining
+from shared_model.training.central import run_central_pretraining
 from simulations.experiments.common import FederatedRunner, content_digest, default_federated_runner, site_fingerprint
 from simulations.experiments.transfer.grid import Run, TransferConfig
 

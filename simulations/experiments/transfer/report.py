@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shared_model.evaluation.html_page import embedded_png, html_page
 from shared_model.tensors.tasks import NEXT_VISIT
 from simulations.experiments.common import UNDECIDED, Check, check_items, check_lines, markdown_table
 from simulations.experiments.transfer.clinical import calibration_table, reliability, site_average, subgroup_table
@@ -36,7 +37,6 @@ from simulations.experiments.transfer.summary import (
     primary_metric,
     summarise,
 )
-from simulations.html_report import embedded_png, html_page
 
 SMALL_COHORT = 300  # "small" cohorts for the checks: the setting Claim-PT's claim is about
 CHECK_TASK = "asthma"

@@ -1,4 +1,5 @@
-"""`claimpt passport`: verify a federated checkpoint's privacy passport and print it."""
+"""`claimpt passport`: verify a federated checkpoint's privacy passport and print it, and check a
+site's own ledger against it (the site's and the ethics board's command, beside the site's check)."""
 
 from __future__ import annotations
 

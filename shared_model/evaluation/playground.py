@@ -20,10 +20,10 @@ from shared_model.contract.checkpoint import load_checkpoint  # noqa: E402
 from shared_model.data import DataValidationError, MedsDataset, read_meds  # noqa: E402
 from shared_model.data.paths import atomic_directory  # noqa: E402
 from shared_model.evaluation.explain import ExplainedModel, Explanation, explain, restore_model  # noqa: E402
+from shared_model.evaluation.html_page import embedded_png, html_page  # noqa: E402
 from shared_model.tensors.tasks import split_of, task_samples  # noqa: E402
 from shared_model.tensors.tensorize import VISIT_TYPE_IDS, latest_per_subject, select  # noqa: E402
 from shared_model.tensors.vocabulary import FIRST_CODE_ID, UNK_ID  # noqa: E402
-from simulations.html_report import embedded_png, html_page  # noqa: E402
 
 log = logging.getLogger(__name__)
 VISIT_TYPE_NAMES = {v: k.split("/")[1] for k, v in VISIT_TYPE_IDS.items()} | {1: "OTHER"}

@@ -13,7 +13,7 @@ import pandas as pd
 from client.app import make_client_app
 from server.app import make_server_app
 from shared_model.contract.run_config import FederatedRunConfig
-from simulations.adversary import AdversaryMod
+from simulations.federation.adversary import AdversaryMod
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def run_federated_simulation(
     """Run the ServerApp and one ClientApp per site; returns the per-round table (rounds.csv).
 
     `parallel_clients` ClientApps run at once, each with cores / parallel_clients CPUs;
-    `adversary` makes sites misbehave (simulations.adversary; simulation only). With
+    `adversary` makes sites misbehave (simulations.federation.adversary; simulation only). With
     `ray_address` ("auto" or HOST:PORT of a cluster started by `ray start --head`, other machines
     joined with `ray start --address`), the ClientApps run on that cluster, one CPU each, wherever
     Ray places them; every node needs this project installed and the site directories at the same
