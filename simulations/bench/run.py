@@ -112,14 +112,15 @@ def _precision_tables(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _markdown(report: dict[str, Any]) -> str:
+def _header(report: dict[str, Any]) -> list[str]:
+    machine = report["machine"]
     lines = [
         "# claimpt bench",
         "",
-        f"Machine: {report['machine']['cpu_model']}, {report['machine']['cores']} cores"
-        + (f", GPUs {', '.join(report['machine']['gpus'])}" if report["machine"]["gpus"] else ", no GPU")
-        + f" (CPU bfloat16 flags: {', '.join(report['machine']['cpu_bfloat16_flags']) or 'none'}; "
-        + f"bfloat16 natively: {report['machine']['native_bfloat16']}); "
+        f"Machine: {machine['cpu_model']}, {machine['cores']} cores"
+        + (f", GPUs {', '.join(machine['gpus'])}" if machine["gpus"] else ", no GPU")
+        + f" (CPU bfloat16 flags: {', '.join(machine['cpu_bfloat16_flags']) or 'none'}; "
+        + f"bfloat16 natively: {machine['native_bfloat16']}); "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
         "",
         "| figure | median | min | max | unit |",
@@ -130,68 +131,87 @@ def _markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| `{key}` | {value['median']:,.0f} | {value['min']:,.0f} | {value['max']:,.0f} | {value['unit']} |"
             )
-    lines.append(f"| `peak_rss_mb` | {report['figures']['peak_rss_mb']:,.0f} | | | MB |")
-    data = report["figures"]
-    if "scale_patients" in data:
-        lines += [
-            "",
-            "## Scale",
-            "",
-            f"Tensorising {data['scale_patients']:,} patients ({data['scale_tensorize_events']:,} events) "
-            f"streaming from MEDS shards: {data['scale_tensorize_seconds']:,} s, peak RSS "
-            f"{data['scale_tensorize_peak_rss_mb']:,.0f} MB (child process, generator excluded). Then one "
-            f"pretraining epoch (faithful model at the paper's sizes, {data['scale_model_vocab_size']:,} code and "
-            f"{data['scale_model_groups']:,} group slots for the data's {data['scale_vocab_size']:,} codes, "
-            f"batch 100) over "
-            f"{data['scale_epoch_samples']:,} samples streamed from the memory-mapped shards of every split: "
-            f"{data['scale_epoch_seconds']:,} s ({data['scale_epoch_samples'] / data['scale_epoch_seconds']:,.0f} "
-            f"patients/s), peak RSS {data['scale_epoch_peak_rss_mb']:,.0f} MB.",
-        ]
-    if "federated_round_seconds" in data:
-        lines += [
-            "",
-            "## Federated round (FedAvg, 3 sites, one ClientApp at a time)",
-            "",
-            f"{data['federated_patients_per_site']:,} patients per site: round {data['federated_round_seconds']:.1f} s "
-            f"(median of rounds 2+), slowest local training {data['federated_slowest_train_seconds']:.1f} s, "
-            f"all local training + evaluation {data['federated_client_compute_seconds']:.1f} s; "
-            f"`federated_round_overhead_fraction` = {data['federated_round_overhead_fraction']:.1%} "
-            "(round time spent in neither local training nor local evaluation).",
-        ]
-    if "deployment_rounds" in data:
-        rows = []
-        for mode, label in MODE_LABELS.items():
-            if f"deployment_{mode}_round_seconds" in data:
-                round_s, local_s, share, server_s = (
-                    data[f"deployment_{mode}_{k}"]
-                    for k in ("round_seconds", "local_seconds", "overhead_fraction", "server_seconds")
-                )
-                figures = f"{round_s:.1f} | {local_s:.1f} | {round_s - local_s:.1f} | {server_s:.1f} | {share:.1%}"
-                rows.append(f"| {label} | {figures} |")
-        lines += [
-            "",
-            "## Rounds in a real deployment (TLS SuperLink + 2 SuperNodes on this machine)",
-            "",
-            f"2 sites of {data['deployment_patients_per_site']:,} patients, FedAvg, default model, median of rounds "
-            f"2-{data['deployment_rounds'] - 1} (the last also evaluates its model alone). Overhead: the share of "
-            "the round spent in neither local training nor local evaluation at the slowest site. Of what is "
-            "outside, the server's turn is the ServerApp's own work (aggregation, checks, the signed checkpoint, "
-            "the next messages); the rest is on the wire and at the sites.",
-            "",
-            "| deployment | round (s) | local training + evaluation (s) | outside (s) | of which the server's turn (s) "
-            "| overhead |",
-            "|---|---:|---:|---:|---:|---:|",
-            *rows,
-        ]
-    if "attention_seconds" in data:
-        lines += [
-            "",
-            "## Attention playground",
-            "",
-            f"`claimpt attention` on {data['attention_patients']:,} patients of site-1 (read and tensorise the "
-            f"site, attention and code attributions for all, PNGs for {data['attention_rendered']}), "
-            f"faithful-default model: {data['attention_seconds']:.1f} s.",
-        ]
+    return [*lines, f"| `peak_rss_mb` | {report['figures']['peak_rss_mb']:,.0f} | | | MB |"]
+
+
+def _scale(data: dict[str, Any]) -> list[str]:
+    if "scale_patients" not in data:
+        return []
+    return [
+        "",
+        "## Scale",
+        "",
+        f"Tensorising {data['scale_patients']:,} patients ({data['scale_tensorize_events']:,} events) "
+        f"streaming from MEDS shards: {data['scale_tensorize_seconds']:,} s, peak RSS "
+        f"{data['scale_tensorize_peak_rss_mb']:,.0f} MB (child process, generator excluded). Then one "
+        f"pretraining epoch (faithful model at the paper's sizes, {data['scale_model_vocab_size']:,} code and "
+        f"{data['scale_model_groups']:,} group slots for the data's {data['scale_vocab_size']:,} codes, "
+        f"batch 100) over "
+        f"{data['scale_epoch_samples']:,} samples streamed from the memory-mapped shards of every split: "
+        f"{data['scale_epoch_seconds']:,} s ({data['scale_epoch_samples'] / data['scale_epoch_seconds']:,.0f} "
+        f"patients/s), peak RSS {data['scale_epoch_peak_rss_mb']:,.0f} MB.",
+    ]
+
+
+def _federated_round(data: dict[str, Any]) -> list[str]:
+    if "federated_round_seconds" not in data:
+        return []
+    return [
+        "",
+        "## Federated round (FedAvg, 3 sites, one ClientApp at a time)",
+        "",
+        f"{data['federated_patients_per_site']:,} patients per site: round {data['federated_round_seconds']:.1f} s "
+        f"(median of rounds 2+), slowest local training {data['federated_slowest_train_seconds']:.1f} s, "
+        f"all local training + evaluation {data['federated_client_compute_seconds']:.1f} s; "
+        f"`federated_round_overhead_fraction` = {data['federated_round_overhead_fraction']:.1%} "
+        "(round time spent in neither local training nor local evaluation).",
+    ]
+
+
+def _deployment_rounds(data: dict[str, Any]) -> list[str]:
+    if "deployment_rounds" not in data:
+        return []
+    rows = []
+    for mode, label in MODE_LABELS.items():
+        if f"deployment_{mode}_round_seconds" in data:
+            round_s, local_s, share, server_s = (
+                data[f"deployment_{mode}_{k}"]
+                for k in ("round_seconds", "local_seconds", "overhead_fraction", "server_seconds")
+            )
+            figures = f"{round_s:.1f} | {local_s:.1f} | {round_s - local_s:.1f} | {server_s:.1f} | {share:.1%}"
+            rows.append(f"| {label} | {figures} |")
+    return [
+        "",
+        "## Rounds in a real deployment (TLS SuperLink + 2 SuperNodes on this machine)",
+        "",
+        f"2 sites of {data['deployment_patients_per_site']:,} patients, FedAvg, default model, median of rounds "
+        f"2-{data['deployment_rounds'] - 1} (the last also evaluates its model alone). Overhead: the share of "
+        "the round spent in neither local training nor local evaluation at the slowest site. Of what is "
+        "outside, the server's turn is the ServerApp's own work (aggregation, checks, the signed checkpoint, "
+        "the next messages); the rest is on the wire and at the sites.",
+        "",
+        "| deployment | round (s) | local training + evaluation (s) | outside (s) | of which the server's turn (s) "
+        "| overhead |",
+        "|---|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+
+
+def _attention(data: dict[str, Any]) -> list[str]:
+    if "attention_seconds" not in data:
+        return []
+    return [
+        "",
+        "## Attention playground",
+        "",
+        f"`claimpt attention` on {data['attention_patients']:,} patients of site-1 (read and tensorise the "
+        f"site, attention and code attributions for all, PNGs for {data['attention_rendered']}), "
+        f"faithful-default model: {data['attention_seconds']:.1f} s.",
+    ]
+
+
+def _model(data: dict[str, Any]) -> list[str]:
+    lines = []
     if "pretrain_speedup" in data:
         lines += [
             "",
@@ -208,21 +228,25 @@ def _markdown(report: dict[str, Any]) -> str:
             f"{data['model_parameters']:,} parameters), batch {data['batch_size']}, random paper-shaped "
             "inputs with 1-30 real visits.",
         ]
-    lines += [
+    return lines
+
+
+def _data_signal(report: dict[str, Any]) -> list[str]:
+    data = report["figures"]
+    tasks = list(next(iter(data["label_prevalence"].values())))
+    lines = [
         "",
         "## Data signal and site heterogeneity",
         "",
         f"Sites of {report['params']['patients_per_site']:,} patients each.",
         "",
-        "| site | asthma logreg AUROC | "
-        + " | ".join(f"{t} prevalence" for t in next(iter(data["label_prevalence"].values())))
-        + " |",
-        "|---|---:|" + "---:|" * len(next(iter(data["label_prevalence"].values()))),
+        "| site | asthma logreg AUROC | " + " | ".join(f"{t} prevalence" for t in tasks) + " |",
+        "|---|---:|" + "---:|" * len(tasks),
     ]
     for site, auroc in data["asthma_logreg_auroc"].items():
-        prev = data["label_prevalence"][site]
+        prevalence = data["label_prevalence"][site]
         shown = "n/a" if auroc is None else f"{auroc:.3f}"
-        lines.append(f"| {site} | {shown} | " + " | ".join(f"{v:.1%}" for v in prev.values()) + " |")
+        lines.append(f"| {site} | {shown} | " + " | ".join(f"{v:.1%}" for v in prevalence.values()) + " |")
     names = list(data["site_js_divergence"])
     lines += [
         "",
@@ -233,7 +257,22 @@ def _markdown(report: dict[str, Any]) -> str:
     ]
     for a in names:
         lines.append(f"| {a} | " + " | ".join(f"{data['site_js_divergence'][b][a]:.3f}" for b in names) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    """bench.md: the figures, then one section per part the run measured."""
+    data = report["figures"]
+    sections = [
+        _header(report),
+        _scale(data),
+        _federated_round(data),
+        _deployment_rounds(data),
+        _attention(data),
+        _model(data),
+        _data_signal(report),
+    ]
+    return "\n".join(line for section in sections for line in section) + "\n"
 
 
 def run_bench(
