@@ -32,6 +32,7 @@ from shared_model.model.transformer import TASK_BINARY, PretrainingModel, TaskMo
 from shared_model.settings import MODELS
 from shared_model.tensors.tasks import NEXT_VISIT, task_arrays, task_kind, task_target, training_vocabulary
 from shared_model.tensors.tensorize import Arrays, select
+from shared_model.tensors.vocabulary import Vocabulary
 from shared_model.training import guard
 from shared_model.training.baselines import TREES, bag_of_codes, gbm_classifier, logreg_pipeline, windowed_counts
 from shared_model.training.fit import FinetuneSettings, finetune, predict_task, seed_everything
@@ -232,16 +233,7 @@ def finetune_and_score(
         raise ValueError("scored_on and test_from cannot be combined")
     settings = settings or FinetuneSettings(seed=seed)
     started = time.perf_counter()
-    if checkpoint is not None:
-        if checkpoint.kind != KIND_PRETRAINING:
-            raise ValueError(f"fine-tuning starts from a pretraining checkpoint, got kind {checkpoint.kind!r}")
-        vocabulary, config = checkpoint.vocabulary, checkpoint.config
-    else:
-        vocabulary = training_vocabulary([dataset])
-        config = model_config or ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups)
-        config = ClaimTransformerConfig.from_dict(
-            {**config.to_dict(), "vocab_size": vocabulary.size, "n_groups": vocabulary.n_groups}
-        )
+    vocabulary, config = _vocabulary_and_config(dataset, checkpoint, model_config)
     splits = task_arrays(dataset, task, vocabulary)
     if test_from is not None:
         source = dataset.root / "labels" / f"{task}.parquet" if task != NEXT_VISIT else dataset.root
@@ -250,60 +242,18 @@ def finetune_and_score(
     scored = dataset if scored_on is None else scored_on
     if scored_on is not None:
         cohort = replace(cohort, held_out=task_arrays(scored_on, task, vocabulary)["held_out"])
-    record: dict[str, Any] = {
-        "task": task,
-        "model": model,
-        "pretrained": checkpoint is not None,
-        "seed": seed,
-        "train_size": len(cohort.train["subject_id"]),
-        "tuning_size": len(cohort.tuning["subject_id"]),
-        "held_out_size": len(cohort.held_out["subject_id"]),
-    }
-    if test_from is not None:
-        record["test_from"] = test_from.isoformat()
-    if task != NEXT_VISIT:
-        record["held_out_positives"] = int(cohort.held_out["label"].sum())
-        record["train_positives"] = int(cohort.train["label"].sum())
+    record = _cohort_record(task, model, checkpoint is not None, seed, cohort, test_from)
     if model in BASELINES:
         scores, _, record[BASELINES[model][3]] = baseline_scores(model, dataset, cohort, seed, scored)
     else:
-        seed_everything(seed)
-        if checkpoint is not None:
-            pretrained = PretrainingModel(config)
-            assign_weights(pretrained, checkpoint)
-            encoder = pretrained.encoder
-        else:
-            encoder = build_encoder(config)
         n_outputs = vocabulary.n_groups if task == NEXT_VISIT else 1
-        task_model = finetune(
-            encoder,
-            task_kind(task),
-            n_outputs,
-            cohort.train,
-            cohort.tuning,
-            task_target(task),
-            settings,
-            config.n_layers,
-            pretrained=checkpoint is not None,
+        task_model = _fitted_transformer(
+            dataset, task, n_outputs, cohort, checkpoint, config, settings, seed, scored, record
         )
-        if checkpoint is not None and settings.guard and task != NEXT_VISIT:
-            task_model, record["guard"] = _guarded(task_model, config, dataset, cohort, settings, seed, scored)
         scores = predict_task(task_model, cohort.held_out, task_target(task))
         record["settings"] = asdict(settings)
         if out is not None:
-            save_checkpoint(
-                out / "checkpoint",
-                task_model,
-                config,
-                vocabulary,
-                kind=KIND_TASK,
-                extra={
-                    "task": task,
-                    "task_kind": task_kind(task),
-                    "n_outputs": n_outputs,
-                    "code_counts": task_model.code_counts is not None,
-                },
-            )
+            _save_task_model(out, task_model, task, config, vocabulary)
     targets = cohort.held_out["target_groups" if task == NEXT_VISIT else "label"]
     predictions = None
     if task != NEXT_VISIT:
@@ -323,3 +273,94 @@ def finetune_and_score(
         {k: round(v, 4) for k, v in record.items() if k.startswith(("auroc", "auprc", "recall"))},
     )
     return FinetuneOutcome(record, targets, scores, demographic_groups(cohort.held_out), predictions)
+
+
+def _vocabulary_and_config(
+    dataset: MedsDataset, checkpoint: Checkpoint | None, model_config: ClaimTransformerConfig | None
+) -> tuple[Vocabulary, ClaimTransformerConfig]:
+    """The checkpoint's vocabulary and model, or (from scratch) the site's own vocabulary and
+    `model_config` sized to it."""
+    if checkpoint is not None:
+        if checkpoint.kind != KIND_PRETRAINING:
+            raise ValueError(f"fine-tuning starts from a pretraining checkpoint, got kind {checkpoint.kind!r}")
+        return checkpoint.vocabulary, checkpoint.config
+    vocabulary = training_vocabulary([dataset])
+    config = model_config or ClaimTransformerConfig(vocab_size=vocabulary.size, n_groups=vocabulary.n_groups)
+    sized = {**config.to_dict(), "vocab_size": vocabulary.size, "n_groups": vocabulary.n_groups}
+    return vocabulary, ClaimTransformerConfig.from_dict(sized)
+
+
+def _cohort_record(
+    task: str, model: str, pretrained: bool, seed: int, cohort: Cohort, test_from: dt.date | None
+) -> dict[str, Any]:
+    """metrics.json's description of the run and its cohort, before any metric."""
+    record: dict[str, Any] = {
+        "task": task,
+        "model": model,
+        "pretrained": pretrained,
+        "seed": seed,
+        "train_size": len(cohort.train["subject_id"]),
+        "tuning_size": len(cohort.tuning["subject_id"]),
+        "held_out_size": len(cohort.held_out["subject_id"]),
+    }
+    if test_from is not None:
+        record["test_from"] = test_from.isoformat()
+    if task != NEXT_VISIT:
+        record["held_out_positives"] = int(cohort.held_out["label"].sum())
+        record["train_positives"] = int(cohort.train["label"].sum())
+    return record
+
+
+def _fitted_transformer(
+    dataset: MedsDataset,
+    task: str,
+    n_outputs: int,
+    cohort: Cohort,
+    checkpoint: Checkpoint | None,
+    config: ClaimTransformerConfig,
+    settings: FinetuneSettings,
+    seed: int,
+    scored: MedsDataset,
+    record: dict[str, Any],
+) -> TaskModel:
+    """The transformer fine-tuned on the cohort (from the checkpoint's encoder, or from scratch),
+    and for a binary task from a checkpoint, the guard's choice (written into `record`)."""
+    seed_everything(seed)
+    if checkpoint is not None:
+        pretrained = PretrainingModel(config)
+        assign_weights(pretrained, checkpoint)
+        encoder = pretrained.encoder
+    else:
+        encoder = build_encoder(config)
+    task_model = finetune(
+        encoder,
+        task_kind(task),
+        n_outputs,
+        cohort.train,
+        cohort.tuning,
+        task_target(task),
+        settings,
+        config.n_layers,
+        pretrained=checkpoint is not None,
+    )
+    if checkpoint is not None and settings.guard and task != NEXT_VISIT:
+        task_model, record["guard"] = _guarded(task_model, config, dataset, cohort, settings, seed, scored)
+    return task_model
+
+
+def _save_task_model(
+    out: Path, task_model: TaskModel, task: str, config: ClaimTransformerConfig, vocabulary: Vocabulary
+) -> None:
+    save_checkpoint(
+        out / "checkpoint",
+        task_model,
+        config,
+        vocabulary,
+        kind=KIND_TASK,
+        extra={
+            "task": task,
+            "task_kind": task_kind(task),
+            "n_outputs": task_model.head.units,
+            "code_counts": task_model.code_counts is not None,
+        },
+    )
