@@ -4,12 +4,9 @@ outcome (server.outcome): a run that trained fewer rounds than asked raises RunI
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
-import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,15 +26,15 @@ from server.overview.predictor import load_predictor
 from server.overview.round import run_advisory_round
 from server.passport import PassportRecorder
 from server.registry import REGISTRY_ENV, Registry, load_registry
+from server.round_checkpoints import STATE_FILE, last_intact_round, latest_round, manifest_extra, round_dir
+from server.rounds_table import evaluation_columns, local_seconds, read_rounds, round_row, write_rounds
 from server.secure_aggregation import secure_train_round
-from server.strategies import build_strategy, export_state, restore_state
+from server.strategies import build_strategy, client_level_epsilon, export_state, restore_state
 from server.validation import RoundReport, UpdateValidation
 from server.vocabulary_round import vocabulary_round, wait_for_nodes
 from shared_model.contract.checkpoint import (
-    Checkpoint,
     CheckpointError,
     assign_weights,
-    load_checkpoint,
     save_checkpoint,
 )
 from shared_model.contract.passport import MANIFEST_KEY as PASSPORT_KEY
@@ -48,69 +45,8 @@ from shared_model.model.config import ClaimTransformerConfig
 from shared_model.model.transformer import PretrainingModel
 from shared_model.tensors.vocabulary import Vocabulary
 from shared_model.training.fit import seed_everything
-from shared_model.training.privacy import epsilon_spent
 
 log = logging.getLogger(__name__)
-STATE_FILE = "strategy_state.npz"
-ROUND_COLUMNS = [
-    "round",
-    "clients",
-    "failed",
-    "dropped",
-    "train_loss",
-    "eval_loss",
-    "eval_recall@5",
-    "eval_recall@10",
-    "eval_recall@30",
-    "site_epsilon",
-    "client_epsilon",
-    "slowest_train_seconds",
-    "slowest_eval_seconds",
-    "client_compute_seconds",
-    "local_seconds",
-    "exchange_seconds",  # from sending a round's messages to the last reply: local_seconds and the wire
-    "round_seconds",  # exchange_seconds and the server's own turn (aggregation, checkpoint)
-]
-
-
-def round_dir(run_dir: Path, server_round: int) -> Path:
-    return run_dir / "checkpoints" / f"round-{server_round:03d}"
-
-
-def latest_round(run_dir: Path) -> int:
-    """The last round whose checkpoint is complete (0 if none)."""
-    return max(_checkpointed_rounds(run_dir), default=0)
-
-
-def _checkpointed_rounds(run_dir: Path) -> list[int]:
-    return sorted(
-        int(path.name[6:])
-        for path in (run_dir / "checkpoints").glob("round-*")
-        if path.name[6:].isdigit() and (path / "manifest.json").exists()
-    )
-
-
-def last_intact_round(run_dir: Path) -> tuple[int, Checkpoint | None]:
-    """The newest round checkpoint whose every hash verifies; newer, torn ones (a crash or a full
-    disk while writing) are moved aside as `round-NNN.torn` and logged."""
-    for server_round in reversed(_checkpointed_rounds(run_dir)):
-        try:
-            return server_round, load_checkpoint(round_dir(run_dir, server_round))
-        except (CheckpointError, OSError, ValueError) as exc:
-            torn = round_dir(run_dir, server_round)
-            log.warning(
-                "round %d's checkpoint is damaged (%s): moved to %s.torn, resuming from an earlier round",
-                server_round,
-                exc,
-                torn.name,
-            )
-            shutil.rmtree(torn.with_name(torn.name + ".torn"), ignore_errors=True)
-            torn.rename(torn.with_name(torn.name + ".torn"))
-    return 0, None
-
-
-def _metric(record: MetricRecord | None, key: str) -> float:
-    return float(record[key]) if record is not None and key in record else float("nan")
 
 
 @dataclass
@@ -137,7 +73,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
     strategy.registry = registry_of(settings)
     state = _resumed(run_dir, settings, strategy) if settings.resume else None
     state = state or _started(grid, run_dir, settings, strategy)
-    _write_rounds(run_dir, state.rows)
+    write_rounds(run_dir, state.rows)
     arrays = ArrayRecord([np.asarray(w) for w in state.model.get_weights()])
     shared = {
         "vocabulary": state.vocabulary.to_json(),
@@ -164,7 +100,7 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             carried_seconds = _evaluated(
                 strategy, state.passport, unevaluated, trained.evaluated, state.rows, dashboard
             )
-            _write_rounds(run_dir, state.rows)
+            write_rounds(run_dir, state.rows)
         if trained.aggregated is not None:
             arrays = trained.aggregated
             state.trained.append(server_round)
@@ -194,19 +130,19 @@ def run_federation(grid: Grid, settings: FederatedRunConfig, *, signer=None) -> 
             state.config,
             state.vocabulary,
             signer=signer,
-            extra=_manifest_extra(settings, server_round, state.run_id, state.passport, state.trained),
+            extra=manifest_extra(settings, server_round, state.run_id, state.passport, state.trained),
             extra_files={STATE_FILE: export_state(strategy)},
         )
         report = strategy.reports.get(server_round) or RoundReport()
-        local = _local_seconds(report, carried_seconds, evaluated_alone=bool(eval_replies))
+        local = local_seconds(report, carried_seconds, evaluated_alone=bool(eval_replies))
         row = {
-            **_round_row(settings, server_round, report, trained.metrics, eval_metrics),
+            **round_row(settings, server_round, report, trained.metrics, eval_metrics),
             "local_seconds": local,
             "exchange_seconds": trained.exchange_seconds + eval_seconds,
             "round_seconds": time.perf_counter() - started,
         }
         state.rows.append(row)
-        _write_rounds(run_dir, state.rows)
+        write_rounds(run_dir, state.rows)
         dashboard.write(server_round, row, report)
         log.info("round %d: %s", server_round, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
         last = server_round
@@ -250,7 +186,7 @@ def _resumed(run_dir: Path, settings: FederatedRunConfig, strategy: UpdateValida
         model,
         passport,
         done,
-        rows=[r for r in _read_rounds(run_dir) if int(r["round"]) <= done],
+        rows=[r for r in read_rounds(run_dir) if int(r["round"]) <= done],
         trained=[int(r) for r in checkpoint.manifest.get("rounds_trained", [])],
     )
 
@@ -359,7 +295,7 @@ def _finish(
         state.config,
         state.vocabulary,
         signer=signer,
-        extra=_manifest_extra(settings, last, state.run_id, state.passport, state.trained),
+        extra=manifest_extra(settings, last, state.run_id, state.passport, state.trained),
     )
     keras.backend.clear_session()
     outcome = run_outcome(
@@ -371,37 +307,6 @@ def _finish(
     if not outcome.complete:
         raise RunIncomplete(outcome.headline())
     return {"rounds": settings.num_server_rounds, "run_dir": str(run_dir)}
-
-
-def _round_row(
-    settings: FederatedRunConfig,
-    server_round: int,
-    report: RoundReport,
-    train_metrics: MetricRecord | None,
-    eval_metrics: MetricRecord | None,
-) -> dict[str, Any]:
-    """A round's row of rounds.csv, but for its timings: who took part, the losses and metrics,
-    the privacy spent and the sites' compute."""
-    return {
-        "round": server_round,
-        "clients": report.received - report.failed - len(report.dropped),
-        "failed": report.failed,
-        "dropped": len(report.dropped),
-        "train_loss": _metric(train_metrics, "train-loss"),
-        **_evaluation_columns(eval_metrics, report),
-        "site_epsilon": report.site_epsilon,
-        "client_epsilon": client_level_epsilon(settings, server_round),
-        "slowest_train_seconds": report.slowest_train_seconds,
-        "client_compute_seconds": report.total_train_seconds + report.total_eval_seconds,
-    }
-
-
-def _evaluation_columns(metrics: MetricRecord | None, report: RoundReport) -> dict[str, float]:
-    return {
-        "eval_loss": _metric(metrics, "eval-loss"),
-        **{f"eval_recall@{k}": _metric(metrics, f"eval-recall@{k}") for k in (5, 10, 30)},
-        "slowest_eval_seconds": report.slowest_eval_seconds,
-    }
 
 
 def _take_evaluation(
@@ -432,24 +337,12 @@ def _evaluated(
     metrics, kept = _take_evaluation(strategy, passport, server_round, evaluations)
     report = strategy.reports[server_round]
     passport.replies_dropped(server_round, "evaluation", report.evaluations_dropped)
-    columns = _evaluation_columns(metrics, report)
+    columns = evaluation_columns(metrics, report)
     for row in rows:
         if int(row["round"]) == server_round:  # its compute so far was its training (a resumed run's from the csv)
             row.update(columns, client_compute_seconds=float(row["client_compute_seconds"]) + report.total_eval_seconds)
     dashboard.write(server_round, columns, None)
     return {reply.metadata.src_node_id: float(reply.content["metrics"]["eval-seconds"]) for reply in kept}
-
-
-def _local_seconds(report: RoundReport, carried_seconds: dict[int, float], *, evaluated_alone: bool) -> float:
-    """The local work on a round's critical path: the slowest site's training (and the evaluation
-    its training message carried), then the slowest site's evaluation when it had a message of its
-    own. What a round takes beyond this is the deployment's overhead (the bench's measure)."""
-    trained = {node: metrics.get("train-seconds", 0.0) for node, metrics in report.site_metrics.items()}
-    exchange = max(
-        [report.slowest_train_seconds, *carried_seconds.values()]
-        + [seconds + carried_seconds.get(node, 0.0) for node, seconds in trained.items()]
-    )
-    return exchange + (report.slowest_eval_seconds if evaluated_alone else 0.0)
 
 
 def _write_outcome(run_dir: Path, outcome: dict[str, Any]) -> None:
@@ -463,51 +356,3 @@ def registry_of(settings: FederatedRunConfig) -> Registry | None:
     if not path or (not settings.site_registry and not Path(path).exists()):
         return None
     return load_registry(Path(path))
-
-
-def client_level_epsilon(settings: FederatedRunConfig, rounds: int) -> float:
-    """Client-level epsilon after `rounds` rounds of the central DP wrapper (every site takes part
-    in every round: no sampling amplification); 0 when client-level DP is off."""
-    if settings.client_dp_noise <= 0:
-        return 0.0
-    return epsilon_spent(1.0, settings.client_dp_noise, rounds, settings.client_dp_delta, settings.dp_accountant)
-
-
-def _manifest_extra(
-    settings: FederatedRunConfig, server_round: int, run_id: str, passport: PassportRecorder, trained: list[int]
-) -> dict[str, Any]:
-    """Signed with the manifest: which run and round this is (a site refuses rollbacks by them),
-    the rounds that trained (a round no site's update reached keeps the previous model; who
-    trained each is in the passport), and the privacy passport of the rounds so far."""
-    return {
-        PASSPORT_KEY: passport.document(server_round, client_level_epsilon(settings, server_round)).to_dict(),
-        "mode": "federated",
-        "run_id": run_id,
-        "round": server_round,
-        "rounds_trained": list(trained),
-        "strategy": settings.strategy,
-        "seed": settings.seed,
-        "precision": settings.precision,
-        "local_epochs": settings.local_epochs,
-        "k_anonymity": settings.k_anonymity,
-        "dp_epsilon": settings.dp_epsilon,
-        "client_dp_noise": settings.client_dp_noise,
-        "secure_aggregation": settings.secure_aggregation,
-    }
-
-
-def _read_rounds(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "rounds.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _write_rounds(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    """The whole table, replaced atomically (a crash leaves the previous round's table)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, ROUND_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(run_dir / "rounds.csv", buffer.getvalue().encode())

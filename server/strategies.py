@@ -22,6 +22,7 @@ from flwr.serverapp.strategy import (
 
 from server.validation import UpdateValidation
 from shared_model.contract.run_config import ROBUST_MINIMUM_SITES, FederatedRunConfig
+from shared_model.training.privacy import epsilon_spent
 
 STATE_ATTRIBUTES = ("m_t", "v_t", "momentum_vector")
 CAPS = "example-caps"
@@ -85,7 +86,7 @@ def with_client_level_dp(strategy: Strategy, settings: FederatedRunConfig) -> St
     """Flower's central DP wrappers: every site's update is clipped to a norm bound on the server,
     and Gaussian noise (client-dp-noise x bound / sites) is added to the aggregate. Meaningful for
     federations of many sites (one site's participation is what is protected); the epsilon is in
-    rounds.csv (server.federation.client_level_epsilon)."""
+    rounds.csv (client_level_epsilon)."""
     n = settings.min_available_clients
     if settings.client_dp_clipping == "fixed":
         return DifferentialPrivacyServerSideFixedClipping(
@@ -139,3 +140,11 @@ def restore_state(strategy: UpdateValidation, data: bytes) -> None:
                 setattr(target, attribute, [archive[k] for k in keys])
             else:
                 setattr(target, attribute, {k.split("|", 1)[1]: archive[k] for k in keys})
+
+
+def client_level_epsilon(settings: FederatedRunConfig, rounds: int) -> float:
+    """Client-level epsilon after `rounds` rounds of the central DP wrapper (every site takes part
+    in every round: no sampling amplification); 0 when client-level DP is off."""
+    if settings.client_dp_noise <= 0:
+        return 0.0
+    return epsilon_spent(1.0, settings.client_dp_noise, rounds, settings.client_dp_delta, settings.dp_accountant)
