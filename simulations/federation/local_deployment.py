@@ -26,7 +26,7 @@ from shared_model.runtime.processes import executable, flower_environment, start
 from simulations.synth import synthesize
 
 CLAIMPT = str(Path(sys.executable).parent / "claimpt")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
