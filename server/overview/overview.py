@@ -27,7 +27,7 @@ from shared_model.data.paths import atomic_write_bytes
 
 EXPERIMENTAL = (
     "EXPERIMENTAL: the predicted gains come from a predictor fitted on simulated consortia, whose "
-    "partner advice has not beaten joining everyone (docs/results/advisor.md)."
+    "partner advice has not beaten joining everyone (docs/results/advisor.md); they carry no interval."
 )
 #: the three broad age groups shown, by the summary's bands (shared_model.contract.site_summary.AGE_BANDS)
 AGE_GROUPS = {
