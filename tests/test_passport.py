@@ -196,6 +196,8 @@ def test_the_site_walks_its_own_state_against_a_signed_passport(
     [
         (lambda site: site.update(k_anonymity=float("nan")), "k_anonymity"),
         (lambda site: site.update(rounds_joined="1, 2"), "rounds_joined"),
+        (lambda site: site.update(rounds_joined=[-1, 2]), "rounds_joined[0]"),
+        (lambda site: [dp.update(epsilon=-0.5) for dp in site["record_level_dp"].values()], "epsilon"),
         (lambda site: site.update(updates_dropped=[{"round": True, "reason": "x"}]), "updates_dropped[0].round"),
         (lambda site: site.update(trust_me=True), "trust_me"),
         (lambda site: site.pop("record_level_dp").clear(), None),  # missing: a default, nothing to refuse
@@ -205,7 +207,8 @@ def test_a_signed_passport_of_a_shape_this_version_does_not_know_is_refused(
     run: dict, fed_sites: list[Path], tmp_path: Path, change, named: str | None
 ) -> None:
     """A coordinator signs what it likes: a passport whose values have the wrong type (NaN, a
-    bool for a round, text for a list) or an unknown key is refused with exit 2, naming the key,
+    bool for a round, text for a list), a negative number or an unknown key is refused with exit
+    2, naming the key,
     before the site compares anything; a key left out takes its empty default."""
     site_id = fed_sites[0].name
     name = pseudonym(site_key(site_id))

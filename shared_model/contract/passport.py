@@ -130,7 +130,8 @@ class Passport:
 
 def _parsed(kind: Any, value: Any, where: str) -> Any:
     """`value` (from JSON) as `kind`: a record of this module, a list or table of them, or a
-    plain value; strict (a bool is not a number, a float must be finite) and naming the key."""
+    plain value; strict (a bool is not a number, a number is finite and not negative) and naming
+    the key."""
     origin, arguments = typing.get_origin(kind), typing.get_args(kind)
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
@@ -168,6 +169,8 @@ def _parsed(kind: Any, value: Any, where: str) -> Any:
     valid = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
     if not valid or (kind is float and not math.isfinite(value)):
         raise PassportError(f"{where}: expected {kind.__name__}, found {value!r:.40}")
+    if kind in (int, float) and value < 0:  # rounds, run ids, k, epsilons, deltas, norms: none is negative
+        raise PassportError(f"{where}: expected a number >= 0, found {value!r}")
     return value
 
 
