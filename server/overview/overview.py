@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from server.overview.predictor import TransferPredictor
-from server.overview.signals import partner_sets, signal_table
+from server.overview.predictor import TransferPredictor, candidate_gains
 from shared_model.contract.site_summary import SiteSummary
 from shared_model.data.paths import atomic_write_bytes
 
@@ -90,13 +89,9 @@ def age_mix(summary: SiteSummary) -> dict[str, float]:
 
 def consortium_overview(summaries: dict[str, SiteSummary], predictor: TransferPredictor) -> ConsortiumOverview:
     """The overview of at least two sites' summaries."""
-    names = sorted(summaries)
-    if len(names) < 2:
-        raise ValueError("an overview needs at least two sites")
     # the predictor compares a site's candidates with its single partners: it needs them too
-    pairs = [(site, partners) for site in names for partners in partner_sets(site, names, max_partners=1)]
-    signals = signal_table(summaries, pairs, predictor.task)
-    signals["predicted_gain"] = predictor.predict(signals)
+    signals = candidate_gains(summaries, predictor, max_partners=1)
+    names = sorted(summaries)
     rows = []
     for site in names:
         everyone = "+".join(s for s in names if s != site)

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from server.overview.signals import PAIR_SIGNALS, SIGNALS, SITE_SIGNALS
-from shared_model.contract.site_summary import OwnAurocRecipe
+from server.overview.signals import PAIR_SIGNALS, SIGNALS, SITE_SIGNALS, partner_sets, signal_table
+from shared_model.contract.site_summary import OwnAurocRecipe, SiteSummary
 
 FORMAT = "claimpt-transfer-predictor/2"
 DEFAULT_PREDICTOR = Path(__file__).with_name("predictor.json")
@@ -101,6 +101,19 @@ class TransferPredictor:
             str(data.get("fitted_on", "")),
             OwnAurocRecipe.from_dict(recipe) if recipe is not None else None,
         )
+
+
+def candidate_gains(summaries: dict[str, SiteSummary], predictor: TransferPredictor, max_partners: int) -> pd.DataFrame:
+    """Every site's candidate partner sets (each set of 1..max_partners other sites, and all of
+    them): site, partners, every signal, the set's size and its predicted gain."""
+    names = sorted(summaries)
+    if len(names) < 2:
+        raise ValueError("predicted gains need at least two sites")
+    pairs = [(site, partners) for site in names for partners in partner_sets(site, names, max_partners)]
+    candidates = signal_table(summaries, pairs, predictor.task)
+    candidates["size"] = [len(p) for _, p in pairs]
+    candidates["predicted_gain"] = predictor.predict(candidates)
+    return candidates
 
 
 def standardised(rows: pd.DataFrame, mean: np.ndarray, scale: np.ndarray) -> pd.DataFrame:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from server.overview.predictor import TransferPredictor
-from server.overview.signals import partner_sets, signal_table
+from server.overview.predictor import TransferPredictor, candidate_gains
 from shared_model.contract.site_summary import SiteSummary
 from shared_model.data.paths import atomic_write_bytes
 
@@ -78,13 +77,7 @@ def advise(
 ) -> Advice:
     """Predicted gains of every candidate partner set of every site, and each site's recommendation
     (for the task the predictor was fitted on; `margin` None: the predictor's own)."""
-    names = sorted(summaries)
-    if len(names) < 2:
-        raise ValueError("advice needs at least two sites")
-    pairs = [(site, partners) for site in names for partners in partner_sets(site, names, max_partners)]
-    candidates = signal_table(summaries, pairs, predictor.task)
-    candidates["size"] = [len(p) for _, p in pairs]
-    candidates["predicted_gain"] = predictor.predict(candidates)
+    candidates = candidate_gains(summaries, predictor, max_partners)
     margin = predictor.margin if margin is None else margin
     return Advice(candidates, recommend(candidates, margin), margin)
 
