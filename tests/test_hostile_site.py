@@ -145,6 +145,8 @@ def corrupted(draw, content: RecordDict, values_record: str) -> RecordDict:
                 isinstance(record[k], list) for k in ("codes", "counts")
             ):
                 continue  # a key already taken away
+            if not all(type(n) is int for n in record["counts"]):
+                continue  # a bad value already replaced the counts (Flower holds no list of ints and floats)
             how = draw(st.sampled_from(["lengths", "below k", "above patients", "duplicate", "types", "patients"]))
             if how == "lengths":
                 record["counts"] = list(record["counts"])[:-1]
